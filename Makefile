@@ -1,0 +1,27 @@
+# Warren's everyday targets. `make demo` runs the dev cluster; `make test`
+# is what CI runs.
+GO ?= go
+PKGS := ./...
+
+.PHONY: build test race lint bench demo clean
+
+build:
+	$(GO) build -o bin/warren ./cmd/warren
+
+test:
+	$(GO) test -race -count=1 -timeout 12m $(PKGS)
+
+race: test
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "run gofmt -w"; exit 1)
+	$(GO) vet $(PKGS)
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime=1x $(PKGS)
+
+demo: build
+	./bin/warren dev --dir ./warren-dev
+
+clean:
+	rm -rf bin warren-dev

@@ -1,0 +1,309 @@
+// Package agent assembles a Warren agent: it joins the cluster once, keeps
+// its identity in a bbolt file, keeps tunnels to proxies (a pool actor with
+// one connection actor per tunnel), heartbeats its resources and serves
+// them: an embedded SSH server for "ssh" resources, a forward for "tcp".
+//
+// Lifecycle: New(cfg) → Start(ctx) → Close().
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/warren-proxy/warren/storage/identity"
+	"github.com/warren-proxy/warren/transport/nodessh"
+	"github.com/warren-proxy/warren/transport/pki"
+	"github.com/warren-proxy/warren/transport/revtunnel"
+)
+
+// Version is sent to proxies in the hello.
+var Version = "0.1.0-dev"
+
+// Agent is one Warren agent process.
+type Agent struct {
+	cfg Config
+	log *slog.Logger
+
+	store  *identity.Store
+	id     identity.Identity
+	key    ssh.Signer
+	signer *renewableSigner
+	hostCA ssh.PublicKey
+	node   *nodessh.Server
+	health *health
+	system *actor.ActorSystem
+	pool   *actor.PID
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	mu     sync.Mutex // guards closed
+	closed bool
+	// connected counts live tunnels, for tests and status.
+	connected atomic.Int32
+}
+
+// New checks cfg and returns an agent that is not started yet.
+func New(cfg Config) (*Agent, error) {
+	cfg, err := cfg.CheckAndSetDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("agent config: %w", err)
+	}
+	return &Agent{cfg: cfg, log: cfg.Logger}, nil
+}
+
+// Start loads (or obtains, by joining) the agent's identity and starts its
+// tunnels. The first join must succeed for Start to return nil; after
+// that, proxies being away only delays the tunnels.
+func (a *Agent) Start(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			a.Close()
+		}
+	}()
+	if err := os.MkdirAll(a.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	if a.store, err = identity.Open(filepath.Join(a.cfg.DataDir, "identity.db")); err != nil {
+		return err
+	}
+	id, ok, err := a.store.Load()
+	if err != nil {
+		return err
+	}
+	if !ok {
+		if id, err = a.join(ctx); err != nil {
+			return err
+		}
+	}
+	if err := a.useIdentity(id); err != nil {
+		return err
+	}
+	a.log = a.log.With("agent", a.id.AgentID)
+	if a.needsSSH() {
+		userCA, _, _, _, err := ssh.ParseAuthorizedKey(a.id.UserCA)
+		if err != nil {
+			return fmt.Errorf("identity: parse user CA: %w", err)
+		}
+		a.node, err = nodessh.New(nodessh.Config{
+			HostSigners: []ssh.Signer{a.signer},
+			UserCAs:     []ssh.PublicKey{userCA},
+			Logger:      a.log,
+			Clock:       a.cfg.Clock,
+			SFTPCommand: a.cfg.SFTPCommand,
+		})
+		if err != nil {
+			return err
+		}
+	}
+	ctx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	a.health = newHealth(a.cfg.Resources, a.cfg.HealthInterval, a.log)
+	a.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return slog.New(slog.DiscardHandler)
+	}))
+	a.pool = a.system.Root.Spawn(newPoolProps(a))
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.health.run(ctx, func() { a.system.Root.Send(a.pool, resourcesChanged{}) })
+	}()
+	a.log.Info("agent started", "proxies", strings.Join(a.cfg.Proxies, ","), "resources", len(a.cfg.Resources))
+	return nil
+}
+
+func (a *Agent) needsSSH() bool {
+	for _, r := range a.cfg.Resources {
+		if r.Kind == revtunnel.KindSSH {
+			return true
+		}
+	}
+	return false
+}
+
+// principals are the names clients use for this agent's SSH host.
+func (a *Agent) principals() []string {
+	var out []string
+	for _, r := range a.cfg.Resources {
+		if r.Kind == revtunnel.KindSSH {
+			out = append(out, r.Name)
+		}
+	}
+	return out
+}
+
+func (a *Agent) joinToken() (string, error) {
+	if a.cfg.JoinTokenFile != "" {
+		b, err := os.ReadFile(a.cfg.JoinTokenFile)
+		if err != nil {
+			return "", fmt.Errorf("read join_token_file: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	if a.cfg.JoinToken == "" {
+		return "", errors.New("this agent has not joined yet and its config has no join_token: add one from the cluster's join_tokens file")
+	}
+	return a.cfg.JoinToken, nil
+}
+
+// join obtains an identity through the first proxy that answers.
+func (a *Agent) join(ctx context.Context) (identity.Identity, error) {
+	token, err := a.joinToken()
+	if err != nil {
+		return identity.Identity{}, err
+	}
+	signer, keyPEM, err := pki.GenerateKey()
+	if err != nil {
+		return identity.Identity{}, err
+	}
+	hostname, _ := os.Hostname()
+	req := revtunnel.JoinRequest{
+		Name:       a.cfg.Name,
+		Hostname:   hostname,
+		PublicKey:  string(ssh.MarshalAuthorizedKey(signer.PublicKey())),
+		Principals: a.principals(),
+	}
+	var errs []error
+	for _, addr := range a.cfg.Proxies {
+		jctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		resp, ca, err := revtunnel.Join(jctx, addr, token, req, revtunnel.Trust{Pin: a.cfg.CAPin, Clock: a.cfg.Clock})
+		cancel()
+		if err != nil {
+			if errors.Is(err, revtunnel.ErrJoinRefused) {
+				return identity.Identity{}, err
+			}
+			errs = append(errs, err)
+			continue
+		}
+		if a.cfg.CAPin == "" {
+			a.log.Warn("joined without ca_pin: trusting the host CA of the first proxy", "ca", ssh.FingerprintSHA256(ca))
+		}
+		now := a.cfg.Clock()
+		id := identity.Identity{
+			AgentID:    resp.AgentID,
+			PrivateKey: keyPEM,
+			HostCert:   []byte(resp.HostCert),
+			HostCA:     ssh.MarshalAuthorizedKey(ca),
+			UserCA:     []byte(resp.UserCA),
+			Proxies:    a.cfg.Proxies,
+			JoinedAt:   now,
+			UpdatedAt:  now,
+		}
+		if err := a.store.Save(id); err != nil {
+			return identity.Identity{}, err
+		}
+		a.log.Info("joined the cluster", "agent", id.AgentID, "via", addr)
+		return id, nil
+	}
+	return identity.Identity{}, fmt.Errorf("join: no proxy answered: %w", errors.Join(errs...))
+}
+
+func (a *Agent) useIdentity(id identity.Identity) error {
+	key, err := ssh.ParsePrivateKey(id.PrivateKey)
+	if err != nil {
+		return fmt.Errorf("identity: parse private key: %w", err)
+	}
+	ca, _, _, _, err := ssh.ParseAuthorizedKey(id.HostCA)
+	if err != nil {
+		return fmt.Errorf("identity: parse host CA: %w", err)
+	}
+	a.id, a.key, a.hostCA = id, key, ca
+	a.signer = &renewableSigner{key: key}
+	return a.signer.renew(id.HostCert)
+}
+
+// renewCert stores a certificate a proxy issued in its hello.
+func (a *Agent) renewCert(certText string) {
+	if certText == "" {
+		return
+	}
+	if err := a.signer.renew([]byte(certText)); err != nil {
+		a.log.Warn("proxy sent an unusable certificate", "err", err)
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.id.HostCert = []byte(certText)
+	a.id.UpdatedAt = a.cfg.Clock()
+	if err := a.store.Save(a.id); err != nil {
+		a.log.Warn("save renewed certificate", "err", err)
+	}
+}
+
+// ID is the agent's id (after Start).
+func (a *Agent) ID() string { return a.id.AgentID }
+
+// Tunnels is the number of live tunnels.
+func (a *Agent) Tunnels() int { return int(a.connected.Load()) }
+
+// Close stops the agent's tunnels and servers and waits for them.
+func (a *Agent) Close() error {
+	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		return nil
+	}
+	a.closed = true
+	a.mu.Unlock()
+	if a.cancel != nil {
+		a.cancel()
+	}
+	if a.system != nil {
+		_ = a.system.Root.StopFuture(a.pool).Wait()
+		a.system.Shutdown()
+	}
+	if a.node != nil {
+		a.node.Close()
+	}
+	a.wg.Wait()
+	if a.store != nil {
+		return a.store.Close()
+	}
+	return nil
+}
+
+// renewableSigner presents the agent's current host certificate; a proxy
+// may renew it on every tunnel, and new SSH handshakes use the new one.
+type renewableSigner struct {
+	key ssh.Signer
+	cur atomic.Pointer[ssh.Signer]
+}
+
+func (s *renewableSigner) renew(certText []byte) error {
+	pub, _, _, _, err := ssh.ParseAuthorizedKey(certText)
+	if err != nil {
+		return fmt.Errorf("parse host certificate: %w", err)
+	}
+	cert, ok := pub.(*ssh.Certificate)
+	if !ok {
+		return errors.New("host certificate: not a certificate")
+	}
+	cs, err := ssh.NewCertSigner(cert, s.key)
+	if err != nil {
+		return fmt.Errorf("host certificate: %w", err)
+	}
+	s.cur.Store(&cs)
+	return nil
+}
+
+func (s *renewableSigner) signer() ssh.Signer       { return *s.cur.Load() }
+func (s *renewableSigner) PublicKey() ssh.PublicKey { return s.signer().PublicKey() }
+func (s *renewableSigner) Sign(r io.Reader, data []byte) (*ssh.Signature, error) {
+	return s.signer().Sign(r, data)
+}
+func (s *renewableSigner) SignWithAlgorithm(r io.Reader, data []byte, alg string) (*ssh.Signature, error) {
+	return s.signer().(ssh.AlgorithmSigner).SignWithAlgorithm(r, data, alg)
+}
+func (s *renewableSigner) Algorithms() []string {
+	return s.signer().(ssh.MultiAlgorithmSigner).Algorithms()
+}

@@ -1,0 +1,151 @@
+package agent
+
+import (
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/warren-proxy/warren/internal/conf"
+	"github.com/warren-proxy/warren/transport/revtunnel"
+)
+
+// Config is an agent's configuration, read from agent.yaml.
+type Config struct {
+	// Name is the id the agent asks for when it joins (a random suffix is
+	// added); default: the host name.
+	Name string `yaml:"name"`
+	// DataDir holds the agent's identity (bbolt).
+	DataDir string `yaml:"data_dir"`
+	// Proxies are tunnel addresses (host:port) of proxies or of a load
+	// balancer in front of them; the first reachable one is used.
+	Proxies []string `yaml:"proxies"`
+	// JoinToken (or JoinTokenFile) is needed only for the first start.
+	JoinToken     string `yaml:"join_token"`
+	JoinTokenFile string `yaml:"join_token_file"`
+	// CAPin is the SHA256 fingerprint of the cluster host CA; with it the
+	// agent checks the proxy on its very first connection.
+	CAPin string `yaml:"ca_pin"`
+	// HeartbeatInterval: resources are heartbeated this often and at once
+	// on change (default 5s).
+	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
+	// HealthInterval: upstreams of tcp resources are checked this often
+	// (default 5s).
+	HealthInterval time.Duration `yaml:"health_interval"`
+	// ReconnectMin and ReconnectMax bound the jittered exponential backoff
+	// between tunnel attempts (default 200ms and 10s).
+	ReconnectMin time.Duration    `yaml:"reconnect_min"`
+	ReconnectMax time.Duration    `yaml:"reconnect_max"`
+	Resources    []ResourceConfig `yaml:"resources"`
+
+	// SFTPCommand serves the sftp subsystem as the login user (see
+	// nodessh.Config); empty serves it in-process.
+	SFTPCommand []string         `yaml:"-"`
+	Logger      *slog.Logger     `yaml:"-"`
+	Clock       func() time.Time `yaml:"-"`
+}
+
+// ResourceConfig is one static resource.
+type ResourceConfig struct {
+	Name string `yaml:"name"`
+	// Kind is "ssh" (the agent's embedded SSH server for this host) or
+	// "tcp" (forward to Addr).
+	Kind   string            `yaml:"kind"`
+	Addr   string            `yaml:"addr"`
+	Labels map[string]string `yaml:"labels"`
+}
+
+// LoadConfig reads an agent config file.
+func LoadConfig(path string) (Config, error) {
+	var c Config
+	if err := conf.Load(path, &c); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// CheckAndSetDefaults reports every problem at once and returns the config
+// with defaults filled in; c itself is not changed.
+func (c Config) CheckAndSetDefaults() (Config, error) {
+	var errs conf.Errors
+	if c.DataDir == "" {
+		errs.Addf("data_dir", "required: a directory for the agent's identity")
+	}
+	if len(c.Proxies) == 0 {
+		errs.Addf("proxies", "required: at least one proxy tunnel address, like proxy.example.com:3024")
+	}
+	for i, p := range c.Proxies {
+		if _, _, err := net.SplitHostPort(p); err != nil {
+			errs.Addf("proxies["+strconv.Itoa(i)+"]", "%q is not host:port", p)
+		}
+	}
+	if c.JoinToken != "" && c.JoinTokenFile != "" {
+		errs.Addf("join_token_file", "set join_token or join_token_file, not both")
+	}
+	if c.Name == "" {
+		c.Name, _ = os.Hostname()
+	}
+	if len(c.Resources) == 0 {
+		errs.Addf("resources", "required: at least one resource to serve")
+	}
+	seen := map[string]bool{}
+	c.Resources = append([]ResourceConfig(nil), c.Resources...)
+	for i, r := range c.Resources {
+		field := "resources[" + strconv.Itoa(i) + "]"
+		switch {
+		case r.Name == "":
+			errs.Addf(field+".name", "required")
+		case !revtunnel.ValidName(r.Name):
+			errs.Addf(field+".name", "%q is not valid: 1-63 letters, digits, '.', '_' or '-'", r.Name)
+		case seen[r.Name]:
+			errs.Addf(field+".name", "%q is listed twice", r.Name)
+		}
+		seen[r.Name] = true
+		switch r.Kind {
+		case revtunnel.KindSSH:
+			if r.Addr != "" {
+				errs.Addf(field+".addr", "not used by kind ssh (the agent serves SSH itself); use kind tcp to forward to an sshd")
+			}
+		case revtunnel.KindTCP:
+			if _, _, err := net.SplitHostPort(r.Addr); err != nil {
+				errs.Addf(field+".addr", "kind tcp needs host:port, got %q", r.Addr)
+			}
+		case "":
+			errs.Addf(field+".kind", "required: ssh or tcp")
+		default:
+			errs.Addf(field+".kind", "unknown kind %q: use ssh or tcp", r.Kind)
+		}
+		for k := range r.Labels {
+			if k == "" || strings.ContainsAny(k, " =,") {
+				errs.Addf(field+".labels", "invalid label key %q", k)
+			}
+		}
+	}
+	durations := []struct {
+		field string
+		v     *time.Duration
+		def   time.Duration
+	}{
+		{"heartbeat_interval", &c.HeartbeatInterval, 5 * time.Second},
+		{"health_interval", &c.HealthInterval, 5 * time.Second},
+		{"reconnect_min", &c.ReconnectMin, 200 * time.Millisecond},
+		{"reconnect_max", &c.ReconnectMax, 10 * time.Second},
+	}
+	for _, d := range durations {
+		switch {
+		case *d.v < 0:
+			errs.Addf(d.field, "must not be negative")
+		case *d.v == 0:
+			*d.v = d.def
+		}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	return c, errs.Err()
+}

@@ -1,0 +1,216 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/warren-proxy/warren/transport/revtunnel"
+	"github.com/warren-proxy/warren/transport/streams"
+)
+
+// conn is a connection actor: it keeps one tunnel up, reconnecting with
+// jittered exponential backoff, heartbeats over it and serves the dials
+// that come through it.
+type conn struct {
+	a      *Agent
+	addrs  []string
+	next   int
+	kick   chan struct{}
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func newConnProps(a *Agent, addrs []string, start int) *actor.Props {
+	return actor.PropsFromProducer(func() actor.Actor {
+		return &conn{a: a, addrs: addrs, next: start, kick: make(chan struct{}, 1)}
+	})
+}
+
+// Receive dispatches messages.
+func (c *conn) Receive(ctx actor.Context) {
+	switch ctx.Message().(type) {
+	case *actor.Started:
+		var runCtx context.Context
+		runCtx, c.cancel = context.WithCancel(context.Background())
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.run(runCtx)
+		}()
+	case resourcesChanged:
+		select {
+		case c.kick <- struct{}{}:
+		default:
+		}
+	case *actor.Stopping:
+		c.cancel()
+		c.wg.Wait()
+	}
+}
+
+// backoff returns the wait before attempt n (0-based): exponential from
+// ReconnectMin up to ReconnectMax, with full jitter in its upper half so
+// that agents cut off together do not come back together.
+func (c *conn) backoff(n int) time.Duration {
+	d := c.a.cfg.ReconnectMin << min(n, 16)
+	if d > c.a.cfg.ReconnectMax || d <= 0 {
+		d = c.a.cfg.ReconnectMax
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+func (c *conn) run(ctx context.Context) {
+	a := c.a
+	hostname, _ := os.Hostname()
+	failures := 0
+	for ctx.Err() == nil {
+		addr := c.addrs[c.next%len(c.addrs)]
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		tun, reply, err := revtunnel.Dial(dctx, revtunnel.ClientConfig{
+			Addr:    addr,
+			AgentID: a.id.AgentID,
+			Signer:  a.signer,
+			Trust:   revtunnel.Trust{CA: a.hostCA, Clock: a.cfg.Clock},
+			Logger:  a.log,
+		}, revtunnel.Hello{Version: Version, Hostname: hostname, Principals: a.principals()})
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			wait := c.backoff(failures)
+			a.log.Warn("tunnel failed; retrying", "proxy", addr, "in", wait.Round(time.Millisecond), "err", err)
+			failures++
+			c.next++
+			if !sleep(ctx, wait) {
+				return
+			}
+			continue
+		}
+		failures = 0
+		a.renewCert(reply.HostCert)
+		a.connected.Add(1)
+		a.log.Info("tunnel up", "proxy", reply.ProxyID, "addr", addr)
+		c.serve(ctx, tun)
+		a.connected.Add(-1)
+		a.log.Info("tunnel down", "proxy", reply.ProxyID, "addr", addr)
+		if !sleep(ctx, c.backoff(0)) {
+			return
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// serve runs one tunnel until it closes or ctx ends.
+func (c *conn) serve(ctx context.Context, tun *revtunnel.ClientConn) {
+	tctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		tun.Close()
+		wg.Wait()
+	}()
+	stop := context.AfterFunc(tctx, func() { tun.Close() })
+	defer stop()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.heartbeat(tctx, tun)
+	}()
+	for {
+		req, nch, err := tun.Accept()
+		if err != nil {
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.a.serveDial(tctx, req, nch)
+		}()
+	}
+}
+
+// heartbeat sends the resource statuses at once, every interval, and
+// whenever they change; a failed heartbeat closes the tunnel.
+func (c *conn) heartbeat(ctx context.Context, tun *revtunnel.ClientConn) {
+	t := time.NewTicker(c.a.cfg.HeartbeatInterval)
+	defer t.Stop()
+	var seq uint64
+	for {
+		seq++
+		hctx, cancel := context.WithTimeout(ctx, c.a.cfg.HeartbeatInterval*2)
+		err := tun.Heartbeat(hctx, revtunnel.Heartbeat{Seq: seq, Resources: c.a.health.statuses()})
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				c.a.log.Warn("heartbeat failed; closing tunnel", "err", err)
+			}
+			tun.Close()
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-c.kick:
+		}
+	}
+}
+
+// serveDial connects one session to the resource it names.
+func (a *Agent) serveDial(ctx context.Context, req revtunnel.DialRequest, nch ssh.NewChannel) {
+	var res *ResourceConfig
+	for i := range a.cfg.Resources {
+		if a.cfg.Resources[i].Name == req.Resource {
+			res = &a.cfg.Resources[i]
+		}
+	}
+	if res == nil {
+		_ = nch.Reject(ssh.ConnectionFailed, fmt.Sprintf("agent %s does not serve %q", a.id.AgentID, req.Resource))
+		return
+	}
+	switch res.Kind {
+	case revtunnel.KindTCP:
+		d := net.Dialer{Timeout: 5 * time.Second}
+		up, err := d.DialContext(ctx, "tcp", res.Addr)
+		if err != nil {
+			_ = nch.Reject(ssh.ConnectionFailed, fmt.Sprintf("agent %s: upstream %s of %q: %v", a.id.AgentID, res.Addr, res.Name, err))
+			return
+		}
+		streams.SetNoDelay(up)
+		ch, reqs, err := nch.Accept()
+		if err != nil {
+			up.Close()
+			return
+		}
+		go ssh.DiscardRequests(reqs)
+		streams.Pipe(ch, up.(*net.TCPConn))
+	case revtunnel.KindSSH:
+		ch, reqs, err := nch.Accept()
+		if err != nil {
+			return
+		}
+		go ssh.DiscardRequests(reqs)
+		if err := a.node.ServeConn(ctx, &streams.ChannelConn{Channel: ch}); err != nil {
+			a.log.Debug("ssh session ended", "session", req.SessionID, "err", err)
+		}
+	}
+}

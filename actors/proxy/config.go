@@ -1,0 +1,151 @@
+package proxy
+
+import (
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/warren-proxy/warren/internal/conf"
+	"github.com/warren-proxy/warren/transport/revtunnel"
+)
+
+// Default ports, see DESIGN.md.
+const (
+	DefaultUserAddr   = "0.0.0.0:3023"
+	DefaultTunnelAddr = "0.0.0.0:3024"
+	DefaultHTTPAddr   = "0.0.0.0:3080"
+)
+
+// Config is a proxy's configuration, read from proxy.yaml.
+type Config struct {
+	// ID names the proxy in the cluster; it must be unique.
+	ID     string `yaml:"id"`
+	Region string `yaml:"region"`
+	Zone   string `yaml:"zone"`
+	// DataDir holds the proxy's own state: its host key, the catalog
+	// (Pebble) and the audit log (bbolt).
+	DataDir string `yaml:"data_dir"`
+	// AuthDir holds the cluster identity written by `warren init`.
+	AuthDir string `yaml:"auth_dir"`
+	Listen  Listen `yaml:"listen"`
+	// PublicAddr is the user address as users reach it (host:port); it
+	// goes into hints and the proxy's host certificate. Default: the
+	// user listen address.
+	PublicAddr string        `yaml:"public_addr"`
+	Tunnel     TunnelConfig  `yaml:"tunnel"`
+	Session    SessionConfig `yaml:"session"`
+
+	Logger *slog.Logger     `yaml:"-"`
+	Clock  func() time.Time `yaml:"-"`
+}
+
+// Listen holds the listen addresses; ":0" ports pick free ones.
+type Listen struct {
+	User   string `yaml:"user"`
+	Tunnel string `yaml:"tunnel"`
+	HTTP   string `yaml:"http"`
+}
+
+// TunnelConfig tunes agent tunnels.
+type TunnelConfig struct {
+	// KeepaliveInterval and KeepaliveCount: a tunnel whose agent misses
+	// KeepaliveCount keepalives in a row is closed (default 2s × 3: a
+	// silent agent is caught within about 6 s).
+	KeepaliveInterval time.Duration `yaml:"keepalive_interval"`
+	KeepaliveCount    int           `yaml:"keepalive_count"`
+	// HeartbeatTTL: a resource not heartbeated for this long is offline
+	// even while its tunnel is up (default 30s; agents beat every 5s).
+	HeartbeatTTL time.Duration `yaml:"heartbeat_ttl"`
+	// OfflineRetention: how long an offline resource stays listed
+	// (default 24h).
+	OfflineRetention time.Duration `yaml:"offline_retention"`
+	// CertTTL is the validity of the host certificates issued to agents
+	// (default 30 days; renewed on every tunnel).
+	CertTTL time.Duration `yaml:"cert_ttl"`
+}
+
+// SessionConfig tunes user sessions.
+type SessionConfig struct {
+	// DialTimeout bounds the connect phase of a session, over all
+	// candidate agents (default 15s).
+	DialTimeout time.Duration `yaml:"dial_timeout"`
+}
+
+// LoadConfig reads and checks a proxy config file.
+func LoadConfig(path string) (Config, error) {
+	var c Config
+	if err := conf.Load(path, &c); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// CheckAndSetDefaults reports every problem at once and returns the config
+// with defaults filled in; c itself is not changed.
+func (c Config) CheckAndSetDefaults() (Config, error) {
+	var errs conf.Errors
+	if c.ID == "" {
+		errs.Addf("id", "required: a unique name for this proxy, like proxy-1")
+	} else if !revtunnel.ValidName(c.ID) {
+		errs.Addf("id", "%q is not valid: use letters, digits, '.', '_' or '-'", c.ID)
+	}
+	if c.DataDir == "" {
+		errs.Addf("data_dir", "required: a directory for the proxy's state")
+	}
+	if c.AuthDir == "" {
+		errs.Addf("auth_dir", "required: the directory `warren init --data-dir DIR` wrote")
+	}
+	if c.Region == "" {
+		c.Region = "default"
+	}
+	if c.Listen.User == "" {
+		c.Listen.User = DefaultUserAddr
+	}
+	if c.Listen.Tunnel == "" {
+		c.Listen.Tunnel = DefaultTunnelAddr
+	}
+	if c.Listen.HTTP == "" {
+		c.Listen.HTTP = DefaultHTTPAddr
+	}
+	for field, addr := range map[string]string{"listen.user": c.Listen.User, "listen.tunnel": c.Listen.Tunnel, "listen.http": c.Listen.HTTP} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs.Addf(field, "%q is not host:port", addr)
+		}
+	}
+	if c.PublicAddr == "" {
+		c.PublicAddr = c.Listen.User
+	} else if _, _, err := net.SplitHostPort(c.PublicAddr); err != nil {
+		errs.Addf("public_addr", "%q is not host:port", c.PublicAddr)
+	}
+	durations := []struct {
+		field string
+		v     *time.Duration
+		def   time.Duration
+	}{
+		{"tunnel.keepalive_interval", &c.Tunnel.KeepaliveInterval, 2 * time.Second},
+		{"tunnel.heartbeat_ttl", &c.Tunnel.HeartbeatTTL, 30 * time.Second},
+		{"tunnel.offline_retention", &c.Tunnel.OfflineRetention, 24 * time.Hour},
+		{"tunnel.cert_ttl", &c.Tunnel.CertTTL, 30 * 24 * time.Hour},
+		{"session.dial_timeout", &c.Session.DialTimeout, 15 * time.Second},
+	}
+	for _, d := range durations {
+		switch {
+		case *d.v < 0:
+			errs.Addf(d.field, "must not be negative")
+		case *d.v == 0:
+			*d.v = d.def
+		}
+	}
+	if c.Tunnel.KeepaliveCount < 0 {
+		errs.Addf("tunnel.keepalive_count", "must not be negative")
+	} else if c.Tunnel.KeepaliveCount == 0 {
+		c.Tunnel.KeepaliveCount = 3
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	return c, errs.Err()
+}

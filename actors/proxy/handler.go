@@ -1,0 +1,167 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/warren-proxy/warren/actors/router"
+	"github.com/warren-proxy/warren/actors/session"
+	"github.com/warren-proxy/warren/storage/audit"
+	"github.com/warren-proxy/warren/transport/usersh"
+)
+
+// userHandler serves the user SSH listener.
+type userHandler struct{ p *Proxy }
+
+// DirectTCPIP spawns a session actor for the channel.
+func (h userHandler) DirectTCPIP(ctx context.Context, c *usersh.Conn, t usersh.Target, nch ssh.NewChannel) {
+	p := h.p
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		_ = nch.Reject(ssh.ConnectionFailed, "warren: the proxy is shutting down; connect again")
+		return
+	}
+	p.sessions.Add(1)
+	p.mu.Unlock()
+	_, port, _ := net.SplitHostPort(p.cfg.PublicAddr)
+	p.system.Root.Spawn(session.NewProps(session.Config{
+		ID:          newID(),
+		ProxyID:     p.cfg.ID,
+		User:        c.Identity.User,
+		ClientAddr:  c.RemoteAddr.String(),
+		Resource:    t.Host,
+		Port:        t.Port,
+		Channel:     nch,
+		Table:       p.table,
+		Audit:       p.audit,
+		DialTimeout: p.cfg.Session.DialTimeout,
+		ListHint:    fmt.Sprintf("; list resources with `warren ls` or `ssh -p %s %s@<proxy> ls`", port, c.Identity.User),
+		Clock:       p.cfg.Clock,
+		Logger:      p.log,
+		Done:        p.sessions.Done,
+	}))
+}
+
+// Command runs a proxy command for a user.
+func (h userHandler) Command(ctx context.Context, c *usersh.Conn, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		args = []string{"help"}
+	}
+	switch args[0] {
+	case "ls":
+		return h.ls(args[1:], stdout, stderr)
+	case "whoami":
+		id := c.Identity
+		fmt.Fprintf(stdout, "user: %s\nroles: %s\nlogins: %s\n", id.User, strings.Join(id.Roles, ","), strings.Join(id.Logins, ","))
+		if !id.ValidUntil.IsZero() {
+			fmt.Fprintf(stdout, "valid until: %s\n", id.ValidUntil.UTC().Format(time.RFC3339))
+		}
+		return 0
+	case "audit":
+		if !c.Identity.HasRole("admin") {
+			fmt.Fprintln(stderr, "warren: audit needs the admin role; ask an administrator for a certificate with --roles admin")
+			return 1
+		}
+		return h.audit(args[1:], stdout, stderr)
+	case "help":
+		fmt.Fprint(stdout, h.p.help())
+		return 0
+	default:
+		fmt.Fprintf(stderr, "warren: unknown proxy command %q; commands are ls, whoami, audit, help\n", args[0])
+		return 2
+	}
+}
+
+func (h userHandler) ls(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("ls", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	list := h.p.table.Snapshot().List()
+	if *asJSON {
+		if err := json.NewEncoder(stdout).Encode(list); err != nil {
+			return 1
+		}
+		return 0
+	}
+	WriteResourceTable(stdout, list)
+	return 0
+}
+
+// WriteResourceTable prints resources as an aligned table.
+func WriteResourceTable(w io.Writer, list []router.Summary) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tKIND\tSTATUS\tAGENTS\tLABELS")
+	for _, s := range list {
+		var labels []string
+		for k, v := range s.Labels {
+			labels = append(labels, k+"="+v)
+		}
+		status := s.Status
+		if s.Detail != "" {
+			status += " (" + s.Detail + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\n", s.Name, s.Kind, status, s.Healthy, s.Agents, strings.Join(sorted(labels), ","))
+	}
+	tw.Flush()
+}
+
+func (h userHandler) audit(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("audit", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	since := fs.Duration("since", time.Hour, "how far back")
+	limit := fs.Int("limit", 1000, "at most this many events")
+	asJSON := fs.Bool("json", false, "print JSON lines")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	evs, err := h.p.audit.Query(audit.Query{Since: h.p.cfg.Clock().Add(-*since), Limit: *limit})
+	if err != nil {
+		fmt.Fprintf(stderr, "warren: read audit log: %v\n", err)
+		return 1
+	}
+	WriteAudit(stdout, evs, *asJSON)
+	return 0
+}
+
+// WriteAudit prints audit events as a table or JSON lines.
+func WriteAudit(w io.Writer, evs []audit.Event, asJSON bool) {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		for _, ev := range evs {
+			_ = enc.Encode(ev)
+		}
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tTYPE\tUSER\tRESOURCE\tAGENT\tCLIENT\tIN\tOUT\tOUTCOME")
+	for _, ev := range evs {
+		outcome := ev.Outcome
+		if ev.Error != "" {
+			outcome += ": " + ev.Error
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", ev.Time.UTC().Format(time.RFC3339), ev.Type, ev.User, ev.Resource, ev.AgentID, ev.ClientAddr, ev.BytesIn, ev.BytesOut, outcome)
+	}
+	tw.Flush()
+}
+
+func sorted(s []string) []string {
+	for i := 1; i < len(s); i++ {
+		for j := i; j > 0 && s[j] < s[j-1]; j-- {
+			s[j], s[j-1] = s[j-1], s[j]
+		}
+	}
+	return s
+}

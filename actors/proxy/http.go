@@ -1,0 +1,44 @@
+package proxy
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+)
+
+// httpHandler serves /healthz and /readyz (open, for load balancers and
+// GeoDNS checks) and the JSON API (bearer token from the cluster's
+// api_token file).
+func (p *Proxy) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !p.Ready() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	mux.Handle("GET /api/v1/resources", p.requireToken(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{
+			"proxy":     p.cfg.ID,
+			"resources": p.table.Snapshot().List(),
+		})
+	}))
+	return mux
+}
+
+func (p *Proxy) requireToken(next http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || !p.auth.CheckAPIToken(tok) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="warren"`)
+			http.Error(w, "missing or wrong API token: send Authorization: Bearer <contents of the cluster's api_token file>", http.StatusUnauthorized)
+			return
+		}
+		next(w, r)
+	})
+}

@@ -1,0 +1,344 @@
+// Package proxy assembles a Warren proxy: the user SSH listener (a jump
+// host), the agent tunnel listener, the HTTP endpoint, and the actors
+// behind them (router, one tunnel actor per agent tunnel, one session actor
+// per user session), with the catalog in Pebble and the audit log in bbolt.
+//
+// Lifecycle: New(cfg) → Start(ctx) → Close().
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/warren-proxy/warren/actors/router"
+	"github.com/warren-proxy/warren/actors/tunnel"
+	"github.com/warren-proxy/warren/storage/audit"
+	"github.com/warren-proxy/warren/storage/catalog"
+	"github.com/warren-proxy/warren/transport/pki"
+	"github.com/warren-proxy/warren/transport/revtunnel"
+	"github.com/warren-proxy/warren/transport/usersh"
+)
+
+// Version is reported to agents and in status.
+var Version = "0.1.0-dev"
+
+// Proxy is one Warren proxy process.
+type Proxy struct {
+	cfg  Config
+	log  *slog.Logger
+	auth *pki.Authority
+
+	hostSigner ssh.Signer
+	catalog    *catalog.Store
+	audit      *audit.Log
+	system     *actor.ActorSystem
+	table      *router.Table
+	router     *actor.PID
+
+	tunnelSrv *revtunnel.Server
+	userSrv   *usersh.Server
+	httpSrv   *http.Server
+
+	userLn, tunnelLn, httpLn net.Listener
+
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup // accept loops and handshakes
+	sessions sync.WaitGroup // live session actors
+	tunnels  sync.WaitGroup // live tunnel actors
+
+	mu      sync.Mutex // guards the fields below
+	started bool
+	closed  bool
+	ready   bool
+	tunPIDs map[*actor.PID]bool
+}
+
+// New checks cfg and returns a proxy that is not started yet.
+func New(cfg Config) (*Proxy, error) {
+	cfg, err := cfg.CheckAndSetDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("proxy config: %w", err)
+	}
+	return &Proxy{cfg: cfg, log: cfg.Logger.With("proxy", cfg.ID), tunPIDs: map[*actor.PID]bool{}}, nil
+}
+
+// Start opens the proxy's state and starts serving. On error everything
+// already opened is closed again.
+func (p *Proxy) Start(ctx context.Context) (err error) {
+	p.mu.Lock()
+	if p.started {
+		p.mu.Unlock()
+		return errors.New("proxy already started")
+	}
+	p.started = true
+	p.mu.Unlock()
+	defer func() {
+		if err != nil {
+			p.Close()
+		}
+	}()
+	if p.auth, err = pki.Load(p.cfg.AuthDir); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(p.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	if p.hostSigner, err = p.loadHostKey(); err != nil {
+		return err
+	}
+	if p.catalog, err = catalog.Open(filepath.Join(p.cfg.DataDir, "catalog"), catalog.Options{Logger: p.log}); err != nil {
+		return err
+	}
+	if p.audit, err = audit.Open(filepath.Join(p.cfg.DataDir, "audit.db"), audit.Options{Logger: p.log}); err != nil {
+		return err
+	}
+	p.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return slog.New(slog.DiscardHandler)
+	}))
+	p.table = router.NewTable()
+	props, err := router.NewProps(router.Config{
+		ProxyID:          p.cfg.ID,
+		Store:            p.catalog,
+		Table:            p.table,
+		HeartbeatTTL:     p.cfg.Tunnel.HeartbeatTTL,
+		OfflineRetention: p.cfg.Tunnel.OfflineRetention,
+		Clock:            p.cfg.Clock,
+		Logger:           p.log,
+	})
+	if err != nil {
+		return err
+	}
+	if p.router, err = p.system.Root.SpawnNamed(props, "router"); err != nil {
+		return fmt.Errorf("spawn router: %w", err)
+	}
+	if err := p.startListeners(); err != nil {
+		return err
+	}
+	ctx, p.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	p.serve(ctx)
+	p.mu.Lock()
+	p.ready = true
+	p.mu.Unlock()
+	p.log.Info("proxy started", "user", p.userLn.Addr().String(), "tunnel", p.tunnelLn.Addr().String(), "http", p.httpLn.Addr().String())
+	return nil
+}
+
+func (p *Proxy) startListeners() (err error) {
+	if p.userLn, err = net.Listen("tcp", p.cfg.Listen.User); err != nil {
+		return fmt.Errorf("listen for users on %s: %w", p.cfg.Listen.User, err)
+	}
+	if p.tunnelLn, err = net.Listen("tcp", p.cfg.Listen.Tunnel); err != nil {
+		return fmt.Errorf("listen for agent tunnels on %s: %w", p.cfg.Listen.Tunnel, err)
+	}
+	if p.httpLn, err = net.Listen("tcp", p.cfg.Listen.HTTP); err != nil {
+		return fmt.Errorf("listen for HTTP on %s: %w", p.cfg.Listen.HTTP, err)
+	}
+	if _, port, _ := net.SplitHostPort(p.cfg.PublicAddr); port == "0" {
+		// A test or dev proxy on a free port: tell users the real one.
+		p.cfg.PublicAddr = p.userLn.Addr().String()
+	}
+	p.tunnelSrv, err = revtunnel.NewServer(revtunnel.ServerConfig{
+		HostSigner:     p.hostSigner,
+		HostCA:         p.auth.HostCA.PublicKey(),
+		CheckJoinToken: p.auth.CheckJoinToken,
+		Join:           p.join,
+		Clock:          p.cfg.Clock,
+		Logger:         p.log,
+	})
+	if err != nil {
+		return err
+	}
+	p.userSrv, err = usersh.New(usersh.Config{
+		HostSigners: []ssh.Signer{p.hostSigner},
+		UserCAs:     []ssh.PublicKey{p.auth.UserCA.PublicKey()},
+		Handler:     userHandler{p},
+		Clock:       p.cfg.Clock,
+		Logger:      p.log,
+		Help:        p.help(),
+	})
+	if err != nil {
+		return err
+	}
+	p.httpSrv = &http.Server{Handler: p.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+	return nil
+}
+
+func (p *Proxy) serve(ctx context.Context) {
+	p.wg.Add(3)
+	go func() {
+		defer p.wg.Done()
+		if err := p.userSrv.Serve(ctx, p.userLn); err != nil {
+			p.log.Error("user listener stopped", "err", err)
+		}
+	}()
+	go func() {
+		defer p.wg.Done()
+		p.acceptTunnels(ctx)
+	}()
+	go func() {
+		defer p.wg.Done()
+		if err := p.httpSrv.Serve(p.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			p.log.Error("http listener stopped", "err", err)
+		}
+	}()
+}
+
+// UserAddr, TunnelAddr and HTTPAddr are the bound listen addresses.
+func (p *Proxy) UserAddr() string   { return p.userLn.Addr().String() }
+func (p *Proxy) TunnelAddr() string { return p.tunnelLn.Addr().String() }
+func (p *Proxy) HTTPAddr() string   { return p.httpLn.Addr().String() }
+
+// ID is the proxy's id.
+func (p *Proxy) ID() string { return p.cfg.ID }
+
+// Table is the proxy's route table (read-only snapshots).
+func (p *Proxy) Table() *router.Table { return p.table }
+
+// Audit is the proxy's audit log.
+func (p *Proxy) Audit() *audit.Log { return p.audit }
+
+func (p *Proxy) acceptTunnels(ctx context.Context) {
+	for {
+		nc, err := p.tunnelLn.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
+				return
+			}
+			p.log.Error("accept tunnel", "err", err)
+			continue
+		}
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.handshakeTunnel(ctx, nc)
+		}()
+	}
+}
+
+func (p *Proxy) handshakeTunnel(ctx context.Context, nc net.Conn) {
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+		_ = tc.SetKeepAlive(true)
+	}
+	conn, err := p.tunnelSrv.Handshake(ctx, nc)
+	if err != nil {
+		if !errors.Is(err, revtunnel.ErrJoined) {
+			p.log.Info("tunnel refused", "remote", nc.RemoteAddr().String(), "err", err)
+		}
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		conn.Close()
+		return
+	}
+	p.tunnels.Add(1)
+	var pid *actor.PID
+	pid = p.system.Root.Spawn(tunnel.NewProps(tunnel.Config{
+		Conn:              conn,
+		Router:            p.router,
+		ProxyID:           p.cfg.ID,
+		Hello:             p.hello,
+		KeepaliveInterval: p.cfg.Tunnel.KeepaliveInterval,
+		KeepaliveCount:    p.cfg.Tunnel.KeepaliveCount,
+		Clock:             p.cfg.Clock,
+		Logger:            p.log,
+		Done: func() {
+			p.mu.Lock()
+			delete(p.tunPIDs, pid)
+			p.mu.Unlock()
+			p.tunnels.Done()
+		},
+	}))
+	p.tunPIDs[pid] = true
+}
+
+// Close stops the proxy: listeners first, then sessions, tunnels, the
+// router (which persists its state), and the stores.
+func (p *Proxy) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed, p.ready = true, false
+	p.mu.Unlock()
+	if p.cancel != nil {
+		p.cancel()
+	}
+	for _, ln := range []net.Listener{p.tunnelLn, p.httpLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+	if p.httpSrv != nil {
+		_ = p.httpSrv.Close()
+	}
+	if p.userSrv != nil {
+		p.userSrv.Close()
+	}
+	p.wg.Wait()
+	p.sessions.Wait()
+	if p.system != nil {
+		p.mu.Lock()
+		pids := make([]*actor.PID, 0, len(p.tunPIDs))
+		for pid := range p.tunPIDs {
+			pids = append(pids, pid)
+		}
+		p.mu.Unlock()
+		for _, pid := range pids {
+			p.system.Root.Stop(pid)
+		}
+		p.tunnels.Wait()
+		if p.router != nil {
+			_ = p.system.Root.StopFuture(p.router).Wait()
+		}
+		p.system.Shutdown()
+	}
+	var errs []error
+	if p.audit != nil {
+		errs = append(errs, p.audit.Close())
+	}
+	if p.catalog != nil {
+		errs = append(errs, p.catalog.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Ready reports whether the proxy accepts new work.
+func (p *Proxy) Ready() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.ready
+}
+
+func newID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func (p *Proxy) help() string {
+	host, port, _ := net.SplitHostPort(p.cfg.PublicAddr)
+	return strings.Join([]string{
+		"This is Warren proxy " + p.cfg.ID + ". It is a jump host:",
+		"  ssh -J <you>@" + host + ":" + port + " <login>@<resource>",
+		"Commands: ssh -p " + port + " <you>@" + host + " ls | whoami | audit --since 1h",
+		"",
+	}, "\n")
+}

@@ -1,0 +1,365 @@
+// Package router holds the router actor: one per proxy, the owner of the
+// route table (agent → tunnel actor) and of the resource catalog built from
+// agents' heartbeats.
+//
+// The router applies TunnelUp, Heartbeat and TunnelDown messages from
+// tunnel actors, persists what it learns in the catalog store, and
+// publishes immutable snapshots through a Table that sessions read without
+// a round trip. On start it loads the last persisted catalog; those entries
+// are offline (stale) until their agents' tunnels come back.
+//
+// Invariants: a message from a tunnel actor that is no longer the agent's
+// current tunnel is ignored, so a late TunnelDown or heartbeat from a
+// replaced tunnel never takes down or resurrects a route.
+package router
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/warren-proxy/warren/storage/catalog"
+	"github.com/warren-proxy/warren/transport/revtunnel"
+)
+
+// Config configures the router.
+type Config struct {
+	ProxyID string
+	// Store persists the catalog; nil keeps it in memory only.
+	Store *catalog.Store
+	// Table receives the snapshots.
+	Table *Table
+	// HeartbeatTTL is how long a resource stays online without a
+	// heartbeat while its tunnel is up. Default 30s.
+	HeartbeatTTL time.Duration
+	// OfflineRetention is how long an offline resource stays listed.
+	// Default 24h.
+	OfflineRetention time.Duration
+	// SweepInterval is how often TTLs are checked and state persisted.
+	// Default 1s.
+	SweepInterval time.Duration
+	Clock         func() time.Time
+	Logger        *slog.Logger
+}
+
+func (c Config) withDefaults() (Config, error) {
+	var errs []error
+	if c.ProxyID == "" {
+		errs = append(errs, errors.New("ProxyID is required"))
+	}
+	if c.Table == nil {
+		errs = append(errs, errors.New("Table is required"))
+	}
+	if c.HeartbeatTTL < 0 || c.OfflineRetention < 0 || c.SweepInterval < 0 {
+		errs = append(errs, errors.New("durations must not be negative"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return c, fmt.Errorf("router config: %w", err)
+	}
+	if c.HeartbeatTTL == 0 {
+		c.HeartbeatTTL = 30 * time.Second
+	}
+	if c.OfflineRetention == 0 {
+		c.OfflineRetention = 24 * time.Hour
+	}
+	if c.SweepInterval == 0 {
+		c.SweepInterval = time.Second
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c, nil
+}
+
+// TunnelUp says a tunnel actor now reaches an agent.
+type TunnelUp struct {
+	Agent  catalog.Agent
+	Tunnel *actor.PID
+}
+
+// Heartbeat carries an agent's resources, through its tunnel actor.
+type Heartbeat struct {
+	AgentID   string
+	Tunnel    *actor.PID
+	Resources []revtunnel.ResourceStatus
+}
+
+// TunnelDown says a tunnel actor no longer reaches its agent.
+type TunnelDown struct {
+	AgentID string
+	Tunnel  *actor.PID
+	Reason  string
+}
+
+// Superseded is sent to a tunnel actor whose agent connected again through
+// another tunnel on this proxy; the old tunnel should close.
+type Superseded struct{ By *actor.PID }
+
+type (
+	sweep   struct{}
+	publish struct{}
+)
+
+type agentState struct {
+	rec       catalog.Agent
+	tunnel    *actor.PID // nil when offline
+	resources map[string]*catalog.Resource
+}
+
+// Router is the router actor.
+type Router struct {
+	cfg     Config
+	agents  map[string]*agentState
+	version uint64
+	pending bool // a publish message is queued
+	dirty   map[string]bool
+	stop    chan struct{}
+}
+
+// NewProps returns the router's props. The config must be valid.
+func NewProps(cfg Config) (*actor.Props, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	return actor.PropsFromProducer(func() actor.Actor {
+		return &Router{cfg: cfg, agents: map[string]*agentState{}, dirty: map[string]bool{}}
+	}), nil
+}
+
+// Receive dispatches messages.
+func (r *Router) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		r.onStarted(ctx)
+	case *TunnelUp:
+		r.onTunnelUp(ctx, m)
+	case *Heartbeat:
+		r.onHeartbeat(ctx, m)
+	case *TunnelDown:
+		r.onTunnelDown(ctx, m)
+	case sweep:
+		r.onSweep(ctx)
+	case publish:
+		r.pending = false
+		r.publish()
+	case *actor.Stopping:
+		close(r.stop)
+		r.persist()
+	}
+}
+
+func (r *Router) onStarted(ctx actor.Context) {
+	r.stop = make(chan struct{})
+	if r.cfg.Store != nil {
+		agents, resources, err := r.cfg.Store.Load()
+		if err != nil {
+			r.cfg.Logger.Error("load catalog; starting empty", "err", err)
+		}
+		for _, a := range agents {
+			r.agents[a.ID] = &agentState{rec: a, resources: map[string]*catalog.Resource{}}
+		}
+		for i := range resources {
+			res := resources[i]
+			st := r.agents[res.AgentID]
+			if st == nil {
+				st = &agentState{rec: catalog.Agent{ID: res.AgentID, ProxyID: res.ProxyID, LastSeen: res.LastSeen}, resources: map[string]*catalog.Resource{}}
+				r.agents[res.AgentID] = st
+			}
+			st.resources[res.Name] = &res
+		}
+		r.cfg.Logger.Info("catalog loaded; entries are offline until their agents return", "agents", len(agents), "resources", len(resources))
+	}
+	r.publish()
+	self, system, every, stop := ctx.Self(), ctx.ActorSystem(), r.cfg.SweepInterval, r.stop
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				system.Root.Send(self, sweep{})
+			case <-stop:
+				return
+			}
+		}
+	}()
+}
+
+func (r *Router) onTunnelUp(ctx actor.Context, m *TunnelUp) {
+	st := r.agents[m.Agent.ID]
+	if st == nil {
+		st = &agentState{resources: map[string]*catalog.Resource{}}
+		r.agents[m.Agent.ID] = st
+	}
+	if st.tunnel != nil && !st.tunnel.Equal(m.Tunnel) {
+		ctx.Send(st.tunnel, &Superseded{By: m.Tunnel})
+	}
+	st.rec = m.Agent
+	st.rec.ProxyID = r.cfg.ProxyID
+	st.tunnel = m.Tunnel
+	r.dirty[m.Agent.ID] = true
+	r.changed(ctx)
+	r.cfg.Logger.Info("route up", "agent", m.Agent.ID, "tunnel", m.Tunnel.Id)
+}
+
+func (r *Router) onHeartbeat(ctx actor.Context, m *Heartbeat) {
+	st := r.agents[m.AgentID]
+	if st == nil || st.tunnel == nil || !st.tunnel.Equal(m.Tunnel) {
+		return // from a tunnel that is not current: never resurrect
+	}
+	now := r.cfg.Clock()
+	st.rec.LastSeen = now
+	changed := false
+	seen := make(map[string]bool, len(m.Resources))
+	for _, rs := range m.Resources {
+		seen[rs.Name] = true
+		cur := st.resources[rs.Name]
+		next := &catalog.Resource{
+			Name: rs.Name, AgentID: m.AgentID, Kind: rs.Kind, Labels: rs.Labels,
+			Healthy: rs.Healthy, Detail: rs.Detail, ProxyID: r.cfg.ProxyID,
+			LastSeen: now, Expires: now.Add(r.cfg.HeartbeatTTL),
+		}
+		if cur == nil || !sameResource(cur, next) || cur.Expires.Before(now) {
+			changed = true
+		}
+		st.resources[rs.Name] = next
+	}
+	for name := range st.resources {
+		if !seen[name] {
+			delete(st.resources, name)
+			changed = true
+			if r.cfg.Store != nil {
+				if err := r.cfg.Store.DeleteResources(m.AgentID, name); err != nil {
+					r.cfg.Logger.Error("delete withdrawn resource", "agent", m.AgentID, "resource", name, "err", err)
+				}
+			}
+		}
+	}
+	r.dirty[m.AgentID] = true
+	if changed {
+		r.changed(ctx)
+	}
+}
+
+func sameResource(a, b *catalog.Resource) bool {
+	if a.Kind != b.Kind || a.Healthy != b.Healthy || a.Detail != b.Detail || len(a.Labels) != len(b.Labels) {
+		return false
+	}
+	for k, v := range a.Labels {
+		if b.Labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *Router) onTunnelDown(ctx actor.Context, m *TunnelDown) {
+	st := r.agents[m.AgentID]
+	if st == nil || st.tunnel == nil || !st.tunnel.Equal(m.Tunnel) {
+		return
+	}
+	st.tunnel = nil
+	st.rec.LastSeen = r.cfg.Clock()
+	r.dirty[m.AgentID] = true
+	r.changed(ctx)
+	r.cfg.Logger.Info("route down", "agent", m.AgentID, "reason", m.Reason)
+}
+
+// onSweep expires stale heartbeats, prunes long-offline entries and
+// persists what changed.
+func (r *Router) onSweep(ctx actor.Context) {
+	now := r.cfg.Clock()
+	expired := false
+	for id, st := range r.agents {
+		if st.tunnel == nil && now.Sub(st.rec.LastSeen) > r.cfg.OfflineRetention {
+			delete(r.agents, id)
+			delete(r.dirty, id)
+			expired = true
+			if r.cfg.Store != nil {
+				if err := r.cfg.Store.DeleteAgent(id); err != nil {
+					r.cfg.Logger.Error("prune agent", "agent", id, "err", err)
+				}
+			}
+		}
+	}
+	// An endpoint published as online whose heartbeat has since expired
+	// needs a new snapshot.
+	for _, eps := range r.cfg.Table.Snapshot().Resources {
+		for _, e := range eps {
+			if e.Online && !e.Expires.After(now) {
+				expired = true
+			}
+		}
+	}
+	if expired {
+		r.changed(ctx)
+	}
+	r.persist()
+}
+
+// changed schedules one publish after the messages already queued, so a
+// burst of updates costs one snapshot.
+func (r *Router) changed(ctx actor.Context) {
+	if !r.pending {
+		r.pending = true
+		ctx.Send(ctx.Self(), publish{})
+	}
+}
+
+func (r *Router) persist() {
+	if r.cfg.Store == nil || len(r.dirty) == 0 {
+		return
+	}
+	var res []catalog.Resource
+	for id := range r.dirty {
+		st := r.agents[id]
+		if st == nil {
+			continue
+		}
+		if err := r.cfg.Store.PutAgent(st.rec); err != nil {
+			r.cfg.Logger.Error("persist agent", "agent", id, "err", err)
+		}
+		for _, x := range st.resources {
+			res = append(res, *x)
+		}
+	}
+	if len(res) > 0 {
+		if err := r.cfg.Store.PutResources(res...); err != nil {
+			r.cfg.Logger.Error("persist resources", "count", len(res), "err", err)
+		}
+	}
+	clear(r.dirty)
+}
+
+func (r *Router) publish() {
+	now := r.cfg.Clock()
+	r.version++
+	s := &Snapshot{
+		Version:   r.version,
+		Resources: make(map[string][]Endpoint),
+		Agents:    make(map[string]AgentRoute, len(r.agents)),
+	}
+	for id, st := range r.agents {
+		s.Agents[id] = AgentRoute{Agent: st.rec, Online: st.tunnel != nil, Tunnel: st.tunnel}
+		for _, res := range st.resources {
+			e := Endpoint{Resource: *res}
+			if st.tunnel != nil && res.Expires.After(now) {
+				e.Online, e.Tunnel = true, st.tunnel
+			}
+			s.Resources[res.Name] = append(s.Resources[res.Name], e)
+		}
+	}
+	for name, eps := range s.Resources {
+		sort.Slice(eps, func(i, j int) bool { return eps[i].AgentID < eps[j].AgentID })
+		s.Resources[name] = eps
+	}
+	r.cfg.Table.p.Store(s)
+}

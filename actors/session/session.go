@@ -1,0 +1,270 @@
+// Package session holds the session actor: one per user session, that is
+// one user channel to one resource.
+//
+// The actor resolves the resource from the router's snapshot, picks an
+// agent, asks that agent's tunnel actor to dial, records the start of the
+// session in the audit log (durably, before the user's channel is
+// accepted), pipes bytes both ways, and records the end. A failed dial
+// moves on to the next candidate within the session's deadline, so a user
+// sees a failure only when no agent can serve the name. Once bytes flow
+// the session stays on its agent until it ends.
+package session
+
+import (
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/warren-proxy/warren/actors/router"
+	"github.com/warren-proxy/warren/actors/tunnel"
+	"github.com/warren-proxy/warren/storage/audit"
+	"github.com/warren-proxy/warren/transport/revtunnel"
+	"github.com/warren-proxy/warren/transport/streams"
+)
+
+// Auditor records audit events durably.
+type Auditor interface {
+	Append(ev audit.Event) (audit.Event, error)
+}
+
+// Config configures one session actor.
+type Config struct {
+	ID         string
+	ProxyID    string
+	User       string
+	ClientAddr string
+	// Resource and Port are what the user asked for.
+	Resource string
+	Port     uint32
+	// Channel is the user's channel; the actor owns it.
+	Channel ssh.NewChannel
+	Table   *router.Table
+	Audit   Auditor
+	// DialTimeout bounds the whole connect phase, over every candidate.
+	DialTimeout time.Duration
+	// ListHint is appended to "unknown resource" refusals: how the user
+	// lists resources.
+	ListHint string
+	Clock    func() time.Time
+	Logger   *slog.Logger
+	// Done is called once the session has ended and its goroutines have
+	// returned.
+	Done func()
+}
+
+type pipeDone struct{ res streams.Result }
+
+// Actor is the session actor.
+type Actor struct {
+	cfg        Config
+	candidates []router.Endpoint
+	lastErr    error
+	deadline   time.Time
+	started    time.Time
+	agentID    string
+	accepted   bool
+	wg         sync.WaitGroup
+	stopping   bool
+}
+
+// NewProps returns props for a session actor.
+func NewProps(cfg Config) *actor.Props {
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 15 * time.Second
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return actor.PropsFromProducer(func() actor.Actor { return &Actor{cfg: cfg} })
+}
+
+// Receive dispatches messages.
+func (a *Actor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		a.onStarted(ctx)
+	case *tunnel.DialResult:
+		a.onDialResult(ctx, m)
+	case *actor.DeadLetterResponse:
+		// The chosen tunnel actor is gone: its agent just disconnected.
+		a.lastErr = fmt.Errorf("agent %s just disconnected", a.agentID)
+		a.tryNext(ctx)
+	case pipeDone:
+		a.onPipeDone(ctx, m)
+	case *actor.Stopping:
+		a.wg.Wait()
+	case *actor.Stopped:
+		if a.cfg.Done != nil {
+			a.cfg.Done()
+		}
+	}
+}
+
+func (a *Actor) onStarted(ctx actor.Context) {
+	a.started = a.cfg.Clock()
+	a.deadline = a.started.Add(a.cfg.DialTimeout)
+	eps := a.cfg.Table.Snapshot().Lookup(a.cfg.Resource)
+	if len(eps) == 0 {
+		a.refuse(ctx, fmt.Sprintf("unknown resource %q%s", a.cfg.Resource, a.cfg.ListHint))
+		return
+	}
+	for _, e := range eps {
+		if e.Usable() {
+			a.candidates = append(a.candidates, e)
+		}
+	}
+	if len(a.candidates) == 0 {
+		a.refuse(ctx, unusableReason(a.cfg.Resource, eps, a.started))
+		return
+	}
+	rand.Shuffle(len(a.candidates), func(i, j int) {
+		a.candidates[i], a.candidates[j] = a.candidates[j], a.candidates[i]
+	})
+	a.tryNext(ctx)
+}
+
+// unusableReason explains why no endpoint of a resource can take a session.
+func unusableReason(name string, eps []router.Endpoint, now time.Time) string {
+	for _, e := range eps {
+		if e.Online && !e.Healthy {
+			detail := e.Detail
+			if detail == "" {
+				detail = "its agent reports it unhealthy"
+			}
+			return fmt.Sprintf("resource %q is unhealthy: %s", name, detail)
+		}
+	}
+	last := eps[0]
+	for _, e := range eps {
+		if e.LastSeen.After(last.LastSeen) {
+			last = e
+		}
+	}
+	ago := "never"
+	if !last.LastSeen.IsZero() {
+		ago = now.Sub(last.LastSeen).Round(time.Second).String() + " ago"
+	}
+	return fmt.Sprintf("resource %q is offline: agent %s has no tunnel to the proxy (last seen %s)", name, last.AgentID, ago)
+}
+
+func (a *Actor) tryNext(ctx actor.Context) {
+	remaining := a.deadline.Sub(a.cfg.Clock())
+	if len(a.candidates) == 0 || remaining <= 0 {
+		msg := fmt.Sprintf("cannot connect to %q", a.cfg.Resource)
+		if a.lastErr != nil {
+			msg += ": " + a.lastErr.Error()
+		}
+		a.refuse(ctx, msg)
+		return
+	}
+	next := a.candidates[0]
+	a.candidates = a.candidates[1:]
+	a.agentID = next.AgentID
+	ctx.Request(next.Tunnel, &tunnel.Dial{
+		Timeout: remaining,
+		Request: revtunnel.DialRequest{
+			SessionID:  a.cfg.ID,
+			Resource:   a.cfg.Resource,
+			Port:       a.cfg.Port,
+			User:       a.cfg.User,
+			ClientAddr: a.cfg.ClientAddr,
+		},
+	})
+}
+
+func (a *Actor) onDialResult(ctx actor.Context, m *tunnel.DialResult) {
+	if m.Err != nil {
+		a.cfg.Logger.Info("dial failed; trying next agent", "session", a.cfg.ID, "resource", a.cfg.Resource, "agent", m.AgentID, "err", m.Err)
+		a.lastErr = m.Err
+		a.tryNext(ctx)
+		return
+	}
+	if a.stopping {
+		m.Channel.Close()
+		return
+	}
+	a.agentID = m.AgentID
+	// The start is durable before the user's channel is accepted: no
+	// session runs that the audit log does not know of.
+	if _, err := a.cfg.Audit.Append(a.event("session.start", "started", "")); err != nil {
+		m.Channel.Close()
+		a.cfg.Logger.Error("audit log write failed; refusing session", "session", a.cfg.ID, "err", err)
+		a.reject(ctx, "the proxy cannot write its audit log; try another proxy")
+		return
+	}
+	userCh, reqs, err := a.cfg.Channel.Accept()
+	if err != nil {
+		m.Channel.Close()
+		a.end(ctx, streams.Result{Err: fmt.Errorf("accept user channel: %w", err)})
+		return
+	}
+	a.accepted = true
+	go ssh.DiscardRequests(reqs)
+	self, system, agentCh := ctx.Self(), ctx.ActorSystem(), m.Channel
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		res := streams.Pipe(userCh, agentCh)
+		system.Root.Send(self, pipeDone{res})
+	}()
+	a.cfg.Logger.Info("session started", "session", a.cfg.ID, "user", a.cfg.User, "resource", a.cfg.Resource, "agent", a.agentID)
+}
+
+func (a *Actor) onPipeDone(ctx actor.Context, m pipeDone) { a.end(ctx, m.res) }
+
+// end records the session's end and stops the actor.
+func (a *Actor) end(ctx actor.Context, res streams.Result) {
+	outcome, errText := "ok", ""
+	if res.Err != nil {
+		outcome, errText = "error", res.Err.Error()
+	}
+	ev := a.event("session.end", outcome, errText)
+	ev.BytesIn, ev.BytesOut = res.AtoB, res.BtoA
+	ev.Duration = a.cfg.Clock().Sub(a.started)
+	if _, err := a.cfg.Audit.Append(ev); err != nil {
+		a.cfg.Logger.Error("audit session end", "session", a.cfg.ID, "err", err)
+	}
+	a.cfg.Logger.Info("session ended", "session", a.cfg.ID, "resource", a.cfg.Resource, "agent", a.agentID, "in", res.AtoB, "out", res.BtoA, "err", errText)
+	a.stopping = true
+	ctx.Stop(ctx.Self())
+}
+
+// refuse rejects the user's channel and records why.
+func (a *Actor) refuse(ctx actor.Context, reason string) {
+	if _, err := a.cfg.Audit.Append(a.event("session.refused", "refused", reason)); err != nil {
+		a.cfg.Logger.Error("audit refusal", "session", a.cfg.ID, "err", err)
+	}
+	a.reject(ctx, reason)
+}
+
+func (a *Actor) reject(ctx actor.Context, reason string) {
+	a.cfg.Logger.Info("session refused", "session", a.cfg.ID, "user", a.cfg.User, "resource", a.cfg.Resource, "reason", reason)
+	_ = a.cfg.Channel.Reject(ssh.ConnectionFailed, "warren: "+reason)
+	a.stopping = true
+	ctx.Stop(ctx.Self())
+}
+
+func (a *Actor) event(typ, outcome, errText string) audit.Event {
+	return audit.Event{
+		Time:       a.cfg.Clock(),
+		Type:       typ,
+		SessionID:  a.cfg.ID,
+		User:       a.cfg.User,
+		Resource:   a.cfg.Resource,
+		AgentID:    a.agentID,
+		ProxyID:    a.cfg.ProxyID,
+		ClientAddr: a.cfg.ClientAddr,
+		Path:       strings.Join([]string{a.cfg.ProxyID, a.agentID}, ">"),
+		Outcome:    outcome,
+		Error:      errText,
+	}
+}

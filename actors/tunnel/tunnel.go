@@ -1,0 +1,252 @@
+// Package tunnel holds the tunnel actor: one per agent tunnel on a proxy.
+//
+// The actor owns the tunnel's SSH connection. It answers the agent's hello,
+// relays the agent's heartbeats to the router, sends keepalives so a
+// silently lost agent is caught within KeepaliveInterval×KeepaliveCount,
+// opens a channel to the agent when a session asks it to Dial, and
+// withdraws the agent's route (TunnelDown) when the connection ends.
+//
+// Messages from the connection's goroutines reach the actor through its
+// mailbox, so the router sees TunnelUp, heartbeats and TunnelDown of one
+// tunnel in order.
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/warren-proxy/warren/actors/router"
+	"github.com/warren-proxy/warren/storage/catalog"
+	"github.com/warren-proxy/warren/transport/revtunnel"
+)
+
+// Config configures one tunnel actor.
+type Config struct {
+	Conn    *revtunnel.ServerConn
+	Router  *actor.PID
+	ProxyID string
+	// Hello answers the agent's hello (renews its certificate, tells it
+	// the proxy set).
+	Hello func(conn *revtunnel.ServerConn, h revtunnel.Hello) revtunnel.HelloReply
+	// KeepaliveInterval and KeepaliveCount: the tunnel is closed after
+	// KeepaliveCount keepalives in a row go unanswered for an interval
+	// each. Defaults 5s and 3.
+	KeepaliveInterval time.Duration
+	KeepaliveCount    int
+	Clock             func() time.Time
+	Logger            *slog.Logger
+	// Done, if set, is called once the actor has stopped and every
+	// goroutine it started has returned.
+	Done func()
+}
+
+// Dial asks the tunnel to open a channel to its agent. The reply, sent to
+// the requester, is a *DialResult.
+type Dial struct {
+	Request revtunnel.DialRequest
+	Timeout time.Duration
+}
+
+// DialResult answers Dial. On success the receiver owns Channel.
+type DialResult struct {
+	Channel ssh.Channel
+	AgentID string
+	Err     error
+}
+
+// Close asks the tunnel to close (drain, shutdown).
+type Close struct{ Reason string }
+
+type (
+	helloMsg     struct{ hello revtunnel.Hello }
+	heartbeatMsg struct{ hb revtunnel.Heartbeat }
+	closedMsg    struct{ err error }
+)
+
+// Actor is the tunnel actor.
+type Actor struct {
+	cfg    Config
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	agent  catalog.Agent
+	up     bool
+	reason string
+}
+
+// NewProps returns props for a tunnel actor.
+func NewProps(cfg Config) *actor.Props {
+	if cfg.KeepaliveInterval <= 0 {
+		cfg.KeepaliveInterval = 5 * time.Second
+	}
+	if cfg.KeepaliveCount <= 0 {
+		cfg.KeepaliveCount = 3
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return actor.PropsFromProducer(func() actor.Actor { return &Actor{cfg: cfg} })
+}
+
+// Receive dispatches messages.
+func (a *Actor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		a.onStarted(ctx)
+	case helloMsg:
+		a.onHello(ctx, m)
+	case heartbeatMsg:
+		a.onHeartbeat(ctx, m)
+	case *Dial:
+		a.onDial(ctx, m)
+	case closedMsg:
+		a.onClosed(ctx, m)
+	case *router.Superseded:
+		a.reason = "agent connected again"
+		a.cfg.Conn.Close()
+	case *Close:
+		a.reason = m.Reason
+		a.cfg.Conn.Close()
+	case *actor.Stopping:
+		a.onStopping(ctx)
+	case *actor.Stopped:
+		if a.cfg.Done != nil {
+			a.cfg.Done()
+		}
+	}
+}
+
+type handler struct {
+	a      *Actor
+	self   *actor.PID
+	system *actor.ActorSystem
+}
+
+func (h handler) Hello(hello revtunnel.Hello) revtunnel.HelloReply {
+	reply := h.a.cfg.Hello(h.a.cfg.Conn, hello)
+	if reply.Error == "" {
+		h.system.Root.Send(h.self, helloMsg{hello})
+	}
+	return reply
+}
+
+func (h handler) Heartbeat(hb revtunnel.Heartbeat) error {
+	h.system.Root.Send(h.self, heartbeatMsg{hb})
+	return nil
+}
+
+func (a *Actor) onStarted(ctx actor.Context) {
+	a.ctx, a.cancel = context.WithCancel(context.Background())
+	self, system := ctx.Self(), ctx.ActorSystem()
+	a.agent = catalog.Agent{
+		ID:        a.cfg.Conn.AgentID,
+		ProxyID:   a.cfg.ProxyID,
+		Addr:      a.cfg.Conn.RemoteAddr().String(),
+		Connected: a.cfg.Clock(),
+		LastSeen:  a.cfg.Clock(),
+	}
+	a.wg.Add(2)
+	go func() {
+		defer a.wg.Done()
+		err := a.cfg.Conn.Serve(handler{a: a, self: self, system: system})
+		system.Root.Send(self, closedMsg{err})
+	}()
+	go func() {
+		defer a.wg.Done()
+		a.keepalive()
+	}()
+}
+
+// keepalive closes the connection after KeepaliveCount missed replies.
+func (a *Actor) keepalive() {
+	t := time.NewTicker(a.cfg.KeepaliveInterval)
+	defer t.Stop()
+	missed := 0
+	for {
+		select {
+		case <-a.ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := a.cfg.Conn.Keepalive(a.cfg.KeepaliveInterval); err != nil {
+			missed++
+			if missed >= a.cfg.KeepaliveCount {
+				a.cfg.Logger.Warn("agent stopped answering keepalives; closing tunnel", "agent", a.agent.ID, "missed", missed)
+				a.cfg.Conn.Close()
+				return
+			}
+			continue
+		}
+		missed = 0
+	}
+}
+
+func (a *Actor) onHello(ctx actor.Context, m helloMsg) {
+	a.agent.Hostname = m.hello.Hostname
+	a.agent.Version = m.hello.Version
+	a.up = true
+	ctx.Send(a.cfg.Router, &router.TunnelUp{Agent: a.agent, Tunnel: ctx.Self()})
+}
+
+func (a *Actor) onHeartbeat(ctx actor.Context, m heartbeatMsg) {
+	if !a.up {
+		return // the hello comes first; the agent resends heartbeats
+	}
+	ctx.Send(a.cfg.Router, &router.Heartbeat{AgentID: a.agent.ID, Tunnel: ctx.Self(), Resources: m.hb.Resources})
+}
+
+func (a *Actor) onDial(ctx actor.Context, m *Dial) {
+	sender, system := ctx.Sender(), ctx.ActorSystem()
+	if sender == nil {
+		return
+	}
+	timeout := m.Timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		dctx, cancel := context.WithTimeout(a.ctx, timeout)
+		defer cancel()
+		ch, err := a.cfg.Conn.Dial(dctx, m.Request)
+		if err != nil {
+			var de *revtunnel.DialError
+			if !errors.As(err, &de) {
+				err = fmt.Errorf("agent %s unreachable: %w", a.agent.ID, err)
+			}
+		}
+		system.Root.Send(sender, &DialResult{Channel: ch, AgentID: a.agent.ID, Err: err})
+	}()
+}
+
+func (a *Actor) onClosed(ctx actor.Context, m closedMsg) {
+	reason := a.reason
+	if reason == "" && m.err != nil {
+		reason = m.err.Error()
+	}
+	if reason == "" {
+		reason = "tunnel closed"
+	}
+	if a.up {
+		ctx.Send(a.cfg.Router, &router.TunnelDown{AgentID: a.agent.ID, Tunnel: ctx.Self(), Reason: reason})
+	}
+	a.cfg.Logger.Info("tunnel closed", "agent", a.agent.ID, "reason", reason)
+	ctx.Stop(ctx.Self())
+}
+
+func (a *Actor) onStopping(ctx actor.Context) {
+	a.cancel()
+	a.cfg.Conn.Close()
+	a.wg.Wait()
+}

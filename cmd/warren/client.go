@@ -1,0 +1,331 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+	"golang.org/x/term"
+
+	"github.com/warren-proxy/warren/actors/proxy"
+	"github.com/warren-proxy/warren/actors/router"
+	"github.com/warren-proxy/warren/internal/sshconfig"
+	"github.com/warren-proxy/warren/storage/audit"
+	"github.com/warren-proxy/warren/transport/pki"
+)
+
+// clientFlags are the flags every client command shares. Defaults come
+// from WARREN_PROXY, WARREN_IDENTITY and WARREN_KNOWN_HOSTS.
+type clientFlags struct {
+	proxy, identity, knownHosts string
+}
+
+func addClientFlags(fs *flag.FlagSet) *clientFlags {
+	c := &clientFlags{}
+	fs.StringVar(&c.proxy, "proxy", envOr("WARREN_PROXY", "localhost:3023"), "proxy user address host:port (env WARREN_PROXY)")
+	fs.StringVar(&c.identity, "i", os.Getenv("WARREN_IDENTITY"), "private key from `warren user add`; its certificate is KEY-cert.pub (env WARREN_IDENTITY)")
+	fs.StringVar(&c.knownHosts, "known-hosts", os.Getenv("WARREN_KNOWN_HOSTS"), "known_hosts with the cluster host CA (default: known_hosts beside the key; env WARREN_KNOWN_HOSTS)")
+	return c
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// creds is a loaded user identity.
+type creds struct {
+	signer ssh.Signer
+	cert   *ssh.Certificate
+	user   string
+	hosts  ssh.HostKeyCallback
+}
+
+func (c *clientFlags) load() (*creds, error) {
+	if c.identity == "" {
+		return nil, usageError{"no identity: pass -i KEY (from `warren user add`) or set WARREN_IDENTITY"}
+	}
+	keyPEM, err := os.ReadFile(c.identity)
+	if err != nil {
+		return nil, fmt.Errorf("read identity: %w", err)
+	}
+	key, err := ssh.ParsePrivateKey(keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("parse identity %s: %w", c.identity, err)
+	}
+	certText, err := os.ReadFile(c.identity + "-cert.pub")
+	if err != nil {
+		return nil, fmt.Errorf("read certificate: %w", err)
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey(certText)
+	if err != nil {
+		return nil, fmt.Errorf("parse certificate %s-cert.pub: %w", c.identity, err)
+	}
+	cert, ok := pub.(*ssh.Certificate)
+	if !ok {
+		return nil, fmt.Errorf("%s-cert.pub is not a certificate", c.identity)
+	}
+	if until := time.Unix(int64(cert.ValidBefore), 0); cert.ValidBefore != ssh.CertTimeInfinity && time.Now().After(until) {
+		return nil, fmt.Errorf("your certificate expired at %s; get a new one with `warren user add`", until.Format(time.RFC3339))
+	}
+	signer, err := ssh.NewCertSigner(cert, key)
+	if err != nil {
+		return nil, err
+	}
+	kh := c.knownHosts
+	if kh == "" {
+		kh = filepath.Join(filepath.Dir(c.identity), "known_hosts")
+	}
+	hosts, err := knownhosts.New(kh)
+	if err != nil {
+		return nil, fmt.Errorf("read known_hosts %s: %w", kh, err)
+	}
+	user, _ := pki.UserFromCert(cert)
+	return &creds{signer: signer, cert: cert, user: user, hosts: hosts}, nil
+}
+
+// dialProxy connects to the proxy's user port.
+func (c *clientFlags) dialProxy(ctx context.Context) (*ssh.Client, *creds, error) {
+	cr, err := c.load()
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg := &ssh.ClientConfig{
+		User:            cr.user,
+		Auth:            []ssh.AuthMethod{ssh.PublicKeys(cr.signer)},
+		HostKeyCallback: cr.hosts,
+		Timeout:         15 * time.Second,
+		BannerCallback:  func(msg string) error { fmt.Fprint(os.Stderr, msg); return nil },
+	}
+	client, err := ssh.Dial("tcp", c.proxy, cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to proxy %s: %w", c.proxy, err)
+	}
+	return client, cr, nil
+}
+
+// proxyCommand runs a proxy command (ls, audit, …) and copies its output.
+func (c *clientFlags) proxyCommand(ctx context.Context, cmd string, stdout io.Writer) error {
+	client, _, err := c.dialProxy(ctx)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	sess, err := client.NewSession()
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	sess.Stdout, sess.Stderr = stdout, os.Stderr
+	return exitStatus(sess.Run(cmd))
+}
+
+func exitStatus(err error) error {
+	var ee *ssh.ExitError
+	if errors.As(err, &ee) {
+		return exitError(ee.ExitStatus())
+	}
+	return err
+}
+
+func runLs(ctx context.Context, args []string) error {
+	fs := newFlags("ls", "[--json]")
+	cf := addClientFlags(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cmd := "ls"
+	if *asJSON {
+		cmd += " --json"
+	}
+	return cf.proxyCommand(ctx, cmd, os.Stdout)
+}
+
+func runAudit(ctx context.Context, args []string) error {
+	fs := newFlags("audit", "[--since 1h] [--json]")
+	cf := addClientFlags(fs)
+	since := fs.Duration("since", time.Hour, "how far back")
+	asJSON := fs.Bool("json", false, "print JSON lines")
+	file := fs.String("file", "", "read a stopped proxy's audit.db directly instead of asking the proxy")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *file != "" {
+		l, err := audit.Open(*file, audit.Options{})
+		if err != nil {
+			return err
+		}
+		defer l.Close()
+		evs, err := l.Query(audit.Query{Since: time.Now().Add(-*since)})
+		if err != nil {
+			return err
+		}
+		proxy.WriteAudit(os.Stdout, evs, *asJSON)
+		return nil
+	}
+	cmd := fmt.Sprintf("audit --since %s", *since)
+	if *asJSON {
+		cmd += " --json"
+	}
+	return cf.proxyCommand(ctx, cmd, os.Stdout)
+}
+
+func runSSH(ctx context.Context, args []string) error {
+	fs := newFlags("ssh", "[login@]resource [command...]")
+	cf := addClientFlags(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return usageError{"missing resource"}
+	}
+	login, resource, found := strings.Cut(fs.Arg(0), "@")
+	if !found {
+		login, resource = "", login
+	}
+	client, cr, err := cf.dialProxy(ctx)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	if login == "" && len(cr.cert.ValidPrincipals) > 0 {
+		login = cr.cert.ValidPrincipals[0]
+	}
+	// The same path as OpenSSH's -J: a direct-tcpip channel through the
+	// proxy, and an end-to-end SSH connection inside it.
+	nc, err := client.Dial("tcp", net.JoinHostPort(resource, "22"))
+	if err != nil {
+		return fmt.Errorf("reach %s: %w", resource, err)
+	}
+	conn, chans, reqs, err := ssh.NewClientConn(nc, net.JoinHostPort(resource, "22"), &ssh.ClientConfig{
+		User:            login,
+		Auth:            []ssh.AuthMethod{ssh.PublicKeys(cr.signer)},
+		HostKeyCallback: cr.hosts,
+		Timeout:         15 * time.Second,
+	})
+	if err != nil {
+		return fmt.Errorf("log in to %s as %s: %w", resource, login, err)
+	}
+	node := ssh.NewClient(conn, chans, reqs)
+	defer node.Close()
+	sess, err := node.NewSession()
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	sess.Stdin, sess.Stdout, sess.Stderr = os.Stdin, os.Stdout, os.Stderr
+	if fs.NArg() > 1 {
+		return exitStatus(sess.Run(strings.Join(fs.Args()[1:], " ")))
+	}
+	return exitStatus(interactive(sess))
+}
+
+// interactive runs a shell under a PTY, with the local terminal in raw
+// mode and window size changes passed on.
+func interactive(sess *ssh.Session) error {
+	fd := int(os.Stdin.Fd())
+	w, h := 80, 24
+	if term.IsTerminal(fd) {
+		if cw, ch, err := term.GetSize(fd); err == nil {
+			w, h = cw, ch
+		}
+		old, err := term.MakeRaw(fd)
+		if err != nil {
+			return err
+		}
+		defer term.Restore(fd, old)
+	}
+	if err := sess.RequestPty(envOr("TERM", "xterm-256color"), h, w, ssh.TerminalModes{ssh.ECHO: 1}); err != nil {
+		return err
+	}
+	winch := make(chan os.Signal, 1)
+	signal.Notify(winch, syscall.SIGWINCH)
+	defer signal.Stop(winch)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-winch:
+				if cw, ch, err := term.GetSize(fd); err == nil {
+					_ = sess.WindowChange(ch, cw)
+				}
+			}
+		}
+	}()
+	if err := sess.Shell(); err != nil {
+		return err
+	}
+	return sess.Wait()
+}
+
+func runConfig(ctx context.Context, args []string) error {
+	if len(args) == 0 || args[0] != "ssh" {
+		return usageError{"the only config subcommand is ssh: warren config ssh"}
+	}
+	fs := newFlags("config ssh", "[--hosts 'node1 echo']")
+	cf := addClientFlags(fs)
+	hosts := fs.String("hosts", "", "space-separated host patterns reached through the proxy (default: the proxy's resources)")
+	name := fs.String("proxy-name", "warren-proxy", "Host name of the proxy entry")
+	if err := parse(fs, args[1:]); err != nil {
+		return err
+	}
+	cr, err := cf.load()
+	if err != nil {
+		return err
+	}
+	patterns := strings.Fields(*hosts)
+	if len(patterns) == 0 {
+		var buf strings.Builder
+		if err := cf.proxyCommand(ctx, "ls --json", &buf); err != nil {
+			return fmt.Errorf("list resources (or pass --hosts): %w", err)
+		}
+		var list []router.Summary
+		if err := json.Unmarshal([]byte(buf.String()), &list); err != nil {
+			return fmt.Errorf("read resource list: %w", err)
+		}
+		for _, s := range list {
+			patterns = append(patterns, s.Name)
+		}
+	}
+	kh := cf.knownHosts
+	if kh == "" {
+		kh = filepath.Join(filepath.Dir(cf.identity), "known_hosts")
+	}
+	login := ""
+	if len(cr.cert.ValidPrincipals) > 0 {
+		login = cr.cert.ValidPrincipals[0]
+	}
+	return sshconfig.Write(os.Stdout, sshconfig.Config{
+		Proxies:    []sshconfig.Proxy{{Name: *name, Addr: cf.proxy}},
+		User:       cr.user,
+		Login:      login,
+		Identity:   abs(cf.identity),
+		KnownHosts: abs(kh),
+		Hosts:      patterns,
+	})
+}
+
+func abs(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
+}

@@ -1,0 +1,262 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/warren-proxy/warren/actors/agent"
+	"github.com/warren-proxy/warren/actors/proxy"
+	"github.com/warren-proxy/warren/internal/sshconfig"
+	"github.com/warren-proxy/warren/transport/pki"
+)
+
+// runDev starts a whole local cluster in this process: a proxy, an agent
+// serving this host over its embedded SSH server (node1), an agent
+// forwarding to a small echo server (echo), and a user with a certificate
+// and an ssh_config that stock OpenSSH uses as it is.
+func runDev(ctx context.Context, args []string) error {
+	fs := newFlags("dev", "[--dir DIR]")
+	dir := fs.String("dir", "warren-dev", "directory for the dev cluster's state")
+	host := fs.String("host", "127.0.0.1", "address the proxy listens on")
+	userPort := fs.Int("user-port", 3023, "proxy user SSH port (0 picks a free one)")
+	tunnelPort := fs.Int("tunnel-port", 3024, "proxy tunnel port (0 picks a free one)")
+	httpPort := fs.Int("http-port", 3080, "proxy HTTP port (0 picks a free one)")
+	logger := logFlags(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log := logger()
+	d, err := startDev(ctx, devConfig{
+		Dir: *dir, Host: *host, UserPort: *userPort, TunnelPort: *tunnelPort, HTTPPort: *httpPort, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	fmt.Printf(`Warren dev cluster is up (state in %[1]s).
+
+  ssh -F %[2]s node1            # a shell on this host through the proxy
+  ssh -F %[2]s node1 'echo hi'
+  ssh -F %[2]s -p %[3]s %[4]s@127.0.0.1 ls   # list resources (or: ssh -F %[2]s proxy-1 ls)
+  export WARREN_PROXY=%[5]s WARREN_IDENTITY=%[6]s
+  warren ls; warren ssh node1; warren audit --since 1h
+
+Press Ctrl-C to stop.
+`, d.dir, d.sshConfig, fmt.Sprint(d.userPort), d.user, d.proxy.UserAddr(), d.identity)
+	<-ctx.Done()
+	log.Info("shutting down")
+	return nil
+}
+
+type devConfig struct {
+	Dir                            string
+	Host                           string
+	UserPort, TunnelPort, HTTPPort int
+	Logger                         *slog.Logger
+}
+
+type devCluster struct {
+	dir, sshConfig, identity, user string
+	userPort                       int
+	proxy                          *proxy.Proxy
+	agents                         []*agent.Agent
+	echo                           net.Listener
+	wg                             sync.WaitGroup
+}
+
+func startDev(ctx context.Context, c devConfig) (_ *devCluster, err error) {
+	dir, err := filepath.Abs(c.Dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create %s: %w", dir, err)
+	}
+	d := &devCluster{dir: dir}
+	defer func() {
+		if err != nil {
+			d.Close()
+		}
+	}()
+	authDir := filepath.Join(dir, "auth")
+	auth, err := pki.Init(authDir, pki.InitOptions{ClusterName: "dev"})
+	if errors.Is(err, pki.ErrIdentityExists) {
+		auth, err = pki.Load(authDir)
+	}
+	if err != nil {
+		return nil, err
+	}
+	d.proxy, err = proxy.New(proxy.Config{
+		ID:      "proxy-1",
+		Region:  "local",
+		DataDir: filepath.Join(dir, "proxy-1"),
+		AuthDir: authDir,
+		Listen: proxy.Listen{
+			User:   net.JoinHostPort(c.Host, fmt.Sprint(c.UserPort)),
+			Tunnel: net.JoinHostPort(c.Host, fmt.Sprint(c.TunnelPort)),
+			HTTP:   net.JoinHostPort(c.Host, fmt.Sprint(c.HTTPPort)),
+		},
+		Logger: c.Logger.With("component", "proxy"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := d.proxy.Start(ctx); err != nil {
+		return nil, err
+	}
+	_, port, _ := net.SplitHostPort(d.proxy.UserAddr())
+	fmt.Sscan(port, &d.userPort)
+
+	// The echo server behind the "echo" tcp resource.
+	if d.echo, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		return nil, err
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		serveEcho(d.echo)
+	}()
+
+	toks, err := auth.JoinTokens()
+	if err != nil || len(toks) == 0 {
+		return nil, fmt.Errorf("dev cluster needs a join token in %s: %v", authDir, err)
+	}
+	pin := pki.Fingerprint(auth.HostCA.PublicKey())
+	agents := []agent.Config{
+		{Name: "agent-1", Resources: []agent.ResourceConfig{{Name: "node1", Kind: "ssh", Labels: map[string]string{"env": "dev"}}}},
+		{Name: "agent-2", Resources: []agent.ResourceConfig{{Name: "echo", Kind: "tcp", Addr: d.echo.Addr().String(), Labels: map[string]string{"env": "dev"}}}},
+	}
+	for _, ac := range agents {
+		ac.DataDir = filepath.Join(dir, ac.Name)
+		ac.Proxies = []string{d.proxy.TunnelAddr()}
+		ac.JoinToken = toks[0]
+		ac.CAPin = pin
+		ac.SFTPCommand = sftpCommand()
+		ac.Logger = c.Logger.With("component", ac.Name)
+		a, err := agent.New(ac)
+		if err != nil {
+			return nil, err
+		}
+		if err := a.Start(ctx); err != nil {
+			return nil, err
+		}
+		d.agents = append(d.agents, a)
+	}
+
+	// A user for the person at the keyboard: their own login and root.
+	d.user = "dev"
+	logins := []string{"root"}
+	if u, err := user.Current(); err == nil && u.Username != "root" {
+		logins = append([]string{u.Username}, logins...)
+	}
+	paths, err := issueUser(auth, d.user, logins, []string{"admin"}, 24*time.Hour, dir)
+	if err != nil {
+		return nil, err
+	}
+	d.identity = paths.key
+	d.sshConfig = filepath.Join(dir, "ssh_config")
+	f, err := os.OpenFile(d.sshConfig, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	werr := sshconfig.Write(f, sshconfig.Config{
+		Proxies:    []sshconfig.Proxy{{Name: "proxy-1", Addr: d.proxy.UserAddr()}},
+		User:       d.user,
+		Login:      logins[0],
+		Identity:   paths.key,
+		KnownHosts: paths.knownHosts,
+		Hosts:      []string{"node1", "echo"},
+	})
+	if err := errors.Join(werr, f.Close()); err != nil {
+		return nil, fmt.Errorf("write ssh_config: %w", err)
+	}
+	if err := d.waitRoutes(ctx, "node1", "echo"); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// waitRoutes waits until the proxy routes every name.
+func (d *devCluster) waitRoutes(ctx context.Context, names ...string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		ok := true
+		snap := d.proxy.Table().Snapshot()
+		for _, n := range names {
+			usable := false
+			for _, e := range snap.Lookup(n) {
+				usable = usable || e.Usable()
+			}
+			ok = ok && usable
+		}
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("dev cluster: resources %v not routed in time", names)
+		case <-t.C:
+		}
+	}
+}
+
+func (d *devCluster) Close() {
+	for _, a := range d.agents {
+		a.Close()
+	}
+	if d.proxy != nil {
+		d.proxy.Close()
+	}
+	if d.echo != nil {
+		d.echo.Close()
+	}
+	d.wg.Wait()
+}
+
+// serveEcho echoes every byte back until the listener closes, then closes
+// the connections still open.
+func serveEcho(ln net.Listener) {
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns = map[net.Conn]bool{}
+	)
+	defer func() {
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	}()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		mu.Lock()
+		conns[c] = true
+		mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _ = io.Copy(c, c)
+			c.Close()
+			mu.Lock()
+			delete(conns, c)
+			mu.Unlock()
+		}()
+	}
+}

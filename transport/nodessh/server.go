@@ -1,0 +1,417 @@
+package nodessh
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+const (
+	// handshakeTimeout bounds the key exchange and authentication, so a
+	// client that connects and says nothing does not hold a connection.
+	handshakeTimeout = 30 * time.Second
+	// maxSessionsPerConn bounds the session channels one connection may hold
+	// open at once (OpenSSH's MaxSessions is 10; multiplexing clients such as
+	// ControlMaster want a few more).
+	maxSessionsPerConn = 32
+	// forceCommandOption is the certificate critical option that replaces
+	// whatever the client asks to run.
+	forceCommandOption = "force-command"
+	// permitPTYExtension is the certificate extension without which a PTY
+	// is refused, as in OpenSSH.
+	permitPTYExtension = "permit-pty"
+)
+
+// Server is an SSH server for one node. Create it with New; it is safe for
+// concurrent use.
+type Server struct {
+	cfg     Config // private copy; the caller's slices are never kept
+	log     *slog.Logger
+	sshCfg  *ssh.ServerConfig
+	checker *ssh.CertChecker
+	self    *account // the user this process runs as
+	root    bool     // whether children can be run as other users
+
+	handshakeTimeout time.Duration // handshakeTimeout, or shorter in tests
+
+	closing chan struct{} // closed by Close; every connection watches it
+	wg      sync.WaitGroup
+
+	mu     sync.Mutex // guards closed and the wg.Add calls that depend on it
+	closed bool
+}
+
+// New checks cfg and builds a Server.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.HostSigners = slices.Clone(cfg.HostSigners)
+	cfg.UserCAs = slices.Clone(cfg.UserCAs)
+	cfg.SFTPCommand = slices.Clone(cfg.SFTPCommand)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	self, err := currentAccount()
+	if err != nil {
+		return nil, fmt.Errorf("nodessh: %w", err)
+	}
+	s := &Server{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		self:    self,
+		root:    os.Geteuid() == 0,
+		closing: make(chan struct{}),
+
+		handshakeTimeout: handshakeTimeout,
+	}
+	s.checker = &ssh.CertChecker{
+		IsUserAuthority: s.isUserCA,
+		Clock:           cfg.Clock,
+		// force-command is honoured by sessions; any other critical option
+		// (except source-address, which x/crypto enforces) fails closed.
+		SupportedCriticalOptions: []string{forceCommandOption},
+	}
+	s.sshCfg = &ssh.ServerConfig{
+		PublicKeyCallback: s.authenticate,
+		ServerVersion:     "SSH-2.0-Warren",
+	}
+	if cfg.Banner != "" {
+		banner := cfg.Banner
+		s.sshCfg.BannerCallback = func(ssh.ConnMetadata) string { return banner }
+	}
+	for _, hs := range cfg.HostSigners {
+		s.sshCfg.AddHostKey(hs)
+	}
+	return s, nil
+}
+
+func (s *Server) isUserCA(auth ssh.PublicKey) bool {
+	b := auth.Marshal()
+	for _, ca := range s.cfg.UserCAs {
+		if bytes.Equal(ca.Marshal(), b) {
+			return true
+		}
+	}
+	return false
+}
+
+// authenticate accepts only user certificates from the configured CAs whose
+// principals include the login, and only logins this process can serve.
+// Every refusal is logged with its reason; key material never is.
+func (s *Server) authenticate(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+	login := meta.User()
+	log := s.log.With("remote", meta.RemoteAddr().String(), "user", login)
+	cert, isCert := key.(*ssh.Certificate)
+	if isCert {
+		log = log.With("key_id", cert.KeyId, "serial", cert.Serial)
+	}
+	// OpenSSH clients offer the bare key before its certificate, so a
+	// rejected key is routine: log it quietly, and let the error carry the
+	// reason into the one line logged if the whole authentication fails.
+	reject := func(reason string) (*ssh.Permissions, error) {
+		log.Debug("ssh key rejected", "reason", reason)
+		if !isCert {
+			return nil, fmt.Errorf("%s key: %s", key.Type(), reason)
+		}
+		return nil, fmt.Errorf("certificate %q (serial %d): %s", cert.KeyId, cert.Serial, reason)
+	}
+	switch {
+	case !isCert:
+		return reject("plain public keys are not accepted; use a user certificate from the cluster's user CA")
+	case cert.CertType != ssh.UserCert:
+		return reject("host certificate offered as a user certificate")
+	case !s.isUserCA(cert.SignatureKey):
+		return reject("certificate signed by an unknown CA")
+	case len(cert.ValidPrincipals) == 0:
+		// x/crypto would accept a certificate without principals for any
+		// login; OpenSSH refuses it and so do we.
+		return reject("certificate has no principals")
+	case !slices.Contains(cert.ValidPrincipals, login):
+		return reject(fmt.Sprintf("login %q is not a principal of the certificate", login))
+	}
+	if reason := validityProblem(cert, s.cfg.Clock()); reason != "" {
+		return reject(reason)
+	}
+	// The checker repeats the checks above and adds critical options and
+	// the CA signature.
+	perms, err := s.checker.Authenticate(meta, key)
+	if err != nil {
+		return reject(err.Error())
+	}
+	if !s.root && login != s.self.name {
+		return reject(fmt.Sprintf("agent runs as %s; cannot log in as %s", s.self.name, login))
+	}
+	if s.root {
+		if _, err := lookupAccount(login); err != nil {
+			return reject(fmt.Sprintf("no such user %q on this node", login))
+		}
+	}
+	// Copy: perms points into the certificate.
+	out := &ssh.Permissions{
+		CriticalOptions: make(map[string]string, len(perms.CriticalOptions)),
+		Extensions:      make(map[string]string, len(perms.Extensions)+2),
+	}
+	for k, v := range perms.CriticalOptions {
+		out.CriticalOptions[k] = v
+	}
+	for k, v := range perms.Extensions {
+		out.Extensions[k] = v
+	}
+	out.Extensions[ExtensionKeyID] = cert.KeyId
+	out.Extensions[ExtensionLogin] = login
+	return out, nil
+}
+
+// enter registers one Serve or ServeConn call with the server, unless the
+// server is closed. Holding mu makes the wg.Add happen before Close waits.
+func (s *Server) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.wg.Add(1)
+	return true
+}
+
+// Close closes every live connection and listener, kills the children of
+// unfinished sessions and waits for all of the server's goroutines.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if !s.closed {
+		s.closed = true
+		close(s.closing)
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+// Serve accepts connections on ln and serves each in its own goroutine until
+// ctx ends (it returns ctx.Err()), Close is called (ErrServerClosed) or
+// Accept fails for good. It closes ln.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if !s.enter() {
+		ln.Close()
+		return ErrServerClosed
+	}
+	defer s.wg.Done()
+
+	stop := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		select {
+		case <-ctx.Done():
+		case <-s.closing:
+		case <-stop:
+		}
+		ln.Close()
+	}()
+	defer func() {
+		close(stop)
+		<-watched
+	}()
+
+	var backoff time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if s.isClosing() {
+				return ErrServerClosed
+			}
+			var tmp interface{ Temporary() bool }
+			if !errors.As(err, &tmp) || !tmp.Temporary() {
+				return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
+			}
+			// Out of file descriptors and the like: back off rather than spin.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("ssh accept failed; retrying", "err", err, "backoff", backoff)
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+			case <-s.closing:
+			}
+			t.Stop()
+			continue
+		}
+		backoff = 0
+		// Register before the goroutine starts, so Close cannot miss it.
+		if !s.enter() {
+			conn.Close()
+			return ErrServerClosed
+		}
+		go func() {
+			defer s.wg.Done()
+			_ = s.serveConn(ctx, conn)
+		}()
+	}
+}
+
+func (s *Server) isClosing() bool {
+	select {
+	case <-s.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+// ServeConn runs the SSH handshake on conn and serves it until the client
+// disconnects (nil), ctx ends (ctx.Err()) or Close is called
+// (ErrServerClosed). A failed handshake or authentication is logged and
+// returned. conn is always closed on return.
+func (s *Server) ServeConn(ctx context.Context, conn net.Conn) error {
+	if !s.enter() {
+		conn.Close()
+		return ErrServerClosed
+	}
+	defer s.wg.Done()
+	return s.serveConn(ctx, conn)
+}
+
+var errHandshakeTimeout = errors.New("handshake timed out")
+
+func (s *Server) serveConn(ctx context.Context, conn net.Conn) error {
+	defer conn.Close()
+	remote := conn.RemoteAddr().String()
+
+	// One watcher closes conn when the handshake takes too long, ctx ends
+	// or the server closes; closing conn is what unblocks everything else.
+	handshook := make(chan struct{})
+	stop := make(chan struct{})
+	watched := make(chan struct{})
+	var timedOut atomic.Bool
+	go func() {
+		defer close(watched)
+		t := time.NewTimer(s.handshakeTimeout)
+		defer t.Stop()
+		select {
+		case <-handshook:
+		case <-t.C:
+			timedOut.Store(true)
+			conn.Close()
+			return
+		case <-ctx.Done():
+			conn.Close()
+			return
+		case <-s.closing:
+			conn.Close()
+			return
+		case <-stop:
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-s.closing:
+		case <-stop:
+		}
+		conn.Close()
+	}()
+	defer func() {
+		close(stop)
+		<-watched
+	}()
+
+	sc, chans, reqs, err := ssh.NewServerConn(conn, s.sshCfg)
+	if err != nil {
+		if timedOut.Load() {
+			err = errHandshakeTimeout
+		}
+		var authErr *ssh.ServerAuthError
+		if errors.As(err, &authErr) {
+			// The errors are our reasons, one per key offered, and how
+			// the client gave up.
+			var reasons []string
+			for _, e := range authErr.Errors {
+				if !errors.Is(e, ssh.ErrNoAuth) {
+					reasons = append(reasons, e.Error())
+				}
+			}
+			s.log.Info("ssh auth failed", "remote", remote, "reasons", reasons)
+		} else {
+			s.log.Info("ssh handshake failed", "remote", remote, "err", err)
+		}
+		return fmt.Errorf("ssh handshake with %s: %w", remote, err)
+	}
+	close(handshook)
+	defer sc.Close()
+
+	login := sc.User()
+	log := s.log.With("remote", remote, "user", login, "key_id", sc.Permissions.Extensions[ExtensionKeyID])
+	acct := s.self
+	if s.root {
+		// Resolved again, not cached from auth: the answer may change and
+		// a session must run with what passwd says now.
+		if acct, err = lookupAccount(login); err != nil {
+			log.Info("ssh login refused", "err", err)
+			return fmt.Errorf("ssh login %s from %s: %w", login, remote, err)
+		}
+	}
+	_, permitPTY := sc.Permissions.Extensions[permitPTYExtension]
+	c := &connection{
+		srv:          s,
+		sc:           sc,
+		log:          log,
+		acct:         acct,
+		forceCommand: sc.Permissions.CriticalOptions[forceCommandOption],
+		permitPTY:    permitPTY,
+		sshConn:      sshConnectionEnv(conn.RemoteAddr(), conn.LocalAddr()),
+	}
+	log.Info("ssh login")
+	c.serve(chans, reqs)
+	log.Debug("ssh connection closed")
+
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case s.isClosing():
+		return ErrServerClosed
+	}
+	return nil
+}
+
+// sshConnectionEnv is the SSH_CONNECTION value ("client port server port"),
+// or "" when the conn does not carry TCP addresses (a tunnel adapter may
+// not).
+func sshConnectionEnv(remote, local net.Addr) string {
+	r, ok1 := remote.(*net.TCPAddr)
+	l, ok2 := local.(*net.TCPAddr)
+	if !ok1 || !ok2 {
+		return ""
+	}
+	return fmt.Sprintf("%s %d %s %d", r.IP, r.Port, l.IP, l.Port)
+}
+
+// validityProblem says why cert is not valid at now, or "" if it is. The
+// checker enforces the same bounds; this only gives the log a clear reason.
+func validityProblem(cert *ssh.Certificate, now time.Time) string {
+	const layout = time.RFC3339
+	unix := now.Unix()
+	if cert.ValidAfter > math.MaxInt64 || unix < int64(cert.ValidAfter) {
+		return fmt.Sprintf("certificate is not valid before %s", time.Unix(int64(min(cert.ValidAfter, math.MaxInt64)), 0).UTC().Format(layout))
+	}
+	if cert.ValidBefore != ssh.CertTimeInfinity && (cert.ValidBefore > math.MaxInt64 || unix >= int64(cert.ValidBefore)) {
+		return fmt.Sprintf("certificate expired at %s", time.Unix(int64(min(cert.ValidBefore, math.MaxInt64)), 0).UTC().Format(layout))
+	}
+	return ""
+}

@@ -1,0 +1,286 @@
+package nodessh
+
+import (
+	"log/slog"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/creack/pty"
+	"golang.org/x/crypto/ssh"
+)
+
+// Payloads of the session channel requests (RFC 4254 section 6).
+type (
+	ptyRequestMsg struct {
+		Term    string
+		Columns uint32
+		Rows    uint32
+		Width   uint32
+		Height  uint32
+		Modes   string
+	}
+	windowChangeMsg struct {
+		Columns uint32
+		Rows    uint32
+		Width   uint32
+		Height  uint32
+	}
+	envMsg struct {
+		Name  string
+		Value string
+	}
+	execMsg struct {
+		Command string
+	}
+	subsystemMsg struct {
+		Name string
+	}
+	signalMsg struct {
+		Signal string
+	}
+	exitStatusMsg struct {
+		Status uint32
+	}
+	exitSignalMsg struct {
+		Signal     string
+		CoreDumped bool
+		Error      string
+		Lang       string
+	}
+)
+
+// ptyRequest is what a pty-req asked for; the PTY itself is opened when
+// the job starts.
+type ptyRequest struct {
+	term string
+	size pty.Winsize
+}
+
+// session is one "session" channel: requests configure it, then exactly one
+// job (exec, shell or subsystem) runs in it.
+type session struct {
+	c   *connection
+	ch  ssh.Channel
+	log *slog.Logger
+
+	// The request loop owns these; job goroutines never touch them.
+	env      []string // accepted client variables, "NAME=value"
+	envBytes int
+	pty      *ptyRequest
+	job      *job
+
+	wg   sync.WaitGroup // every goroutine of the job
+	done chan struct{}  // closed once the exit was reported and the channel closed
+}
+
+func (c *connection) serveSession(nc ssh.NewChannel, id int) {
+	ch, reqs, err := nc.Accept()
+	if err != nil {
+		c.log.Debug("accept session channel", "err", err)
+		return
+	}
+	s := &session{
+		c:    c,
+		ch:   ch,
+		log:  c.log.With("session", id),
+		done: make(chan struct{}),
+	}
+	s.serve(reqs)
+}
+
+// serve handles requests until the channel is closed, by us after the job
+// ended or by the client (or the connection) at any time. A job still
+// running then has lost its client and is killed.
+func (s *session) serve(reqs <-chan *ssh.Request) {
+	for req := range reqs {
+		ok, then := s.handle(req)
+		if req.WantReply {
+			_ = req.Reply(ok, nil)
+		}
+		// Output must not overtake the reply to exec: clients may not
+		// expect data, let alone exit-status, before it.
+		if then != nil {
+			then()
+		}
+	}
+	if s.job != nil {
+		select {
+		case <-s.done:
+		default:
+			s.log.Debug("session channel closed before its job ended; killing the job")
+			s.job.abort()
+		}
+	}
+	s.wg.Wait()
+	_ = s.ch.Close()
+}
+
+// handle answers one request. A non-nil func is run after the reply.
+func (s *session) handle(req *ssh.Request) (bool, func()) {
+	switch req.Type {
+	case "pty-req":
+		return s.onPTYReq(req.Payload), nil
+	case "window-change":
+		return s.onWindowChange(req.Payload), nil
+	case "env":
+		return s.onEnv(req.Payload), nil
+	case "exec":
+		var m execMsg
+		if err := ssh.Unmarshal(req.Payload, &m); err != nil {
+			s.log.Info("malformed exec request", "err", err)
+			return false, nil
+		}
+		return s.start(jobExec, m.Command)
+	case "shell":
+		return s.start(jobShell, "")
+	case "subsystem":
+		var m subsystemMsg
+		if err := ssh.Unmarshal(req.Payload, &m); err != nil {
+			s.log.Info("malformed subsystem request", "err", err)
+			return false, nil
+		}
+		if m.Name != "sftp" {
+			s.log.Info("ssh request refused", "type", req.Type, "subsystem", m.Name, "reason", "unknown subsystem")
+			return false, nil
+		}
+		return s.start(jobSFTP, "")
+	case "signal":
+		return s.onSignal(req.Payload), nil
+	case "x11-req":
+		s.log.Info("ssh request refused", "type", req.Type, "reason", "X11 forwarding is not allowed on this node")
+		return false, nil
+	case "auth-agent-req@openssh.com":
+		s.log.Info("ssh request refused", "type", req.Type, "reason", "agent forwarding is not allowed on this node")
+		return false, nil
+	default:
+		// keepalive@openssh.com lands here too: a failure reply is all
+		// the client wants.
+		s.log.Debug("ssh request refused", "type", req.Type, "reason", "unsupported")
+		return false, nil
+	}
+}
+
+func (s *session) onPTYReq(payload []byte) bool {
+	if s.job != nil {
+		return false
+	}
+	if !s.c.permitPTY {
+		s.log.Info("ssh request refused", "type", "pty-req", "reason", "certificate lacks the permit-pty extension")
+		return false
+	}
+	var m ptyRequestMsg
+	if err := ssh.Unmarshal(payload, &m); err != nil {
+		s.log.Info("malformed pty-req", "err", err)
+		return false
+	}
+	if strings.IndexByte(m.Term, 0) >= 0 || len(m.Term) > 256 {
+		s.log.Info("ssh request refused", "type", "pty-req", "reason", "bad TERM value")
+		return false
+	}
+	// Terminal modes (m.Modes) are not applied: the kernel's defaults for
+	// a new PTY (echo, canonical mode, ^C, ^? erase) suit the clients in use.
+	s.pty = &ptyRequest{term: m.Term, size: winsize(m.Columns, m.Rows, m.Width, m.Height)}
+	return true
+}
+
+func (s *session) onWindowChange(payload []byte) bool {
+	var m windowChangeMsg
+	if err := ssh.Unmarshal(payload, &m); err != nil {
+		s.log.Info("malformed window-change", "err", err)
+		return false
+	}
+	if s.pty == nil {
+		return false
+	}
+	s.pty.size = winsize(m.Columns, m.Rows, m.Width, m.Height)
+	if s.job != nil && s.job.ptmx != nil {
+		if err := setWinsize(s.job.ptmx, &s.pty.size); err != nil {
+			// The job may just have ended and closed its PTY.
+			s.log.Debug("resize pty", "err", err)
+			return false
+		}
+	}
+	return true
+}
+
+func (s *session) onEnv(payload []byte) bool {
+	var m envMsg
+	if err := ssh.Unmarshal(payload, &m); err != nil {
+		s.log.Info("malformed env request", "err", err)
+		return false
+	}
+	if s.job != nil {
+		return false
+	}
+	if reason := envProblem(m.Name, m.Value); reason != "" {
+		// The value is never logged: clients send secrets this way.
+		s.log.Debug("env variable refused", "name", m.Name, "reason", reason)
+		return false
+	}
+	prefix := m.Name + "="
+	for i, kv := range s.env {
+		if strings.HasPrefix(kv, prefix) {
+			s.envBytes -= len(kv)
+			s.env = append(s.env[:i], s.env[i+1:]...)
+			break
+		}
+	}
+	kv := prefix + m.Value
+	if len(s.env) >= maxEnvVars || s.envBytes+len(kv) > maxEnvBytes {
+		s.log.Info("env variable refused", "name", m.Name, "reason", "too many or too large variables")
+		return false
+	}
+	s.env = append(s.env, kv)
+	s.envBytes += len(kv)
+	return true
+}
+
+// signals are the names RFC 4254 section 6.10 defines, without "SIG".
+var signals = map[string]syscall.Signal{
+	"ABRT": syscall.SIGABRT,
+	"ALRM": syscall.SIGALRM,
+	"FPE":  syscall.SIGFPE,
+	"HUP":  syscall.SIGHUP,
+	"ILL":  syscall.SIGILL,
+	"INT":  syscall.SIGINT,
+	"KILL": syscall.SIGKILL,
+	"PIPE": syscall.SIGPIPE,
+	"QUIT": syscall.SIGQUIT,
+	"SEGV": syscall.SIGSEGV,
+	"TERM": syscall.SIGTERM,
+	"USR1": syscall.SIGUSR1,
+	"USR2": syscall.SIGUSR2,
+}
+
+// signalName is the RFC name of sig, or "" if it has none.
+func signalName(sig syscall.Signal) string {
+	for name, s := range signals {
+		if s == sig {
+			return name
+		}
+	}
+	return ""
+}
+
+func (s *session) onSignal(payload []byte) bool {
+	var m signalMsg
+	if err := ssh.Unmarshal(payload, &m); err != nil {
+		s.log.Info("malformed signal request", "err", err)
+		return false
+	}
+	sig, ok := signals[strings.TrimPrefix(m.Signal, "SIG")]
+	if !ok {
+		s.log.Debug("ssh request refused", "type", "signal", "signal", m.Signal, "reason", "unknown signal")
+		return false
+	}
+	if s.job == nil {
+		return false
+	}
+	if err := s.job.signal(sig); err != nil {
+		s.log.Debug("deliver signal", "signal", m.Signal, "err", err)
+		return false
+	}
+	s.log.Debug("signal delivered", "signal", m.Signal)
+	return true
+}

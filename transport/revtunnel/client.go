@@ -1,0 +1,260 @@
+package revtunnel
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// ErrJoinRefused means the proxy did not accept the join token.
+var ErrJoinRefused = errors.New("join token refused")
+
+// Trust says which proxy host certificates an agent accepts.
+type Trust struct {
+	// CA is the cluster host CA the agent stored when it joined.
+	CA ssh.PublicKey
+	// Pin, used while CA is unknown, is the SHA256 fingerprint of the host
+	// CA (as `ssh-keygen -lf host_ca.pub` prints it). Empty with no CA
+	// means trust on first use: the CA of the first proxy is accepted.
+	Pin   string
+	Clock func() time.Time
+}
+
+// hostKeyCallback checks the proxy's host certificate and reports the CA
+// that signed it through seen.
+func (t Trust) hostKeyCallback(seen *ssh.PublicKey) ssh.HostKeyCallback {
+	clock := t.Clock
+	if clock == nil {
+		clock = time.Now
+	}
+	return func(hostname string, remote net.Addr, key ssh.PublicKey) error {
+		cert, ok := key.(*ssh.Certificate)
+		if !ok || cert.CertType != ssh.HostCert {
+			return fmt.Errorf("proxy %s presented a plain host key, not a host certificate from the cluster CA", remote)
+		}
+		switch {
+		case t.CA != nil:
+			if !bytes.Equal(cert.SignatureKey.Marshal(), t.CA.Marshal()) {
+				return fmt.Errorf("proxy %s: host certificate is not signed by the cluster host CA this agent joined", remote)
+			}
+		case t.Pin != "":
+			if got := ssh.FingerprintSHA256(cert.SignatureKey); got != t.Pin {
+				return fmt.Errorf("proxy %s: host CA fingerprint %s does not match ca_pin %s", remote, got, t.Pin)
+			}
+		}
+		checker := ssh.CertChecker{Clock: clock}
+		// Principals are not checked: agents reach proxies by addresses
+		// that a load balancer may rewrite; the CA is what identifies them.
+		principal := ""
+		if len(cert.ValidPrincipals) > 0 {
+			principal = cert.ValidPrincipals[0]
+		}
+		if err := checker.CheckCert(principal, cert); err != nil {
+			return fmt.Errorf("proxy %s: host certificate: %w", remote, err)
+		}
+		if seen != nil {
+			*seen = cert.SignatureKey
+		}
+		return nil
+	}
+}
+
+// Join joins the cluster through the proxy at addr with token. It returns
+// the proxy's answer and the host CA that signed the proxy's certificate,
+// which the agent must store and trust from now on.
+func Join(ctx context.Context, addr, token string, req JoinRequest, trust Trust) (JoinResponse, ssh.PublicKey, error) {
+	var ca ssh.PublicKey
+	cfg := &ssh.ClientConfig{
+		User:            JoinUser,
+		Auth:            []ssh.AuthMethod{ssh.Password(token)},
+		HostKeyCallback: trust.hostKeyCallback(&ca),
+		ClientVersion:   "SSH-2.0-warren-agent",
+	}
+	conn, err := dialSSH(ctx, addr, cfg)
+	if err != nil {
+		if isAuthError(err) {
+			return JoinResponse{}, nil, fmt.Errorf("join via %s: %w: check join_token in the agent config against the cluster's join_tokens file", addr, ErrJoinRefused)
+		}
+		return JoinResponse{}, nil, fmt.Errorf("join via %s: %w", addr, err)
+	}
+	defer conn.Close()
+	go ssh.DiscardRequests(conn.reqs)
+	go rejectChannels(conn.chans)
+	ok, payload, err := sendRequest(ctx, conn.Conn, ReqJoin, encode(req))
+	if err != nil {
+		return JoinResponse{}, nil, fmt.Errorf("join via %s: %w", addr, err)
+	}
+	var resp JoinResponse
+	if err := decode(payload, &resp); err != nil {
+		return JoinResponse{}, nil, fmt.Errorf("join via %s: %w", addr, err)
+	}
+	if !ok || resp.Error != "" {
+		return resp, nil, fmt.Errorf("join via %s refused: %s", addr, resp.Error)
+	}
+	return resp, ca, nil
+}
+
+func isAuthError(err error) bool {
+	return strings.Contains(err.Error(), "unable to authenticate")
+}
+
+// ClientConfig configures an agent's tunnel.
+type ClientConfig struct {
+	Addr    string
+	AgentID string
+	// Signer holds the agent's key with its host certificate.
+	Signer ssh.Signer
+	Trust  Trust
+	Logger *slog.Logger
+}
+
+// ClientConn is the agent's end of one tunnel.
+type ClientConn struct {
+	Addr   string
+	conn   *sshConn
+	logger *slog.Logger
+}
+
+type sshConn struct {
+	ssh.Conn
+	chans <-chan ssh.NewChannel
+	reqs  <-chan *ssh.Request
+}
+
+func dialSSH(ctx context.Context, addr string, cfg *ssh.ClientConfig) (*sshConn, error) {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+		_ = tc.SetKeepAlive(true)
+	}
+	if d, ok := ctx.Deadline(); ok {
+		_ = nc.SetDeadline(d)
+	}
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
+	c, chans, reqs, err := ssh.NewClientConn(nc, addr, cfg)
+	stop()
+	if err != nil {
+		nc.Close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+	_ = nc.SetDeadline(time.Time{})
+	return &sshConn{Conn: c, chans: chans, reqs: reqs}, nil
+}
+
+// sendRequest sends a global request and waits for its reply or ctx.
+func sendRequest(ctx context.Context, c ssh.Conn, name string, payload []byte) (bool, []byte, error) {
+	type result struct {
+		ok  bool
+		p   []byte
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ok, p, err := c.SendRequest(name, true, payload)
+		done <- result{ok, p, err}
+	}()
+	select {
+	case r := <-done:
+		return r.ok, r.p, r.err
+	case <-ctx.Done():
+		// Closing the connection makes the pending request return.
+		c.Close()
+		return false, nil, fmt.Errorf("%s: %w", name, ctx.Err())
+	}
+}
+
+// Dial opens a tunnel to cfg.Addr and says hello.
+func Dial(ctx context.Context, cfg ClientConfig, hello Hello) (*ClientConn, HelloReply, error) {
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	sc := &ssh.ClientConfig{
+		User:            cfg.AgentID,
+		Auth:            []ssh.AuthMethod{ssh.PublicKeys(cfg.Signer)},
+		HostKeyCallback: cfg.Trust.hostKeyCallback(nil),
+		ClientVersion:   "SSH-2.0-warren-agent",
+	}
+	conn, err := dialSSH(ctx, cfg.Addr, sc)
+	if err != nil {
+		if isAuthError(err) {
+			return nil, HelloReply{}, fmt.Errorf("tunnel to %s: the proxy refused this agent's certificate (expired, revoked or from another cluster): %w", cfg.Addr, err)
+		}
+		return nil, HelloReply{}, fmt.Errorf("tunnel to %s: %w", cfg.Addr, err)
+	}
+	c := &ClientConn{Addr: cfg.Addr, conn: conn, logger: logger}
+	go c.answerRequests()
+	ok, payload, err := sendRequest(ctx, conn, ReqHello, encode(hello))
+	if err != nil {
+		conn.Close()
+		return nil, HelloReply{}, fmt.Errorf("tunnel to %s: hello: %w", cfg.Addr, err)
+	}
+	var reply HelloReply
+	if err := decode(payload, &reply); err != nil || !ok {
+		conn.Close()
+		if err == nil {
+			err = errors.New(reply.Error)
+		}
+		return nil, HelloReply{}, fmt.Errorf("tunnel to %s: hello refused: %w", cfg.Addr, err)
+	}
+	return c, reply, nil
+}
+
+// answerRequests replies to the proxy's keepalives (and anything else).
+func (c *ClientConn) answerRequests() {
+	for req := range c.conn.reqs {
+		if req.WantReply {
+			_ = req.Reply(req.Type == ReqKeepalive, nil)
+		}
+	}
+}
+
+// Heartbeat sends hb and waits for the proxy's answer.
+func (c *ClientConn) Heartbeat(ctx context.Context, hb Heartbeat) error {
+	ok, payload, err := sendRequest(ctx, c.conn, ReqHeartbeat, encode(hb))
+	if err != nil {
+		return fmt.Errorf("heartbeat to %s: %w", c.Addr, err)
+	}
+	if !ok {
+		return fmt.Errorf("heartbeat to %s refused: %s", c.Addr, payload)
+	}
+	return nil
+}
+
+// Accept returns the next dial request from the proxy, or an error when
+// the tunnel is closed. The caller must Accept or Reject the channel.
+func (c *ClientConn) Accept() (DialRequest, ssh.NewChannel, error) {
+	for nch := range c.conn.chans {
+		if nch.ChannelType() != ChanDial {
+			_ = nch.Reject(ssh.UnknownChannelType, "unknown channel type")
+			continue
+		}
+		var req DialRequest
+		if err := decode(nch.ExtraData(), &req); err != nil {
+			_ = nch.Reject(ssh.ConnectionFailed, "malformed dial request")
+			continue
+		}
+		return req, nch, nil
+	}
+	return DialRequest{}, nil, net.ErrClosed
+}
+
+// Wait blocks until the tunnel closes.
+func (c *ClientConn) Wait() error { return c.conn.Wait() }
+
+// Close closes the tunnel.
+func (c *ClientConn) Close() error { return c.conn.Close() }

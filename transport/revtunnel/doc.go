@@ -1,0 +1,34 @@
+// Package revtunnel is the wire protocol between an agent and a proxy: the
+// agent dials out, and the proxy uses the resulting SSH connection to reach
+// the resources the agent serves.
+//
+// # Protocol flow
+//
+// The agent is the SSH client, the proxy the SSH server. The proxy presents
+// a host key with a host certificate from the cluster host CA; the agent
+// checks it against the CA it stored when it joined, or, on its first
+// connection, against a CA pin (SHA256 fingerprint) from its config.
+//
+//  1. Join (first start only). User "join", password = a join token. The
+//     agent sends the global request "join@warren.dev" (JoinRequest) and the
+//     proxy answers with a JoinResponse: the agent's id and a host
+//     certificate for the agent's public key. The agent stores both and
+//     disconnects.
+//  2. Tunnel. User = agent id, public-key auth with the agent's host
+//     certificate. The agent sends "hello@warren.dev" (Hello) and gets a
+//     HelloReply: the proxy's id, a renewed host certificate, the current
+//     proxy set.
+//  3. Heartbeats. The agent sends "heartbeat@warren.dev" (Heartbeat) with
+//     every resource it serves and its health, at an interval and at once
+//     on change; the proxy answers each, so the agent also learns the proxy
+//     is alive.
+//  4. Keepalive. The proxy sends "keepalive@openssh.com" with want-reply;
+//     a tunnel that misses KeepaliveCount replies in a row is closed.
+//  5. Dial. For every session the proxy opens a channel of type
+//     "dial@warren.dev" whose extra data is a DialRequest. The agent either
+//     accepts it and joins it to the resource (its embedded SSH server or
+//     a TCP upstream), or rejects it with a reason the user will read.
+//
+// Every payload is one JSON object; unknown fields are ignored, so either
+// side can add fields without breaking the other.
+package revtunnel
