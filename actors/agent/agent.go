@@ -173,39 +173,57 @@ func (a *Agent) join(ctx context.Context) (identity.Identity, error) {
 		PublicKey:  string(ssh.MarshalAuthorizedKey(signer.PublicKey())),
 		Principals: a.principals(),
 	}
-	var errs []error
-	for _, addr := range a.cfg.Proxies {
-		jctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		resp, ca, err := revtunnel.Join(jctx, addr, token, req, revtunnel.Trust{Pin: a.cfg.CAPin, Clock: a.cfg.Clock})
-		cancel()
-		if err != nil {
-			if errors.Is(err, revtunnel.ErrJoinRefused) {
+	// Proxies may start after their agents (a boot order, a rolling
+	// restart): keep trying every proxy with backoff. Only a refused
+	// token is final.
+	for attempt := 0; ; attempt++ {
+		var errs []error
+		for _, addr := range a.cfg.Proxies {
+			id, err := a.joinVia(ctx, addr, token, req, keyPEM)
+			if err == nil {
+				return id, nil
+			}
+			if errors.Is(err, revtunnel.ErrJoinRefused) || errors.Is(err, errSave) {
 				return identity.Identity{}, err
 			}
 			errs = append(errs, err)
-			continue
 		}
-		if a.cfg.CAPin == "" {
-			a.log.Warn("joined without ca_pin: trusting the host CA of the first proxy", "ca", ssh.FingerprintSHA256(ca))
+		wait := backoff(a.cfg.ReconnectMin, a.cfg.ReconnectMax, attempt)
+		a.log.Warn("join failed; retrying", "in", wait.Round(time.Millisecond), "err", errors.Join(errs...))
+		if !sleep(ctx, wait) {
+			return identity.Identity{}, fmt.Errorf("join: no proxy answered: %w", errors.Join(errs...))
 		}
-		now := a.cfg.Clock()
-		id := identity.Identity{
-			AgentID:    resp.AgentID,
-			PrivateKey: keyPEM,
-			HostCert:   []byte(resp.HostCert),
-			HostCA:     ssh.MarshalAuthorizedKey(ca),
-			UserCA:     []byte(resp.UserCA),
-			Proxies:    a.cfg.Proxies,
-			JoinedAt:   now,
-			UpdatedAt:  now,
-		}
-		if err := a.store.Save(id); err != nil {
-			return identity.Identity{}, err
-		}
-		a.log.Info("joined the cluster", "agent", id.AgentID, "via", addr)
-		return id, nil
 	}
-	return identity.Identity{}, fmt.Errorf("join: no proxy answered: %w", errors.Join(errs...))
+}
+
+var errSave = errors.New("save identity")
+
+func (a *Agent) joinVia(ctx context.Context, addr, token string, req revtunnel.JoinRequest, keyPEM []byte) (identity.Identity, error) {
+	jctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	resp, ca, err := revtunnel.Join(jctx, addr, token, req, revtunnel.Trust{Pin: a.cfg.CAPin, Clock: a.cfg.Clock})
+	cancel()
+	if err != nil {
+		return identity.Identity{}, err
+	}
+	if a.cfg.CAPin == "" {
+		a.log.Warn("joined without ca_pin: trusting the host CA of the first proxy", "ca", ssh.FingerprintSHA256(ca))
+	}
+	now := a.cfg.Clock()
+	id := identity.Identity{
+		AgentID:    resp.AgentID,
+		PrivateKey: keyPEM,
+		HostCert:   []byte(resp.HostCert),
+		HostCA:     ssh.MarshalAuthorizedKey(ca),
+		UserCA:     []byte(resp.UserCA),
+		Proxies:    a.cfg.Proxies,
+		JoinedAt:   now,
+		UpdatedAt:  now,
+	}
+	if err := a.store.Save(id); err != nil {
+		return identity.Identity{}, fmt.Errorf("%w: %w", errSave, err)
+	}
+	a.log.Info("joined the cluster", "agent", id.AgentID, "via", addr)
+	return id, nil
 }
 
 func (a *Agent) useIdentity(id identity.Identity) error {

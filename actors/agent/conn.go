@@ -60,9 +60,13 @@ func (c *conn) Receive(ctx actor.Context) {
 // ReconnectMin up to ReconnectMax, with full jitter in its upper half so
 // that agents cut off together do not come back together.
 func (c *conn) backoff(n int) time.Duration {
-	d := c.a.cfg.ReconnectMin << min(n, 16)
-	if d > c.a.cfg.ReconnectMax || d <= 0 {
-		d = c.a.cfg.ReconnectMax
+	return backoff(c.a.cfg.ReconnectMin, c.a.cfg.ReconnectMax, n)
+}
+
+func backoff(lo, hi time.Duration, n int) time.Duration {
+	d := lo << min(n, 16)
+	if d > hi || d <= 0 {
+		d = hi
 	}
 	return d/2 + rand.N(d/2+1)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -90,12 +91,49 @@ func (c *clientFlags) load() (*creds, error) {
 	if kh == "" {
 		kh = filepath.Join(filepath.Dir(c.identity), "known_hosts")
 	}
-	hosts, err := knownhosts.New(kh)
+	hosts, err := hostKeyCallback(kh)
 	if err != nil {
-		return nil, fmt.Errorf("read known_hosts %s: %w", kh, err)
+		return nil, err
 	}
 	user, _ := pki.UserFromCert(cert)
 	return &creds{signer: signer, cert: cert, user: user, hosts: hosts}, nil
+}
+
+// hostKeyCallback trusts host certificates from the @cert-authority keys
+// in a known_hosts file whatever the port (Go's knownhosts matches ports
+// exactly, OpenSSH's `*` does not), and plain keys as known_hosts says.
+func hostKeyCallback(path string) (ssh.HostKeyCallback, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read known_hosts: %w (it comes with `warren user add`)", err)
+	}
+	var cas []ssh.PublicKey
+	for rest := data; len(rest) > 0; {
+		marker, _, key, _, next, err := ssh.ParseKnownHosts(rest)
+		if err != nil {
+			break
+		}
+		if marker == "cert-authority" {
+			cas = append(cas, key)
+		}
+		rest = next
+	}
+	plain, err := knownhosts.New(path)
+	if err != nil {
+		return nil, fmt.Errorf("read known_hosts %s: %w", path, err)
+	}
+	checker := &ssh.CertChecker{
+		IsHostAuthority: func(auth ssh.PublicKey, _ string) bool {
+			for _, ca := range cas {
+				if bytes.Equal(ca.Marshal(), auth.Marshal()) {
+					return true
+				}
+			}
+			return false
+		},
+		HostKeyFallback: plain,
+	}
+	return checker.CheckHostKey, nil
 }
 
 // dialProxy connects to the proxy's user port.

@@ -46,12 +46,12 @@ func runDev(ctx context.Context, args []string) error {
 
   ssh -F %[2]s node1            # a shell on this host through the proxy
   ssh -F %[2]s node1 'echo hi'
-  ssh -F %[2]s -p %[3]s %[4]s@127.0.0.1 ls   # list resources (or: ssh -F %[2]s proxy-1 ls)
-  export WARREN_PROXY=%[5]s WARREN_IDENTITY=%[6]s
+  ssh -F %[2]s proxy-1 ls       # list resources
+  export WARREN_PROXY=%[3]s WARREN_IDENTITY=%[4]s
   warren ls; warren ssh node1; warren audit --since 1h
 
 Press Ctrl-C to stop.
-`, d.dir, d.sshConfig, fmt.Sprint(d.userPort), d.user, d.proxy.UserAddr(), d.identity)
+`, d.dir, d.sshConfig, d.proxy.UserAddr(), d.identity)
 	<-ctx.Done()
 	log.Info("shutting down")
 	return nil
@@ -66,7 +66,6 @@ type devConfig struct {
 
 type devCluster struct {
 	dir, sshConfig, identity, user string
-	userPort                       int
 	proxy                          *proxy.Proxy
 	agents                         []*agent.Agent
 	echo                           net.Listener
@@ -113,8 +112,6 @@ func startDev(ctx context.Context, c devConfig) (_ *devCluster, err error) {
 	if err := d.proxy.Start(ctx); err != nil {
 		return nil, err
 	}
-	_, port, _ := net.SplitHostPort(d.proxy.UserAddr())
-	fmt.Sscan(port, &d.userPort)
 
 	// The echo server behind the "echo" tcp resource.
 	if d.echo, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -34,24 +35,70 @@ func Decode(data []byte, v any) error {
 		if errors.Is(err, io.EOF) {
 			return nil // an empty file means all defaults
 		}
-		return friendly(err)
+		return friendly(data, err)
 	}
 	return nil
 }
 
-// friendly rewrites yaml.v3's messages into one line per problem.
-func friendly(err error) error {
+var lineRE = regexp.MustCompile(`^line (\d+): `)
+
+// friendly rewrites yaml.v3's messages into one line per problem, naming
+// the field (by its path, like tunnel.keepalive_count) where yaml.v3 gives
+// only a line number.
+func friendly(data []byte, err error) error {
 	var te *yaml.TypeError
-	if errors.As(err, &te) {
-		msgs := make([]string, len(te.Errors))
-		for i, m := range te.Errors {
-			m = strings.Replace(m, "cannot unmarshal !!str", "cannot read text", 1)
-			m = strings.Replace(m, "not found in type", "is not a known setting in", 1)
-			msgs[i] = m
-		}
-		return errors.New(strings.Join(msgs, "; "))
+	if !errors.As(err, &te) {
+		return fmt.Errorf("invalid YAML: %w", err)
 	}
-	return fmt.Errorf("invalid YAML: %w", err)
+	var root yaml.Node
+	_ = yaml.Unmarshal(data, &root)
+	fields := map[int]string{}
+	indexKeys(&root, "", fields)
+	msgs := make([]string, len(te.Errors))
+	for i, m := range te.Errors {
+		m = strings.Replace(m, "cannot unmarshal !!str", "cannot read text", 1)
+		m = strings.Replace(m, "cannot unmarshal !!", "cannot read ", 1)
+		if strings.Contains(m, "not found in type") {
+			// "line 5: field usr not found in type proxy.Listen"
+			m = m[:strings.Index(m, " not found in type")] + " is not a known setting"
+		} else if sm := lineRE.FindStringSubmatch(m); sm != nil {
+			var line int
+			fmt.Sscan(sm[1], &line)
+			if f := fields[line]; f != "" {
+				m = sm[0] + f + ": " + strings.TrimPrefix(m, sm[0])
+			}
+		}
+		msgs[i] = m
+	}
+	return errors.New(strings.Join(msgs, "; "))
+}
+
+// indexKeys maps the line of every mapping value to its key path.
+func indexKeys(n *yaml.Node, path string, out map[int]string) {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			indexKeys(c, path, out)
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			p := k.Value
+			if path != "" {
+				p = path + "." + k.Value
+			}
+			out[v.Line] = p
+			indexKeys(v, p, out)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			p := fmt.Sprintf("%s[%d]", path, i)
+			if c.Kind == yaml.ScalarNode {
+				out[c.Line] = p
+			}
+			indexKeys(c, p, out)
+		}
+	}
 }
 
 // Errors collects validation problems, each prefixed by its field path.

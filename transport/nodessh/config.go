@@ -40,8 +40,9 @@ type Config struct {
 	Clock func() time.Time
 	// SFTPCommand, when set, is exec'd as the login user to serve the "sftp"
 	// subsystem over stdin/stdout, like OpenSSH's Subsystem line. When empty
-	// the subsystem is served in-process with github.com/pkg/sftp, which can
-	// only act with the agent's own identity (see Server.ServeConn).
+	// the subsystem is served in-process with github.com/pkg/sftp. That can
+	// only act with the agent's own identity, so an agent running as root
+	// then refuses sftp (and scp, which uses it) for every login but root.
 	SFTPCommand []string
 	// Banner is sent to clients before authentication; empty sends none.
 	Banner string

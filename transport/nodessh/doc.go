@@ -34,6 +34,8 @@
 //
 // Every goroutine has an owner that waits for it: a session waits for its
 // copiers and its child, a connection for its sessions, and Server.Close for
-// every connection. A child whose channel goes away before it exits has its
-// process group killed.
+// every connection. A child whose channel goes away before it exits (the
+// client left, the connection broke, ctx ended or Close was called) has its
+// process group sent SIGHUP, then SIGKILL if it is still there two seconds
+// later.
 package nodessh

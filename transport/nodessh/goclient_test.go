@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -93,6 +94,66 @@ func TestSignals(t *testing.T) {
 			t.Errorf("Wait = %v, want killed by KILL", err)
 		}
 	})
+}
+
+// TestSignalForegroundJob checks that under a PTY a signal reaches the job
+// an interactive shell runs in the foreground, not the shell, which
+// ignores SIGINT.
+func TestSignalForegroundJob(t *testing.T) {
+	h := newHarness(t)
+	c := h.mustDialGo(&certSpec{})
+	sess, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	if err := sess.RequestPty("xterm", 24, 80, nil); err != nil {
+		t.Fatal(err)
+	}
+	in, err := sess.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := sess.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sess.Shell(); err != nil {
+		t.Fatal(err)
+	}
+	// "ready" comes from the foreground job itself, so once it shows, the
+	// job holds the terminal. The echo of the typed line has it quoted.
+	if _, err := io.WriteString(in, "sh -c 'echo re\"\"ady; exec sleep 1000'\n"); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(out)
+	waitFor(t, r, "ready")
+	if err := sess.Signal(ssh.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(in, "echo after-$?\nexit 0\n"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, r, "after-130") // 128 + SIGINT
+	if err := sess.Wait(); err != nil {
+		t.Errorf("Wait: %v", err)
+	}
+}
+
+// waitFor reads lines until one contains want.
+func waitFor(t *testing.T, r *bufio.Reader, want string) {
+	t.Helper()
+	var seen []string
+	for {
+		line, err := r.ReadString('\n')
+		seen = append(seen, line)
+		if strings.Contains(line, want) {
+			return
+		}
+		if err != nil {
+			t.Fatalf("no %q in output %q: %v", want, seen, err)
+		}
+	}
 }
 
 func TestWindowChange(t *testing.T) {
@@ -285,7 +346,7 @@ func waitGone(t *testing.T, pid int) {
 // sides write their version line before reading).
 func socketPair(t *testing.T) (net.Conn, net.Conn) {
 	t.Helper()
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -407,5 +468,88 @@ func TestBanner(t *testing.T) {
 		}
 	default:
 		t.Errorf("no banner received")
+	}
+}
+
+func TestTerminalModes(t *testing.T) {
+	h := newHarness(t)
+	c := h.mustDialGo(&certSpec{})
+	sess, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	modes := ssh.TerminalModes{ssh.ECHO: 0, ssh.VERASE: 8, ssh.IUTF8: 1}
+	if err := sess.RequestPty("xterm", 24, 80, modes); err != nil {
+		t.Fatal(err)
+	}
+	out, err := sess.Output("stty -a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields := strings.Fields(strings.ReplaceAll(string(out), ";", " "))
+	has := func(f string) bool { return slices.Contains(fields, f) }
+	if !has("-echo") || !has("iutf8") || !strings.Contains(string(out), "erase = ^H") {
+		t.Errorf("stty -a = %q, want -echo, iutf8 and erase = ^H", out)
+	}
+}
+
+// TestChannelCloseKillsJob checks that a job whose client closes the
+// channel is ended: by SIGHUP, or by SIGKILL if it ignores that.
+func TestChannelCloseKillsJob(t *testing.T) {
+	h := newHarness(t)
+	c := h.mustDialGo(&certSpec{})
+	for _, tc := range []struct{ name, command string }{
+		{"hangup", `echo $$; exec sleep 1000`},
+		{"ignores hangup", `trap '' HUP; echo $$; exec sleep 1000`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sess, err := c.NewSession()
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := sess.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := sess.Start(tc.command); err != nil {
+				t.Fatal(err)
+			}
+			pid, err := strconv.Atoi(readLine(t, bufio.NewReader(out)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sess.Close()
+			waitGone(t, pid)
+		})
+	}
+}
+
+// TestPTYHeldOpen checks that a PTY session ends when its leader exits,
+// even if a background process that ignores the hangup keeps the terminal
+// open.
+func TestPTYHeldOpen(t *testing.T) {
+	h := newHarness(t)
+	c := h.mustDialGo(&certSpec{})
+	sess, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	if err := sess.RequestPty("xterm", 24, 80, nil); err != nil {
+		t.Fatal(err)
+	}
+	out, err := sess.Output(`trap '' HUP; sleep 1000 & echo $!`)
+	if err != nil {
+		t.Fatalf("Output = %q, %v; want the session to end", out, err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatalf("output %q: %v", out, err)
+	}
+	// The straggler outlives the session by design (its group leader is
+	// gone, so the server no longer signals it); do not leave it behind.
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Errorf("kill background sleep %d: %v", pid, err)
 	}
 }

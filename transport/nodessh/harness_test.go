@@ -413,7 +413,13 @@ func (h *harness) mustDialGo(spec *certSpec) *ssh.Client {
 	if err != nil {
 		h.t.Fatalf("dial: %v", err)
 	}
-	h.t.Cleanup(func() { c.Close() })
+	// A watchdog, so a test blocked on a session that never ends fails
+	// instead of hanging until the go test timeout.
+	watchdog := time.AfterFunc(cmdTimeout, func() { c.Close() })
+	h.t.Cleanup(func() {
+		watchdog.Stop()
+		c.Close()
+	})
 	return c
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,15 +13,17 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/creack/pty"
 	"golang.org/x/crypto/ssh"
 )
 
-// ptyDrainTimeout is how long output may still trickle out of a PTY after
-// the session leader exited. Linux reports the end (EIO) only when every
-// holder of the terminal is gone, and a background process that ignored
-// the hangup must not keep the session open for ever.
+// ptyDrainTimeout is how long a PTY may stay silent after the session
+// leader exited before the session ends anyway (see copyPTYOutput).
 const ptyDrainTimeout = 2 * time.Second
+
+// abortGrace is how long a job whose client went away has to exit after
+// SIGHUP (the signal for "your terminal is gone") before its process group
+// is killed.
+const abortGrace = 2 * time.Second
 
 type jobKind int
 
@@ -51,12 +54,20 @@ type job struct {
 	stdout *os.File
 	stderr *os.File
 
+	reaped chan struct{} // closed when the child has been waited for
+
 	mu     sync.Mutex // guards exited
 	exited bool       // the child was reaped: its pid may belong to someone else now
 }
 
+func newJob(cmd *exec.Cmd) *job {
+	return &job{cmd: cmd, reaped: make(chan struct{})}
+}
+
 // signal delivers sig to the child's process group (the child leads it:
-// Setpgid or Setsid), so a shell's foreground children get it too.
+// Setpgid or Setsid), so a shell's foreground children get it too. The
+// group is only signalled while the child is unreaped: after that its id
+// may be reused.
 func (j *job) signal(sig syscall.Signal) error {
 	if j.cmd == nil {
 		return errors.New("in-process job takes no signals")
@@ -72,17 +83,50 @@ func (j *job) signal(sig syscall.Signal) error {
 	return nil
 }
 
-// abort ends a job whose client is gone: kill the process group if the
-// child still runs, and close the parent's stdio ends so every copier
-// returns even if a process outside the group still holds the other end.
+// interrupt delivers a client's signal request. Under a PTY it goes to the
+// terminal's foreground group, as a key like ^C would: an interactive
+// shell runs each job in a group of its own and ignores SIGINT itself.
+func (j *job) interrupt(sig syscall.Signal) error {
+	if j.ptmx == nil {
+		return j.signal(sig)
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.exited {
+		return errors.New("process has exited")
+	}
+	pgrp, err := foregroundGroup(j.ptmx)
+	if err != nil || pgrp <= 0 {
+		pgrp = j.cmd.Process.Pid
+	}
+	if err := syscall.Kill(-pgrp, sig); err != nil {
+		return fmt.Errorf("kill process group %d: %w", pgrp, err)
+	}
+	return nil
+}
+
+// abort ends a job whose client is gone. The process group gets SIGHUP,
+// as when a terminal hangs up, and SIGKILL if the child has not exited
+// after abortGrace. The parent's stdio ends are closed so that every
+// copier returns even if a process outside the group holds the other end.
 func (j *job) abort() {
 	if j.cmd != nil {
-		_ = j.signal(syscall.SIGKILL)
+		_ = j.signal(syscall.SIGHUP)
 	}
 	for _, f := range []*os.File{j.ptmx, j.stdin, j.stdout, j.stderr} {
 		if f != nil {
 			f.Close()
 		}
+	}
+	if j.cmd == nil {
+		return
+	}
+	t := time.NewTimer(abortGrace)
+	defer t.Stop()
+	select {
+	case <-j.reaped:
+	case <-t.C:
+		_ = j.signal(syscall.SIGKILL)
 	}
 }
 
@@ -93,7 +137,17 @@ func (j *job) wait() *os.ProcessState {
 	j.mu.Lock()
 	j.exited = true
 	j.mu.Unlock()
+	close(j.reaped)
 	return j.cmd.ProcessState
+}
+
+func (j *job) isReaped() bool {
+	select {
+	case <-j.reaped:
+		return true
+	default:
+		return false
+	}
 }
 
 // start begins the session's job. On success the returned func, run after
@@ -153,7 +207,7 @@ func (s *session) start(kind jobKind, command string) (bool, func()) {
 	var j *job
 	var err error
 	if withPTY {
-		j, err = startWithPTY(cmd, &s.pty.size)
+		j, err = startWithPTY(cmd, s.pty, s.log)
 	} else {
 		j, err = startWithPipes(cmd)
 	}
@@ -205,20 +259,26 @@ func startWithPipes(cmd *exec.Cmd) (*job, error) {
 	stdinR.Close()
 	stdoutW.Close()
 	stderrW.Close()
-	return &job{cmd: cmd, stdin: stdinW, stdout: stdoutR, stderr: stderrR}, nil
+	j := newJob(cmd)
+	j.stdin, j.stdout, j.stderr = stdinW, stdoutR, stderrR
+	return j, nil
 }
 
 // startWithPTY runs cmd as a session leader whose controlling terminal is
 // a new PTY of the given size.
-func startWithPTY(cmd *exec.Cmd, size *pty.Winsize) (*job, error) {
+func startWithPTY(cmd *exec.Cmd, req *ptyRequest, log *slog.Logger) (*job, error) {
 	master, tty, err := openPTY()
 	if err != nil {
 		return nil, err
 	}
 	defer tty.Close() // the child has its own; ours would hide the hangup
-	if err := setWinsize(master, size); err != nil {
+	if err := setWinsize(master, &req.size); err != nil {
 		master.Close()
 		return nil, fmt.Errorf("size pty: %w", err)
+	}
+	if err := applyModes(tty, req.modes); err != nil {
+		// The kernel's defaults still make a usable terminal.
+		log.Debug("apply terminal modes", "err", err)
 	}
 	cmd.Env = append(cmd.Env, "SSH_TTY="+tty.Name())
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
@@ -229,69 +289,89 @@ func startWithPTY(cmd *exec.Cmd, size *pty.Winsize) (*job, error) {
 		master.Close()
 		return nil, fmt.Errorf("start %s: %w", cmd.Path, err)
 	}
-	return &job{cmd: cmd, ptmx: master}, nil
+	j := newJob(cmd)
+	j.ptmx = master
+	return j, nil
 }
 
 // run copies the job's stdio over the channel and reports its end.
 func (s *session) run(j *job) {
-	outputs := make(chan struct{}, 2) // one token per finished output copier
-	n := 0
-	copyOut := func(dst io.Writer, src *os.File) {
-		n++
+	var outputs sync.WaitGroup // the output copiers, which must finish before the exit is reported
+	copyOut := func(copy func() error) {
 		s.wg.Add(1)
+		outputs.Add(1)
 		go func() {
 			defer s.wg.Done()
-			_, err := io.Copy(dst, src)
-			// EIO is how Linux says every holder of the PTY slave is gone.
-			if err != nil && !errors.Is(err, syscall.EIO) && !errors.Is(err, os.ErrClosed) {
+			defer outputs.Done()
+			if err := copy(); err != nil && !errors.Is(err, os.ErrClosed) {
 				s.log.Debug("copy job output", "err", err)
 			}
-			if src != j.ptmx { // the PTY is shared with the input copier
-				src.Close()
-			}
-			outputs <- struct{}{}
 		}()
 	}
 	if j.ptmx != nil {
 		s.copyIn(j.ptmx, false)
-		copyOut(s.ch, j.ptmx)
+		copyOut(func() error { return s.copyPTYOutput(j) })
 	} else {
 		s.copyIn(j.stdin, true)
-		copyOut(s.ch, j.stdout)
-		copyOut(s.ch.Stderr(), j.stderr)
+		copyOut(func() error { return copyAndClose(s.ch, j.stdout) })
+		copyOut(func() error { return copyAndClose(s.ch.Stderr(), j.stderr) })
 	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		state := j.wait()
-		s.awaitOutput(j, outputs, n)
+		// Pipes are drained however long a background process keeps them
+		// open, as OpenSSH does. A PTY ends with its session leader: the
+		// reader stops once no output came for ptyDrainTimeout.
+		if j.ptmx != nil {
+			if err := j.ptmx.SetReadDeadline(time.Now().Add(ptyDrainTimeout)); err != nil {
+				j.ptmx.Close() // no deadlines: hang up at once rather than never
+			}
+		}
+		outputs.Wait()
+		if j.ptmx != nil {
+			j.ptmx.Close()
+		}
 		s.reportExit(state)
 		close(s.done)
 	}()
 }
 
-// awaitOutput waits until all output has been copied. Pipes are drained
-// however long a background process keeps them open, as OpenSSH does; a
-// PTY gets ptyDrainTimeout after the leader's exit, then is hung up.
-func (s *session) awaitOutput(j *job, outputs <-chan struct{}, n int) {
-	if j.ptmx == nil {
-		for ; n > 0; n-- {
-			<-outputs
+func copyAndClose(dst io.Writer, src *os.File) error {
+	defer src.Close()
+	_, err := io.Copy(dst, src)
+	return err
+}
+
+// copyPTYOutput copies the PTY's output to the channel until every holder
+// of the terminal is gone (Linux then reads EIO) or, once the session
+// leader has been reaped, no output came for ptyDrainTimeout: a background
+// process that ignored the hangup must not keep the session open for ever.
+// The deadline is renewed after every write, so a slow client still gets
+// everything the job wrote.
+func (s *session) copyPTYOutput(j *job) error {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := j.ptmx.Read(buf)
+		if n > 0 {
+			if _, err := s.ch.Write(buf[:n]); err != nil {
+				return err
+			}
+			if j.isReaped() {
+				_ = j.ptmx.SetReadDeadline(time.Now().Add(ptyDrainTimeout))
+			}
 		}
-		return
-	}
-	t := time.NewTimer(ptyDrainTimeout)
-	defer t.Stop()
-	for n > 0 {
-		select {
-		case <-outputs:
-			n--
-		case <-t.C:
-			s.log.Debug("pty still held open after the session leader exited; closing it")
-			j.ptmx.Close() // unblocks the reader
+		switch {
+		case err == nil:
+		case errors.Is(err, syscall.EIO):
+			return nil
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			s.log.Debug("pty still held open after the session leader exited; hanging up")
+			return nil
+		default:
+			return err
 		}
 	}
-	j.ptmx.Close()
 }
 
 // copyIn copies the client's data to the job. With closeOnEOF the end of
@@ -313,27 +393,38 @@ func (s *session) copyIn(dst *os.File, closeOnEOF bool) {
 	}()
 }
 
-// reportExit sends EOF, the exit status (or signal) and closes the channel,
-// in the order RFC 4254 describes and OpenSSH clients expect.
+// reportExit reports how the child ended: its exit status, or the signal
+// that killed it.
 func (s *session) reportExit(state *os.ProcessState) {
-	_ = s.ch.CloseWrite()
-	status := 255
-	if state != nil {
-		status = state.ExitCode()
-		if ws, ok := state.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			if name := signalName(ws.Signal()); name != "" {
-				s.log.Debug("session job ended", "signal", name)
-				_, _ = s.ch.SendRequest("exit-signal", false, ssh.Marshal(exitSignalMsg{
-					Signal:     name,
-					CoreDumped: ws.CoreDump(),
-				}))
-				_ = s.ch.Close()
-				return
-			}
-			status = 128 + int(ws.Signal()) // the shell's convention
-		}
+	if state == nil {
+		s.exitWith(255)
+		return
 	}
+	ws, ok := state.Sys().(syscall.WaitStatus)
+	if !ok || !ws.Signaled() {
+		s.exitWith(state.ExitCode())
+		return
+	}
+	name := signalName(ws.Signal())
+	if name == "" {
+		s.exitWith(128 + int(ws.Signal())) // the shell's convention
+		return
+	}
+	s.log.Debug("session job ended", "signal", name)
+	_ = s.ch.CloseWrite()
+	_, _ = s.ch.SendRequest("exit-signal", false, ssh.Marshal(exitSignalMsg{
+		Signal:     name,
+		CoreDumped: ws.CoreDump(),
+	}))
+	_ = s.ch.Close()
+}
+
+// exitWith sends EOF, the exit status and closes the channel, in the order
+// RFC 4254 describes and OpenSSH clients expect. Errors mean the client is
+// gone already, which leaves nothing to report to.
+func (s *session) exitWith(status int) {
 	s.log.Debug("session job ended", "status", status)
+	_ = s.ch.CloseWrite()
 	_, _ = s.ch.SendRequest("exit-status", false, ssh.Marshal(exitStatusMsg{Status: uint32(status)}))
 	_ = s.ch.Close()
 }

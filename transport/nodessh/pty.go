@@ -61,3 +61,24 @@ func winsize(cols, rows, width, height uint32) pty.Winsize {
 	c16 := func(v uint32) uint16 { return uint16(min(v, math.MaxUint16)) }
 	return pty.Winsize{Cols: c16(cols), Rows: c16(rows), X: c16(width), Y: c16(height)}
 }
+
+// foregroundGroup is the process group in the foreground of the PTY: the
+// job an interactive shell is running, which is what a terminal user's
+// ^C would reach.
+func foregroundGroup(master *os.File) (int, error) {
+	rc, err := master.SyscallConn()
+	if err != nil {
+		return 0, fmt.Errorf("foreground group: %w", err)
+	}
+	var pgrp int32
+	var errno syscall.Errno
+	if err := rc.Control(func(fd uintptr) {
+		_, _, errno = syscall.Syscall(syscall.SYS_IOCTL, fd, syscall.TIOCGPGRP, uintptr(unsafe.Pointer(&pgrp)))
+	}); err != nil {
+		return 0, fmt.Errorf("foreground group: %w", err)
+	}
+	if errno != 0 {
+		return 0, fmt.Errorf("foreground group: %w", errno)
+	}
+	return int(pgrp), nil
+}

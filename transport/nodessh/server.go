@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"net"
 	"os"
@@ -112,10 +113,11 @@ func (s *Server) isUserCA(auth ssh.PublicKey) bool {
 
 // authenticate accepts only user certificates from the configured CAs whose
 // principals include the login, and only logins this process can serve.
-// Every refusal is logged with its reason; key material never is.
+// Every refusal carries the user, key id and reason into the log; key
+// material never goes there.
 func (s *Server) authenticate(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 	login := meta.User()
-	log := s.log.With("remote", meta.RemoteAddr().String(), "user", login)
+	log := s.log.With("remote", addrString(meta.RemoteAddr()), "user", login)
 	cert, isCert := key.(*ssh.Certificate)
 	if isCert {
 		log = log.With("key_id", cert.KeyId, "serial", cert.Serial)
@@ -126,9 +128,9 @@ func (s *Server) authenticate(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Pe
 	reject := func(reason string) (*ssh.Permissions, error) {
 		log.Debug("ssh key rejected", "reason", reason)
 		if !isCert {
-			return nil, fmt.Errorf("%s key: %s", key.Type(), reason)
+			return nil, fmt.Errorf("user %q, %s key: %s", login, key.Type(), reason)
 		}
-		return nil, fmt.Errorf("certificate %q (serial %d): %s", cert.KeyId, cert.Serial, reason)
+		return nil, fmt.Errorf("user %q, certificate %q (serial %d): %s", login, cert.KeyId, cert.Serial, reason)
 	}
 	switch {
 	case !isCert:
@@ -166,12 +168,8 @@ func (s *Server) authenticate(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Pe
 		CriticalOptions: make(map[string]string, len(perms.CriticalOptions)),
 		Extensions:      make(map[string]string, len(perms.Extensions)+2),
 	}
-	for k, v := range perms.CriticalOptions {
-		out.CriticalOptions[k] = v
-	}
-	for k, v := range perms.Extensions {
-		out.Extensions[k] = v
-	}
+	maps.Copy(out.CriticalOptions, perms.CriticalOptions)
+	maps.Copy(out.Extensions, perms.Extensions)
 	out.Extensions[ExtensionKeyID] = cert.KeyId
 	out.Extensions[ExtensionLogin] = login
 	return out, nil
@@ -293,7 +291,7 @@ var errHandshakeTimeout = errors.New("handshake timed out")
 
 func (s *Server) serveConn(ctx context.Context, conn net.Conn) error {
 	defer conn.Close()
-	remote := conn.RemoteAddr().String()
+	remote := addrString(conn.RemoteAddr())
 
 	// One watcher closes conn when the handshake takes too long, ctx ends
 	// or the server closes; closing conn is what unblocks everything else.
@@ -414,4 +412,13 @@ func validityProblem(cert *ssh.Certificate, now time.Time) string {
 		return fmt.Sprintf("certificate expired at %s", time.Unix(int64(min(cert.ValidBefore, math.MaxInt64)), 0).UTC().Format(layout))
 	}
 	return ""
+}
+
+// addrString is a.String(), tolerating the nil address a tunnel adapter
+// might return.
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
 }

@@ -53,8 +53,9 @@ type (
 // ptyRequest is what a pty-req asked for; the PTY itself is opened when
 // the job starts.
 type ptyRequest struct {
-	term string
-	size pty.Winsize
+	term  string
+	size  pty.Winsize
+	modes []byte // encoded terminal modes, applied to the new PTY
 }
 
 // session is one "session" channel: requests configure it, then exactly one
@@ -178,9 +179,11 @@ func (s *session) onPTYReq(payload []byte) bool {
 		s.log.Info("ssh request refused", "type", "pty-req", "reason", "bad TERM value")
 		return false
 	}
-	// Terminal modes (m.Modes) are not applied: the kernel's defaults for
-	// a new PTY (echo, canonical mode, ^C, ^? erase) suit the clients in use.
-	s.pty = &ptyRequest{term: m.Term, size: winsize(m.Columns, m.Rows, m.Width, m.Height)}
+	s.pty = &ptyRequest{
+		term:  m.Term,
+		size:  winsize(m.Columns, m.Rows, m.Width, m.Height),
+		modes: []byte(m.Modes),
+	}
 	return true
 }
 
@@ -277,7 +280,7 @@ func (s *session) onSignal(payload []byte) bool {
 	if s.job == nil {
 		return false
 	}
-	if err := s.job.signal(sig); err != nil {
+	if err := s.job.interrupt(sig); err != nil {
 		s.log.Debug("deliver signal", "signal", m.Signal, "err", err)
 		return false
 	}

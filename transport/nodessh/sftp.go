@@ -48,20 +48,17 @@ func (s *session) startInProcessSFTP() (bool, func()) {
 			"reason", "in-process sftp would run as "+srv.self.name+", not as "+acct.name+"; set Config.SFTPCommand")
 		return false, nil
 	}
-	j := &job{}
-	s.job = j
+	s.job = &job{}
 	return true, func() {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
+			status := 0
 			if err := serveSFTP(s.ch, acct.workDir()); err != nil {
 				s.log.Info("sftp session failed", "err", err)
-				s.reportExit(nil)
-			} else {
-				_ = s.ch.CloseWrite()
-				_, _ = s.ch.SendRequest("exit-status", false, []byte{0, 0, 0, 0})
-				_ = s.ch.Close()
+				status = 1
 			}
+			s.exitWith(status)
 			close(s.done)
 		}()
 	}

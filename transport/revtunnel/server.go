@@ -172,7 +172,6 @@ func (s *Server) serveJoin(sconn *ssh.ServerConn, reqs <-chan *ssh.Request) erro
 		if resp.Error != "" {
 			return fmt.Errorf("join from %s: %s", sconn.RemoteAddr(), resp.Error)
 		}
-		s.cfg.Logger.Info("agent joined", "agent", resp.AgentID, "remote", sconn.RemoteAddr().String())
 		return ErrJoined
 	}
 	return fmt.Errorf("join from %s: connection closed before the join request", sconn.RemoteAddr())
