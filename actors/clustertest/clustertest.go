@@ -15,8 +15,10 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,6 +29,9 @@ import (
 	"github.com/warren-proxy/warren/internal/sshconfig"
 	"github.com/warren-proxy/warren/transport/pki"
 )
+
+// live counts the clusters not yet cleaned up.
+var live atomic.Int32
 
 // Cluster is a running test cluster.
 type Cluster struct {
@@ -59,6 +64,14 @@ type Options struct {
 // resource is routed.
 func New(t testing.TB, opts Options) *Cluster {
 	t.Helper()
+	// Registered first, so it runs after every other cleanup of this
+	// cluster; the check waits until no cluster of this process is left.
+	live.Add(1)
+	t.Cleanup(func() {
+		if live.Add(-1) == 0 {
+			CheckNoLeaks(t)
+		}
+	})
 	dir := t.TempDir()
 	c := &Cluster{t: t, Dir: dir, Agents: map[string]*agent.Agent{}, Logger: testLogger(t)}
 	var err error
@@ -276,4 +289,32 @@ type tWriter struct{ t testing.TB }
 func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// CheckNoLeaks fails t if goroutines running Warren's code are still alive
+// a few seconds after everything was closed.
+func CheckNoLeaks(t testing.TB) {
+	t.Helper()
+	var leaked []string
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		leaked = leaked[:0]
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			if strings.Contains(g, "github.com/warren-proxy/warren/") &&
+				!strings.Contains(g, "_test.go:") && // the test's own helpers
+				!strings.Contains(g, "clustertest.CheckNoLeaks") &&
+				!strings.Contains(g, "testing.tRunner") {
+				leaked = append(leaked, g)
+			}
+		}
+		if len(leaked) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(leaked) > 0 {
+		t.Errorf("%d goroutines left behind after the cluster closed:\n%s", len(leaked), strings.Join(leaked, "\n\n"))
+	}
 }

@@ -311,3 +311,42 @@ func TestAgentLossAndReturn(t *testing.T) {
 		t.Fatalf("after return: got %q (stderr %q)", r.Stdout, r.Stderr)
 	}
 }
+
+// TestProxyRestartServesLastKnownView: a restarted proxy lists what it
+// knew from its Pebble catalog at once, as offline, until the agent's
+// tunnel returns.
+func TestProxyRestartServesLastKnownView(t *testing.T) {
+	c := newDevLike(t)
+	cfg := c.Proxy.Config()
+	for _, a := range c.Agents {
+		a.Close()
+	}
+	c.Proxy.Close()
+	c.StartProxy(cfg)
+	snap := c.Proxy.Table().Snapshot()
+	for _, name := range []string{"node1", "echo"} {
+		eps := snap.Lookup(name)
+		if len(eps) != 1 || eps[0].Online {
+			t.Fatalf("%s after restart: got %+v, want one offline entry from the catalog", name, eps)
+		}
+	}
+	c.WriteSSHConfig()
+	r := c.Run(nil, "ssh", "node1", "true")
+	if !strings.Contains(r.Stderr, `resource "node1" is offline`) {
+		t.Fatalf("before the agent returns: got code %d stderr %q, want an offline refusal", r.Code, r.Stderr)
+	}
+	// The agent comes back to the new proxy address.
+	ac := c.AgentConfig("agent-1", []agent.ResourceConfig{{Name: "node1", Kind: "ssh"}})
+	a, err := agent.New(ac)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	c.WaitRoutable("node1")
+	if r := c.Run(nil, "ssh", "node1", "echo back"); r.Stdout != "back\n" {
+		t.Fatalf("after the agent returned: got %q (stderr %q)", r.Stdout, r.Stderr)
+	}
+}

@@ -33,7 +33,7 @@ func (h userHandler) DirectTCPIP(ctx context.Context, c *usersh.Conn, t usersh.T
 	}
 	p.sessions.Add(1)
 	p.mu.Unlock()
-	_, port, _ := net.SplitHostPort(p.cfg.PublicAddr)
+	_, port, _ := net.SplitHostPort(p.publicAddr)
 	p.system.Root.Spawn(session.NewProps(session.Config{
 		ID:          newID(),
 		ProxyID:     p.cfg.ID,

@@ -38,9 +38,10 @@ var Version = "0.1.0-dev"
 
 // Proxy is one Warren proxy process.
 type Proxy struct {
-	cfg  Config
-	log  *slog.Logger
-	auth *pki.Authority
+	cfg        Config
+	log        *slog.Logger
+	publicAddr string // cfg.PublicAddr with the real port
+	auth       *pki.Authority
 
 	hostSigner ssh.Signer
 	catalog    *catalog.Store
@@ -125,6 +126,9 @@ func (p *Proxy) Start(ctx context.Context) (err error) {
 	if p.router, err = p.system.Root.SpawnNamed(props, "router"); err != nil {
 		return fmt.Errorf("spawn router: %w", err)
 	}
+	if _, err := p.system.Root.RequestFuture(p.router, &router.Sync{}, 30*time.Second).Result(); err != nil {
+		return fmt.Errorf("router did not load the catalog: %w", err)
+	}
 	if err := p.startListeners(); err != nil {
 		return err
 	}
@@ -147,9 +151,10 @@ func (p *Proxy) startListeners() (err error) {
 	if p.httpLn, err = net.Listen("tcp", p.cfg.Listen.HTTP); err != nil {
 		return fmt.Errorf("listen for HTTP on %s: %w", p.cfg.Listen.HTTP, err)
 	}
-	if _, port, _ := net.SplitHostPort(p.cfg.PublicAddr); port == "0" {
+	p.publicAddr = p.cfg.PublicAddr
+	if _, port, _ := net.SplitHostPort(p.publicAddr); port == "0" {
 		// A test or dev proxy on a free port: tell users the real one.
-		p.cfg.PublicAddr = p.userLn.Addr().String()
+		p.publicAddr = p.userLn.Addr().String()
 	}
 	p.tunnelSrv, err = revtunnel.NewServer(revtunnel.ServerConfig{
 		HostSigner:     p.hostSigner,
@@ -201,6 +206,9 @@ func (p *Proxy) serve(ctx context.Context) {
 func (p *Proxy) UserAddr() string   { return p.userLn.Addr().String() }
 func (p *Proxy) TunnelAddr() string { return p.tunnelLn.Addr().String() }
 func (p *Proxy) HTTPAddr() string   { return p.httpLn.Addr().String() }
+
+// Config returns the proxy's config as given to New, with defaults.
+func (p *Proxy) Config() Config { return p.cfg }
 
 // ID is the proxy's id.
 func (p *Proxy) ID() string { return p.cfg.ID }
@@ -334,7 +342,7 @@ func newID() string {
 }
 
 func (p *Proxy) help() string {
-	host, port, _ := net.SplitHostPort(p.cfg.PublicAddr)
+	host, port, _ := net.SplitHostPort(p.publicAddr)
 	return strings.Join([]string{
 		"This is Warren proxy " + p.cfg.ID + ". It is a jump host:",
 		"  ssh -J <you>@" + host + ":" + port + " <login>@<resource>",

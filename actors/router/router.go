@@ -98,6 +98,11 @@ type TunnelDown struct {
 	Reason  string
 }
 
+// Sync is answered (with true) once every message sent to the router
+// before it has been applied; Start uses it to serve the persisted view at
+// once.
+type Sync struct{}
+
 // Superseded is sent to a tunnel actor whose agent connected again through
 // another tunnel on this proxy; the old tunnel should close.
 type Superseded struct{ By *actor.PID }
@@ -150,6 +155,12 @@ func (r *Router) Receive(ctx actor.Context) {
 	case publish:
 		r.pending = false
 		r.publish()
+	case *Sync:
+		if r.pending {
+			r.pending = false
+			r.publish()
+		}
+		ctx.Respond(true)
 	case *actor.Stopping:
 		close(r.stop)
 		r.persist()
