@@ -175,6 +175,35 @@ func TestOpenSSHThroughProxy(t *testing.T) {
 		}
 		check(t, dst)
 	})
+	t.Run("git over ssh", func(t *testing.T) {
+		if _, err := exec.LookPath("git"); err != nil {
+			t.Skip("git not installed")
+		}
+		repo := filepath.Join(remote, "repo.git")
+		if out, err := exec.Command("git", "init", "-q", "--bare", repo).CombinedOutput(); err != nil {
+			t.Fatalf("git init: %v %s", err, out)
+		}
+		work := filepath.Join(dir, "work")
+		git := func(args ...string) {
+			t.Helper()
+			cmd := exec.Command("git", args...)
+			cmd.Dir = work
+			cmd.Env = append(os.Environ(), "GIT_SSH_COMMAND="+c.SSHArgs(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@t", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@t")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
+			}
+		}
+		os.Mkdir(work, 0o755)
+		git("clone", "-q", "node1:"+repo, ".")
+		os.WriteFile(filepath.Join(work, "f"), []byte("through warren\n"), 0o644)
+		git("add", "f")
+		git("commit", "-qm", "first")
+		git("push", "-q", "origin", "HEAD:main")
+		out, err := exec.Command("git", "--git-dir", repo, "show", "main:f").Output()
+		if err != nil || string(out) != "through warren\n" {
+			t.Fatalf("pushed file: got %q err %v", out, err)
+		}
+	})
 	t.Run("ssh -L to echo", func(t *testing.T) {
 		port := freePort(t)
 		cmd := exec.Command("ssh", "-F", c.SSHConfig, "-N", "-o", "ExitOnForwardFailure=yes", "-L", fmt.Sprintf("127.0.0.1:%d:echo:7", port), "proxy-1")
