@@ -427,9 +427,9 @@ func TestGarbage(t *testing.T) {
 		}
 		conn.Close()
 	}
-	if n := strings.Count(h.logs.String(), "ssh handshake failed"); n != len(payloads) {
-		t.Errorf("logged %d handshake failures, want %d:\n%s", n, len(payloads), h.logs.String())
-	}
+	h.logs.waitFor(t, fmt.Sprintf("%d handshake failures", len(payloads)), func(log string) bool {
+		return strings.Count(log, "ssh handshake failed") == len(payloads)
+	})
 	if got := h.mustSSH("echo alive"); got != "alive\n" {
 		t.Errorf("after garbage: stdout %q", got)
 	}

@@ -76,13 +76,18 @@ func newSigner(t *testing.T) ssh.Signer {
 
 // logBuffer collects the server's logs for assertions.
 type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+	mu      sync.Mutex // guards the fields below
+	buf     bytes.Buffer
+	changed chan struct{} // closed and replaced by every write
 }
+
+func newLogBuffer() *logBuffer { return &logBuffer{changed: make(chan struct{})} }
 
 func (b *logBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	close(b.changed)
+	b.changed = make(chan struct{})
 	return b.buf.Write(p)
 }
 
@@ -90,6 +95,35 @@ func (b *logBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// waitFor waits until the log satisfies cond. Some lines are written just
+// after the server hung up on a client (x/crypto closes the conn before
+// returning a handshake error), so a client's exit does not order them.
+func (b *logBuffer) waitFor(t *testing.T, what string, cond func(log string) bool) {
+	t.Helper()
+	timeout := time.NewTimer(10 * time.Second)
+	defer timeout.Stop()
+	for {
+		b.mu.Lock()
+		log, changed := b.buf.String(), b.changed
+		b.mu.Unlock()
+		if cond(log) {
+			return
+		}
+		select {
+		case <-changed:
+		case <-timeout.C:
+			t.Errorf("server log never showed %s:\n%s", what, log)
+			return
+		}
+	}
+}
+
+// waitLog waits until the server log contains want.
+func (h *harness) waitLog(t *testing.T, want string) {
+	t.Helper()
+	h.logs.waitFor(t, fmt.Sprintf("%q", want), func(log string) bool { return strings.Contains(log, want) })
 }
 
 // certSpec describes a user certificate to issue; zero fields get the
@@ -144,7 +178,7 @@ func newHarness(t *testing.T, opts ...harnessOption) *harness {
 		dir:    t.TempDir(),
 		hostCA: newSigner(t),
 		userCA: newSigner(t),
-		logs:   &logBuffer{},
+		logs:   newLogBuffer(),
 		login:  u.Username,
 		now:    time.Now(),
 	}
