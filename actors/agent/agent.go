@@ -102,6 +102,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 			Logger:      a.log,
 			Clock:       a.cfg.Clock,
 			SFTPCommand: a.cfg.SFTPCommand,
+			OnLogin:     reportLogin,
 		})
 		if err != nil {
 			return err

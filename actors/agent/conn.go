@@ -147,7 +147,7 @@ func (c *conn) serve(ctx context.Context, tun *revtunnel.ClientConn) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c.a.serveDial(tctx, req, nch)
+			c.a.serveDial(tctx, tun, req, nch)
 		}()
 	}
 }
@@ -180,7 +180,7 @@ func (c *conn) heartbeat(ctx context.Context, tun *revtunnel.ClientConn) {
 }
 
 // serveDial connects one session to the resource it names.
-func (a *Agent) serveDial(ctx context.Context, req revtunnel.DialRequest, nch ssh.NewChannel) {
+func (a *Agent) serveDial(ctx context.Context, tun *revtunnel.ClientConn, req revtunnel.DialRequest, nch ssh.NewChannel) {
 	var res *ResourceConfig
 	for i := range a.cfg.Resources {
 		if a.cfg.Resources[i].Name == req.Resource {
@@ -213,8 +213,24 @@ func (a *Agent) serveDial(ctx context.Context, req revtunnel.DialRequest, nch ss
 			return
 		}
 		go ssh.DiscardRequests(reqs)
-		if err := a.node.ServeConn(ctx, &streams.ChannelConn{Channel: ch}); err != nil {
+		conn := &sessionConn{ChannelConn: streams.ChannelConn{Channel: ch}, tun: tun, sessionID: req.SessionID}
+		if err := a.node.ServeConn(ctx, conn); err != nil {
 			a.log.Debug("ssh session ended", "session", req.SessionID, "err", err)
 		}
+	}
+}
+
+// sessionConn is one session's channel, as the embedded SSH server sees
+// it; it remembers the session and tunnel so a login can be reported.
+type sessionConn struct {
+	streams.ChannelConn
+	tun       *revtunnel.ClientConn
+	sessionID string
+}
+
+// reportLogin is the SSH server's OnLogin hook.
+func reportLogin(conn net.Conn, login, keyID string) {
+	if sc, ok := conn.(*sessionConn); ok {
+		_ = sc.tun.ReportLogin(revtunnel.Login{SessionID: sc.sessionID, Login: login, KeyID: keyID})
 	}
 }

@@ -233,7 +233,8 @@ func TestOpenSSHThroughProxy(t *testing.T) {
 	})
 	t.Run("audit", func(t *testing.T) {
 		r := c.Run(nil, "ssh", "proxy-1", "audit", "--since", "1h")
-		if r.Code != 0 || !strings.Contains(r.Stdout, "session.end") || !strings.Contains(r.Stdout, "node1") {
+		if r.Code != 0 || !strings.Contains(r.Stdout, "session.end") || !strings.Contains(r.Stdout, "node1") ||
+			!strings.Contains(r.Stdout, "session.login") || !strings.Contains(r.Stdout, " "+c.Login+" ") {
 			t.Fatalf("audit: code %d stdout %q stderr %q", r.Code, r.Stdout, r.Stderr)
 		}
 	})

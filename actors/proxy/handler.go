@@ -146,13 +146,13 @@ func WriteAudit(w io.Writer, evs []audit.Event, asJSON bool) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "TIME\tTYPE\tUSER\tRESOURCE\tAGENT\tCLIENT\tIN\tOUT\tOUTCOME")
+	fmt.Fprintln(tw, "TIME\tTYPE\tSESSION\tUSER\tLOGIN\tRESOURCE\tAGENT\tCLIENT\tIN\tOUT\tOUTCOME")
 	for _, ev := range evs {
 		outcome := ev.Outcome
 		if ev.Error != "" {
 			outcome += ": " + ev.Error
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", ev.Time.UTC().Format(time.RFC3339), ev.Type, ev.User, ev.Resource, ev.AgentID, ev.ClientAddr, ev.BytesIn, ev.BytesOut, outcome)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", ev.Time.UTC().Format(time.RFC3339), ev.Type, short(ev.SessionID), dash(ev.User), dash(ev.Login), dash(ev.Resource), dash(ev.AgentID), dash(ev.ClientAddr), ev.BytesIn, ev.BytesOut, outcome)
 	}
 	tw.Flush()
 }
@@ -164,4 +164,18 @@ func sorted(s []string) []string {
 		}
 	}
 	return s
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func short(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return dash(id)
 }

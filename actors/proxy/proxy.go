@@ -264,6 +264,7 @@ func (p *Proxy) handshakeTunnel(ctx context.Context, nc net.Conn) {
 		Hello:             p.hello,
 		KeepaliveInterval: p.cfg.Tunnel.KeepaliveInterval,
 		KeepaliveCount:    p.cfg.Tunnel.KeepaliveCount,
+		Audit:             p.audit,
 		Clock:             p.cfg.Clock,
 		Logger:            p.log,
 		Done: func() {

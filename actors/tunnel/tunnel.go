@@ -23,6 +23,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warren-proxy/warren/actors/router"
+	"github.com/warren-proxy/warren/storage/audit"
 	"github.com/warren-proxy/warren/storage/catalog"
 	"github.com/warren-proxy/warren/transport/revtunnel"
 )
@@ -40,11 +41,18 @@ type Config struct {
 	// each. Defaults 5s and 3.
 	KeepaliveInterval time.Duration
 	KeepaliveCount    int
-	Clock             func() time.Time
-	Logger            *slog.Logger
+	// Audit records the logins agents report.
+	Audit  Auditor
+	Clock  func() time.Time
+	Logger *slog.Logger
 	// Done, if set, is called once the actor has stopped and every
 	// goroutine it started has returned.
 	Done func()
+}
+
+// Auditor records audit events durably.
+type Auditor interface {
+	Append(ev audit.Event) (audit.Event, error)
 }
 
 // Dial asks the tunnel to open a channel to its agent. The reply, sent to
@@ -68,6 +76,7 @@ type (
 	helloMsg     struct{ hello revtunnel.Hello }
 	heartbeatMsg struct{ hb revtunnel.Heartbeat }
 	closedMsg    struct{ err error }
+	loginMsg     struct{ l revtunnel.Login }
 )
 
 // Actor is the tunnel actor.
@@ -111,6 +120,8 @@ func (a *Actor) Receive(ctx actor.Context) {
 		a.onDial(ctx, m)
 	case closedMsg:
 		a.onClosed(ctx, m)
+	case loginMsg:
+		a.onLogin(m)
 	case *router.Superseded:
 		a.reason = "agent connected again"
 		a.cfg.Conn.Close()
@@ -138,6 +149,10 @@ func (h handler) Hello(hello revtunnel.Hello) revtunnel.HelloReply {
 		h.system.Root.Send(h.self, helloMsg{hello})
 	}
 	return reply
+}
+
+func (h handler) Login(l revtunnel.Login) {
+	h.system.Root.Send(h.self, loginMsg{l})
 }
 
 func (h handler) Heartbeat(hb revtunnel.Heartbeat) error {
@@ -203,6 +218,21 @@ func (a *Actor) onHeartbeat(ctx actor.Context, m heartbeatMsg) {
 		return // the hello comes first; the agent resends heartbeats
 	}
 	ctx.Send(a.cfg.Router, &router.Heartbeat{AgentID: a.agent.ID, Tunnel: ctx.Self(), Resources: m.hb.Resources})
+}
+
+// onLogin records the login a session's user took on the agent. The
+// agent says it; the proxy records it as the agent's word.
+func (a *Actor) onLogin(m loginMsg) {
+	if a.cfg.Audit == nil {
+		return
+	}
+	_, err := a.cfg.Audit.Append(audit.Event{
+		Time: a.cfg.Clock(), Type: "session.login", SessionID: m.l.SessionID, Login: m.l.Login,
+		AgentID: a.agent.ID, ProxyID: a.cfg.ProxyID, Outcome: "ok",
+	})
+	if err != nil {
+		a.cfg.Logger.Error("audit login", "session", m.l.SessionID, "err", err)
+	}
 }
 
 func (a *Actor) onDial(ctx actor.Context, m *Dial) {

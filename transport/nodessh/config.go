@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"strings"
 	"time"
@@ -46,6 +47,9 @@ type Config struct {
 	SFTPCommand []string
 	// Banner is sent to clients before authentication; empty sends none.
 	Banner string
+	// OnLogin, if set, is called once a user has logged in on conn, with
+	// the login and the certificate's key id (for audit records).
+	OnLogin func(conn net.Conn, login, keyID string)
 }
 
 // Validate reports every problem with c at once. It never modifies c.

@@ -365,6 +365,9 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) error {
 			return fmt.Errorf("ssh login %s from %s: %w", login, remote, err)
 		}
 	}
+	if s.cfg.OnLogin != nil {
+		s.cfg.OnLogin(conn, login, sc.Permissions.Extensions[ExtensionKeyID])
+	}
 	_, permitPTY := sc.Permissions.Extensions[permitPTYExtension]
 	c := &connection{
 		srv:          s,

@@ -235,6 +235,12 @@ func (c *ClientConn) Heartbeat(ctx context.Context, hb Heartbeat) error {
 	return nil
 }
 
+// ReportLogin tells the proxy which login a session took; it does not wait.
+func (c *ClientConn) ReportLogin(l Login) error {
+	_, _, err := c.conn.SendRequest(ReqLogin, false, encode(l))
+	return err
+}
+
 // Accept returns the next dial request from the proxy, or an error when
 // the tunnel is closed. The caller must Accept or Reject the channel.
 func (c *ClientConn) Accept() (DialRequest, ssh.NewChannel, error) {

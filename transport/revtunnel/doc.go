@@ -28,6 +28,9 @@
 //     "dial@warren.dev" whose extra data is a DialRequest. The agent either
 //     accepts it and joins it to the resource (its embedded SSH server or
 //     a TCP upstream), or rejects it with a reason the user will read.
+//  6. Login. When a user logs in to the agent's SSH server, the agent sends
+//     "login@warren.dev" (Login, no reply) so the proxy's audit log records
+//     the login the session used.
 //
 // Every payload is one JSON object; unknown fields are ignored, so either
 // side can add fields without breaking the other.

@@ -12,6 +12,7 @@ const (
 	ReqHello     = "hello@warren.dev"
 	ReqHeartbeat = "heartbeat@warren.dev"
 	ReqKeepalive = "keepalive@openssh.com"
+	ReqLogin     = "login@warren.dev"
 	ChanDial     = "dial@warren.dev"
 
 	// JoinUser is the SSH user name of a join connection.
@@ -88,6 +89,14 @@ type ResourceStatus struct {
 	Labels  map[string]string `json:"labels,omitempty"`
 	Healthy bool              `json:"healthy"`
 	Detail  string            `json:"detail,omitempty"`
+}
+
+// Login is the payload of ReqLogin: the agent's SSH server tells the proxy
+// which login a session's user took, for the audit log.
+type Login struct {
+	SessionID string `json:"session_id"`
+	Login     string `json:"login"`
+	KeyID     string `json:"key_id,omitempty"`
 }
 
 // DialRequest is the extra data of a ChanDial channel.

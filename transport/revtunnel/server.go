@@ -189,6 +189,8 @@ type Handler interface {
 	Hello(Hello) HelloReply
 	// Heartbeat is called for every heartbeat; an error is sent back.
 	Heartbeat(Heartbeat) error
+	// Login is called when the agent reports a session's login.
+	Login(Login)
 }
 
 // ServerConn is the proxy's end of one agent tunnel.
@@ -235,6 +237,14 @@ func (c *ServerConn) Serve(h Handler) error {
 				continue
 			}
 			_ = req.Reply(true, nil)
+		case ReqLogin:
+			var l Login
+			if err := decode(req.Payload, &l); err == nil {
+				h.Login(l)
+			}
+			if req.WantReply {
+				_ = req.Reply(true, nil)
+			}
 		default:
 			if req.WantReply {
 				_ = req.Reply(false, nil)
