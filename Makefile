@@ -3,7 +3,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: build test race lint bench demo clean
+.PHONY: build test race lint bench demo clean proto
 
 build:
 	$(GO) build -o bin/warren ./cmd/warren
@@ -25,3 +25,7 @@ demo: build
 
 clean:
 	rm -rf bin warren-dev
+
+# Regenerate protobuf code (needs protoc and protoc-gen-go v1.36.12).
+proto:
+	protoc --go_out=. --go_opt=module=github.com/warren-proxy/warren cluster/clusterpb/cluster.proto

@@ -43,6 +43,7 @@ type Agent struct {
 	hostCA ssh.PublicKey
 	node   *nodessh.Server
 	health *health
+	dir    *directory
 	system *actor.ActorSystem
 	pool   *actor.PID
 
@@ -110,6 +111,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	}
 	ctx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	a.health = newHealth(a.cfg.Resources, a.cfg.HealthInterval, a.log)
+	a.dir = newDirectory(a.cfg.Region, a.cfg.Proxies)
 	a.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}))
@@ -258,6 +260,17 @@ func (a *Agent) renewCert(certText string) {
 		a.log.Warn("save renewed certificate", "err", err)
 	}
 }
+
+// proxiesLearned takes a proxy set from a proxy.
+func (a *Agent) proxiesLearned(set []revtunnel.ProxyInfo) {
+	if len(set) > 0 && a.dir.update(set) {
+		a.log.Info("proxy set", "proxies", len(set))
+		a.system.Root.Send(a.pool, proxiesChanged{})
+	}
+}
+
+// TunnelProxies returns the ids of the proxies the agent has tunnels to.
+func (a *Agent) TunnelProxies() []string { return a.dir.holders() }
 
 // ID is the agent's id (after Start).
 func (a *Agent) ID() string { return a.id.AgentID }

@@ -25,6 +25,14 @@ type Config struct {
 	// JoinToken (or JoinTokenFile) is needed only for the first start.
 	JoinToken     string `yaml:"join_token"`
 	JoinTokenFile string `yaml:"join_token_file"`
+	// TunnelStrategy is proxy_peering (default: ConnectionCount tunnels
+	// to distinct proxies) or agent_mesh (one tunnel to every proxy).
+	TunnelStrategy string `yaml:"tunnel_strategy"`
+	// ConnectionCount is the number of tunnels in peering mode (default 1;
+	// 2 or more for high availability).
+	ConnectionCount int `yaml:"connection_count"`
+	// Region (and the proxies' zones) steer which proxies the agent uses.
+	Region string `yaml:"region"`
 	// CAPin is the SHA256 fingerprint of the cluster host CA; with it the
 	// agent checks the proxy on its very first connection.
 	CAPin string `yaml:"ca_pin"`
@@ -86,6 +94,21 @@ func (c Config) CheckAndSetDefaults() (Config, error) {
 	}
 	if c.Name == "" {
 		c.Name, _ = os.Hostname()
+	}
+	switch c.TunnelStrategy {
+	case "":
+		c.TunnelStrategy = StrategyPeering
+	case StrategyPeering, StrategyMesh:
+	default:
+		errs.Addf("tunnel_strategy", "unknown strategy %q: use %s or %s", c.TunnelStrategy, StrategyPeering, StrategyMesh)
+	}
+	switch {
+	case c.ConnectionCount < 0:
+		errs.Addf("connection_count", "must not be negative")
+	case c.ConnectionCount == 0:
+		c.ConnectionCount = 1
+	case c.TunnelStrategy == StrategyMesh && c.ConnectionCount > 1:
+		errs.Addf("connection_count", "applies to %s only; %s keeps one tunnel per proxy", StrategyPeering, StrategyMesh)
 	}
 	if len(c.Resources) == 0 {
 		errs.Addf("resources", "required: at least one resource to serve")

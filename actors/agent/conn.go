@@ -20,17 +20,17 @@ import (
 // jittered exponential backoff, heartbeats over it and serves the dials
 // that come through it.
 type conn struct {
-	a      *Agent
-	addrs  []string
-	next   int
-	kick   chan struct{}
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	a       *Agent
+	slot    string
+	proxyID string // the proxy a mesh slot is for; empty for peering slots
+	kick    chan struct{}
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 }
 
-func newConnProps(a *Agent, addrs []string, start int) *actor.Props {
+func newConnProps(a *Agent, slot, proxyID string) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &conn{a: a, addrs: addrs, next: start, kick: make(chan struct{}, 1)}
+		return &conn{a: a, slot: slot, proxyID: proxyID, kick: make(chan struct{}, 1)}
 	})
 }
 
@@ -40,10 +40,14 @@ func (c *conn) Receive(ctx actor.Context) {
 	case *actor.Started:
 		var runCtx context.Context
 		runCtx, c.cancel = context.WithCancel(context.Background())
+		parent, system := ctx.Parent(), ctx.ActorSystem()
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
 			c.run(runCtx)
+			if runCtx.Err() == nil {
+				system.Root.Send(parent, slotDone{c.slot})
+			}
 		}()
 	case resourcesChanged:
 		select {
@@ -71,19 +75,39 @@ func backoff(lo, hi time.Duration, n int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
+// target returns the address to dial next, or "" when the slot is no
+// longer needed.
+func (c *conn) target() string {
+	if c.proxyID == "" {
+		return c.a.dir.pick(c.slot, c.a.cfg.Clock())
+	}
+	for _, p := range c.a.dir.known() {
+		if p.ID == c.proxyID {
+			return p.TunnelAddr
+		}
+	}
+	return ""
+}
+
 func (c *conn) run(ctx context.Context) {
 	a := c.a
 	hostname, _ := os.Hostname()
 	failures := 0
 	for ctx.Err() == nil {
-		addr := c.addrs[c.next%len(c.addrs)]
+		addr := c.target()
+		if addr == "" {
+			return
+		}
 		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		tun, reply, err := revtunnel.Dial(dctx, revtunnel.ClientConfig{
 			Addr:    addr,
 			AgentID: a.id.AgentID,
 			Signer:  a.signer,
 			Trust:   revtunnel.Trust{CA: a.hostCA, Clock: a.cfg.Clock},
-			Logger:  a.log,
+			OnProxies: func(set revtunnel.ProxySet) {
+				a.proxiesLearned(set.Proxies)
+			},
+			Logger: a.log,
 		}, revtunnel.Hello{Version: Version, Hostname: hostname, Principals: a.principals()})
 		cancel()
 		if err != nil {
@@ -91,9 +115,9 @@ func (c *conn) run(ctx context.Context) {
 				return
 			}
 			wait := c.backoff(failures)
-			a.log.Warn("tunnel failed; retrying", "proxy", addr, "in", wait.Round(time.Millisecond), "err", err)
+			a.log.Warn("tunnel failed; retrying", "slot", c.slot, "proxy", addr, "in", wait.Round(time.Millisecond), "err", err)
+			a.dir.fail(addr, a.cfg.Clock())
 			failures++
-			c.next++
 			if !sleep(ctx, wait) {
 				return
 			}
@@ -101,11 +125,31 @@ func (c *conn) run(ctx context.Context) {
 		}
 		failures = 0
 		a.renewCert(reply.HostCert)
+		a.proxiesLearned(reply.Proxies)
+		// A load balancer may land two slots on one proxy: the later one
+		// goes elsewhere. The mesh bootstrap slot holds nothing.
+		if c.slot != slotBootstrap && !a.dir.hold(c.slot, reply.ProxyID) {
+			tun.Close()
+			a.dir.fail(reply.ProxyID, a.cfg.Clock())
+			if !sleep(ctx, c.backoff(0)) {
+				return
+			}
+			continue
+		}
 		a.connected.Add(1)
-		a.log.Info("tunnel up", "proxy", reply.ProxyID, "addr", addr)
+		a.log.Info("tunnel up", "slot", c.slot, "proxy", reply.ProxyID, "addr", addr)
 		c.serve(ctx, tun)
 		a.connected.Add(-1)
-		a.log.Info("tunnel down", "proxy", reply.ProxyID, "addr", addr)
+		a.dir.release(c.slot)
+		a.log.Info("tunnel down", "slot", c.slot, "proxy", reply.ProxyID, "addr", addr)
+		if ctx.Err() != nil {
+			return
+		}
+		// Prefer another proxy next time: this one may be going away.
+		a.dir.fail(reply.ProxyID, a.cfg.Clock())
+		if c.slot == slotBootstrap && len(a.dir.known()) > 0 {
+			return // the mesh slots took over
+		}
 		if !sleep(ctx, c.backoff(0)) {
 			return
 		}

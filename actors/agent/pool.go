@@ -1,39 +1,92 @@
 package agent
 
 import (
+	"strconv"
+
 	"github.com/asynkron/protoactor-go/actor"
 )
 
-// resourcesChanged tells the pool and its connections that the resource
-// statuses changed and should be heartbeated now.
-type resourcesChanged struct{}
+type (
+	// resourcesChanged tells the pool and its connections that resource
+	// statuses changed and should be heartbeated now.
+	resourcesChanged struct{}
+	// proxiesChanged tells the pool the proxy set changed.
+	proxiesChanged struct{}
+	// slotDone is sent by a connection actor whose slot is no longer
+	// needed (a mesh bootstrap tunnel once the set is known).
+	slotDone struct{ slot string }
+)
 
 // pool is the agent's pool actor: it keeps the configured tunnels, one
-// connection actor (a child) per tunnel.
+// connection actor (a child) per tunnel slot.
+//
+// Peering mode keeps ConnectionCount slots, each on a distinct proxy
+// chosen from the proxy set (the directory). Mesh mode keeps one slot per
+// proxy in the set, plus a bootstrap slot that dials the configured
+// addresses until the set is known.
 type pool struct {
 	a     *Agent
-	conns []*actor.PID
+	conns map[string]*actor.PID
 }
 
 func newPoolProps(a *Agent) *actor.Props {
-	return actor.PropsFromProducer(func() actor.Actor { return &pool{a: a} })
+	return actor.PropsFromProducer(func() actor.Actor { return &pool{a: a, conns: map[string]*actor.PID{}} })
 }
 
 // Receive dispatches messages.
 func (p *pool) Receive(ctx actor.Context) {
-	switch ctx.Message().(type) {
+	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		p.onStarted(ctx)
 	case resourcesChanged:
 		for _, c := range p.conns {
 			ctx.Send(c, resourcesChanged{})
 		}
+	case proxiesChanged:
+		if p.a.cfg.TunnelStrategy == StrategyMesh {
+			p.reconcile(ctx)
+		}
+	case slotDone:
+		if pid := p.conns[m.slot]; pid != nil {
+			delete(p.conns, m.slot)
+			ctx.Stop(pid)
+		}
 	}
 }
 
-// onStarted starts one connection; it walks the proxy list until one
-// answers. (Peering mode with connection_count and mesh mode come with
-// the proxy cluster.)
 func (p *pool) onStarted(ctx actor.Context) {
-	p.conns = append(p.conns, ctx.Spawn(newConnProps(p.a, p.a.cfg.Proxies, 0)))
+	if p.a.cfg.TunnelStrategy == StrategyMesh {
+		p.spawn(ctx, slotBootstrap, "")
+		p.reconcile(ctx)
+		return
+	}
+	for i := 0; i < p.a.cfg.ConnectionCount; i++ {
+		p.spawn(ctx, "peer-"+strconv.Itoa(i), "")
+	}
+}
+
+const (
+	slotBootstrap = "bootstrap"
+	meshPrefix    = "mesh:"
+)
+
+func (p *pool) spawn(ctx actor.Context, slot, proxyID string) {
+	p.conns[slot] = ctx.Spawn(newConnProps(p.a, slot, proxyID))
+}
+
+// reconcile keeps one mesh slot per known proxy.
+func (p *pool) reconcile(ctx actor.Context) {
+	want := map[string]bool{}
+	for _, px := range p.a.dir.known() {
+		want[meshPrefix+px.ID] = true
+		if p.conns[meshPrefix+px.ID] == nil {
+			p.spawn(ctx, meshPrefix+px.ID, px.ID)
+		}
+	}
+	for slot, pid := range p.conns {
+		if slot != slotBootstrap && !want[slot] {
+			delete(p.conns, slot)
+			ctx.Stop(pid)
+		}
+	}
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"github.com/warren-proxy/warren/cluster/clusterpb"
 	"github.com/warren-proxy/warren/storage/catalog"
 	"github.com/warren-proxy/warren/transport/revtunnel"
 )
@@ -42,8 +43,16 @@ type Config struct {
 	// SweepInterval is how often TTLs are checked and state persisted.
 	// Default 1s.
 	SweepInterval time.Duration
-	Clock         func() time.Time
-	Logger        *slog.Logger
+	// Epoch numbers this run of the proxy for route replication; it must
+	// grow across restarts (the start time in nanoseconds does). Default:
+	// the clock at NewProps.
+	Epoch uint64
+	// BeaconInterval is how often the router tells peers its route version
+	// so a lost delta is noticed without waiting for the next change.
+	// Default 1s.
+	BeaconInterval time.Duration
+	Clock          func() time.Time
+	Logger         *slog.Logger
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -71,6 +80,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Clock == nil {
 		c.Clock = time.Now
+	}
+	if c.Epoch == 0 {
+		c.Epoch = uint64(c.Clock().UnixNano())
+	}
+	if c.BeaconInterval == 0 {
+		c.BeaconInterval = time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -121,11 +136,13 @@ type agentState struct {
 // Router is the router actor.
 type Router struct {
 	cfg     Config
-	agents  map[string]*agentState
+	agents  map[string]*agentState // local agents, by id
 	version uint64
-	pending bool // a publish message is queued
-	dirty   map[string]bool
+	pending bool            // a publish message is queued
+	dirty   map[string]bool // local agents to persist
 	stop    chan struct{}
+
+	repl replication
 }
 
 // NewProps returns the router's props. The config must be valid.
@@ -135,7 +152,7 @@ func NewProps(cfg Config) (*actor.Props, error) {
 		return nil, err
 	}
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &Router{cfg: cfg, agents: map[string]*agentState{}, dirty: map[string]bool{}}
+		return &Router{cfg: cfg, agents: map[string]*agentState{}, dirty: map[string]bool{}, repl: newReplication()}
 	}), nil
 }
 
@@ -145,22 +162,43 @@ func (r *Router) Receive(ctx actor.Context) {
 	case *actor.Started:
 		r.onStarted(ctx)
 	case *TunnelUp:
+		if m.Tunnel == nil || m.Agent.ID == "" {
+			r.cfg.Logger.Error("router: dropped TunnelUp without tunnel or agent id", "agent", m.Agent.ID)
+			return
+		}
 		r.onTunnelUp(ctx, m)
 	case *Heartbeat:
-		r.onHeartbeat(ctx, m)
+		if m.Tunnel != nil {
+			r.onHeartbeat(ctx, m)
+		}
 	case *TunnelDown:
-		r.onTunnelDown(ctx, m)
+		if m.Tunnel != nil {
+			r.onTunnelDown(ctx, m)
+		}
 	case sweep:
 		r.onSweep(ctx)
 	case publish:
-		r.pending = false
-		r.publish()
+		r.flush(ctx)
 	case *Sync:
 		if r.pending {
-			r.pending = false
-			r.publish()
+			r.flush(ctx)
 		}
 		ctx.Respond(true)
+	case *MemberUp:
+		r.onMemberUp(ctx, m)
+	case *MemberDown:
+		r.onMemberDown(ctx, m)
+	case *clusterpb.RouteDelta:
+		r.onRouteDelta(ctx, m)
+	case *clusterpb.RouteState:
+		r.onRouteState(ctx, m)
+	case *clusterpb.SyncRequest:
+		ctx.Respond(r.localState())
+	case beacon:
+		r.onBeacon(ctx)
+	case *actor.Restarting:
+		close(r.stop) // the new incarnation starts its own sweeper
+		r.persist()
 	case *actor.Stopping:
 		close(r.stop)
 		r.persist()
@@ -189,14 +227,17 @@ func (r *Router) onStarted(ctx actor.Context) {
 		r.cfg.Logger.Info("catalog loaded; entries are offline until their agents return", "agents", len(agents), "resources", len(resources))
 	}
 	r.publish()
-	self, system, every, stop := ctx.Self(), ctx.ActorSystem(), r.cfg.SweepInterval, r.stop
+	self, system, stop := ctx.Self(), ctx.ActorSystem(), r.stop
+	sweepT, beaconT := time.NewTicker(r.cfg.SweepInterval), time.NewTicker(r.cfg.BeaconInterval)
 	go func() {
-		t := time.NewTicker(every)
-		defer t.Stop()
+		defer sweepT.Stop()
+		defer beaconT.Stop()
 		for {
 			select {
-			case <-t.C:
+			case <-sweepT.C:
 				system.Root.Send(self, sweep{})
+			case <-beaconT.C:
+				system.Root.Send(self, beacon{})
 			case <-stop:
 				return
 			}
@@ -217,6 +258,7 @@ func (r *Router) onTunnelUp(ctx actor.Context, m *TunnelUp) {
 	st.rec.ProxyID = r.cfg.ProxyID
 	st.tunnel = m.Tunnel
 	r.dirty[m.Agent.ID] = true
+	r.repl.touch(m.Agent.ID)
 	r.changed(ctx)
 	r.cfg.Logger.Info("route up", "agent", m.Agent.ID, "tunnel", m.Tunnel.Id)
 }
@@ -256,6 +298,7 @@ func (r *Router) onHeartbeat(ctx actor.Context, m *Heartbeat) {
 	}
 	r.dirty[m.AgentID] = true
 	if changed {
+		r.repl.touch(m.AgentID)
 		r.changed(ctx)
 	}
 }
@@ -280,6 +323,7 @@ func (r *Router) onTunnelDown(ctx actor.Context, m *TunnelDown) {
 	st.tunnel = nil
 	st.rec.LastSeen = r.cfg.Clock()
 	r.dirty[m.AgentID] = true
+	r.repl.touch(m.AgentID)
 	r.changed(ctx)
 	r.cfg.Logger.Info("route down", "agent", m.AgentID, "reason", m.Reason)
 }
@@ -293,6 +337,7 @@ func (r *Router) onSweep(ctx actor.Context) {
 		if st.tunnel == nil && now.Sub(st.rec.LastSeen) > r.cfg.OfflineRetention {
 			delete(r.agents, id)
 			delete(r.dirty, id)
+			r.repl.touch(id)
 			expired = true
 			if r.cfg.Store != nil {
 				if err := r.cfg.Store.DeleteAgent(id); err != nil {
@@ -305,8 +350,9 @@ func (r *Router) onSweep(ctx actor.Context) {
 	// needs a new snapshot.
 	for _, eps := range r.cfg.Table.Snapshot().Resources {
 		for _, e := range eps {
-			if e.Online && !e.Expires.After(now) {
+			if e.Local && e.Online && !e.Expires.After(now) {
 				expired = true
+				r.repl.touch(e.AgentID)
 			}
 		}
 	}
@@ -350,27 +396,66 @@ func (r *Router) persist() {
 	clear(r.dirty)
 }
 
+// flush publishes a snapshot and sends peers the delta of what changed.
+func (r *Router) flush(ctx actor.Context) {
+	r.pending = false
+	r.publish()
+	r.sendDelta(ctx)
+}
+
 func (r *Router) publish() {
 	now := r.cfg.Clock()
 	r.version++
 	s := &Snapshot{
 		Version:   r.version,
+		ProxyID:   r.cfg.ProxyID,
 		Resources: make(map[string][]Endpoint),
 		Agents:    make(map[string]AgentRoute, len(r.agents)),
 	}
 	for id, st := range r.agents {
-		s.Agents[id] = AgentRoute{Agent: st.rec, Online: st.tunnel != nil, Tunnel: st.tunnel}
+		ar := AgentRoute{Agent: st.rec, Online: st.tunnel != nil, Tunnel: st.tunnel, Local: true}
+		s.Agents[id] = ar
+		s.Routes = append(s.Routes, ar)
 		for _, res := range st.resources {
-			e := Endpoint{Resource: *res}
+			e := Endpoint{Resource: *res, Local: true}
 			if st.tunnel != nil && res.Expires.After(now) {
 				e.Online, e.Tunnel = true, st.tunnel
 			}
 			s.Resources[res.Name] = append(s.Resources[res.Name], e)
 		}
 	}
+	r.repl.table.Agents(func(origin string, a *clusterpb.AgentRoute) {
+		var pid *actor.PID
+		if a.Online && a.TunnelAddress != "" {
+			pid = actor.NewPID(a.TunnelAddress, a.TunnelId)
+		}
+		rec := catalog.Agent{
+			ID: a.AgentId, Hostname: a.Hostname, Version: a.Version, ProxyID: origin, Addr: a.Addr,
+			Connected: time.Unix(0, a.ConnectedUnixNano), LastSeen: time.Unix(0, a.LastSeenUnixNano),
+		}
+		s.Routes = append(s.Routes, AgentRoute{Agent: rec, Online: pid != nil, Tunnel: pid})
+		for _, res := range a.Resources {
+			e := Endpoint{Resource: catalog.Resource{
+				Name: res.Name, AgentID: a.AgentId, Kind: res.Kind, Labels: res.Labels,
+				Healthy: res.Healthy, Detail: res.Detail, ProxyID: origin, LastSeen: rec.LastSeen,
+			}, Online: pid != nil, Tunnel: pid}
+			s.Resources[res.Name] = append(s.Resources[res.Name], e)
+		}
+	})
 	for name, eps := range s.Resources {
-		sort.Slice(eps, func(i, j int) bool { return eps[i].AgentID < eps[j].AgentID })
+		sort.Slice(eps, func(i, j int) bool {
+			if eps[i].AgentID != eps[j].AgentID {
+				return eps[i].AgentID < eps[j].AgentID
+			}
+			return eps[i].ProxyID < eps[j].ProxyID
+		})
 		s.Resources[name] = eps
 	}
+	sort.Slice(s.Routes, func(i, j int) bool {
+		if s.Routes[i].ProxyID != s.Routes[j].ProxyID {
+			return s.Routes[i].ProxyID < s.Routes[j].ProxyID
+		}
+		return s.Routes[i].ID < s.Routes[j].ID
+	})
 	r.cfg.Table.p.Store(s)
 }

@@ -25,9 +25,16 @@ func (t *Table) Snapshot() *Snapshot { return t.p.Load() }
 
 // Snapshot is an immutable view of routes and resources.
 type Snapshot struct {
-	Version   uint64
-	Resources map[string][]Endpoint // by resource name, sorted by agent id
-	Agents    map[string]AgentRoute
+	Version uint64
+	ProxyID string
+	// Resources maps a resource name to every (agent, proxy) endpoint
+	// that serves it, here and on other proxies, sorted by agent id.
+	Resources map[string][]Endpoint
+	// Agents are the agents whose tunnels are (or were) on this proxy.
+	Agents map[string]AgentRoute
+	// Routes are every agent tunnel known in the cluster, local and
+	// remote, sorted by proxy and agent id.
+	Routes []AgentRoute
 }
 
 // Endpoint is one agent serving one resource.
@@ -36,22 +43,43 @@ type Endpoint struct {
 	// Online is true while the agent has a live tunnel and its heartbeat
 	// is fresh.
 	Online bool
-	// Tunnel is the tunnel actor that reaches the agent; nil when offline.
+	// Tunnel is the tunnel actor that reaches the agent (on this proxy or
+	// another); nil when offline.
 	Tunnel *actor.PID
+	// Local is true when the tunnel is on this proxy.
+	Local bool
 }
 
 // Usable reports whether a new session may be sent to e.
 func (e Endpoint) Usable() bool { return e.Online && e.Healthy && e.Tunnel != nil }
 
-// AgentRoute is the route to one agent.
+// AgentRoute is the route to one agent through one proxy.
 type AgentRoute struct {
 	catalog.Agent
 	Online bool
 	Tunnel *actor.PID
+	Local  bool
 }
 
-// Lookup returns the endpoints of a resource name.
+// Lookup resolves the virtual identity resource/<name>: every endpoint
+// serving it.
 func (s *Snapshot) Lookup(name string) []Endpoint { return s.Resources[name] }
+
+// LocateAgent resolves the virtual identity agent/<id>: the tunnel actors
+// that reach the agent now, on any proxy, this proxy's first.
+func (s *Snapshot) LocateAgent(id string) []*actor.PID {
+	var local, remote []*actor.PID
+	for _, r := range s.Routes {
+		if r.ID == id && r.Online && r.Tunnel != nil {
+			if r.Local {
+				local = append(local, r.Tunnel)
+			} else {
+				remote = append(remote, r.Tunnel)
+			}
+		}
+	}
+	return append(local, remote...)
+}
 
 // Summary is one line of a resource listing.
 type Summary struct {
@@ -68,21 +96,24 @@ type Summary struct {
 func (s *Snapshot) List() []Summary {
 	out := make([]Summary, 0, len(s.Resources))
 	for name, eps := range s.Resources {
-		sum := Summary{Name: name, Agents: len(eps), Status: "offline"}
+		sum := Summary{Name: name, Status: "offline"}
 		online := 0
+		agents, healthy := map[string]bool{}, map[string]bool{}
 		for _, e := range eps {
 			if sum.Kind == "" || e.Usable() {
 				sum.Kind, sum.Labels = e.Kind, e.Labels
 			}
+			agents[e.AgentID] = true
 			if e.Online {
 				online++
 			}
 			if e.Usable() {
-				sum.Healthy++
+				healthy[e.AgentID] = true
 			} else if e.Online && sum.Detail == "" {
 				sum.Detail = e.Detail
 			}
 		}
+		sum.Agents, sum.Healthy = len(agents), len(healthy)
 		switch {
 		case sum.Healthy > 0:
 			sum.Status, sum.Detail = "online", ""

@@ -11,10 +11,11 @@
 package session
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"strings"
 	"sync"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 
 	"github.com/warren-proxy/warren/actors/router"
 	"github.com/warren-proxy/warren/actors/tunnel"
+	"github.com/warren-proxy/warren/cluster/clusterpb"
 	"github.com/warren-proxy/warren/storage/audit"
 	"github.com/warren-proxy/warren/transport/revtunnel"
 	"github.com/warren-proxy/warren/transport/streams"
@@ -46,6 +48,10 @@ type Config struct {
 	Channel ssh.NewChannel
 	Table   *router.Table
 	Audit   Auditor
+	// OpenStream opens a data stream to a peer proxy that parked the
+	// session's channel under token (sessions whose agent's tunnel is on
+	// another proxy).
+	OpenStream func(ctx context.Context, addr, token string) (streams.Stream, error)
 	// DialTimeout bounds the whole connect phase, over every candidate.
 	DialTimeout time.Duration
 	// ListHint is appended to "unknown resource" refusals: how the user
@@ -58,7 +64,14 @@ type Config struct {
 	Done func()
 }
 
-type pipeDone struct{ res streams.Result }
+type (
+	pipeDone     struct{ res streams.Result }
+	streamResult struct {
+		agentID string
+		stream  streams.Stream
+		err     error
+	}
+)
 
 // Actor is the session actor.
 type Actor struct {
@@ -68,7 +81,9 @@ type Actor struct {
 	deadline   time.Time
 	started    time.Time
 	agentID    string
+	current    *router.Endpoint // the candidate being dialled
 	accepted   bool
+	path       string // set when the session crosses a peer proxy
 	wg         sync.WaitGroup
 	stopping   bool
 }
@@ -94,10 +109,19 @@ func (a *Actor) Receive(ctx actor.Context) {
 		a.onStarted(ctx)
 	case *tunnel.DialResult:
 		a.onDialResult(ctx, m)
+	case *clusterpb.DialResponse:
+		a.onRemoteDialResponse(ctx, m)
+	case streamResult:
+		a.onStreamResult(ctx, m)
 	case *actor.DeadLetterResponse:
 		// The chosen tunnel actor is gone: its agent just disconnected.
-		a.lastErr = fmt.Errorf("agent %s just disconnected", a.agentID)
-		a.tryNext(ctx)
+		if a.current != nil {
+			a.fail(ctx, fmt.Errorf("agent %s just disconnected", a.current.AgentID))
+		}
+	case *actor.ReceiveTimeout:
+		if a.current != nil {
+			a.fail(ctx, fmt.Errorf("agent %s via proxy %s did not answer in time", a.current.AgentID, a.current.ProxyID))
+		}
 	case pipeDone:
 		a.onPipeDone(ctx, m)
 	case *actor.Stopping:
@@ -168,55 +192,131 @@ func (a *Actor) tryNext(ctx actor.Context) {
 	}
 	next := a.candidates[0]
 	a.candidates = a.candidates[1:]
+	a.current = &next
 	a.agentID = next.AgentID
-	ctx.Request(next.Tunnel, &tunnel.Dial{
-		Timeout: remaining,
-		Request: revtunnel.DialRequest{
+	// A dial to a proxy that vanished may never be answered.
+	ctx.SetReceiveTimeout(remaining)
+	if next.Local {
+		ctx.Request(next.Tunnel, &tunnel.Dial{Timeout: remaining, Request: revtunnel.DialRequest{
 			SessionID:  a.cfg.ID,
 			Resource:   a.cfg.Resource,
 			Port:       a.cfg.Port,
 			User:       a.cfg.User,
 			ClientAddr: a.cfg.ClientAddr,
-		},
+		}})
+		return
+	}
+	ctx.Request(next.Tunnel, &clusterpb.DialRequest{
+		SessionId:  a.cfg.ID,
+		Resource:   a.cfg.Resource,
+		Port:       a.cfg.Port,
+		User:       a.cfg.User,
+		ClientAddr: a.cfg.ClientAddr,
+		EntryProxy: a.cfg.ProxyID,
+		TimeoutMs:  remaining.Milliseconds(),
 	})
 }
 
+// fail records a failed attempt and moves on to the next candidate.
+func (a *Actor) fail(ctx actor.Context, err error) {
+	ctx.CancelReceiveTimeout()
+	a.cfg.Logger.Info("dial failed; trying next agent", "session", a.cfg.ID, "resource", a.cfg.Resource, "agent", a.current.AgentID, "proxy", a.current.ProxyID, "err", err)
+	a.current = nil
+	a.lastErr = err
+	a.tryNext(ctx)
+}
+
+// expected reports whether a dial answer is for the attempt in flight.
+func (a *Actor) expected(agentID string) bool {
+	return a.current != nil && a.current.AgentID == agentID && !a.stopping
+}
+
 func (a *Actor) onDialResult(ctx actor.Context, m *tunnel.DialResult) {
+	if !a.expected(m.AgentID) {
+		if m.Channel != nil {
+			m.Channel.Close() // a late answer to an attempt given up
+		}
+		return
+	}
 	if m.Err != nil {
-		a.cfg.Logger.Info("dial failed; trying next agent", "session", a.cfg.ID, "resource", a.cfg.Resource, "agent", m.AgentID, "err", m.Err)
-		a.lastErr = m.Err
-		a.tryNext(ctx)
+		a.fail(ctx, m.Err)
 		return
 	}
-	if a.stopping {
-		m.Channel.Close()
+	a.connected(ctx, m.AgentID, m.Channel)
+}
+
+func (a *Actor) onRemoteDialResponse(ctx actor.Context, m *clusterpb.DialResponse) {
+	if !a.expected(m.AgentId) {
+		return // the peer closes a parked channel nobody claims
+	}
+	if !m.Ok {
+		a.fail(ctx, errors.New(m.Error))
 		return
 	}
-	a.agentID = m.AgentID
+	ctx.CancelReceiveTimeout()
+	if a.cfg.OpenStream == nil {
+		a.fail(ctx, errors.New("this proxy has no peer links"))
+		return
+	}
+	self, system, remaining := ctx.Self(), ctx.ActorSystem(), a.deadline.Sub(a.cfg.Clock())
+	agentID, addr, token := m.AgentId, m.PeerAddr, m.Token
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), remaining)
+		defer cancel()
+		st, err := a.cfg.OpenStream(sctx, addr, token)
+		system.Root.Send(self, streamResult{agentID: agentID, stream: st, err: err})
+	}()
+}
+
+func (a *Actor) onStreamResult(ctx actor.Context, m streamResult) {
+	if !a.expected(m.agentID) {
+		if m.stream != nil {
+			m.stream.Close()
+		}
+		return
+	}
+	if m.err != nil {
+		a.fail(ctx, fmt.Errorf("data stream to proxy %s: %w", a.current.ProxyID, m.err))
+		return
+	}
+	a.connected(ctx, m.agentID, m.stream)
+}
+
+// connected records the start, accepts the user's channel and pipes it to
+// the agent's stream (a tunnel channel, or a peer data stream).
+func (a *Actor) connected(ctx actor.Context, agentID string, agentStream streams.Stream) {
+	ctx.CancelReceiveTimeout()
+	a.agentID = agentID
+	if a.current != nil && !a.current.Local {
+		a.path = a.cfg.ProxyID + ">" + a.current.ProxyID + ">" + agentID
+	}
+	a.current = nil
 	// The start is durable before the user's channel is accepted: no
 	// session runs that the audit log does not know of.
 	if _, err := a.cfg.Audit.Append(a.event("session.start", "started", "")); err != nil {
-		m.Channel.Close()
+		agentStream.Close()
 		a.cfg.Logger.Error("audit log write failed; refusing session", "session", a.cfg.ID, "err", err)
 		a.reject(ctx, "the proxy cannot write its audit log; try another proxy")
 		return
 	}
 	userCh, reqs, err := a.cfg.Channel.Accept()
 	if err != nil {
-		m.Channel.Close()
+		agentStream.Close()
 		a.end(ctx, streams.Result{Err: fmt.Errorf("accept user channel: %w", err)})
 		return
 	}
 	a.accepted = true
 	go ssh.DiscardRequests(reqs)
-	self, system, agentCh := ctx.Self(), ctx.ActorSystem(), m.Channel
+	self, system := ctx.Self(), ctx.ActorSystem()
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		res := streams.Pipe(userCh, agentCh)
+		res := streams.Pipe(userCh, agentStream)
 		system.Root.Send(self, pipeDone{res})
 	}()
-	a.cfg.Logger.Info("session started", "session", a.cfg.ID, "user", a.cfg.User, "resource", a.cfg.Resource, "agent", a.agentID)
+	a.cfg.Logger.Info("session started", "session", a.cfg.ID, "user", a.cfg.User, "resource", a.cfg.Resource, "agent", a.agentID, "path", a.pathString())
 }
 
 func (a *Actor) onPipeDone(ctx actor.Context, m pipeDone) { a.end(ctx, m.res) }
@@ -253,6 +353,16 @@ func (a *Actor) reject(ctx actor.Context, reason string) {
 	ctx.Stop(ctx.Self())
 }
 
+func (a *Actor) pathString() string {
+	if a.path != "" {
+		return a.path
+	}
+	if a.agentID == "" {
+		return a.cfg.ProxyID
+	}
+	return a.cfg.ProxyID + ">" + a.agentID
+}
+
 func (a *Actor) event(typ, outcome, errText string) audit.Event {
 	return audit.Event{
 		Time:       a.cfg.Clock(),
@@ -263,7 +373,7 @@ func (a *Actor) event(typ, outcome, errText string) audit.Event {
 		AgentID:    a.agentID,
 		ProxyID:    a.cfg.ProxyID,
 		ClientAddr: a.cfg.ClientAddr,
-		Path:       strings.Join([]string{a.cfg.ProxyID, a.agentID}, ">"),
+		Path:       a.pathString(),
 		Outcome:    outcome,
 		Error:      errText,
 	}

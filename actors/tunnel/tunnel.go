@@ -23,6 +23,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warren-proxy/warren/actors/router"
+	"github.com/warren-proxy/warren/cluster/clusterpb"
 	"github.com/warren-proxy/warren/storage/audit"
 	"github.com/warren-proxy/warren/storage/catalog"
 	"github.com/warren-proxy/warren/transport/revtunnel"
@@ -41,6 +42,11 @@ type Config struct {
 	// each. Defaults 5s and 3.
 	KeepaliveInterval time.Duration
 	KeepaliveCount    int
+	// Park holds a channel opened for a session that entered through
+	// another proxy until that proxy's data stream claims it by token.
+	Park func(ch ssh.Channel, agentID string) (token string)
+	// PeerAddr is this proxy's peer address (where data streams connect).
+	PeerAddr string
 	// Audit records the logins agents report.
 	Audit  Auditor
 	Clock  func() time.Time
@@ -68,6 +74,9 @@ type DialResult struct {
 	AgentID string
 	Err     error
 }
+
+// ProxySet tells the agent the cluster's current proxies.
+type ProxySet struct{ Set revtunnel.ProxySet }
 
 // Close asks the tunnel to close (drain, shutdown).
 type Close struct{ Reason string }
@@ -118,6 +127,8 @@ func (a *Actor) Receive(ctx actor.Context) {
 		a.onHeartbeat(ctx, m)
 	case *Dial:
 		a.onDial(ctx, m)
+	case *clusterpb.DialRequest:
+		a.onRemoteDial(ctx, m)
 	case closedMsg:
 		a.onClosed(ctx, m)
 	case loginMsg:
@@ -125,6 +136,10 @@ func (a *Actor) Receive(ctx actor.Context) {
 	case *router.Superseded:
 		a.reason = "agent connected again"
 		a.cfg.Conn.Close()
+	case *ProxySet:
+		if err := a.cfg.Conn.SendProxies(m.Set); err != nil {
+			a.cfg.Logger.Debug("send proxy set", "agent", a.agent.ID, "err", err)
+		}
 	case *Close:
 		a.reason = m.Reason
 		a.cfg.Conn.Close()
@@ -257,6 +272,43 @@ func (a *Actor) onDial(ctx actor.Context, m *Dial) {
 			}
 		}
 		system.Root.Send(sender, &DialResult{Channel: ch, AgentID: a.agent.ID, Err: err})
+	}()
+}
+
+// onRemoteDial serves a session that entered through another proxy: the
+// channel is opened here and parked; the answer tells the entry proxy
+// where to open its data stream and with which token.
+func (a *Actor) onRemoteDial(ctx actor.Context, m *clusterpb.DialRequest) {
+	sender, system := ctx.Sender(), ctx.ActorSystem()
+	if sender == nil {
+		return
+	}
+	if a.cfg.Park == nil {
+		ctx.Respond(&clusterpb.DialResponse{Error: "this proxy does not accept sessions from peers", AgentId: a.agent.ID})
+		return
+	}
+	timeout := time.Duration(m.TimeoutMs) * time.Millisecond
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	req := revtunnel.DialRequest{SessionID: m.SessionId, Resource: m.Resource, Port: m.Port, User: m.User, ClientAddr: m.ClientAddr}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		dctx, cancel := context.WithTimeout(a.ctx, timeout)
+		defer cancel()
+		resp := &clusterpb.DialResponse{AgentId: a.agent.ID, PeerAddr: a.cfg.PeerAddr}
+		ch, err := a.cfg.Conn.Dial(dctx, req)
+		var de *revtunnel.DialError
+		switch {
+		case errors.As(err, &de):
+			resp.Error, resp.Refused = de.Reason, true
+		case err != nil:
+			resp.Error = fmt.Sprintf("agent %s unreachable: %v", a.agent.ID, err)
+		default:
+			resp.Ok, resp.Token = true, a.cfg.Park(ch, a.agent.ID)
+		}
+		system.Root.Send(sender, resp)
 	}()
 }
 

@@ -40,7 +40,11 @@ func Decode(data []byte, v any) error {
 	return nil
 }
 
-var lineRE = regexp.MustCompile(`^line (\d+): `)
+var (
+	lineRE  = regexp.MustCompile(`^line (\d+): `)
+	terrRE  = regexp.MustCompile("^line \\d+: cannot unmarshal (!![a-z]+|[^ ]+)( `(.*)`)? into ")
+	fieldRE = regexp.MustCompile(`^line \d+: field (.*) not found in type `)
+)
 
 // friendly rewrites yaml.v3's messages into one line per problem, naming
 // the field (by its path, like tunnel.keepalive_count) where yaml.v3 gives
@@ -52,33 +56,90 @@ func friendly(data []byte, err error) error {
 	}
 	var root yaml.Node
 	_ = yaml.Unmarshal(data, &root)
-	fields := map[int]string{}
-	indexKeys(&root, "", fields)
+	nodes := map[int][]located{}
+	indexNodes(&root, "", nodes)
 	msgs := make([]string, len(te.Errors))
 	for i, m := range te.Errors {
+		sm := lineRE.FindStringSubmatch(m)
+		var line int
+		if sm != nil {
+			fmt.Sscan(sm[1], &line)
+		}
+		if fm := fieldRE.FindStringSubmatch(m); fm != nil {
+			name := fm[1]
+			if l := take(nodes[line], false, func(l *located) bool { return l.key && l.n.Value == fm[1] }); l != nil {
+				name = l.path
+			}
+			msgs[i] = fmt.Sprintf("line %d: field %s is not a known setting", line, name)
+			continue
+		}
+		path := ""
+		if tm := terrRE.FindStringSubmatch(m); tm != nil {
+			// A container that fails to decode is not descended into,
+			// so of the containers on one line the innermost failed.
+			container := tm[1] == "!!seq" || tm[1] == "!!map"
+			if l := take(nodes[line], container, func(l *located) bool { return !l.key && matches(l.n, tm[1], tm[3]) }); l != nil {
+				path = l.path
+			}
+		}
 		m = strings.Replace(m, "cannot unmarshal !!str", "cannot read text", 1)
 		m = strings.Replace(m, "cannot unmarshal !!", "cannot read ", 1)
-		if strings.Contains(m, "not found in type") {
-			// "line 5: field usr not found in type proxy.Listen"
-			m = m[:strings.Index(m, " not found in type")] + " is not a known setting"
-		} else if sm := lineRE.FindStringSubmatch(m); sm != nil {
-			var line int
-			fmt.Sscan(sm[1], &line)
-			if f := fields[line]; f != "" {
-				m = sm[0] + f + ": " + strings.TrimPrefix(m, sm[0])
-			}
+		if sm != nil && path != "" {
+			m = sm[0] + path + ": " + strings.TrimPrefix(m, sm[0])
 		}
 		msgs[i] = m
 	}
 	return errors.New(strings.Join(msgs, "; "))
 }
 
-// indexKeys maps the line of every mapping value to its key path.
-func indexKeys(n *yaml.Node, path string, out map[int]string) {
+// located is a key or value node with its field path.
+type located struct {
+	path string
+	n    *yaml.Node
+	key  bool
+	used bool
+}
+
+// take returns the first (or, with last, the last) unused entry that ok
+// accepts and marks it used, so two errors on one line name two fields.
+func take(ls []located, last bool, ok func(*located) bool) *located {
+	for j := range ls {
+		i := j
+		if last {
+			i = len(ls) - 1 - j
+		}
+		if !ls[i].used && ok(&ls[i]) {
+			ls[i].used = true
+			return &ls[i]
+		}
+	}
+	return nil
+}
+
+// matches reports whether n is the node yaml.v3 describes by tag and value
+// (shortened as yaml.v3 shortens it) in a type error.
+func matches(n *yaml.Node, tag, value string) bool {
+	switch tag {
+	case "!!seq":
+		return n.Kind == yaml.SequenceNode
+	case "!!map":
+		return n.Kind == yaml.MappingNode
+	}
+	v := n.Value
+	if len(v) > 10 {
+		v = v[:7] + "..."
+	}
+	return n.Kind == yaml.ScalarNode && v == value
+}
+
+// indexNodes lists, by line, every key and value node with its path, in
+// document order.
+func indexNodes(n *yaml.Node, path string, out map[int][]located) {
 	switch n.Kind {
 	case yaml.DocumentNode:
 		for _, c := range n.Content {
-			indexKeys(c, path, out)
+			out[c.Line] = append(out[c.Line], located{path: path, n: c})
+			indexNodes(c, path, out)
 		}
 	case yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
@@ -87,16 +148,15 @@ func indexKeys(n *yaml.Node, path string, out map[int]string) {
 			if path != "" {
 				p = path + "." + k.Value
 			}
-			out[v.Line] = p
-			indexKeys(v, p, out)
+			out[k.Line] = append(out[k.Line], located{path: p, n: k, key: true})
+			out[v.Line] = append(out[v.Line], located{path: p, n: v})
+			indexNodes(v, p, out)
 		}
 	case yaml.SequenceNode:
 		for i, c := range n.Content {
 			p := fmt.Sprintf("%s[%d]", path, i)
-			if c.Kind == yaml.ScalarNode {
-				out[c.Line] = p
-			}
-			indexKeys(c, p, out)
+			out[c.Line] = append(out[c.Line], located{path: p, n: c})
+			indexNodes(c, p, out)
 		}
 	}
 }

@@ -112,14 +112,17 @@ type ClientConfig struct {
 	// Signer holds the agent's key with its host certificate.
 	Signer ssh.Signer
 	Trust  Trust
-	Logger *slog.Logger
+	// OnProxies is called with every proxy set the proxy sends.
+	OnProxies func(ProxySet)
+	Logger    *slog.Logger
 }
 
 // ClientConn is the agent's end of one tunnel.
 type ClientConn struct {
-	Addr   string
-	conn   *sshConn
-	logger *slog.Logger
+	Addr      string
+	conn      *sshConn
+	onProxies func(ProxySet)
+	logger    *slog.Logger
 }
 
 type sshConn struct {
@@ -196,7 +199,7 @@ func Dial(ctx context.Context, cfg ClientConfig, hello Hello) (*ClientConn, Hell
 		}
 		return nil, HelloReply{}, fmt.Errorf("tunnel to %s: %w", cfg.Addr, err)
 	}
-	c := &ClientConn{Addr: cfg.Addr, conn: conn, logger: logger}
+	c := &ClientConn{Addr: cfg.Addr, conn: conn, onProxies: cfg.OnProxies, logger: logger}
 	go c.answerRequests()
 	ok, payload, err := sendRequest(ctx, conn, ReqHello, encode(hello))
 	if err != nil {
@@ -217,6 +220,12 @@ func Dial(ctx context.Context, cfg ClientConfig, hello Hello) (*ClientConn, Hell
 // answerRequests replies to the proxy's keepalives (and anything else).
 func (c *ClientConn) answerRequests() {
 	for req := range c.conn.reqs {
+		if req.Type == ReqProxies && c.onProxies != nil {
+			var set ProxySet
+			if err := decode(req.Payload, &set); err == nil {
+				c.onProxies(set)
+			}
+		}
 		if req.WantReply {
 			_ = req.Reply(req.Type == ReqKeepalive, nil)
 		}

@@ -31,6 +31,9 @@
 //  6. Login. When a user logs in to the agent's SSH server, the agent sends
 //     "login@warren.dev" (Login, no reply) so the proxy's audit log records
 //     the login the session used.
+//  7. Proxy set. The proxy sends "proxies@warren.dev" (ProxySet, no reply)
+//     whenever the cluster's proxies change, so agents re-home to live
+//     proxies and, in mesh mode, follow joins and leaves.
 //
 // Every payload is one JSON object; unknown fields are ignored, so either
 // side can add fields without breaking the other.

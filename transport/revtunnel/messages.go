@@ -13,6 +13,7 @@ const (
 	ReqHeartbeat = "heartbeat@warren.dev"
 	ReqKeepalive = "keepalive@openssh.com"
 	ReqLogin     = "login@warren.dev"
+	ReqProxies   = "proxies@warren.dev"
 	ChanDial     = "dial@warren.dev"
 
 	// JoinUser is the SSH user name of a join connection.
@@ -73,6 +74,12 @@ type ProxyInfo struct {
 	Region     string `json:"region,omitempty"`
 	Zone       string `json:"zone,omitempty"`
 	TunnelAddr string `json:"tunnel_addr"`
+}
+
+// ProxySet is the payload of ReqProxies, sent by a proxy to its agents
+// whenever the cluster's proxies change.
+type ProxySet struct {
+	Proxies []ProxyInfo `json:"proxies"`
 }
 
 // Heartbeat is the payload of ReqHeartbeat: the whole set of resources the

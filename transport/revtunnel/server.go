@@ -211,18 +211,26 @@ func (c *ServerConn) RemoteAddr() net.Addr { return c.conn.RemoteAddr() }
 // It returns the reason the connection ended.
 func (c *ServerConn) Serve(h Handler) error {
 	go rejectChannels(c.chans)
+	helloed := false // Handler contract: one Hello, before any Heartbeat
 	for req := range c.reqs {
 		switch req.Type {
 		case ReqHello:
 			var hello Hello
 			var reply HelloReply
-			if err := decode(req.Payload, &hello); err != nil {
+			if helloed {
+				reply.Error = "hello was already received on this tunnel"
+			} else if err := decode(req.Payload, &hello); err != nil {
 				reply.Error = err.Error()
 			} else {
 				reply = h.Hello(hello)
 			}
+			helloed = helloed || reply.Error == ""
 			_ = req.Reply(reply.Error == "", encode(reply))
 		case ReqHeartbeat:
+			if !helloed {
+				_ = req.Reply(false, []byte("heartbeat before hello"))
+				continue
+			}
 			var hb Heartbeat
 			err := decode(req.Payload, &hb)
 			if err == nil {
@@ -305,6 +313,12 @@ func (c *ServerConn) Keepalive(timeout time.Duration) error {
 	case <-t.C:
 		return fmt.Errorf("agent %s: no keepalive reply in %s", c.AgentID, timeout)
 	}
+}
+
+// SendProxies tells the agent the current proxy set; it does not wait.
+func (c *ServerConn) SendProxies(set ProxySet) error {
+	_, _, err := c.conn.SendRequest(ReqProxies, false, encode(set))
+	return err
 }
 
 // Close closes the tunnel.

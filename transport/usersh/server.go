@@ -100,6 +100,7 @@ type Server struct {
 	wg     sync.WaitGroup // every connection goroutine
 	mu     sync.Mutex     // guards the fields below
 	ln     map[net.Listener]bool
+	hs     map[net.Conn]bool // connections still in their handshake
 	cs     map[*Conn]bool
 	closed bool
 }
@@ -118,7 +119,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, ln: map[net.Listener]bool{}, cs: map[*Conn]bool{}}
+	s := &Server{cfg: cfg, ln: map[net.Listener]bool{}, hs: map[net.Conn]bool{}, cs: map[*Conn]bool{}}
 	sc := &ssh.ServerConfig{
 		PublicKeyCallback: s.authenticate,
 		ServerVersion:     "SSH-2.0-warren-proxy",
@@ -231,7 +232,15 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			}
 			return fmt.Errorf("accept user connection: %w", err)
 		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			nc.Close()
+			return nil
+		}
+		s.hs[nc] = true
 		s.wg.Add(1)
+		s.mu.Unlock()
 		go func() {
 			defer s.wg.Done()
 			s.serveConn(ctx, nc)
@@ -245,6 +254,9 @@ func (s *Server) Close() error {
 	s.closed = true
 	for ln := range s.ln {
 		ln.Close()
+	}
+	for nc := range s.hs {
+		nc.Close()
 	}
 	for c := range s.cs {
 		c.ssh.Close()
@@ -268,6 +280,9 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 	}
 	_ = nc.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	sconn, chans, reqs, err := ssh.NewServerConn(nc, s.ssh)
+	s.mu.Lock()
+	delete(s.hs, nc)
+	s.mu.Unlock()
 	if err != nil {
 		s.cfg.Logger.Info("user handshake failed", "remote", nc.RemoteAddr().String(), "err", err)
 		nc.Close()
@@ -292,13 +307,16 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 	}()
 	s.cfg.Logger.Info("user connected", "user", c.Identity.User, "conn", c.ID, "remote", c.RemoteAddr.String())
 
+	// Handlers are waited for after their context is cancelled (defers
+	// run last-in first-out), so a handler blocked on ctx ends when the
+	// user goes away.
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	connCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(connCtx, func() { sconn.Close() })
 	defer stop()
 	go ssh.DiscardRequests(reqs)
-	var wg sync.WaitGroup
-	defer wg.Wait()
 	for nch := range chans {
 		switch nch.ChannelType() {
 		case "direct-tcpip":
