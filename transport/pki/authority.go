@@ -8,6 +8,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -38,6 +39,10 @@ const (
 	FileTLSCACert  = "tls_ca.crt"
 	FileJoinTokens = "join_tokens"
 	FileAPIToken   = "api_token"
+	// FileGossipKey holds the key that encrypts the proxies' gossip
+	// (base64 of 32 random bytes). It is optional: an identity made before
+	// it existed gossips unencrypted until one is added.
+	FileGossipKey = "gossip_key"
 )
 
 // identityFiles lists every file Init writes, in the order it writes them.
@@ -243,9 +248,14 @@ func newIdentity(dir, cluster string, now time.Time) ([]identityFile, *Authority
 	}
 	joinFile := "# Agent join tokens for cluster " + cluster + ": one per line, '#' starts a comment.\n" +
 		"# Edits take effect at the next join, without a restart.\n" + joinTok + "\n"
+	gossipKey := make([]byte, 32)
+	if _, err := rand.Read(gossipKey); err != nil {
+		return nil, nil, fmt.Errorf("generate gossip key: %w", err)
+	}
 	files = append(files,
 		identityFile{FileJoinTokens, []byte(joinFile), 0o600},
-		identityFile{FileAPIToken, []byte(apiTok + "\n"), 0o600})
+		identityFile{FileAPIToken, []byte(apiTok + "\n"), 0o600},
+		identityFile{FileGossipKey, []byte(base64.StdEncoding.EncodeToString(gossipKey) + "\n"), 0o600})
 	return files, a, nil
 }
 

@@ -215,7 +215,7 @@ func TestInitFileModes(t *testing.T) {
 		FileUserCA: 0o600, FileUserCAPub: 0o644,
 		FileHostCA: 0o600, FileHostCAPub: 0o644,
 		FileTLSCAKey: 0o600, FileTLSCACert: 0o644,
-		FileJoinTokens: 0o600, FileAPIToken: 0o600,
+		FileJoinTokens: 0o600, FileAPIToken: 0o600, FileGossipKey: 0o600,
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -4,8 +4,11 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -106,4 +109,30 @@ func matchAny(tok string, toks []string) bool {
 		match |= subtle.ConstantTimeCompare(h[:], th[:])
 	}
 	return match == 1
+}
+
+// GossipKey returns the gossip encryption key, or nil when the identity has
+// no gossip_key file (gossip then runs unencrypted).
+func (a *Authority) GossipKey() ([]byte, error) {
+	data, err := readSecret(a.Dir, FileGossipKey)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return DecodeGossipKey(string(data))
+}
+
+// DecodeGossipKey decodes a base64 gossip key of 16, 24 or 32 bytes.
+func DecodeGossipKey(text string) ([]byte, error) {
+	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(text))
+	if err != nil {
+		return nil, fmt.Errorf("gossip key is not base64: %w", err)
+	}
+	switch len(key) {
+	case 16, 24, 32:
+		return key, nil
+	}
+	return nil, fmt.Errorf("gossip key has %d bytes; want 16, 24 or 32 (make one with `head -c32 /dev/urandom | base64`)", len(key))
 }
