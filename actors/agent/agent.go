@@ -261,12 +261,14 @@ func (a *Agent) renewCert(certText string) {
 	}
 }
 
-// proxiesLearned takes a proxy set from a proxy.
-func (a *Agent) proxiesLearned(set []revtunnel.ProxyInfo) {
+// proxiesLearned takes a proxy set from a proxy; it reports whether the
+// set changed.
+func (a *Agent) proxiesLearned(set []revtunnel.ProxyInfo) bool {
 	if len(set) > 0 && a.dir.update(set) {
 		a.log.Info("proxy set", "proxies", len(set))
-		a.system.Root.Send(a.pool, proxiesChanged{})
+		return true
 	}
+	return false
 }
 
 // TunnelProxies returns the ids of the proxies the agent has tunnels to.

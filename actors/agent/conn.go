@@ -21,6 +21,8 @@ import (
 // that come through it.
 type conn struct {
 	a       *Agent
+	pool    *actor.PID
+	system  *actor.ActorSystem
 	slot    string
 	proxyID string // the proxy a mesh slot is for; empty for peering slots
 	kick    chan struct{}
@@ -41,6 +43,7 @@ func (c *conn) Receive(ctx actor.Context) {
 		var runCtx context.Context
 		runCtx, c.cancel = context.WithCancel(context.Background())
 		parent, system := ctx.Parent(), ctx.ActorSystem()
+		c.pool, c.system = parent, system
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
@@ -100,14 +103,12 @@ func (c *conn) run(ctx context.Context) {
 		}
 		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		tun, reply, err := revtunnel.Dial(dctx, revtunnel.ClientConfig{
-			Addr:    addr,
-			AgentID: a.id.AgentID,
-			Signer:  a.signer,
-			Trust:   revtunnel.Trust{CA: a.hostCA, Clock: a.cfg.Clock},
-			OnProxies: func(set revtunnel.ProxySet) {
-				a.proxiesLearned(set.Proxies)
-			},
-			Logger: a.log,
+			Addr:      addr,
+			AgentID:   a.id.AgentID,
+			Signer:    a.signer,
+			Trust:     revtunnel.Trust{CA: a.hostCA, Clock: a.cfg.Clock},
+			OnProxies: func(set revtunnel.ProxySet) { c.learned(set.Proxies) },
+			Logger:    a.log,
 		}, revtunnel.Hello{Version: Version, Hostname: hostname, Principals: a.principals()})
 		cancel()
 		if err != nil {
@@ -125,7 +126,7 @@ func (c *conn) run(ctx context.Context) {
 		}
 		failures = 0
 		a.renewCert(reply.HostCert)
-		a.proxiesLearned(reply.Proxies)
+		c.learned(reply.Proxies)
 		// A load balancer may land two slots on one proxy: the later one
 		// goes elsewhere. The mesh bootstrap slot holds nothing.
 		if c.slot != slotBootstrap && !a.dir.hold(c.slot, reply.ProxyID) {
@@ -153,6 +154,13 @@ func (c *conn) run(ctx context.Context) {
 		if !sleep(ctx, c.backoff(0)) {
 			return
 		}
+	}
+}
+
+// learned records a proxy set and tells the pool when it changed.
+func (c *conn) learned(set []revtunnel.ProxyInfo) {
+	if c.a.proxiesLearned(set) {
+		c.system.Root.Send(c.pool, proxiesChanged{})
 	}
 }
 

@@ -1,11 +1,13 @@
 package proxy
 
 import (
+	"fmt"
 	"log/slog"
 	"net"
 	"time"
 
 	"github.com/warren-proxy/warren/internal/conf"
+	"github.com/warren-proxy/warren/transport/pki"
 	"github.com/warren-proxy/warren/transport/revtunnel"
 )
 
@@ -14,6 +16,8 @@ const (
 	DefaultUserAddr   = "0.0.0.0:3023"
 	DefaultTunnelAddr = "0.0.0.0:3024"
 	DefaultHTTPAddr   = "0.0.0.0:3080"
+	DefaultGossipAddr = "0.0.0.0:3020"
+	DefaultPeerAddr   = "0.0.0.0:3021"
 )
 
 // Config is a proxy's configuration, read from proxy.yaml.
@@ -34,6 +38,8 @@ type Config struct {
 	PublicAddr string        `yaml:"public_addr"`
 	Tunnel     TunnelConfig  `yaml:"tunnel"`
 	Session    SessionConfig `yaml:"session"`
+	Gossip     GossipConfig  `yaml:"gossip"`
+	Peer       PeerConfig    `yaml:"peer"`
 
 	Logger *slog.Logger     `yaml:"-"`
 	Clock  func() time.Time `yaml:"-"`
@@ -62,6 +68,33 @@ type TunnelConfig struct {
 	// CertTTL is the validity of the host certificates issued to agents
 	// (default 30 days; renewed on every tunnel).
 	CertTTL time.Duration `yaml:"cert_ttl"`
+}
+
+// GossipConfig places the proxy in the cluster's membership.
+type GossipConfig struct {
+	// Listen is the gossip address (TCP and UDP); default 0.0.0.0:3020.
+	Listen string `yaml:"listen"`
+	// Advertise is the address other proxies use, when Listen is not.
+	Advertise string `yaml:"advertise"`
+	// Seeds are gossip addresses of other proxies; any live one will do.
+	// Empty for the first proxy.
+	Seeds []string `yaml:"seeds"`
+	// SecretKey (base64 of 16, 24 or 32 bytes) encrypts gossip. Default:
+	// the gossip_key file of auth_dir, written by `warren init`.
+	SecretKey string `yaml:"secret_key"`
+	// Profile picks membership timings: lan (default), wan or local.
+	Profile string `yaml:"profile"`
+}
+
+// PeerConfig places the proxy's peer endpoint: protoactor remote for
+// control messages and the data streams, on one gRPC port with mutual TLS.
+type PeerConfig struct {
+	// Listen defaults to 0.0.0.0:3021.
+	Listen string `yaml:"listen"`
+	// Advertise is the address other proxies dial, when Listen is not
+	// (required when Listen is on all interfaces and public_addr names no
+	// host).
+	Advertise string `yaml:"advertise"`
 }
 
 // SessionConfig tunes user sessions.
@@ -107,7 +140,31 @@ func (c Config) CheckAndSetDefaults() (Config, error) {
 	if c.Listen.HTTP == "" {
 		c.Listen.HTTP = DefaultHTTPAddr
 	}
-	for field, addr := range map[string]string{"listen.user": c.Listen.User, "listen.tunnel": c.Listen.Tunnel, "listen.http": c.Listen.HTTP} {
+	if c.Gossip.Listen == "" {
+		c.Gossip.Listen = DefaultGossipAddr
+	}
+	if c.Peer.Listen == "" {
+		c.Peer.Listen = DefaultPeerAddr
+	}
+	if c.Gossip.Profile == "" {
+		c.Gossip.Profile = "lan"
+	} else if c.Gossip.Profile != "lan" && c.Gossip.Profile != "wan" && c.Gossip.Profile != "local" {
+		errs.Addf("gossip.profile", "unknown profile %q: use lan, wan or local", c.Gossip.Profile)
+	}
+	if c.Gossip.SecretKey != "" {
+		if _, err := pki.DecodeGossipKey(c.Gossip.SecretKey); err != nil {
+			errs.Addf("gossip.secret_key", "%v", err)
+		}
+	}
+	for i, seed := range c.Gossip.Seeds {
+		if _, _, err := net.SplitHostPort(seed); err != nil {
+			errs.Addf(fmt.Sprintf("gossip.seeds[%d]", i), "%q is not host:port", seed)
+		}
+	}
+	for field, addr := range map[string]string{
+		"listen.user": c.Listen.User, "listen.tunnel": c.Listen.Tunnel, "listen.http": c.Listen.HTTP,
+		"gossip.listen": c.Gossip.Listen, "peer.listen": c.Peer.Listen,
+	} {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			errs.Addf(field, "%q is not host:port", addr)
 		}

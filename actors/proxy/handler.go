@@ -44,6 +44,7 @@ func (h userHandler) DirectTCPIP(ctx context.Context, c *usersh.Conn, t usersh.T
 		Channel:     nch,
 		Table:       p.table,
 		Audit:       p.audit,
+		OpenStream:  p.openStream,
 		DialTimeout: p.cfg.Session.DialTimeout,
 		ListHint:    fmt.Sprintf("; list resources with `warren ls` or `ssh -p %s %s@<proxy> ls`", port, c.Identity.User),
 		Clock:       p.cfg.Clock,
@@ -73,11 +74,20 @@ func (h userHandler) Command(ctx context.Context, c *usersh.Conn, args []string,
 			return 1
 		}
 		return h.audit(args[1:], stdout, stderr)
+	case "status":
+		fs := flag.NewFlagSet("status", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		asJSON := fs.Bool("json", false, "print JSON")
+		if err := fs.Parse(args[1:]); err != nil {
+			return 2
+		}
+		WriteStatus(stdout, h.p.Status(), *asJSON)
+		return 0
 	case "help":
 		fmt.Fprint(stdout, h.p.help())
 		return 0
 	default:
-		fmt.Fprintf(stderr, "warren: unknown proxy command %q; commands are ls, whoami, audit, help\n", args[0])
+		fmt.Fprintf(stderr, "warren: unknown proxy command %q; commands are ls, status, whoami, audit, help\n", args[0])
 		return 2
 	}
 }

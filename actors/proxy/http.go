@@ -28,6 +28,10 @@ func (p *Proxy) httpHandler() http.Handler {
 			"resources": p.table.Snapshot().List(),
 		})
 	}))
+	mux.Handle("GET /api/v1/status", p.requireToken(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(p.Status())
+	}))
 	return mux
 }
 

@@ -104,7 +104,7 @@ func (p *Proxy) hello(conn *revtunnel.ServerConn, h revtunnel.Hello) revtunnel.H
 	reply := revtunnel.HelloReply{
 		ProxyID: p.cfg.ID,
 		Region:  p.cfg.Region,
-		Proxies: []revtunnel.ProxyInfo{{ID: p.cfg.ID, Region: p.cfg.Region, Zone: p.cfg.Zone, TunnelAddr: p.tunnelLn.Addr().String()}},
+		Proxies: p.proxySet(),
 	}
 	cert, err := p.issueAgentCert(conn.AgentID, conn.Cert.Key, h.Principals)
 	if err != nil {

@@ -22,12 +22,15 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/remote"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warren-proxy/warren/actors/router"
 	"github.com/warren-proxy/warren/actors/tunnel"
+	"github.com/warren-proxy/warren/cluster/membership"
 	"github.com/warren-proxy/warren/storage/audit"
 	"github.com/warren-proxy/warren/storage/catalog"
+	"github.com/warren-proxy/warren/transport/peer"
 	"github.com/warren-proxy/warren/transport/pki"
 	"github.com/warren-proxy/warren/transport/revtunnel"
 	"github.com/warren-proxy/warren/transport/usersh"
@@ -55,6 +58,13 @@ type Proxy struct {
 	httpSrv   *http.Server
 
 	userLn, tunnelLn, httpLn net.Listener
+
+	remote     *remote.Remote
+	peerAddr   string // where peers reach this proxy (protoactor remote + streams)
+	tunnelAddr string // where agents reach this proxy
+	dialer     *peer.Dialer
+	parking    *parking
+	members    *membership.Membership
 
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup // accept loops and handshakes
@@ -110,6 +120,12 @@ func (p *Proxy) Start(ctx context.Context) (err error) {
 	p.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}))
+	if err := p.startListeners(); err != nil {
+		return err
+	}
+	if err := p.startPeer(); err != nil {
+		return err
+	}
 	p.table = router.NewTable()
 	props, err := router.NewProps(router.Config{
 		ProxyID:          p.cfg.ID,
@@ -117,6 +133,7 @@ func (p *Proxy) Start(ctx context.Context) (err error) {
 		Table:            p.table,
 		HeartbeatTTL:     p.cfg.Tunnel.HeartbeatTTL,
 		OfflineRetention: p.cfg.Tunnel.OfflineRetention,
+		Epoch:            uint64(p.cfg.Clock().UnixNano()),
 		Clock:            p.cfg.Clock,
 		Logger:           p.log,
 	})
@@ -129,10 +146,13 @@ func (p *Proxy) Start(ctx context.Context) (err error) {
 	if _, err := p.system.Root.RequestFuture(p.router, &router.Sync{}, 30*time.Second).Result(); err != nil {
 		return fmt.Errorf("router did not load the catalog: %w", err)
 	}
-	if err := p.startListeners(); err != nil {
+	if err := p.startServers(); err != nil {
 		return err
 	}
 	ctx, p.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	if err := p.startMembership(ctx); err != nil {
+		return err
+	}
 	p.serve(ctx)
 	p.mu.Lock()
 	p.ready = true
@@ -156,6 +176,11 @@ func (p *Proxy) startListeners() (err error) {
 		// A test or dev proxy on a free port: tell users the real one.
 		p.publicAddr = p.userLn.Addr().String()
 	}
+	return nil
+}
+
+// startServers creates the tunnel, user and HTTP servers.
+func (p *Proxy) startServers() (err error) {
 	p.tunnelSrv, err = revtunnel.NewServer(revtunnel.ServerConfig{
 		HostSigner:     p.hostSigner,
 		HostCA:         p.auth.HostCA.PublicKey(),
@@ -206,6 +231,15 @@ func (p *Proxy) serve(ctx context.Context) {
 func (p *Proxy) UserAddr() string   { return p.userLn.Addr().String() }
 func (p *Proxy) TunnelAddr() string { return p.tunnelLn.Addr().String() }
 func (p *Proxy) HTTPAddr() string   { return p.httpLn.Addr().String() }
+
+// GossipAddr is the bound gossip address (seeds for other proxies).
+func (p *Proxy) GossipAddr() string { return p.members.GossipAddr() }
+
+// PeerAddr is the advertised peer address.
+func (p *Proxy) PeerAddr() string { return p.peerAddr }
+
+// Members lists the cluster's live proxies as this proxy sees them.
+func (p *Proxy) Members() []membership.Member { return p.members.Members() }
 
 // Config returns the proxy's config as given to New, with defaults.
 func (p *Proxy) Config() Config { return p.cfg }
@@ -264,6 +298,8 @@ func (p *Proxy) handshakeTunnel(ctx context.Context, nc net.Conn) {
 		Hello:             p.hello,
 		KeepaliveInterval: p.cfg.Tunnel.KeepaliveInterval,
 		KeepaliveCount:    p.cfg.Tunnel.KeepaliveCount,
+		Park:              p.parking.park,
+		PeerAddr:          p.peerAddr,
 		Audit:             p.audit,
 		Clock:             p.cfg.Clock,
 		Logger:            p.log,
@@ -287,6 +323,13 @@ func (p *Proxy) Close() error {
 	}
 	p.closed, p.ready = true, false
 	p.mu.Unlock()
+	if p.members != nil {
+		// Others see a graceful leave at once and drop our routes.
+		if err := p.members.Leave(2 * time.Second); err != nil {
+			p.log.Warn("gossip leave", "err", err)
+		}
+		p.members.Close()
+	}
 	if p.cancel != nil {
 		p.cancel()
 	}
@@ -316,6 +359,15 @@ func (p *Proxy) Close() error {
 		p.tunnels.Wait()
 		if p.router != nil {
 			_ = p.system.Root.StopFuture(p.router).Wait()
+		}
+		if p.parking != nil {
+			p.parking.closeAll()
+		}
+		if p.dialer != nil {
+			p.dialer.Close()
+		}
+		if p.remote != nil {
+			p.remote.Shutdown(false)
 		}
 		p.system.Shutdown()
 	}
@@ -347,7 +399,7 @@ func (p *Proxy) help() string {
 	return strings.Join([]string{
 		"This is Warren proxy " + p.cfg.ID + ". It is a jump host:",
 		"  ssh -J <you>@" + host + ":" + port + " <login>@<resource>",
-		"Commands: ssh -p " + port + " <you>@" + host + " ls | whoami | audit --since 1h",
+		"Commands: ssh -p " + port + " <you>@" + host + " ls | status | whoami | audit --since 1h",
 		"",
 	}, "\n")
 }

@@ -20,23 +20,57 @@ type MemberDown struct {
 	Reason string
 }
 
+// PeerUnreachable says the peer link to a proxy broke (protoactor remote
+// lost its connection). Routes through that proxy are not offered to new
+// sessions until a message from it arrives again or membership says more.
+type PeerUnreachable struct{ Addr string }
+
 type beacon struct{}
 
 // RouterName is the router's actor name on every proxy, so a peer's router
 // is addressed as actor.NewPID(peerAddr, RouterName).
 const RouterName = "router"
 
+// link is a router's outbox to one peer router. Sending to a remote PID
+// can block while protoactor remote (re)connects to a peer that is down;
+// each peer gets its own link actor so a dead peer never delays the
+// router or the other peers.
+type link struct{ peer *actor.PID }
+
+// forward carries a message for the peer with the sender to answer to.
+type forward struct {
+	msg    any
+	sender *actor.PID
+}
+
+func (l *link) Receive(ctx actor.Context) {
+	if f, ok := ctx.Message().(forward); ok {
+		if f.sender != nil {
+			ctx.RequestWithCustomSender(l.peer, f.msg, f.sender)
+		} else {
+			ctx.Send(l.peer, f.msg)
+		}
+	}
+}
+
+// peerState is one peer as the router knows it.
+type peerState struct {
+	router *actor.PID // the peer's router
+	link   *actor.PID // our outbox to it
+}
+
 // replication is the router's share of route replication: the table of
 // other proxies' routes, the peers, and this proxy's own (epoch, seq).
 type replication struct {
 	table   *routes.Table
-	peers   map[string]*actor.PID // peer proxy id → its router
+	peers   map[string]peerState // by peer proxy id
 	seq     uint64
 	touched map[string]bool // local agents changed since the last delta
+	suspect map[string]bool // peers whose link broke, by proxy id
 }
 
 func newReplication() replication {
-	return replication{table: routes.New(), peers: map[string]*actor.PID{}, touched: map[string]bool{}}
+	return replication{table: routes.New(), peers: map[string]peerState{}, touched: map[string]bool{}, suspect: map[string]bool{}}
 }
 
 func (rp *replication) touch(agentID string) { rp.touched[agentID] = true }
@@ -87,8 +121,8 @@ func (r *Router) sendDelta(ctx actor.Context) {
 		}
 	}
 	clear(r.repl.touched)
-	for _, pid := range r.repl.peers {
-		ctx.Send(pid, d)
+	for _, p := range r.repl.peers {
+		ctx.Send(p.link, forward{msg: d})
 	}
 }
 
@@ -99,8 +133,8 @@ func (r *Router) onBeacon(ctx actor.Context) {
 		return
 	}
 	d := &clusterpb.RouteDelta{Origin: r.cfg.ProxyID, Epoch: r.cfg.Epoch, Seq: r.repl.seq}
-	for _, pid := range r.repl.peers {
-		ctx.Send(pid, d)
+	for _, p := range r.repl.peers {
+		ctx.Send(p.link, forward{msg: d})
 	}
 }
 
@@ -109,7 +143,13 @@ func (r *Router) onMemberUp(ctx actor.Context, m *MemberUp) {
 		return
 	}
 	pid := actor.NewPID(m.PeerAddr, RouterName)
-	r.repl.peers[m.ID] = pid
+	if old, ok := r.repl.peers[m.ID]; !ok || !old.router.Equal(pid) {
+		if ok {
+			ctx.Stop(old.link)
+		}
+		l := ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return &link{peer: pid} }))
+		r.repl.peers[m.ID] = peerState{router: pid, link: l}
+	}
 	if r.repl.table.MemberAlive(m.ID) {
 		r.cfg.Logger.Info("peer up", "peer", m.ID, "addr", m.PeerAddr)
 	}
@@ -117,7 +157,11 @@ func (r *Router) onMemberUp(ctx actor.Context, m *MemberUp) {
 }
 
 func (r *Router) onMemberDown(ctx actor.Context, m *MemberDown) {
-	delete(r.repl.peers, m.ID)
+	if p, ok := r.repl.peers[m.ID]; ok {
+		ctx.Stop(p.link)
+		delete(r.repl.peers, m.ID)
+	}
+	delete(r.repl.suspect, m.ID)
 	if r.repl.table.MemberGone(m.ID) {
 		r.changed(ctx)
 	}
@@ -125,15 +169,34 @@ func (r *Router) onMemberDown(ctx actor.Context, m *MemberDown) {
 }
 
 func (r *Router) requestSync(ctx actor.Context, origin string) {
-	pid := r.repl.peers[origin]
-	if pid == nil {
+	p, ok := r.repl.peers[origin]
+	if !ok {
 		return
 	}
 	// The answer, a *clusterpb.RouteState, arrives as a message.
-	ctx.RequestWithCustomSender(pid, &clusterpb.SyncRequest{Requester: r.cfg.ProxyID}, ctx.Self())
+	ctx.Send(p.link, forward{msg: &clusterpb.SyncRequest{Requester: r.cfg.ProxyID}, sender: ctx.Self()})
+}
+
+func (r *Router) onPeerUnreachable(ctx actor.Context, m *PeerUnreachable) {
+	for id, p := range r.repl.peers {
+		if p.router.Address == m.Addr && !r.repl.suspect[id] {
+			r.repl.suspect[id] = true
+			r.cfg.Logger.Warn("peer link lost; its routes are held back", "peer", id, "addr", m.Addr)
+			r.changed(ctx)
+		}
+	}
+}
+
+// heardFrom clears suspicion of a peer that is talking again.
+func (r *Router) heardFrom(ctx actor.Context, origin string) {
+	if r.repl.suspect[origin] {
+		delete(r.repl.suspect, origin)
+		r.changed(ctx)
+	}
 }
 
 func (r *Router) onRouteDelta(ctx actor.Context, d *clusterpb.RouteDelta) {
+	r.heardFrom(ctx, d.Origin)
 	switch r.repl.table.ApplyDelta(d) {
 	case routes.Applied:
 		if len(d.Upserts)+len(d.Removals) > 0 {
@@ -145,7 +208,20 @@ func (r *Router) onRouteDelta(ctx actor.Context, d *clusterpb.RouteDelta) {
 }
 
 func (r *Router) onRouteState(ctx actor.Context, s *clusterpb.RouteState) {
+	r.heardFrom(ctx, s.Origin)
 	if r.repl.table.ApplyState(s) == routes.Applied {
 		r.changed(ctx)
 	}
+}
+
+// status answers a StatusRequest: this proxy's own counts.
+func (r *Router) status() *clusterpb.ProxyStatus {
+	st := &clusterpb.ProxyStatus{Id: r.cfg.ProxyID}
+	for _, a := range r.agents {
+		if a.tunnel != nil {
+			st.LocalAgents++
+		}
+	}
+	st.Routes = int32(len(r.cfg.Table.Snapshot().Routes))
+	return st
 }

@@ -194,8 +194,12 @@ func (r *Router) Receive(ctx actor.Context) {
 		r.onRouteState(ctx, m)
 	case *clusterpb.SyncRequest:
 		ctx.Respond(r.localState())
+	case *clusterpb.StatusRequest:
+		ctx.Respond(r.status())
 	case beacon:
 		r.onBeacon(ctx)
+	case *PeerUnreachable:
+		r.onPeerUnreachable(ctx, m)
 	case *actor.Restarting:
 		close(r.stop) // the new incarnation starts its own sweeper
 		r.persist()
@@ -417,7 +421,7 @@ func (r *Router) publish() {
 		s.Agents[id] = ar
 		s.Routes = append(s.Routes, ar)
 		for _, res := range st.resources {
-			e := Endpoint{Resource: *res, Local: true}
+			e := Endpoint{Resource: *res, Local: true, Connected: st.rec.Connected}
 			if st.tunnel != nil && res.Expires.After(now) {
 				e.Online, e.Tunnel = true, st.tunnel
 			}
@@ -426,7 +430,7 @@ func (r *Router) publish() {
 	}
 	r.repl.table.Agents(func(origin string, a *clusterpb.AgentRoute) {
 		var pid *actor.PID
-		if a.Online && a.TunnelAddress != "" {
+		if a.Online && a.TunnelAddress != "" && !r.repl.suspect[origin] {
 			pid = actor.NewPID(a.TunnelAddress, a.TunnelId)
 		}
 		rec := catalog.Agent{
@@ -438,7 +442,7 @@ func (r *Router) publish() {
 			e := Endpoint{Resource: catalog.Resource{
 				Name: res.Name, AgentID: a.AgentId, Kind: res.Kind, Labels: res.Labels,
 				Healthy: res.Healthy, Detail: res.Detail, ProxyID: origin, LastSeen: rec.LastSeen,
-			}, Online: pid != nil, Tunnel: pid}
+			}, Online: pid != nil, Tunnel: pid, Connected: rec.Connected}
 			s.Resources[res.Name] = append(s.Resources[res.Name], e)
 		}
 	})

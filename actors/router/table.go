@@ -3,6 +3,7 @@ package router
 import (
 	"sort"
 	"sync/atomic"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -48,6 +49,8 @@ type Endpoint struct {
 	Tunnel *actor.PID
 	// Local is true when the tunnel is on this proxy.
 	Local bool
+	// Connected is when the agent's tunnel came up.
+	Connected time.Time
 }
 
 // Usable reports whether a new session may be sent to e.

@@ -16,10 +16,13 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"sort"
 	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/eventstream"
+	"github.com/asynkron/protoactor-go/remote"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warren-proxy/warren/actors/router"
@@ -54,6 +57,9 @@ type Config struct {
 	OpenStream func(ctx context.Context, addr, token string) (streams.Stream, error)
 	// DialTimeout bounds the whole connect phase, over every candidate.
 	DialTimeout time.Duration
+	// AttemptTimeout bounds one candidate (default 5s, at most
+	// DialTimeout).
+	AttemptTimeout time.Duration
 	// ListHint is appended to "unknown resource" refusals: how the user
 	// lists resources.
 	ListHint string
@@ -65,6 +71,7 @@ type Config struct {
 }
 
 type (
+	peerLost     struct{ addr string }
 	pipeDone     struct{ res streams.Result }
 	streamResult struct {
 		agentID string
@@ -84,6 +91,7 @@ type Actor struct {
 	current    *router.Endpoint // the candidate being dialled
 	accepted   bool
 	path       string // set when the session crosses a peer proxy
+	peerSub    *eventstream.Subscription
 	wg         sync.WaitGroup
 	stopping   bool
 }
@@ -92,6 +100,9 @@ type Actor struct {
 func NewProps(cfg Config) *actor.Props {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 15 * time.Second
+	}
+	if cfg.AttemptTimeout <= 0 {
+		cfg.AttemptTimeout = 5 * time.Second
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
@@ -118,6 +129,10 @@ func (a *Actor) Receive(ctx actor.Context) {
 		if a.current != nil {
 			a.fail(ctx, fmt.Errorf("agent %s just disconnected", a.current.AgentID))
 		}
+	case peerLost:
+		if a.current != nil && !a.current.Local && a.current.Tunnel.Address == m.addr {
+			a.fail(ctx, fmt.Errorf("proxy %s became unreachable", a.current.ProxyID))
+		}
 	case *actor.ReceiveTimeout:
 		if a.current != nil {
 			a.fail(ctx, fmt.Errorf("agent %s via proxy %s did not answer in time", a.current.AgentID, a.current.ProxyID))
@@ -125,6 +140,7 @@ func (a *Actor) Receive(ctx actor.Context) {
 	case pipeDone:
 		a.onPipeDone(ctx, m)
 	case *actor.Stopping:
+		a.unwatchPeer(ctx)
 		a.wg.Wait()
 	case *actor.Stopped:
 		if a.cfg.Done != nil {
@@ -150,10 +166,25 @@ func (a *Actor) onStarted(ctx actor.Context) {
 		a.refuse(ctx, unusableReason(a.cfg.Resource, eps, a.started))
 		return
 	}
-	rand.Shuffle(len(a.candidates), func(i, j int) {
-		a.candidates[i], a.candidates[j] = a.candidates[j], a.candidates[i]
-	})
+	orderCandidates(a.candidates)
 	a.tryNext(ctx)
+}
+
+// orderCandidates puts tunnels on this proxy first, in random order, then
+// the others newest tunnel first: when an agent has just re-homed, its old
+// route through a proxy that died may linger until membership notices, and
+// the newest tunnel is the live one.
+func orderCandidates(c []router.Endpoint) {
+	rand.Shuffle(len(c), func(i, j int) { c[i], c[j] = c[j], c[i] })
+	sort.SliceStable(c, func(i, j int) bool {
+		if c[i].Local != c[j].Local {
+			return c[i].Local
+		}
+		if !c[i].Local {
+			return c[i].Connected.After(c[j].Connected)
+		}
+		return false
+	})
 }
 
 // unusableReason explains why no endpoint of a resource can take a session.
@@ -177,7 +208,7 @@ func unusableReason(name string, eps []router.Endpoint, now time.Time) string {
 	if !last.LastSeen.IsZero() {
 		ago = now.Sub(last.LastSeen).Round(time.Second).String() + " ago"
 	}
-	return fmt.Sprintf("resource %q is offline: agent %s has no tunnel to the proxy (last seen %s)", name, last.AgentID, ago)
+	return fmt.Sprintf("resource %q is offline: agent %s has no live tunnel to any proxy (last seen %s)", name, last.AgentID, ago)
 }
 
 func (a *Actor) tryNext(ctx actor.Context) {
@@ -194,10 +225,12 @@ func (a *Actor) tryNext(ctx actor.Context) {
 	a.candidates = a.candidates[1:]
 	a.current = &next
 	a.agentID = next.AgentID
-	// A dial to a proxy that vanished may never be answered.
-	ctx.SetReceiveTimeout(remaining)
+	// A dial to a proxy that vanished may never be answered: bound each
+	// attempt so the next candidate still has time.
+	attempt := min(remaining, a.cfg.AttemptTimeout)
+	ctx.SetReceiveTimeout(attempt)
 	if next.Local {
-		ctx.Request(next.Tunnel, &tunnel.Dial{Timeout: remaining, Request: revtunnel.DialRequest{
+		ctx.Request(next.Tunnel, &tunnel.Dial{Timeout: attempt, Request: revtunnel.DialRequest{
 			SessionID:  a.cfg.ID,
 			Resource:   a.cfg.Resource,
 			Port:       a.cfg.Port,
@@ -206,6 +239,7 @@ func (a *Actor) tryNext(ctx actor.Context) {
 		}})
 		return
 	}
+	a.watchPeer(ctx)
 	ctx.Request(next.Tunnel, &clusterpb.DialRequest{
 		SessionId:  a.cfg.ID,
 		Resource:   a.cfg.Resource,
@@ -213,8 +247,29 @@ func (a *Actor) tryNext(ctx actor.Context) {
 		User:       a.cfg.User,
 		ClientAddr: a.cfg.ClientAddr,
 		EntryProxy: a.cfg.ProxyID,
-		TimeoutMs:  remaining.Milliseconds(),
+		TimeoutMs:  attempt.Milliseconds(),
 	})
+}
+
+// watchPeer fails the attempt in flight as soon as the link to its proxy
+// breaks, instead of waiting out the attempt's timeout.
+func (a *Actor) watchPeer(ctx actor.Context) {
+	if a.peerSub != nil {
+		return
+	}
+	self, system := ctx.Self(), ctx.ActorSystem()
+	a.peerSub = system.EventStream.Subscribe(func(msg any) {
+		if ev, ok := msg.(*remote.EndpointTerminatedEvent); ok {
+			system.Root.Send(self, peerLost{ev.Address})
+		}
+	})
+}
+
+func (a *Actor) unwatchPeer(ctx actor.Context) {
+	if a.peerSub != nil {
+		ctx.ActorSystem().EventStream.Unsubscribe(a.peerSub)
+		a.peerSub = nil
+	}
 }
 
 // fail records a failed attempt and moves on to the next candidate.
@@ -288,6 +343,7 @@ func (a *Actor) onStreamResult(ctx actor.Context, m streamResult) {
 // the agent's stream (a tunnel channel, or a peer data stream).
 func (a *Actor) connected(ctx actor.Context, agentID string, agentStream streams.Stream) {
 	ctx.CancelReceiveTimeout()
+	a.unwatchPeer(ctx)
 	a.agentID = agentID
 	if a.current != nil && !a.current.Local {
 		a.path = a.cfg.ProxyID + ">" + a.current.ProxyID + ">" + agentID

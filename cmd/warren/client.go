@@ -194,6 +194,20 @@ func runLs(ctx context.Context, args []string) error {
 	return cf.proxyCommand(ctx, cmd, os.Stdout)
 }
 
+func runStatus(ctx context.Context, args []string) error {
+	fs := newFlags("status", "[--json]")
+	cf := addClientFlags(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cmd := "status"
+	if *asJSON {
+		cmd += " --json"
+	}
+	return cf.proxyCommand(ctx, cmd, os.Stdout)
+}
+
 func runAudit(ctx context.Context, args []string) error {
 	fs := newFlags("audit", "[--since 1h] [--json]")
 	cf := addClientFlags(fs)

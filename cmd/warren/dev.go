@@ -30,13 +30,14 @@ func runDev(ctx context.Context, args []string) error {
 	userPort := fs.Int("user-port", 3023, "proxy user SSH port (0 picks a free one)")
 	tunnelPort := fs.Int("tunnel-port", 3024, "proxy tunnel port (0 picks a free one)")
 	httpPort := fs.Int("http-port", 3080, "proxy HTTP port (0 picks a free one)")
+	proxies := fs.Int("proxies", 1, "number of proxies (on 127.0.0.1, 127.0.0.2, …), in one gossip cluster")
 	logger := logFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	log := logger()
 	d, err := startDev(ctx, devConfig{
-		Dir: *dir, Host: *host, UserPort: *userPort, TunnelPort: *tunnelPort, HTTPPort: *httpPort, Logger: log,
+		Dir: *dir, Host: *host, UserPort: *userPort, TunnelPort: *tunnelPort, HTTPPort: *httpPort, Proxies: *proxies, Logger: log,
 	})
 	if err != nil {
 		return err
@@ -46,7 +47,7 @@ func runDev(ctx context.Context, args []string) error {
 
   ssh -F %[2]s node1            # a shell on this host through the proxy
   ssh -F %[2]s node1 'echo hi'
-  ssh -F %[2]s proxy-1 ls       # list resources
+  ssh -F %[2]s proxy-1 ls       # list resources (proxy-1 status: the cluster)
   export WARREN_PROXY=%[3]s WARREN_IDENTITY=%[4]s
   warren ls; warren ssh node1; warren audit --since 1h
 
@@ -61,12 +62,14 @@ type devConfig struct {
 	Dir                            string
 	Host                           string
 	UserPort, TunnelPort, HTTPPort int
+	Proxies                        int
 	Logger                         *slog.Logger
 }
 
 type devCluster struct {
 	dir, sshConfig, identity, user string
-	proxy                          *proxy.Proxy
+	proxy                          *proxy.Proxy // the first
+	proxies                        []*proxy.Proxy
 	agents                         []*agent.Agent
 	echo                           net.Listener
 	wg                             sync.WaitGroup
@@ -94,24 +97,40 @@ func startDev(ctx context.Context, c devConfig) (_ *devCluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	d.proxy, err = proxy.New(proxy.Config{
-		ID:      "proxy-1",
-		Region:  "local",
-		DataDir: filepath.Join(dir, "proxy-1"),
-		AuthDir: authDir,
-		Listen: proxy.Listen{
-			User:   net.JoinHostPort(c.Host, fmt.Sprint(c.UserPort)),
-			Tunnel: net.JoinHostPort(c.Host, fmt.Sprint(c.TunnelPort)),
-			HTTP:   net.JoinHostPort(c.Host, fmt.Sprint(c.HTTPPort)),
-		},
-		Logger: c.Logger.With("component", "proxy"),
-	})
+	hosts, err := devHosts(c.Host, c.Proxies)
 	if err != nil {
 		return nil, err
 	}
-	if err := d.proxy.Start(ctx); err != nil {
-		return nil, err
+	for i, host := range hosts {
+		id := fmt.Sprintf("proxy-%d", i+1)
+		pc := proxy.Config{
+			ID:      id,
+			Region:  "local",
+			Zone:    fmt.Sprintf("zone-%d", i+1),
+			DataDir: filepath.Join(dir, id),
+			AuthDir: authDir,
+			Listen: proxy.Listen{
+				User:   net.JoinHostPort(host, fmt.Sprint(c.UserPort)),
+				Tunnel: net.JoinHostPort(host, fmt.Sprint(c.TunnelPort)),
+				HTTP:   net.JoinHostPort(host, fmt.Sprint(c.HTTPPort)),
+			},
+			Gossip: proxy.GossipConfig{Listen: net.JoinHostPort(host, "0"), Profile: "local"},
+			Peer:   proxy.PeerConfig{Listen: net.JoinHostPort(host, "0")},
+			Logger: c.Logger.With("component", id),
+		}
+		if i > 0 {
+			pc.Gossip.Seeds = []string{d.proxies[0].GossipAddr()}
+		}
+		p, err := proxy.New(pc)
+		if err != nil {
+			return nil, err
+		}
+		if err := p.Start(ctx); err != nil {
+			return nil, err
+		}
+		d.proxies = append(d.proxies, p)
 	}
+	d.proxy = d.proxies[0]
 
 	// The echo server behind the "echo" tcp resource.
 	if d.echo, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
@@ -132,9 +151,10 @@ func startDev(ctx context.Context, c devConfig) (_ *devCluster, err error) {
 		{Name: "agent-1", Resources: []agent.ResourceConfig{{Name: "node1", Kind: "ssh", Labels: map[string]string{"env": "dev"}}}},
 		{Name: "agent-2", Resources: []agent.ResourceConfig{{Name: "echo", Kind: "tcp", Addr: d.echo.Addr().String(), Labels: map[string]string{"env": "dev"}}}},
 	}
-	for _, ac := range agents {
+	for i, ac := range agents {
+		// Peering mode: each agent keeps one tunnel; spread them.
 		ac.DataDir = filepath.Join(dir, ac.Name)
-		ac.Proxies = []string{d.proxy.TunnelAddr()}
+		ac.Proxies = []string{d.proxies[i%len(d.proxies)].TunnelAddr()}
 		ac.JoinToken = toks[0]
 		ac.CAPin = pin
 		ac.SFTPCommand = sftpCommand()
@@ -165,8 +185,12 @@ func startDev(ctx context.Context, c devConfig) (_ *devCluster, err error) {
 	if err != nil {
 		return nil, err
 	}
+	var entries []sshconfig.Proxy
+	for _, p := range d.proxies {
+		entries = append(entries, sshconfig.Proxy{Name: p.ID(), Addr: p.UserAddr()})
+	}
 	werr := sshconfig.Write(f, sshconfig.Config{
-		Proxies:    []sshconfig.Proxy{{Name: "proxy-1", Addr: d.proxy.UserAddr()}},
+		Proxies:    entries,
 		User:       d.user,
 		Login:      logins[0],
 		Identity:   paths.key,
@@ -182,7 +206,27 @@ func startDev(ctx context.Context, c devConfig) (_ *devCluster, err error) {
 	return d, nil
 }
 
-// waitRoutes waits until the proxy routes every name.
+// devHosts places n proxies: on loopback each gets its own address
+// (127.0.0.1, 127.0.0.2, …), so all of them keep the default ports.
+func devHosts(host string, n int) ([]string, error) {
+	if n < 1 {
+		return nil, usageError{"--proxies must be at least 1"}
+	}
+	if n == 1 {
+		return []string{host}, nil
+	}
+	ip := net.ParseIP(host).To4()
+	if ip == nil || ip[0] != 127 || int(ip[3])+n-1 > 254 {
+		return nil, usageError{"--proxies above 1 needs a 127.x.y.z --host: each proxy takes the next loopback address"}
+	}
+	out := make([]string, n)
+	for i := range out {
+		out[i] = net.IPv4(ip[0], ip[1], ip[2], ip[3]+byte(i)).String()
+	}
+	return out, nil
+}
+
+// waitRoutes waits until every proxy routes every name.
 func (d *devCluster) waitRoutes(ctx context.Context, names ...string) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -190,13 +234,15 @@ func (d *devCluster) waitRoutes(ctx context.Context, names ...string) error {
 	defer t.Stop()
 	for {
 		ok := true
-		snap := d.proxy.Table().Snapshot()
-		for _, n := range names {
-			usable := false
-			for _, e := range snap.Lookup(n) {
-				usable = usable || e.Usable()
+		for _, p := range d.proxies {
+			snap := p.Table().Snapshot()
+			for _, n := range names {
+				usable := false
+				for _, e := range snap.Lookup(n) {
+					usable = usable || e.Usable()
+				}
+				ok = ok && usable
 			}
-			ok = ok && usable
 		}
 		if ok {
 			return nil
@@ -213,8 +259,8 @@ func (d *devCluster) Close() {
 	for _, a := range d.agents {
 		a.Close()
 	}
-	if d.proxy != nil {
-		d.proxy.Close()
+	for i := len(d.proxies) - 1; i >= 0; i-- {
+		d.proxies[i].Close()
 	}
 	if d.echo != nil {
 		d.echo.Close()

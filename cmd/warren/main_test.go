@@ -215,7 +215,12 @@ listen:
   http: %s
 tunnel:
   keepalive_interval: 1s
-`, filepath.Join(dir, "proxy-1"), auth, userAddr, tunnelAddr, httpAddr)), 0o644)
+gossip:
+  listen: %s
+  profile: local
+peer:
+  listen: %s
+`, filepath.Join(dir, "proxy-1"), auth, userAddr, tunnelAddr, httpAddr, freeAddr(t), freeAddr(t))), 0o644)
 	agentCfg = filepath.Join(dir, "agent.yaml")
 	os.WriteFile(agentCfg, []byte(fmt.Sprintf(`name: agent-1
 data_dir: %s
@@ -360,3 +365,5 @@ func TestClientCommands(t *testing.T) {
 		t.Fatalf("ssh with `warren config ssh` output: got %q code %d stderr %q", out, code, errs)
 	}
 }
+
+func execCommand(name string, args ...string) *exec.Cmd { return exec.Command(name, args...) }

@@ -1,0 +1,306 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/remote"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/warren-proxy/warren/actors/router"
+	"github.com/warren-proxy/warren/actors/tunnel"
+	"github.com/warren-proxy/warren/cluster/membership"
+	"github.com/warren-proxy/warren/transport/peer"
+	"github.com/warren-proxy/warren/transport/pki"
+	"github.com/warren-proxy/warren/transport/revtunnel"
+	"github.com/warren-proxy/warren/transport/streams"
+)
+
+// advertised turns a listen address into one others can dial: an
+// unspecified host is replaced by the host of public_addr.
+func (p *Proxy) advertised(listen, bound string) (string, error) {
+	host, port, err := net.SplitHostPort(bound)
+	if err != nil {
+		return "", err
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsUnspecified() {
+		return bound, nil
+	}
+	pub, _, _ := net.SplitHostPort(p.publicAddr)
+	if ip := net.ParseIP(pub); pub == "" || (ip != nil && ip.IsUnspecified()) {
+		return "", fmt.Errorf("%s listens on all interfaces: set public_addr (or an advertise address) so other proxies and agents can reach it", listen)
+	}
+	return net.JoinHostPort(pub, port), nil
+}
+
+// startPeer starts protoactor remote, with our data streams on the same
+// gRPC server, mutual TLS from the cluster TLS CA, and the guard against
+// remote's unimplemented calls.
+func (p *Proxy) startPeer() error {
+	host, portText, err := net.SplitHostPort(p.cfg.Peer.Listen)
+	if err != nil {
+		return fmt.Errorf("peer.listen: %w", err)
+	}
+	port, _ := strconv.Atoi(portText)
+	var ips []net.IP
+	var names []string
+	for _, a := range []string{p.cfg.Peer.Listen, p.cfg.Peer.Advertise, p.publicAddr} {
+		if h, _, err := net.SplitHostPort(a); err == nil && h != "" {
+			if ip := net.ParseIP(h); ip != nil {
+				if !ip.IsUnspecified() {
+					ips = append(ips, ip)
+				}
+			} else {
+				names = append(names, h)
+			}
+		}
+	}
+	certPEM, keyPEM, err := p.auth.IssueTLSCert(p.cfg.ID, names, ips, p.cfg.Tunnel.CertTTL, p.cfg.Clock())
+	if err != nil {
+		return fmt.Errorf("issue peer certificate: %w", err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return fmt.Errorf("load peer certificate: %w", err)
+	}
+	id := peer.Identity{Cert: cert, CAs: p.auth.TLSCertPool()}
+	opts, err := peer.ServerOptions(peer.ServerConfig{
+		Identity:  id,
+		Handler:   p.serveStream,
+		AllowPeer: p.isPeer,
+		Logger:    p.log,
+	})
+	if err != nil {
+		return err
+	}
+	// remote.Start panics when it cannot listen; find out first.
+	probe, err := net.Listen("tcp", p.cfg.Peer.Listen)
+	if err != nil {
+		return fmt.Errorf("listen for peers on %s: %w", p.cfg.Peer.Listen, err)
+	}
+	if port == 0 {
+		// Keep the port the probe found, so it can be advertised.
+		_, pt, _ := net.SplitHostPort(probe.Addr().String())
+		port, _ = strconv.Atoi(pt)
+	}
+	probe.Close()
+	rcfg := []remote.ConfigOption{
+		remote.WithServerOptions(opts...),
+		remote.WithDialOptions(peer.DialOptions(id)...),
+	}
+	bound := net.JoinHostPort(host, strconv.Itoa(port))
+	adv := p.cfg.Peer.Advertise
+	if adv == "" {
+		if adv, err = p.advertised("peer.listen", bound); err != nil {
+			return err
+		}
+	}
+	rcfg = append(rcfg, remote.WithAdvertisedHost(adv))
+	p.remote = remote.NewRemote(p.system, remote.Configure(host, port, rcfg...))
+	if err := startRemote(p.remote); err != nil {
+		return fmt.Errorf("start peer endpoint on %s: %w", bound, err)
+	}
+	p.peerAddr = p.system.Address()
+	// A broken peer link is news before membership has decided: routes
+	// through that proxy are held back at once.
+	p.system.EventStream.Subscribe(func(msg any) {
+		if ev, ok := msg.(*remote.EndpointTerminatedEvent); ok && p.router != nil {
+			p.system.Root.Send(p.router, &router.PeerUnreachable{Addr: ev.Address})
+		}
+	})
+	p.dialer = peer.NewDialer(id, p.log)
+	p.parking = newParking(30 * time.Second)
+	return nil
+}
+
+func startRemote(r *remote.Remote) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("%v", v)
+		}
+	}()
+	r.Start()
+	return nil
+}
+
+// startMembership joins the cluster's gossip and follows it.
+func (p *Proxy) startMembership(ctx context.Context) error {
+	key := []byte(nil)
+	var err error
+	if p.cfg.Gossip.SecretKey != "" {
+		key, err = pki.DecodeGossipKey(p.cfg.Gossip.SecretKey)
+	} else {
+		key, err = p.auth.GossipKey()
+	}
+	if err != nil {
+		return fmt.Errorf("gossip key: %w", err)
+	}
+	tunnelAddr, err := p.advertised("listen.tunnel", p.tunnelLn.Addr().String())
+	if err != nil {
+		return err
+	}
+	httpAddr, _ := p.advertised("listen.http", p.httpLn.Addr().String())
+	p.tunnelAddr = tunnelAddr
+	p.members, err = membership.New(membership.Config{
+		Meta: membership.Meta{
+			ProxyID:    p.cfg.ID,
+			Region:     p.cfg.Region,
+			Zone:       p.cfg.Zone,
+			Version:    Version,
+			TunnelAddr: tunnelAddr,
+			PeerAddr:   p.peerAddr,
+			UserAddr:   p.publicAddr,
+			HTTPAddr:   httpAddr,
+		},
+		BindAddr:      p.cfg.Gossip.Listen,
+		AdvertiseAddr: p.cfg.Gossip.Advertise,
+		Seeds:         p.cfg.Gossip.Seeds,
+		SecretKey:     key,
+		Profile:       p.cfg.Gossip.Profile,
+		Logger:        p.log.With("component", "gossip"),
+	})
+	if err != nil {
+		return err
+	}
+	if err := p.members.Start(ctx); err != nil {
+		return err
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		p.followMembers()
+	}()
+	return nil
+}
+
+// followMembers turns membership events into router messages and proxy
+// set updates for agents, until membership closes.
+func (p *Proxy) followMembers() {
+	for ev := range p.members.Events() {
+		m := ev.Member
+		if m.ProxyID == p.cfg.ID {
+			continue
+		}
+		switch ev.Type {
+		case membership.EventJoin, membership.EventUpdate:
+			p.system.Root.Send(p.router, &router.MemberUp{ID: m.ProxyID, PeerAddr: m.PeerAddr})
+		case membership.EventLeave:
+			p.system.Root.Send(p.router, &router.MemberDown{ID: m.ProxyID, Reason: ev.Reason})
+		}
+		p.pushProxySet()
+	}
+}
+
+// isPeer approves a peer's TLS identity. The certificate already chains
+// to the cluster TLS CA (mutual TLS); its common name must be a proxy id.
+// Membership is not required: a proxy that has just joined talks to peers
+// before gossip has told every one of them, and refusing it then costs a
+// gRPC reconnect backoff of a second or more.
+func (p *Proxy) isPeer(id string) bool { return revtunnel.ValidName(id) }
+
+// proxySet is what agents are told: every live proxy's tunnel address.
+func (p *Proxy) proxySet() []revtunnel.ProxyInfo {
+	if p.members == nil {
+		return []revtunnel.ProxyInfo{{ID: p.cfg.ID, Region: p.cfg.Region, Zone: p.cfg.Zone, TunnelAddr: p.tunnelAddr}}
+	}
+	var out []revtunnel.ProxyInfo
+	for _, m := range p.members.Members() {
+		if m.State == membership.Alive && m.TunnelAddr != "" {
+			out = append(out, revtunnel.ProxyInfo{ID: m.ProxyID, Region: m.Region, Zone: m.Zone, TunnelAddr: m.TunnelAddr})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// pushProxySet tells every local agent the current proxy set.
+func (p *Proxy) pushProxySet() {
+	set := &tunnel.ProxySet{Set: revtunnel.ProxySet{Proxies: p.proxySet()}}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for pid := range p.tunPIDs {
+		p.system.Root.Send(pid, set)
+	}
+}
+
+// serveStream serves a data stream a peer opened for a session whose
+// agent's tunnel is here: it joins the stream to the parked channel.
+func (p *Proxy) serveStream(ctx context.Context, peerID, token string, s peer.Stream) error {
+	ch := p.parking.claim(token)
+	if ch == nil {
+		return errors.New("unknown or expired session token")
+	}
+	stop := context.AfterFunc(ctx, func() { ch.Close(); s.Close() })
+	defer stop()
+	res := streams.Pipe(s, ch)
+	p.log.Debug("peer stream ended", "peer", peerID, "in", res.AtoB, "out", res.BtoA, "err", res.Err)
+	return nil
+}
+
+// openStream opens a data stream to a peer for a session.
+func (p *Proxy) openStream(ctx context.Context, addr, token string) (streams.Stream, error) {
+	return p.dialer.Open(ctx, addr, token)
+}
+
+// parking holds channels opened for sessions entering through other
+// proxies until their data stream claims them; unclaimed ones are closed.
+type parking struct {
+	ttl time.Duration
+	mu  sync.Mutex // guards m
+	m   map[string]*parked
+}
+
+type parked struct {
+	ch    ssh.Channel
+	timer *time.Timer
+}
+
+func newParking(ttl time.Duration) *parking {
+	return &parking{ttl: ttl, m: map[string]*parked{}}
+}
+
+func (pk *parking) park(ch ssh.Channel, agentID string) string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	token := hex.EncodeToString(b[:])
+	pk.mu.Lock()
+	defer pk.mu.Unlock()
+	pk.m[token] = &parked{ch: ch, timer: time.AfterFunc(pk.ttl, func() {
+		if c := pk.claim(token); c != nil {
+			c.Close()
+		}
+	})}
+	return token
+}
+
+func (pk *parking) claim(token string) ssh.Channel {
+	pk.mu.Lock()
+	defer pk.mu.Unlock()
+	e := pk.m[token]
+	if e == nil {
+		return nil
+	}
+	delete(pk.m, token)
+	e.timer.Stop()
+	return e.ch
+}
+
+// closeAll closes every parked channel (shutdown).
+func (pk *parking) closeAll() {
+	pk.mu.Lock()
+	defer pk.mu.Unlock()
+	for t, e := range pk.m {
+		e.timer.Stop()
+		e.ch.Close()
+		delete(pk.m, t)
+	}
+}

@@ -1,0 +1,79 @@
+package proxy
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/warren-proxy/warren/actors/router"
+	"github.com/warren-proxy/warren/cluster/clusterpb"
+)
+
+// MemberStatus is one proxy as `warren status` shows it.
+type MemberStatus struct {
+	ID          string  `json:"id"`
+	Region      string  `json:"region"`
+	Zone        string  `json:"zone,omitempty"`
+	State       string  `json:"state"`
+	Version     string  `json:"version,omitempty"`
+	LocalAgents int     `json:"local_agents"`
+	Routes      int     `json:"routes"`
+	Link        string  `json:"link"` // "self", "ok" or the error
+	RTTMillis   float64 `json:"rtt_ms,omitempty"`
+}
+
+// Status asks every member's router for its counts over the peer link;
+// the round trip is the link's health.
+func (p *Proxy) Status() []MemberStatus {
+	members := p.members.Members()
+	out := make([]MemberStatus, len(members))
+	var wg sync.WaitGroup
+	for i, m := range members {
+		out[i] = MemberStatus{ID: m.ProxyID, Region: m.Region, Zone: m.Zone, State: m.State.String(), Version: m.Version}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			res, err := p.system.Root.RequestFuture(actor.NewPID(m.PeerAddr, router.RouterName), &clusterpb.StatusRequest{}, 3*time.Second).Result()
+			rtt := time.Since(start)
+			st, ok := res.(*clusterpb.ProxyStatus)
+			switch {
+			case err != nil:
+				out[i].Link = "unreachable: " + err.Error()
+			case !ok:
+				out[i].Link = fmt.Sprintf("unexpected answer %T", res)
+			default:
+				out[i].LocalAgents, out[i].Routes = int(st.LocalAgents), int(st.Routes)
+				out[i].Link, out[i].RTTMillis = "ok", float64(rtt.Microseconds())/1000
+				if m.ProxyID == p.cfg.ID {
+					out[i].Link, out[i].RTTMillis = "self", 0
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// WriteStatus prints member statuses as a table or JSON.
+func WriteStatus(w io.Writer, sts []MemberStatus, asJSON bool) {
+	if asJSON {
+		_ = json.NewEncoder(w).Encode(sts)
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PROXY\tREGION\tZONE\tSTATE\tAGENTS\tROUTES\tPEER LINK")
+	for _, s := range sts {
+		link := s.Link
+		if s.Link == "ok" {
+			link = fmt.Sprintf("ok (%.2f ms)", s.RTTMillis)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", s.ID, s.Region, dash(s.Zone), s.State, s.LocalAgents, s.Routes, link)
+	}
+	tw.Flush()
+}

@@ -1,0 +1,359 @@
+package membership
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// updateTimeout bounds how long UpdateMeta waits for its broadcast.
+const updateTimeout = 5 * time.Second
+
+// defaultLeaveTimeout is used by Leave when given no timeout.
+const defaultLeaveTimeout = 5 * time.Second
+
+// Membership is this proxy's view of the cluster's proxies. Its methods are
+// safe for concurrent use.
+type Membership struct {
+	cfg    Config // validated copy
+	set    settings
+	log    *slog.Logger
+	events chan Event
+	queue  *eventQueue
+	done   chan struct{} // closed by Close: stops the loop and the feeder
+	wg     sync.WaitGroup
+	// tweak, if set, edits memberlist's config last (tests only: a
+	// transport that can be cut off, shorter dead-node timers).
+	tweak func(*memberlist.Config)
+
+	// opMu orders memberlist calls that must not overlap Shutdown
+	// (memberlist.Leave panics after it): Leave and UpdateMeta hold it
+	// for reading, Close for writing.
+	opMu sync.RWMutex
+
+	mu        sync.Mutex // guards the fields below
+	meta      Meta
+	metaJSON  []byte
+	ml        *memberlist.Memberlist // nil until Start
+	self      Member
+	members   map[string]Member        // alive and suspect, by ProxyID, self included
+	failed    map[string]*failedMember // declared dead, to reconnect to
+	closed    bool
+	left      bool
+	badLayout bool // stateOf found nonsense once (logged)
+}
+
+// New checks cfg and returns a Membership that Start joins to the cluster.
+func New(cfg Config) (*Membership, error) {
+	s, err := cfg.resolve()
+	if err != nil {
+		return nil, fmt.Errorf("membership config: %w", err)
+	}
+	metaJSON, err := json.Marshal(s.cfg.Meta)
+	if err != nil {
+		return nil, fmt.Errorf("encode meta: %w", err)
+	}
+	log := s.cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", "membership", "proxy_id", s.cfg.Meta.ProxyID)
+	return &Membership{
+		cfg:      s.cfg,
+		set:      s,
+		log:      log,
+		events:   make(chan Event, 16),
+		queue:    newEventQueue(),
+		done:     make(chan struct{}),
+		meta:     s.cfg.Meta,
+		metaJSON: metaJSON,
+		self:     Member{Meta: s.cfg.Meta},
+		members:  make(map[string]Member),
+		failed:   make(map[string]*failedMember),
+	}, nil
+}
+
+// Start binds the gossip port, then joins the seeds that are reachable.
+// With none reachable it runs alone and keeps retrying them in the
+// background every RejoinInterval: a proxy may start before its seeds.
+// ctx bounds only this first join attempt; if it ends first, Start closes
+// the Membership and returns ctx's error.
+func (m *Membership) Start(ctx context.Context) error {
+	m.mu.Lock()
+	switch {
+	case m.closed:
+		m.mu.Unlock()
+		return ErrClosed
+	case m.ml != nil:
+		m.mu.Unlock()
+		return ErrStarted
+	}
+	m.mu.Unlock()
+
+	if len(m.cfg.SecretKey) == 0 {
+		m.log.Warn("gossip is not encrypted: anyone who reaches the gossip port can join the cluster; set gossip.secret_key")
+	}
+	ml, err := memberlist.Create(m.memberlistConfig())
+	if err != nil {
+		return fmt.Errorf("start gossip on %s: %w", m.cfg.BindAddr, err)
+	}
+	m.mu.Lock()
+	if m.closed { // Close ran meanwhile
+		m.mu.Unlock()
+		_ = ml.Shutdown()
+		return ErrClosed
+	}
+	m.ml = ml
+	m.wg.Add(2) // under mu: Close waits for these once it sees ml
+	m.mu.Unlock()
+	m.log.Debug("gossip started", "addr", m.GossipAddr())
+
+	go func() {
+		defer m.wg.Done()
+		m.queue.run(m.events, m.done)
+	}()
+	firstDone := make(chan struct{})
+	go func() {
+		defer m.wg.Done()
+		m.rejoinLoop(ml, firstDone)
+	}()
+	select {
+	case <-firstDone:
+		return nil
+	case <-ctx.Done():
+		_ = m.Close()
+		return fmt.Errorf("start membership: %w", ctx.Err())
+	}
+}
+
+// memberlistConfig builds memberlist's Config from ours.
+func (m *Membership) memberlistConfig() *memberlist.Config {
+	c := *m.set.ml // a copy: Create writes the dynamic port into it
+	c.Name = m.cfg.Meta.ProxyID
+	c.BindAddr = m.set.bindIP
+	c.BindPort = m.set.bindPort
+	c.AdvertiseAddr = m.set.advertiseIP
+	c.AdvertisePort = m.set.advertisePort
+	if c.AdvertisePort == 0 {
+		c.AdvertisePort = m.set.bindPort // 0 too: memberlist uses the bound port
+	}
+	if len(m.cfg.SecretKey) > 0 {
+		c.SecretKey = m.cfg.SecretKey
+		// Refuse anything not encrypted with our key, both ways.
+		c.GossipVerifyIncoming = true
+		c.GossipVerifyOutgoing = true
+	}
+	d := delegate{m}
+	c.Delegate = d
+	c.Events = d
+	c.Conflict = d
+	c.LogOutput = nil
+	c.Logger = newMemberlistLogger(m.log)
+	if m.tweak != nil {
+		m.tweak(&c)
+	}
+	return &c
+}
+
+// Events delivers every join, update and leave in order, starting with
+// this proxy's own join. It is never dropped: events queue without bound
+// until read, so read it steadily. Close closes the channel (dropping any
+// events still queued).
+func (m *Membership) Events() <-chan Event { return m.events }
+
+// Members returns the members that are not dead or gone, this proxy
+// included, sorted by ProxyID. memberlist does not report suspicion to its
+// delegates, so a suspect member is listed with State Alive until it is
+// declared dead.
+func (m *Membership) Members() []Member {
+	m.mu.Lock()
+	out := make([]Member, 0, len(m.members))
+	for _, mem := range m.members {
+		out = append(out, mem)
+	}
+	m.mu.Unlock()
+	slices.SortFunc(out, func(a, b Member) int { return cmp.Compare(a.ProxyID, b.ProxyID) })
+	return out
+}
+
+// Self returns this proxy as the cluster sees it (GossipAddr is empty
+// before Start).
+func (m *Membership) Self() Member {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.self
+}
+
+// GossipAddr returns the address other proxies reach this one at: the
+// advertised IP with the port actually bound ("" before Start). Use it as
+// a seed for others.
+func (m *Membership) GossipAddr() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.self.GossipAddr
+}
+
+// UpdateMeta re-advertises this proxy with meta (the ProxyID cannot
+// change). Before Start it only replaces what Start will advertise.
+func (m *Membership) UpdateMeta(meta Meta) error {
+	if err := meta.Validate(); err != nil {
+		return fmt.Errorf("update meta: %w", err)
+	}
+	b, err := json.Marshal(meta)
+	if err != nil {
+		return fmt.Errorf("update meta: %w", err)
+	}
+	m.opMu.RLock()
+	defer m.opMu.RUnlock()
+	m.mu.Lock()
+	switch {
+	case m.closed:
+		m.mu.Unlock()
+		return ErrClosed
+	case m.left:
+		m.mu.Unlock()
+		return ErrLeft
+	case meta.ProxyID != m.meta.ProxyID:
+		m.mu.Unlock()
+		return fmt.Errorf("update meta: Meta.ProxyID cannot change from %q to %q: it is the gossip node name", m.meta.ProxyID, meta.ProxyID)
+	}
+	m.meta, m.metaJSON = meta, b
+	ml := m.ml
+	if ml == nil {
+		m.self.Meta = meta
+	}
+	m.mu.Unlock()
+	if ml == nil {
+		return nil
+	}
+	if err := ml.UpdateNode(updateTimeout); err != nil {
+		return fmt.Errorf("update meta: %w", err)
+	}
+	return nil
+}
+
+// Leave announces a graceful departure and waits until it went out to
+// another member or timeout (≤0: 5s) passed: the others see EventLeave
+// with ReasonLeft at once instead of detecting a failure. Gossip keeps
+// running, without rejoining, until Close.
+func (m *Membership) Leave(timeout time.Duration) error {
+	if timeout <= 0 {
+		timeout = defaultLeaveTimeout
+	}
+	m.opMu.RLock()
+	defer m.opMu.RUnlock()
+	m.mu.Lock()
+	ml := m.ml
+	switch {
+	case m.closed:
+		m.mu.Unlock()
+		return ErrClosed
+	case ml == nil:
+		m.mu.Unlock()
+		return ErrNotStarted
+	}
+	m.left = true
+	m.mu.Unlock()
+	if err := ml.Leave(timeout); err != nil {
+		return fmt.Errorf("leave: %w", err)
+	}
+	return nil
+}
+
+// Close stops gossip at once, without a leave message: the others detect
+// a failure, as if this proxy crashed. Call it after Leave too. It waits
+// for every goroutine it started (a join attempt in flight may hold it up
+// to the profile's TCP timeout) and closes the Events channel.
+func (m *Membership) Close() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	ml := m.ml
+	m.mu.Unlock()
+
+	close(m.done)
+	if ml == nil {
+		close(m.events) // Start never ran the feeder
+		return nil
+	}
+	// Stop the rejoin loop first: a join finishing after Shutdown would
+	// announce this proxy alive again.
+	m.wg.Wait()
+	m.opMu.Lock()
+	err := ml.Shutdown()
+	m.opMu.Unlock()
+	if err != nil {
+		return fmt.Errorf("shut down gossip: %w", err)
+	}
+	return nil
+}
+
+// onNodeEvent records an event from memberlist. It runs under memberlist's
+// node lock, so events arrive one at a time and in order.
+func (m *Membership) onNodeEvent(typ EventType, n *memberlist.Node) {
+	st, inc, ok := stateOf(n)
+	switch {
+	case !ok:
+		st = Alive
+		if typ == EventLeave {
+			st = Dead
+		}
+	case typ == EventLeave && st != Dead && st != Left:
+		ok, st = false, Dead
+	case typ != EventLeave && st != Alive && st != Suspect:
+		ok, st = false, Alive
+	}
+	mem := Member{Meta: m.decodeMeta(n), GossipAddr: n.Address(), State: st, Incarnation: inc}
+	ev := Event{Type: typ, Member: mem}
+	if typ == EventLeave {
+		ev.Reason = ReasonDead
+		if st == Left {
+			ev.Reason = ReasonLeft
+		}
+	}
+	isSelf := n.Name == m.cfg.Meta.ProxyID
+
+	m.mu.Lock()
+	if !ok && !m.badLayout {
+		m.badLayout = true
+		m.log.Error("cannot read member state from memberlist: was memberlist upgraded past v0.7.0? leave reasons and incarnations are guesses",
+			"event", typ.String())
+	}
+	if typ == EventLeave {
+		delete(m.members, n.Name)
+		if ev.Reason == ReasonDead && !isSelf {
+			m.failed[n.Name] = &failedMember{addr: mem.GossipAddr, since: time.Now()}
+		} else {
+			delete(m.failed, n.Name)
+		}
+	} else {
+		m.members[n.Name] = mem
+		delete(m.failed, n.Name)
+	}
+	if isSelf {
+		m.self = mem
+	}
+	m.queue.push(ev)
+	m.mu.Unlock()
+
+	switch {
+	case isSelf:
+		m.log.Debug("self "+typ.String(), "addr", mem.GossipAddr, "incarnation", inc)
+	case typ == EventJoin:
+		m.log.Info("member joined", "member", mem.ProxyID, "addr", mem.GossipAddr, "region", mem.Region)
+	case typ == EventLeave:
+		m.log.Info("member gone", "member", mem.ProxyID, "addr", mem.GossipAddr, "reason", ev.Reason)
+	default:
+		m.log.Debug("member updated", "member", mem.ProxyID, "addr", mem.GossipAddr)
+	}
+}

@@ -1,0 +1,398 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// multi is a cluster of separate warren processes: proxies on 127.0.0.1,
+// 127.0.0.2, … and agents, with an ssh_config naming every proxy.
+type multi struct {
+	t       *testing.T
+	dir     string
+	auth    string
+	token   string
+	pin     string
+	me      string
+	proxies []*proxyProc
+	cfg     string // ssh_config
+}
+
+type proxyProc struct {
+	id, ip                               string
+	user, tunnel, http, gossip, peerAddr string
+	config                               string
+	proc                                 *proc
+}
+
+func freeOn(t *testing.T, ip string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func newMulti(t *testing.T, proxies int, gossipKey string) *multi {
+	t.Helper()
+	dir, _, _, _ := writeCluster(t)
+	m := &multi{t: t, dir: dir, auth: filepath.Join(dir, "auth")}
+	toks, _ := os.ReadFile(filepath.Join(m.auth, "join_tokens"))
+	for _, l := range strings.Split(string(toks), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+			m.token = l
+			break
+		}
+	}
+	agentYAML, _ := os.ReadFile(filepath.Join(dir, "agent.yaml"))
+	for _, l := range strings.Split(string(agentYAML), "\n") {
+		if v, ok := strings.CutPrefix(l, "ca_pin: "); ok {
+			m.pin = v
+		}
+	}
+	cfgText, _ := os.ReadFile(filepath.Join(dir, "ssh_config"))
+	for _, l := range strings.Split(string(cfgText), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "User "); ok && v != "alice" {
+			m.me = v
+		}
+	}
+	for i := 1; i <= proxies; i++ {
+		m.addProxy(i, gossipKey)
+	}
+	m.writeSSHConfig()
+	return m
+}
+
+func (m *multi) addProxy(i int, gossipKey string) *proxyProc {
+	t := m.t
+	ip := fmt.Sprintf("127.0.0.%d", i)
+	p := &proxyProc{
+		id: fmt.Sprintf("proxy-%d", i), ip: ip,
+		user: freeOn(t, ip), tunnel: freeOn(t, ip), http: freeOn(t, ip), gossip: freeOn(t, ip), peerAddr: freeOn(t, ip),
+	}
+	seeds := "[]"
+	if len(m.proxies) > 0 {
+		seeds = "[" + m.proxies[0].gossip + "]"
+	}
+	key := ""
+	if gossipKey != "" {
+		key = "  secret_key: " + gossipKey + "\n"
+	}
+	p.config = filepath.Join(m.dir, p.id+".yaml")
+	os.WriteFile(p.config, []byte(fmt.Sprintf(`id: %s
+region: local
+zone: zone-%d
+data_dir: %s
+auth_dir: %s
+listen: {user: %s, tunnel: %s, http: %s}
+tunnel: {keepalive_interval: 1s}
+gossip:
+  listen: %s
+  seeds: %s
+  profile: lan
+%speer:
+  listen: %s
+`, p.id, i, filepath.Join(m.dir, p.id), m.auth, p.user, p.tunnel, p.http, p.gossip, seeds, key, p.peerAddr)), 0o644)
+	p.proc = start(t, "proxy", "--config", p.config)
+	m.proxies = append(m.proxies, p)
+	waitFor(t, p.id+" listening", func() bool {
+		c, err := net.Dial("tcp", p.user)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return p
+}
+
+func (m *multi) writeSSHConfig() {
+	var b strings.Builder
+	for _, p := range m.proxies {
+		host, port, _ := net.SplitHostPort(p.user)
+		fmt.Fprintf(&b, "Host %s\n    HostName %s\n    Port %s\n    User alice\n", p.id, host, port)
+		fmt.Fprintf(&b, "    IdentityFile %[1]s/alice\n    CertificateFile %[1]s/alice-cert.pub\n    IdentitiesOnly yes\n    UserKnownHostsFile %[1]s/known_hosts\n    StrictHostKeyChecking yes\n", m.dir)
+	}
+	fmt.Fprintf(&b, "Host node1 node2\n    ProxyJump proxy-1\n    User %s\n", m.me)
+	fmt.Fprintf(&b, "    IdentityFile %[1]s/alice\n    CertificateFile %[1]s/alice-cert.pub\n    IdentitiesOnly yes\n    UserKnownHostsFile %[1]s/known_hosts\n    StrictHostKeyChecking yes\n", m.dir)
+	m.cfg = filepath.Join(m.dir, "multi_ssh_config")
+	os.WriteFile(m.cfg, []byte(b.String()), 0o644)
+}
+
+// startAgent runs an agent process serving resource (kind ssh) whose
+// first proxy is m.proxies[first].
+func (m *multi) startAgent(name, resource string, first int, extra string) *proc {
+	cfg := filepath.Join(m.dir, name+".yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`name: %s
+data_dir: %s
+proxies: [%s]
+join_token: %s
+ca_pin: %s
+heartbeat_interval: 1s
+reconnect_min: 100ms
+reconnect_max: 1s
+%sresources:
+  - name: %s
+    kind: ssh
+`, name, filepath.Join(m.dir, name), m.proxies[first].tunnel, m.token, m.pin, extra, resource)), 0o644)
+	return start(m.t, "agent", "--config", cfg)
+}
+
+func (m *multi) ssh(args ...string) (string, string, int) {
+	return sshRun(m.t, m.cfg, args...)
+}
+
+// status returns a proxy's view of the cluster (`ssh proxy status --json`).
+func (m *multi) status(p *proxyProc) []map[string]any {
+	out, _, code := m.ssh(p.id, "status", "--json")
+	if code != 0 {
+		return nil
+	}
+	var st []map[string]any
+	json.Unmarshal([]byte(out), &st)
+	return st
+}
+
+func (m *multi) waitMembers(n int, among []*proxyProc) {
+	m.t.Helper()
+	waitFor(m.t, fmt.Sprintf("%d members", n), func() bool {
+		for _, p := range among {
+			if len(m.status(p)) != n {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// reachable reports whether resource answers through proxy p.
+func (m *multi) reachable(p *proxyProc, resource string) bool {
+	out, _, _ := m.ssh("-J", p.id, resource, "echo ok")
+	return out == "ok\n"
+}
+
+// tunnelSockets counts the agent process's established TCP connections to
+// the proxies' tunnel ports, from /proc: the kernel's view, not ours.
+func tunnelSockets(t *testing.T, pid int, tunnels []string) int {
+	t.Helper()
+	inodes := map[string]bool{}
+	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	for _, fd := range fds {
+		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+		if err == nil && strings.HasPrefix(link, "socket:[") {
+			inodes[strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]")] = true
+		}
+	}
+	want := map[string]bool{}
+	for _, a := range tunnels {
+		host, port, _ := net.SplitHostPort(a)
+		ip := net.ParseIP(host).To4()
+		p, _ := strconv.Atoi(port)
+		// /proc/net/tcp prints IPv4 addresses little-endian in hex.
+		want[fmt.Sprintf("%02X%02X%02X%02X:%04X", ip[3], ip[2], ip[1], ip[0], p)] = true
+	}
+	f, err := os.Open(fmt.Sprintf("/proc/%d/net/tcp", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	n := 0
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 10 || fields[3] != "01" { // 01 = ESTABLISHED
+			continue
+		}
+		if want[fields[2]] && inodes[fields[9]] {
+			n++
+		}
+	}
+	return n
+}
+
+func (m *multi) tunnelAddrs() []string {
+	var out []string
+	for _, p := range m.proxies {
+		out = append(out, p.tunnel)
+	}
+	return out
+}
+
+func localAgents(st []map[string]any) map[string]int {
+	out := map[string]int{}
+	for _, s := range st {
+		n, _ := s["local_agents"].(float64)
+		out[s["id"].(string)] = int(n)
+	}
+	return out
+}
+
+// TestThreeProxiesPeering: agents with connection_count 1 on different
+// proxies are reached through every proxy; a large file crosses a peer hop;
+// one tunnel per agent whatever the number of proxies; SIGKILL of the proxy
+// holding a tunnel re-homes the agent; SIGKILL of an agent removes its
+// routes everywhere.
+func TestThreeProxiesPeering(t *testing.T) {
+	m := newMulti(t, 3, "")
+	m.waitMembers(3, m.proxies)
+	a1 := m.startAgent("agent-1", "node1", 0, "")
+	a2 := m.startAgent("agent-2", "node2", 1, "")
+	for _, p := range m.proxies {
+		for _, r := range []string{"node1", "node2"} {
+			waitFor(t, r+" through "+p.id, func() bool { return m.reachable(p, r) })
+		}
+	}
+	// One tunnel per agent: from the proxies' counts and from the sockets.
+	counts := localAgents(m.status(m.proxies[2]))
+	total := 0
+	for _, n := range counts {
+		total += n
+	}
+	if total != 2 {
+		t.Errorf("proxies count %v local agents, want 2 in all (one tunnel per agent)", counts)
+	}
+	for name, a := range map[string]*proc{"agent-1": a1, "agent-2": a2} {
+		if n := tunnelSockets(t, a.cmd.Process.Pid, m.tunnelAddrs()); n != 1 {
+			t.Errorf("%s has %d tunnel sockets, want 1", name, n)
+		}
+	}
+
+	// 256 MiB across a peer hop: node1's agent dialled proxy-1; enter at proxy-3.
+	holder := ""
+	for id, n := range localAgents(m.status(m.proxies[0])) {
+		if n > 0 && holder == "" {
+			holder = id
+		}
+	}
+	entry := m.proxies[2]
+	if entry.id == holder {
+		entry = m.proxies[1]
+	}
+	src := filepath.Join(m.dir, "big")
+	h := sha256.New()
+	f, _ := os.Create(src)
+	io.CopyN(io.MultiWriter(f, h), rand.Reader, 256<<20)
+	f.Close()
+	sum := hex.EncodeToString(h.Sum(nil))
+	in, _ := os.Open(src)
+	defer in.Close()
+	dst := filepath.Join(m.dir, "copy")
+	cmdArgs := []string{"-F", m.cfg, "-J", entry.id, "node1", "cat > " + dst}
+	if out, err := execWithStdin(in, "ssh", cmdArgs...); err != nil {
+		t.Fatalf("256 MiB via %s: %v %s", entry.id, err, out)
+	}
+	out, _, _ := m.ssh("-J", entry.id, "node1", "sha256sum "+dst)
+	if !strings.HasPrefix(out, sum) {
+		t.Fatalf("256 MiB across a peer hop: got %q, want sha256 %s", out, sum)
+	}
+
+	// SIGKILL the proxy that holds agent-1's only tunnel.
+	var victim *proxyProc
+	for _, p := range m.proxies {
+		if tunnelSockets(t, a1.cmd.Process.Pid, []string{p.tunnel}) == 1 {
+			victim = p
+		}
+	}
+	if victim == nil {
+		t.Fatal("cannot tell which proxy holds agent-1's tunnel")
+	}
+	var rest []*proxyProc
+	for _, p := range m.proxies {
+		if p != victim {
+			rest = append(rest, p)
+		}
+	}
+	victim.proc.cmd.Process.Signal(syscall.SIGKILL)
+	killed := time.Now()
+	for _, p := range rest {
+		waitFor(t, "node1 through "+p.id+" after its proxy died", func() bool {
+			out, errs, _ := m.ssh("-J", p.id, "node1", "echo ok")
+			if out != "ok\n" {
+				t.Logf("%s +%s: %q", p.id, time.Since(killed).Round(time.Millisecond), errs)
+			}
+			return out == "ok\n"
+		})
+		t.Logf("%s reachable at +%s", p.id, time.Since(killed).Round(time.Millisecond))
+	}
+	t.Logf("re-home: node1 reachable through every remaining proxy %s after SIGKILL of %s", time.Since(killed).Round(time.Millisecond), victim.id)
+	if n := tunnelSockets(t, a1.cmd.Process.Pid, m.tunnelAddrs()); n != 1 {
+		t.Errorf("after re-homing agent-1 has %d tunnel sockets, want 1", n)
+	}
+
+	// SIGKILL agent-2: its routes vanish from every remaining proxy.
+	a2.cmd.Process.Signal(syscall.SIGKILL)
+	killed = time.Now()
+	for _, p := range rest {
+		waitFor(t, "node2 gone from "+p.id, func() bool {
+			out, _, _ := m.ssh(p.id, "ls", "--json")
+			var list []map[string]any
+			json.Unmarshal([]byte(out), &list)
+			for _, r := range list {
+				if r["name"] == "node2" && r["status"] == "online" {
+					return false
+				}
+			}
+			return out != ""
+		})
+	}
+	t.Logf("agent loss: node2 offline on every proxy %s after SIGKILL", time.Since(killed).Round(time.Millisecond))
+}
+
+func execWithStdin(stdin io.Reader, name string, args ...string) (string, error) {
+	cmd := execCommand(name, args...)
+	cmd.Stdin = stdin
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+// TestMeshOneTunnelPerProxy: agent_mesh keeps one tunnel to every proxy
+// and follows a proxy that joins.
+func TestMeshFollowsProxies(t *testing.T) {
+	m := newMulti(t, 2, "")
+	m.waitMembers(2, m.proxies)
+	a := m.startAgent("agent-1", "node1", 0, "tunnel_strategy: agent_mesh\n")
+	waitFor(t, "2 mesh tunnels", func() bool { return tunnelSockets(t, a.cmd.Process.Pid, m.tunnelAddrs()) == 2 })
+	m.addProxy(3, "")
+	m.writeSSHConfig()
+	waitFor(t, "3 mesh tunnels after a proxy joined", func() bool { return tunnelSockets(t, a.cmd.Process.Pid, m.tunnelAddrs()) == 3 })
+	waitFor(t, "proxy-3 counts the agent as local", func() bool { return localAgents(m.status(m.proxies[2]))["proxy-3"] == 1 })
+}
+
+// TestWrongGossipKeyDoesNotJoin: a proxy with another gossip key is not a
+// member of the cluster.
+func TestWrongGossipKeyDoesNotJoin(t *testing.T) {
+	m := newMulti(t, 2, "")
+	m.waitMembers(2, m.proxies)
+	// 32 bytes of zeros, base64: not the cluster's key.
+	intruder := m.addProxy(3, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+	m.writeSSHConfig()
+	waitFor(t, "intruder up", func() bool { return m.status(intruder) != nil })
+	// Give gossip time to (not) converge: several probe rounds.
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		if n := len(m.status(m.proxies[0])); n != 2 {
+			t.Fatalf("proxy-1 sees %d members, want 2: the proxy with the wrong key joined", n)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if n := len(m.status(intruder)); n != 1 {
+		t.Fatalf("the intruder sees %d members, want only itself", n)
+	}
+}

@@ -1,0 +1,341 @@
+package peer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+)
+
+const (
+	// lingerTimeout bounds how long a closed client stream whose directions
+	// both ended in-band waits for the server's final status (see Close).
+	lingerTimeout = 10 * time.Second
+	// idleTimeout lets a Dialer's connection to a peer with no streams go
+	// idle (no socket, no reconnect attempts); the next Open reconnects.
+	idleTimeout = 2 * time.Minute
+)
+
+// DialOptions returns grpc dial options for protoactor remote's client side
+// (TLS creds, keepalive, window sizes, a reconnect backoff capped at 5 s). A
+// Dialer uses the same. The TLS creds read the server's first bytes before
+// handing the connection to gRPC, so a server's refusal of our certificate
+// is reported with its alert (see clientCreds).
+func DialOptions(id Identity) []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithTransportCredentials(clientCreds{credentials.NewTLS(id.ClientTLS())}),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time:                10 * time.Second,
+			Timeout:             5 * time.Second,
+			PermitWithoutStream: true,
+		}),
+		grpc.WithStaticStreamWindowSize(streamWindow),
+		grpc.WithStaticConnWindowSize(connWindow),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxControlMsgSize)),
+		// A restarted peer is back within seconds; gRPC's default backoff
+		// grows to two minutes.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: backoff.Config{
+				BaseDelay:  100 * time.Millisecond,
+				Multiplier: 1.6,
+				Jitter:     0.2,
+				MaxDelay:   5 * time.Second,
+			},
+			MinConnectTimeout: handshakeTimeout,
+		}),
+	}
+}
+
+// Dialer opens data streams to peers, one pooled grpc.ClientConn per address
+// (separate from protoactor's connections, so bulk bytes don't delay control
+// messages). It is safe for concurrent use.
+type Dialer struct {
+	opts []grpc.DialOption
+	log  *slog.Logger
+
+	mu      sync.Mutex // guards the fields below
+	conns   map[string]*grpc.ClientConn
+	closed  bool
+	lingers sync.WaitGroup // closing streams waiting for their status; Add only under mu while !closed
+}
+
+// NewDialer returns a Dialer that presents id. logger may be nil.
+func NewDialer(id Identity, logger *slog.Logger) *Dialer {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	opts := append(DialOptions(id),
+		grpc.WithIdleTimeout(idleTimeout),
+		grpc.WithUserAgent("warren-peer"),
+	)
+	return &Dialer{opts: opts, log: logger, conns: make(map[string]*grpc.ClientConn)}
+}
+
+var streamDesc = grpc.StreamDesc{StreamName: "Stream", ClientStreams: true, ServerStreams: true}
+
+// Open opens a data stream to the proxy at addr for the session named by
+// token. It returns only after the server's Handler accepted the token (the
+// accept frame); a refusal is a [*RefusedError] carrying the server's reason.
+// ctx bounds the opening only: once open, the stream lives until Close.
+func (d *Dialer) Open(ctx context.Context, addr, token string) (Stream, error) {
+	if token == "" || len(token) > maxTokenLen {
+		return nil, fmt.Errorf("open peer stream to %s: the token must be 1 to %d bytes, got %d", addr, maxTokenLen, len(token))
+	}
+	cc, err := d.conn(addr)
+	if err != nil {
+		return nil, fmt.Errorf("open peer stream to %s: %w", addr, err)
+	}
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, cancel)
+	s, err := d.open(sctx, cc, addr, token)
+	if !stop() && err == nil {
+		err = ctx.Err() // ctx ended just as the stream opened; it is cancelled
+	}
+	if err != nil {
+		cancel()
+		if ctx.Err() != nil && !errors.Is(err, ErrRefused) {
+			err = fmt.Errorf("%w (%v)", ctx.Err(), err)
+		}
+		return nil, fmt.Errorf("open peer stream to %s: %w", addr, err)
+	}
+	s.cancel = cancel
+	d.log.Debug("peer: opened data stream", "addr", addr)
+	return s, nil
+}
+
+func (d *Dialer) conn(addr string) (*grpc.ClientConn, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil, ErrClosed
+	}
+	if cc := d.conns[addr]; cc != nil {
+		return cc, nil
+	}
+	// passthrough: addr is dialled as it is, like net.Dial, with no
+	// resolver of its own.
+	cc, err := grpc.NewClient("passthrough:///"+addr, d.opts...)
+	if err != nil {
+		return nil, err
+	}
+	d.conns[addr] = cc
+	return cc, nil
+}
+
+func (d *Dialer) open(ctx context.Context, cc *grpc.ClientConn, addr, token string) (*clientStream, error) {
+	cs, err := cc.NewStream(ctx, &streamDesc, StreamMethod,
+		grpc.CallContentSubtype(codecName), grpc.MaxCallRecvMsgSize(maxFrame))
+	if err != nil {
+		return nil, err
+	}
+	s := &clientStream{d: d, cs: cs, addr: addr}
+	hello := make([]byte, 1+len(token))
+	hello[0] = Version
+	copy(hello[1:], token)
+	// io.EOF means the server already ended the RPC; RecvMsg has the reason.
+	if err := cs.SendMsg(&outFrame{typ: frameHello, payload: hello}); err != nil && err != io.EOF {
+		return nil, err
+	}
+	err = cs.RecvMsg(&s.in)
+	switch {
+	case err == io.EOF:
+		return nil, &RefusedError{Addr: addr, Code: codes.OK, Reason: "the handler closed the stream without accepting it"}
+	case err != nil:
+		st := status.Convert(err)
+		switch st.Code() {
+		case codes.Unavailable, codes.Canceled, codes.DeadlineExceeded:
+			return nil, err // not an answer from the server: a failed link or our ctx
+		}
+		return nil, &RefusedError{Addr: addr, Code: st.Code(), Reason: st.Message()}
+	}
+	typ := s.in.next()
+	b := s.in.readAll()
+	if typ != frameAccept || len(b) < 1 {
+		return nil, &ProtocolError{Msg: fmt.Sprintf("expected accept, got frame %q", typ)}
+	}
+	return s, nil
+}
+
+// Close closes every connection, which ends every stream opened through d,
+// and waits for closing streams. Open fails with ErrClosed afterwards.
+func (d *Dialer) Close() error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil
+	}
+	d.closed = true
+	conns := d.conns
+	d.conns = nil
+	d.mu.Unlock()
+	var errs []error
+	for addr, cc := range conns {
+		if err := cc.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close connection to %s: %w", addr, err))
+		}
+	}
+	d.lingers.Wait()
+	return errors.Join(errs...)
+}
+
+// linger starts the background wait of a closed stream for its final
+// status. It reports false when d is closed (the stream is then cancelled).
+func (d *Dialer) linger(s *clientStream) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return false
+	}
+	d.lingers.Add(1)
+	go func() {
+		defer d.lingers.Done()
+		t := time.AfterFunc(lingerTimeout, s.cancel)
+		defer t.Stop()
+		s.readMu.Lock()
+		for s.cs.RecvMsg(&s.in) == nil {
+			s.in.discard()
+		}
+		s.readMu.Unlock()
+		s.cancel()
+	}()
+	return true
+}
+
+// clientStream is the Stream Open returns.
+type clientStream struct {
+	d      *Dialer
+	cs     grpc.ClientStream
+	addr   string
+	cancel context.CancelFunc // ends the RPC
+
+	closed  atomic.Bool
+	sentEOF atomic.Bool // CloseSend done
+	gotEOF  atomic.Bool // the server's EOF frame arrived
+	ended   atomic.Bool // the RPC is over: RecvMsg returned its status
+
+	readMu  sync.Mutex // serializes RecvMsg; guards the fields below
+	in      inFrame
+	readErr error // sticky: io.EOF after the server's EOF, or the failure
+
+	writeMu     sync.Mutex // serializes SendMsg and CloseSend; guards the fields below
+	out         outFrame
+	writeClosed bool
+}
+
+func (s *clientStream) Read(p []byte) (int, error) {
+	s.readMu.Lock()
+	defer s.readMu.Unlock()
+	for {
+		if s.closed.Load() {
+			return 0, ErrClosed
+		}
+		if s.in.r.Remaining() > 0 {
+			n, _ := s.in.r.Read(p)
+			return n, nil
+		}
+		if s.readErr != nil {
+			return 0, s.readErr
+		}
+		if len(p) == 0 {
+			return 0, nil
+		}
+		err := s.cs.RecvMsg(&s.in)
+		switch {
+		case err == io.EOF:
+			// The handler returned without sending EOF (it closed): the
+			// data before it is all there is.
+			s.ended.Store(true)
+			s.readErr = io.EOF
+		case err != nil:
+			s.ended.Store(true)
+			if s.closed.Load() {
+				return 0, ErrClosed
+			}
+			s.readErr = fmt.Errorf("peer stream from %s: %w", s.addr, err)
+		default:
+			switch typ, n := s.in.next(), s.in.r.Remaining(); {
+			case typ == frameData && n > 0:
+			case typ == frameEOF && n == 0:
+				s.gotEOF.Store(true)
+				s.readErr = io.EOF
+			default:
+				s.in.discard()
+				s.readErr = &ProtocolError{Msg: fmt.Sprintf("unexpected frame %q with %d bytes from %s", typ, n, s.addr)}
+			}
+		}
+	}
+}
+
+func (s *clientStream) Write(p []byte) (int, error) {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if s.writeClosed {
+		return 0, errWriteClosed
+	}
+	n := 0
+	for len(p) > 0 {
+		if s.closed.Load() {
+			return n, ErrClosed
+		}
+		c := min(len(p), MaxFrameData)
+		s.out = outFrame{typ: frameData, payload: p[:c]}
+		err := s.cs.SendMsg(&s.out)
+		s.out.payload = nil
+		if err != nil {
+			switch {
+			case s.closed.Load():
+				return n, ErrClosed
+			case err == io.EOF:
+				return n, errRemoteEnded
+			}
+			return n, fmt.Errorf("peer stream to %s: %w", s.addr, err)
+		}
+		n += c
+		p = p[c:]
+	}
+	return n, nil
+}
+
+// CloseWrite half-closes: the server's Read returns io.EOF after the data
+// before it, and the server may go on writing.
+func (s *clientStream) CloseWrite() error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if s.writeClosed {
+		return nil
+	}
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	s.writeClosed = true
+	err := s.cs.CloseSend()
+	s.sentEOF.Store(true)
+	return err
+}
+
+// Close ends the stream. When both directions already ended in-band (our
+// CloseWrite and the server's EOF) the server may still be consuming what we
+// sent, so the RPC is left to finish by itself, for at most lingerTimeout;
+// otherwise it is cancelled at once and data still in flight is dropped,
+// like a socket closed with unread data.
+func (s *clientStream) Close() error {
+	if !s.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	if !s.ended.Load() && s.sentEOF.Load() && s.gotEOF.Load() && s.d.linger(s) {
+		return nil
+	}
+	s.cancel()
+	return nil
+}

@@ -1,0 +1,73 @@
+// Package peer holds the links between proxies: mutual TLS with proxy
+// identities, the per-session data streams, and the guard that makes
+// protoactor remote's gRPC server safe to expose.
+//
+// Every proxy runs one gRPC server on its peer port. protoactor remote
+// creates that server itself, so this package contributes to it through
+// [ServerOptions]: TLS credentials that require a client certificate from the
+// cluster CA, interceptors that check the calling proxy and refuse
+// protoactor's two unimplemented unary calls (which would otherwise panic and
+// kill the process), a recover for any other panic, keepalive enforcement,
+// static flow-control windows, and an unknown-service handler that serves
+// [StreamMethod] next to protoactor's own service. [DialOptions] is the
+// matching client side for protoactor's connections; a [Dialer] keeps its own
+// pool of connections for data streams so bulk bytes never queue behind (or
+// in front of) control messages.
+//
+// # Protocol flow
+//
+// A data stream is one gRPC bidirectional stream on [StreamMethod]. Its
+// messages are not protobuf: they travel with the content-subtype
+// "warren-raw" (content-type application/grpc+warren-raw), whose codec puts a
+// frame's bytes on the wire as they are. Every frame starts with a one-byte
+// type:
+//
+//	'H' hello   client→server, first frame:  'H' version:uint8 token:bytes
+//	'A' accept  server→client, first frame:  'A' version:uint8
+//	'D' data    both ways:                   'D' payload (1..32768 bytes)
+//	'E' EOF     server→client:               'E'   (no payload)
+//
+// The flow of one session:
+//
+//  1. The client opens the gRPC stream and sends hello with [Version] and the
+//     token (1..1024 bytes) that names the session the server prepared.
+//  2. The server checks the peer (mTLS chain, AllowPeer), the version, and
+//     runs its [Handler]. The handler accepts by its first Read, Write or
+//     CloseWrite (or [Accept]): the server sends accept. If the handler
+//     returns first, the server ends the RPC with no frame, with the
+//     handler's error as the status message (PermissionDenied unless the
+//     error is a gRPC status with its own code); [Dialer.Open] returns that
+//     as a [*RefusedError]. Open returns only after accept arrived.
+//  3. Data frames flow both ways, each Write split into frames of at most
+//     [MaxFrameData] bytes and sent at once (no batching delay: a 1-byte
+//     Write is one frame on the wire right away).
+//  4. Half-close. The client ends its direction with gRPC CloseSend
+//     (HTTP/2 END_STREAM); the server's Read returns io.EOF. The server
+//     cannot half-close a gRPC stream before its handler returns, so it
+//     sends the 'E' frame; the client's Read returns io.EOF. Either
+//     direction may end while the other keeps flowing.
+//  5. End. The server handler returning ends the RPC (status OK, or the
+//     handler's error, which the client's Read reports). A client Close after
+//     both directions ended in-band waits in the background (bounded) for
+//     that status, so data still in flight is delivered; otherwise Close
+//     cancels the RPC (RST_STREAM) and both sides' pending calls fail.
+//
+// The client never sends 'E' (END_STREAM says it), and the server never
+// sends hello; any other frame out of place is a [ProtocolError].
+//
+// Memory is bounded by HTTP/2 flow control, never by buffering here: a stream
+// window of 1 MiB and a connection window of 4 MiB, both static (no BDP
+// growth), so a slow reader stops its writer after at most a window of
+// unread bytes; each stream holds at most one received frame.
+//
+// # Goroutines
+//
+// On the server a Handler runs in a goroutine of its own while gRPC's
+// handler goroutine waits for it: a server cannot unblock its own pending
+// gRPC Send or Recv except by ending the RPC, so a Close from any goroutine
+// makes the waiting goroutine return at once, which fails the Handler's
+// pending calls; the Handler then returns by itself. The client side needs
+// no goroutine per stream; a Close after both directions ended in-band
+// waits for the final status in one goroutine owned by the Dialer, which
+// Dialer.Close ends and waits for.
+package peer
