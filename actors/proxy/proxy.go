@@ -232,6 +232,11 @@ func (p *Proxy) UserAddr() string   { return p.userLn.Addr().String() }
 func (p *Proxy) TunnelAddr() string { return p.tunnelLn.Addr().String() }
 func (p *Proxy) HTTPAddr() string   { return p.httpLn.Addr().String() }
 
+// Router is the router actor's PID and ActorSystem the proxy's actor
+// system, for benchmarks and tests that drive the router directly.
+func (p *Proxy) Router() *actor.PID              { return p.router }
+func (p *Proxy) ActorSystem() *actor.ActorSystem { return p.system }
+
 // GossipAddr is the bound gossip address (seeds for other proxies).
 func (p *Proxy) GossipAddr() string { return p.members.GossipAddr() }
 

@@ -300,6 +300,13 @@ func TestThreeProxiesPeering(t *testing.T) {
 	if !strings.HasPrefix(out, sum) {
 		t.Fatalf("256 MiB across a peer hop: got %q, want sha256 %s", out, sum)
 	}
+	// Exit statuses and EOF survive the hop, whichever side closes.
+	if _, _, code := m.ssh("-J", entry.id, "node1", "exit 7"); code != 7 {
+		t.Fatalf("exit 7 across a peer hop: got %d", code)
+	}
+	if out, err := execWithStdin(strings.NewReader("abc"), "ssh", "-F", m.cfg, "-J", entry.id, "node1", "cat; echo EOF-seen"); err != nil || out != "abcEOF-seen\n" {
+		t.Fatalf("stdin EOF across a peer hop: got %q err %v", out, err)
+	}
 
 	// SIGKILL the proxy that holds agent-1's only tunnel.
 	var victim *proxyProc
@@ -320,16 +327,11 @@ func TestThreeProxiesPeering(t *testing.T) {
 	victim.proc.cmd.Process.Signal(syscall.SIGKILL)
 	killed := time.Now()
 	for _, p := range rest {
-		waitFor(t, "node1 through "+p.id+" after its proxy died", func() bool {
-			out, errs, _ := m.ssh("-J", p.id, "node1", "echo ok")
-			if out != "ok\n" {
-				t.Logf("%s +%s: %q", p.id, time.Since(killed).Round(time.Millisecond), errs)
-			}
-			return out == "ok\n"
-		})
-		t.Logf("%s reachable at +%s", p.id, time.Since(killed).Round(time.Millisecond))
+		waitFor(t, "node1 through "+p.id+" after its proxy died", func() bool { return m.reachable(p, "node1") })
 	}
 	t.Logf("re-home: node1 reachable through every remaining proxy %s after SIGKILL of %s", time.Since(killed).Round(time.Millisecond), victim.id)
+	m.waitMembers(2, rest)
+	t.Logf("membership: %s declared dead by every other proxy %s after SIGKILL", victim.id, time.Since(killed).Round(time.Millisecond))
 	if n := tunnelSockets(t, a1.cmd.Process.Pid, m.tunnelAddrs()); n != 1 {
 		t.Errorf("after re-homing agent-1 has %d tunnel sockets, want 1", n)
 	}
@@ -395,4 +397,105 @@ func TestWrongGossipKeyDoesNotJoin(t *testing.T) {
 	if n := len(m.status(intruder)); n != 1 {
 		t.Fatalf("the intruder sees %d members, want only itself", n)
 	}
+}
+
+// rss returns a process's resident set size in bytes.
+func rss(pid int) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// TestLargeTransferBoundedMemory pushes a large stream through a peer hop
+// (ssh client → proxy-2 → peer stream → proxy-1 → tunnel → agent) and
+// samples every process's RSS: flow control must hold memory flat
+// whatever the size. WARREN_TRANSFER_MIB sets the size (default 256;
+// the figure in the issue notes used 10240 without -race).
+func TestLargeTransferBoundedMemory(t *testing.T) {
+	mib := int64(256)
+	if v := os.Getenv("WARREN_TRANSFER_MIB"); v != "" {
+		mib, _ = strconv.ParseInt(v, 10, 64)
+	}
+	m := newMulti(t, 2, "")
+	m.waitMembers(2, m.proxies)
+	a := m.startAgent("agent-1", "node1", 0, "")
+	waitFor(t, "node1 via proxy-2", func() bool { return m.reachable(m.proxies[1], "node1") })
+	procs := map[string]int{"proxy-1": m.proxies[0].proc.cmd.Process.Pid, "proxy-2": m.proxies[1].proc.cmd.Process.Pid, "agent": a.cmd.Process.Pid}
+	peak := map[string]int64{}
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			for name, pid := range procs {
+				peak[name] = max(peak[name], rss(pid))
+			}
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	start := time.Now()
+	src, err := os.Open("/dev/zero")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	out, err := execWithStdin(io.LimitReader(src, mib<<20), "ssh", "-F", m.cfg, "-J", "proxy-2", "node1", "wc -c")
+	elapsed := time.Since(start)
+	close(stop)
+	<-sampled
+	if err != nil {
+		t.Fatalf("transfer: %v %s", err, out)
+	}
+	if got := strings.TrimSpace(out); got != strconv.FormatInt(mib<<20, 10) {
+		t.Fatalf("the node counted %s bytes, want %d", got, mib<<20)
+	}
+	t.Logf("%d MiB through a peer hop in %s (%.0f MiB/s); peak RSS: proxy-1 %d MiB, proxy-2 %d MiB, agent %d MiB",
+		mib, elapsed.Round(time.Millisecond), float64(mib)/elapsed.Seconds(), peak["proxy-1"]>>20, peak["proxy-2"]>>20, peak["agent"]>>20)
+	if !raceEnabled {
+		for name, p := range peak {
+			if p > 256<<20 {
+				t.Errorf("%s peaked at %d MiB RSS: memory is not bounded by flow control", name, p>>20)
+			}
+		}
+	}
+}
+
+// TestPausedProxyRejoins: a proxy stopped with SIGSTOP is declared dead,
+// its agent re-homes, and when it resumes it rejoins and serves again
+// without holding on to the tunnel it lost while paused.
+func TestPausedProxyRejoins(t *testing.T) {
+	m := newMulti(t, 3, "")
+	m.waitMembers(3, m.proxies)
+	m.startAgent("agent-1", "node1", 1, "") // dials proxy-2 first
+	for _, p := range m.proxies {
+		waitFor(t, "node1 via "+p.id, func() bool { return m.reachable(p, "node1") })
+	}
+	paused := m.proxies[1]
+	paused.proc.cmd.Process.Signal(syscall.SIGSTOP)
+	stopped := time.Now()
+	waitFor(t, "proxy-2 declared dead", func() bool { return len(m.status(m.proxies[0])) == 2 })
+	t.Logf("paused proxy declared dead after %s", time.Since(stopped).Round(time.Millisecond))
+	waitFor(t, "node1 via proxy-1 while proxy-2 is paused", func() bool { return m.reachable(m.proxies[0], "node1") })
+	paused.proc.cmd.Process.Signal(syscall.SIGCONT)
+	resumed := time.Now()
+	m.waitMembers(3, m.proxies)
+	t.Logf("resumed proxy back in every membership after %s", time.Since(resumed).Round(time.Millisecond))
+	waitFor(t, "node1 via the resumed proxy", func() bool { return m.reachable(paused, "node1") })
+	waitFor(t, "the resumed proxy holds no stale tunnel", func() bool {
+		return localAgents(m.status(paused))["proxy-2"] == 0
+	})
 }

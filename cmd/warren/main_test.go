@@ -27,7 +27,13 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	warrenBin = filepath.Join(dir, "warren")
-	build := exec.Command("go", "build", "-race", "-o", warrenBin, ".")
+	// The processes are built like the tests: with the race detector when
+	// the tests run with it.
+	args := []string{"build", "-o", warrenBin}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, ".")...)
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build warren:", err)
