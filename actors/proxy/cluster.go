@@ -192,7 +192,7 @@ func (p *Proxy) followMembers() {
 		}
 		switch ev.Type {
 		case membership.EventJoin, membership.EventUpdate:
-			p.system.Root.Send(p.router, &router.MemberUp{ID: m.ProxyID, PeerAddr: m.PeerAddr})
+			p.system.Root.Send(p.router, &router.MemberUp{ID: m.ProxyID, PeerAddr: m.PeerAddr, Region: m.Region})
 		case membership.EventLeave:
 			p.system.Root.Send(p.router, &router.MemberDown{ID: m.ProxyID, Reason: ev.Reason})
 		}

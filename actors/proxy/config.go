@@ -102,6 +102,10 @@ type SessionConfig struct {
 	// DialTimeout bounds the connect phase of a session, over all
 	// candidate agents (default 15s).
 	DialTimeout time.Duration `yaml:"dial_timeout"`
+	// Strategy picks an agent for a new session among the healthy ones:
+	// default (this proxy's tunnels, then this region, then any), random,
+	// or least_sessions (power of two choices on live sessions).
+	Strategy string `yaml:"strategy"`
 }
 
 // LoadConfig reads and checks a proxy config file.
@@ -192,6 +196,13 @@ func (c Config) CheckAndSetDefaults() (Config, error) {
 		case *d.v == 0:
 			*d.v = d.def
 		}
+	}
+	switch c.Session.Strategy {
+	case "":
+		c.Session.Strategy = "default"
+	case "default", "random", "least_sessions":
+	default:
+		errs.Addf("session.strategy", "unknown strategy %q: use default, random or least_sessions", c.Session.Strategy)
 	}
 	if c.Tunnel.KeepaliveCount < 0 {
 		errs.Addf("tunnel.keepalive_count", "must not be negative")

@@ -65,6 +65,7 @@ type Proxy struct {
 	dialer     *peer.Dialer
 	parking    *parking
 	members    *membership.Membership
+	load       *sessionLoad
 
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup // accept loops and handshakes
@@ -84,7 +85,7 @@ func New(cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy config: %w", err)
 	}
-	return &Proxy{cfg: cfg, log: cfg.Logger.With("proxy", cfg.ID), tunPIDs: map[*actor.PID]bool{}}, nil
+	return &Proxy{cfg: cfg, log: cfg.Logger.With("proxy", cfg.ID), tunPIDs: map[*actor.PID]bool{}, load: &sessionLoad{m: map[string]int{}}}, nil
 }
 
 // Start opens the proxy's state and starts serving. On error everything
@@ -129,6 +130,7 @@ func (p *Proxy) Start(ctx context.Context) (err error) {
 	p.table = router.NewTable()
 	props, err := router.NewProps(router.Config{
 		ProxyID:          p.cfg.ID,
+		Region:           p.cfg.Region,
 		Store:            p.catalog,
 		Table:            p.table,
 		HeartbeatTTL:     p.cfg.Tunnel.HeartbeatTTL,
@@ -407,4 +409,24 @@ func (p *Proxy) help() string {
 		"Commands: ssh -p " + port + " <you>@" + host + " ls | status | whoami | audit --since 1h",
 		"",
 	}, "\n")
+}
+
+// sessionLoad counts the live sessions this proxy routes to each agent.
+type sessionLoad struct {
+	mu sync.Mutex // guards m
+	m  map[string]int
+}
+
+func (l *sessionLoad) Sessions(agentID string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.m[agentID]
+}
+
+func (l *sessionLoad) Add(agentID string, delta int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.m[agentID] += delta; l.m[agentID] <= 0 {
+		delete(l.m, agentID)
+	}
 }

@@ -12,6 +12,7 @@ import (
 type MemberUp struct {
 	ID       string
 	PeerAddr string
+	Region   string
 }
 
 // MemberDown says a peer proxy is dead or has left: its routes go at once.
@@ -57,6 +58,7 @@ func (l *link) Receive(ctx actor.Context) {
 type peerState struct {
 	router *actor.PID // the peer's router
 	link   *actor.PID // our outbox to it
+	region string
 }
 
 // replication is the router's share of route replication: the table of
@@ -149,6 +151,10 @@ func (r *Router) onMemberUp(ctx actor.Context, m *MemberUp) {
 		}
 		l := ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return &link{peer: pid} }))
 		r.repl.peers[m.ID] = peerState{router: pid, link: l}
+	}
+	if p := r.repl.peers[m.ID]; p.region != m.Region {
+		p.region = m.Region
+		r.repl.peers[m.ID] = p
 	}
 	if r.repl.table.MemberAlive(m.ID) {
 		r.cfg.Logger.Info("peer up", "peer", m.ID, "addr", m.PeerAddr)

@@ -30,6 +30,8 @@ import (
 // Config configures the router.
 type Config struct {
 	ProxyID string
+	// Region is this proxy's region.
+	Region string
 	// Store persists the catalog; nil keeps it in memory only.
 	Store *catalog.Store
 	// Table receives the snapshots.
@@ -421,7 +423,7 @@ func (r *Router) publish() {
 		s.Agents[id] = ar
 		s.Routes = append(s.Routes, ar)
 		for _, res := range st.resources {
-			e := Endpoint{Resource: *res, Local: true, Connected: st.rec.Connected}
+			e := Endpoint{Resource: *res, Local: true, Connected: st.rec.Connected, Region: r.cfg.Region}
 			if st.tunnel != nil && res.Expires.After(now) {
 				e.Online, e.Tunnel = true, st.tunnel
 			}
@@ -442,7 +444,7 @@ func (r *Router) publish() {
 			e := Endpoint{Resource: catalog.Resource{
 				Name: res.Name, AgentID: a.AgentId, Kind: res.Kind, Labels: res.Labels,
 				Healthy: res.Healthy, Detail: res.Detail, ProxyID: origin, LastSeen: rec.LastSeen,
-			}, Online: pid != nil, Tunnel: pid, Connected: rec.Connected}
+			}, Online: pid != nil, Tunnel: pid, Connected: rec.Connected, Region: r.repl.peers[origin].region}
 			s.Resources[res.Name] = append(s.Resources[res.Name], e)
 		}
 	})

@@ -51,6 +51,8 @@ type Endpoint struct {
 	Local bool
 	// Connected is when the agent's tunnel came up.
 	Connected time.Time
+	// Region is the region of the proxy holding the tunnel.
+	Region string
 }
 
 // Usable reports whether a new session may be sent to e.

@@ -33,6 +33,12 @@ import (
 	"github.com/warren-proxy/warren/transport/streams"
 )
 
+// Sticky remembers which agent a user connection uses for a resource.
+type Sticky interface {
+	StickyAgent(resource string) string
+	SetStickyAgent(resource, agentID string)
+}
+
 // Auditor records audit events durably.
 type Auditor interface {
 	Append(ev audit.Event) (audit.Event, error)
@@ -51,6 +57,14 @@ type Config struct {
 	Channel ssh.NewChannel
 	Table   *router.Table
 	Audit   Auditor
+	// Strategy picks among healthy agents (see the Strategy constants);
+	// Region is this proxy's region; Load counts live sessions per agent.
+	Strategy string
+	Region   string
+	Load     Load
+	// Sticky, if set, keeps every session of one user connection to one
+	// resource on one agent.
+	Sticky Sticky
 	// OpenStream opens a data stream to a peer proxy that parked the
 	// session's channel under token (sessions whose agent's tunnel is on
 	// another proxy).
@@ -91,6 +105,7 @@ type Actor struct {
 	current    *router.Endpoint // the candidate being dialled
 	accepted   bool
 	path       string // set when the session crosses a peer proxy
+	counted    bool   // the session is in Load
 	peerSub    *eventstream.Subscription
 	wg         sync.WaitGroup
 	stopping   bool
@@ -166,25 +181,91 @@ func (a *Actor) onStarted(ctx actor.Context) {
 		a.refuse(ctx, unusableReason(a.cfg.Resource, eps, a.started))
 		return
 	}
-	orderCandidates(a.candidates)
+	a.candidates = orderCandidates(a.candidates, a.cfg.Strategy, a.cfg.Region, a.cfg.Load)
+	if a.cfg.Sticky != nil {
+		if agentID := a.cfg.Sticky.StickyAgent(a.cfg.Resource); agentID != "" {
+			preferAgent(a.candidates, agentID)
+		}
+	}
 	a.tryNext(ctx)
 }
 
-// orderCandidates puts tunnels on this proxy first, in random order, then
-// the others newest tunnel first: when an agent has just re-homed, its old
-// route through a proxy that died may linger until membership notices, and
-// the newest tunnel is the live one.
-func orderCandidates(c []router.Endpoint) {
-	rand.Shuffle(len(c), func(i, j int) { c[i], c[j] = c[j], c[i] })
-	sort.SliceStable(c, func(i, j int) bool {
-		if c[i].Local != c[j].Local {
-			return c[i].Local
+// Strategies for choosing an agent among the healthy ones.
+const (
+	// StrategyDefault prefers an agent whose tunnel is on this proxy, then
+	// one in this proxy's region, then spreads over the rest at random.
+	StrategyDefault = "default"
+	// StrategyRandom picks uniformly among the agents (the anchor's
+	// behaviour), whatever proxy holds their tunnel.
+	StrategyRandom = "random"
+	// StrategyLeastSessions picks the less loaded of two random agents
+	// (power of two choices) by live session counts.
+	StrategyLeastSessions = "least_sessions"
+)
+
+// Load counts live sessions per agent.
+type Load interface {
+	Sessions(agentID string) int
+	Add(agentID string, delta int)
+}
+
+// orderCandidates orders the usable endpoints: agents by the strategy,
+// and for each agent its endpoints local first, then this region, then
+// newest tunnel first (when an agent has just re-homed, an old route
+// through a proxy that died may linger until membership notices).
+func orderCandidates(c []router.Endpoint, strategy, region string, load Load) []router.Endpoint {
+	byAgent := map[string][]router.Endpoint{}
+	var agents []string
+	for _, e := range c {
+		if byAgent[e.AgentID] == nil {
+			agents = append(agents, e.AgentID)
 		}
-		if !c[i].Local {
-			return c[i].Connected.After(c[j].Connected)
+		byAgent[e.AgentID] = append(byAgent[e.AgentID], e)
+	}
+	tier := func(e router.Endpoint) int {
+		switch {
+		case e.Local:
+			return 0
+		case region != "" && e.Region == region:
+			return 1
 		}
-		return false
-	})
+		return 2
+	}
+	for _, eps := range byAgent {
+		sort.SliceStable(eps, func(i, j int) bool {
+			if ti, tj := tier(eps[i]), tier(eps[j]); ti != tj {
+				return ti < tj
+			}
+			return eps[i].Connected.After(eps[j].Connected)
+		})
+	}
+	rand.Shuffle(len(agents), func(i, j int) { agents[i], agents[j] = agents[j], agents[i] })
+	best := func(id string) int { return tier(byAgent[id][0]) }
+	switch strategy {
+	case StrategyRandom:
+		// Uniform over agents: the shuffle is the order.
+	case StrategyLeastSessions:
+		if load != nil && len(agents) >= 2 && load.Sessions(agents[1]) < load.Sessions(agents[0]) {
+			agents[0], agents[1] = agents[1], agents[0]
+		}
+		if load != nil && len(agents) > 2 {
+			rest := agents[1:]
+			sort.SliceStable(rest, func(i, j int) bool { return load.Sessions(rest[i]) < load.Sessions(rest[j]) })
+		}
+	default:
+		sort.SliceStable(agents, func(i, j int) bool { return best(agents[i]) < best(agents[j]) })
+	}
+	out := make([]router.Endpoint, 0, len(c))
+	for _, id := range agents {
+		out = append(out, byAgent[id]...)
+	}
+	return out
+}
+
+// preferAgent moves the endpoints of agentID to the front, keeping order
+// otherwise.
+func preferAgent(c []router.Endpoint, agentID string) {
+	sort.SliceStable(c, func(i, j int) bool { return c[i].AgentID == agentID && c[j].AgentID != agentID })
 }
 
 // unusableReason explains why no endpoint of a resource can take a session.
@@ -345,6 +426,13 @@ func (a *Actor) connected(ctx actor.Context, agentID string, agentStream streams
 	ctx.CancelReceiveTimeout()
 	a.unwatchPeer(ctx)
 	a.agentID = agentID
+	if a.cfg.Sticky != nil {
+		a.cfg.Sticky.SetStickyAgent(a.cfg.Resource, agentID)
+	}
+	if a.cfg.Load != nil {
+		a.cfg.Load.Add(agentID, 1)
+		a.counted = true
+	}
 	if a.current != nil && !a.current.Local {
 		a.path = a.cfg.ProxyID + ">" + a.current.ProxyID + ">" + agentID
 	}
@@ -379,6 +467,10 @@ func (a *Actor) onPipeDone(ctx actor.Context, m pipeDone) { a.end(ctx, m.res) }
 
 // end records the session's end and stops the actor.
 func (a *Actor) end(ctx actor.Context, res streams.Result) {
+	if a.counted {
+		a.cfg.Load.Add(a.agentID, -1)
+		a.counted = false
+	}
 	outcome, errText := "ok", ""
 	if res.Err != nil {
 		outcome, errText = "error", res.Err.Error()

@@ -272,6 +272,28 @@ type Conn struct {
 	Identity   Identity
 	RemoteAddr net.Addr
 	ssh        *ssh.ServerConn
+
+	mu     sync.Mutex        // guards sticky
+	sticky map[string]string // resource → agent id this connection uses
+}
+
+// StickyAgent returns the agent this connection's earlier channels to
+// resource went to, if any: every channel of one connection to one
+// resource goes to the same agent (scp after ssh, ControlMaster).
+func (c *Conn) StickyAgent(resource string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sticky[resource]
+}
+
+// SetStickyAgent records the agent a channel to resource went to.
+func (c *Conn) SetStickyAgent(resource, agentID string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sticky == nil {
+		c.sticky = map[string]string{}
+	}
+	c.sticky[resource] = agentID
 }
 
 func (s *Server) serveConn(ctx context.Context, nc net.Conn) {

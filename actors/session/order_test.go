@@ -1,0 +1,74 @@
+package session
+
+import (
+	"testing"
+	"time"
+
+	"github.com/warren-proxy/warren/actors/router"
+	"github.com/warren-proxy/warren/storage/catalog"
+)
+
+func ep(agent, proxy, region string, local bool) router.Endpoint {
+	return router.Endpoint{Resource: catalog.Resource{Name: "db", AgentID: agent, ProxyID: proxy, Healthy: true}, Online: true, Local: local, Region: region}
+}
+
+type fixedLoad map[string]int
+
+func (l fixedLoad) Sessions(id string) int { return l[id] }
+func (l fixedLoad) Add(string, int)        {}
+
+func firstPicks(n int, eps []router.Endpoint, strategy string, load Load) map[string]int {
+	got := map[string]int{}
+	for i := 0; i < n; i++ {
+		c := append([]router.Endpoint(nil), eps...)
+		got[orderCandidates(c, strategy, "eu", load)[0].AgentID]++
+	}
+	return got
+}
+
+func TestRandomSpreadsUniformly(t *testing.T) {
+	eps := []router.Endpoint{ep("a1", "p1", "eu", true), ep("a2", "p2", "eu", false), ep("a3", "p3", "us", false),
+		ep("a3", "p1", "eu", true)} // a3 has two tunnels: still one agent
+	const n = 6000
+	got := firstPicks(n, eps, StrategyRandom, nil)
+	chi2 := 0.0
+	for _, a := range []string{"a1", "a2", "a3"} {
+		d := float64(got[a]) - n/3.0
+		chi2 += d * d / (n / 3.0)
+	}
+	// 3 agents, 2 degrees of freedom: p = 0.001 at 13.82.
+	if chi2 > 13.82 {
+		t.Fatalf("first picks %v: chi-square %.2f exceeds 13.82 (p=0.001, df=2): not uniform over agents", got, chi2)
+	}
+}
+
+func TestDefaultPrefersLocalThenRegion(t *testing.T) {
+	eps := []router.Endpoint{ep("far", "p3", "us", false), ep("near", "p2", "eu", false), ep("here", "p1", "eu", true)}
+	for i := 0; i < 50; i++ {
+		got := orderCandidates(append([]router.Endpoint(nil), eps...), StrategyDefault, "eu", nil)
+		if got[0].AgentID != "here" || got[1].AgentID != "near" || got[2].AgentID != "far" {
+			t.Fatalf("got order %s, %s, %s; want here, near, far", got[0].AgentID, got[1].AgentID, got[2].AgentID)
+		}
+	}
+}
+
+func TestLeastSessionsNeverPicksTheBusiest(t *testing.T) {
+	eps := []router.Endpoint{ep("a1", "p1", "eu", true), ep("a2", "p1", "eu", true), ep("a3", "p1", "eu", true)}
+	load := fixedLoad{"a1": 10, "a2": 3, "a3": 0}
+	got := firstPicks(3000, eps, StrategyLeastSessions, load)
+	if got["a1"] != 0 {
+		t.Fatalf("first picks %v: the busiest agent was picked first", got)
+	}
+	if got["a3"] <= got["a2"] {
+		t.Fatalf("first picks %v: want the idle agent picked most", got)
+	}
+}
+
+func TestAnAgentsEndpointsStayTogetherLocalFirst(t *testing.T) {
+	old, fresh := ep("a1", "p2", "eu", false), ep("a1", "p3", "eu", false)
+	old.Connected, fresh.Connected = time.Unix(100, 0), time.Unix(200, 0)
+	got := orderCandidates([]router.Endpoint{old, ep("a1", "p1", "eu", true), fresh}, StrategyDefault, "eu", nil)
+	if !got[0].Local || got[1].ProxyID != "p3" || got[2].ProxyID != "p2" {
+		t.Fatalf("got %s, %s, %s; want the local tunnel, then the newest remote one", got[0].ProxyID, got[1].ProxyID, got[2].ProxyID)
+	}
+}
