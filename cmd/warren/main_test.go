@@ -117,27 +117,21 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func runWarren(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, warrenBin, args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return out.String(), errb.String(), code
+	return runCmd(t, warrenBin, args...)
 }
 
 func sshRun(t *testing.T, config string, args ...string) (string, string, int) {
 	t.Helper()
+	return runCmd(t, "ssh", append([]string{"-F", config, "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"}, args...)...)
+}
+
+// runCmd runs a command for at most a minute and returns its output and
+// exit code.
+func runCmd(t *testing.T, name string, args ...string) (string, string, int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	full := append([]string{"-F", config, "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"}, args...)
-	cmd := exec.CommandContext(ctx, "ssh", full...)
+	cmd := exec.CommandContext(ctx, name, args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
