@@ -12,7 +12,7 @@ test:
 	$(GO) test -race -count=1 -timeout 12m $(PKGS)
 	# In-process multi-proxy clusters cannot run under -race (see
 	# actors/clustertest): run them once more without it.
-	$(GO) test -count=1 -timeout 10m -run 'Peering|Mesh|Cluster' ./actors/clustertest/
+	$(GO) test -count=1 -timeout 10m -run 'Peering|Mesh|Cluster|Dynamic' ./actors/clustertest/
 
 race: test
 

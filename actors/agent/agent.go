@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -44,6 +45,7 @@ type Agent struct {
 	node   *nodessh.Server
 	health *health
 	dir    *directory
+	served atomic.Pointer[[]ResourceConfig]
 	system *actor.ActorSystem
 	pool   *actor.PID
 
@@ -110,7 +112,9 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		}
 	}
 	ctx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	a.health = newHealth(a.cfg.Resources, a.cfg.HealthInterval, a.log)
+	static := append([]ResourceConfig(nil), a.cfg.Resources...)
+	a.served.Store(&static)
+	a.health = newHealth(static, a.cfg.HealthInterval, a.log)
 	a.dir = newDirectory(a.cfg.Region, a.cfg.Proxies)
 	a.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(slog.DiscardHandler)
@@ -260,6 +264,55 @@ func (a *Agent) renewCert(certText string) {
 		a.log.Warn("save renewed certificate", "err", err)
 	}
 }
+
+// definitionsLearned takes the cluster's dynamic resource definitions and
+// serves those the agent's watchers match (static resources keep their
+// names); it reports whether the served set changed.
+func (a *Agent) definitionsLearned(defs []revtunnel.Definition) bool {
+	next := append([]ResourceConfig(nil), a.cfg.Resources...)
+	static := map[string]bool{}
+	for _, r := range next {
+		static[r.Name] = true
+	}
+	for _, d := range defs {
+		if static[d.Name] || !a.watches(d) {
+			continue
+		}
+		next = append(next, ResourceConfig{Name: d.Name, Kind: d.Kind, Addr: d.Addr, Labels: d.Labels})
+	}
+	cur := a.resources()
+	if len(cur) == len(next) {
+		same := true
+		for i := range cur {
+			same = same && cur[i].Name == next[i].Name && cur[i].Addr == next[i].Addr && cur[i].Kind == next[i].Kind && maps.Equal(cur[i].Labels, next[i].Labels)
+		}
+		if same {
+			return false
+		}
+	}
+	a.served.Store(&next)
+	a.health.setResources(next)
+	a.log.Info("serving resources", "static", len(a.cfg.Resources), "dynamic", len(next)-len(a.cfg.Resources))
+	return true
+}
+
+// watches reports whether a definition matches one of the agent's
+// watchers and its selector admits this agent.
+func (a *Agent) watches(d revtunnel.Definition) bool {
+	sel, err := revtunnel.ParseSelector(d.Selector)
+	if err != nil || !revtunnel.Matches(sel, a.cfg.Labels) {
+		return false
+	}
+	for _, w := range a.cfg.Watch {
+		if revtunnel.Matches(w.Labels, d.Labels) {
+			return true
+		}
+	}
+	return false
+}
+
+// resources are the resources served now: static and matched dynamic.
+func (a *Agent) resources() []ResourceConfig { return *a.served.Load() }
 
 // proxiesLearned takes a proxy set from a proxy; it reports whether the
 // set changed.

@@ -47,12 +47,22 @@ type Config struct {
 	ReconnectMin time.Duration    `yaml:"reconnect_min"`
 	ReconnectMax time.Duration    `yaml:"reconnect_max"`
 	Resources    []ResourceConfig `yaml:"resources"`
+	// Labels describe the agent; dynamic resource selectors match them.
+	Labels map[string]string `yaml:"labels"`
+	// Watch serves the cluster's dynamic resources whose labels hold all
+	// the labels of any watcher.
+	Watch []Watcher `yaml:"watch"`
 
 	// SFTPCommand serves the sftp subsystem as the login user (see
 	// nodessh.Config); empty serves it in-process.
 	SFTPCommand []string         `yaml:"-"`
 	Logger      *slog.Logger     `yaml:"-"`
 	Clock       func() time.Time `yaml:"-"`
+}
+
+// Watcher selects dynamic resources by their labels.
+type Watcher struct {
+	Labels map[string]string `yaml:"labels"`
 }
 
 // ResourceConfig is one static resource.
@@ -110,8 +120,13 @@ func (c Config) CheckAndSetDefaults() (Config, error) {
 	case c.TunnelStrategy == StrategyMesh && c.ConnectionCount > 1:
 		errs.Addf("connection_count", "applies to %s only; %s keeps one tunnel per proxy", StrategyPeering, StrategyMesh)
 	}
-	if len(c.Resources) == 0 {
-		errs.Addf("resources", "required: at least one resource to serve")
+	if len(c.Resources) == 0 && len(c.Watch) == 0 {
+		errs.Addf("resources", "required: at least one resource to serve, or a watch for dynamic ones")
+	}
+	for i, w := range c.Watch {
+		if len(w.Labels) == 0 {
+			errs.Addf("watch["+strconv.Itoa(i)+"].labels", "required: the labels a dynamic resource must have")
+		}
 	}
 	seen := map[string]bool{}
 	c.Resources = append([]ResourceConfig(nil), c.Resources...)

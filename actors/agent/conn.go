@@ -108,7 +108,12 @@ func (c *conn) run(ctx context.Context) {
 			Signer:    a.signer,
 			Trust:     revtunnel.Trust{CA: a.hostCA, Clock: a.cfg.Clock},
 			OnProxies: func(set revtunnel.ProxySet) { c.learned(set.Proxies) },
-			Logger:    a.log,
+			OnDefinitions: func(d revtunnel.Definitions) {
+				if a.definitionsLearned(d.Definitions) {
+					c.system.Root.Send(c.pool, resourcesChanged{})
+				}
+			},
+			Logger: a.log,
 		}, revtunnel.Hello{Version: Version, Hostname: hostname, Principals: a.principals()})
 		cancel()
 		if err != nil {
@@ -127,6 +132,9 @@ func (c *conn) run(ctx context.Context) {
 		failures = 0
 		a.renewCert(reply.HostCert)
 		c.learned(reply.Proxies)
+		if a.definitionsLearned(reply.Definitions) {
+			c.system.Root.Send(c.pool, resourcesChanged{})
+		}
 		// A load balancer may land two slots on one proxy: the later one
 		// goes elsewhere. The mesh bootstrap slot holds nothing.
 		if c.slot != slotBootstrap && !a.dir.hold(c.slot, reply.ProxyID) {
@@ -234,9 +242,10 @@ func (c *conn) heartbeat(ctx context.Context, tun *revtunnel.ClientConn) {
 // serveDial connects one session to the resource it names.
 func (a *Agent) serveDial(ctx context.Context, tun *revtunnel.ClientConn, req revtunnel.DialRequest, nch ssh.NewChannel) {
 	var res *ResourceConfig
-	for i := range a.cfg.Resources {
-		if a.cfg.Resources[i].Name == req.Resource {
-			res = &a.cfg.Resources[i]
+	served := a.resources()
+	for i := range served {
+		if served[i].Name == req.Resource {
+			res = &served[i]
 		}
 	}
 	if res == nil {

@@ -16,16 +16,27 @@ import (
 // healthy while the agent runs; a "tcp" resource is healthy while a TCP
 // connect to its address succeeds.
 type health struct {
-	resources []ResourceConfig
+	resources atomic.Pointer[[]ResourceConfig]
 	interval  time.Duration
 	log       *slog.Logger
 	cur       atomic.Pointer[[]revtunnel.ResourceStatus]
+	now       chan struct{} // asks run to check at once
 }
 
 func newHealth(resources []ResourceConfig, interval time.Duration, log *slog.Logger) *health {
-	h := &health{resources: resources, interval: interval, log: log}
+	h := &health{interval: interval, log: log, now: make(chan struct{}, 1)}
+	h.resources.Store(&resources)
 	h.cur.Store(h.check(context.Background(), 0))
 	return h
+}
+
+// setResources replaces the resources to check and asks for a check now.
+func (h *health) setResources(rs []ResourceConfig) {
+	h.resources.Store(&rs)
+	select {
+	case h.now <- struct{}{}:
+	default:
+	}
 }
 
 // statuses returns the latest statuses.
@@ -41,6 +52,7 @@ func (h *health) run(ctx context.Context, changed func()) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-h.now:
 		}
 		next := h.check(ctx, h.interval)
 		if !slices.EqualFunc(*h.cur.Load(), *next, sameStatus) {
@@ -61,8 +73,9 @@ func (h *health) check(ctx context.Context, timeout time.Duration) *[]revtunnel.
 	if timeout <= 0 || timeout > 3*time.Second {
 		timeout = 3 * time.Second
 	}
-	out := make([]revtunnel.ResourceStatus, len(h.resources))
-	for i, r := range h.resources {
+	rs := *h.resources.Load()
+	out := make([]revtunnel.ResourceStatus, len(rs))
+	for i, r := range rs {
 		st := revtunnel.ResourceStatus{Name: r.Name, Kind: r.Kind, Labels: r.Labels, Healthy: true}
 		if r.Kind == revtunnel.KindTCP {
 			d := net.Dialer{Timeout: timeout}

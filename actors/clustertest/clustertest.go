@@ -165,8 +165,14 @@ func (c *Cluster) StartProxy(cfg proxy.Config) {
 // WaitMembers waits until every proxy sees n live members.
 func (c *Cluster) WaitMembers(n int) {
 	c.t.Helper()
+	c.WaitMembers2(n, c.Proxies)
+}
+
+// WaitMembers2 waits until each of among sees n live members.
+func (c *Cluster) WaitMembers2(n int, among []*proxy.Proxy) {
+	c.t.Helper()
 	c.WaitFor(fmt.Sprintf("%d proxies in every membership", n), func() bool {
-		for _, p := range c.Proxies {
+		for _, p := range among {
 			if len(p.Members()) != n {
 				return false
 			}

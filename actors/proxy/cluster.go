@@ -232,6 +232,17 @@ func (p *Proxy) pushProxySet() {
 	}
 }
 
+// pushDefinitions tells every local agent the dynamic resource
+// definitions (called by the router when they change).
+func (p *Proxy) pushDefinitions(defs []revtunnel.Definition) {
+	msg := &tunnel.Definitions{Set: revtunnel.Definitions{Definitions: defs}}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for pid := range p.tunPIDs {
+		p.system.Root.Send(pid, msg)
+	}
+}
+
 // serveStream serves a data stream a peer opened for a session whose
 // agent's tunnel is here: it joins the stream to the parked channel.
 func (p *Proxy) serveStream(ctx context.Context, peerID, token string, s peer.Stream) error {

@@ -58,7 +58,7 @@ func (h userHandler) DirectTCPIP(ctx context.Context, c *usersh.Conn, t usersh.T
 }
 
 // Command runs a proxy command for a user.
-func (h userHandler) Command(ctx context.Context, c *usersh.Conn, args []string, stdout, stderr io.Writer) int {
+func (h userHandler) Command(ctx context.Context, c *usersh.Conn, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		args = []string{"help"}
 	}
@@ -87,11 +87,13 @@ func (h userHandler) Command(ctx context.Context, c *usersh.Conn, args []string,
 		}
 		WriteStatus(stdout, h.p.Status(), *asJSON)
 		return 0
+	case "resource":
+		return h.resource(c, args[1:], stdin, stdout, stderr)
 	case "help":
 		fmt.Fprint(stdout, h.p.help())
 		return 0
 	default:
-		fmt.Fprintf(stderr, "warren: unknown proxy command %q; commands are ls, status, whoami, audit, help\n", args[0])
+		fmt.Fprintf(stderr, "warren: unknown proxy command %q; commands are ls, status, whoami, audit, resource, help\n", args[0])
 		return 2
 	}
 }

@@ -106,6 +106,9 @@ func (p *Proxy) hello(conn *revtunnel.ServerConn, h revtunnel.Hello) revtunnel.H
 		Region:  p.cfg.Region,
 		Proxies: p.proxySet(),
 	}
+	if p.table != nil {
+		reply.Definitions = p.table.Snapshot().Definitions
+	}
 	cert, err := p.issueAgentCert(conn.AgentID, conn.Cert.Key, h.Principals)
 	if err != nil {
 		p.log.Warn("renew agent certificate", "agent", conn.AgentID, "err", err)

@@ -136,6 +136,7 @@ func (p *Proxy) Start(ctx context.Context) (err error) {
 		HeartbeatTTL:     p.cfg.Tunnel.HeartbeatTTL,
 		OfflineRetention: p.cfg.Tunnel.OfflineRetention,
 		Epoch:            uint64(p.cfg.Clock().UnixNano()),
+		OnDefinitions:    p.pushDefinitions,
 		Clock:            p.cfg.Clock,
 		Logger:           p.log,
 	})

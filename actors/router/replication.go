@@ -158,6 +158,7 @@ func (r *Router) onMemberUp(ctx actor.Context, m *MemberUp) {
 	}
 	if r.repl.table.MemberAlive(m.ID) {
 		r.cfg.Logger.Info("peer up", "peer", m.ID, "addr", m.PeerAddr)
+		r.sendFullConfig(ctx, r.repl.peers[m.ID])
 	}
 	r.requestSync(ctx, m.ID)
 }

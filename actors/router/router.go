@@ -49,6 +49,9 @@ type Config struct {
 	// grow across restarts (the start time in nanoseconds does). Default:
 	// the clock at NewProps.
 	Epoch uint64
+	// OnDefinitions, if set, is called (from the router's goroutine) with
+	// the dynamic resource definitions whenever they change.
+	OnDefinitions func([]revtunnel.Definition)
 	// BeaconInterval is how often the router tells peers its route version
 	// so a lost delta is noticed without waiting for the next change.
 	// Default 1s.
@@ -144,7 +147,9 @@ type Router struct {
 	dirty   map[string]bool // local agents to persist
 	stop    chan struct{}
 
-	repl replication
+	repl        replication
+	cfgState    configState
+	defsChanged bool // definitions changed since the last publish
 }
 
 // NewProps returns the router's props. The config must be valid.
@@ -198,8 +203,13 @@ func (r *Router) Receive(ctx actor.Context) {
 		ctx.Respond(r.localState())
 	case *clusterpb.StatusRequest:
 		ctx.Respond(r.status())
+	case *PutDefinition:
+		r.onPutDefinition(ctx, m)
+	case *clusterpb.ConfigUpdate:
+		r.onConfigUpdate(ctx, m)
 	case beacon:
 		r.onBeacon(ctx)
+		r.antiEntropy(ctx)
 	case *PeerUnreachable:
 		r.onPeerUnreachable(ctx, m)
 	case *actor.Restarting:
@@ -213,6 +223,8 @@ func (r *Router) Receive(ctx actor.Context) {
 
 func (r *Router) onStarted(ctx actor.Context) {
 	r.stop = make(chan struct{})
+	r.loadConfig()
+	r.defsChanged = true
 	if r.cfg.Store != nil {
 		agents, resources, err := r.cfg.Store.Load()
 		if err != nil {
@@ -463,5 +475,12 @@ func (r *Router) publish() {
 		}
 		return s.Routes[i].ID < s.Routes[j].ID
 	})
+	s.Definitions = r.definitions()
 	r.cfg.Table.p.Store(s)
+	if r.defsChanged {
+		r.defsChanged = false
+		if r.cfg.OnDefinitions != nil {
+			r.cfg.OnDefinitions(s.Definitions)
+		}
+	}
 }

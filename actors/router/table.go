@@ -8,6 +8,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/warren-proxy/warren/storage/catalog"
+	"github.com/warren-proxy/warren/transport/revtunnel"
 )
 
 // Table is the read side of the router: sessions read the latest Snapshot
@@ -36,6 +37,8 @@ type Snapshot struct {
 	// Routes are every agent tunnel known in the cluster, local and
 	// remote, sorted by proxy and agent id.
 	Routes []AgentRoute
+	// Definitions are the dynamic resource definitions, sorted by name.
+	Definitions []revtunnel.Definition
 }
 
 // Endpoint is one agent serving one resource.

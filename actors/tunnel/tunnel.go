@@ -78,6 +78,9 @@ type DialResult struct {
 // ProxySet tells the agent the cluster's current proxies.
 type ProxySet struct{ Set revtunnel.ProxySet }
 
+// Definitions tells the agent the dynamic resource definitions.
+type Definitions struct{ Set revtunnel.Definitions }
+
 // Close asks the tunnel to close (drain, shutdown).
 type Close struct{ Reason string }
 
@@ -139,6 +142,10 @@ func (a *Actor) Receive(ctx actor.Context) {
 	case *ProxySet:
 		if err := a.cfg.Conn.SendProxies(m.Set); err != nil {
 			a.cfg.Logger.Debug("send proxy set", "agent", a.agent.ID, "err", err)
+		}
+	case *Definitions:
+		if err := a.cfg.Conn.SendDefinitions(m.Set); err != nil {
+			a.cfg.Logger.Debug("send definitions", "agent", a.agent.ID, "err", err)
 		}
 	case *Close:
 		a.reason = m.Reason

@@ -786,6 +786,155 @@ func (x *ProxyStatus) GetVersion() string {
 	return ""
 }
 
+// ConfigEntry is one register of the cluster configuration (a dynamic
+// resource definition): last writer wins by (wall, logical, node).
+type ConfigEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	Deleted       bool                   `protobuf:"varint,3,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	Wall          int64                  `protobuf:"varint,4,opt,name=wall,proto3" json:"wall,omitempty"`
+	Logical       uint32                 `protobuf:"varint,5,opt,name=logical,proto3" json:"logical,omitempty"`
+	Node          string                 `protobuf:"bytes,6,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfigEntry) Reset() {
+	*x = ConfigEntry{}
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfigEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfigEntry) ProtoMessage() {}
+
+func (x *ConfigEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfigEntry.ProtoReflect.Descriptor instead.
+func (*ConfigEntry) Descriptor() ([]byte, []int) {
+	return file_cluster_clusterpb_cluster_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ConfigEntry) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *ConfigEntry) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *ConfigEntry) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
+func (x *ConfigEntry) GetWall() int64 {
+	if x != nil {
+		return x.Wall
+	}
+	return 0
+}
+
+func (x *ConfigEntry) GetLogical() uint32 {
+	if x != nil {
+		return x.Logical
+	}
+	return 0
+}
+
+func (x *ConfigEntry) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+// ConfigUpdate carries configuration entries to a peer: new writes as
+// they happen, and every entry when a peer (re)joins.
+type ConfigUpdate struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Origin  string                 `protobuf:"bytes,1,opt,name=origin,proto3" json:"origin,omitempty"`
+	Entries []*ConfigEntry         `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	// full is true when entries are the sender's whole table.
+	Full          bool `protobuf:"varint,3,opt,name=full,proto3" json:"full,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfigUpdate) Reset() {
+	*x = ConfigUpdate{}
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfigUpdate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfigUpdate) ProtoMessage() {}
+
+func (x *ConfigUpdate) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfigUpdate.ProtoReflect.Descriptor instead.
+func (*ConfigUpdate) Descriptor() ([]byte, []int) {
+	return file_cluster_clusterpb_cluster_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ConfigUpdate) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *ConfigUpdate) GetEntries() []*ConfigEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *ConfigUpdate) GetFull() bool {
+	if x != nil {
+		return x.Full
+	}
+	return false
+}
+
 var File_cluster_clusterpb_cluster_proto protoreflect.FileDescriptor
 
 const file_cluster_clusterpb_cluster_proto_rawDesc = "" +
@@ -860,7 +1009,18 @@ const file_cluster_clusterpb_cluster_proto_rawDesc = "" +
 	"\flocal_agents\x18\x03 \x01(\x05R\vlocalAgents\x12\x16\n" +
 	"\x06routes\x18\x04 \x01(\x05R\x06routes\x12\x1a\n" +
 	"\bsessions\x18\x05 \x01(\x05R\bsessions\x12\x18\n" +
-	"\aversion\x18\x06 \x01(\tR\aversionB2Z0github.com/warren-proxy/warren/cluster/clusterpbb\x06proto3"
+	"\aversion\x18\x06 \x01(\tR\aversion\"\x91\x01\n" +
+	"\vConfigEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\x12\x18\n" +
+	"\adeleted\x18\x03 \x01(\bR\adeleted\x12\x12\n" +
+	"\x04wall\x18\x04 \x01(\x03R\x04wall\x12\x18\n" +
+	"\alogical\x18\x05 \x01(\rR\alogical\x12\x12\n" +
+	"\x04node\x18\x06 \x01(\tR\x04node\"t\n" +
+	"\fConfigUpdate\x12\x16\n" +
+	"\x06origin\x18\x01 \x01(\tR\x06origin\x128\n" +
+	"\aentries\x18\x02 \x03(\v2\x1e.warren.cluster.v1.ConfigEntryR\aentries\x12\x12\n" +
+	"\x04full\x18\x03 \x01(\bR\x04fullB2Z0github.com/warren-proxy/warren/cluster/clusterpbb\x06proto3"
 
 var (
 	file_cluster_clusterpb_cluster_proto_rawDescOnce sync.Once
@@ -874,7 +1034,7 @@ func file_cluster_clusterpb_cluster_proto_rawDescGZIP() []byte {
 	return file_cluster_clusterpb_cluster_proto_rawDescData
 }
 
-var file_cluster_clusterpb_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_cluster_clusterpb_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_cluster_clusterpb_cluster_proto_goTypes = []any{
 	(*Resource)(nil),      // 0: warren.cluster.v1.Resource
 	(*AgentRoute)(nil),    // 1: warren.cluster.v1.AgentRoute
@@ -886,18 +1046,21 @@ var file_cluster_clusterpb_cluster_proto_goTypes = []any{
 	(*ProxyInfo)(nil),     // 7: warren.cluster.v1.ProxyInfo
 	(*StatusRequest)(nil), // 8: warren.cluster.v1.StatusRequest
 	(*ProxyStatus)(nil),   // 9: warren.cluster.v1.ProxyStatus
-	nil,                   // 10: warren.cluster.v1.Resource.LabelsEntry
+	(*ConfigEntry)(nil),   // 10: warren.cluster.v1.ConfigEntry
+	(*ConfigUpdate)(nil),  // 11: warren.cluster.v1.ConfigUpdate
+	nil,                   // 12: warren.cluster.v1.Resource.LabelsEntry
 }
 var file_cluster_clusterpb_cluster_proto_depIdxs = []int32{
-	10, // 0: warren.cluster.v1.Resource.labels:type_name -> warren.cluster.v1.Resource.LabelsEntry
+	12, // 0: warren.cluster.v1.Resource.labels:type_name -> warren.cluster.v1.Resource.LabelsEntry
 	0,  // 1: warren.cluster.v1.AgentRoute.resources:type_name -> warren.cluster.v1.Resource
 	1,  // 2: warren.cluster.v1.RouteDelta.upserts:type_name -> warren.cluster.v1.AgentRoute
 	1,  // 3: warren.cluster.v1.RouteState.agents:type_name -> warren.cluster.v1.AgentRoute
-	4,  // [4:4] is the sub-list for method output_type
-	4,  // [4:4] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	10, // 4: warren.cluster.v1.ConfigUpdate.entries:type_name -> warren.cluster.v1.ConfigEntry
+	5,  // [5:5] is the sub-list for method output_type
+	5,  // [5:5] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_cluster_clusterpb_cluster_proto_init() }
@@ -911,7 +1074,7 @@ func file_cluster_clusterpb_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cluster_clusterpb_cluster_proto_rawDesc), len(file_cluster_clusterpb_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

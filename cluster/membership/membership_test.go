@@ -354,14 +354,25 @@ func TestPartitionedProxyRejoins(t *testing.T) {
 				n.waitMembers(t, 15*time.Second, ids...)
 			}
 			t.Logf("rejoined %v after the network healed", time.Since(healed).Round(10*time.Millisecond))
+			want := []string{"join:" + victim.name, "leave:" + victim.name + "(dead)", "join:" + victim.name}
 			for _, n := range others {
+				// Members() can show the rejoin a moment before the
+				// event reaches the reader: wait for the sequence.
 				var joins []string
-				for _, e := range n.eventList() {
-					if strings.HasSuffix(e, ":"+victim.name) || strings.Contains(e, ":"+victim.name+"(") {
-						joins = append(joins, e)
+				deadline := time.Now().Add(5 * time.Second)
+				for {
+					joins = joins[:0]
+					for _, e := range n.eventList() {
+						if strings.HasSuffix(e, ":"+victim.name) || strings.Contains(e, ":"+victim.name+"(") {
+							joins = append(joins, e)
+						}
 					}
+					if len(joins) >= len(want) || time.Now().After(deadline) {
+						break
+					}
+					time.Sleep(10 * time.Millisecond)
 				}
-				if want := []string{"join:" + victim.name, "leave:" + victim.name + "(dead)", "join:" + victim.name}; !reflect.DeepEqual(joins, want) {
+				if !reflect.DeepEqual(joins, want) {
 					t.Errorf("%s saw %v, want %v", n.name, joins, want)
 				}
 			}

@@ -158,6 +158,11 @@ func (c *clientFlags) dialProxy(ctx context.Context) (*ssh.Client, *creds, error
 
 // proxyCommand runs a proxy command (ls, audit, …) and copies its output.
 func (c *clientFlags) proxyCommand(ctx context.Context, cmd string, stdout io.Writer) error {
+	return c.proxyCommandInput(ctx, cmd, nil, stdout)
+}
+
+// proxyCommandInput is proxyCommand with data for the command's stdin.
+func (c *clientFlags) proxyCommandInput(ctx context.Context, cmd string, stdin io.Reader, stdout io.Writer) error {
 	client, _, err := c.dialProxy(ctx)
 	if err != nil {
 		return err
@@ -168,8 +173,49 @@ func (c *clientFlags) proxyCommand(ctx context.Context, cmd string, stdout io.Wr
 		return err
 	}
 	defer sess.Close()
-	sess.Stdout, sess.Stderr = stdout, os.Stderr
+	sess.Stdin, sess.Stdout, sess.Stderr = stdin, stdout, os.Stderr
 	return exitStatus(sess.Run(cmd))
+}
+
+func runResource(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return usageError{"resource needs a subcommand: create -f FILE, rm NAME, ls"}
+	}
+	fs := newFlags("resource "+args[0], "create -f res.yaml | rm NAME | ls [--json]")
+	cf := addClientFlags(fs)
+	file := fs.String("f", "", "resource definition (YAML: name, kind, addr, labels, selector); - for stdin")
+	asJSON := fs.Bool("json", false, "print JSON (ls)")
+	if err := parse(fs, args[1:]); err != nil {
+		return err
+	}
+	switch args[0] {
+	case "create":
+		if *file == "" {
+			return usageError{"create needs -f FILE"}
+		}
+		var in io.Reader = os.Stdin
+		if *file != "-" {
+			f, err := os.Open(*file)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			in = f
+		}
+		return cf.proxyCommandInput(ctx, "resource create", in, os.Stdout)
+	case "rm":
+		if fs.NArg() != 1 {
+			return usageError{"rm needs exactly one NAME"}
+		}
+		return cf.proxyCommand(ctx, "resource rm "+fs.Arg(0), os.Stdout)
+	case "ls":
+		cmd := "resource ls"
+		if *asJSON {
+			cmd += " --json"
+		}
+		return cf.proxyCommand(ctx, cmd, os.Stdout)
+	}
+	return usageError{fmt.Sprintf("unknown resource subcommand %q: use create, rm or ls", args[0])}
 }
 
 func exitStatus(err error) error {

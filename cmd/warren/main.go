@@ -36,6 +36,7 @@ func init() {
 		{"ls", "list resources", runLs},
 		{"ssh", "open an SSH session to a resource: `warren ssh [login@]resource [command]`", runSSH},
 		{"audit", "show the audit log: `warren audit --since 1h`", runAudit},
+		{"resource", "manage dynamic resources: `warren resource create -f res.yaml`, `rm NAME`, `ls`", runResource},
 		{"status", "show the proxy cluster: members, regions, agents, routes, peer links", runStatus},
 		{"config", "print client configuration: `warren config ssh`", runConfig},
 		{"sftp-server", "serve SFTP on stdin/stdout (used by the agent's SSH server)", runSFTPServer},

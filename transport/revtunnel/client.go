@@ -114,7 +114,9 @@ type ClientConfig struct {
 	Trust  Trust
 	// OnProxies is called with every proxy set the proxy sends.
 	OnProxies func(ProxySet)
-	Logger    *slog.Logger
+	// OnDefinitions is called with every definition set the proxy sends.
+	OnDefinitions func(Definitions)
+	Logger        *slog.Logger
 }
 
 // ClientConn is the agent's end of one tunnel.
@@ -122,6 +124,7 @@ type ClientConn struct {
 	Addr      string
 	conn      *sshConn
 	onProxies func(ProxySet)
+	onDefs    func(Definitions)
 	logger    *slog.Logger
 }
 
@@ -199,7 +202,7 @@ func Dial(ctx context.Context, cfg ClientConfig, hello Hello) (*ClientConn, Hell
 		}
 		return nil, HelloReply{}, fmt.Errorf("tunnel to %s: %w", cfg.Addr, err)
 	}
-	c := &ClientConn{Addr: cfg.Addr, conn: conn, onProxies: cfg.OnProxies, logger: logger}
+	c := &ClientConn{Addr: cfg.Addr, conn: conn, onProxies: cfg.OnProxies, onDefs: cfg.OnDefinitions, logger: logger}
 	go c.answerRequests()
 	ok, payload, err := sendRequest(ctx, conn, ReqHello, encode(hello))
 	if err != nil {
@@ -224,6 +227,12 @@ func (c *ClientConn) answerRequests() {
 			var set ProxySet
 			if err := decode(req.Payload, &set); err == nil {
 				c.onProxies(set)
+			}
+		}
+		if req.Type == ReqDefinitions && c.onDefs != nil {
+			var d Definitions
+			if err := decode(req.Payload, &d); err == nil {
+				c.onDefs(d)
 			}
 		}
 		if req.WantReply {

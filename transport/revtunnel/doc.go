@@ -34,6 +34,9 @@
 //  7. Proxy set. The proxy sends "proxies@warren.dev" (ProxySet, no reply)
 //     whenever the cluster's proxies change, so agents re-home to live
 //     proxies and, in mesh mode, follow joins and leaves.
+//  8. Definitions. The proxy sends "definitions@warren.dev" (Definitions,
+//     no reply) whenever the cluster's dynamic resources change; the hello
+//     reply carries them too. Agents serve those their label watchers match.
 //
 // Every payload is one JSON object; unknown fields are ignored, so either
 // side can add fields without breaking the other.

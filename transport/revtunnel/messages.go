@@ -65,7 +65,9 @@ type HelloReply struct {
 	HostCert string `json:"host_cert,omitempty"` // renewed certificate
 	// Proxies is the tunnel address of every proxy the agent may use.
 	Proxies []ProxyInfo `json:"proxies,omitempty"`
-	Error   string      `json:"error,omitempty"`
+	// Definitions are the cluster's dynamic resource definitions.
+	Definitions []Definition `json:"definitions,omitempty"`
+	Error       string       `json:"error,omitempty"`
 }
 
 // ProxyInfo describes one proxy to an agent.

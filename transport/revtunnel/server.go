@@ -321,6 +321,13 @@ func (c *ServerConn) SendProxies(set ProxySet) error {
 	return err
 }
 
+// SendDefinitions tells the agent the dynamic resource definitions; it
+// does not wait.
+func (c *ServerConn) SendDefinitions(d Definitions) error {
+	_, _, err := c.conn.SendRequest(ReqDefinitions, false, encode(d))
+	return err
+}
+
 // Close closes the tunnel.
 func (c *ServerConn) Close() error { return c.conn.Close() }
 

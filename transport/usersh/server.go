@@ -61,8 +61,9 @@ type Target struct {
 type Handler interface {
 	// DirectTCPIP owns nch: it must Accept or Reject it.
 	DirectTCPIP(ctx context.Context, conn *Conn, target Target, nch ssh.NewChannel)
-	// Command runs a proxy command and returns its exit status.
-	Command(ctx context.Context, conn *Conn, args []string, stdout, stderr io.Writer) int
+	// Command runs a proxy command and returns its exit status; stdin is
+	// what the user sends (for example a resource definition).
+	Command(ctx context.Context, conn *Conn, args []string, stdin io.Reader, stdout, stderr io.Writer) int
 }
 
 // Config configures a Server.

@@ -118,7 +118,7 @@ func (h *recHandler) DirectTCPIP(ctx context.Context, conn *Conn, target Target,
 	}
 }
 
-func (h *recHandler) Command(ctx context.Context, conn *Conn, args []string, stdout, stderr io.Writer) int {
+func (h *recHandler) Command(ctx context.Context, conn *Conn, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	h.mu.Lock()
 	h.commands = append(h.commands, args)
 	h.ids = append(h.ids, conn.Identity)

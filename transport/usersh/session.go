@@ -27,7 +27,7 @@ func (s *Server) serveSession(ctx context.Context, c *Conn, nch ssh.NewChannel) 
 				continue
 			}
 			_ = req.Reply(true, nil)
-			status := s.cfg.Handler.Command(ctx, c, strings.Fields(p.Command), ch, ch.Stderr())
+			status := s.cfg.Handler.Command(ctx, c, strings.Fields(p.Command), ch, ch, ch.Stderr())
 			exit(ch, status)
 			return
 		case "shell":

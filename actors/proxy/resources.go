@@ -1,0 +1,106 @@
+package proxy
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/warren-proxy/warren/actors/router"
+	"github.com/warren-proxy/warren/internal/conf"
+	"github.com/warren-proxy/warren/transport/revtunnel"
+	"github.com/warren-proxy/warren/transport/usersh"
+)
+
+// maxDefinition bounds a resource definition read from a user.
+const maxDefinition = 64 << 10
+
+// resource serves `resource create|rm|ls`: dynamic resource definitions
+// in the cluster's replicated configuration.
+func (h userHandler) resource(c *usersh.Conn, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "warren: resource needs a subcommand: create (definition on stdin), rm NAME, ls")
+		return 2
+	}
+	if args[0] != "ls" && !c.Identity.HasRole("admin") {
+		fmt.Fprintln(stderr, "warren: changing resources needs the admin role")
+		return 1
+	}
+	switch args[0] {
+	case "ls":
+		defs := h.p.table.Snapshot().Definitions
+		if len(args) > 1 && args[1] == "--json" {
+			_ = json.NewEncoder(stdout).Encode(defs)
+			return 0
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tKIND\tADDR\tLABELS\tSELECTOR")
+		for _, d := range defs {
+			var labels []string
+			for k, v := range d.Labels {
+				labels = append(labels, k+"="+v)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Name, d.Kind, dash(d.Addr), dash(strings.Join(sorted(labels), ",")), dash(d.Selector))
+		}
+		tw.Flush()
+		return 0
+	case "create":
+		data, err := io.ReadAll(io.LimitReader(stdin, maxDefinition+1))
+		if err != nil || len(data) > maxDefinition {
+			fmt.Fprintf(stderr, "warren: read the definition: send at most %d bytes of YAML on stdin\n", maxDefinition)
+			return 2
+		}
+		var d revtunnel.Definition
+		if err := conf.Decode(data, &d); err != nil {
+			fmt.Fprintf(stderr, "warren: resource definition: %v\n", err)
+			return 2
+		}
+		if err := d.Validate(); err != nil {
+			fmt.Fprintf(stderr, "warren: resource definition refused, nothing stored:\n  %s\n", strings.ReplaceAll(err.Error(), "\n", "\n  "))
+			return 2
+		}
+		if err := h.p.putDefinition(&router.PutDefinition{Definition: d}); err != nil {
+			fmt.Fprintf(stderr, "warren: store resource %q: %v\n", d.Name, err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "resource %q stored; agents whose watchers match it will serve it\n", d.Name)
+		return 0
+	case "rm":
+		if len(args) != 2 {
+			fmt.Fprintln(stderr, "warren: usage: resource rm NAME")
+			return 2
+		}
+		name, found := args[1], false
+		for _, d := range h.p.table.Snapshot().Definitions {
+			found = found || d.Name == name
+		}
+		if !found {
+			fmt.Fprintf(stderr, "warren: no dynamic resource named %q (static resources live in agents' configs)\n", name)
+			return 1
+		}
+		if err := h.p.putDefinition(&router.PutDefinition{Definition: revtunnel.Definition{Name: name}, Delete: true}); err != nil {
+			fmt.Fprintf(stderr, "warren: remove resource %q: %v\n", name, err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "resource %q removed\n", name)
+		return 0
+	}
+	fmt.Fprintf(stderr, "warren: unknown resource subcommand %q: use create, rm or ls\n", args[0])
+	return 2
+}
+
+// putDefinition writes through the router and waits until it is durable.
+func (p *Proxy) putDefinition(m *router.PutDefinition) error {
+	res, err := p.system.Root.RequestFuture(p.router, m, 10*time.Second).Result()
+	if err != nil {
+		return err
+	}
+	r, ok := res.(*router.ConfigResult)
+	if !ok {
+		return errors.New("unexpected answer from the router")
+	}
+	return r.Err
+}
