@@ -102,6 +102,10 @@ type SessionConfig struct {
 	// DialTimeout bounds the connect phase of a session, over all
 	// candidate agents (default 15s).
 	DialTimeout time.Duration `yaml:"dial_timeout"`
+	// AttemptTimeout bounds one candidate agent before the session tries
+	// the next (default 3s): a stopped agent costs at most this much
+	// before its keepalives catch it.
+	AttemptTimeout time.Duration `yaml:"attempt_timeout"`
 	// Strategy picks an agent for a new session among the healthy ones:
 	// default (this proxy's tunnels, then this region, then any), random,
 	// or least_sessions (power of two choices on live sessions).
@@ -188,6 +192,7 @@ func (c Config) CheckAndSetDefaults() (Config, error) {
 		{"tunnel.offline_retention", &c.Tunnel.OfflineRetention, 24 * time.Hour},
 		{"tunnel.cert_ttl", &c.Tunnel.CertTTL, 30 * 24 * time.Hour},
 		{"session.dial_timeout", &c.Session.DialTimeout, 15 * time.Second},
+		{"session.attempt_timeout", &c.Session.AttemptTimeout, 3 * time.Second},
 	}
 	for _, d := range durations {
 		switch {

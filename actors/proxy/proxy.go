@@ -412,10 +412,41 @@ func (p *Proxy) help() string {
 	}, "\n")
 }
 
-// sessionLoad counts the live sessions this proxy routes to each agent.
+// sessionLoad counts the live sessions this proxy routes to each agent
+// and remembers agents whose dials failed lately.
 type sessionLoad struct {
-	mu sync.Mutex // guards m
-	m  map[string]int
+	mu     sync.Mutex // guards the fields below
+	m      map[string]int
+	failed map[string]time.Time
+}
+
+// failMemory is how long a failed agent is tried last.
+const failMemory = 10 * time.Second
+
+func (l *sessionLoad) Failed(agentID string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.failed == nil {
+		l.failed = map[string]time.Time{}
+	}
+	l.failed[agentID] = time.Now()
+}
+
+func (l *sessionLoad) Succeeded(agentID string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.failed, agentID)
+}
+
+func (l *sessionLoad) RecentlyFailed(agentID string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	t, ok := l.failed[agentID]
+	if ok && time.Since(t) > failMemory {
+		delete(l.failed, agentID)
+		return false
+	}
+	return ok
 }
 
 func (l *sessionLoad) Sessions(agentID string) int {

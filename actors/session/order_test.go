@@ -16,6 +16,11 @@ type fixedLoad map[string]int
 
 func (l fixedLoad) Sessions(id string) int { return l[id] }
 func (l fixedLoad) Add(string, int)        {}
+func (l fixedLoad) Failed(string)          {}
+func (l fixedLoad) Succeeded(string)       {}
+func (l fixedLoad) RecentlyFailed(id string) bool {
+	return l[id] < 0
+}
 
 func firstPicks(n int, eps []router.Endpoint, strategy string, load Load) map[string]int {
 	got := map[string]int{}
@@ -70,5 +75,16 @@ func TestAnAgentsEndpointsStayTogetherLocalFirst(t *testing.T) {
 	got := orderCandidates([]router.Endpoint{old, ep("a1", "p1", "eu", true), fresh}, StrategyDefault, "eu", nil)
 	if !got[0].Local || got[1].ProxyID != "p3" || got[2].ProxyID != "p2" {
 		t.Fatalf("got %s, %s, %s; want the local tunnel, then the newest remote one", got[0].ProxyID, got[1].ProxyID, got[2].ProxyID)
+	}
+}
+
+func TestRecentlyFailedAgentsGoLast(t *testing.T) {
+	eps := []router.Endpoint{ep("a1", "p1", "eu", true), ep("a2", "p1", "eu", true), ep("a3", "p1", "eu", true)}
+	load := fixedLoad{"a2": -1}
+	for i := 0; i < 50; i++ {
+		got := orderCandidates(append([]router.Endpoint(nil), eps...), StrategyRandom, "eu", load)
+		if got[2].AgentID != "a2" {
+			t.Fatalf("got %s last, want the agent that just failed", got[2].AgentID)
+		}
 	}
 }

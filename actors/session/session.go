@@ -85,9 +85,10 @@ type Config struct {
 }
 
 type (
-	peerLost     struct{ addr string }
-	pipeDone     struct{ res streams.Result }
-	streamResult struct {
+	attemptTimeout struct{ n int }
+	peerLost       struct{ addr string }
+	pipeDone       struct{ res streams.Result }
+	streamResult   struct {
 		agentID string
 		stream  streams.Stream
 		err     error
@@ -106,6 +107,8 @@ type Actor struct {
 	accepted   bool
 	path       string // set when the session crosses a peer proxy
 	counted    bool   // the session is in Load
+	attempt    int    // numbers dial attempts, for their timers
+	timer      *time.Timer
 	peerSub    *eventstream.Subscription
 	wg         sync.WaitGroup
 	stopping   bool
@@ -148,13 +151,16 @@ func (a *Actor) Receive(ctx actor.Context) {
 		if a.current != nil && !a.current.Local && a.current.Tunnel.Address == m.addr {
 			a.fail(ctx, fmt.Errorf("proxy %s became unreachable", a.current.ProxyID))
 		}
-	case *actor.ReceiveTimeout:
-		if a.current != nil {
+	case attemptTimeout:
+		// Only the timer of the attempt in flight counts: one that fired
+		// just as its attempt ended is stale.
+		if a.current != nil && m.n == a.attempt {
 			a.fail(ctx, fmt.Errorf("agent %s via proxy %s did not answer in time", a.current.AgentID, a.current.ProxyID))
 		}
 	case pipeDone:
 		a.onPipeDone(ctx, m)
 	case *actor.Stopping:
+		a.stopTimer()
 		a.unwatchPeer(ctx)
 		a.wg.Wait()
 	case *actor.Stopped:
@@ -203,10 +209,14 @@ const (
 	StrategyLeastSessions = "least_sessions"
 )
 
-// Load counts live sessions per agent.
+// Load counts live sessions per agent and remembers agents that just
+// failed a dial, so that the next sessions try them last.
 type Load interface {
 	Sessions(agentID string) int
 	Add(agentID string, delta int)
+	Failed(agentID string)
+	Succeeded(agentID string)
+	RecentlyFailed(agentID string) bool
 }
 
 // orderCandidates orders the usable endpoints: agents by the strategy,
@@ -254,6 +264,11 @@ func orderCandidates(c []router.Endpoint, strategy, region string, load Load) []
 		}
 	default:
 		sort.SliceStable(agents, func(i, j int) bool { return best(agents[i]) < best(agents[j]) })
+	}
+	if load != nil {
+		// An agent that just failed a dial (stopped, cut off, upstream
+		// down) goes last until it serves a session again.
+		sort.SliceStable(agents, func(i, j int) bool { return !load.RecentlyFailed(agents[i]) && load.RecentlyFailed(agents[j]) })
 	}
 	out := make([]router.Endpoint, 0, len(c))
 	for _, id := range agents {
@@ -309,7 +324,11 @@ func (a *Actor) tryNext(ctx actor.Context) {
 	// A dial to a proxy that vanished may never be answered: bound each
 	// attempt so the next candidate still has time.
 	attempt := min(remaining, a.cfg.AttemptTimeout)
-	ctx.SetReceiveTimeout(attempt)
+	a.attempt++
+	n, self, system := a.attempt, ctx.Self(), ctx.ActorSystem()
+	// The timer runs a little past the tunnel's own deadline, so the
+	// tunnel's more precise answer usually comes first.
+	a.timer = time.AfterFunc(attempt+250*time.Millisecond, func() { system.Root.Send(self, attemptTimeout{n}) })
 	if next.Local {
 		ctx.Request(next.Tunnel, &tunnel.Dial{Timeout: attempt, Request: revtunnel.DialRequest{
 			SessionID:  a.cfg.ID,
@@ -353,10 +372,20 @@ func (a *Actor) unwatchPeer(ctx actor.Context) {
 	}
 }
 
+func (a *Actor) stopTimer() {
+	if a.timer != nil {
+		a.timer.Stop()
+		a.timer = nil
+	}
+}
+
 // fail records a failed attempt and moves on to the next candidate.
 func (a *Actor) fail(ctx actor.Context, err error) {
-	ctx.CancelReceiveTimeout()
+	a.stopTimer()
 	a.cfg.Logger.Info("dial failed; trying next agent", "session", a.cfg.ID, "resource", a.cfg.Resource, "agent", a.current.AgentID, "proxy", a.current.ProxyID, "err", err)
+	if a.cfg.Load != nil {
+		a.cfg.Load.Failed(a.current.AgentID)
+	}
 	a.current = nil
 	a.lastErr = err
 	a.tryNext(ctx)
@@ -389,7 +418,7 @@ func (a *Actor) onRemoteDialResponse(ctx actor.Context, m *clusterpb.DialRespons
 		a.fail(ctx, errors.New(m.Error))
 		return
 	}
-	ctx.CancelReceiveTimeout()
+	a.stopTimer()
 	if a.cfg.OpenStream == nil {
 		a.fail(ctx, errors.New("this proxy has no peer links"))
 		return
@@ -423,7 +452,7 @@ func (a *Actor) onStreamResult(ctx actor.Context, m streamResult) {
 // connected records the start, accepts the user's channel and pipes it to
 // the agent's stream (a tunnel channel, or a peer data stream).
 func (a *Actor) connected(ctx actor.Context, agentID string, agentStream streams.Stream) {
-	ctx.CancelReceiveTimeout()
+	a.stopTimer()
 	a.unwatchPeer(ctx)
 	a.agentID = agentID
 	if a.cfg.Sticky != nil {
@@ -431,6 +460,7 @@ func (a *Actor) connected(ctx actor.Context, agentID string, agentStream streams
 	}
 	if a.cfg.Load != nil {
 		a.cfg.Load.Add(agentID, 1)
+		a.cfg.Load.Succeeded(agentID)
 		a.counted = true
 	}
 	if a.current != nil && !a.current.Local {
