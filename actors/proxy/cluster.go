@@ -13,11 +13,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/remote"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warren-proxy/warren/actors/router"
 	"github.com/warren-proxy/warren/actors/tunnel"
+	"github.com/warren-proxy/warren/cluster/clusterpb"
 	"github.com/warren-proxy/warren/cluster/membership"
 	"github.com/warren-proxy/warren/transport/peer"
 	"github.com/warren-proxy/warren/transport/pki"
@@ -174,12 +176,40 @@ func (p *Proxy) startMembership(ctx context.Context) error {
 	if err := p.members.Start(ctx); err != nil {
 		return err
 	}
-	p.wg.Add(1)
+	p.wg.Add(2)
 	go func() {
 		defer p.wg.Done()
 		p.followMembers()
 	}()
+	go func() {
+		defer p.wg.Done()
+		p.measurePeers(ctx)
+	}()
 	return nil
+}
+
+// measurePeers keeps the round trip to every peer's router (over the peer
+// link, protoactor remote) for the nearest strategy, every two seconds.
+func (p *Proxy) measurePeers(ctx context.Context) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		for _, m := range p.members.Members() {
+			if m.ProxyID == p.cfg.ID || ctx.Err() != nil {
+				continue
+			}
+			start := time.Now()
+			_, err := p.system.Root.RequestFuture(actor.NewPID(m.PeerAddr, router.RouterName), &clusterpb.StatusRequest{}, time.Second).Result()
+			if err == nil {
+				p.load.setPeerRTT(m.ProxyID, time.Since(start))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // followMembers turns membership events into router messages and proxy

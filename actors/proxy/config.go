@@ -108,7 +108,8 @@ type SessionConfig struct {
 	AttemptTimeout time.Duration `yaml:"attempt_timeout"`
 	// Strategy picks an agent for a new session among the healthy ones:
 	// default (this proxy's tunnels, then this region, then any), random,
-	// or least_sessions (power of two choices on live sessions).
+	// least_sessions (power of two choices on live sessions), or nearest
+	// (lowest measured round trip: tunnel keepalives plus peer links).
 	Strategy string `yaml:"strategy"`
 }
 
@@ -205,9 +206,9 @@ func (c Config) CheckAndSetDefaults() (Config, error) {
 	switch c.Session.Strategy {
 	case "":
 		c.Session.Strategy = "default"
-	case "default", "random", "least_sessions":
+	case "default", "random", "least_sessions", "nearest":
 	default:
-		errs.Addf("session.strategy", "unknown strategy %q: use default, random or least_sessions", c.Session.Strategy)
+		errs.Addf("session.strategy", "unknown strategy %q: use default, random, least_sessions or nearest", c.Session.Strategy)
 	}
 	if c.Tunnel.KeepaliveCount < 0 {
 		errs.Addf("tunnel.keepalive_count", "must not be negative")

@@ -415,9 +415,25 @@ func (p *Proxy) help() string {
 // sessionLoad counts the live sessions this proxy routes to each agent
 // and remembers agents whose dials failed lately.
 type sessionLoad struct {
-	mu     sync.Mutex // guards the fields below
-	m      map[string]int
-	failed map[string]time.Time
+	mu      sync.Mutex // guards the fields below
+	m       map[string]int
+	failed  map[string]time.Time
+	peerRTT map[string]time.Duration
+}
+
+func (l *sessionLoad) PeerRTT(proxyID string) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.peerRTT[proxyID]
+}
+
+func (l *sessionLoad) setPeerRTT(proxyID string, d time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.peerRTT == nil {
+		l.peerRTT = map[string]time.Duration{}
+	}
+	l.peerRTT[proxyID] = d
 }
 
 // failMemory is how long a failed agent is tried last.

@@ -85,6 +85,7 @@ func (r *Router) localRoute(st *agentState) *clusterpb.AgentRoute {
 		ConnectedUnixNano: st.rec.Connected.UnixNano(),
 		LastSeenUnixNano:  st.rec.LastSeen.UnixNano(),
 		Addr:              st.rec.Addr,
+		RttMicros:         st.rtt.Microseconds(),
 	}
 	now := r.cfg.Clock()
 	if st.tunnel != nil {

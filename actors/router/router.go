@@ -118,6 +118,13 @@ type TunnelDown struct {
 	Reason  string
 }
 
+// TunnelRTT is a tunnel's measured keepalive round trip to its agent.
+type TunnelRTT struct {
+	AgentID string
+	Tunnel  *actor.PID
+	RTT     time.Duration
+}
+
 // Sync is answered (with true) once every message sent to the router
 // before it has been applied; Start uses it to serve the persisted view at
 // once.
@@ -136,6 +143,7 @@ type agentState struct {
 	rec       catalog.Agent
 	tunnel    *actor.PID // nil when offline
 	resources map[string]*catalog.Resource
+	rtt       time.Duration // last published keepalive round trip
 }
 
 // Router is the router actor.
@@ -182,6 +190,8 @@ func (r *Router) Receive(ctx actor.Context) {
 		if m.Tunnel != nil {
 			r.onTunnelDown(ctx, m)
 		}
+	case *TunnelRTT:
+		r.onTunnelRTT(ctx, m)
 	case sweep:
 		r.onSweep(ctx)
 	case publish:
@@ -333,6 +343,26 @@ func sameResource(a, b *catalog.Resource) bool {
 	return true
 }
 
+// onTunnelRTT records a tunnel's round trip. Only a change of more than a
+// quarter (and 200 µs) is published and replicated, so keepalives do not
+// churn snapshots.
+func (r *Router) onTunnelRTT(ctx actor.Context, m *TunnelRTT) {
+	st := r.agents[m.AgentID]
+	if st == nil || st.tunnel == nil || !st.tunnel.Equal(m.Tunnel) {
+		return
+	}
+	d := m.RTT - st.rtt
+	if d < 0 {
+		d = -d
+	}
+	if st.rtt != 0 && (d < st.rtt/4 || d < 200*time.Microsecond) {
+		return
+	}
+	st.rtt = m.RTT
+	r.repl.touch(m.AgentID)
+	r.changed(ctx)
+}
+
 func (r *Router) onTunnelDown(ctx actor.Context, m *TunnelDown) {
 	st := r.agents[m.AgentID]
 	if st == nil || st.tunnel == nil || !st.tunnel.Equal(m.Tunnel) {
@@ -435,7 +465,7 @@ func (r *Router) publish() {
 		s.Agents[id] = ar
 		s.Routes = append(s.Routes, ar)
 		for _, res := range st.resources {
-			e := Endpoint{Resource: *res, Local: true, Connected: st.rec.Connected, Region: r.cfg.Region}
+			e := Endpoint{Resource: *res, Local: true, Connected: st.rec.Connected, Region: r.cfg.Region, RTT: st.rtt}
 			if st.tunnel != nil && res.Expires.After(now) {
 				e.Online, e.Tunnel = true, st.tunnel
 			}
@@ -456,7 +486,8 @@ func (r *Router) publish() {
 			e := Endpoint{Resource: catalog.Resource{
 				Name: res.Name, AgentID: a.AgentId, Kind: res.Kind, Labels: res.Labels,
 				Healthy: res.Healthy, Detail: res.Detail, ProxyID: origin, LastSeen: rec.LastSeen,
-			}, Online: pid != nil, Tunnel: pid, Connected: rec.Connected, Region: r.repl.peers[origin].region}
+			}, Online: pid != nil, Tunnel: pid, Connected: rec.Connected, Region: r.repl.peers[origin].region,
+				RTT: time.Duration(a.RttMicros) * time.Microsecond}
 			s.Resources[res.Name] = append(s.Resources[res.Name], e)
 		}
 	})

@@ -56,6 +56,9 @@ type Endpoint struct {
 	Connected time.Time
 	// Region is the region of the proxy holding the tunnel.
 	Region string
+	// RTT is the tunnel's keepalive round trip, measured by the proxy
+	// holding it (0 until measured).
+	RTT time.Duration
 }
 
 // Usable reports whether a new session may be sent to e.

@@ -21,6 +21,9 @@ func (l fixedLoad) Succeeded(string)       {}
 func (l fixedLoad) RecentlyFailed(id string) bool {
 	return l[id] < 0
 }
+func (l fixedLoad) PeerRTT(id string) time.Duration {
+	return time.Duration(l["peer:"+id]) * time.Millisecond
+}
 
 func firstPicks(n int, eps []router.Endpoint, strategy string, load Load) map[string]int {
 	got := map[string]int{}
@@ -85,6 +88,21 @@ func TestRecentlyFailedAgentsGoLast(t *testing.T) {
 		got := orderCandidates(append([]router.Endpoint(nil), eps...), StrategyRandom, "eu", load)
 		if got[2].AgentID != "a2" {
 			t.Fatalf("got %s last, want the agent that just failed", got[2].AgentID)
+		}
+	}
+}
+
+func TestNearestFollowsMeasuredRoundTrips(t *testing.T) {
+	local := ep("slow-local", "p1", "eu", true)
+	local.RTT = 40 * time.Millisecond
+	remote := ep("fast-remote", "p2", "eu", false)
+	remote.RTT = 2 * time.Millisecond
+	unmeasured := ep("unknown", "p1", "eu", true)
+	load := fixedLoad{"peer:p2": 5}
+	for i := 0; i < 20; i++ {
+		got := orderCandidates([]router.Endpoint{local, unmeasured, remote}, StrategyNearest, "eu", load)
+		if got[0].AgentID != "fast-remote" || got[1].AgentID != "slow-local" || got[2].AgentID != "unknown" {
+			t.Fatalf("got %s, %s, %s; want fast-remote (2+5 ms), slow-local (40 ms), then the unmeasured one", got[0].AgentID, got[1].AgentID, got[2].AgentID)
 		}
 	}
 }

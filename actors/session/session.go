@@ -207,6 +207,10 @@ const (
 	// StrategyLeastSessions picks the less loaded of two random agents
 	// (power of two choices) by live session counts.
 	StrategyLeastSessions = "least_sessions"
+	// StrategyNearest picks the agent with the lowest measured round trip
+	// from this proxy: the tunnel's keepalive RTT, plus the peer link's
+	// RTT when the tunnel is on another proxy.
+	StrategyNearest = "nearest"
 )
 
 // Load counts live sessions per agent and remembers agents that just
@@ -217,6 +221,24 @@ type Load interface {
 	Failed(agentID string)
 	Succeeded(agentID string)
 	RecentlyFailed(agentID string) bool
+	// PeerRTT is the measured round trip to a peer proxy (0 if unknown).
+	PeerRTT(proxyID string) time.Duration
+}
+
+// pathRTT is the measured round trip from this proxy to an agent through
+// e, or -1 when part of it is not measured yet.
+func pathRTT(e router.Endpoint, load Load) time.Duration {
+	if e.RTT <= 0 {
+		return -1
+	}
+	if e.Local {
+		return e.RTT
+	}
+	peer := load.PeerRTT(e.ProxyID)
+	if peer <= 0 {
+		return -1
+	}
+	return e.RTT + peer
 }
 
 // orderCandidates orders the usable endpoints: agents by the strategy,
@@ -261,6 +283,21 @@ func orderCandidates(c []router.Endpoint, strategy, region string, load Load) []
 		if load != nil && len(agents) > 2 {
 			rest := agents[1:]
 			sort.SliceStable(rest, func(i, j int) bool { return load.Sessions(rest[i]) < load.Sessions(rest[j]) })
+		}
+	case StrategyNearest:
+		if load != nil {
+			// Each agent's endpoints by path RTT; agents by their nearest;
+			// unmeasured paths go after measured ones.
+			cost := func(e router.Endpoint) time.Duration {
+				if d := pathRTT(e, load); d >= 0 {
+					return d
+				}
+				return time.Hour
+			}
+			for _, eps := range byAgent {
+				sort.SliceStable(eps, func(i, j int) bool { return cost(eps[i]) < cost(eps[j]) })
+			}
+			sort.SliceStable(agents, func(i, j int) bool { return cost(byAgent[agents[i]][0]) < cost(byAgent[agents[j]][0]) })
 		}
 	default:
 		sort.SliceStable(agents, func(i, j int) bool { return best(agents[i]) < best(agents[j]) })

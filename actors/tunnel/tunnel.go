@@ -89,6 +89,7 @@ type (
 	heartbeatMsg struct{ hb revtunnel.Heartbeat }
 	closedMsg    struct{ err error }
 	loginMsg     struct{ l revtunnel.Login }
+	rttMsg       struct{ rtt time.Duration }
 )
 
 // Actor is the tunnel actor.
@@ -100,6 +101,8 @@ type Actor struct {
 	agent  catalog.Agent
 	up     bool
 	reason string
+	self   *actor.PID
+	system *actor.ActorSystem
 }
 
 // NewProps returns props for a tunnel actor.
@@ -136,6 +139,10 @@ func (a *Actor) Receive(ctx actor.Context) {
 		a.onClosed(ctx, m)
 	case loginMsg:
 		a.onLogin(m)
+	case rttMsg:
+		if a.up {
+			ctx.Send(a.cfg.Router, &router.TunnelRTT{AgentID: a.agent.ID, Tunnel: ctx.Self(), RTT: m.rtt})
+		}
 	case *router.Superseded:
 		a.reason = "agent connected again"
 		a.cfg.Conn.Close()
@@ -185,6 +192,7 @@ func (h handler) Heartbeat(hb revtunnel.Heartbeat) error {
 func (a *Actor) onStarted(ctx actor.Context) {
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	self, system := ctx.Self(), ctx.ActorSystem()
+	a.self, a.system = self, system
 	a.agent = catalog.Agent{
 		ID:        a.cfg.Conn.AgentID,
 		ProxyID:   a.cfg.ProxyID,
@@ -215,6 +223,7 @@ func (a *Actor) keepalive() {
 			return
 		case <-t.C:
 		}
+		sent := time.Now()
 		if err := a.cfg.Conn.Keepalive(a.cfg.KeepaliveInterval); err != nil {
 			missed++
 			if missed >= a.cfg.KeepaliveCount {
@@ -225,6 +234,7 @@ func (a *Actor) keepalive() {
 			continue
 		}
 		missed = 0
+		a.system.Root.Send(a.self, rttMsg{time.Since(sent)})
 	}
 }
 

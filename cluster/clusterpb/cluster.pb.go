@@ -115,8 +115,10 @@ type AgentRoute struct {
 	ConnectedUnixNano int64       `protobuf:"varint,7,opt,name=connected_unix_nano,json=connectedUnixNano,proto3" json:"connected_unix_nano,omitempty"`
 	LastSeenUnixNano  int64       `protobuf:"varint,8,opt,name=last_seen_unix_nano,json=lastSeenUnixNano,proto3" json:"last_seen_unix_nano,omitempty"`
 	// online is false while the agent is known but has no live tunnel.
-	Online        bool   `protobuf:"varint,9,opt,name=online,proto3" json:"online,omitempty"`
-	Addr          string `protobuf:"bytes,10,opt,name=addr,proto3" json:"addr,omitempty"`
+	Online bool   `protobuf:"varint,9,opt,name=online,proto3" json:"online,omitempty"`
+	Addr   string `protobuf:"bytes,10,opt,name=addr,proto3" json:"addr,omitempty"`
+	// rtt_micros is the tunnel's keepalive round trip measured by the origin.
+	RttMicros     int64 `protobuf:"varint,11,opt,name=rtt_micros,json=rttMicros,proto3" json:"rtt_micros,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -219,6 +221,13 @@ func (x *AgentRoute) GetAddr() string {
 		return x.Addr
 	}
 	return ""
+}
+
+func (x *AgentRoute) GetRttMicros() int64 {
+	if x != nil {
+		return x.RttMicros
+	}
+	return 0
 }
 
 // RouteDelta is a change of the origin proxy's routes. Deltas of one
@@ -948,7 +957,7 @@ const file_cluster_clusterpb_cluster_proto_rawDesc = "" +
 	"\x06detail\x18\x05 \x01(\tR\x06detail\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe7\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x86\x03\n" +
 	"\n" +
 	"AgentRoute\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1a\n" +
@@ -961,7 +970,9 @@ const file_cluster_clusterpb_cluster_proto_rawDesc = "" +
 	"\x13last_seen_unix_nano\x18\b \x01(\x03R\x10lastSeenUnixNano\x12\x16\n" +
 	"\x06online\x18\t \x01(\bR\x06online\x12\x12\n" +
 	"\x04addr\x18\n" +
-	" \x01(\tR\x04addr\"\xa1\x01\n" +
+	" \x01(\tR\x04addr\x12\x1d\n" +
+	"\n" +
+	"rtt_micros\x18\v \x01(\x03R\trttMicros\"\xa1\x01\n" +
 	"\n" +
 	"RouteDelta\x12\x16\n" +
 	"\x06origin\x18\x01 \x01(\tR\x06origin\x12\x14\n" +
