@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -239,6 +240,13 @@ func (p *Proxy) HTTPAddr() string   { return p.httpLn.Addr().String() }
 // system, for benchmarks and tests that drive the router directly.
 func (p *Proxy) Router() *actor.PID              { return p.router }
 func (p *Proxy) ActorSystem() *actor.ActorSystem { return p.system }
+
+// SessionCounts returns the live sessions this proxy routes, per agent.
+func (p *Proxy) SessionCounts() map[string]int {
+	p.load.mu.Lock()
+	defer p.load.mu.Unlock()
+	return maps.Clone(p.load.m)
+}
 
 // GossipAddr is the bound gossip address (seeds for other proxies).
 func (p *Proxy) GossipAddr() string { return p.members.GossipAddr() }
