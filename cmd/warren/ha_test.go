@@ -223,44 +223,20 @@ func oneSession(c *ssh.Client) (connectErr, ioErr error) {
 	}
 }
 
+// startEchoServer runs the dev cluster's echo server on a free port.
 func startEchoServer(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	open := map[net.Conn]bool{}
-	wg.Add(1)
+	done := make(chan struct{})
 	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			open[c] = true
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				io.Copy(c, c)
-				c.Close()
-				mu.Lock()
-				delete(open, c)
-				mu.Unlock()
-			}()
-		}
+		defer close(done)
+		serveEcho(ln)
 	}()
 	t.Cleanup(func() {
 		ln.Close()
-		mu.Lock()
-		for c := range open {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
+		<-done
 	})
 	return ln.Addr().String()
 }
