@@ -19,7 +19,6 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -53,7 +52,6 @@ type Cluster struct {
 	Login    string
 	Logger   *slog.Logger
 
-	mu    sync.Mutex
 	hosts []string
 	opts  Options
 	next  int // round-robin over proxies for agents

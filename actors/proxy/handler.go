@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -122,15 +123,11 @@ func WriteResourceTable(w io.Writer, list []router.Summary) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tKIND\tSTATUS\tAGENTS\tLABELS")
 	for _, s := range list {
-		var labels []string
-		for k, v := range s.Labels {
-			labels = append(labels, k+"="+v)
-		}
 		status := s.Status
 		if s.Detail != "" {
 			status += " (" + s.Detail + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\n", s.Name, s.Kind, status, s.Healthy, s.Agents, strings.Join(sorted(labels), ","))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\n", s.Name, s.Kind, status, s.Healthy, s.Agents, joinLabels(s.Labels))
 	}
 	tw.Flush()
 }
@@ -174,13 +171,14 @@ func WriteAudit(w io.Writer, evs []audit.Event, asJSON bool) {
 	tw.Flush()
 }
 
-func sorted(s []string) []string {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
+// joinLabels renders labels as k=v pairs, sorted by key.
+func joinLabels(labels map[string]string) string {
+	out := make([]string, 0, len(labels))
+	for k, v := range labels {
+		out = append(out, k+"="+v)
 	}
-	return s
+	slices.Sort(out)
+	return strings.Join(out, ",")
 }
 
 func dash(s string) string {

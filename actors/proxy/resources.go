@@ -39,11 +39,7 @@ func (h userHandler) resource(c *usersh.Conn, args []string, stdin io.Reader, st
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "NAME\tKIND\tADDR\tLABELS\tSELECTOR")
 		for _, d := range defs {
-			var labels []string
-			for k, v := range d.Labels {
-				labels = append(labels, k+"="+v)
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Name, d.Kind, dash(d.Addr), dash(strings.Join(sorted(labels), ",")), dash(d.Selector))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Name, d.Kind, dash(d.Addr), dash(joinLabels(d.Labels)), dash(d.Selector))
 		}
 		tw.Flush()
 		return 0

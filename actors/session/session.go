@@ -104,10 +104,9 @@ type Actor struct {
 	started    time.Time
 	agentID    string
 	current    *router.Endpoint // the candidate being dialled
-	accepted   bool
-	path       string // set when the session crosses a peer proxy
-	counted    bool   // the session is in Load
-	attempt    int    // numbers dial attempts, for their timers
+	path       string           // set when the session crosses a peer proxy
+	counted    bool             // the session is in Load
+	attempt    int              // numbers dial attempts, for their timers
 	timer      *time.Timer
 	peerSub    *eventstream.Subscription
 	wg         sync.WaitGroup
@@ -518,7 +517,6 @@ func (a *Actor) connected(ctx actor.Context, agentID string, agentStream streams
 		a.end(ctx, streams.Result{Err: fmt.Errorf("accept user channel: %w", err)})
 		return
 	}
-	a.accepted = true
 	go ssh.DiscardRequests(reqs)
 	self, system := ctx.Self(), ctx.ActorSystem()
 	a.wg.Add(1)
