@@ -3,7 +3,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: build test race lint bench demo clean proto
+.PHONY: build test race lint bench demo clean proto sshd bench-path bench-interactive bench-setup-rate bench-scale bench-failover bench-all
 
 build:
 	$(GO) build -o bin/warren ./cmd/warren
@@ -22,6 +22,31 @@ lint:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime=1x $(PKGS)
+
+# Scenario benchmarks (package bench): each prints markdown tables and
+# writes CSV and PNG files to $(BENCH_OUT). See bench/RESULTS.md.
+BENCH_OUT ?= bench/out
+
+sshd:
+	@bench/install-openssh-server
+
+bench-path: build sshd
+	./bin/warren bench path --out $(BENCH_OUT)
+
+bench-interactive: build sshd
+	./bin/warren bench interactive-under-load --out $(BENCH_OUT)
+
+bench-setup-rate: build sshd
+	./bin/warren bench setup-rate --out $(BENCH_OUT)
+
+bench-scale: build
+	./bin/warren bench scale --out $(BENCH_OUT)
+
+bench-failover: build
+	./bin/warren bench failover --out $(BENCH_OUT)
+
+bench-all: build sshd
+	./bin/warren bench all --out $(BENCH_OUT)
 
 demo: build
 	./bin/warren dev --dir ./warren-dev

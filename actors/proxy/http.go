@@ -3,12 +3,13 @@ package proxy
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 )
 
 // httpHandler serves /healthz and /readyz (open, for load balancers and
-// GeoDNS checks) and the JSON API (bearer token from the cluster's
-// api_token file).
+// GeoDNS checks), and the JSON API and Go profiles under /debug/pprof/
+// (bearer token from the cluster's api_token file).
 func (p *Proxy) httpHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -32,6 +33,11 @@ func (p *Proxy) httpHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(p.Status())
 	}))
+	// Profiles for operators (`go tool pprof -http=: URL` with the same
+	// bearer token): what a proxy spends its CPU and memory on.
+	mux.Handle("GET /debug/pprof/", p.requireToken(pprof.Index))
+	mux.Handle("GET /debug/pprof/profile", p.requireToken(pprof.Profile))
+	mux.Handle("GET /debug/pprof/trace", p.requireToken(pprof.Trace))
 	return mux
 }
 

@@ -40,6 +40,7 @@ func init() {
 		{"status", "show the proxy cluster: members, regions, agents, routes, peer links", runStatus},
 		{"config", "print client configuration: `warren config ssh`", runConfig},
 		{"sftp-server", "serve SFTP on stdin/stdout (used by the agent's SSH server)", runSFTPServer},
+		{"bench", "measure Warren against OpenSSH bastions and at scale: `warren bench path`", runBench},
 		{"version", "print the version", runVersion},
 	}
 }

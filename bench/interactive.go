@@ -1,0 +1,155 @@
+package bench
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/warren-proxy/warren/bench/plot"
+)
+
+// InteractiveConfig sizes the interactive-under-load scenario.
+type InteractiveConfig struct {
+	RoundTrips int // one-byte round trips per measurement
+}
+
+func DefaultInteractiveConfig() InteractiveConfig { return InteractiveConfig{RoundTrips: 3000} }
+func TinyInteractiveConfig() InteractiveConfig    { return InteractiveConfig{RoundTrips: 100} }
+
+// interactiveResult is one route idle and under load.
+type interactiveResult struct {
+	route        route
+	idle, loaded Durations
+	bulkBytes    int64
+	bulkTime     time.Duration
+}
+
+// RunInteractive measures a keystroke's round trip on a session while a
+// second session on the same route uploads without pause, against the
+// same session idle. On Warren's routes the two sessions share the
+// client's connection to the entry proxy, the peer link and the agent's
+// tunnel; on the anchor they share nothing but the machine.
+func RunInteractive(ctx context.Context, env Env, cfg InteractiveConfig) (Report, error) {
+	bed, err := startPathBed(ctx, env, "interactive")
+	if err != nil {
+		return Report{}, err
+	}
+	defer bed.close()
+	var res []*interactiveResult
+	for _, r := range bed.routes {
+		// Warren's routes, and the stock anchor they should beat.
+		if len(r.Args) == 3 && r.Args[1] != "b1" {
+			res = append(res, &interactiveResult{route: r})
+		}
+	}
+	block := randomBlock()
+	for _, r := range res {
+		env.progress("round trips on %s → %s: %d idle, then %d under an upload", r.route.Name, r.route.Target, cfg.RoundTrips, cfg.RoundTrips)
+		if err := measureUnderLoad(ctx, bed.client, r, cfg.RoundTrips, block); err != nil {
+			return Report{}, err
+		}
+	}
+	return interactiveReport(cfg, res), nil
+}
+
+func measureUnderLoad(ctx context.Context, c sshClient, r *interactiveResult, n int, block []byte) error {
+	s, err := c.startInteractive(ctx, r.route.Args)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	if _, err := s.roundTrips(min(100, n)); err != nil {
+		return err
+	}
+	if r.idle, err = s.roundTrips(n); err != nil {
+		return err
+	}
+	b, err := c.startBulk(ctx, r.route.Args)
+	if err != nil {
+		return err
+	}
+	stop := make(chan struct{})
+	type sent struct {
+		n   int64
+		err error
+	}
+	done := make(chan sent, 1)
+	start := time.Now()
+	go func() {
+		n, err := b.send(0, block, stop)
+		done <- sent{n, err}
+	}()
+	// Let the upload reach full speed before sampling.
+	time.Sleep(300 * time.Millisecond)
+	r.loaded, err = s.roundTrips(n)
+	close(stop)
+	up := <-done
+	r.bulkBytes, r.bulkTime = up.n, time.Since(start)
+	ferr := b.finish()
+	if err != nil {
+		return err
+	}
+	if up.err != nil {
+		return up.err
+	}
+	return ferr
+}
+
+func interactiveReport(cfg InteractiveConfig, res []*interactiveResult) Report {
+	t := Table{
+		Name:  "interactive-under-load",
+		Title: fmt.Sprintf("Keystroke round trip under a concurrent upload (cipher %s)", Cipher),
+		Header: []string{"route", "target", "idle p50", "idle p99", "loaded p50", "loaded p99",
+			"p99 loaded/idle", "upload meanwhile"},
+	}
+	labels := make([]string, len(res))
+	idle, loaded := plot.Series{Name: "idle p99"}, plot.Series{Name: "under upload p99"}
+	var cdfs []plot.Series
+	for i, r := range res {
+		ratio := float64(r.loaded.Quantile(0.99)) / float64(max(r.idle.Quantile(0.99), 1))
+		t.Rows = append(t.Rows, []string{
+			r.route.Name, r.route.Target,
+			us(r.idle.Median()), us(r.idle.Quantile(0.99)),
+			us(r.loaded.Median()), us(r.loaded.Quantile(0.99)),
+			fmt.Sprintf("%.1f×", ratio), mibps(r.bulkBytes, r.bulkTime),
+		})
+		labels[i] = r.route.Name + " → " + r.route.Target
+		idle.Values = append(idle.Values, float64(r.idle.Quantile(0.99))/1e3)
+		loaded.Values = append(loaded.Values, float64(r.loaded.Quantile(0.99))/1e3)
+		cdfs = append(cdfs,
+			plot.Series{Name: labels[i] + ", idle", Values: r.idle.Micros()},
+			plot.Series{Name: labels[i] + ", loaded", Values: r.loaded.Micros()})
+	}
+	t.Notes = []string{
+		fmt.Sprintf("One `ssh HOST cat` session measures %d one-byte round trips idle, then %d more while a second `ssh HOST 'cat >/dev/null'` on the same route uploads random bytes without pause (from 300 ms before the first loaded sample to the last). Goal: p99 under load within 3× of idle.", cfg.RoundTrips, cfg.RoundTrips),
+		"Warren rows share the proxies, the peer link (peer rows) and the agent's one tunnel between the two sessions; on 2 cores they also share the CPUs with the upload's ssh, sshd and cat processes.",
+	}
+	return Report{
+		Scenario: "interactive-under-load",
+		Tables:   []Table{t},
+		Plots: []Plot{
+			{Name: "interactive-p99", Render: func(w io.Writer) error {
+				return plot.Bars(w, "Keystroke round trip p99, idle and under an upload", "µs", labels, []plot.Series{idle, loaded})
+			}},
+			{Name: "interactive-cdf", Render: func(w io.Writer) error {
+				return plot.CDF(w, "Keystroke round trip, idle and under an upload", "µs", cdfs)
+			}},
+		},
+	}
+}
+
+func interactiveFlags(fs *flag.FlagSet, tiny bool) func(context.Context, Env) (Report, error) {
+	c := DefaultInteractiveConfig()
+	if tiny {
+		c = TinyInteractiveConfig()
+	}
+	fs.IntVar(&c.RoundTrips, "round-trips", c.RoundTrips, "one-byte round trips idle and again under load")
+	return func(ctx context.Context, env Env) (Report, error) {
+		if c.RoundTrips < 1 {
+			return Report{}, fmt.Errorf("interactive-under-load: --round-trips must be at least 1")
+		}
+		return RunInteractive(ctx, env, c)
+	}
+}

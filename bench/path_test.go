@@ -1,0 +1,58 @@
+package bench
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+// needSshd skips a test when the stock sshd is not installed, unless CI
+// says it must be (.ci/run installs it).
+func needSshd(t *testing.T) {
+	t.Helper()
+	if _, err := SshdPath(); err != nil {
+		if os.Getenv("WARREN_BENCH_REQUIRE_SSHD") != "" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+}
+
+func TestPathTiny(t *testing.T) {
+	needSshd(t)
+	rep := runTiny(t, "path")
+	// Seven routes, each measured: no empty figure.
+	if rows := rep.Tables[0].Rows; len(rows) != 7 {
+		t.Fatalf("%d routes, want 7", len(rows))
+	}
+	for _, row := range rep.Tables[0].Rows {
+		for _, cell := range row[2:] {
+			if cell == "-" || strings.HasPrefix(cell, "0 ") || strings.HasPrefix(cell, "0.00 ") {
+				t.Errorf("route %v: empty figure %q", row[:2], cell)
+			}
+		}
+	}
+	if len(rep.Plots) != 3 {
+		t.Errorf("%d plots, want 3", len(rep.Plots))
+	}
+}
+
+func TestInteractiveTiny(t *testing.T) {
+	needSshd(t)
+	rep := runTiny(t, "interactive-under-load")
+	// The anchor and Warren's four routes.
+	if rows := rep.Tables[0].Rows; len(rows) != 5 {
+		t.Fatalf("%d routes, want 5", len(rows))
+	}
+}
+
+func TestSetupRateTiny(t *testing.T) {
+	needSshd(t)
+	rep := runTiny(t, "setup-rate")
+	for _, row := range rep.Tables[0].Rows {
+		// Every session of the tiny run works: no agent is lost here.
+		if row[1] != "200" || row[2] != "0" {
+			t.Errorf("%s: %s sessions, %s failed; want 200 and 0", row[0], row[1], row[2])
+		}
+	}
+}

@@ -1,0 +1,175 @@
+package bench
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Proc is a child process this package started. Its output goes to a log
+// file, named in errors so that a failed run can be read.
+type Proc struct {
+	Name string
+	Log  string
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+// startProc runs bin with args, output to logPath.
+func startProc(name, logPath, bin string, args ...string) (*Proc, error) {
+	f, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	// Its own process group, so that a Ctrl-C at the terminal reaches the
+	// bench first and the bench stops its children in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &Proc{Name: name, Log: logPath, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		f.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// PID is the process id.
+func (p *Proc) PID() int { return p.cmd.Process.Pid }
+
+// Exited reports whether the process has ended.
+func (p *Proc) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Kill sends SIGKILL and waits for the process to end.
+func (p *Proc) Kill() {
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// Signal sends sig (SIGSTOP, SIGCONT, …).
+func (p *Proc) Signal(sig syscall.Signal) error { return p.cmd.Process.Signal(sig) }
+
+// Stop asks the process to end (SIGTERM, and SIGCONT in case it is
+// stopped) and kills it if it has not ended within 10 s.
+func (p *Proc) Stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	_ = p.cmd.Process.Signal(syscall.SIGCONT)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		p.Kill()
+	}
+}
+
+// failure describes an early exit, with the end of the log.
+func (p *Proc) failure() error {
+	tail, _ := os.ReadFile(p.Log)
+	if len(tail) > 2000 {
+		tail = tail[len(tail)-2000:]
+	}
+	return fmt.Errorf("%s exited (%v); the end of %s:\n%s", p.Name, p.err, p.Log, bytes.TrimSpace(tail))
+}
+
+// CPU is the user plus system time so far of the process and of its
+// children that have ended (a stock sshd serves each connection in a
+// child).
+func (p *Proc) CPU() (time.Duration, error) { return procCPU(p.PID()) }
+
+// RSS is the resident set size now; PeakRSS the highest so far.
+func (p *Proc) RSS() (int64, error)     { return procStatusKB(p.PID(), "VmRSS:") }
+func (p *Proc) PeakRSS() (int64, error) { return procStatusKB(p.PID(), "VmHWM:") }
+
+// clockTicks is USER_HZ, 100 on every Linux this runs on.
+const clockTicks = 100
+
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name may hold spaces; fields start after its ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, errors.New("malformed /proc stat")
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 15 {
+		return 0, errors.New("short /proc stat")
+	}
+	// Fields 14–17 of stat (utime, stime, cutime, cstime) are 11–14 here.
+	var ticks int64
+	for _, v := range f[11:15] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
+}
+
+// procStatusKB reads a "kB" field of /proc/PID/status, in bytes.
+func procStatusKB(pid int, field string) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, field); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
+}
+
+// selfCPU is this process's CPU time (the load generators').
+func selfCPU() time.Duration {
+	d, _ := procCPU(os.Getpid())
+	return d
+}
+
+// freePort returns host:port with a port free on ip right now.
+func freePort(ip string) (string, error) {
+	ln, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		return "", fmt.Errorf("no free port on %s: %w", ip, err)
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// waitListening waits until addr accepts TCP connections or p exits.
+func waitListening(p *Proc, addr string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if p != nil && p.Exited() {
+			return p.failure()
+		}
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("%s not listening on %s after %s", p.Name, addr, timeout)
+}

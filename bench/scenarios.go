@@ -1,0 +1,30 @@
+package bench
+
+import (
+	"context"
+	"flag"
+)
+
+// Scenario is one benchmark as `warren bench NAME` runs it.
+type Scenario struct {
+	Name    string
+	Summary string
+	// Flags registers the scenario's settings on fs, with the defaults of
+	// a full run (or of a tiny one, the smoke test CI runs), and returns
+	// the function that runs it once fs is parsed.
+	Flags func(fs *flag.FlagSet, tiny bool) func(ctx context.Context, env Env) (Report, error)
+}
+
+// Scenarios lists every scenario in the order `warren bench all` runs them.
+func Scenarios() []Scenario {
+	return []Scenario{
+		{Name: "path", Summary: "setup, round trip and throughput: Warren against ssh -J through stock sshd bastions", Flags: pathFlags},
+		{Name: "interactive-under-load", Summary: "keystroke round trip while another session uploads through the same proxies", Flags: interactiveFlags},
+		{Name: "setup-rate", Summary: "new sessions per second through a proxy and a peer hop, and CPU per session", Flags: setupRateFlags},
+	}
+}
+
+// flagSet is a flag set for a scenario that reports errors, not exits.
+func flagSet(name string) *flag.FlagSet {
+	return flag.NewFlagSet("warren bench "+name, flag.ContinueOnError)
+}

@@ -1,0 +1,80 @@
+package bench
+
+import (
+	"fmt"
+	"slices"
+	"time"
+)
+
+// Durations is a set of samples.
+type Durations []time.Duration
+
+// Quantile returns the q-quantile (0 ≤ q ≤ 1) by the nearest-rank method;
+// zero for no samples.
+func (d Durations) Quantile(q float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	i := int(q*float64(len(s))+0.5) - 1
+	return s[min(max(i, 0), len(s)-1)]
+}
+
+// Median is the 0.5 quantile.
+func (d Durations) Median() time.Duration { return d.Quantile(0.5) }
+
+// Millis returns the samples in milliseconds, for plots.
+func (d Durations) Millis() []float64 {
+	out := make([]float64, len(d))
+	for i, v := range d {
+		out[i] = float64(v) / float64(time.Millisecond)
+	}
+	return out
+}
+
+// Micros returns the samples in microseconds, for plots.
+func (d Durations) Micros() []float64 {
+	out := make([]float64, len(d))
+	for i, v := range d {
+		out[i] = float64(v) / float64(time.Microsecond)
+	}
+	return out
+}
+
+// ms formats a duration in milliseconds with sensible precision.
+func ms(d time.Duration) string {
+	v := float64(d) / float64(time.Millisecond)
+	switch {
+	case v >= 100:
+		return fmt.Sprintf("%.0f ms", v)
+	case v >= 10:
+		return fmt.Sprintf("%.1f ms", v)
+	default:
+		return fmt.Sprintf("%.2f ms", v)
+	}
+}
+
+// us formats a duration in microseconds.
+func us(d time.Duration) string {
+	return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond))
+}
+
+// mibps formats a rate of bytes per second in MiB/s.
+func mibps(bytes int64, d time.Duration) string {
+	if d <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f MiB/s", float64(bytes)/(1<<20)/d.Seconds())
+}
+
+// medianFloat returns the median of values (the lower middle for an even
+// count).
+func medianFloat(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[(len(s)-1)/2]
+}
