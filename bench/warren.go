@@ -124,6 +124,9 @@ func StartCluster(ctx context.Context, env Env, dir string, cfg ClusterConfig) (
 	}
 	err = waitUntil(ctx, 30*time.Second, 50*time.Millisecond, "every proxy to see every other", func() bool {
 		for _, p := range c.Proxies {
+			if p.Proc.Exited() {
+				return true // reported below
+			}
 			st, err := c.Status(p)
 			if err != nil || len(st) != len(c.Proxies) {
 				return false
@@ -131,11 +134,33 @@ func StartCluster(ctx context.Context, env Env, dir string, cfg ClusterConfig) (
 		}
 		return true
 	})
+	for _, p := range c.Proxies {
+		if p.Proc.Exited() {
+			return c, p.Proc.failure()
+		}
+	}
 	return c, err
 }
 
-// AddProxy starts proxy number i (1-based) on 127.0.1.i.
+// AddProxy starts proxy number i (1-based) on 127.0.1.i. Its ports are
+// picked free just before it starts, so another process may take one in
+// between: a proxy that exits at once is started again on new ports.
 func (c *Cluster) AddProxy(ctx context.Context, i int, cfg ClusterConfig) (*ProxyProc, error) {
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		var p *ProxyProc
+		if p, err = c.startProxy(i, cfg); err == nil {
+			c.Proxies = append(c.Proxies, p)
+			return p, nil
+		}
+		if p == nil || !p.Proc.Exited() {
+			return nil, err
+		}
+	}
+	return nil, err
+}
+
+func (c *Cluster) startProxy(i int, cfg ClusterConfig) (*ProxyProc, error) {
 	p := &ProxyProc{ID: fmt.Sprintf("proxy-%d", i), IP: fmt.Sprintf("127.0.1.%d", i)}
 	for _, a := range []*string{&p.User, &p.Tunnel, &p.HTTP, &p.Gossip, &p.PeerAddr} {
 		var err error
@@ -166,10 +191,17 @@ peer: {listen: %s}
 	}
 	p.Proc = proc
 	c.stop.add(proc.Stop)
-	if err := waitListening(proc, p.User, 30*time.Second); err != nil {
-		return nil, err
+	for _, addr := range []string{p.User, p.Tunnel, p.HTTP} {
+		if err := waitListening(proc, addr, 30*time.Second); err != nil {
+			return p, err
+		}
 	}
-	c.Proxies = append(c.Proxies, p)
+	// The proxy binds its gossip and peer ports too; one taken in the
+	// meantime ends it soon after the others answer.
+	time.Sleep(100 * time.Millisecond)
+	if proc.Exited() {
+		return p, proc.failure()
+	}
 	return p, nil
 }
 

@@ -49,8 +49,18 @@ func runBench(ctx context.Context, args []string) error {
 	dir := fs.String("dir", "", "scratch directory for configs, data and logs (default: a temporary one, removed after)")
 	bin := fs.String("binary", "", "warren binary to run proxies and agents with (default: this one)")
 	runs := make([]func(context.Context, bench.Env) (bench.Report, error), len(run))
-	for i, s := range run {
-		runs[i] = s.Flags(fs, tiny)
+	if name == "all" {
+		// Scenarios' flags overlap (--round-trips, --window): `all` runs
+		// each with its defaults; tune one by running it alone.
+		for i, s := range run {
+			own := newFlags("bench "+s.Name, "")
+			runs[i] = s.Flags(own, tiny)
+			if err := own.Parse(nil); err != nil {
+				return err
+			}
+		}
+	} else {
+		runs[0] = run[0].Flags(fs, tiny)
 	}
 	if err := parse(fs, rest); err != nil {
 		return err
