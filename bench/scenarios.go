@@ -21,6 +21,7 @@ func Scenarios() []Scenario {
 		{Name: "path", Summary: "setup, round trip and throughput: Warren against ssh -J through stock sshd bastions", Flags: pathFlags},
 		{Name: "interactive-under-load", Summary: "keystroke round trip while another session uploads through the same proxies", Flags: interactiveFlags},
 		{Name: "setup-rate", Summary: "new sessions per second through a proxy and a peer hop, and CPU per session", Flags: setupRateFlags},
+		{Name: "scale", Summary: "N agents with a real tunnel each on 3 proxies: memory per tunnel, connect time, route convergence, CPU", Flags: scaleFlags},
 		{Name: "failover", Summary: "SIGKILL an agent, its tunnel's proxy, a forwarding proxy under load: route convergence and failed sessions", Flags: failoverFlags},
 	}
 }

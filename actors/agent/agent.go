@@ -47,7 +47,10 @@ type Agent struct {
 	dir    *directory
 	served atomic.Pointer[[]ResourceConfig]
 	system *actor.ActorSystem
-	pool   *actor.PID
+	// ownSystem: the agent made system (Config.ActorSystem was nil) and
+	// shuts it down on Close.
+	ownSystem bool
+	pool      *actor.PID
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -116,9 +119,12 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	a.served.Store(&static)
 	a.health = newHealth(static, a.cfg.HealthInterval, a.log)
 	a.dir = newDirectory(a.cfg.Region, a.cfg.Proxies)
-	a.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
-		return slog.New(slog.DiscardHandler)
-	}))
+	if a.system = a.cfg.ActorSystem; a.system == nil {
+		a.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+			return slog.New(slog.DiscardHandler)
+		}))
+		a.ownSystem = true
+	}
 	a.pool = a.system.Root.Spawn(newPoolProps(a))
 	a.wg.Add(1)
 	go func() {
@@ -345,8 +351,10 @@ func (a *Agent) Close() error {
 	if a.cancel != nil {
 		a.cancel()
 	}
-	if a.system != nil {
+	if a.pool != nil {
 		_ = a.system.Root.StopFuture(a.pool).Wait()
+	}
+	if a.ownSystem {
 		a.system.Shutdown()
 	}
 	if a.node != nil {

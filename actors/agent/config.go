@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
+
 	"github.com/warren-proxy/warren/internal/conf"
 	"github.com/warren-proxy/warren/transport/revtunnel"
 )
@@ -58,6 +60,11 @@ type Config struct {
 	SFTPCommand []string         `yaml:"-"`
 	Logger      *slog.Logger     `yaml:"-"`
 	Clock       func() time.Time `yaml:"-"`
+	// ActorSystem, if set, hosts the agent's actors, and Close leaves it
+	// running: a process that runs many agents (the scale benchmark's
+	// fleets) shares one, as each system costs about 2.5 MiB. Nil: the
+	// agent makes its own and shuts it down on Close.
+	ActorSystem *actor.ActorSystem `yaml:"-"`
 }
 
 // Watcher selects dynamic resources by their labels.

@@ -98,6 +98,11 @@ func (p *Proxy) startPeer() error {
 	rcfg := []remote.ConfigOption{
 		remote.WithServerOptions(opts...),
 		remote.WithDialOptions(peer.DialOptions(id)...),
+		// The outbox to each peer is a ring that grows on demand; remote's
+		// default first size, a million slots (16 MiB), is touched page by
+		// page as messages cycle through it, and so grew every proxy's
+		// memory by 16 MiB per peer in steady state.
+		remote.WithEndpointWriterQueueSize(endpointQueueSize),
 	}
 	bound := net.JoinHostPort(host, strconv.Itoa(port))
 	adv := p.cfg.Peer.Advertise
@@ -123,6 +128,10 @@ func (p *Proxy) startPeer() error {
 	p.parking = newParking(30 * time.Second)
 	return nil
 }
+
+// endpointQueueSize is the first size of the outbox to each peer, in
+// messages; it doubles whenever a burst needs more.
+const endpointQueueSize = 4096
 
 func startRemote(r *remote.Remote) (err error) {
 	defer func() {

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strings"
+
+	"github.com/warren-proxy/warren/actors/router"
 )
 
 // httpHandler serves /healthz and /readyz (open, for load balancers and
@@ -22,11 +24,19 @@ func (p *Proxy) httpHandler() http.Handler {
 		}
 		w.Write([]byte("ready\n"))
 	})
+	// Every resource, or with ?name=A&name=B only those: a client that
+	// watches a few names among thousands need not fetch them all.
 	mux.Handle("GET /api/v1/resources", p.requireToken(func(w http.ResponseWriter, r *http.Request) {
+		var list []router.Summary
+		if names := r.URL.Query()["name"]; len(names) > 0 {
+			list = p.table.Snapshot().Summaries(names)
+		} else {
+			list = p.table.Snapshot().List()
+		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]any{
 			"proxy":     p.cfg.ID,
-			"resources": p.table.Snapshot().List(),
+			"resources": list,
 		})
 	}))
 	mux.Handle("GET /api/v1/status", p.requireToken(func(w http.ResponseWriter, r *http.Request) {

@@ -14,10 +14,12 @@
 package router
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -151,9 +153,18 @@ type Router struct {
 	cfg     Config
 	agents  map[string]*agentState // local agents, by id
 	version uint64
-	pending bool            // a publish message is queued
+	pending bool            // a publish message is queued or timed
 	dirty   map[string]bool // local agents to persist
 	stop    chan struct{}
+	// lastPublish is when the last publish began and publishCost how long
+	// it took (real time, not Config.Clock): they space publishes out.
+	lastPublish time.Time
+	publishCost time.Duration
+	// rttChanged holds local agents whose keepalive round trip changed
+	// enough to be replicated, which happens every rttInterval; rttSent is
+	// when it last did (Config.Clock).
+	rttChanged map[string]bool
+	rttSent    time.Time
 
 	repl        replication
 	cfgState    configState
@@ -167,7 +178,7 @@ func NewProps(cfg Config) (*actor.Props, error) {
 		return nil, err
 	}
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &Router{cfg: cfg, agents: map[string]*agentState{}, dirty: map[string]bool{}, repl: newReplication()}
+		return &Router{cfg: cfg, agents: map[string]*agentState{}, dirty: map[string]bool{}, rttChanged: map[string]bool{}, repl: newReplication()}
 	}), nil
 }
 
@@ -195,7 +206,9 @@ func (r *Router) Receive(ctx actor.Context) {
 	case sweep:
 		r.onSweep(ctx)
 	case publish:
-		r.flush(ctx)
+		if r.pending { // else a Sync has flushed already
+			r.flush(ctx)
+		}
 	case *Sync:
 		if r.pending {
 			r.flush(ctx)
@@ -343,9 +356,17 @@ func sameResource(a, b *catalog.Resource) bool {
 	return true
 }
 
+// rttInterval is how often changed round trips are replicated to peers
+// (the first one of a tunnel goes at once). On a busy host round trips
+// jitter by more than a quarter all the time, and every delta costs each
+// peer a snapshot of O(routes).
+const rttInterval = 5 * time.Second
+
 // onTunnelRTT records a tunnel's round trip. Only a change of more than a
 // quarter (and 200 µs) is published and replicated, so keepalives do not
-// churn snapshots.
+// churn snapshots. The first measurement is published at once; later
+// changes reach this proxy's snapshot with its next publish and peers
+// every rttInterval (see onSweep).
 func (r *Router) onTunnelRTT(ctx actor.Context, m *TunnelRTT) {
 	st := r.agents[m.AgentID]
 	if st == nil || st.tunnel == nil || !st.tunnel.Equal(m.Tunnel) {
@@ -358,9 +379,14 @@ func (r *Router) onTunnelRTT(ctx actor.Context, m *TunnelRTT) {
 	if st.rtt != 0 && (d < st.rtt/4 || d < 200*time.Microsecond) {
 		return
 	}
+	first := st.rtt == 0
 	st.rtt = m.RTT
-	r.repl.touch(m.AgentID)
-	r.changed(ctx)
+	if first {
+		r.repl.touch(m.AgentID)
+		r.changed(ctx)
+	} else {
+		r.rttChanged[m.AgentID] = true
+	}
 }
 
 func (r *Router) onTunnelDown(ctx actor.Context, m *TunnelDown) {
@@ -380,13 +406,13 @@ func (r *Router) onTunnelDown(ctx actor.Context, m *TunnelDown) {
 // persists what changed.
 func (r *Router) onSweep(ctx actor.Context) {
 	now := r.cfg.Clock()
-	expired := false
+	republish := false
 	for id, st := range r.agents {
 		if st.tunnel == nil && now.Sub(st.rec.LastSeen) > r.cfg.OfflineRetention {
 			delete(r.agents, id)
 			delete(r.dirty, id)
 			r.repl.touch(id)
-			expired = true
+			republish = true
 			if r.cfg.Store != nil {
 				if err := r.cfg.Store.DeleteAgent(id); err != nil {
 					r.cfg.Logger.Error("prune agent", "agent", id, "err", err)
@@ -395,28 +421,59 @@ func (r *Router) onSweep(ctx actor.Context) {
 		}
 	}
 	// An endpoint published as online whose heartbeat has since expired
-	// needs a new snapshot.
+	// needs a new snapshot. Peers need the news only if no heartbeat came
+	// since (they were told the resource was healthy until then).
 	for _, eps := range r.cfg.Table.Snapshot().Resources {
 		for _, e := range eps {
 			if e.Local && e.Online && !e.Expires.After(now) {
-				expired = true
-				r.repl.touch(e.AgentID)
+				republish = true
+				if st := r.agents[e.AgentID]; st == nil || st.resources[e.Name] == nil || !st.resources[e.Name].Expires.After(now) {
+					r.repl.touch(e.AgentID)
+				}
 			}
 		}
 	}
-	if expired {
+	if len(r.rttChanged) > 0 && now.Sub(r.rttSent) >= rttInterval {
+		for id := range r.rttChanged {
+			r.repl.touch(id)
+		}
+		clear(r.rttChanged)
+		r.rttSent = now
+		republish = true
+	}
+	if republish {
 		r.changed(ctx)
 	}
 	r.persist()
 }
 
+// A snapshot costs O(routes) (about 10 ms for 10,000 on one core);
+// without a bound, a stream of changes (thousands of tunnels connecting,
+// every peer's deltas) keeps the router rebuilding snapshots back to back.
+// So a publish that took d is followed by the next no sooner than
+// publishSpacing×d after it began, but never more than maxPublishWait
+// later (d is wall time, which a busy host inflates). A small table still
+// publishes at once.
+const (
+	publishSpacing = 5
+	maxPublishWait = 100 * time.Millisecond
+)
+
 // changed schedules one publish after the messages already queued, so a
-// burst of updates costs one snapshot.
+// burst of updates costs one snapshot, and no sooner than publishSpacing
+// allows.
 func (r *Router) changed(ctx actor.Context) {
-	if !r.pending {
-		r.pending = true
-		ctx.Send(ctx.Self(), publish{})
+	if r.pending {
+		return
 	}
+	r.pending = true
+	wait := time.Until(r.lastPublish.Add(min(publishSpacing*r.publishCost, maxPublishWait)))
+	if wait <= 0 {
+		ctx.Send(ctx.Self(), publish{})
+		return
+	}
+	self, system := ctx.Self(), ctx.ActorSystem()
+	time.AfterFunc(wait, func() { system.Root.Send(self, publish{}) })
 }
 
 func (r *Router) persist() {
@@ -447,18 +504,22 @@ func (r *Router) persist() {
 // flush publishes a snapshot and sends peers the delta of what changed.
 func (r *Router) flush(ctx actor.Context) {
 	r.pending = false
+	start := time.Now()
 	r.publish()
+	r.lastPublish, r.publishCost = start, time.Since(start)
 	r.sendDelta(ctx)
 }
 
 func (r *Router) publish() {
 	now := r.cfg.Clock()
 	r.version++
+	prev := r.cfg.Table.Snapshot()
 	s := &Snapshot{
 		Version:   r.version,
 		ProxyID:   r.cfg.ProxyID,
-		Resources: make(map[string][]Endpoint),
+		Resources: make(map[string][]Endpoint, len(prev.Resources)),
 		Agents:    make(map[string]AgentRoute, len(r.agents)),
+		Routes:    make([]AgentRoute, 0, len(prev.Routes)),
 	}
 	for id, st := range r.agents {
 		ar := AgentRoute{Agent: st.rec, Online: st.tunnel != nil, Tunnel: st.tunnel, Local: true}
@@ -491,21 +552,14 @@ func (r *Router) publish() {
 			s.Resources[res.Name] = append(s.Resources[res.Name], e)
 		}
 	})
-	for name, eps := range s.Resources {
-		sort.Slice(eps, func(i, j int) bool {
-			if eps[i].AgentID != eps[j].AgentID {
-				return eps[i].AgentID < eps[j].AgentID
-			}
-			return eps[i].ProxyID < eps[j].ProxyID
-		})
-		s.Resources[name] = eps
-	}
-	sort.Slice(s.Routes, func(i, j int) bool {
-		if s.Routes[i].ProxyID != s.Routes[j].ProxyID {
-			return s.Routes[i].ProxyID < s.Routes[j].ProxyID
+	for _, eps := range s.Resources {
+		if len(eps) > 1 {
+			slices.SortFunc(eps, func(a, b Endpoint) int {
+				return cmp.Or(strings.Compare(a.AgentID, b.AgentID), strings.Compare(a.ProxyID, b.ProxyID))
+			})
 		}
-		return s.Routes[i].ID < s.Routes[j].ID
-	})
+	}
+	s.Routes = sortRoutes(s.Routes)
 	s.Definitions = r.definitions()
 	r.cfg.Table.p.Store(s)
 	if r.defsChanged {
@@ -514,4 +568,23 @@ func (r *Router) publish() {
 			r.cfg.OnDefinitions(s.Definitions)
 		}
 	}
+}
+
+// sortRoutes returns routes sorted by proxy and agent id. It sorts an
+// index, not the routes themselves: an AgentRoute is large, and moving
+// thousands of them made up a third of a publish.
+func sortRoutes(routes []AgentRoute) []AgentRoute {
+	idx := make([]int32, len(routes))
+	for i := range idx {
+		idx[i] = int32(i)
+	}
+	slices.SortFunc(idx, func(i, j int32) int {
+		a, b := &routes[i], &routes[j]
+		return cmp.Or(strings.Compare(a.ProxyID, b.ProxyID), strings.Compare(a.ID, b.ID))
+	})
+	out := make([]AgentRoute, len(routes))
+	for i, j := range idx {
+		out[i] = routes[j]
+	}
+	return out
 }

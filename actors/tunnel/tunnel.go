@@ -103,6 +103,11 @@ type Actor struct {
 	reason string
 	self   *actor.PID
 	system *actor.ActorSystem
+
+	kaMu      sync.Mutex  // guards kaTimer and kaStopped
+	kaTimer   *time.Timer // runs the next keepalive
+	kaStopped bool        // the actor is stopping: no more keepalives
+	missed    int         // keepalives unanswered in a row; only keepaliveOnce uses it
 }
 
 // NewProps returns props for a tunnel actor.
@@ -200,41 +205,50 @@ func (a *Actor) onStarted(ctx actor.Context) {
 		Connected: a.cfg.Clock(),
 		LastSeen:  a.cfg.Clock(),
 	}
-	a.wg.Add(2)
+	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
 		err := a.cfg.Conn.Serve(handler{a: a, self: self, system: system})
 		system.Root.Send(self, closedMsg{err})
 	}()
-	go func() {
-		defer a.wg.Done()
-		a.keepalive()
-	}()
+	a.kaMu.Lock()
+	a.kaTimer = time.AfterFunc(a.cfg.KeepaliveInterval, a.keepaliveOnce)
+	a.kaMu.Unlock()
 }
 
-// keepalive closes the connection after KeepaliveCount missed replies.
-func (a *Actor) keepalive() {
-	t := time.NewTicker(a.cfg.KeepaliveInterval)
-	defer t.Stop()
-	missed := 0
-	for {
-		select {
-		case <-a.ctx.Done():
+// keepaliveOnce sends one keepalive, from a timer rather than a goroutine
+// of the tunnel's own (a proxy holds thousands of tunnels, and an idle
+// goroutine costs a stack), and arms the timer for the next, one interval
+// after this one was sent. It closes the connection after KeepaliveCount
+// missed replies.
+func (a *Actor) keepaliveOnce() {
+	a.kaMu.Lock()
+	if a.kaStopped {
+		a.kaMu.Unlock()
+		return
+	}
+	// onStopping waits for a.wg only after setting kaStopped, so this Add
+	// never races its Wait.
+	a.wg.Add(1)
+	a.kaMu.Unlock()
+	defer a.wg.Done()
+
+	sent := time.Now()
+	if err := a.cfg.Conn.Keepalive(a.cfg.KeepaliveInterval); err != nil {
+		a.missed++
+		if a.missed >= a.cfg.KeepaliveCount {
+			a.cfg.Logger.Warn("agent stopped answering keepalives; closing tunnel", "agent", a.agent.ID, "missed", a.missed)
+			a.cfg.Conn.Close()
 			return
-		case <-t.C:
 		}
-		sent := time.Now()
-		if err := a.cfg.Conn.Keepalive(a.cfg.KeepaliveInterval); err != nil {
-			missed++
-			if missed >= a.cfg.KeepaliveCount {
-				a.cfg.Logger.Warn("agent stopped answering keepalives; closing tunnel", "agent", a.agent.ID, "missed", missed)
-				a.cfg.Conn.Close()
-				return
-			}
-			continue
-		}
-		missed = 0
+	} else {
+		a.missed = 0
 		a.system.Root.Send(a.self, rttMsg{time.Since(sent)})
+	}
+	a.kaMu.Lock()
+	defer a.kaMu.Unlock()
+	if !a.kaStopped {
+		a.kaTimer.Reset(max(0, a.cfg.KeepaliveInterval-time.Since(sent)))
 	}
 }
 
@@ -345,6 +359,12 @@ func (a *Actor) onClosed(ctx actor.Context, m closedMsg) {
 }
 
 func (a *Actor) onStopping(ctx actor.Context) {
+	a.kaMu.Lock()
+	a.kaStopped = true
+	if a.kaTimer != nil {
+		a.kaTimer.Stop()
+	}
+	a.kaMu.Unlock()
 	a.cancel()
 	a.cfg.Conn.Close()
 	a.wg.Wait()

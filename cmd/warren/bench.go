@@ -14,6 +14,9 @@ import (
 
 // runBench is the front end of package bench.
 func runBench(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "fleet" {
+		return bench.RunFleet(ctx, args[1:], os.Stdout)
+	}
 	scenarios := bench.Scenarios()
 	names := make([]string, len(scenarios))
 	for i, s := range scenarios {

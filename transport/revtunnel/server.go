@@ -207,12 +207,30 @@ type ServerConn struct {
 // RemoteAddr is the agent's address.
 func (c *ServerConn) RemoteAddr() net.Addr { return c.conn.RemoteAddr() }
 
-// Serve handles the agent's requests with h until the connection closes.
-// It returns the reason the connection ended.
+// Serve handles the agent's requests with h, and refuses the channels it
+// opens, until the connection closes. It returns the reason the
+// connection ended. Both run on the caller's goroutine: a proxy holds
+// thousands of tunnels, and each goroutine costs a stack.
 func (c *ServerConn) Serve(h Handler) error {
-	go rejectChannels(c.chans)
 	helloed := false // Handler contract: one Hello, before any Heartbeat
-	for req := range c.reqs {
+	reqs, chans := c.reqs, c.chans
+	for reqs != nil || chans != nil {
+		var req *ssh.Request
+		select {
+		case nch, ok := <-chans:
+			if !ok {
+				chans = nil
+			} else {
+				_ = nch.Reject(ssh.Prohibited, "agents may not open channels to the proxy")
+			}
+			continue
+		case r, ok := <-reqs:
+			if !ok {
+				reqs = nil
+				continue
+			}
+			req = r
+		}
 		switch req.Type {
 		case ReqHello:
 			var hello Hello
