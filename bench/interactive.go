@@ -21,6 +21,8 @@ func TinyInteractiveConfig() InteractiveConfig    { return InteractiveConfig{Rou
 // interactiveResult is one route idle and under load.
 type interactiveResult struct {
 	route        route
+	bulkArgs     []string // the upload's route
+	bulkNote     string
 	idle, loaded Durations
 	bulkBytes    int64
 	bulkTime     time.Duration
@@ -41,7 +43,13 @@ func RunInteractive(ctx context.Context, env Env, cfg InteractiveConfig) (Report
 	for _, r := range bed.routes {
 		// Warren's routes, and the stock anchor they should beat.
 		if len(r.Args) == 3 && r.Args[1] != "b1" {
-			res = append(res, &interactiveResult{route: r})
+			res = append(res, &interactiveResult{route: r, bulkArgs: r.Args, bulkNote: "same route"})
+		}
+		// The same sessions with the upload on another agent's tunnel
+		// (agent-b, also on proxy-1): what sharing the tunnel costs.
+		if len(r.Args) == 3 && r.Args[2] == "sshd" {
+			other := []string{r.Args[0], r.Args[1], "sshd-b"}
+			res = append(res, &interactiveResult{route: r, bulkArgs: other, bulkNote: "another agent's tunnel"})
 		}
 	}
 	block := randomBlock()
@@ -66,7 +74,7 @@ func measureUnderLoad(ctx context.Context, c sshClient, r *interactiveResult, n 
 	if r.idle, err = s.roundTrips(n); err != nil {
 		return err
 	}
-	b, err := c.startBulk(ctx, r.route.Args)
+	b, err := c.startBulk(ctx, r.bulkArgs)
 	if err != nil {
 		return err
 	}
@@ -101,7 +109,7 @@ func interactiveReport(cfg InteractiveConfig, res []*interactiveResult) Report {
 	t := Table{
 		Name:  "interactive-under-load",
 		Title: fmt.Sprintf("Keystroke round trip under a concurrent upload (cipher %s)", Cipher),
-		Header: []string{"route", "target", "idle p50", "idle p99", "loaded p50", "loaded p99",
+		Header: []string{"route", "target", "upload on", "idle p50", "idle p99", "loaded p50", "loaded p99",
 			"p99 loaded/idle", "upload meanwhile"},
 	}
 	labels := make([]string, len(res))
@@ -110,12 +118,12 @@ func interactiveReport(cfg InteractiveConfig, res []*interactiveResult) Report {
 	for i, r := range res {
 		ratio := float64(r.loaded.Quantile(0.99)) / float64(max(r.idle.Quantile(0.99), 1))
 		t.Rows = append(t.Rows, []string{
-			r.route.Name, r.route.Target,
+			r.route.Name, r.route.Target, r.bulkNote,
 			us(r.idle.Median()), us(r.idle.Quantile(0.99)),
 			us(r.loaded.Median()), us(r.loaded.Quantile(0.99)),
 			fmt.Sprintf("%.1f×", ratio), mibps(r.bulkBytes, r.bulkTime),
 		})
-		labels[i] = r.route.Name + " → " + r.route.Target
+		labels[i] = r.route.Name + " → " + r.route.Target + ", upload on " + r.bulkNote
 		idle.Values = append(idle.Values, float64(r.idle.Quantile(0.99))/1e3)
 		loaded.Values = append(loaded.Values, float64(r.loaded.Quantile(0.99))/1e3)
 		cdfs = append(cdfs,
@@ -124,7 +132,7 @@ func interactiveReport(cfg InteractiveConfig, res []*interactiveResult) Report {
 	}
 	t.Notes = []string{
 		fmt.Sprintf("One `ssh HOST cat` session measures %d one-byte round trips idle, then %d more while a second `ssh HOST 'cat >/dev/null'` on the same route uploads random bytes without pause (from 300 ms before the first loaded sample to the last). Goal: p99 under load within 3× of idle.", cfg.RoundTrips, cfg.RoundTrips),
-		"Warren rows share the proxies, the peer link (peer rows) and the agent's one tunnel between the two sessions; on 2 cores they also share the CPUs with the upload's ssh, sshd and cat processes.",
+		"\"same route\": the two sessions share the proxies, the peer link (peer rows) and the agent's one tunnel. \"another agent's tunnel\": the upload goes to the same sshd through agent-b's tunnel, also on proxy-1, so the sessions share the proxies and the peer link but not the tunnel. On 2 cores every row also shares the CPUs with the upload's ssh, sshd and cat processes.",
 	}
 	return Report{
 		Scenario: "interactive-under-load",

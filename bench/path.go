@@ -87,7 +87,16 @@ resources:
 `, target.Addr)}); err != nil {
 		return nil, err
 	}
-	for _, r := range []string{"sshd", "node"} {
+	// A second agent, also tunneled to proxy-1, serving the same sshd: the
+	// interactive scenario uploads through it to tell the cost of sharing
+	// one tunnel from the cost of sharing the proxies.
+	if _, err := b.cluster.StartAgent("agent-b", AgentConfig{Proxies: []int{0}, Extra: fmt.Sprintf(`connection_count: 1
+resources:
+  - {name: sshd-b, kind: tcp, addr: "%s"}
+`, target.Addr)}); err != nil {
+		return nil, err
+	}
+	for _, r := range []string{"sshd", "node", "sshd-b"} {
 		if err := b.cluster.WaitHealthy(ctx, r, 1, 30*time.Second); err != nil {
 			return nil, err
 		}
