@@ -734,66 +734,13 @@ func (h *heldSession) expectedBreak(kind faultKind) bool {
 // taggedEcho serves TCP echo on ip until stopped, answering '?' with tag
 // instead, so that a session can tell which upstream (agent) it reached.
 func taggedEcho(ip string, tag byte, stop *cleanups) (string, error) {
-	ln, err := net.Listen("tcp", ip+":0")
-	if err != nil {
-		return "", err
-	}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex // guards conns
-		conns = map[net.Conn]bool{}
-	)
-	serve := func(c net.Conn) {
-		defer wg.Done()
-		defer func() {
-			c.Close()
-			mu.Lock()
-			delete(conns, c)
-			mu.Unlock()
-		}()
-		buf := make([]byte, 4096)
-		for {
-			n, err := c.Read(buf)
-			for i := range buf[:n] {
-				if buf[i] == '?' {
-					buf[i] = tag
-				}
-			}
-			if n > 0 {
-				if _, werr := c.Write(buf[:n]); werr != nil {
-					return
-				}
-			}
-			if err != nil {
-				return
+	return serveEchoOn(ip, func(b []byte) {
+		for i := range b {
+			if b[i] == '?' {
+				b[i] = tag
 			}
 		}
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns[c] = true
-			mu.Unlock()
-			wg.Add(1)
-			go serve(c)
-		}
-	}()
-	stop.add(func() {
-		ln.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String(), nil
+	}, stop)
 }
 
 // fmtConvergence formats a convergence time, "-" when it was not

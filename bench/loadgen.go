@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/warren-proxy/warren/internal/echo"
 )
 
 // Load drives new sessions through proxies the way many users would: a
@@ -143,45 +145,23 @@ func summarize(ss []Session, from, to time.Time) (ok Durations, failed, broken i
 // echoServer serves TCP echo on ip until stopped; the upstream of the
 // tcp resources the load generators use.
 func echoServer(ip string, stop *cleanups) (string, error) {
+	return serveEchoOn(ip, nil, stop)
+}
+
+// serveEchoOn runs echo.Serve on a new listener on ip, stopped by stop.
+func serveEchoOn(ip string, edit func([]byte), stop *cleanups) (string, error) {
 	ln, err := net.Listen("tcp", ip+":0")
 	if err != nil {
 		return "", err
 	}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns = map[net.Conn]bool{}
-	)
-	wg.Add(1)
+	done := make(chan struct{})
 	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns[c] = true
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				_, _ = io.Copy(c, c)
-				c.Close()
-				mu.Lock()
-				delete(conns, c)
-				mu.Unlock()
-			}()
-		}
+		defer close(done)
+		echo.Serve(ln, edit)
 	}()
 	stop.add(func() {
 		ln.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
+		<-done
 	})
 	return ln.Addr().String(), nil
 }

@@ -67,14 +67,3 @@ func mibps(bytes int64, d time.Duration) string {
 	}
 	return fmt.Sprintf("%.0f MiB/s", float64(bytes)/(1<<20)/d.Seconds())
 }
-
-// medianFloat returns the median of values (the lower middle for an even
-// count).
-func medianFloat(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	return s[(len(s)-1)/2]
-}

@@ -34,14 +34,13 @@ type Cluster struct {
 	User     UserFiles
 	Proxies  []*ProxyProc
 
-	env      Env
-	authz    *pki.Authority
-	userCA   string // authorized_keys line of the user CA, for sshd
-	hostCA   ssh.PublicKey
-	signer   ssh.Signer
-	http     *http.Client
-	stop     cleanups
-	agentSeq int
+	env    Env
+	authz  *pki.Authority
+	userCA string // authorized_keys line of the user CA, for sshd
+	hostCA ssh.PublicKey
+	signer ssh.Signer
+	http   *http.Client
+	stop   cleanups
 }
 
 // UserFiles are the bench user's key, certificate and known_hosts.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/warren-proxy/warren/actors/agent"
 	"github.com/warren-proxy/warren/actors/proxy"
+	"github.com/warren-proxy/warren/internal/echo"
 	"github.com/warren-proxy/warren/internal/sshconfig"
 	"github.com/warren-proxy/warren/transport/pki"
 )
@@ -270,36 +270,4 @@ func (d *devCluster) Close() {
 
 // serveEcho echoes every byte back until the listener closes, then closes
 // the connections still open.
-func serveEcho(ln net.Listener) {
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns = map[net.Conn]bool{}
-	)
-	defer func() {
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	}()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		mu.Lock()
-		conns[c] = true
-		mu.Unlock()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, _ = io.Copy(c, c)
-			c.Close()
-			mu.Lock()
-			delete(conns, c)
-			mu.Unlock()
-		}()
-	}
-}
+func serveEcho(ln net.Listener) { echo.Serve(ln, nil) }

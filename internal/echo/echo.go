@@ -1,0 +1,63 @@
+// Package echo serves TCP echo: the upstream behind the tcp resources of
+// `warren dev`, the tests and the benchmarks.
+package echo
+
+import (
+	"net"
+	"sync"
+)
+
+// Serve echoes what every connection that ln accepts sends, passing each
+// read through edit first when it is not nil. It returns when ln is
+// closed, after closing the connections still open and waiting for them.
+func Serve(ln net.Listener, edit func([]byte)) {
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex // guards conns
+		conns = map[net.Conn]bool{}
+	)
+	defer func() {
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	}()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		mu.Lock()
+		conns[c] = true
+		mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			serve(c, edit)
+			c.Close()
+			mu.Lock()
+			delete(conns, c)
+			mu.Unlock()
+		}()
+	}
+}
+
+func serve(c net.Conn, edit func([]byte)) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := c.Read(buf)
+		if n > 0 {
+			if edit != nil {
+				edit(buf[:n])
+			}
+			if _, werr := c.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
