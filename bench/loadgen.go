@@ -79,10 +79,7 @@ func (l Load) Run(ctx context.Context) ([]Session, error) {
 				results = append(results, s)
 				mu.Unlock()
 				if l.Pause > 0 {
-					select {
-					case <-ctx.Done():
-					case <-time.After(l.Pause):
-					}
+					sleepCtx(ctx, l.Pause)
 				}
 			}
 		}()

@@ -1,10 +1,12 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -85,7 +87,7 @@ resources:
 	}{
 		{"Warren, tunnel on entry proxy", func() (*ssh.Client, error) { return c.Dial(p1) }, "echo:7", []*Proc{p1.Proc, agent}},
 		{"Warren, through a peer proxy", func() (*ssh.Client, error) { return c.Dial(p2) }, "echo:7", []*Proc{p1.Proc, p2.Proc, agent}},
-		{"stock sshd bastion (anchor)", func() (*ssh.Client, error) { return dialSshd(c, bastion.Addr) }, echo, []*Proc{bastion.Proc}},
+		{"stock sshd bastion (anchor)", func() (*ssh.Client, error) { return dialSshd(c, o, bastion.Addr) }, echo, []*Proc{bastion.Proc}},
 	}
 	var out []rateRow
 	for _, r := range rows {
@@ -108,8 +110,13 @@ resources:
 		for _, cl := range clients {
 			cl.Close()
 		}
-		// sshd's per-connection children end and are reaped by now.
-		time.Sleep(300 * time.Millisecond)
+		// sshd serves each connection in a child; its CPU counts once the
+		// child has ended and been reaped.
+		if err := waitUntil(ctx, 10*time.Second, 10*time.Millisecond, r.name+" connection processes to end", func() bool {
+			return noChildren(r.procs)
+		}); err != nil {
+			return Report{}, err
+		}
 		cpu1, cerr := procsCPU(r.procs)
 		if err != nil {
 			return Report{}, err
@@ -123,12 +130,27 @@ resources:
 }
 
 // dialSshd opens a Go SSH connection to a stock sshd with the bench
-// user's certificate.
-func dialSshd(c *Cluster, addr string) (*ssh.Client, error) {
+// user's certificate, checking the servers' host key.
+func dialSshd(c *Cluster, o *openssh, addr string) (*ssh.Client, error) {
+	hostKey, _, _, _, err := ssh.ParseAuthorizedKey([]byte(o.hostPub))
+	if err != nil {
+		return nil, err
+	}
 	cfg := c.clientConfig()
 	cfg.User = c.Login
-	cfg.HostKeyCallback = ssh.InsecureIgnoreHostKey() // our own sshd on loopback
+	cfg.HostKeyCallback = ssh.FixedHostKey(hostKey)
 	return ssh.Dial("tcp", addr, cfg)
+}
+
+// noChildren reports whether none of ps has a child process left.
+func noChildren(ps []*Proc) bool {
+	for _, p := range ps {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", p.PID(), p.PID()))
+		if err != nil || len(bytes.TrimSpace(b)) > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func procsCPU(ps []*Proc) (time.Duration, error) {

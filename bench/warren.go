@@ -190,18 +190,29 @@ peer: {listen: %s}
 	}
 	p.Proc = proc
 	c.stop.add(proc.Stop)
-	for _, addr := range []string{p.User, p.Tunnel, p.HTTP} {
-		if err := waitListening(proc, addr, 30*time.Second); err != nil {
-			return p, err
+	// Ready means every port is bound (a port taken in the meantime ends
+	// the process instead) and gossip has started.
+	deadline := time.Now().Add(30 * time.Second)
+	for !c.ready(p) {
+		if proc.Exited() {
+			return p, proc.failure()
 		}
-	}
-	// The proxy binds its gossip and peer ports too; one taken in the
-	// meantime ends it soon after the others answer.
-	time.Sleep(100 * time.Millisecond)
-	if proc.Exited() {
-		return p, proc.failure()
+		if time.Now().After(deadline) {
+			return p, fmt.Errorf("%s not ready after 30s; see %s", p.ID, proc.Log)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	return p, nil
+}
+
+// ready reports whether p answers /readyz.
+func (c *Cluster) ready(p *ProxyProc) bool {
+	res, err := c.http.Get("http://" + p.HTTP + "/readyz")
+	if err != nil {
+		return false
+	}
+	res.Body.Close()
+	return res.StatusCode == http.StatusOK
 }
 
 // AgentConfig is one agent process.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -94,7 +93,7 @@ func runBench(ctx context.Context, args []string) error {
 		rep.Markdown(os.Stdout)
 		fmt.Printf("_%s took %s; command: `warren bench %s`_\n\n", s.Name, time.Since(start).Round(time.Second), strings.Join(args, " "))
 		if *out != "" {
-			paths, err := rep.WriteFiles(filepath.Join(*out))
+			paths, err := rep.WriteFiles(*out)
 			if err != nil {
 				return err
 			}
