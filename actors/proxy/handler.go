@@ -23,13 +23,15 @@ import (
 // userHandler serves the user SSH listener.
 type userHandler struct{ p *Proxy }
 
-// DirectTCPIP spawns a session actor for the channel.
-func (h userHandler) DirectTCPIP(ctx context.Context, c *usersh.Conn, t usersh.Target, nch ssh.NewChannel) {
+// DirectTCPIP spawns a session actor for the channel. done, which frees
+// the channel's place under usersh's caps, is called when the actor stops.
+func (h userHandler) DirectTCPIP(ctx context.Context, c *usersh.Conn, t usersh.Target, nch ssh.NewChannel, done func()) {
 	p := h.p
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
 		_ = nch.Reject(ssh.ConnectionFailed, "warren: the proxy is shutting down; connect again")
+		done()
 		return
 	}
 	p.sessions.Add(1)
@@ -55,7 +57,10 @@ func (h userHandler) DirectTCPIP(ctx context.Context, c *usersh.Conn, t usersh.T
 		ListHint:       fmt.Sprintf("; list resources with `warren ls` or `ssh -p %s %s@<proxy> ls`", port, c.Identity.User),
 		Clock:          p.cfg.Clock,
 		Logger:         p.log,
-		Done:           p.sessions.Done,
+		Done: func() {
+			done()
+			p.sessions.Done()
+		},
 	}))
 }
 

@@ -20,6 +20,8 @@
 //	  |--- exec | shell | subsystem sftp ------>|  job starts as the login user
 //	  |<== stdout/stderr (or PTY) data ========>|  stdin EOF closes the child's stdin
 //	  |--- signal, window-change -------------->|  delivered to the job's process group
+//	  |--- eow@openssh.com -------------------->|  the client reads no more output: the
+//	  |                                         |  job's stdout is closed, a PTY hung up
 //	  |<-- EOF, exit-status|exit-signal, close -|  after all output has been sent
 //
 // # Logins
@@ -38,4 +40,14 @@
 // client left, the connection broke, ctx ended or Close was called) has its
 // process group sent SIGHUP, then SIGKILL if it is still there two seconds
 // later.
+//
+// A client that can no longer show the output (OpenSSH sends
+// eow@openssh.com once writing to its stdout failed, as in
+// `ssh node yes | head -1`) does not leave the job running unread: as with
+// sshd, the job's stdout pipe is closed, so its next write there gets
+// SIGPIPE, and its end is reported as usual; stderr is still drained but
+// no longer sent. Under a PTY the terminal is hung up instead (see
+// session.onEOW for where this differs from sshd). OpenSSH's client sends
+// eow only to servers whose version starts with "OpenSSH", hence the
+// server's "SSH-2.0-OpenSSH_Warren".
 package nodessh

@@ -130,6 +130,25 @@ func (j *job) abort() {
 	}
 }
 
+// endOfWrite closes the job's output after the client sent eow (see
+// session.onEOW): the read end of its stdout pipe, so that its next write
+// there fails, or, under a PTY, the terminal, which hangs it up. The
+// copiers then end on their own (a closed file reads os.ErrClosed).
+func (j *job) endOfWrite() {
+	switch {
+	case j.cmd == nil:
+		// In-process SFTP: its output is the protocol.
+	case j.ptmx != nil:
+		// The kernel sends SIGHUP to the session leader when the master
+		// closes; the group gets it too, as abort does, so a job the
+		// leader runs in the foreground hears it as well.
+		_ = j.signal(syscall.SIGHUP)
+		j.ptmx.Close()
+	default:
+		j.stdout.Close()
+	}
+}
+
 // wait reaps the child and returns how it ended (nil if it could not be
 // waited for).
 func (j *job) wait() *os.ProcessState {
@@ -217,7 +236,12 @@ func (s *session) start(kind jobKind, command string) (bool, func()) {
 	}
 	s.job = j
 	s.log.Debug("session job started", "kind", kind.String(), "command", command, "pty", withPTY, "pid", cmd.Process.Pid)
-	return true, func() { s.run(j) }
+	return true, func() {
+		s.run(j)
+		if s.eow {
+			j.endOfWrite()
+		}
+	}
 }
 
 // startWithPipes runs cmd with three pipes in its own process group.
@@ -314,7 +338,7 @@ func (s *session) run(j *job) {
 	} else {
 		s.copyIn(j.stdin, true)
 		copyOut(func() error { return copyAndClose(s.ch, j.stdout) })
-		copyOut(func() error { return copyAndClose(s.ch.Stderr(), j.stderr) })
+		copyOut(func() error { return copyAndClose(stderrWriter{s}, j.stderr) })
 	}
 	s.wg.Add(1)
 	go func() {

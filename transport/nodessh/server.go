@@ -32,6 +32,15 @@ const (
 	// permitPTYExtension is the certificate extension without which a PTY
 	// is refused, as in OpenSSH.
 	permitPTYExtension = "permit-pty"
+	// serverVersion starts with "OpenSSH" because OpenSSH's client keys
+	// protocol extensions on the server's software version: it sends
+	// eow@openssh.com (see session.onEOW) only to a server whose version
+	// matches "OpenSSH*" (compat.c, SSH_NEW_OPENSSH), and without eow
+	// `ssh node yes | head -1` never ends. No number follows, so nothing
+	// that reads the banner mistakes the server for a given OpenSSH
+	// release; the flag also makes the client send
+	// no-more-sessions@openssh.com, which is ignored (it wants no reply).
+	serverVersion = "SSH-2.0-OpenSSH_Warren"
 )
 
 // Server is an SSH server for one node. Create it with New; it is safe for
@@ -89,7 +98,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.sshCfg = &ssh.ServerConfig{
 		PublicKeyCallback: s.authenticate,
-		ServerVersion:     "SSH-2.0-Warren",
+		ServerVersion:     serverVersion,
 	}
 	if cfg.Banner != "" {
 		banner := cfg.Banner

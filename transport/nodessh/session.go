@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/creack/pty"
@@ -70,6 +71,12 @@ type session struct {
 	envBytes int
 	pty      *ptyRequest
 	job      *job
+	eow      bool // the client sent eow@openssh.com: it reads no more output
+
+	// muteStderr is set on eow: the job's stderr is read and dropped from
+	// then on (see onEOW). The request loop sets it, the stderr copier
+	// reads it.
+	muteStderr atomic.Bool
 
 	wg   sync.WaitGroup // every goroutine of the job
 	done chan struct{}  // closed once the exit was reported and the channel closed
@@ -148,6 +155,8 @@ func (s *session) handle(req *ssh.Request) (bool, func()) {
 		return s.start(jobSFTP, "")
 	case "signal":
 		return s.onSignal(req.Payload), nil
+	case "eow@openssh.com":
+		return s.onEOW(), nil
 	case "x11-req":
 		s.log.Info("ssh request refused", "type", req.Type, "reason", "X11 forwarding is not allowed on this node")
 		return false, nil
@@ -286,4 +295,51 @@ func (s *session) onSignal(payload []byte) bool {
 	}
 	s.log.Debug("signal delivered", "signal", m.Signal)
 	return true
+}
+
+// onEOW handles eow@openssh.com ("end of write"). OpenSSH's client sends it
+// when writing to its own stdout failed (`ssh node yes | head -1` once head
+// has exited): it will not read the session's output any more, and drops
+// whatever still arrives. Without it the job would run on, unread, until
+// the client is killed. As OpenSSH's sshd does (chan_rcvd_eow closes the
+// channel's read end), the job's stdout pipe is closed on our side, so its
+// next write there gets SIGPIPE (or EPIPE if it ignores that), and the
+// exit is then reported as usual.
+//
+// Two choices differ from sshd, which stops reading stderr but leaves it
+// open: stderr is still read, and dropped (the client drops it too), so a
+// job that writes more than a pipe's buffer there cannot block for ever,
+// and one that writes a last message there still exits as under sshd.
+// Under a PTY, where stdout, stderr and the echo are one stream, sshd only
+// stops reading the terminal, so the job blocks once the terminal's buffer
+// is full and the session never ends; here the terminal is hung up
+// instead, as when a terminal window is closed: the job's process group
+// gets SIGHUP and its terminal reads and writes fail. In-process SFTP
+// ignores eow: its output is the protocol, which sftp clients never stop
+// reading.
+//
+// An eow before the job starts (OpenSSH never sends one: it needs output
+// to fail on) is applied when the job starts.
+func (s *session) onEOW() bool {
+	if s.eow {
+		return true
+	}
+	s.eow = true
+	s.muteStderr.Store(true)
+	if s.job != nil {
+		s.log.Debug("client reads no more output (eow); closing the job's output", "pty", s.job.ptmx != nil)
+		s.job.endOfWrite()
+	}
+	return true
+}
+
+// stderrWriter is the channel's stderr stream until the client sent eow,
+// and a sink after.
+type stderrWriter struct{ s *session }
+
+func (w stderrWriter) Write(p []byte) (int, error) {
+	if w.s.muteStderr.Load() {
+		return len(p), nil
+	}
+	return w.s.ch.Stderr().Write(p)
 }

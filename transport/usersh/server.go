@@ -6,6 +6,19 @@
 // the channel from then on. A "session" channel runs one proxy command
 // (`ssh -p 3023 alice@proxy ls`) through the Handler; a shell gets a short
 // help text. Nothing else is allowed.
+//
+// # Limits
+//
+// An authenticated user is bounded by channel caps (Config
+// MaxChannelsPerConn and MaxChannelsPerUser): a channel over a cap is
+// refused with a reason while the connection and its other channels go on.
+// A direct-tcpip target that cannot be a resource name is refused before
+// the Handler sees it, so an oversized or hostile name never reaches the
+// audit log. Before authentication, a connection counts against
+// MaxHandshakes and MaxHandshakesPerIP until its handshake ends (at most
+// HandshakeTimeout); one over a cap is closed at once with a one-line
+// reason. Refusals that can come in floods are logged sampled: the first
+// at once, then at most one line per interval with a count.
 package usersh
 
 import (
@@ -18,11 +31,17 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	// revtunnel owns the grammar of resource names (agents announce them
+	// in its heartbeats); it imports no other Warren package, so there is
+	// no cycle.
+	"github.com/warren-proxy/warren/transport/revtunnel"
 )
 
 // Extension names in user certificates (see transport/pki).
@@ -51,7 +70,8 @@ func (id Identity) HasRole(role string) bool {
 	return false
 }
 
-// Target is the destination of a direct-tcpip channel.
+// Target is the destination of a direct-tcpip channel. Host has passed
+// Config.CheckTarget and Port is at most 65535.
 type Target struct {
 	Host string
 	Port uint32
@@ -59,14 +79,47 @@ type Target struct {
 
 // Handler serves what users ask for.
 type Handler interface {
-	// DirectTCPIP owns nch: it must Accept or Reject it.
-	DirectTCPIP(ctx context.Context, conn *Conn, target Target, nch ssh.NewChannel)
+	// DirectTCPIP owns nch: it must Accept or Reject it, and call done
+	// once it is finished with the channel: after a Reject, or once the
+	// accepted channel is closed. Until then the channel counts against
+	// the connection's and the user's channel caps; returning is not
+	// enough, since a handler may hand the channel to another goroutine
+	// and return at once. done may be called from any goroutine, and more
+	// than once (only the first call counts).
+	DirectTCPIP(ctx context.Context, conn *Conn, target Target, nch ssh.NewChannel, done func())
 	// Command runs a proxy command and returns its exit status; stdin is
 	// what the user sends (for example a resource definition).
 	Command(ctx context.Context, conn *Conn, args []string, stdin io.Reader, stdout, stderr io.Writer) int
 }
 
-// Config configures a Server.
+// Defaults of the Config limits.
+const (
+	// DefaultMaxChannelsPerConn leaves room for `ssh -L` carrying a few
+	// hundred parallel downloads over one connection (200 is a use seen
+	// in practice) and for ControlMaster multiplexing, while a single
+	// connection can no longer open thousands (a review opened 5,000:
+	// +230 MB, 35,000 goroutines). OpenSSH's MaxSessions (10) counts only
+	// session channels; sshd does not cap forwarded ones at all.
+	DefaultMaxChannelsPerConn = 256
+	// DefaultMaxChannelsPerUser is four busy connections' worth.
+	DefaultMaxChannelsPerUser = 4 * DefaultMaxChannelsPerConn
+	// DefaultMaxHandshakes bounds unauthenticated connections. An idle one
+	// costs the proxy about 7 KB (a goroutine and its buffers, measured
+	// with 1,000) and one in its key exchange somewhat more, so the cap is
+	// about keeping a flood from growing without bound rather than about
+	// each connection; compare sshd's MaxStartups, which starts dropping
+	// at 10.
+	DefaultMaxHandshakes = 256
+	// DefaultMaxHandshakesPerIP is more than a person or a script with a
+	// few dozen parallel ssh processes starts at once from one address
+	// (each handshake takes milliseconds to a few round trips), and far
+	// less than DefaultMaxHandshakes, so that one address cannot take
+	// every slot.
+	DefaultMaxHandshakesPerIP = 16
+)
+
+// Config configures a Server. New fills in the defaults on its own copy;
+// the caller's Config is never written to.
 type Config struct {
 	HostSigners      []ssh.Signer
 	UserCAs          []ssh.PublicKey
@@ -76,11 +129,62 @@ type Config struct {
 	Logger           *slog.Logger
 	// Help is printed to a user who asks for a shell on the proxy.
 	Help string
+
+	// MaxChannelsPerConn bounds the channels (direct-tcpip and session)
+	// open at once on one connection; 0 means DefaultMaxChannelsPerConn,
+	// negative is refused. A channel is open from its request until the
+	// Handler calls done (direct-tcpip) or the session ends. Each open
+	// channel may also hold up to 2 MiB the user sent and the resource
+	// has not read yet (x/crypto's fixed channel window), which bounds
+	// what a connection can make the proxy buffer.
+	MaxChannelsPerConn int
+	// MaxChannelsPerUser bounds the channels open at once over all of a
+	// user's connections; 0 means 4 × MaxChannelsPerConn, negative is
+	// refused. The effective cap of one connection is the smaller one.
+	MaxChannelsPerUser int
+	// MaxHandshakes bounds the connections still in their SSH handshake
+	// (not yet authenticated), over all addresses; 0 means
+	// DefaultMaxHandshakes, negative is refused. A connection over it is
+	// closed at once, so when it is full even users with a good
+	// certificate wait for slots to free, which HandshakeTimeout bounds.
+	MaxHandshakes int
+	// MaxHandshakesPerIP is the same cap per client address (an IPv6
+	// client per /64, what one host is normally given); 0 means
+	// DefaultMaxHandshakesPerIP, negative is refused.
+	MaxHandshakesPerIP int
+	// CheckTarget vets the host of a direct-tcpip channel before the
+	// Handler sees it; an error refuses the channel and says why to the
+	// user (the server quotes and truncates the name itself, and bounds
+	// the error's length). nil means CheckResourceName.
+	CheckTarget func(host string) error
+}
+
+// CheckResourceName is the default Config.CheckTarget: host must be a
+// Warren resource name (revtunnel.ValidName), since nothing else can be
+// routed. Its error never repeats the name.
+func CheckResourceName(host string) error {
+	if revtunnel.ValidName(host) {
+		return nil
+	}
+	return errors.New("a resource name is 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit")
 }
 
 // Validate reports every problem at once.
 func (c Config) Validate() error {
 	var errs []error
+	for _, f := range []struct {
+		name string
+		v    int
+	}{
+		{"MaxChannelsPerConn", c.MaxChannelsPerConn},
+		{"MaxChannelsPerUser", c.MaxChannelsPerUser},
+		{"MaxHandshakes", c.MaxHandshakes},
+		{"MaxHandshakesPerIP", c.MaxHandshakesPerIP},
+	} {
+		if f.v < 0 {
+			errs = append(errs, fmt.Errorf("%s is %d: it must be positive, or 0 for the default", f.name, f.v))
+		}
+	}
 	if len(c.HostSigners) == 0 {
 		errs = append(errs, errors.New("HostSigners: at least one host key is required"))
 	}
@@ -98,12 +202,19 @@ type Server struct {
 	cfg Config
 	ssh *ssh.ServerConfig
 
-	wg     sync.WaitGroup // every connection goroutine
-	mu     sync.Mutex     // guards the fields below
-	ln     map[net.Listener]bool
-	hs     map[net.Conn]bool // connections still in their handshake
-	cs     map[*Conn]bool
-	closed bool
+	// Sampled logs of refusals that an attacker can repeat at will.
+	refusedHandshakes *sampledLog
+	refusedChannels   *sampledLog
+	refusedTargets    *sampledLog
+
+	wg       sync.WaitGroup // every connection goroutine
+	mu       sync.Mutex     // guards the fields below
+	ln       map[net.Listener]bool
+	hs       map[net.Conn]string // connections still in their handshake → their address key
+	hsPerIP  map[string]int      // address key → connections in their handshake
+	cs       map[*Conn]bool
+	userOpen map[string]int // user → open channels over all connections
+	closed   bool
 }
 
 // New returns a Server for cfg.
@@ -120,7 +231,33 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, ln: map[net.Listener]bool{}, hs: map[net.Conn]bool{}, cs: map[*Conn]bool{}}
+	if cfg.MaxChannelsPerConn == 0 {
+		cfg.MaxChannelsPerConn = DefaultMaxChannelsPerConn
+	}
+	if cfg.MaxChannelsPerUser == 0 {
+		cfg.MaxChannelsPerUser = 4 * cfg.MaxChannelsPerConn
+	}
+	if cfg.MaxHandshakes == 0 {
+		cfg.MaxHandshakes = DefaultMaxHandshakes
+	}
+	if cfg.MaxHandshakesPerIP == 0 {
+		cfg.MaxHandshakesPerIP = DefaultMaxHandshakesPerIP
+	}
+	if cfg.CheckTarget == nil {
+		cfg.CheckTarget = CheckResourceName
+	}
+	s := &Server{
+		cfg:      cfg,
+		ln:       map[net.Listener]bool{},
+		hs:       map[net.Conn]string{},
+		hsPerIP:  map[string]int{},
+		cs:       map[*Conn]bool{},
+		userOpen: map[string]int{},
+
+		refusedHandshakes: newSampledLog(cfg.Logger, "user connection refused before its handshake", logEvery),
+		refusedChannels:   newSampledLog(cfg.Logger, "user channel refused: too many open", logEvery),
+		refusedTargets:    newSampledLog(cfg.Logger, "direct-tcpip refused: not a resource name", logEvery),
+	}
 	sc := &ssh.ServerConfig{
 		PublicKeyCallback: s.authenticate,
 		ServerVersion:     "SSH-2.0-warren-proxy",
@@ -233,20 +370,76 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			}
 			return fmt.Errorf("accept user connection: %w", err)
 		}
+		key := addrKey(nc.RemoteAddr())
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
 			nc.Close()
 			return nil
 		}
-		s.hs[nc] = true
-		s.wg.Add(1)
+		// Checked before any goroutine or SSH state exists, so a flood
+		// costs an accept and a close per connection.
+		var refusal string
+		var limit int
+		switch {
+		case len(s.hs) >= s.cfg.MaxHandshakes:
+			refusal, limit = "too many connections are logging in to this proxy", s.cfg.MaxHandshakes
+		case s.hsPerIP[key] >= s.cfg.MaxHandshakesPerIP:
+			refusal, limit = "too many connections from your address are logging in", s.cfg.MaxHandshakesPerIP
+		default:
+			s.hs[nc] = key
+			s.hsPerIP[key]++
+			s.wg.Add(1)
+		}
 		s.mu.Unlock()
+		if refusal != "" {
+			s.refuseHandshake(nc, refusal, limit)
+			continue
+		}
 		go func() {
 			defer s.wg.Done()
 			s.serveConn(ctx, nc)
 		}()
 	}
+}
+
+// refuseHandshake closes a connection over a handshake cap. The reason
+// goes first, as a line before the SSH version (RFC 4253 section 4.2
+// allows them; OpenSSH's client shows them with -v), with a short write
+// deadline: the accept loop must not wait on a client.
+func (s *Server) refuseHandshake(nc net.Conn, reason string, limit int) {
+	_ = nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	_, _ = io.WriteString(nc, "warren: "+reason+"; try again in a moment\r\n")
+	nc.Close()
+	s.refusedHandshakes.event("remote", nc.RemoteAddr().String(), "reason", reason, "limit", limit)
+}
+
+// endHandshake takes nc off the handshake counts.
+func (s *Server) endHandshake(nc net.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key, ok := s.hs[nc]
+	if !ok {
+		return
+	}
+	delete(s.hs, nc)
+	if s.hsPerIP[key]--; s.hsPerIP[key] <= 0 {
+		delete(s.hsPerIP, key)
+	}
+}
+
+// addrKey is what MaxHandshakesPerIP counts by: the IP, or for IPv6 its
+// /64, since one host is normally given a whole /64 and could otherwise
+// use a fresh address per connection.
+func addrKey(a net.Addr) string {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		return a.String()
+	}
+	if ip4 := ta.IP.To4(); ip4 != nil {
+		return ip4.String()
+	}
+	return ta.IP.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }
 
 // Close stops every listener and connection and waits for them.
@@ -264,6 +457,9 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+	for _, l := range []*sampledLog{s.refusedHandshakes, s.refusedChannels, s.refusedTargets} {
+		l.stop()
+	}
 	return nil
 }
 
@@ -273,6 +469,8 @@ type Conn struct {
 	Identity   Identity
 	RemoteAddr net.Addr
 	ssh        *ssh.ServerConn
+
+	open int // channels open on this connection; guarded by Server.mu
 
 	mu     sync.Mutex        // guards sticky
 	sticky map[string]string // resource → agent id this connection uses
@@ -303,9 +501,7 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 	}
 	_ = nc.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	sconn, chans, reqs, err := ssh.NewServerConn(nc, s.ssh)
-	s.mu.Lock()
-	delete(s.hs, nc)
-	s.mu.Unlock()
+	s.endHandshake(nc)
 	if err != nil {
 		s.cfg.Logger.Info("user handshake failed", "remote", nc.RemoteAddr().String(), "err", err)
 		nc.Close()
@@ -353,15 +549,28 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 				_ = nch.Reject(ssh.ConnectionFailed, "malformed direct-tcpip request")
 				continue
 			}
+			if msg := s.checkTarget(c, p.Host, p.Port); msg != "" {
+				_ = nch.Reject(ssh.ConnectionFailed, msg)
+				continue
+			}
+			release, ok := s.acquire(c, nch)
+			if !ok {
+				continue
+			}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				s.cfg.Handler.DirectTCPIP(connCtx, c, Target{Host: p.Host, Port: p.Port}, nch)
+				s.cfg.Handler.DirectTCPIP(connCtx, c, Target{Host: p.Host, Port: p.Port}, nch, release)
 			}()
 		case "session":
+			release, ok := s.acquire(c, nch)
+			if !ok {
+				continue
+			}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				defer release()
 				s.serveSession(connCtx, c, nch)
 			}()
 		default:
@@ -369,6 +578,96 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 		}
 	}
 	s.cfg.Logger.Info("user disconnected", "user", c.Identity.User, "conn", c.ID)
+}
+
+// maxNameInMessage is how much of a refused name a message or a log line
+// repeats.
+const maxNameInMessage = 64
+
+// checkTarget vets a direct-tcpip target and returns the refusal message
+// for the user, or "" if the target may go to the Handler.
+func (s *Server) checkTarget(c *Conn, host string, port uint32) string {
+	var msg, reason string
+	if err := s.cfg.CheckTarget(host); err != nil {
+		reason = clean(err.Error(), 200)
+		msg = fmt.Sprintf("warren: %s is not a resource name: %s", quoteName(host), reason)
+	} else if port > 65535 {
+		reason = "port out of range"
+		msg = fmt.Sprintf("warren: port %d is out of range", port)
+	} else {
+		return ""
+	}
+	s.refusedTargets.event("user", c.Identity.User, "conn", c.ID, "remote", c.RemoteAddr.String(),
+		"host", quoteName(host), "host_bytes", len(host), "port", port, "reason", reason)
+	return msg
+}
+
+// quoteName quotes a user-supplied name for a message or a log line:
+// escaped to printable ASCII, and cut to maxNameInMessage bytes with its
+// full length, so a 200 KB name costs a line, not 200 KB.
+func quoteName(name string) string {
+	if len(name) <= maxNameInMessage {
+		return strconv.QuoteToASCII(name)
+	}
+	return fmt.Sprintf("%s... (%d bytes)", strconv.QuoteToASCII(name[:maxNameInMessage]), len(name))
+}
+
+// clean keeps printable ASCII of s (anything else becomes '?') and cuts it
+// to max bytes: a custom CheckTarget's error goes to the user and the log.
+func clean(s string, max int) string {
+	cut := len(s) > max
+	if cut {
+		s = s[:max]
+	}
+	b := []byte(s)
+	for i, c := range b {
+		if c < 0x20 || c > 0x7e {
+			b[i] = '?'
+		}
+	}
+	if cut {
+		return string(b) + "..."
+	}
+	return string(b)
+}
+
+// acquire counts a new channel against c's and its user's caps. Over a cap
+// it refuses nch itself and returns false; otherwise it returns the func
+// that uncounts the channel, which does so once however often it is
+// called.
+func (s *Server) acquire(c *Conn, nch ssh.NewChannel) (release func(), ok bool) {
+	user := c.Identity.User
+	s.mu.Lock()
+	var msg string
+	var limit int
+	switch {
+	case c.open >= s.cfg.MaxChannelsPerConn:
+		limit = s.cfg.MaxChannelsPerConn
+		msg = fmt.Sprintf("warren: this connection has %d channels open, the most the proxy allows on one connection; close some or use another connection", c.open)
+	case s.userOpen[user] >= s.cfg.MaxChannelsPerUser:
+		limit = s.cfg.MaxChannelsPerUser
+		msg = fmt.Sprintf("warren: user %s has %d channels open over all connections, the most the proxy allows; close some", quoteName(user), s.userOpen[user])
+	default:
+		c.open++
+		s.userOpen[user]++
+	}
+	s.mu.Unlock()
+	if msg != "" {
+		_ = nch.Reject(ssh.ResourceShortage, msg)
+		s.refusedChannels.event("user", user, "conn", c.ID, "remote", c.RemoteAddr.String(), "type", nch.ChannelType(), "limit", limit)
+		return nil, false
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			c.open--
+			if s.userOpen[user]--; s.userOpen[user] <= 0 {
+				delete(s.userOpen, user)
+			}
+		})
+	}, true
 }
 
 func identityFrom(ext map[string]string) Identity {

@@ -69,7 +69,9 @@ func userSigner(t *testing.T, a *pki.Authority, now time.Time) ssh.Signer {
 
 // recHandler records calls. A direct-tcpip to "echo" is accepted and
 // echoed, "wait" is accepted and held until the connection's context ends,
-// anything else is rejected with a reason. The command "fail" exits 3,
+// "hold" is accepted and held until the user closes it or goes away,
+// anything else is rejected with a reason; every one calls done when it
+// has finished with the channel. The command "fail" exits 3,
 // "wait" blocks until the context ends, anything else prints its
 // arguments and exits 0.
 type recHandler struct {
@@ -83,7 +85,8 @@ type recHandler struct {
 
 func newHandler() *recHandler { return &recHandler{ctxDone: make(chan bool, 4)} }
 
-func (h *recHandler) DirectTCPIP(ctx context.Context, conn *Conn, target Target, nch ssh.NewChannel) {
+func (h *recHandler) DirectTCPIP(ctx context.Context, conn *Conn, target Target, nch ssh.NewChannel, done func()) {
+	defer done()
 	h.mu.Lock()
 	h.targets = append(h.targets, target)
 	h.ids = append(h.ids, conn.Identity)
@@ -113,6 +116,16 @@ func (h *recHandler) DirectTCPIP(ctx context.Context, conn *Conn, target Target,
 		case <-time.After(3 * time.Second):
 			h.ctxDone <- false
 		}
+	case "hold":
+		ch, reqs, err := nch.Accept()
+		if err != nil {
+			return
+		}
+		go ssh.DiscardRequests(reqs)
+		defer ch.Close()
+		stop := context.AfterFunc(ctx, func() { ch.Close() })
+		defer stop()
+		_, _ = io.Copy(io.Discard, ch)
 	default:
 		_ = nch.Reject(ssh.ConnectionFailed, fmt.Sprintf("resource %s is offline", target.Host))
 	}
