@@ -146,13 +146,26 @@ func (h userHandler) audit(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	evs, err := h.p.audit.Query(audit.Query{Since: h.p.cfg.Clock().Add(-*since), Limit: *limit})
+	res, err := h.p.audit.Query(audit.Query{Since: h.p.cfg.Clock().Add(-*since), Limit: *limit})
 	if err != nil {
 		fmt.Fprintf(stderr, "warren: read audit log: %v\n", err)
 		return 1
 	}
-	WriteAudit(stdout, evs, *asJSON)
+	WriteAudit(stdout, res.Events, *asJSON)
+	WriteAuditNotes(stderr, res)
 	return 0
+}
+
+// WriteAuditNotes says what a query's events leave out: older events past
+// the limit, records that could not be read. It writes to w, kept apart from
+// the events so that --json output stays JSON lines.
+func WriteAuditNotes(w io.Writer, res audit.Result) {
+	if res.Truncated {
+		fmt.Fprintf(w, "(showing the newest %d of more events; use --limit)\n", len(res.Events))
+	}
+	if res.Skipped > 0 {
+		fmt.Fprintf(w, "(skipped %d damaged records)\n", res.Skipped)
+	}
 }
 
 // WriteAudit prints audit events as a table or JSON lines.

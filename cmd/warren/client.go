@@ -269,11 +269,12 @@ func runAudit(ctx context.Context, args []string) error {
 			return err
 		}
 		defer l.Close()
-		evs, err := l.Query(audit.Query{Since: time.Now().Add(-*since)})
+		res, err := l.Query(audit.Query{Since: time.Now().Add(-*since)})
 		if err != nil {
 			return err
 		}
-		proxy.WriteAudit(os.Stdout, evs, *asJSON)
+		proxy.WriteAudit(os.Stdout, res.Events, *asJSON)
+		proxy.WriteAuditNotes(os.Stderr, res)
 		return nil
 	}
 	cmd := fmt.Sprintf("audit --since %s", *since)

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -69,13 +70,17 @@ func appendAll(t *testing.T, l *audit.Log, evs ...audit.Event) []audit.Event {
 	return out
 }
 
+// query returns the events of q, failing t on an error or a skipped record.
 func query(t *testing.T, l *audit.Log, q audit.Query) []audit.Event {
 	t.Helper()
-	evs, err := l.Query(q)
+	res, err := l.Query(q)
 	if err != nil {
 		t.Fatalf("Query(%+v): %v", q, err)
 	}
-	return evs
+	if res.Skipped > 0 {
+		t.Fatalf("Query(%+v) skipped %d records: %q", q, res.Skipped, res.SkippedKeys)
+	}
+	return res.Events
 }
 
 func seqs(evs []audit.Event) []uint64 {
@@ -108,7 +113,7 @@ func TestAppendAssigns(t *testing.T) {
 	if got[1].Seq != 2 || !got[1].Time.Equal(now) {
 		t.Errorf("second Append: got seq %d time %v, want seq 2 time %v", got[1].Seq, got[1].Time, now)
 	}
-	if stored := query(t, l, audit.Query{}); !reflect.DeepEqual(stored, []audit.Event{got[0], got[1]}) {
+	if stored := query(t, l, audit.Query{Order: audit.OldestFirst}); !reflect.DeepEqual(stored, []audit.Event{got[0], got[1]}) {
 		t.Errorf("Query:\ngot  %+v\nwant %+v", stored, got)
 	}
 }
@@ -125,6 +130,8 @@ func TestQuery(t *testing.T) {
 		audit.Event{Time: at(3), Type: "session.refused", SessionID: "s3", User: "eve", Resource: "db"},  // 5
 		audit.Event{Time: at(9), Type: "session.start", SessionID: "s4", User: "alice", Resource: "web"}, // 6
 	)
+	// want lists the matches in time order; NewestFirst must return them
+	// reversed.
 	tests := []struct {
 		name string
 		q    audit.Query
@@ -137,6 +144,7 @@ func TestQuery(t *testing.T) {
 		{"empty window", audit.Query{Since: at(5), Until: at(5)}, []uint64{}},
 		{"window with no events", audit.Query{Since: at(6), Until: at(8)}, []uint64{}},
 		{"after last", audit.Query{Since: at(10)}, []uint64{}},
+		{"before first", audit.Query{Until: at(0)}, []uint64{}},
 		{"since before 1970", audit.Query{Since: time.Unix(-100, 0)}, []uint64{2, 1, 5, 3, 4, 6}},
 		{"until before 1970", audit.Query{Until: time.Unix(-100, 0)}, []uint64{}},
 		{"since after 2262", audit.Query{Since: time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)}, []uint64{}},
@@ -147,13 +155,72 @@ func TestQuery(t *testing.T) {
 		{"user and resource", audit.Query{User: "alice", Resource: "web"}, []uint64{6}},
 		{"user in window", audit.Query{User: "alice", Since: at(1)}, []uint64{3, 6}},
 		{"no match", audit.Query{User: "mallory"}, []uint64{}},
-		{"limit", audit.Query{Limit: 2}, []uint64{2, 1}},
-		{"limit after filter", audit.Query{Resource: "web", Limit: 2}, []uint64{1, 4}},
+		{"limit equal to matches", audit.Query{Resource: "web", Limit: 3}, []uint64{1, 4, 6}},
+	}
+	for _, tt := range tests {
+		for _, order := range []audit.Order{audit.OldestFirst, audit.NewestFirst} {
+			want := slices.Clone(tt.want)
+			name := tt.name + "/oldest"
+			if order == audit.NewestFirst {
+				slices.Reverse(want)
+				name = tt.name + "/newest"
+			}
+			t.Run(name, func(t *testing.T) {
+				q := tt.q
+				q.Order = order
+				res, err := l.Query(q)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := seqs(res.Events); !reflect.DeepEqual(got, want) || res.Truncated || res.Skipped != 0 {
+					t.Errorf("got seqs %v truncated %v skipped %d, want %v, not truncated, none skipped", got, res.Truncated, res.Skipped, want)
+				}
+			})
+		}
+	}
+}
+
+// TestQueryLimit checks that a limited query returns the newest (or oldest)
+// matches and says that it left some out.
+func TestQueryLimit(t *testing.T) {
+	l := openTemp(t)
+	at := func(min int) time.Time { return t0.Add(time.Duration(min) * time.Minute) }
+	// In time order: seqs 2, 1, 5, 3, 4, 6 (3 and 4 at the same time).
+	appendAll(t, l,
+		audit.Event{Time: at(2), Type: "session.start", SessionID: "s2", User: "bob", Resource: "web"},   // 1
+		audit.Event{Time: at(0), Type: "session.start", SessionID: "s1", User: "alice", Resource: "db"},  // 2
+		audit.Event{Time: at(5), Type: "session.end", SessionID: "s1", User: "alice", Resource: "db"},    // 3
+		audit.Event{Time: at(5), Type: "session.end", SessionID: "s2", User: "bob", Resource: "web"},     // 4
+		audit.Event{Time: at(3), Type: "session.refused", SessionID: "s3", User: "eve", Resource: "db"},  // 5
+		audit.Event{Time: at(9), Type: "session.start", SessionID: "s4", User: "alice", Resource: "web"}, // 6
+	)
+	tests := []struct {
+		name      string
+		q         audit.Query
+		want      []uint64
+		truncated bool
+	}{
+		{"newest is the default", audit.Query{Limit: 2}, []uint64{6, 4}, true},
+		{"oldest", audit.Query{Limit: 2, Order: audit.OldestFirst}, []uint64{2, 1}, true},
+		{"newest, ties reversed", audit.Query{Limit: 3}, []uint64{6, 4, 3}, true},
+		{"all fit", audit.Query{Limit: 6}, []uint64{6, 4, 3, 5, 1, 2}, false},
+		{"one left out", audit.Query{Limit: 5}, []uint64{6, 4, 3, 5, 1}, true},
+		{"after filter", audit.Query{Resource: "web", Limit: 2}, []uint64{6, 4}, true},
+		{"after filter, oldest", audit.Query{Resource: "web", Limit: 2, Order: audit.OldestFirst}, []uint64{1, 4}, true},
+		{"filter, all fit", audit.Query{Resource: "web", Limit: 3}, []uint64{6, 4, 1}, false},
+		{"window", audit.Query{Since: at(1), Until: at(6), Limit: 1}, []uint64{4}, true},
+		{"window, oldest", audit.Query{Since: at(1), Until: at(6), Limit: 1, Order: audit.OldestFirst}, []uint64{1}, true},
+		{"events past the window do not count", audit.Query{User: "alice", Until: at(6), Limit: 2}, []uint64{3, 2}, false},
+		{"events before the window do not count", audit.Query{User: "alice", Since: at(1), Limit: 2, Order: audit.OldestFirst}, []uint64{3, 6}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := seqs(query(t, l, tt.q)); !reflect.DeepEqual(got, tt.want) {
-				t.Errorf("got seqs %v, want %v", got, tt.want)
+			res, err := l.Query(tt.q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := seqs(res.Events); !reflect.DeepEqual(got, tt.want) || res.Truncated != tt.truncated {
+				t.Errorf("got seqs %v truncated %v, want %v truncated %v", got, res.Truncated, tt.want, tt.truncated)
 			}
 		})
 	}
@@ -172,7 +239,7 @@ func TestDurableAcrossReopen(t *testing.T) {
 
 	l = open(t, path, audit.Options{})
 	defer l.Close()
-	if got := query(t, l, audit.Query{}); !reflect.DeepEqual(got, want) {
+	if got := query(t, l, audit.Query{Order: audit.OldestFirst}); !reflect.DeepEqual(got, want) {
 		t.Errorf("after reopen:\ngot  %+v\nwant %+v", got, want)
 	}
 	// Seq keeps counting where it stopped.
@@ -318,6 +385,7 @@ func TestInvalidInput(t *testing.T) {
 			return err
 		}, "outside 1970 to 2262"},
 		{"query negative limit", func() error { _, err := l.Query(audit.Query{Limit: -1}); return err }, "limit -1 is negative"},
+		{"query unknown order", func() error { _, err := l.Query(audit.Query{Order: 7}); return err }, "order 7 is unknown"},
 		{"query until before since", func() error {
 			_, err := l.Query(audit.Query{Since: t0, Until: t0.Add(-time.Second)})
 			return err
@@ -368,25 +436,35 @@ func rawUpdate(t *testing.T, path string, fn func(*bolt.Tx) error) {
 	}
 }
 
-func TestCorruptRecord(t *testing.T) {
+// TestUndecodableRecord writes a record that is not JSON through bbolt:
+// Query skips it, says so, and returns the rest.
+func TestUndecodableRecord(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "audit.db")
 	l := open(t, path, audit.Options{})
-	evs := appendAll(t, l, audit.Event{Time: t0, Type: "session.start"}, audit.Event{Time: t0.Add(time.Minute), Type: "session.end"})
+	evs := appendAll(t, l,
+		audit.Event{Time: t0, Type: "session.start"},
+		audit.Event{Time: t0.Add(time.Minute), Type: "session.end"},
+		audit.Event{Time: t0.Add(2 * time.Minute), Type: "session.start"})
 	l.Close()
 	rawUpdate(t, path, func(tx *bolt.Tx) error {
 		b := tx.Bucket([]byte("events"))
-		k, _ := b.Cursor().Last()
+		c := b.Cursor()
+		c.First()
+		k, _ := c.Next()
 		return b.Put(k, []byte("{garbage"))
 	})
 
 	l = open(t, path, audit.Options{})
 	defer l.Close()
-	_, err := l.Query(audit.Query{})
-	want := "audit record seq 2 at " + evs[1].Time.Format(time.RFC3339Nano)
-	if !errors.Is(err, audit.ErrCorrupt) || !strings.Contains(err.Error(), want) {
-		t.Errorf("got error %v, want ErrCorrupt containing %q", err, want)
+	res, err := l.Query(audit.Query{})
+	if err != nil {
+		t.Fatalf("Query: %v", err)
 	}
-	// A window that avoids the bad record still reads.
+	wantKey := "seq 2 at " + evs[1].Time.Format(time.RFC3339Nano)
+	if got := seqs(res.Events); !reflect.DeepEqual(got, []uint64{3, 1}) || res.Skipped != 1 || !reflect.DeepEqual(res.SkippedKeys, []string{wantKey}) {
+		t.Errorf("got seqs %v, skipped %d %q; want [3 1], skipped 1 [%q]", got, res.Skipped, res.SkippedKeys, wantKey)
+	}
+	// A window that avoids the bad record skips nothing.
 	if got := query(t, l, audit.Query{Until: evs[1].Time}); len(got) != 1 {
 		t.Errorf("got %d events before the bad one, want 1", len(got))
 	}

@@ -20,8 +20,22 @@
 // key does the same to its x/ key, so the two never disagree. A directory
 // written in another format version is refused at Open rather than misread.
 //
-// Heartbeats are frequent and the next one repairs a lost write, so by
-// default writes are not fsync'd (Options.Sync).
+// # Durability
+//
+// Every write is durable when it returns: it is in Pebble's write-ahead log
+// and the log is fsync'd, so it survives a crash of the process (kill -9, a
+// panic, the OOM killer) and of the machine. Pebble commits concurrent
+// synced writes with one fsync; a caller with many records to write (a
+// router persisting a sweep) should pass them in one call (PutAgents,
+// PutResources), which is one batch and one fsync.
+//
+// Options.NoSync trades that for speed, for a caller whose every record is
+// rewritten by the next heartbeat anyway. Its writes then return before they
+// reach the file: Pebble keeps the tail of its write-ahead log (up to one
+// 32 KiB block) in memory until the block fills or a synced write (PutConfig
+// is always synced) flushes it, so a crash of the process loses every
+// agent and resource write since the last synced write, and a crash of the
+// machine may lose more, what the OS had not yet written back.
 package catalog
 
 import (
@@ -81,16 +95,19 @@ type Options struct {
 	// Logger receives Pebble's messages: informational ones at debug level,
 	// errors at error level. Nil means slog.Default().
 	Logger *slog.Logger
-	// Sync makes every write fsync before it returns. Without it writes use
-	// pebble.NoSync: they survive a process crash but a machine crash may
-	// lose the last ones, which the next heartbeats restore.
-	Sync bool
+	// NoSync makes agent and resource writes (PutAgent, PutAgents,
+	// PutResources, the deletes) return before they are on disk: a crash
+	// of the process loses those written since the last synced write, a
+	// crash of the machine may lose more (see the package comment). Set it
+	// only for records that the next heartbeats rewrite. Configuration
+	// writes (PutConfig) are synced regardless.
+	NoSync bool
 }
 
 // Store is a catalog open on one directory. It is safe for concurrent use.
 type Store struct {
 	dir  string
-	wo   *pebble.WriteOptions
+	wo   *pebble.WriteOptions // of agent and resource writes: pebble.Sync unless Options.NoSync
 	db   *pebble.DB
 	lock *pebble.Lock
 
@@ -139,9 +156,9 @@ func Open(dir string, opts Options) (*Store, error) {
 		lock.Close()
 		return nil, fmt.Errorf("open catalog %s: %w", dir, err)
 	}
-	s := &Store{dir: dir, wo: pebble.NoSync, db: db, lock: lock}
-	if opts.Sync {
-		s.wo = pebble.Sync
+	s := &Store{dir: dir, wo: pebble.Sync, db: db, lock: lock}
+	if opts.NoSync {
+		s.wo = pebble.NoSync
 	}
 	if err := s.checkVersion(); err != nil {
 		s.Close()

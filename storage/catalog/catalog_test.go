@@ -129,22 +129,51 @@ func TestReopenReadsBack(t *testing.T) {
 	}
 }
 
-func TestSyncWrites(t *testing.T) {
+// TestNoSyncWrites checks that the NoSync mode still stores what a clean
+// Close flushes; what a crash loses in it is TestCrashNoSync's subject.
+func TestNoSyncWrites(t *testing.T) {
 	dir := t.TempDir()
-	s, err := catalog.Open(dir, catalog.Options{Sync: true})
+	s, err := catalog.Open(dir, catalog.Options{NoSync: true})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
 	if err := s.PutResources(res("db", "a1", t0)); err != nil {
 		t.Fatalf("PutResources: %v", err)
 	}
+	if err := s.PutAgents(catalog.Agent{ID: "a1", LastSeen: t0}, catalog.Agent{ID: "a2", LastSeen: t0}); err != nil {
+		t.Fatalf("PutAgents: %v", err)
+	}
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
 	s = open(t, dir)
 	defer s.Close()
-	if _, rs := load(t, s); len(rs) != 1 {
-		t.Errorf("got %d resources after reopen, want 1", len(rs))
+	if as, rs := load(t, s); len(rs) != 1 || len(as) != 2 {
+		t.Errorf("got %d agents and %d resources after reopen, want 2 and 1", len(as), len(rs))
+	}
+}
+
+func TestPutAgents(t *testing.T) {
+	s := openTemp(t)
+	local := t0.In(time.FixedZone("X", 3*3600))
+	if err := s.PutAgents(catalog.Agent{ID: "b", ProxyID: "p1", LastSeen: local}, catalog.Agent{ID: "a", ProxyID: "p1"}); err != nil {
+		t.Fatalf("PutAgents: %v", err)
+	}
+	// A batch with an invalid ID writes nothing.
+	err := s.PutAgents(catalog.Agent{ID: "c"}, catalog.Agent{ID: ""})
+	if want := "agent 1: agent ID is empty"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("got error %v, want one containing %q", err, want)
+	}
+	// Replaces, as PutAgent does.
+	if err := s.PutAgents(catalog.Agent{ID: "a", ProxyID: "p2"}); err != nil {
+		t.Fatalf("PutAgents: %v", err)
+	}
+	agents, _ := load(t, s)
+	if got, want := agentIDs(agents), []string{"a", "b"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("got agents %q, want %q", got, want)
+	}
+	if agents[0].ProxyID != "p2" || !agents[1].LastSeen.Equal(t0) || agents[1].LastSeen.Location() != time.UTC {
+		t.Errorf("got %+v, want a on p2 and b last seen %v in UTC", agents, t0)
 	}
 }
 
@@ -478,6 +507,7 @@ func TestClosed(t *testing.T) {
 		"PutResources":    func() error { return s.PutResources(res("db", "a", t0)) },
 		"DeleteResources": func() error { return s.DeleteResources("a", "db") },
 		"PutAgent":        func() error { return s.PutAgent(catalog.Agent{ID: "a"}) },
+		"PutAgents":       func() error { return s.PutAgents(catalog.Agent{ID: "a"}) },
 		"DeleteAgent":     func() error { return s.DeleteAgent("a") },
 		"Load":            func() error { _, _, err := s.Load(); return err },
 		"DeleteSeenBefore": func() error {
@@ -559,26 +589,75 @@ func TestConcurrent(t *testing.T) {
 	}
 }
 
+// benchModes are the write modes the benchmarks compare: the durable
+// default and Options.NoSync.
+var benchModes = []struct {
+	name string
+	opts catalog.Options
+}{{"sync", catalog.Options{}}, {"nosync", catalog.Options{NoSync: true}}}
+
+func openBench(b *testing.B, opts catalog.Options) *catalog.Store {
+	b.Helper()
+	s, err := catalog.Open(b.TempDir(), opts)
+	if err != nil {
+		b.Fatalf("Open: %v", err)
+	}
+	b.Cleanup(func() { s.Close() })
+	return s
+}
+
 // BenchmarkPutResources measures the heartbeat path: one agent reporting its
-// resources in one batch.
+// resources in one batch, synced (the default) and not.
 func BenchmarkPutResources(b *testing.B) {
-	for _, n := range []int{1, 10, 100} {
-		b.Run(fmt.Sprintf("resources=%d", n), func(b *testing.B) {
-			s := open(b, b.TempDir())
-			defer s.Close()
-			rs := make([]catalog.Resource, n)
-			for i := range rs {
-				rs[i] = res(fmt.Sprintf("resource-%03d", i), "agent-1", t0)
-				rs[i].Labels = map[string]string{"env": "prod", "region": "eu-west-1"}
-			}
-			i := 0
-			for b.Loop() {
-				i++
-				seen := t0.Add(time.Duration(i) * time.Second)
-				for j := range rs {
-					rs[j].LastSeen, rs[j].Expires = seen, seen.Add(30*time.Second)
+	for _, mode := range benchModes {
+		for _, n := range []int{1, 10, 100} {
+			b.Run(fmt.Sprintf("%s/resources=%d", mode.name, n), func(b *testing.B) {
+				s := openBench(b, mode.opts)
+				rs := make([]catalog.Resource, n)
+				for i := range rs {
+					rs[i] = res(fmt.Sprintf("resource-%03d", i), "agent-1", t0)
+					rs[i].Labels = map[string]string{"env": "prod", "region": "eu-west-1"}
 				}
-				if err := s.PutResources(rs...); err != nil {
+				i := 0
+				for b.Loop() {
+					i++
+					seen := t0.Add(time.Duration(i) * time.Second)
+					for j := range rs {
+						rs[j].LastSeen, rs[j].Expires = seen, seen.Add(30*time.Second)
+					}
+					if err := s.PutResources(rs...); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkPersistAgents measures persisting the agents of one router sweep
+// (1,000 heartbeated agents): one PutAgent each, as the router does, or one
+// PutAgents batch, synced and not. The figure is per sweep.
+func BenchmarkPersistAgents(b *testing.B) {
+	const agents = 1000
+	as := make([]catalog.Agent, agents)
+	for i := range as {
+		as[i] = catalog.Agent{ID: fmt.Sprintf("agent-%05d", i), Hostname: "host", ProxyID: "proxy-1", Addr: "10.0.0.1:41234", Connected: t0}
+	}
+	for _, mode := range benchModes {
+		b.Run(mode.name+"/each", func(b *testing.B) {
+			s := openBench(b, mode.opts)
+			for b.Loop() {
+				for _, a := range as {
+					if err := s.PutAgent(a); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
+		b.Run(mode.name+"/batch", func(b *testing.B) {
+			s := openBench(b, mode.opts)
+			for b.Loop() {
+				if err := s.PutAgents(as...); err != nil {
 					b.Fatal(err)
 				}
 			}

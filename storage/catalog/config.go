@@ -22,8 +22,9 @@ type ConfigEntry struct {
 	Node    string `json:"node"`
 }
 
-// PutConfig writes configuration entries in one batch, durably: a proxy
-// that acknowledged a write must still hold it after a crash.
+// PutConfig writes configuration entries in one batch, durably whatever
+// Options.NoSync says: a proxy that acknowledged a write must still hold it
+// after a crash.
 func (s *Store) PutConfig(entries ...ConfigEntry) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
