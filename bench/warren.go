@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -34,13 +35,13 @@ type Cluster struct {
 	User     UserFiles
 	Proxies  []*ProxyProc
 
-	env    Env
-	authz  *pki.Authority
-	userCA string // authorized_keys line of the user CA, for sshd
-	hostCA ssh.PublicKey
-	signer ssh.Signer
-	http   *http.Client
-	stop   cleanups
+	env     Env
+	authz   *pki.Authority
+	userCA  string          // authorized_keys line of the user CA, for sshd
+	hostCAs []ssh.PublicKey // proxy and agent host CAs
+	signer  ssh.Signer
+	http    *http.Client
+	stop    cleanups
 }
 
 // UserFiles are the bench user's key, certificate and known_hosts.
@@ -78,13 +79,8 @@ func StartCluster(ctx context.Context, env Env, dir string, cfg ClusterConfig) (
 	if c.authz, err = pki.Init(c.Auth, pki.InitOptions{ClusterName: "bench"}); err != nil {
 		return nil, err
 	}
-	toks, err := c.authz.JoinTokens()
-	if err != nil || len(toks) == 0 {
-		return nil, fmt.Errorf("no join token in %s: %v", c.Auth, err)
-	}
-	c.Token = toks[0]
 	c.Pin = pki.Fingerprint(c.authz.HostCA.PublicKey())
-	c.hostCA = c.authz.HostCA.PublicKey()
+	c.hostCAs = []ssh.PublicKey{c.authz.HostCA.PublicKey(), c.authz.AgentCA.PublicKey()}
 	if c.APIToken, err = c.authz.APIToken(); err != nil {
 		return nil, err
 	}
@@ -109,8 +105,11 @@ func StartCluster(ctx context.Context, env Env, dir string, cfg ClusterConfig) (
 		return nil, err
 	}
 	c.User.Cert = c.User.Key + "-cert.pub"
+	// One known_hosts for every hop: the benchmarks measure paths, not
+	// trust (the tests keep the proxy and agent CAs apart).
 	c.User.KnownHosts = filepath.Join(dir, "known_hosts")
-	if err := os.WriteFile(c.User.KnownHosts, []byte(pki.KnownHostsLine(c.hostCA, "*")+"\n"), 0o644); err != nil {
+	kh := pki.KnownHostsLine(c.authz.HostCA.PublicKey(), "*") + "\n" + pki.KnownHostsLine(c.authz.AgentCA.PublicKey(), "*") + "\n"
+	if err := os.WriteFile(c.User.KnownHosts, []byte(kh), 0o644); err != nil {
 		return nil, err
 	}
 	if cfg.Gossip == "" {
@@ -137,6 +136,11 @@ func StartCluster(ctx context.Context, env Env, dir string, cfg ClusterConfig) (
 		if p.Proc.Exited() {
 			return c, p.Proc.failure()
 		}
+	}
+	if err == nil {
+		// Agents join with a token for every name: the scenarios run
+		// pools of agents under one name.
+		c.Token, err = c.createToken(c.Proxies[0])
 	}
 	return c, err
 }
@@ -320,10 +324,30 @@ func (c *Cluster) Dial(p *ProxyProc) (*ssh.Client, error) {
 	return ssh.Dial("tcp", p.User, c.clientConfig())
 }
 
+// createToken makes a join token for every name through proxy p, as the
+// bench user (admin).
+func (c *Cluster) createToken(p *ProxyProc) (string, error) {
+	client, err := c.Dial(p)
+	if err != nil {
+		return "", err
+	}
+	defer client.Close()
+	sess, err := client.NewSession()
+	if err != nil {
+		return "", err
+	}
+	defer sess.Close()
+	out, err := sess.Output("token add --ttl 720h --resources *")
+	if err != nil {
+		return "", fmt.Errorf("create a join token on %s: %w", p.ID, err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
 func (c *Cluster) clientConfig() *ssh.ClientConfig {
 	checker := &ssh.CertChecker{
 		IsHostAuthority: func(k ssh.PublicKey, _ string) bool {
-			return string(k.Marshal()) == string(c.hostCA.Marshal())
+			return slices.ContainsFunc(c.hostCAs, func(ca ssh.PublicKey) bool { return string(k.Marshal()) == string(ca.Marshal()) })
 		},
 	}
 	return &ssh.ClientConfig{

@@ -8,11 +8,13 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,6 +25,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/warren-proxy/warren/cluster/access"
 	"github.com/warren-proxy/warren/storage/identity"
 	"github.com/warren-proxy/warren/transport/nodessh"
 	"github.com/warren-proxy/warren/transport/pki"
@@ -58,6 +61,12 @@ type Agent struct {
 	closed bool
 	// connected counts live tunnels, for tests and status.
 	connected atomic.Int32
+	// renewTried is when a certificate renewal was last asked for (Unix ns).
+	renewTried atomic.Int64
+	// policy is the cluster's roles as the proxies last sent them: the SSH
+	// server checks every login against them. Nil until the first tunnel's
+	// hello, which comes before any session can.
+	policy atomic.Pointer[access.Policy]
 }
 
 // New checks cfg and returns an agent that is not started yet.
@@ -109,6 +118,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 			Clock:       a.cfg.Clock,
 			SFTPCommand: a.cfg.SFTPCommand,
 			OnLogin:     reportLogin,
+			Authorize:   a.authorizeLogin,
 		})
 		if err != nil {
 			return err
@@ -157,16 +167,45 @@ func (a *Agent) principals() []string {
 
 func (a *Agent) joinToken() (string, error) {
 	if a.cfg.JoinTokenFile != "" {
-		b, err := os.ReadFile(a.cfg.JoinTokenFile)
-		if err != nil {
-			return "", fmt.Errorf("read join_token_file: %w", err)
-		}
-		return strings.TrimSpace(string(b)), nil
+		return readTokenFile(a.cfg.JoinTokenFile)
 	}
 	if a.cfg.JoinToken == "" {
 		return "", errors.New("this agent has not joined yet and its config has no join_token: add one from the cluster's join_tokens file")
 	}
 	return a.cfg.JoinToken, nil
+}
+
+// readTokenFile reads a join token from a file only its owner may read, as
+// the proxy's own token files: a token others can read is a token others
+// can use. Comment lines ('#') and blank lines are skipped; the file must
+// hold exactly one token.
+func readTokenFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("read join_token_file: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "", fmt.Errorf("read join_token_file: %w", err)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return "", fmt.Errorf("join_token_file %s has mode %04o; run chmod 600 %s so that only its owner can read it", path, perm, path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 64<<10))
+	if err != nil {
+		return "", fmt.Errorf("read join_token_file: %w", err)
+	}
+	var toks []string
+	for line := range strings.Lines(string(b)) {
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+			toks = append(toks, line)
+		}
+	}
+	if len(toks) != 1 {
+		return "", fmt.Errorf("join_token_file %s holds %d tokens; put exactly one token in it (from `warren token add`)", path, len(toks))
+	}
+	return toks[0], nil
 }
 
 // join obtains an identity through the first proxy that answers.
@@ -221,6 +260,9 @@ func (a *Agent) joinVia(ctx context.Context, addr, token string, req revtunnel.J
 	if a.cfg.CAPin == "" {
 		a.log.Warn("joined without ca_pin: trusting the host CA of the first proxy", "ca", ssh.FingerprintSHA256(ca))
 	}
+	if len(resp.Refused) > 0 {
+		a.log.Error("the cluster did not grant some of this agent's names", "refused", describeRefused(resp.Refused))
+	}
 	now := a.cfg.Clock()
 	id := identity.Identity{
 		AgentID:    resp.AgentID,
@@ -269,6 +311,90 @@ func (a *Agent) renewCert(certText string) {
 	if err := a.store.Save(a.id); err != nil {
 		a.log.Warn("save renewed certificate", "err", err)
 	}
+}
+
+// policyLearned takes the cluster's roles from a proxy.
+func (a *Agent) policyLearned(set *revtunnel.PolicySet) {
+	if set == nil {
+		return
+	}
+	var roles []access.Role
+	if err := json.Unmarshal(set.Roles, &roles); err != nil {
+		a.log.Warn("proxy sent roles that do not decode; keeping the previous ones", "err", err)
+		return
+	}
+	a.policy.Store(access.NewPolicy(roles, nil, nil, nil))
+}
+
+// authorizeLogin is the SSH server's check of a login against the
+// cluster's roles, for the resource the connection was dialed for: the
+// entry proxy decided before it dialed, and the node decides again.
+func (a *Agent) authorizeLogin(conn net.Conn, login string, cert *ssh.Certificate) error {
+	sc, ok := conn.(*sessionConn)
+	if !ok {
+		return errors.New("access denied: not a session dialed by a proxy")
+	}
+	pol := a.policy.Load()
+	if pol == nil {
+		return errors.New("access denied: this agent has not received the cluster's roles yet; try again")
+	}
+	var target *access.Target
+	for _, r := range a.resources() {
+		if r.Name == sc.resource {
+			target = &access.Target{Name: r.Name, Kind: r.Kind, Labels: a.stampedLabels(r.Labels)}
+		}
+	}
+	if target == nil {
+		return fmt.Errorf("access denied: this agent does not serve %s", sc.resource)
+	}
+	user, roles := pki.UserFromCert(cert)
+	id := access.Identity{User: user, Roles: roles, Logins: cert.ValidPrincipals}
+	if cert.ValidBefore > cert.ValidAfter && cert.ValidBefore != ssh.CertTimeInfinity {
+		id.CertTTL = time.Duration(cert.ValidBefore-cert.ValidAfter)*time.Second - pki.ClockSkew
+	}
+	if reason := pol.CheckIdentity(id, a.cfg.Clock()); reason != "" {
+		return errors.New(reason)
+	}
+	if d := pol.Login(id, *target, login); !d.Allowed {
+		return errors.New(d.Reason)
+	}
+	return nil
+}
+
+// stampedLabels are a resource's labels as the proxies route it: with the
+// labels of this agent's grant stamped on.
+func (a *Agent) stampedLabels(labels map[string]string) map[string]string {
+	cert := a.signer.cert()
+	if cert == nil {
+		return labels
+	}
+	g, err := access.DecodeGrant(cert.Permissions.Extensions[pki.ExtAgentGrant])
+	if err != nil || len(g.Labels) == 0 {
+		return labels
+	}
+	out := maps.Clone(labels)
+	if out == nil {
+		out = map[string]string{}
+	}
+	maps.Copy(out, g.Labels)
+	return out
+}
+
+// renewDue reports whether the host certificate has passed half its life
+// and no renewal was tried in the last minute (a proxy that refuses, say
+// at the end of the agent's renewal grant, is not asked every heartbeat).
+func (a *Agent) renewDue() bool {
+	cert := a.signer.cert()
+	if cert == nil || cert.ValidBefore == ssh.CertTimeInfinity || cert.ValidBefore <= cert.ValidAfter {
+		return false
+	}
+	now := a.cfg.Clock()
+	half := time.Unix(int64(cert.ValidAfter+(cert.ValidBefore-cert.ValidAfter)/2), 0)
+	if now.Before(half) || now.UnixNano()-a.renewTried.Load() < int64(time.Minute) {
+		return false
+	}
+	a.renewTried.Store(now.UnixNano())
+	return true
 }
 
 // definitionsLearned takes the cluster's dynamic resource definitions and
@@ -391,7 +517,14 @@ func (s *renewableSigner) renew(certText []byte) error {
 	return nil
 }
 
-func (s *renewableSigner) signer() ssh.Signer       { return *s.cur.Load() }
+func (s *renewableSigner) signer() ssh.Signer { return *s.cur.Load() }
+
+// cert is the certificate presented now.
+func (s *renewableSigner) cert() *ssh.Certificate {
+	c, _ := s.signer().PublicKey().(*ssh.Certificate)
+	return c
+}
+
 func (s *renewableSigner) PublicKey() ssh.PublicKey { return s.signer().PublicKey() }
 func (s *renewableSigner) Sign(r io.Reader, data []byte) (*ssh.Signature, error) {
 	return s.signer().Sign(r, data)

@@ -5,12 +5,12 @@ import (
 	"net"
 	"os"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/warren-proxy/warren/internal/conf"
+	"github.com/warren-proxy/warren/internal/names"
 	"github.com/warren-proxy/warren/transport/revtunnel"
 )
 
@@ -120,8 +120,8 @@ func (c Config) CheckAndSetDefaults() (Config, error) {
 		errs.Addf("tunnel_strategy", "unknown strategy %q: use %s or %s", c.TunnelStrategy, StrategyPeering, StrategyMesh)
 	}
 	switch {
-	case c.ConnectionCount < 0:
-		errs.Addf("connection_count", "must not be negative")
+	case c.ConnectionCount < 0 || c.ConnectionCount > 16:
+		errs.Addf("connection_count", "%d is outside 1 to 16", c.ConnectionCount)
 	case c.ConnectionCount == 0:
 		c.ConnectionCount = 1
 	case c.TunnelStrategy == StrategyMesh && c.ConnectionCount > 1:
@@ -142,8 +142,8 @@ func (c Config) CheckAndSetDefaults() (Config, error) {
 		switch {
 		case r.Name == "":
 			errs.Addf(field+".name", "required")
-		case !revtunnel.ValidName(r.Name):
-			errs.Addf(field+".name", "%q is not valid: 1-63 letters, digits, '.', '_' or '-'", r.Name)
+		case !names.Valid(r.Name):
+			errs.Addf(field+".name", "%v", names.Check("resource name", r.Name))
 		case seen[r.Name]:
 			errs.Addf(field+".name", "%q is listed twice", r.Name)
 		}
@@ -162,29 +162,33 @@ func (c Config) CheckAndSetDefaults() (Config, error) {
 		default:
 			errs.Addf(field+".kind", "unknown kind %q: use ssh or tcp", r.Kind)
 		}
-		for k := range r.Labels {
-			if k == "" || strings.ContainsAny(k, " =,") {
-				errs.Addf(field+".labels", "invalid label key %q", k)
-			}
+		if err := names.CheckLabels(r.Labels); err != nil {
+			errs.Addf(field+".labels", "%v", err)
 		}
 	}
+	if len(c.Resources) > revtunnel.MaxResources {
+		errs.Addf("resources", "%d resources; an agent may serve at most %d", len(c.Resources), revtunnel.MaxResources)
+	}
 	durations := []struct {
-		field string
-		v     *time.Duration
-		def   time.Duration
+		field         string
+		v             *time.Duration
+		def, min, max time.Duration
 	}{
-		{"heartbeat_interval", &c.HeartbeatInterval, 5 * time.Second},
-		{"health_interval", &c.HealthInterval, 5 * time.Second},
-		{"reconnect_min", &c.ReconnectMin, 200 * time.Millisecond},
-		{"reconnect_max", &c.ReconnectMax, 10 * time.Second},
+		{"heartbeat_interval", &c.HeartbeatInterval, 5 * time.Second, 100 * time.Millisecond, 5 * time.Minute},
+		{"health_interval", &c.HealthInterval, 5 * time.Second, 100 * time.Millisecond, 10 * time.Minute},
+		{"reconnect_min", &c.ReconnectMin, 200 * time.Millisecond, 10 * time.Millisecond, time.Minute},
+		{"reconnect_max", &c.ReconnectMax, 10 * time.Second, 100 * time.Millisecond, time.Hour},
 	}
 	for _, d := range durations {
 		switch {
-		case *d.v < 0:
-			errs.Addf(d.field, "must not be negative")
 		case *d.v == 0:
 			*d.v = d.def
+		case *d.v < d.min || *d.v > d.max:
+			errs.Addf(d.field, "%s is outside %s to %s", *d.v, d.min, d.max)
 		}
+	}
+	if c.ReconnectMin > c.ReconnectMax {
+		errs.Addf("reconnect_min", "%s is longer than reconnect_max (%s)", c.ReconnectMin, c.ReconnectMax)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -113,7 +114,8 @@ func (c *conn) run(ctx context.Context) {
 					c.system.Root.Send(c.pool, resourcesChanged{})
 				}
 			},
-			Logger: a.log,
+			OnPolicy: func(p revtunnel.PolicySet) { a.policyLearned(&p) },
+			Logger:   a.log,
 		}, revtunnel.Hello{Version: Version, Hostname: hostname, Principals: a.principals()})
 		cancel()
 		if err != nil {
@@ -131,6 +133,7 @@ func (c *conn) run(ctx context.Context) {
 		}
 		failures = 0
 		a.renewCert(reply.HostCert)
+		a.policyLearned(reply.Policy)
 		c.learned(reply.Proxies)
 		if a.definitionsLearned(reply.Definitions) {
 			c.system.Root.Send(c.pool, resourcesChanged{})
@@ -213,15 +216,18 @@ func (c *conn) serve(ctx context.Context, tun *revtunnel.ClientConn) {
 }
 
 // heartbeat sends the resource statuses at once, every interval, and
-// whenever they change; a failed heartbeat closes the tunnel.
+// whenever they change; a failed heartbeat closes the tunnel. Resources
+// the proxy refuses (outside this agent's grant) are logged once per
+// change. At half its life the certificate is renewed.
 func (c *conn) heartbeat(ctx context.Context, tun *revtunnel.ClientConn) {
 	t := time.NewTicker(c.a.cfg.HeartbeatInterval)
 	defer t.Stop()
 	var seq uint64
+	lastRefused := ""
 	for {
 		seq++
 		hctx, cancel := context.WithTimeout(ctx, c.a.cfg.HeartbeatInterval*2)
-		err := tun.Heartbeat(hctx, revtunnel.Heartbeat{Seq: seq, Resources: c.a.health.statuses()})
+		reply, err := tun.Heartbeat(hctx, revtunnel.Heartbeat{Seq: seq, Resources: c.a.health.statuses()})
 		cancel()
 		if err != nil {
 			if ctx.Err() == nil {
@@ -230,6 +236,22 @@ func (c *conn) heartbeat(ctx context.Context, tun *revtunnel.ClientConn) {
 			tun.Close()
 			return
 		}
+		if refused := describeRefused(reply.Refused); refused != lastRefused {
+			lastRefused = refused
+			if refused != "" {
+				c.a.log.Error("the proxy refuses to route some resources to this agent", "proxy", tun.Addr, "refused", refused)
+			}
+		}
+		if c.a.renewDue() {
+			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			cert, err := tun.Renew(rctx)
+			cancel()
+			if err != nil {
+				c.a.log.Warn("certificate renewal failed", "err", err)
+			} else {
+				c.a.renewCert(cert)
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -237,6 +259,14 @@ func (c *conn) heartbeat(ctx context.Context, tun *revtunnel.ClientConn) {
 		case <-c.kick:
 		}
 	}
+}
+
+func describeRefused(rs []revtunnel.Refused) string {
+	parts := make([]string, len(rs))
+	for i, r := range rs {
+		parts[i] = r.Name + ": " + r.Reason
+	}
+	return strings.Join(parts, "; ")
 }
 
 // serveDial connects one session to the resource it names.
@@ -274,7 +304,7 @@ func (a *Agent) serveDial(ctx context.Context, tun *revtunnel.ClientConn, req re
 			return
 		}
 		go ssh.DiscardRequests(reqs)
-		conn := &sessionConn{ChannelConn: streams.ChannelConn{Channel: ch}, tun: tun, sessionID: req.SessionID}
+		conn := &sessionConn{ChannelConn: streams.ChannelConn{Channel: ch}, tun: tun, sessionID: req.SessionID, resource: res.Name}
 		if err := a.node.ServeConn(ctx, conn); err != nil {
 			a.log.Debug("ssh session ended", "session", req.SessionID, "err", err)
 		}
@@ -287,6 +317,7 @@ type sessionConn struct {
 	streams.ChannelConn
 	tun       *revtunnel.ClientConn
 	sessionID string
+	resource  string
 }
 
 // reportLogin is the SSH server's OnLogin hook.

@@ -8,7 +8,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-
 	"io"
 	"log/slog"
 	"net"
@@ -27,6 +26,7 @@ import (
 
 	"github.com/warren-proxy/warren/actors/agent"
 	"github.com/warren-proxy/warren/actors/proxy"
+	"github.com/warren-proxy/warren/cluster/access"
 	"github.com/warren-proxy/warren/internal/sshconfig"
 	"github.com/warren-proxy/warren/transport/pki"
 )
@@ -55,6 +55,10 @@ type Cluster struct {
 	hosts []string
 	opts  Options
 	next  int // round-robin over proxies for agents
+	// joinToken is the token agents join with by default: a grant for
+	// every name ("*"), so that several agents may serve one name (the
+	// pools these tests exercise). Tests of grants make their own.
+	joinToken string
 }
 
 // Options tune New.
@@ -179,11 +183,30 @@ func (c *Cluster) WaitMembers2(n int, among []*proxy.Proxy) {
 	})
 }
 
-// AgentConfig returns the config StartAgent uses for an agent.
-func (c *Cluster) AgentConfig(name string, res []agent.ResourceConfig) agent.Config {
+// Token makes a join token with req's grant through the first proxy.
+func (c *Cluster) Token(req access.TokenRequest) string {
+	c.t.Helper()
+	secret, _, err := c.Proxy.CreateToken(req, "clustertest")
+	if err != nil {
+		c.t.Fatalf("create join token: %v", err)
+	}
+	return secret
+}
+
+// StaticToken is the first token of the cluster's join_tokens file: an
+// unscoped grant.
+func (c *Cluster) StaticToken() string {
 	toks, err := c.Auth.JoinTokens()
 	if err != nil || len(toks) == 0 {
 		c.t.Fatalf("join tokens: %v", err)
+	}
+	return toks[0]
+}
+
+// AgentConfig returns the config StartAgent uses for an agent.
+func (c *Cluster) AgentConfig(name string, res []agent.ResourceConfig) agent.Config {
+	if c.joinToken == "" {
+		c.joinToken = c.Token(access.TokenRequest{TTL: time.Hour, Resources: []string{"*"}})
 	}
 	first := c.Proxies[c.next%len(c.Proxies)]
 	c.next++
@@ -191,7 +214,7 @@ func (c *Cluster) AgentConfig(name string, res []agent.ResourceConfig) agent.Con
 		Name:              name,
 		DataDir:           filepath.Join(c.Dir, name),
 		Proxies:           []string{first.TunnelAddr()},
-		JoinToken:         toks[0],
+		JoinToken:         c.joinToken,
 		CAPin:             pki.Fingerprint(c.Auth.HostCA.PublicKey()),
 		Resources:         res,
 		HeartbeatInterval: time.Second,
@@ -236,8 +259,7 @@ func (c *Cluster) IssueUser(name string, logins, roles []string, ttl time.Durati
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	kh := pki.KnownHostsLine(c.Auth.HostCA.PublicKey(), "*") + "\n"
-	if err := os.WriteFile(filepath.Join(dir, "known_hosts"), []byte(kh), 0o644); err != nil {
+	if _, _, err := pki.WriteKnownHosts(dir, c.Auth.HostCA.PublicKey(), c.Auth.AgentCA.PublicKey()); err != nil {
 		c.t.Fatal(err)
 	}
 	return key, cert
@@ -253,12 +275,13 @@ func (c *Cluster) WriteSSHConfig() {
 		proxies = append(proxies, sshconfig.Proxy{Name: p.ID(), Addr: p.UserAddr()})
 	}
 	err := sshconfig.Write(&buf, sshconfig.Config{
-		Proxies:    proxies,
-		User:       c.User,
-		Login:      c.Login,
-		Identity:   c.Identity,
-		KnownHosts: filepath.Join(filepath.Dir(c.Identity), "known_hosts"),
-		Hosts:      hosts,
+		Proxies:            proxies,
+		User:               c.User,
+		Login:              c.Login,
+		Identity:           c.Identity,
+		KnownHosts:         filepath.Join(filepath.Dir(c.Identity), pki.ProxyKnownHostsFile),
+		ResourceKnownHosts: filepath.Join(filepath.Dir(c.Identity), pki.ResourceKnownHostsFile),
+		Hosts:              hosts,
 	})
 	if err != nil {
 		c.t.Fatal(err)

@@ -274,7 +274,7 @@ func TestRefusals(t *testing.T) {
 		dir := t.TempDir()
 		key, _ := other.IssueUser("mallory", []string{c.Login}, nil, time.Hour, dir)
 		r := c.Run(nil, "ssh", "-o", "LogLevel=INFO", "-i", key, "-o", "CertificateFile="+key+"-cert.pub", "-o", "User=mallory", "proxy-1", "ls")
-		if r.Code == 0 || !strings.Contains(r.Stderr, "not signed by this cluster") {
+		if r.Code == 0 || !strings.Contains(r.Stderr, "not signed by the cluster user CA") {
 			t.Fatalf("got code %d stderr %q, want a refusal naming the CA", r.Code, r.Stderr)
 		}
 	})

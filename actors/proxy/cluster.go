@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -19,8 +20,10 @@ import (
 
 	"github.com/warren-proxy/warren/actors/router"
 	"github.com/warren-proxy/warren/actors/tunnel"
+	"github.com/warren-proxy/warren/cluster/access"
 	"github.com/warren-proxy/warren/cluster/clusterpb"
 	"github.com/warren-proxy/warren/cluster/membership"
+	"github.com/warren-proxy/warren/internal/names"
 	"github.com/warren-proxy/warren/transport/peer"
 	"github.com/warren-proxy/warren/transport/pki"
 	"github.com/warren-proxy/warren/transport/revtunnel"
@@ -185,6 +188,14 @@ func (p *Proxy) startMembership(ctx context.Context) error {
 	if err := p.members.Start(ctx); err != nil {
 		return err
 	}
+	// The router waits for the routes and configuration of the peers alive
+	// now before the proxy reports ready; tell it who they are first.
+	for _, m := range p.members.Members() {
+		if m.ProxyID != p.cfg.ID && m.State == membership.Alive {
+			p.system.Root.Send(p.router, &router.MemberUp{ID: m.ProxyID, PeerAddr: m.PeerAddr, Region: m.Region})
+		}
+	}
+	p.system.Root.Send(p.router, &router.PeersKnown{})
 	p.wg.Add(2)
 	go func() {
 		defer p.wg.Done()
@@ -239,12 +250,35 @@ func (p *Proxy) followMembers() {
 	}
 }
 
-// isPeer approves a peer's TLS identity. The certificate already chains
-// to the cluster TLS CA (mutual TLS); its common name must be a proxy id.
-// Membership is not required: a proxy that has just joined talks to peers
-// before gossip has told every one of them, and refusing it then costs a
-// gRPC reconnect backoff of a second or more.
-func (p *Proxy) isPeer(id string) bool { return revtunnel.ValidName(id) }
+// peerWait is how long a call from a peer that membership does not know
+// yet waits for gossip to tell of it: a proxy that has just joined talks to
+// its peers before gossip has reached every one of them.
+const peerWait = 3 * time.Second
+
+// isPeer approves a peer's TLS identity. The certificate already chains to
+// the cluster TLS CA (mutual TLS); its common name must be the id of a live
+// member, so a certificate of a proxy that left (or never joined the
+// gossip, which needs the gossip key too) opens nothing.
+func (p *Proxy) isPeer(id string) bool {
+	if !names.Valid(id) || id == p.cfg.ID {
+		return false
+	}
+	deadline := time.Now().Add(peerWait)
+	for {
+		if p.members != nil {
+			for _, m := range p.members.Members() {
+				if m.ProxyID == id && m.State != membership.Dead {
+					return true
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			p.refusedPeers.Event("peer", names.Quote(id))
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
 
 // proxySet is what agents are told: every live proxy's tunnel address.
 func (p *Proxy) proxySet() []revtunnel.ProxyInfo {
@@ -280,6 +314,36 @@ func (p *Proxy) pushDefinitions(defs []revtunnel.Definition) {
 	for pid := range p.tunPIDs {
 		p.system.Root.Send(pid, msg)
 	}
+}
+
+// pushPolicy tells every local agent the cluster's roles when they
+// changed: their SSH servers check logins against them.
+func (p *Proxy) pushPolicy(pol *access.Policy) {
+	var stored []access.Role
+	for _, r := range pol.Roles() {
+		if !access.IsPreset(r.Name) {
+			stored = append(stored, r)
+		}
+	}
+	b, _ := json.Marshal(stored) // plain structs: cannot fail
+	raw := json.RawMessage(b)
+	if old := p.roles.Swap(&raw); old != nil && string(*old) == string(raw) {
+		return
+	}
+	msg := &tunnel.Policy{Set: revtunnel.PolicySet{Roles: raw}}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for pid := range p.tunPIDs {
+		p.system.Root.Send(pid, msg)
+	}
+}
+
+// policySet is what a new tunnel's hello reply carries.
+func (p *Proxy) policySet() *revtunnel.PolicySet {
+	if r := p.roles.Load(); r != nil {
+		return &revtunnel.PolicySet{Roles: *r}
+	}
+	return &revtunnel.PolicySet{Roles: json.RawMessage("[]")}
 }
 
 // serveStream serves a data stream a peer opened for a session whose

@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/warren-proxy/warren/internal/conf"
+	"github.com/warren-proxy/warren/internal/names"
 	"github.com/warren-proxy/warren/transport/pki"
-	"github.com/warren-proxy/warren/transport/revtunnel"
 )
 
 // Default ports, see DESIGN.md.
@@ -66,7 +66,9 @@ type TunnelConfig struct {
 	// (default 24h).
 	OfflineRetention time.Duration `yaml:"offline_retention"`
 	// CertTTL is the validity of the host certificates issued to agents
-	// (default 30 days; renewed on every tunnel).
+	// (default 24h). Agents renew theirs on every tunnel and at half its
+	// life, until their renewal grant ends (see `warren token add
+	// --renew-for`).
 	CertTTL time.Duration `yaml:"cert_ttl"`
 }
 
@@ -128,8 +130,8 @@ func (c Config) CheckAndSetDefaults() (Config, error) {
 	var errs conf.Errors
 	if c.ID == "" {
 		errs.Addf("id", "required: a unique name for this proxy, like proxy-1")
-	} else if !revtunnel.ValidName(c.ID) {
-		errs.Addf("id", "%q is not valid: use letters, digits, '.', '_' or '-'", c.ID)
+	} else if err := names.Check("proxy id", c.ID); err != nil {
+		errs.Addf("id", "%v", err)
 	}
 	if c.DataDir == "" {
 		errs.Addf("data_dir", "required: a directory for the proxy's state")
@@ -184,24 +186,27 @@ func (c Config) CheckAndSetDefaults() (Config, error) {
 		errs.Addf("public_addr", "%q is not host:port", c.PublicAddr)
 	}
 	durations := []struct {
-		field string
-		v     *time.Duration
-		def   time.Duration
+		field         string
+		v             *time.Duration
+		def, min, max time.Duration
 	}{
-		{"tunnel.keepalive_interval", &c.Tunnel.KeepaliveInterval, 2 * time.Second},
-		{"tunnel.heartbeat_ttl", &c.Tunnel.HeartbeatTTL, 30 * time.Second},
-		{"tunnel.offline_retention", &c.Tunnel.OfflineRetention, 24 * time.Hour},
-		{"tunnel.cert_ttl", &c.Tunnel.CertTTL, 30 * 24 * time.Hour},
-		{"session.dial_timeout", &c.Session.DialTimeout, 15 * time.Second},
-		{"session.attempt_timeout", &c.Session.AttemptTimeout, 3 * time.Second},
+		{"tunnel.keepalive_interval", &c.Tunnel.KeepaliveInterval, 2 * time.Second, 100 * time.Millisecond, 5 * time.Minute},
+		{"tunnel.heartbeat_ttl", &c.Tunnel.HeartbeatTTL, 30 * time.Second, time.Second, time.Hour},
+		{"tunnel.offline_retention", &c.Tunnel.OfflineRetention, 24 * time.Hour, time.Minute, 30 * 24 * time.Hour},
+		{"tunnel.cert_ttl", &c.Tunnel.CertTTL, 24 * time.Hour, 10 * time.Minute, pki.MaxHostCertTTL},
+		{"session.dial_timeout", &c.Session.DialTimeout, 15 * time.Second, 100 * time.Millisecond, 5 * time.Minute},
+		{"session.attempt_timeout", &c.Session.AttemptTimeout, 3 * time.Second, 100 * time.Millisecond, 5 * time.Minute},
 	}
 	for _, d := range durations {
 		switch {
-		case *d.v < 0:
-			errs.Addf(d.field, "must not be negative")
 		case *d.v == 0:
 			*d.v = d.def
+		case *d.v < d.min || *d.v > d.max:
+			errs.Addf(d.field, "%s is outside %s to %s", *d.v, d.min, d.max)
 		}
+	}
+	if c.Session.AttemptTimeout > c.Session.DialTimeout {
+		errs.Addf("session.attempt_timeout", "%s is longer than session.dial_timeout (%s), which bounds all attempts together", c.Session.AttemptTimeout, c.Session.DialTimeout)
 	}
 	switch c.Session.Strategy {
 	case "":
@@ -210,10 +215,11 @@ func (c Config) CheckAndSetDefaults() (Config, error) {
 	default:
 		errs.Addf("session.strategy", "unknown strategy %q: use default, random, least_sessions or nearest", c.Session.Strategy)
 	}
-	if c.Tunnel.KeepaliveCount < 0 {
-		errs.Addf("tunnel.keepalive_count", "must not be negative")
-	} else if c.Tunnel.KeepaliveCount == 0 {
+	switch {
+	case c.Tunnel.KeepaliveCount == 0:
 		c.Tunnel.KeepaliveCount = 3
+	case c.Tunnel.KeepaliveCount < 1 || c.Tunnel.KeepaliveCount > 100:
+		errs.Addf("tunnel.keepalive_count", "%d is outside 1 to 100", c.Tunnel.KeepaliveCount)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

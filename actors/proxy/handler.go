@@ -16,6 +16,8 @@ import (
 
 	"github.com/warren-proxy/warren/actors/router"
 	"github.com/warren-proxy/warren/actors/session"
+	"github.com/warren-proxy/warren/cluster/access"
+	"github.com/warren-proxy/warren/internal/names"
 	"github.com/warren-proxy/warren/storage/audit"
 	"github.com/warren-proxy/warren/transport/usersh"
 )
@@ -41,12 +43,13 @@ func (h userHandler) DirectTCPIP(ctx context.Context, c *usersh.Conn, t usersh.T
 		ID:             newID(),
 		ProxyID:        p.cfg.ID,
 		User:           c.Identity.User,
+		Identity:       accessIdentity(c.Identity),
 		ClientAddr:     c.RemoteAddr.String(),
 		Resource:       t.Host,
 		Port:           t.Port,
 		Channel:        nch,
 		Table:          p.table,
-		Audit:          p.audit,
+		Audit:          p.auditor,
 		OpenStream:     p.openStream,
 		Sticky:         c,
 		Strategy:       p.cfg.Session.Strategy,
@@ -69,22 +72,33 @@ func (h userHandler) Command(ctx context.Context, c *usersh.Conn, args []string,
 	if len(args) == 0 {
 		args = []string{"help"}
 	}
+	pol := h.p.table.Snapshot().Policy
+	id := accessIdentity(c.Identity)
+	// A lock that lands while a command runs ends the connection; one that
+	// is already there was refused at login. Checked again here for a
+	// connection that raced the lock.
+	if reason := pol.CheckIdentity(id, h.p.cfg.Clock()); reason != "" {
+		fmt.Fprintln(stderr, "warren: "+reason)
+		return 1
+	}
 	switch args[0] {
 	case "ls":
-		return h.ls(args[1:], stdout, stderr)
+		return h.ls(id, args[1:], stdout, stderr)
 	case "whoami":
-		id := c.Identity
-		fmt.Fprintf(stdout, "user: %s\nroles: %s\nlogins: %s\n", id.User, strings.Join(id.Roles, ","), strings.Join(id.Logins, ","))
-		if !id.ValidUntil.IsZero() {
-			fmt.Fprintf(stdout, "valid until: %s\n", id.ValidUntil.UTC().Format(time.RFC3339))
-		}
+		h.whoami(c.Identity, stdout)
 		return 0
 	case "audit":
-		if !c.Identity.HasRole("admin") {
-			fmt.Fprintln(stderr, "warren: audit needs the admin role; ask an administrator for a certificate with --roles admin")
+		if d := pol.Can(id, "audit"); !d.Allowed {
+			fmt.Fprintln(stderr, "warren: "+d.Reason)
 			return 1
 		}
 		return h.audit(args[1:], stdout, stderr)
+	case "token", "role", "lock":
+		if d := pol.Can(id, "admin"); !d.Allowed {
+			fmt.Fprintln(stderr, "warren: "+d.Reason)
+			return 1
+		}
+		return h.admin(c.Identity.User, args, stdin, stdout, stderr)
 	case "status":
 		fs := flag.NewFlagSet("status", flag.ContinueOnError)
 		fs.SetOutput(stderr)
@@ -92,27 +106,56 @@ func (h userHandler) Command(ctx context.Context, c *usersh.Conn, args []string,
 		if err := fs.Parse(args[1:]); err != nil {
 			return 2
 		}
-		WriteStatus(stdout, h.p.Status(), *asJSON)
+		st := h.p.Status()
+		if !pol.Can(id, "admin").Allowed {
+			st = st.ForUser() // the cluster's shape, not its agents and routes
+		}
+		WriteStatus(stdout, st, *asJSON)
 		return 0
 	case "resource":
-		return h.resource(c, args[1:], stdin, stdout, stderr)
+		return h.resource(id, args[1:], stdin, stdout, stderr)
 	case "help":
 		fmt.Fprint(stdout, h.p.help())
 		return 0
 	default:
-		fmt.Fprintf(stderr, "warren: unknown proxy command %q; commands are ls, status, whoami, audit, resource, help\n", args[0])
+		fmt.Fprintf(stderr, "warren: unknown proxy command %s; commands are ls, status, whoami, audit, resource, token, role, lock, help\n", names.Quote(args[0]))
 		return 2
 	}
 }
 
-func (h userHandler) ls(args []string, stdout, stderr io.Writer) int {
+// accessIdentity is the access policy's view of a user connection.
+func accessIdentity(id usersh.Identity) access.Identity {
+	return access.Identity{User: id.User, Roles: id.Roles, Logins: id.Logins, CertTTL: id.CertTTL}
+}
+
+func (h userHandler) whoami(id usersh.Identity, stdout io.Writer) {
+	pol := h.p.table.Snapshot().Policy
+	fmt.Fprintf(stdout, "user: %s\nlogins: %s\n", id.User, strings.Join(id.Logins, ","))
+	for _, r := range id.Roles {
+		role, ok := pol.Role(r)
+		switch {
+		case !ok:
+			fmt.Fprintf(stdout, "role: %s (does not exist in this cluster: grants nothing)\n", r)
+		case role.Description != "":
+			fmt.Fprintf(stdout, "role: %s (%s)\n", r, role.Description)
+		default:
+			fmt.Fprintf(stdout, "role: %s\n", r)
+		}
+	}
+	if !id.ValidUntil.IsZero() {
+		fmt.Fprintf(stdout, "valid until: %s\n", id.ValidUntil.UTC().Format(time.RFC3339))
+	}
+}
+
+// ls lists the resources the user may reach, and nothing else.
+func (h userHandler) ls(id access.Identity, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("ls", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	list := h.p.table.Snapshot().List()
+	list := h.p.visible(id, h.p.table.Snapshot().List())
 	if *asJSON {
 		if err := json.NewEncoder(stdout).Encode(list); err != nil {
 			return 1
@@ -121,6 +164,23 @@ func (h userHandler) ls(args []string, stdout, stderr io.Writer) int {
 	}
 	WriteResourceTable(stdout, list)
 	return 0
+}
+
+// visible filters a listing to what id may see: a resource is listed when
+// one of its endpoints is (agents serving one name may label it apart).
+func (p *Proxy) visible(id access.Identity, list []router.Summary) []router.Summary {
+	snap := p.table.Snapshot()
+	see := snap.Policy.Seer(id)
+	out := list[:0:0]
+	for _, s := range list {
+		for _, e := range snap.Lookup(s.Name) {
+			if see(session.Target(e)) {
+				out = append(out, s)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // WriteResourceTable prints resources as an aligned table.
@@ -135,25 +195,6 @@ func WriteResourceTable(w io.Writer, list []router.Summary) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\n", s.Name, s.Kind, status, s.Healthy, s.Agents, joinLabels(s.Labels))
 	}
 	tw.Flush()
-}
-
-func (h userHandler) audit(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("audit", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	since := fs.Duration("since", time.Hour, "how far back")
-	limit := fs.Int("limit", 1000, "at most this many events")
-	asJSON := fs.Bool("json", false, "print JSON lines")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	res, err := h.p.audit.Query(audit.Query{Since: h.p.cfg.Clock().Add(-*since), Limit: *limit})
-	if err != nil {
-		fmt.Fprintf(stderr, "warren: read audit log: %v\n", err)
-		return 1
-	}
-	WriteAudit(stdout, res.Events, *asJSON)
-	WriteAuditNotes(stderr, res)
-	return 0
 }
 
 // WriteAuditNotes says what a query's events leave out: older events past

@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -28,7 +30,10 @@ import (
 
 	"github.com/warren-proxy/warren/actors/router"
 	"github.com/warren-proxy/warren/actors/tunnel"
+	"github.com/warren-proxy/warren/cluster/access"
 	"github.com/warren-proxy/warren/cluster/membership"
+	"github.com/warren-proxy/warren/internal/gate"
+	"github.com/warren-proxy/warren/internal/logsample"
 	"github.com/warren-proxy/warren/storage/audit"
 	"github.com/warren-proxy/warren/storage/catalog"
 	"github.com/warren-proxy/warren/transport/peer"
@@ -47,12 +52,18 @@ type Proxy struct {
 	publicAddr string // cfg.PublicAddr with the real port
 	auth       *pki.Authority
 
-	hostSigner ssh.Signer
-	catalog    *catalog.Store
-	audit      *audit.Log
-	system     *actor.ActorSystem
-	table      *router.Table
-	router     *actor.PID
+	hostSigner   ssh.Signer
+	catalog      *catalog.Store
+	audit        *audit.Log
+	auditor      *auditor           // audit, with its health for readiness
+	refusedPeers *logsample.Sampler // peer calls from proxies that are not members
+	tunnelGate   *gate.Gate         // agents' connections before they authenticate
+	refusedConns *logsample.Sampler // tunnel connections over tunnelGate
+	// roles is the JSON of the stored roles, as agents were last told.
+	roles  atomic.Pointer[json.RawMessage]
+	system *actor.ActorSystem
+	table  *router.Table
+	router *actor.PID
 
 	tunnelSrv *revtunnel.Server
 	userSrv   *usersh.Server
@@ -77,7 +88,14 @@ type Proxy struct {
 	started bool
 	closed  bool
 	ready   bool
-	tunPIDs map[*actor.PID]bool
+	tunPIDs map[*actor.PID]tunnelInfo
+}
+
+// tunnelInfo is what the proxy knows of one of its tunnels: whose it is,
+// to close it when the agent or its token is locked.
+type tunnelInfo struct {
+	agent string
+	grant access.Grant
 }
 
 // New checks cfg and returns a proxy that is not started yet.
@@ -86,7 +104,13 @@ func New(cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy config: %w", err)
 	}
-	return &Proxy{cfg: cfg, log: cfg.Logger.With("proxy", cfg.ID), tunPIDs: map[*actor.PID]bool{}, load: &sessionLoad{m: map[string]int{}}}, nil
+	log := cfg.Logger.With("proxy", cfg.ID)
+	return &Proxy{
+		cfg: cfg, log: log, tunPIDs: map[*actor.PID]tunnelInfo{}, load: &sessionLoad{m: map[string]int{}},
+		refusedPeers: logsample.New(log, "peer call refused: not a live member of the cluster", logsample.Every),
+		tunnelGate:   &gate.Gate{Max: maxTunnelHandshakes, MaxPerIP: maxTunnelHandshakesPerIP},
+		refusedConns: logsample.New(log, "tunnel connection refused before its handshake", logsample.Every),
+	}, nil
 }
 
 // Start opens the proxy's state and starts serving. On error everything
@@ -119,6 +143,15 @@ func (p *Proxy) Start(ctx context.Context) (err error) {
 	if p.audit, err = audit.Open(filepath.Join(p.cfg.DataDir, "audit.db"), audit.Options{Logger: p.log}); err != nil {
 		return err
 	}
+	p.auditor = newAuditor(p.audit)
+	if r := p.audit.Replaced(); r != "" {
+		// Serving on is right (refusing would stop every session), but
+		// the gap is recorded where auditors look.
+		p.log.Error("the audit log was replaced", "detail", r)
+		if _, err := p.auditor.Append(audit.Event{Type: "audit.replaced", ProxyID: p.cfg.ID, Outcome: "error", Error: r}); err != nil {
+			p.log.Error("record the replaced audit log", "err", err)
+		}
+	}
 	p.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}))
@@ -138,6 +171,8 @@ func (p *Proxy) Start(ctx context.Context) (err error) {
 		OfflineRetention: p.cfg.Tunnel.OfflineRetention,
 		Epoch:            uint64(p.cfg.Clock().UnixNano()),
 		OnDefinitions:    p.pushDefinitions,
+		OnPolicy:         p.enforce,
+		Reserved:         p.reservedName,
 		Clock:            p.cfg.Clock,
 		Logger:           p.log,
 	})
@@ -150,6 +185,9 @@ func (p *Proxy) Start(ctx context.Context) (err error) {
 	if _, err := p.system.Root.RequestFuture(p.router, &router.Sync{}, 30*time.Second).Result(); err != nil {
 		return fmt.Errorf("router did not load the catalog: %w", err)
 	}
+	if _, err := p.system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &auditServer{p: p} }), AuditName); err != nil {
+		return fmt.Errorf("spawn the audit server: %w", err)
+	}
 	if err := p.startServers(); err != nil {
 		return err
 	}
@@ -157,7 +195,15 @@ func (p *Proxy) Start(ctx context.Context) (err error) {
 	if err := p.startMembership(ctx); err != nil {
 		return err
 	}
+	if _, err := p.system.Root.RequestFuture(p.router, &router.Sync{}, 30*time.Second).Result(); err != nil {
+		return fmt.Errorf("router did not take the membership: %w", err)
+	}
 	p.serve(ctx)
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		p.auditor.probe(ctx, 5*time.Second, p.cfg.ID)
+	}()
 	p.mu.Lock()
 	p.ready = true
 	p.mu.Unlock()
@@ -187,8 +233,9 @@ func (p *Proxy) startListeners() (err error) {
 func (p *Proxy) startServers() (err error) {
 	p.tunnelSrv, err = revtunnel.NewServer(revtunnel.ServerConfig{
 		HostSigner:     p.hostSigner,
-		HostCA:         p.auth.HostCA.PublicKey(),
-		CheckJoinToken: p.auth.CheckJoinToken,
+		AgentCA:        p.auth.AgentCA.PublicKey(),
+		AuthorizeAgent: p.authorizeAgent,
+		CheckJoinToken: p.checkJoinToken,
 		Join:           p.join,
 		Clock:          p.cfg.Clock,
 		Logger:         p.log,
@@ -200,6 +247,7 @@ func (p *Proxy) startServers() (err error) {
 		HostSigners: []ssh.Signer{p.hostSigner},
 		UserCAs:     []ssh.PublicKey{p.auth.UserCA.PublicKey()},
 		Handler:     userHandler{p},
+		Authorize:   p.authorizeUser,
 		Clock:       p.cfg.Clock,
 		Logger:      p.log,
 		Help:        p.help(),
@@ -207,7 +255,16 @@ func (p *Proxy) startServers() (err error) {
 	if err != nil {
 		return err
 	}
-	p.httpSrv = &http.Server{Handler: p.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+	// Every HTTP connection is bounded: headers in 10 s, a whole request
+	// in 30 s, an idle keep-alive connection closed after 60 s (profiles
+	// stream for up to their own duration, so writes are not bounded).
+	p.httpSrv = &http.Server{
+		Handler:           p.httpHandler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
 	return nil
 }
 
@@ -279,24 +336,49 @@ func (p *Proxy) acceptTunnels(ctx context.Context) {
 			p.log.Error("accept tunnel", "err", err)
 			continue
 		}
+		// Checked before a goroutine exists, so a flood costs an accept
+		// and a close per connection.
+		leave, refusal := p.tunnelGate.Enter(nc.RemoteAddr())
+		if refusal != "" {
+			nc.Close()
+			p.refusedConns.Event("remote", nc.RemoteAddr().String(), "reason", refusal)
+			continue
+		}
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
-			p.handshakeTunnel(ctx, nc)
+			p.handshakeTunnel(ctx, nc, leave)
 		}()
 	}
 }
 
-func (p *Proxy) handshakeTunnel(ctx context.Context, nc net.Conn) {
+// Bounds on agents' connections still in their handshake: enough for a
+// fleet behind one NAT address reconnecting at once (an agent turned away
+// retries with backoff), small enough that idle connections cannot take
+// the proxy's memory.
+const (
+	maxTunnelHandshakes      = 512
+	maxTunnelHandshakesPerIP = 64
+)
+
+// handshakeTunnel authenticates an agent's connection and, for a tunnel,
+// spawns its actor; leave frees its place under the handshake caps.
+func (p *Proxy) handshakeTunnel(ctx context.Context, nc net.Conn, leave func()) {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 		_ = tc.SetKeepAlive(true)
 	}
 	conn, err := p.tunnelSrv.Handshake(ctx, nc)
+	leave()
 	if err != nil {
 		if !errors.Is(err, revtunnel.ErrJoined) {
 			p.log.Info("tunnel refused", "remote", nc.RemoteAddr().String(), "err", err)
 		}
+		return
+	}
+	grant, err := agentGrant(conn.Cert)
+	if err != nil { // authorizeAgent checked it; be safe anyway
+		conn.Close()
 		return
 	}
 	p.mu.Lock()
@@ -312,11 +394,13 @@ func (p *Proxy) handshakeTunnel(ctx context.Context, nc net.Conn) {
 		Router:            p.router,
 		ProxyID:           p.cfg.ID,
 		Hello:             p.hello,
+		Renew:             p.renew,
+		Grant:             grant,
 		KeepaliveInterval: p.cfg.Tunnel.KeepaliveInterval,
 		KeepaliveCount:    p.cfg.Tunnel.KeepaliveCount,
 		Park:              p.parking.park,
 		PeerAddr:          p.peerAddr,
-		Audit:             p.audit,
+		Audit:             p.auditor,
 		Clock:             p.cfg.Clock,
 		Logger:            p.log,
 		Done: func() {
@@ -326,7 +410,7 @@ func (p *Proxy) handshakeTunnel(ctx context.Context, nc net.Conn) {
 			p.tunnels.Done()
 		},
 	}))
-	p.tunPIDs[pid] = true
+	p.tunPIDs[pid] = tunnelInfo{agent: conn.AgentID, grant: grant}
 }
 
 // Close stops the proxy: listeners first, then sessions, tunnels, the
@@ -397,11 +481,67 @@ func (p *Proxy) Close() error {
 	return errors.Join(errs...)
 }
 
-// Ready reports whether the proxy accepts new work.
+// Ready reports whether the proxy accepts new work: started and not
+// closing, synced with its peers (their routes and the configuration,
+// locks included), and able to write its audit log.
 func (p *Proxy) Ready() bool {
 	p.mu.Lock()
+	ready := p.ready
+	p.mu.Unlock()
+	return ready && p.table.Snapshot().Synced && p.auditOK()
+}
+
+// reservedName reports names no unscoped grant may claim: "localhost", IP
+// addresses, and the ids and host names of the cluster's proxies.
+func (p *Proxy) reservedName(name string) bool {
+	if strings.EqualFold(name, "localhost") || net.ParseIP(name) != nil || name == p.cfg.ID {
+		return true
+	}
+	hosts := []string{p.cfg.PublicAddr, p.cfg.Listen.User, p.cfg.Listen.Tunnel}
+	if p.members != nil {
+		for _, m := range p.members.Members() {
+			if m.ProxyID == name {
+				return true
+			}
+			hosts = append(hosts, m.UserAddr, m.TunnelAddr)
+		}
+	}
+	for _, a := range hosts {
+		if h, _, err := net.SplitHostPort(a); err == nil && strings.EqualFold(h, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// authorizeUser admits a user whose certificate is valid unless a lock,
+// missing roles or a too long-lived certificate refuse them.
+func (p *Proxy) authorizeUser(id usersh.Identity) error {
+	if reason := p.table.Snapshot().Policy.CheckIdentity(accessIdentity(id), p.cfg.Clock()); reason != "" {
+		return errors.New(reason)
+	}
+	return nil
+}
+
+// enforce applies a new policy to what is live on this proxy: the
+// connections of users it refuses now are closed, and the tunnels of
+// agents locked (or whose token is). Called from the router's goroutine
+// whenever the configuration changes.
+func (p *Proxy) enforce(pol *access.Policy) {
+	now := p.cfg.Clock()
+	p.pushPolicy(pol)
+	if p.userSrv != nil {
+		p.userSrv.CloseConns(func(id usersh.Identity) string {
+			return pol.CheckIdentity(accessIdentity(id), now)
+		})
+	}
+	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.ready
+	for pid, t := range p.tunPIDs {
+		if l, ok := pol.AgentLocked(t.agent, t.grant, now); ok {
+			p.system.Root.Send(pid, &tunnel.Close{Reason: l.Sentence()})
+		}
+	}
 }
 
 func newID() string {

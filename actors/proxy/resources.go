@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/warren-proxy/warren/actors/router"
+	"github.com/warren-proxy/warren/cluster/access"
 	"github.com/warren-proxy/warren/internal/conf"
 	"github.com/warren-proxy/warren/transport/revtunnel"
-	"github.com/warren-proxy/warren/transport/usersh"
 )
 
 // maxDefinition bounds a resource definition read from a user.
@@ -20,18 +20,25 @@ const maxDefinition = 64 << 10
 
 // resource serves `resource create|rm|ls`: dynamic resource definitions
 // in the cluster's replicated configuration.
-func (h userHandler) resource(c *usersh.Conn, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+func (h userHandler) resource(id access.Identity, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, "warren: resource needs a subcommand: create (definition on stdin), rm NAME, ls")
 		return 2
 	}
-	if args[0] != "ls" && !c.Identity.HasRole("admin") {
-		fmt.Fprintln(stderr, "warren: changing resources needs the admin role")
+	if d := h.p.table.Snapshot().Policy.Can(id, "admin"); args[0] != "ls" && !d.Allowed {
+		fmt.Fprintln(stderr, "warren: "+d.Reason)
 		return 1
 	}
 	switch args[0] {
 	case "ls":
-		defs := h.p.table.Snapshot().Definitions
+		snap := h.p.table.Snapshot()
+		see := snap.Policy.Seer(id)
+		var defs []revtunnel.Definition
+		for _, d := range snap.Definitions {
+			if see(access.Target{Name: d.Name, Kind: d.Kind, Labels: d.Labels}) {
+				defs = append(defs, d)
+			}
+		}
 		if len(args) > 1 && args[1] == "--json" {
 			_ = json.NewEncoder(stdout).Encode(defs)
 			return 0

@@ -25,13 +25,30 @@ type MemberStatus struct {
 	Routes      int     `json:"routes"`
 	Link        string  `json:"link"` // "self", "ok" or the error
 	RTTMillis   float64 `json:"rtt_ms,omitempty"`
+	// Redacted is set when the counts are withheld: only administrators
+	// see how many agents and routes each proxy holds.
+	Redacted bool `json:"redacted,omitempty"`
+}
+
+// Statuses are the cluster's members as `warren status` shows them.
+type Statuses []MemberStatus
+
+// ForUser withholds what only administrators see: the counts of agents
+// and routes.
+func (sts Statuses) ForUser() Statuses {
+	out := make(Statuses, len(sts))
+	for i, s := range sts {
+		s.LocalAgents, s.Routes, s.Redacted = 0, 0, true
+		out[i] = s
+	}
+	return out
 }
 
 // Status asks every member's router for its counts over the peer link;
 // the round trip is the link's health.
-func (p *Proxy) Status() []MemberStatus {
+func (p *Proxy) Status() Statuses {
 	members := p.members.Members()
-	out := make([]MemberStatus, len(members))
+	out := make(Statuses, len(members))
 	var wg sync.WaitGroup
 	for i, m := range members {
 		out[i] = MemberStatus{ID: m.ProxyID, Region: m.Region, Zone: m.Zone, State: m.State.String(), Version: m.Version}
@@ -61,7 +78,7 @@ func (p *Proxy) Status() []MemberStatus {
 }
 
 // WriteStatus prints member statuses as a table or JSON.
-func WriteStatus(w io.Writer, sts []MemberStatus, asJSON bool) {
+func WriteStatus(w io.Writer, sts Statuses, asJSON bool) {
 	if asJSON {
 		_ = json.NewEncoder(w).Encode(sts)
 		return
@@ -73,7 +90,11 @@ func WriteStatus(w io.Writer, sts []MemberStatus, asJSON bool) {
 		if s.Link == "ok" {
 			link = fmt.Sprintf("ok (%.2f ms)", s.RTTMillis)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", s.ID, s.Region, dash(s.Zone), s.State, s.LocalAgents, s.Routes, link)
+		agents, routes := fmt.Sprint(s.LocalAgents), fmt.Sprint(s.Routes)
+		if s.Redacted {
+			agents, routes = "-", "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.Region, dash(s.Zone), s.State, agents, routes, link)
 	}
 	tw.Flush()
 }

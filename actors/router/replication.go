@@ -1,6 +1,8 @@
 package router
 
 import (
+	"time"
+
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/warren-proxy/warren/cluster/clusterpb"
@@ -25,6 +27,11 @@ type MemberDown struct {
 // lost its connection). Routes through that proxy are not offered to new
 // sessions until a message from it arrives again or membership says more.
 type PeerUnreachable struct{ Addr string }
+
+// PeersKnown says every peer alive when the proxy started has been sent as
+// a MemberUp: from now on the router can tell when it has synced with them
+// all (Snapshot.Synced).
+type PeersKnown struct{}
 
 type beacon struct{}
 
@@ -69,10 +76,46 @@ type replication struct {
 	seq     uint64
 	touched map[string]bool // local agents changed since the last delta
 	suspect map[string]bool // peers whose link broke, by proxy id
+
+	// The first sync: a proxy is ready once it has every peer's routes
+	// and configuration, or has waited syncGrace for a peer that does not
+	// answer. It is a latch: later peers do not make it unready.
+	ready      bool
+	peersKnown bool                 // membership has told of the peers alive at start
+	seen       map[string]time.Time // when each peer was first seen
+	gotRoutes  map[string]bool
+	gotConfig  map[string]bool
 }
 
+// syncGrace is how long a starting proxy waits for one peer's routes and
+// configuration before it serves without them.
+const syncGrace = 10 * time.Second
+
 func newReplication() replication {
-	return replication{table: routes.New(), peers: map[string]peerState{}, touched: map[string]bool{}, suspect: map[string]bool{}}
+	return replication{
+		table: routes.New(), peers: map[string]peerState{}, touched: map[string]bool{}, suspect: map[string]bool{},
+		seen: map[string]time.Time{}, gotRoutes: map[string]bool{}, gotConfig: map[string]bool{},
+	}
+}
+
+func (rp *replication) configFrom(origin string) { rp.gotConfig[origin] = true }
+
+// synced reports (and latches) whether the first sync is done.
+func (rp *replication) synced(now time.Time) bool {
+	if rp.ready {
+		return true
+	}
+	if !rp.peersKnown {
+		return false
+	}
+	for id := range rp.peers {
+		if !(rp.gotRoutes[id] && rp.gotConfig[id]) && now.Sub(rp.seen[id]) < syncGrace {
+			return false
+		}
+	}
+	rp.ready = true
+	rp.seen, rp.gotRoutes, rp.gotConfig = nil, nil, nil
+	return true
 }
 
 func (rp *replication) touch(agentID string) { rp.touched[agentID] = true }
@@ -93,7 +136,7 @@ func (r *Router) localRoute(st *agentState) *clusterpb.AgentRoute {
 	}
 	for _, res := range st.resources {
 		a.Resources = append(a.Resources, &clusterpb.Resource{
-			Name: res.Name, Kind: res.Kind, Labels: res.Labels,
+			Name: res.Name, Kind: res.Kind, Labels: res.Labels, Port: int32(res.Port),
 			// An expired heartbeat is unhealthy for every proxy.
 			Healthy: res.Healthy && res.Expires.After(now), Detail: res.Detail,
 		})
@@ -152,6 +195,11 @@ func (r *Router) onMemberUp(ctx actor.Context, m *MemberUp) {
 		}
 		l := ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return &link{peer: pid} }))
 		r.repl.peers[m.ID] = peerState{router: pid, link: l}
+	}
+	if !r.repl.ready {
+		if _, ok := r.repl.seen[m.ID]; !ok {
+			r.repl.seen[m.ID] = r.cfg.Clock()
+		}
 	}
 	if p := r.repl.peers[m.ID]; p.region != m.Region {
 		p.region = m.Region
@@ -217,6 +265,10 @@ func (r *Router) onRouteDelta(ctx actor.Context, d *clusterpb.RouteDelta) {
 
 func (r *Router) onRouteState(ctx actor.Context, s *clusterpb.RouteState) {
 	r.heardFrom(ctx, s.Origin)
+	if !r.repl.ready {
+		r.repl.gotRoutes[s.Origin] = true
+		r.changed(ctx)
+	}
 	if r.repl.table.ApplyState(s) == routes.Applied {
 		r.changed(ctx)
 	}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"github.com/warren-proxy/warren/cluster/access"
 	"github.com/warren-proxy/warren/cluster/clusterpb"
 	"github.com/warren-proxy/warren/storage/catalog"
 	"github.com/warren-proxy/warren/transport/revtunnel"
@@ -52,8 +53,16 @@ type Config struct {
 	// the clock at NewProps.
 	Epoch uint64
 	// OnDefinitions, if set, is called (from the router's goroutine) with
-	// the dynamic resource definitions whenever they change.
+	// the dynamic resource definitions whenever the configuration changes.
 	OnDefinitions func([]revtunnel.Definition)
+	// Reserved, if set, names that no agent may claim through an
+	// unscoped grant (the proxies' own ids and host names, "localhost", IP
+	// addresses): a name a user could take for a proxy's.
+	Reserved func(name string) bool
+	// OnPolicy, if set, is called (from the router's goroutine) with the
+	// access policy whenever the configuration changes: locks to enforce,
+	// roles to push to agents.
+	OnPolicy func(*access.Policy)
 	// BeaconInterval is how often the router tells peers its route version
 	// so a lost delta is noticed without waiting for the next change.
 	// Default 1s.
@@ -106,11 +115,20 @@ type TunnelUp struct {
 	Tunnel *actor.PID
 }
 
-// Heartbeat carries an agent's resources, through its tunnel actor.
+// Heartbeat carries an agent's resources, through its tunnel actor. Only
+// the resources Grant allows are applied; the others are refused, and the
+// verdict goes to Reply (if set) once the heartbeat is applied.
 type Heartbeat struct {
 	AgentID   string
 	Tunnel    *actor.PID
+	Grant     access.Grant
 	Resources []revtunnel.ResourceStatus
+	Reply     chan<- HeartbeatVerdict
+}
+
+// HeartbeatVerdict answers a Heartbeat: the resources refused, and why.
+type HeartbeatVerdict struct {
+	Refused []Refusal
 }
 
 // TunnelDown says a tunnel actor no longer reaches its agent.
@@ -194,8 +212,12 @@ func (r *Router) Receive(ctx actor.Context) {
 		}
 		r.onTunnelUp(ctx, m)
 	case *Heartbeat:
+		v := HeartbeatVerdict{}
 		if m.Tunnel != nil {
-			r.onHeartbeat(ctx, m)
+			v = r.onHeartbeat(ctx, m)
+		}
+		if m.Reply != nil {
+			m.Reply <- v
 		}
 	case *TunnelDown:
 		if m.Tunnel != nil {
@@ -216,6 +238,9 @@ func (r *Router) Receive(ctx actor.Context) {
 		ctx.Respond(true)
 	case *MemberUp:
 		r.onMemberUp(ctx, m)
+	case *PeersKnown:
+		r.repl.peersKnown = true
+		r.changed(ctx)
 	case *MemberDown:
 		r.onMemberDown(ctx, m)
 	case *clusterpb.RouteDelta:
@@ -228,6 +253,12 @@ func (r *Router) Receive(ctx actor.Context) {
 		ctx.Respond(r.status())
 	case *PutDefinition:
 		r.onPutDefinition(ctx, m)
+	case *PutConfig:
+		r.onPutConfig(ctx, m)
+	case *ClaimNames:
+		r.onClaimNames(ctx, m)
+	case *clusterpb.TokenRedeem:
+		r.onTokenRedeem(ctx, m)
 	case *clusterpb.ConfigUpdate:
 		r.onConfigUpdate(ctx, m)
 	case beacon:
@@ -304,20 +335,26 @@ func (r *Router) onTunnelUp(ctx actor.Context, m *TunnelUp) {
 	r.cfg.Logger.Info("route up", "agent", m.Agent.ID, "tunnel", m.Tunnel.Id)
 }
 
-func (r *Router) onHeartbeat(ctx actor.Context, m *Heartbeat) {
+func (r *Router) onHeartbeat(ctx actor.Context, m *Heartbeat) HeartbeatVerdict {
+	var v HeartbeatVerdict
 	st := r.agents[m.AgentID]
 	if st == nil || st.tunnel == nil || !st.tunnel.Equal(m.Tunnel) {
-		return // from a tunnel that is not current: never resurrect
+		return v // from a tunnel that is not current: never resurrect
 	}
 	now := r.cfg.Clock()
 	st.rec.LastSeen = now
 	changed := false
 	seen := make(map[string]bool, len(m.Resources))
 	for _, rs := range m.Resources {
+		labels := stampLabels(rs.Labels, m.Grant.Labels)
+		if err := r.takeName(ctx, m.AgentID, m.Grant, rs.Name, rs.Labels); err != nil {
+			v.Refused = append(v.Refused, Refusal{Name: rs.Name, Reason: err.Error()})
+			continue
+		}
 		seen[rs.Name] = true
 		cur := st.resources[rs.Name]
 		next := &catalog.Resource{
-			Name: rs.Name, AgentID: m.AgentID, Kind: rs.Kind, Labels: rs.Labels,
+			Name: rs.Name, AgentID: m.AgentID, Kind: rs.Kind, Labels: labels, Port: rs.Port,
 			Healthy: rs.Healthy, Detail: rs.Detail, ProxyID: r.cfg.ProxyID,
 			LastSeen: now, Expires: now.Add(r.cfg.HeartbeatTTL),
 		}
@@ -342,10 +379,29 @@ func (r *Router) onHeartbeat(ctx actor.Context, m *Heartbeat) {
 		r.repl.touch(m.AgentID)
 		r.changed(ctx)
 	}
+	return v
+}
+
+// stampLabels returns labels with the grant's labels added: a resource
+// served under a grant with labels always carries them, so roles that
+// select by them can rely on them. (A contradicting value is refused by
+// the grant check before this.)
+func stampLabels(labels, grant map[string]string) map[string]string {
+	if len(grant) == 0 {
+		return labels
+	}
+	out := make(map[string]string, len(labels)+len(grant))
+	for k, v := range labels {
+		out[k] = v
+	}
+	for k, v := range grant {
+		out[k] = v
+	}
+	return out
 }
 
 func sameResource(a, b *catalog.Resource) bool {
-	if a.Kind != b.Kind || a.Healthy != b.Healthy || a.Detail != b.Detail || len(a.Labels) != len(b.Labels) {
+	if a.Kind != b.Kind || a.Port != b.Port || a.Healthy != b.Healthy || a.Detail != b.Detail || len(a.Labels) != len(b.Labels) {
 		return false
 	}
 	for k, v := range a.Labels {
@@ -433,6 +489,9 @@ func (r *Router) onSweep(ctx actor.Context) {
 			}
 		}
 	}
+	if !r.repl.ready {
+		republish = true // the first sync may have finished waiting
+	}
 	if len(r.rttChanged) > 0 && now.Sub(r.rttSent) >= rttInterval {
 		for id := range r.rttChanged {
 			r.repl.touch(id)
@@ -476,21 +535,29 @@ func (r *Router) changed(ctx actor.Context) {
 	time.AfterFunc(wait, func() { system.Root.Send(self, publish{}) })
 }
 
+// persist writes what changed since the last call, as one batch (one
+// fsync): agents and their resources. It runs before every publish, so a
+// route any proxy can see is on disk here, and on every sweep for the
+// heartbeats' last-seen times.
 func (r *Router) persist() {
 	if r.cfg.Store == nil || len(r.dirty) == 0 {
 		return
 	}
+	var agents []catalog.Agent
 	var res []catalog.Resource
 	for id := range r.dirty {
 		st := r.agents[id]
 		if st == nil {
 			continue
 		}
-		if err := r.cfg.Store.PutAgent(st.rec); err != nil {
-			r.cfg.Logger.Error("persist agent", "agent", id, "err", err)
-		}
+		agents = append(agents, st.rec)
 		for _, x := range st.resources {
 			res = append(res, *x)
+		}
+	}
+	if len(agents) > 0 {
+		if err := r.cfg.Store.PutAgents(agents...); err != nil {
+			r.cfg.Logger.Error("persist agents", "count", len(agents), "err", err)
 		}
 	}
 	if len(res) > 0 {
@@ -504,6 +571,7 @@ func (r *Router) persist() {
 // flush publishes a snapshot and sends peers the delta of what changed.
 func (r *Router) flush(ctx actor.Context) {
 	r.pending = false
+	r.persist()
 	start := time.Now()
 	r.publish()
 	r.lastPublish, r.publishCost = start, time.Since(start)
@@ -545,7 +613,7 @@ func (r *Router) publish() {
 		s.Routes = append(s.Routes, AgentRoute{Agent: rec, Online: pid != nil, Tunnel: pid})
 		for _, res := range a.Resources {
 			e := Endpoint{Resource: catalog.Resource{
-				Name: res.Name, AgentID: a.AgentId, Kind: res.Kind, Labels: res.Labels,
+				Name: res.Name, AgentID: a.AgentId, Kind: res.Kind, Labels: res.Labels, Port: int(res.Port),
 				Healthy: res.Healthy, Detail: res.Detail, ProxyID: origin, LastSeen: rec.LastSeen,
 			}, Online: pid != nil, Tunnel: pid, Connected: rec.Connected, Region: r.repl.peers[origin].region,
 				RTT: time.Duration(a.RttMicros) * time.Microsecond}
@@ -560,12 +628,17 @@ func (r *Router) publish() {
 		}
 	}
 	s.Routes = sortRoutes(s.Routes)
-	s.Definitions = r.definitions()
+	s.Definitions = r.cfgState.defs
+	s.Policy = r.cfgState.policy
+	s.Synced = r.repl.synced(now)
 	r.cfg.Table.p.Store(s)
 	if r.defsChanged {
 		r.defsChanged = false
 		if r.cfg.OnDefinitions != nil {
 			r.cfg.OnDefinitions(s.Definitions)
+		}
+		if r.cfg.OnPolicy != nil {
+			r.cfg.OnPolicy(s.Policy)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package router
 
 import (
 	"fmt"
+	"github.com/warren-proxy/warren/cluster/access"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -186,8 +187,12 @@ func up(id string, tun *fakeTunnel) *TunnelUp {
 	return &TunnelUp{Agent: catalog.Agent{ID: id, Hostname: id + ".example", Version: "test"}, Tunnel: tun.pid}
 }
 
+// anyName is a scoped grant for every name: the pool tests are about
+// routes, not grants (TestGrants is).
+var anyName = access.Grant{Token: "0123456789ab", Names: []string{"*"}}
+
 func hb(id string, tun *fakeTunnel, rs ...revtunnel.ResourceStatus) *Heartbeat {
-	return &Heartbeat{AgentID: id, Tunnel: tun.pid, Resources: rs}
+	return &Heartbeat{AgentID: id, Tunnel: tun.pid, Grant: anyName, Resources: rs}
 }
 
 func down(id string, tun *fakeTunnel) *TunnelDown {
@@ -654,5 +659,84 @@ func TestMalformedMessageKeepsRoutes(t *testing.T) {
 	}
 	if s.Version < v {
 		t.Errorf("snapshot version went back from %d to %d", v, s.Version)
+	}
+}
+
+// TestGrants: an agent serves only what its grant allows. An unscoped grant
+// claims free names and keeps them; a second unscoped agent cannot take a
+// claimed name, nor one another agent serves; a scoped grant joins a pool
+// but serves nothing outside its globs; grant labels are stamped, and a
+// contradicting label is refused. Refusals come back in the verdict.
+func TestGrants(t *testing.T) {
+	sys := newSystem(t)
+	h := start(t, sys, Config{})
+	ta, tb, tc := spawnTunnel(t, sys), spawnTunnel(t, sys), spawnTunnel(t, sys)
+	node1 := revtunnel.ResourceStatus{Name: "node1", Kind: revtunnel.KindSSH, Healthy: true}
+	web1 := revtunnel.ResourceStatus{Name: "web-1", Kind: revtunnel.KindTCP, Healthy: true, Port: 80}
+	unscoped := func(tok string) access.Grant { return access.Grant{Token: tok} }
+	beat := func(id string, tun *fakeTunnel, g access.Grant, rs ...revtunnel.ResourceStatus) HeartbeatVerdict {
+		t.Helper()
+		reply := make(chan HeartbeatVerdict, 1)
+		h.send(&Heartbeat{AgentID: id, Tunnel: tun.pid, Grant: g, Resources: rs, Reply: reply})
+		select {
+		case v := <-reply:
+			return v
+		case <-time.After(waitFor):
+			t.Fatalf("no verdict for %s's heartbeat", id)
+		}
+		return HeartbeatVerdict{}
+	}
+	refused := func(v HeartbeatVerdict) []string {
+		var out []string
+		for _, r := range v.Refused {
+			out = append(out, r.Name+": "+r.Reason)
+		}
+		return out
+	}
+
+	h.send(up("agent-a", ta))
+	if v := beat("agent-a", ta, unscoped("aaaaaaaaaaaa"), node1); len(v.Refused) > 0 {
+		t.Fatalf("the first agent to serve node1 was refused: %v", refused(v))
+	}
+	s := h.sync(t)
+	if c, ok := s.Policy.ClaimOf("node1"); !ok || c.Agent != "agent-a" {
+		t.Fatalf("claim on node1: got %+v, %v; want agent-a's", c, ok)
+	}
+
+	// An attacker with another unscoped token asks for node1.
+	h.send(up("evil", tb))
+	v := beat("evil", tb, unscoped("bbbbbbbbbbbb"), node1, web1)
+	if got := refused(v); len(got) != 1 || !strings.Contains(got[0], "node1: resource node1 is not this agent's (claimed by agent agent-a)") {
+		t.Fatalf("evil's node1: got refusals %q, want node1 refused as agent-a's", got)
+	}
+	s = h.sync(t)
+	if _, ok := endpoint(s, "node1", "evil"); ok {
+		t.Fatal("evil serves node1")
+	}
+	if _, ok := endpoint(s, "web-1", "evil"); !ok {
+		t.Fatal("evil's own free name web-1 was not accepted")
+	}
+	// Once agent-a goes offline, node1 is still its claim.
+	h.send(down("agent-a", ta))
+	if v := beat("evil", tb, unscoped("bbbbbbbbbbbb"), node1, web1); len(v.Refused) != 1 {
+		t.Fatalf("evil took node1 while its owner was offline: refusals %q", refused(v))
+	}
+
+	// A scoped grant: joins web-1's pool, cannot serve node1, labels stamped.
+	h.send(up("agent-c", tc))
+	web := access.Grant{Token: "cccccccccccc", Names: []string{"web-*"}, Labels: map[string]string{"env": "prod"}}
+	v = beat("agent-c", tc, web, web1, node1)
+	if got := refused(v); len(got) != 1 || !strings.Contains(got[0], "node1: resource node1 is outside this agent's grant (web-*") {
+		t.Fatalf("agent-c: got refusals %q, want node1 refused as outside the grant", got)
+	}
+	s = h.sync(t)
+	e, ok := endpoint(s, "web-1", "agent-c")
+	if !ok || e.Labels["env"] != "prod" || e.Port != 80 {
+		t.Fatalf("agent-c's web-1: got %+v (found %v), want it served with env=prod and port 80", e.Resource, ok)
+	}
+	liar := web1
+	liar.Labels = map[string]string{"env": "dev"}
+	if got := refused(beat("agent-c", tc, web, liar)); len(got) != 1 || !strings.Contains(got[0], "contradicts this agent's grant") {
+		t.Fatalf("a label against the grant: got refusals %q", got)
 	}
 }

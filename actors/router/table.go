@@ -7,6 +7,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"github.com/warren-proxy/warren/cluster/access"
 	"github.com/warren-proxy/warren/storage/catalog"
 	"github.com/warren-proxy/warren/transport/revtunnel"
 )
@@ -18,7 +19,7 @@ type Table struct{ p atomic.Pointer[Snapshot] }
 // NewTable returns a Table holding an empty snapshot.
 func NewTable() *Table {
 	t := &Table{}
-	t.p.Store(&Snapshot{Resources: map[string][]Endpoint{}, Agents: map[string]AgentRoute{}})
+	t.p.Store(&Snapshot{Resources: map[string][]Endpoint{}, Agents: map[string]AgentRoute{}, Policy: access.Empty})
 	return t
 }
 
@@ -39,6 +40,13 @@ type Snapshot struct {
 	Routes []AgentRoute
 	// Definitions are the dynamic resource definitions, sorted by name.
 	Definitions []revtunnel.Definition
+	// Policy is the access policy: roles, tokens, claims, locks.
+	Policy *access.Policy
+	// Synced is true once this proxy has had the routes and the
+	// configuration of every peer alive when it started (or waited long
+	// enough for them): until then it may refuse sessions it should serve
+	// and admit users a newer lock refuses.
+	Synced bool
 }
 
 // Endpoint is one agent serving one resource.

@@ -27,6 +27,7 @@ import (
 
 	"github.com/warren-proxy/warren/actors/router"
 	"github.com/warren-proxy/warren/actors/tunnel"
+	"github.com/warren-proxy/warren/cluster/access"
 	"github.com/warren-proxy/warren/cluster/clusterpb"
 	"github.com/warren-proxy/warren/storage/audit"
 	"github.com/warren-proxy/warren/transport/revtunnel"
@@ -46,9 +47,12 @@ type Auditor interface {
 
 // Config configures one session actor.
 type Config struct {
-	ID         string
-	ProxyID    string
-	User       string
+	ID      string
+	ProxyID string
+	User    string
+	// Identity is the user as their certificate says: the session reaches
+	// only agents whose resource the user's roles allow.
+	Identity   access.Identity
 	ClientAddr string
 	// Resource and Port are what the user asked for.
 	Resource string
@@ -172,18 +176,34 @@ func (a *Actor) Receive(ctx actor.Context) {
 func (a *Actor) onStarted(ctx actor.Context) {
 	a.started = a.cfg.Clock()
 	a.deadline = a.started.Add(a.cfg.DialTimeout)
-	eps := a.cfg.Table.Snapshot().Lookup(a.cfg.Resource)
+	snap := a.cfg.Table.Snapshot()
+	eps := snap.Lookup(a.cfg.Resource)
 	if len(eps) == 0 {
 		a.refuse(ctx, fmt.Sprintf("unknown resource %q%s", a.cfg.Resource, a.cfg.ListHint))
 		return
 	}
+	// The access decision comes before any dial: per endpoint, since the
+	// agents serving one name may label it differently.
+	allowed, denial := eps[:0:0], ""
 	for _, e := range eps {
+		d := snap.Policy.Reach(a.cfg.Identity, Target(e))
+		if d.Allowed {
+			allowed = append(allowed, e)
+		} else if denial == "" {
+			denial = d.Reason
+		}
+	}
+	if len(allowed) == 0 {
+		a.deny(ctx, denial)
+		return
+	}
+	for _, e := range allowed {
 		if e.Usable() {
 			a.candidates = append(a.candidates, e)
 		}
 	}
 	if len(a.candidates) == 0 {
-		a.refuse(ctx, unusableReason(a.cfg.Resource, eps, a.started))
+		a.refuse(ctx, unusableReason(a.cfg.Resource, allowed, a.started))
 		return
 	}
 	a.candidates = orderCandidates(a.candidates, a.cfg.Strategy, a.cfg.Region, a.cfg.Load)
@@ -549,6 +569,19 @@ func (a *Actor) end(ctx actor.Context, res streams.Result) {
 	a.cfg.Logger.Info("session ended", "session", a.cfg.ID, "resource", a.cfg.Resource, "agent", a.agentID, "in", res.AtoB, "out", res.BtoA, "err", errText)
 	a.stopping = true
 	ctx.Stop(ctx.Self())
+}
+
+// Target describes an endpoint's resource for an access decision.
+func Target(e router.Endpoint) access.Target {
+	return access.Target{Name: e.Name, Kind: e.Kind, Labels: e.Labels, Port: e.Port}
+}
+
+// deny rejects the user's channel for lack of access and records it.
+func (a *Actor) deny(ctx actor.Context, reason string) {
+	if _, err := a.cfg.Audit.Append(a.event("session.denied", "denied", reason)); err != nil {
+		a.cfg.Logger.Error("audit denial", "session", a.cfg.ID, "err", err)
+	}
+	a.reject(ctx, reason)
 }
 
 // refuse rejects the user's channel and records why.

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warren-proxy/warren/actors/router"
+	"github.com/warren-proxy/warren/cluster/access"
 	"github.com/warren-proxy/warren/cluster/clusterpb"
 	"github.com/warren-proxy/warren/storage/audit"
 	"github.com/warren-proxy/warren/storage/catalog"
@@ -37,6 +38,11 @@ type Config struct {
 	// Hello answers the agent's hello (renews its certificate, tells it
 	// the proxy set).
 	Hello func(conn *revtunnel.ServerConn, h revtunnel.Hello) revtunnel.HelloReply
+	// Renew answers the agent's request for a fresh certificate.
+	Renew func(conn *revtunnel.ServerConn) revtunnel.RenewReply
+	// Grant is what the agent may serve, from its certificate: the router
+	// applies only the resources it allows.
+	Grant access.Grant
 	// KeepaliveInterval and KeepaliveCount: the tunnel is closed after
 	// KeepaliveCount keepalives in a row go unanswered for an interval
 	// each. Defaults 5s and 3.
@@ -81,15 +87,21 @@ type ProxySet struct{ Set revtunnel.ProxySet }
 // Definitions tells the agent the dynamic resource definitions.
 type Definitions struct{ Set revtunnel.Definitions }
 
+// Policy tells the agent the cluster's roles.
+type Policy struct{ Set revtunnel.PolicySet }
+
 // Close asks the tunnel to close (drain, shutdown).
 type Close struct{ Reason string }
 
 type (
 	helloMsg     struct{ hello revtunnel.Hello }
-	heartbeatMsg struct{ hb revtunnel.Heartbeat }
-	closedMsg    struct{ err error }
-	loginMsg     struct{ l revtunnel.Login }
-	rttMsg       struct{ rtt time.Duration }
+	heartbeatMsg struct {
+		hb    revtunnel.Heartbeat
+		reply chan router.HeartbeatVerdict
+	}
+	closedMsg struct{ err error }
+	loginMsg  struct{ l revtunnel.Login }
+	rttMsg    struct{ rtt time.Duration }
 )
 
 // Actor is the tunnel actor.
@@ -159,6 +171,10 @@ func (a *Actor) Receive(ctx actor.Context) {
 		if err := a.cfg.Conn.SendDefinitions(m.Set); err != nil {
 			a.cfg.Logger.Debug("send definitions", "agent", a.agent.ID, "err", err)
 		}
+	case *Policy:
+		if err := a.cfg.Conn.SendPolicy(m.Set); err != nil {
+			a.cfg.Logger.Debug("send policy", "agent", a.agent.ID, "err", err)
+		}
 	case *Close:
 		a.reason = m.Reason
 		a.cfg.Conn.Close()
@@ -189,9 +205,34 @@ func (h handler) Login(l revtunnel.Login) {
 	h.system.Root.Send(h.self, loginMsg{l})
 }
 
-func (h handler) Heartbeat(hb revtunnel.Heartbeat) error {
-	h.system.Root.Send(h.self, heartbeatMsg{hb})
-	return nil
+// heartbeatWait bounds how long an agent's heartbeat waits for the
+// router's verdict; past it the agent is told to try again.
+const heartbeatWait = 10 * time.Second
+
+// Heartbeat hands the heartbeat to the actor, which hands it to the router
+// in order with the tunnel's other messages, and waits for the verdict.
+func (h handler) Heartbeat(hb revtunnel.Heartbeat) (revtunnel.HeartbeatReply, error) {
+	reply := make(chan router.HeartbeatVerdict, 1)
+	h.system.Root.Send(h.self, heartbeatMsg{hb: hb, reply: reply})
+	t := time.NewTimer(heartbeatWait)
+	defer t.Stop()
+	select {
+	case v := <-reply:
+		var out revtunnel.HeartbeatReply
+		for _, r := range v.Refused {
+			out.Refused = append(out.Refused, revtunnel.Refused{Name: r.Name, Reason: r.Reason})
+		}
+		return out, nil
+	case <-t.C:
+		return revtunnel.HeartbeatReply{}, errors.New("the proxy is busy; heartbeat again")
+	}
+}
+
+func (h handler) Renew() revtunnel.RenewReply {
+	if h.a.cfg.Renew == nil {
+		return revtunnel.RenewReply{Error: "this proxy does not renew certificates"}
+	}
+	return h.a.cfg.Renew(h.a.cfg.Conn)
 }
 
 func (a *Actor) onStarted(ctx actor.Context) {
@@ -261,9 +302,10 @@ func (a *Actor) onHello(ctx actor.Context, m helloMsg) {
 
 func (a *Actor) onHeartbeat(ctx actor.Context, m heartbeatMsg) {
 	if !a.up {
-		return // the hello comes first; the agent resends heartbeats
+		m.reply <- router.HeartbeatVerdict{} // the hello comes first; the agent resends heartbeats
+		return
 	}
-	ctx.Send(a.cfg.Router, &router.Heartbeat{AgentID: a.agent.ID, Tunnel: ctx.Self(), Resources: m.hb.Resources})
+	ctx.Send(a.cfg.Router, &router.Heartbeat{AgentID: a.agent.ID, Tunnel: ctx.Self(), Grant: a.cfg.Grant, Resources: m.hb.Resources, Reply: m.reply})
 }
 
 // onLogin records the login a session's user took on the agent. The

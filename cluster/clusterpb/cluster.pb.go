@@ -27,12 +27,14 @@ const (
 
 // Resource is one resource an agent serves, as last heartbeated.
 type Resource struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Kind          string                 `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
-	Labels        map[string]string      `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Healthy       bool                   `protobuf:"varint,4,opt,name=healthy,proto3" json:"healthy,omitempty"`
-	Detail        string                 `protobuf:"bytes,5,opt,name=detail,proto3" json:"detail,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Kind    string                 `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	Labels  map[string]string      `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Healthy bool                   `protobuf:"varint,4,opt,name=healthy,proto3" json:"healthy,omitempty"`
+	Detail  string                 `protobuf:"bytes,5,opt,name=detail,proto3" json:"detail,omitempty"`
+	// port is a tcp resource's upstream port (0 if unknown).
+	Port          int32 `protobuf:"varint,6,opt,name=port,proto3" json:"port,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -100,6 +102,13 @@ func (x *Resource) GetDetail() string {
 		return x.Detail
 	}
 	return ""
+}
+
+func (x *Resource) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
 }
 
 // AgentRoute is one agent's tunnel on its origin proxy.
@@ -944,17 +953,281 @@ func (x *ConfigUpdate) GetFull() bool {
 	return false
 }
 
+// TokenRedeem asks the proxy that made a use-limited join token (its
+// origin) to count one use for a joining agent. Only the origin counts, so
+// two proxies can never both hand out a token's last use.
+type TokenRedeem struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// hash is the hex SHA-256 of the secret the agent presented.
+	Hash          string `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
+	Agent         string `protobuf:"bytes,3,opt,name=agent,proto3" json:"agent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenRedeem) Reset() {
+	*x = TokenRedeem{}
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenRedeem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenRedeem) ProtoMessage() {}
+
+func (x *TokenRedeem) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenRedeem.ProtoReflect.Descriptor instead.
+func (*TokenRedeem) Descriptor() ([]byte, []int) {
+	return file_cluster_clusterpb_cluster_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *TokenRedeem) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *TokenRedeem) GetHash() string {
+	if x != nil {
+		return x.Hash
+	}
+	return ""
+}
+
+func (x *TokenRedeem) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+// TokenRedeemResult answers TokenRedeem.
+type TokenRedeemResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ok            bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
+	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenRedeemResult) Reset() {
+	*x = TokenRedeemResult{}
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenRedeemResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenRedeemResult) ProtoMessage() {}
+
+func (x *TokenRedeemResult) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenRedeemResult.ProtoReflect.Descriptor instead.
+func (*TokenRedeemResult) Descriptor() ([]byte, []int) {
+	return file_cluster_clusterpb_cluster_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *TokenRedeemResult) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *TokenRedeemResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// AuditQuery asks a proxy for audit events, newest first.
+type AuditQuery struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SinceUnixNano int64                  `protobuf:"varint,1,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"`
+	User          string                 `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
+	Resource      string                 `protobuf:"bytes,3,opt,name=resource,proto3" json:"resource,omitempty"`
+	Limit         int32                  `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditQuery) Reset() {
+	*x = AuditQuery{}
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditQuery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditQuery) ProtoMessage() {}
+
+func (x *AuditQuery) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditQuery.ProtoReflect.Descriptor instead.
+func (*AuditQuery) Descriptor() ([]byte, []int) {
+	return file_cluster_clusterpb_cluster_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *AuditQuery) GetSinceUnixNano() int64 {
+	if x != nil {
+		return x.SinceUnixNano
+	}
+	return 0
+}
+
+func (x *AuditQuery) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *AuditQuery) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+func (x *AuditQuery) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// AuditResult answers AuditQuery: events as JSON objects, newest first.
+type AuditResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Proxy         string                 `protobuf:"bytes,1,opt,name=proxy,proto3" json:"proxy,omitempty"`
+	Events        [][]byte               `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
+	Truncated     bool                   `protobuf:"varint,3,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	Skipped       int32                  `protobuf:"varint,4,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	Error         string                 `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditResult) Reset() {
+	*x = AuditResult{}
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditResult) ProtoMessage() {}
+
+func (x *AuditResult) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditResult.ProtoReflect.Descriptor instead.
+func (*AuditResult) Descriptor() ([]byte, []int) {
+	return file_cluster_clusterpb_cluster_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *AuditResult) GetProxy() string {
+	if x != nil {
+		return x.Proxy
+	}
+	return ""
+}
+
+func (x *AuditResult) GetEvents() [][]byte {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *AuditResult) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
+func (x *AuditResult) GetSkipped() int32 {
+	if x != nil {
+		return x.Skipped
+	}
+	return 0
+}
+
+func (x *AuditResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_cluster_clusterpb_cluster_proto protoreflect.FileDescriptor
 
 const file_cluster_clusterpb_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x1fcluster/clusterpb/cluster.proto\x12\x11warren.cluster.v1\"\xe0\x01\n" +
+	"\x1fcluster/clusterpb/cluster.proto\x12\x11warren.cluster.v1\"\xf4\x01\n" +
 	"\bResource\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12?\n" +
 	"\x06labels\x18\x03 \x03(\v2'.warren.cluster.v1.Resource.LabelsEntryR\x06labels\x12\x18\n" +
 	"\ahealthy\x18\x04 \x01(\bR\ahealthy\x12\x16\n" +
-	"\x06detail\x18\x05 \x01(\tR\x06detail\x1a9\n" +
+	"\x06detail\x18\x05 \x01(\tR\x06detail\x12\x12\n" +
+	"\x04port\x18\x06 \x01(\x05R\x04port\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x86\x03\n" +
@@ -1031,7 +1304,26 @@ const file_cluster_clusterpb_cluster_proto_rawDesc = "" +
 	"\fConfigUpdate\x12\x16\n" +
 	"\x06origin\x18\x01 \x01(\tR\x06origin\x128\n" +
 	"\aentries\x18\x02 \x03(\v2\x1e.warren.cluster.v1.ConfigEntryR\aentries\x12\x12\n" +
-	"\x04full\x18\x03 \x01(\bR\x04fullB2Z0github.com/warren-proxy/warren/cluster/clusterpbb\x06proto3"
+	"\x04full\x18\x03 \x01(\bR\x04full\"G\n" +
+	"\vTokenRedeem\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04hash\x18\x02 \x01(\tR\x04hash\x12\x14\n" +
+	"\x05agent\x18\x03 \x01(\tR\x05agent\"9\n" +
+	"\x11TokenRedeemResult\x12\x0e\n" +
+	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"z\n" +
+	"\n" +
+	"AuditQuery\x12&\n" +
+	"\x0fsince_unix_nano\x18\x01 \x01(\x03R\rsinceUnixNano\x12\x12\n" +
+	"\x04user\x18\x02 \x01(\tR\x04user\x12\x1a\n" +
+	"\bresource\x18\x03 \x01(\tR\bresource\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\x05R\x05limit\"\x89\x01\n" +
+	"\vAuditResult\x12\x14\n" +
+	"\x05proxy\x18\x01 \x01(\tR\x05proxy\x12\x16\n" +
+	"\x06events\x18\x02 \x03(\fR\x06events\x12\x1c\n" +
+	"\ttruncated\x18\x03 \x01(\bR\ttruncated\x12\x18\n" +
+	"\askipped\x18\x04 \x01(\x05R\askipped\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05errorB2Z0github.com/warren-proxy/warren/cluster/clusterpbb\x06proto3"
 
 var (
 	file_cluster_clusterpb_cluster_proto_rawDescOnce sync.Once
@@ -1045,24 +1337,28 @@ func file_cluster_clusterpb_cluster_proto_rawDescGZIP() []byte {
 	return file_cluster_clusterpb_cluster_proto_rawDescData
 }
 
-var file_cluster_clusterpb_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_cluster_clusterpb_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_cluster_clusterpb_cluster_proto_goTypes = []any{
-	(*Resource)(nil),      // 0: warren.cluster.v1.Resource
-	(*AgentRoute)(nil),    // 1: warren.cluster.v1.AgentRoute
-	(*RouteDelta)(nil),    // 2: warren.cluster.v1.RouteDelta
-	(*RouteState)(nil),    // 3: warren.cluster.v1.RouteState
-	(*SyncRequest)(nil),   // 4: warren.cluster.v1.SyncRequest
-	(*DialRequest)(nil),   // 5: warren.cluster.v1.DialRequest
-	(*DialResponse)(nil),  // 6: warren.cluster.v1.DialResponse
-	(*ProxyInfo)(nil),     // 7: warren.cluster.v1.ProxyInfo
-	(*StatusRequest)(nil), // 8: warren.cluster.v1.StatusRequest
-	(*ProxyStatus)(nil),   // 9: warren.cluster.v1.ProxyStatus
-	(*ConfigEntry)(nil),   // 10: warren.cluster.v1.ConfigEntry
-	(*ConfigUpdate)(nil),  // 11: warren.cluster.v1.ConfigUpdate
-	nil,                   // 12: warren.cluster.v1.Resource.LabelsEntry
+	(*Resource)(nil),          // 0: warren.cluster.v1.Resource
+	(*AgentRoute)(nil),        // 1: warren.cluster.v1.AgentRoute
+	(*RouteDelta)(nil),        // 2: warren.cluster.v1.RouteDelta
+	(*RouteState)(nil),        // 3: warren.cluster.v1.RouteState
+	(*SyncRequest)(nil),       // 4: warren.cluster.v1.SyncRequest
+	(*DialRequest)(nil),       // 5: warren.cluster.v1.DialRequest
+	(*DialResponse)(nil),      // 6: warren.cluster.v1.DialResponse
+	(*ProxyInfo)(nil),         // 7: warren.cluster.v1.ProxyInfo
+	(*StatusRequest)(nil),     // 8: warren.cluster.v1.StatusRequest
+	(*ProxyStatus)(nil),       // 9: warren.cluster.v1.ProxyStatus
+	(*ConfigEntry)(nil),       // 10: warren.cluster.v1.ConfigEntry
+	(*ConfigUpdate)(nil),      // 11: warren.cluster.v1.ConfigUpdate
+	(*TokenRedeem)(nil),       // 12: warren.cluster.v1.TokenRedeem
+	(*TokenRedeemResult)(nil), // 13: warren.cluster.v1.TokenRedeemResult
+	(*AuditQuery)(nil),        // 14: warren.cluster.v1.AuditQuery
+	(*AuditResult)(nil),       // 15: warren.cluster.v1.AuditResult
+	nil,                       // 16: warren.cluster.v1.Resource.LabelsEntry
 }
 var file_cluster_clusterpb_cluster_proto_depIdxs = []int32{
-	12, // 0: warren.cluster.v1.Resource.labels:type_name -> warren.cluster.v1.Resource.LabelsEntry
+	16, // 0: warren.cluster.v1.Resource.labels:type_name -> warren.cluster.v1.Resource.LabelsEntry
 	0,  // 1: warren.cluster.v1.AgentRoute.resources:type_name -> warren.cluster.v1.Resource
 	1,  // 2: warren.cluster.v1.RouteDelta.upserts:type_name -> warren.cluster.v1.AgentRoute
 	1,  // 3: warren.cluster.v1.RouteState.agents:type_name -> warren.cluster.v1.AgentRoute
@@ -1085,7 +1381,7 @@ func file_cluster_clusterpb_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cluster_clusterpb_cluster_proto_rawDesc), len(file_cluster_clusterpb_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -53,7 +53,10 @@ type creds struct {
 	signer ssh.Signer
 	cert   *ssh.Certificate
 	user   string
-	hosts  ssh.HostKeyCallback
+	// hosts checks proxies (the proxy host CA), resourceHosts resources
+	// (the agent host CA): never one CA for the other's hosts.
+	hosts, resourceHosts ssh.HostKeyCallback
+	resourceKnownHosts   string
 }
 
 func (c *clientFlags) load() (*creds, error) {
@@ -95,8 +98,13 @@ func (c *clientFlags) load() (*creds, error) {
 	if err != nil {
 		return nil, err
 	}
+	rkh := filepath.Join(filepath.Dir(kh), pki.ResourceKnownHostsFile)
+	resourceHosts, err := hostKeyCallback(rkh)
+	if err != nil {
+		return nil, err
+	}
 	user, _ := pki.UserFromCert(cert)
-	return &creds{signer: signer, cert: cert, user: user, hosts: hosts}, nil
+	return &creds{signer: signer, cert: cert, user: user, hosts: hosts, resourceHosts: resourceHosts, resourceKnownHosts: rkh}, nil
 }
 
 // hostKeyCallback trusts host certificates from the @cert-authority keys
@@ -105,7 +113,7 @@ func (c *clientFlags) load() (*creds, error) {
 func hostKeyCallback(path string) (ssh.HostKeyCallback, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read known_hosts: %w (it comes with `warren user add`)", err)
+		return nil, fmt.Errorf("read %s: %w (it comes with `warren user add`)", path, err)
 	}
 	var cas []ssh.PublicKey
 	for rest := data; len(rest) > 0; {
@@ -255,9 +263,13 @@ func runStatus(ctx context.Context, args []string) error {
 }
 
 func runAudit(ctx context.Context, args []string) error {
-	fs := newFlags("audit", "[--since 1h] [--json]")
+	fs := newFlags("audit", "[--since 1h] [--limit N] [--user U] [--resource R] [--local] [--json]")
 	cf := addClientFlags(fs)
 	since := fs.Duration("since", time.Hour, "how far back")
+	limit := fs.Int("limit", 1000, "at most this many events, the newest first")
+	user := fs.String("user", "", "only this user's events")
+	resource := fs.String("resource", "", "only this resource's events")
+	local := fs.Bool("local", false, "only the log of the proxy asked (default: every proxy of the cluster)")
 	asJSON := fs.Bool("json", false, "print JSON lines")
 	file := fs.String("file", "", "read a stopped proxy's audit.db directly instead of asking the proxy")
 	if err := parse(fs, args); err != nil {
@@ -269,7 +281,7 @@ func runAudit(ctx context.Context, args []string) error {
 			return err
 		}
 		defer l.Close()
-		res, err := l.Query(audit.Query{Since: time.Now().Add(-*since)})
+		res, err := l.Query(audit.Query{Since: time.Now().Add(-*since), User: *user, Resource: *resource, Limit: *limit})
 		if err != nil {
 			return err
 		}
@@ -277,7 +289,19 @@ func runAudit(ctx context.Context, args []string) error {
 		proxy.WriteAuditNotes(os.Stderr, res)
 		return nil
 	}
-	cmd := fmt.Sprintf("audit --since %s", *since)
+	cmd := fmt.Sprintf("audit --since %s --limit %d", *since, *limit)
+	for _, f := range []struct{ name, v string }{{"user", *user}, {"resource", *resource}} {
+		if f.v == "" {
+			continue
+		}
+		if strings.ContainsFunc(f.v, func(r rune) bool { return r <= ' ' || r == '\'' || r == '"' }) {
+			return usageError{fmt.Sprintf("--%s %q: names hold no spaces or quotes", f.name, f.v)}
+		}
+		cmd += " --" + f.name + " " + f.v
+	}
+	if *local {
+		cmd += " --local"
+	}
 	if *asJSON {
 		cmd += " --json"
 	}
@@ -287,7 +311,7 @@ func runAudit(ctx context.Context, args []string) error {
 func runSSH(ctx context.Context, args []string) error {
 	fs := newFlags("ssh", "[login@]resource [command...]")
 	cf := addClientFlags(fs)
-	if err := parse(fs, args); err != nil {
+	if err := parseUntilCommand(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() == 0 {
@@ -314,7 +338,7 @@ func runSSH(ctx context.Context, args []string) error {
 	conn, chans, reqs, err := ssh.NewClientConn(nc, net.JoinHostPort(resource, "22"), &ssh.ClientConfig{
 		User:            login,
 		Auth:            []ssh.AuthMethod{ssh.PublicKeys(cr.signer)},
-		HostKeyCallback: cr.hosts,
+		HostKeyCallback: cr.resourceHosts,
 		Timeout:         15 * time.Second,
 	})
 	if err != nil {
@@ -413,12 +437,13 @@ func runConfig(ctx context.Context, args []string) error {
 		login = cr.cert.ValidPrincipals[0]
 	}
 	return sshconfig.Write(os.Stdout, sshconfig.Config{
-		Proxies:    []sshconfig.Proxy{{Name: *name, Addr: cf.proxy}},
-		User:       cr.user,
-		Login:      login,
-		Identity:   abs(cf.identity),
-		KnownHosts: abs(kh),
-		Hosts:      patterns,
+		Proxies:            []sshconfig.Proxy{{Name: *name, Addr: cf.proxy}},
+		User:               cr.user,
+		Login:              login,
+		Identity:           abs(cf.identity),
+		KnownHosts:         abs(kh),
+		ResourceKnownHosts: abs(cr.resourceKnownHosts),
+		Hosts:              patterns,
 	})
 }
 

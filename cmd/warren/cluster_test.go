@@ -53,13 +53,6 @@ func newMulti(t *testing.T, proxies int, gossipKey string) *multi {
 	t.Helper()
 	dir, _, _, _ := writeCluster(t)
 	m := &multi{t: t, dir: dir, auth: filepath.Join(dir, "auth")}
-	toks, _ := os.ReadFile(filepath.Join(m.auth, "join_tokens"))
-	for _, l := range strings.Split(string(toks), "\n") {
-		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
-			m.token = l
-			break
-		}
-	}
 	agentYAML, _ := os.ReadFile(filepath.Join(dir, "agent.yaml"))
 	for _, l := range strings.Split(string(agentYAML), "\n") {
 		if v, ok := strings.CutPrefix(l, "ca_pin: "); ok {
@@ -76,6 +69,15 @@ func newMulti(t *testing.T, proxies int, gossipKey string) *multi {
 		m.addProxy(i, gossipKey)
 	}
 	m.writeSSHConfig()
+	// Several agents serve one name in these tests: they join with a
+	// token whose grant names every resource (the static token's grant
+	// would let only the first of them have a name).
+	out, errs, code := runWarren(t, "token", "add", "--resources", "*", "--ttl", "1h",
+		"--proxy", m.proxies[0].user, "-i", filepath.Join(dir, "alice"))
+	if code != 0 {
+		t.Fatalf("token add: code %d stderr %q", code, errs)
+	}
+	m.token = strings.TrimSpace(out)
 	return m
 }
 
@@ -129,7 +131,7 @@ func (m *multi) writeSSHConfig() {
 		fmt.Fprintf(&b, "    IdentityFile %[1]s/alice\n    CertificateFile %[1]s/alice-cert.pub\n    IdentitiesOnly yes\n    UserKnownHostsFile %[1]s/known_hosts\n    StrictHostKeyChecking yes\n", m.dir)
 	}
 	fmt.Fprintf(&b, "Host node1 node2\n    ProxyJump proxy-1\n    User %s\n", m.me)
-	fmt.Fprintf(&b, "    IdentityFile %[1]s/alice\n    CertificateFile %[1]s/alice-cert.pub\n    IdentitiesOnly yes\n    UserKnownHostsFile %[1]s/known_hosts\n    StrictHostKeyChecking yes\n", m.dir)
+	fmt.Fprintf(&b, "    IdentityFile %[1]s/alice\n    CertificateFile %[1]s/alice-cert.pub\n    IdentitiesOnly yes\n    UserKnownHostsFile %[1]s/known_hosts_resources\n    StrictHostKeyChecking yes\n", m.dir)
 	m.cfg = filepath.Join(m.dir, "multi_ssh_config")
 	os.WriteFile(m.cfg, []byte(b.String()), 0o644)
 }

@@ -12,10 +12,13 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/warren-proxy/warren/actors/agent"
 	"github.com/warren-proxy/warren/actors/proxy"
 	"github.com/warren-proxy/warren/internal/echo"
 	"github.com/warren-proxy/warren/internal/sshconfig"
+	"github.com/warren-proxy/warren/storage/identity"
 	"github.com/warren-proxy/warren/transport/pki"
 )
 
@@ -93,6 +96,12 @@ func startDev(ctx context.Context, c devConfig) (_ *devCluster, err error) {
 	auth, err := pki.Init(authDir, pki.InitOptions{ClusterName: "dev"})
 	if errors.Is(err, pki.ErrIdentityExists) {
 		auth, err = pki.Load(authDir)
+		if errors.Is(err, pki.ErrNeedsUpgrade) {
+			// A dev directory from an older Warren: upgrade it in place.
+			if _, err = pki.Upgrade(authDir); err == nil {
+				auth, err = pki.Load(authDir)
+			}
+		}
 	}
 	if err != nil {
 		return nil, err
@@ -154,6 +163,9 @@ func startDev(ctx context.Context, c devConfig) (_ *devCluster, err error) {
 	for i, ac := range agents {
 		// Peering mode: each agent keeps one tunnel; spread them.
 		ac.DataDir = filepath.Join(dir, ac.Name)
+		if err := forgetStaleIdentity(ac.DataDir, auth); err != nil {
+			return nil, err
+		}
 		ac.Proxies = []string{d.proxies[i%len(d.proxies)].TunnelAddr()}
 		ac.JoinToken = toks[0]
 		ac.CAPin = pin
@@ -190,12 +202,13 @@ func startDev(ctx context.Context, c devConfig) (_ *devCluster, err error) {
 		entries = append(entries, sshconfig.Proxy{Name: p.ID(), Addr: p.UserAddr()})
 	}
 	werr := sshconfig.Write(f, sshconfig.Config{
-		Proxies:    entries,
-		User:       d.user,
-		Login:      logins[0],
-		Identity:   paths.key,
-		KnownHosts: paths.knownHosts,
-		Hosts:      []string{"node1", "echo"},
+		Proxies:            entries,
+		User:               d.user,
+		Login:              logins[0],
+		Identity:           paths.key,
+		KnownHosts:         paths.knownHosts,
+		ResourceKnownHosts: paths.resourceKnownHosts,
+		Hosts:              []string{"node1", "echo"},
 	})
 	if err := errors.Join(werr, f.Close()); err != nil {
 		return nil, fmt.Errorf("write ssh_config: %w", err)
@@ -204,6 +217,31 @@ func startDev(ctx context.Context, c devConfig) (_ *devCluster, err error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// forgetStaleIdentity removes a dev agent's identity whose certificate no
+// longer comes from the cluster's agent CA (a directory made by an older
+// Warren), so that the agent joins again instead of being refused.
+func forgetStaleIdentity(dataDir string, auth *pki.Authority) error {
+	path := filepath.Join(dataDir, "identity.db")
+	if _, err := os.Stat(path); err != nil {
+		return nil
+	}
+	store, err := identity.Open(path)
+	if err != nil {
+		return err
+	}
+	id, ok, err := store.Load()
+	store.Close()
+	if err != nil || !ok {
+		return err
+	}
+	if pub, _, _, _, err := ssh.ParseAuthorizedKey(id.HostCert); err == nil {
+		if _, err := pki.CheckAgentCert(auth.AgentCA.PublicKey(), pub, id.AgentID, time.Now()); err == nil {
+			return nil
+		}
+	}
+	return os.Remove(path)
 }
 
 // devHosts places n proxies: on loopback each gets its own address

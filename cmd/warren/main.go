@@ -37,6 +37,9 @@ func init() {
 		{"ssh", "open an SSH session to a resource: `warren ssh [login@]resource [command]`", runSSH},
 		{"audit", "show the audit log: `warren audit --since 1h`", runAudit},
 		{"resource", "manage dynamic resources: `warren resource create -f res.yaml`, `rm NAME`, `ls`", runResource},
+		{"token", "manage join tokens: `warren token add --ttl 30m --resources 'web-*'`, `ls`, `rm ID`", runToken},
+		{"role", "manage roles: `warren role create -f dev.yaml`, `ls`, `rm NAME`", runRole},
+		{"lock", "lock out a user, agent or token everywhere: `warren lock user alice`, `ls`, `rm KIND NAME`", runLock},
 		{"status", "show the proxy cluster: members, regions, agents, routes, peer links", runStatus},
 		{"config", "print client configuration: `warren config ssh`", runConfig},
 		{"sftp-server", "serve SFTP on stdin/stdout (used by the agent's SSH server)", runSFTPServer},
@@ -90,6 +93,40 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	return 2
 }
 
+// flagsFirst reorders args so that flags (with their values) come before
+// the positional arguments, which keep their order.
+func flagsFirst(fs *flag.FlagSet, args []string) []string {
+	var flags, rest []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			rest = append(rest, args[i+1:]...)
+			break
+		}
+		if len(a) < 2 || a[0] != '-' {
+			rest = append(rest, a)
+			continue
+		}
+		flags = append(flags, a)
+		name := strings.TrimLeft(a, "-")
+		if strings.Contains(name, "=") {
+			continue
+		}
+		f := fs.Lookup(name)
+		if f == nil {
+			continue // Parse reports it
+		}
+		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); !(ok && b.IsBoolFlag()) && i+1 < len(args) {
+			i++
+			flags = append(flags, args[i])
+		}
+	}
+	if len(rest) == 0 {
+		return flags
+	}
+	return append(append(flags, "--"), rest...)
+}
+
 // exitError carries a remote command's exit status.
 type exitError int
 
@@ -133,8 +170,18 @@ func logFlags(fs *flag.FlagSet) func() *slog.Logger {
 	}
 }
 
-// parse parses flags and turns flag errors into usage errors.
+// parse parses flags and turns flag errors into usage errors. Flags may
+// come before or after the positional arguments (`warren lock user bob
+// --ttl 1h`), as people type them; "--" ends the flags.
 func parse(fs *flag.FlagSet, args []string) error {
+	return parseArgs(fs, flagsFirst(fs, args))
+}
+
+// parseUntilCommand parses flags up to the first positional argument only:
+// what follows is a command for elsewhere (`warren ssh node1 ls -la`).
+func parseUntilCommand(fs *flag.FlagSet, args []string) error { return parseArgs(fs, args) }
+
+func parseArgs(fs *flag.FlagSet, args []string) error {
 	fs.SetOutput(os.Stderr)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -258,7 +258,7 @@ Host node1
     IdentityFile %[3]s/alice
     CertificateFile %[3]s/alice-cert.pub
     IdentitiesOnly yes
-    UserKnownHostsFile %[3]s/known_hosts
+    UserKnownHostsFile %[3]s/known_hosts_resources
     StrictHostKeyChecking yes
 `, host, port, dir, me)), 0o644)
 	return dir, proxyCfg, agentCfg, userAddr
@@ -367,3 +367,20 @@ func TestClientCommands(t *testing.T) {
 }
 
 func execCommand(name string, args ...string) *exec.Cmd { return exec.Command(name, args...) }
+
+func TestFlagsFirst(t *testing.T) {
+	fs := newFlags("x", "")
+	fs.Bool("json", false, "")
+	fs.String("message", "", "")
+	for _, tt := range []struct{ in, want string }{
+		{"user bob --message hi there --json", "--message hi --json -- user bob there"},
+		{"--json rm ID", "--json -- rm ID"},
+		{"a -- --json", "-- a --json"},
+		{"--message=x y", "--message=x -- y"},
+		{"", ""},
+	} {
+		if got := strings.Join(flagsFirst(fs, strings.Fields(tt.in)), " "); got != tt.want {
+			t.Errorf("flagsFirst(%q): got %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

@@ -18,11 +18,24 @@ import (
 const defaultDataDir = "/var/lib/warren"
 
 func runInit(ctx context.Context, args []string) error {
-	fs := newFlags("init", "--data-dir DIR")
+	fs := newFlags("init", "--data-dir DIR [--upgrade]")
 	dir := fs.String("data-dir", defaultDataDir, "directory for the cluster identity")
 	name := fs.String("cluster", pki.DefaultClusterName, "cluster name")
+	upgrade := fs.Bool("upgrade", false, "add to an existing identity what this version needs (the agent CA); every agent must join again")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *upgrade {
+		added, err := pki.Upgrade(*dir)
+		if err != nil {
+			return err
+		}
+		if len(added) == 0 {
+			fmt.Printf("%s needs no upgrade\n", *dir)
+			return nil
+		}
+		fmt.Printf("Added %s to %s. Copy the directory to every proxy, restart them, and join every agent again (agents' certificates now come from the agent CA).\n", strings.Join(added, ", "), *dir)
+		return nil
 	}
 	a, err := pki.Init(*dir, pki.InitOptions{ClusterName: *name})
 	if err != nil {
@@ -33,11 +46,12 @@ func runInit(ctx context.Context, args []string) error {
 		return err
 	}
 	fmt.Printf("Cluster identity written to %s\n", *dir)
-	fmt.Printf("  host CA pin (agents' ca_pin): %s\n", pki.Fingerprint(a.HostCA.PublicKey()))
-	fmt.Printf("  join tokens are in %s\n", filepath.Join(*dir, "join_tokens"))
+	fmt.Printf("  proxy host CA pin (agents' ca_pin): %s\n", pki.Fingerprint(a.HostCA.PublicKey()))
+	fmt.Printf("  static join tokens are in %s", filepath.Join(*dir, "join_tokens"))
 	if len(toks) > 0 {
-		fmt.Printf("  (%d token%s; keep them secret)\n", len(toks), plural(len(toks)))
+		fmt.Printf(" (%d; keep them secret)", len(toks))
 	}
+	fmt.Printf("\n  prefer short-lived tokens with a grant: `warren token add --ttl 30m --resources 'web-*'`\n")
 	return nil
 }
 
@@ -52,11 +66,11 @@ func runUser(ctx context.Context, args []string) error {
 	if len(args) == 0 || args[0] != "add" {
 		return usageError{"the only user subcommand is add: warren user add NAME --logins root,ubuntu"}
 	}
-	fs := newFlags("user add", "NAME --logins L1,L2 [--roles R1,R2] [--ttl 12h] --out DIR")
+	fs := newFlags("user add", "NAME --logins L1,L2 --roles R1,R2 [--ttl 8h] --out DIR")
 	dir := fs.String("data-dir", defaultDataDir, "directory of the cluster identity (from `warren init`)")
 	logins := fs.String("logins", "", "comma-separated logins the user may use on nodes (required)")
-	roles := fs.String("roles", "", "comma-separated roles (admin may read the audit log)")
-	ttl := fs.Duration("ttl", 12*time.Hour, "certificate validity")
+	roles := fs.String("roles", "", "comma-separated roles (required): presets admin, access, auditor, or roles made with `warren role create`")
+	ttl := fs.Duration("ttl", 8*time.Hour, "certificate validity (at most 720h; a role's max_cert_ttl may be shorter)")
 	out := fs.String("out", ".", "directory to write the key, certificate and known_hosts to")
 	// Accept NAME before or after the flags.
 	rest := args[1:]
@@ -73,6 +87,9 @@ func runUser(ctx context.Context, args []string) error {
 	if name == "" {
 		return usageError{"missing NAME"}
 	}
+	if *roles == "" {
+		return usageError{"missing --roles: a user without a role reaches nothing (presets: admin, access, auditor)"}
+	}
 	a, err := pki.Load(*dir)
 	if err != nil {
 		return err
@@ -81,14 +98,14 @@ func runUser(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("Wrote %s (key), %s-cert.pub (certificate, valid %s) and %s\n", paths.key, paths.key, *ttl, paths.knownHosts)
+	fmt.Printf("Wrote %s (key), %s-cert.pub (certificate, valid %s, roles %s), %s and %s\n", paths.key, paths.key, *ttl, *roles, paths.knownHosts, paths.resourceKnownHosts)
 	return nil
 }
 
-type userPaths struct{ key, knownHosts string }
+type userPaths struct{ key, knownHosts, resourceKnownHosts string }
 
-// issueUser writes a user's key, certificate and the known_hosts line that
-// trusts the cluster's host CA.
+// issueUser writes a user's key, certificate and the known_hosts files
+// that trust the cluster's proxy and agent host CAs.
 func issueUser(a *pki.Authority, name string, logins, roles []string, ttl time.Duration, out string) (userPaths, error) {
 	signer, keyPEM, err := pki.GenerateKey()
 	if err != nil {
@@ -102,12 +119,11 @@ func issueUser(a *pki.Authority, name string, logins, roles []string, ttl time.D
 	if err != nil {
 		return userPaths{}, err
 	}
-	kh := filepath.Join(out, "known_hosts")
-	line := pki.KnownHostsLine(a.HostCA.PublicKey(), "*") + "\n"
-	if err := os.WriteFile(kh, []byte(line), 0o644); err != nil {
-		return userPaths{}, fmt.Errorf("write known_hosts: %w", err)
+	kh, rkh, err := pki.WriteKnownHosts(out, a.HostCA.PublicKey(), a.AgentCA.PublicKey())
+	if err != nil {
+		return userPaths{}, err
 	}
-	return userPaths{key: key, knownHosts: kh}, nil
+	return userPaths{key: key, knownHosts: kh, resourceKnownHosts: rkh}, nil
 }
 
 func splitList(s string) []string {

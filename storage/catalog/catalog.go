@@ -70,7 +70,8 @@ var (
 type Resource struct {
 	Name     string            `json:"name"`
 	AgentID  string            `json:"agent_id"`
-	Kind     string            `json:"kind"` // "ssh" or "tcp"
+	Kind     string            `json:"kind"`           // "ssh" or "tcp"
+	Port     int               `json:"port,omitempty"` // a tcp resource's upstream port
 	Labels   map[string]string `json:"labels,omitempty"`
 	Healthy  bool              `json:"healthy"`
 	Detail   string            `json:"detail,omitempty"` // health detail

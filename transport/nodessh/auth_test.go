@@ -121,7 +121,7 @@ func TestAuthPermissions(t *testing.T) {
 	h := newHarness(t)
 	key := newSigner(t)
 	cert := h.issue(key.PublicKey(), &certSpec{extensions: map[string]string{ExtensionLogin: "spoofed", ExtensionKeyID: "spoofed"}})
-	perms, err := h.srv.authenticate(fakeMeta{user: h.login}, cert)
+	perms, err := h.srv.authenticate(nil, fakeMeta{user: h.login}, cert)
 	if err != nil {
 		t.Fatalf("authenticate: %v", err)
 	}

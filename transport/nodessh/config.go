@@ -50,6 +50,11 @@ type Config struct {
 	// OnLogin, if set, is called once a user has logged in on conn, with
 	// the login and the certificate's key id (for audit records).
 	OnLogin func(conn net.Conn, login, keyID string)
+	// Authorize, if set, is asked about every certificate that passed the
+	// server's own checks, for the connection (as given to ServeConn) it
+	// came on and the login it asks for: an error refuses the login, and
+	// its text is shown to the user (the cluster's roles decide here).
+	Authorize func(conn net.Conn, login string, cert *ssh.Certificate) error
 }
 
 // Validate reports every problem with c at once. It never modifies c.

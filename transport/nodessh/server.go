@@ -97,7 +97,7 @@ func New(cfg Config) (*Server, error) {
 		SupportedCriticalOptions: []string{forceCommandOption},
 	}
 	s.sshCfg = &ssh.ServerConfig{
-		PublicKeyCallback: s.authenticate,
+		PublicKeyCallback: func(m ssh.ConnMetadata, k ssh.PublicKey) (*ssh.Permissions, error) { return s.authenticate(nil, m, k) },
 		ServerVersion:     serverVersion,
 	}
 	if cfg.Banner != "" {
@@ -124,7 +124,7 @@ func (s *Server) isUserCA(auth ssh.PublicKey) bool {
 // principals include the login, and only logins this process can serve.
 // Every refusal carries the user, key id and reason into the log; key
 // material never goes there.
-func (s *Server) authenticate(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+func (s *Server) authenticate(conn net.Conn, meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 	login := meta.User()
 	log := s.log.With("remote", addrString(meta.RemoteAddr()), "user", login)
 	cert, isCert := key.(*ssh.Certificate)
@@ -170,6 +170,12 @@ func (s *Server) authenticate(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Pe
 	if s.root {
 		if _, err := lookupAccount(login); err != nil {
 			return reject(fmt.Sprintf("no such user %q on this node", login))
+		}
+	}
+	if s.cfg.Authorize != nil {
+		if err := s.cfg.Authorize(conn, login, cert); err != nil {
+			log.Info("ssh login refused by the cluster's roles", "reason", err)
+			return nil, &ssh.BannerError{Err: err, Message: "warren: " + err.Error() + "\n"}
 		}
 	}
 	// Copy: perms points into the certificate.
@@ -339,7 +345,13 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) error {
 		<-watched
 	}()
 
-	sc, chans, reqs, err := ssh.NewServerConn(conn, s.sshCfg)
+	// A copy of the config per connection, so that authentication knows
+	// which connection (and so which resource) it is for.
+	cfg := *s.sshCfg
+	cfg.PublicKeyCallback = func(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+		return s.authenticate(conn, meta, key)
+	}
+	sc, chans, reqs, err := ssh.NewServerConn(conn, &cfg)
 	if err != nil {
 		if timedOut.Load() {
 			err = errHandshakeTimeout

@@ -35,6 +35,8 @@ const (
 	FileUserCAPub  = "user_ca.pub"
 	FileHostCA     = "host_ca"
 	FileHostCAPub  = "host_ca.pub"
+	FileAgentCA    = "agent_ca"
+	FileAgentCAPub = "agent_ca.pub"
 	FileTLSCAKey   = "tls_ca.key"
 	FileTLSCACert  = "tls_ca.crt"
 	FileJoinTokens = "join_tokens"
@@ -47,7 +49,7 @@ const (
 
 // identityFiles lists every file Init writes, in the order it writes them.
 var identityFiles = []string{
-	FileUserCA, FileUserCAPub, FileHostCA, FileHostCAPub,
+	FileUserCA, FileUserCAPub, FileHostCA, FileHostCAPub, FileAgentCA, FileAgentCAPub,
 	FileTLSCAKey, FileTLSCACert, FileJoinTokens, FileAPIToken,
 }
 
@@ -91,8 +93,14 @@ type Authority struct {
 	ClusterName string
 	// UserCA signs user certificates.
 	UserCA ssh.Signer
-	// HostCA signs host certificates.
+	// HostCA signs the host certificates of proxies, and nothing else: an
+	// agent or a user trusts it for proxies only.
 	HostCA ssh.Signer
+	// AgentCA signs the host certificates of agents, and nothing else:
+	// users trust it for resources, proxies for agents' tunnels. Keeping
+	// the two apart means an agent's certificate can never pass for a
+	// proxy, whatever names it holds.
+	AgentCA ssh.Signer
 	// TLSCert is the self-signed TLS CA certificate; TLSKey is its key.
 	TLSCert *x509.Certificate
 	TLSKey  crypto.Signer
@@ -179,29 +187,13 @@ func newIdentity(dir, cluster string, now time.Time) ([]identityFile, *Authority
 	a := &Authority{Dir: dir, ClusterName: cluster}
 	var files []identityFile
 
-	for _, ca := range []struct {
-		file, pubFile, comment string
-		signer                 *ssh.Signer
-	}{
-		{FileUserCA, FileUserCAPub, "warren user CA (" + cluster + ")", &a.UserCA},
-		{FileHostCA, FileHostCAPub, "warren host CA (" + cluster + ")", &a.HostCA},
-	} {
-		_, priv, err := ed25519.GenerateKey(rand.Reader)
+	for _, ca := range sshCAs(cluster) {
+		signer, caFiles, err := newSSHCA(ca)
 		if err != nil {
-			return nil, nil, fmt.Errorf("generate %s key: %w", ca.file, err)
+			return nil, nil, err
 		}
-		block, err := ssh.MarshalPrivateKey(priv, ca.comment)
-		if err != nil {
-			return nil, nil, fmt.Errorf("encode %s key: %w", ca.file, err)
-		}
-		signer, err := ssh.NewSignerFromKey(priv)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%s signer: %w", ca.file, err)
-		}
-		*ca.signer = signer
-		files = append(files,
-			identityFile{ca.file, pem.EncodeToMemory(block), 0o600},
-			identityFile{ca.pubFile, authorizedKey(signer.PublicKey(), ca.comment), 0o644})
+		*ca.signer(a) = signer
+		files = append(files, caFiles...)
 	}
 
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -259,6 +251,107 @@ func newIdentity(dir, cluster string, now time.Time) ([]identityFile, *Authority
 	return files, a, nil
 }
 
+// sshCA describes one of the cluster's SSH certificate authorities.
+type sshCA struct {
+	file, pubFile, comment string
+	signer                 func(*Authority) *ssh.Signer
+}
+
+func sshCAs(cluster string) []sshCA {
+	return []sshCA{
+		{FileUserCA, FileUserCAPub, "warren user CA (" + cluster + ")", func(a *Authority) *ssh.Signer { return &a.UserCA }},
+		{FileHostCA, FileHostCAPub, "warren proxy host CA (" + cluster + ")", func(a *Authority) *ssh.Signer { return &a.HostCA }},
+		{FileAgentCA, FileAgentCAPub, "warren agent host CA (" + cluster + ")", func(a *Authority) *ssh.Signer { return &a.AgentCA }},
+	}
+}
+
+// newSSHCA makes a new Ed25519 CA key and the two files that hold it.
+func newSSHCA(ca sshCA) (ssh.Signer, []identityFile, error) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("generate %s key: %w", ca.file, err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, ca.comment)
+	if err != nil {
+		return nil, nil, fmt.Errorf("encode %s key: %w", ca.file, err)
+	}
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s signer: %w", ca.file, err)
+	}
+	return signer, []identityFile{
+		{ca.file, pem.EncodeToMemory(block), 0o600},
+		{ca.pubFile, authorizedKey(signer.PublicKey(), ca.comment), 0o644},
+	}, nil
+}
+
+// ErrNeedsUpgrade is returned (wrapped) by Load for an identity made by an
+// older Warren that lacks a file this one needs; Upgrade adds it.
+var ErrNeedsUpgrade = errors.New("cluster identity needs an upgrade")
+
+// Upgrade adds to the identity in dir the files that an older Warren did
+// not make (the agent CA), and returns their names. Every agent that
+// joined before must join again: its certificate came from the host CA,
+// which now signs proxies only.
+func Upgrade(dir string) ([]string, error) {
+	switch {
+	case allExist(dir, FileAgentCA, FileAgentCAPub):
+		return nil, nil
+	case anyExists(dir, FileAgentCA, FileAgentCAPub):
+		// Half an agent CA is damage, not age: replacing it would void every
+		// agent's certificate.
+		return nil, fmt.Errorf("upgrade cluster identity: %s holds only one of %s and %s; restore both from a backup (or remove both to make a new agent CA, after which every agent must join again)",
+			dir, FileAgentCA, FileAgentCAPub)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, FileUserCA)); err != nil {
+		return nil, fmt.Errorf("upgrade cluster identity: %s holds no identity to upgrade: %w", dir, err)
+	}
+	tls, err := readFile(dir, FileTLSCACert)
+	if err != nil {
+		return nil, fmt.Errorf("upgrade cluster identity: %w", err)
+	}
+	cluster := DefaultClusterName
+	if block, _ := pem.Decode(tls); block != nil {
+		if c, err := x509.ParseCertificate(block.Bytes); err == nil && len(c.Subject.Organization) > 0 {
+			cluster = c.Subject.Organization[0]
+		}
+	}
+	ca := sshCAs(cluster)[2]
+	_, files, err := newSSHCA(ca)
+	if err != nil {
+		return nil, fmt.Errorf("upgrade cluster identity: %w", err)
+	}
+	// The public half first: if the private one then fails to be written,
+	// the identity is visibly half-made (Load and Upgrade say so) rather
+	// than silently without an agent CA.
+	var added []string
+	for _, f := range []identityFile{files[1], files[0]} {
+		if err := writeFileAtomic(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
+			return added, fmt.Errorf("upgrade cluster identity: %w", err)
+		}
+		added = append(added, f.name)
+	}
+	return added, nil
+}
+
+func anyExists(dir string, files ...string) bool {
+	for _, f := range files {
+		if _, err := os.Lstat(filepath.Join(dir, f)); !errors.Is(err, fs.ErrNotExist) {
+			return true
+		}
+	}
+	return false
+}
+
+func allExist(dir string, files ...string) bool {
+	for _, f := range files {
+		if _, err := os.Lstat(filepath.Join(dir, f)); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
 // authorizedKey renders pub as one authorized_keys line with a comment.
 func authorizedKey(pub ssh.PublicKey, comment string) []byte {
 	line := bytes.TrimSpace(ssh.MarshalAuthorizedKey(pub))
@@ -285,6 +378,13 @@ func load(dir string) (*Authority, error) {
 		return nil, err
 	}
 	if a.HostCA, err = loadSSHCA(dir, FileHostCA, FileHostCAPub); err != nil {
+		return nil, err
+	}
+	if !anyExists(dir, FileAgentCA, FileAgentCAPub) {
+		return nil, fmt.Errorf("%w: %s has no %s (agents' certificates now come from their own CA, so that none can pass for a proxy); run `warren init --upgrade --data-dir %s` once, copy the directory to every proxy, and join every agent again",
+			ErrNeedsUpgrade, dir, FileAgentCA, dir)
+	}
+	if a.AgentCA, err = loadSSHCA(dir, FileAgentCA, FileAgentCAPub); err != nil {
 		return nil, err
 	}
 	if a.TLSCert, a.TLSKey, err = loadTLSCA(dir); err != nil {
@@ -373,16 +473,19 @@ func loadTLSCA(dir string) (*x509.Certificate, crypto.Signer, error) {
 	return cert, key, nil
 }
 
-// LoadPublic reads only the public keys of the two SSH CAs from dir: what a
+// LoadPublic reads only the public keys of the SSH CAs from dir: what a
 // node or a client needs to trust the cluster.
-func LoadPublic(dir string) (userCA, hostCA ssh.PublicKey, err error) {
+func LoadPublic(dir string) (userCA, hostCA, agentCA ssh.PublicKey, err error) {
 	if userCA, err = readPublicKey(dir, FileUserCAPub); err != nil {
-		return nil, nil, fmt.Errorf("load cluster CAs: %w", err)
+		return nil, nil, nil, fmt.Errorf("load cluster CAs: %w", err)
 	}
 	if hostCA, err = readPublicKey(dir, FileHostCAPub); err != nil {
-		return nil, nil, fmt.Errorf("load cluster CAs: %w", err)
+		return nil, nil, nil, fmt.Errorf("load cluster CAs: %w", err)
 	}
-	return userCA, hostCA, nil
+	if agentCA, err = readPublicKey(dir, FileAgentCAPub); err != nil {
+		return nil, nil, nil, fmt.Errorf("load cluster CAs: %w", err)
+	}
+	return userCA, hostCA, agentCA, nil
 }
 
 func readPublicKey(dir, file string) (ssh.PublicKey, error) {

@@ -1,12 +1,14 @@
 package pki
 
 import (
+	"bytes"
 	"crypto"
 	"errors"
 	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -53,8 +55,20 @@ func TestInitLoadRoundTrip(t *testing.T) {
 	if !sameKey(a.HostCA.PublicKey(), b.HostCA.PublicKey()) {
 		t.Error("host CA: loaded key differs from the one Init made")
 	}
-	if sameKey(a.UserCA.PublicKey(), a.HostCA.PublicKey()) {
-		t.Error("user and host CA share a key")
+	if !sameKey(a.AgentCA.PublicKey(), b.AgentCA.PublicKey()) {
+		t.Error("agent CA: loaded key differs from the one Init made")
+	}
+	// Three distinct CAs: a certificate from one never passes for another's.
+	cas := []struct {
+		name string
+		key  ssh.PublicKey
+	}{{"user", a.UserCA.PublicKey()}, {"host", a.HostCA.PublicKey()}, {"agent", a.AgentCA.PublicKey()}}
+	for i, x := range cas {
+		for _, y := range cas[i+1:] {
+			if sameKey(x.key, y.key) {
+				t.Errorf("%s and %s CA share a key, want distinct keys", x.name, y.name)
+			}
+		}
 	}
 	if !a.TLSCert.Equal(b.TLSCert) {
 		t.Error("TLS CA: loaded certificate differs from the one Init made")
@@ -72,11 +86,11 @@ func TestInitLoadRoundTrip(t *testing.T) {
 		t.Error("TLS CA: loaded key differs from the one Init made")
 	}
 
-	userCA, hostCA, err := LoadPublic(dir)
+	userCA, hostCA, agentCA, err := LoadPublic(dir)
 	if err != nil {
 		t.Fatalf("LoadPublic: %v", err)
 	}
-	if !sameKey(userCA, a.UserCA.PublicKey()) || !sameKey(hostCA, a.HostCA.PublicKey()) {
+	if !sameKey(userCA, a.UserCA.PublicKey()) || !sameKey(hostCA, a.HostCA.PublicKey()) || !sameKey(agentCA, a.AgentCA.PublicKey()) {
 		t.Error("LoadPublic: got keys that differ from the CAs")
 	}
 
@@ -214,6 +228,7 @@ func TestInitFileModes(t *testing.T) {
 	want := map[string]fs.FileMode{
 		FileUserCA: 0o600, FileUserCAPub: 0o644,
 		FileHostCA: 0o600, FileHostCAPub: 0o644,
+		FileAgentCA: 0o600, FileAgentCAPub: 0o644,
 		FileTLSCAKey: 0o600, FileTLSCACert: 0o644,
 		FileJoinTokens: 0o600, FileAPIToken: 0o600, FileGossipKey: 0o600,
 	}
@@ -252,7 +267,7 @@ func TestInitFileModes(t *testing.T) {
 }
 
 func TestLoadRefusesLooseSecretModes(t *testing.T) {
-	for _, file := range []string{FileUserCA, FileHostCA, FileTLSCAKey, FileJoinTokens, FileAPIToken} {
+	for _, file := range []string{FileUserCA, FileHostCA, FileAgentCA, FileTLSCAKey, FileJoinTokens, FileAPIToken} {
 		for _, mode := range []fs.FileMode{0o644, 0o640, 0o604} {
 			t.Run(file+"/"+mode.String(), func(t *testing.T) {
 				a := newTestAuthority(t)
@@ -287,6 +302,12 @@ func TestLoadMissingFile(t *testing.T) {
 			_, err := Load(a.Dir)
 			if err == nil {
 				t.Fatal("got no error, want one")
+			}
+			// Half an agent CA is damage, like any missing file; an
+			// identity without both halves is one made before the agent CA
+			// existed (TestUpgrade).
+			if errors.Is(err, ErrNeedsUpgrade) {
+				t.Errorf("got %q: one missing file of the agent CA is not an old identity", err)
 			}
 			for _, want := range []string{path + " is missing", "warren init --data-dir " + a.Dir} {
 				if !strings.Contains(err.Error(), want) {
@@ -327,6 +348,11 @@ func TestLoadInvalidFile(t *testing.T) {
 		{"host CA pub swapped with user CA pub", FileHostCAPub, func(a *Authority) string {
 			return string(authorizedKey(a.UserCA.PublicKey(), ""))
 		}, 0o644, "host_ca.pub does not match"},
+		{"agent CA pub swapped with host CA pub", FileAgentCAPub, func(a *Authority) string {
+			return string(authorizedKey(a.HostCA.PublicKey(), ""))
+		}, 0o644, "agent_ca.pub does not match"},
+		{"garbage agent CA", FileAgentCA, func(*Authority) string { return "garbage" }, 0o600,
+			"agent_ca is not an unencrypted OpenSSH private key"},
 		{"TLS key not PEM", FileTLSCAKey, func(*Authority) string { return "x" }, 0o600,
 			"tls_ca.key is not a PKCS#8 PEM"},
 		{"TLS cert of another cluster", FileTLSCACert, func(*Authority) string {
@@ -354,34 +380,38 @@ func TestLoadInvalidFile(t *testing.T) {
 }
 
 func TestLoadPublicMissing(t *testing.T) {
-	dir := t.TempDir()
-	if _, err := Init(dir, InitOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Remove(filepath.Join(dir, FileHostCAPub)); err != nil {
-		t.Fatal(err)
-	}
-	_, _, err := LoadPublic(dir)
-	if want := filepath.Join(dir, FileHostCAPub) + " is missing"; err == nil || !strings.Contains(err.Error(), want) {
-		t.Errorf("got error %v, want one containing %q", err, want)
+	for _, file := range []string{FileUserCAPub, FileHostCAPub, FileAgentCAPub} {
+		t.Run(file, func(t *testing.T) {
+			dir := t.TempDir()
+			if _, err := Init(dir, InitOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Remove(filepath.Join(dir, file)); err != nil {
+				t.Fatal(err)
+			}
+			_, _, _, err := LoadPublic(dir)
+			if want := filepath.Join(dir, file) + " is missing"; err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("got error %v, want one containing %q", err, want)
+			}
+		})
 	}
 }
 
 func TestLoadPublicNeedsOnlyPublicFiles(t *testing.T) {
 	src := newTestAuthority(t)
 	dir := t.TempDir()
-	for _, f := range []string{FileUserCAPub, FileHostCAPub} {
+	for _, f := range []string{FileUserCAPub, FileHostCAPub, FileAgentCAPub} {
 		data, err := os.ReadFile(filepath.Join(src.Dir, f))
 		if err != nil {
 			t.Fatal(err)
 		}
 		writeFile(t, filepath.Join(dir, f), string(data), 0o644)
 	}
-	userCA, hostCA, err := LoadPublic(dir)
+	userCA, hostCA, agentCA, err := LoadPublic(dir)
 	if err != nil {
 		t.Fatalf("LoadPublic: %v", err)
 	}
-	if !sameKey(userCA, src.UserCA.PublicKey()) || !sameKey(hostCA, src.HostCA.PublicKey()) {
+	if !sameKey(userCA, src.UserCA.PublicKey()) || !sameKey(hostCA, src.HostCA.PublicKey()) || !sameKey(agentCA, src.AgentCA.PublicKey()) {
 		t.Error("got keys that differ from the CAs")
 	}
 }
@@ -407,4 +437,158 @@ func listDir(t *testing.T, dir string) string {
 		names = append(names, e.Name())
 	}
 	return "[" + strings.Join(names, " ") + "]"
+}
+
+func TestInitWritesAgentCA(t *testing.T) {
+	a := newTestAuthority(t)
+	if a.AgentCA == nil {
+		t.Fatal("Init: got no agent CA, want one")
+	}
+	signer, err := loadSSHCA(a.Dir, FileAgentCA, FileAgentCAPub)
+	if err != nil {
+		t.Fatalf("agent CA files: %v", err)
+	}
+	if !sameKey(signer.PublicKey(), a.AgentCA.PublicKey()) {
+		t.Error("agent_ca: got another key than the Authority's agent CA")
+	}
+	if sameKey(a.AgentCA.PublicKey(), a.HostCA.PublicKey()) {
+		t.Error("agent CA and host CA share a key, want distinct CAs so that no agent certificate passes for a proxy")
+	}
+	pub, err := os.ReadFile(filepath.Join(a.Dir, FileAgentCAPub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "warren agent host CA (test)"; !strings.Contains(string(pub), want) {
+		t.Errorf("%s: got %q, want its comment to name %q", FileAgentCAPub, pub, want)
+	}
+}
+
+// TestUpgrade takes an identity as an older Warren made it (no agent CA)
+// through Load's refusal, Upgrade, and Load again.
+func TestUpgrade(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	old, err := Init(dir, InitOptions{ClusterName: "prod"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{FileAgentCA, FileAgentCAPub} {
+		if err := os.Remove(filepath.Join(dir, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keep := map[string][]byte{}
+	for _, f := range []string{FileUserCA, FileUserCAPub, FileHostCA, FileHostCAPub, FileTLSCAKey, FileTLSCACert, FileJoinTokens, FileAPIToken, FileGossipKey} {
+		data, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		keep[f] = data
+	}
+
+	_, err = Load(dir)
+	if !errors.Is(err, ErrNeedsUpgrade) {
+		t.Fatalf("Load of an identity without %s: got %v, want an error wrapping ErrNeedsUpgrade", FileAgentCA, err)
+	}
+	if want := "warren init --upgrade --data-dir " + dir; !strings.Contains(err.Error(), want) {
+		t.Errorf("got %q, want it to say how to upgrade: %q", err, want)
+	}
+
+	added, err := Upgrade(dir)
+	if err != nil {
+		t.Fatalf("Upgrade: %v", err)
+	}
+	if want := []string{FileAgentCAPub, FileAgentCA}; !slices.Equal(added, want) {
+		t.Errorf("Upgrade: got added %q, want %q", added, want)
+	}
+	for f, mode := range map[string]fs.FileMode{FileAgentCA: 0o600, FileAgentCAPub: 0o644} {
+		fi, err := os.Stat(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatalf("%s after Upgrade: %v", f, err)
+		}
+		if got := fi.Mode().Perm(); got != mode {
+			t.Errorf("%s: got mode %04o, want %04o", f, got, mode)
+		}
+	}
+	if got, want := len(strings.Fields(strings.Trim(listDir(t, dir), "[]"))), len(keep)+2; got != want {
+		t.Errorf("got files %s, want %d (no temporary files left)", listDir(t, dir), want)
+	}
+	for f, data := range keep {
+		got, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil || !bytes.Equal(got, data) {
+			t.Errorf("%s: changed by Upgrade (err %v), want it untouched", f, err)
+		}
+	}
+	pub, err := os.ReadFile(filepath.Join(dir, FileAgentCAPub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "warren agent host CA (prod)"; !strings.Contains(string(pub), want) {
+		t.Errorf("%s: got %q, want the cluster's name from the TLS CA in %q", FileAgentCAPub, pub, want)
+	}
+
+	a, err := Load(dir)
+	if err != nil {
+		t.Fatalf("Load after Upgrade: %v", err)
+	}
+	if a.AgentCA == nil || sameKey(a.AgentCA.PublicKey(), a.HostCA.PublicKey()) || sameKey(a.AgentCA.PublicKey(), a.UserCA.PublicKey()) {
+		t.Error("Load after Upgrade: got no agent CA, or one that shares a key with another CA")
+	}
+	if !sameKey(a.HostCA.PublicKey(), old.HostCA.PublicKey()) || !sameKey(a.UserCA.PublicKey(), old.UserCA.PublicKey()) {
+		t.Error("Load after Upgrade: user or host CA changed, want both kept")
+	}
+	if a.ClusterName != "prod" {
+		t.Errorf("ClusterName after Upgrade: got %q, want prod", a.ClusterName)
+	}
+
+	// A second Upgrade adds nothing and keeps the agent CA.
+	before, err := os.ReadFile(filepath.Join(dir, FileAgentCA))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := Upgrade(dir)
+	if err != nil || len(again) != 0 {
+		t.Errorf("second Upgrade: got %q, %v; want nothing added, no error", again, err)
+	}
+	if after, err := os.ReadFile(filepath.Join(dir, FileAgentCA)); err != nil || !bytes.Equal(after, before) {
+		t.Errorf("second Upgrade replaced %s (err %v), want it kept", FileAgentCA, err)
+	}
+}
+
+func TestUpgradeRefusesNonIdentity(t *testing.T) {
+	tests := []struct {
+		name string
+		dir  func(t *testing.T) string
+	}{
+		{"empty directory", func(t *testing.T) string { return t.TempDir() }},
+		{"no directory", func(t *testing.T) string { return filepath.Join(t.TempDir(), "nothing") }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := tt.dir(t)
+			added, err := Upgrade(dir)
+			if err == nil || !strings.Contains(err.Error(), "holds no identity to upgrade") {
+				t.Errorf("got %q, %v; want an error saying there is no identity", added, err)
+			}
+			if _, err := os.Stat(filepath.Join(dir, FileAgentCA)); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("Upgrade of a non-identity: %s stat %v, want it not written", FileAgentCA, err)
+			}
+		})
+	}
+}
+
+// TestUpgradeRefusesHalfAnAgentCA: one file of the agent CA without the
+// other is damage; Upgrade must not paper over it with a new CA.
+func TestUpgradeRefusesHalfAnAgentCA(t *testing.T) {
+	a := newTestAuthority(t)
+	if err := os.Remove(filepath.Join(a.Dir, FileAgentCA)); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(filepath.Join(a.Dir, FileAgentCAPub))
+	if added, err := Upgrade(a.Dir); err == nil || !strings.Contains(err.Error(), "holds only one of") {
+		t.Fatalf("Upgrade of half an agent CA: got %v, %v; want a refusal", added, err)
+	}
+	after, _ := os.ReadFile(filepath.Join(a.Dir, FileAgentCAPub))
+	if string(before) != string(after) {
+		t.Error("Upgrade rewrote the remaining half of the agent CA")
+	}
 }

@@ -11,15 +11,19 @@ import (
 	"unicode"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/warren-proxy/warren/internal/names"
 )
 
 // ClockSkew is how far before "now" a certificate becomes valid, so that a
 // verifier whose clock runs a little behind the issuer's accepts it.
 const ClockSkew = time.Minute
 
-// Longest lifetimes of issued certificates.
+// Longest lifetimes of issued certificates. A user certificate is a
+// credential nobody can revoke but by a lock: it is short (roles may
+// shorten it further with max_cert_ttl).
 const (
-	MaxUserCertTTL = 365 * 24 * time.Hour
+	MaxUserCertTTL = 30 * 24 * time.Hour
 	MaxHostCertTTL = 365 * 24 * time.Hour
 )
 
@@ -162,7 +166,7 @@ func (a *Authority) IssueUserCert(pub ssh.PublicKey, req UserCertRequest) (*ssh.
 		ValidPrincipals: dedup(req.Logins),
 		Permissions:     ssh.Permissions{Extensions: ext},
 	}
-	if err := sign(cert, a.UserCA, req.Now, req.TTL); err != nil {
+	if err := sign(cert, a.UserCA, req.Now, req.TTL, time.Time{}); err != nil {
 		return nil, fmt.Errorf("issue user certificate for %s: %w", req.User, err)
 	}
 	return cert, nil
@@ -184,14 +188,100 @@ func (a *Authority) IssueHostCert(pub ssh.PublicKey, req HostCertRequest) (*ssh.
 		KeyId:           req.ID,
 		ValidPrincipals: dedup(append([]string{req.ID}, req.Principals...)),
 	}
-	if err := sign(cert, a.HostCA, req.Now, req.TTL); err != nil {
+	if err := sign(cert, a.HostCA, req.Now, req.TTL, time.Time{}); err != nil {
 		return nil, fmt.Errorf("issue host certificate for %s: %w", req.ID, err)
 	}
 	return cert, nil
 }
 
-// sign sets the serial and validity of cert and signs it with ca.
-func sign(cert *ssh.Certificate, ca ssh.Signer, now time.Time, ttl time.Duration) error {
+// ExtAgentGrant is the extension of an agent's host certificate that
+// carries its grant: what the join token allowed it to serve. Its value is
+// opaque here (JSON written by the proxy); the certificate's signature is
+// what makes it trustworthy, so any proxy can check an agent's heartbeats
+// without asking another.
+const ExtAgentGrant = "warren-grant@warren.dev"
+
+// AgentPrincipal is the principal that names agent id in its certificate.
+// The '/' makes it something no resource or host name can be, so the
+// agent's own id never doubles as a host name a user might dial.
+func AgentPrincipal(id string) string { return "agent/" + id }
+
+// AgentCertRequest asks for an agent's host certificate.
+type AgentCertRequest struct {
+	// ID is the agent id: KeyId, and AgentPrincipal(ID) the first principal.
+	ID string
+	// Names are the resource names the agent may be reached as (its ssh
+	// resources): more principals. Each must be a valid resource name.
+	Names []string
+	// Grant is the ExtAgentGrant value (may be empty).
+	Grant string
+	// TTL is the lifetime, at most MaxHostCertTTL; NotAfter, if set, ends
+	// the certificate sooner (an agent's renewal grant).
+	TTL      time.Duration
+	NotAfter time.Time
+	// Now is the issue time; zero means time.Now().
+	Now time.Time
+}
+
+// Validate reports every problem with the request at once.
+func (r AgentCertRequest) Validate() error {
+	errs := []error{names.Check("agent id", r.ID)}
+	for _, n := range r.Names {
+		errs = append(errs, names.Check("resource name", n))
+	}
+	errs = append(errs, checkTTL(r.TTL, MaxHostCertTTL))
+	if now := r.Now; !r.NotAfter.IsZero() {
+		if now.IsZero() {
+			now = time.Now()
+		}
+		if !r.NotAfter.After(now) {
+			errs = append(errs, fmt.Errorf("the agent's renewal grant ended at %s; it must join again with a new token", r.NotAfter.UTC().Format(time.RFC3339)))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// IssueAgentCert signs an agent's host certificate with the agent CA: valid
+// for AgentPrincipal(req.ID) and req.Names, carrying req.Grant, from
+// req.Now-ClockSkew for req.TTL but not past req.NotAfter.
+func (a *Authority) IssueAgentCert(pub ssh.PublicKey, req AgentCertRequest) (*ssh.Certificate, error) {
+	if err := errors.Join(checkSubjectKey(pub), req.Validate()); err != nil {
+		return nil, fmt.Errorf("issue agent certificate: %w", err)
+	}
+	if a == nil || a.AgentCA == nil {
+		return nil, errors.New("issue agent certificate: no agent CA loaded")
+	}
+	cert := &ssh.Certificate{
+		Key:             pub,
+		CertType:        ssh.HostCert,
+		KeyId:           req.ID,
+		ValidPrincipals: dedup(append([]string{AgentPrincipal(req.ID)}, req.Names...)),
+	}
+	if req.Grant != "" {
+		cert.Permissions.Extensions = map[string]string{ExtAgentGrant: req.Grant}
+	}
+	if err := sign(cert, a.AgentCA, req.Now, req.TTL, req.NotAfter); err != nil {
+		return nil, fmt.Errorf("issue agent certificate for %s: %w", req.ID, err)
+	}
+	return cert, nil
+}
+
+// CheckAgentCert verifies that key is an agent's host certificate from
+// agentCA, valid at now, for agent id (its KeyId and its agent principal).
+func CheckAgentCert(agentCA, key ssh.PublicKey, id string, now time.Time) (*ssh.Certificate, error) {
+	cert, err := checkHostCert(agentCA, "agent CA", key, AgentPrincipal(id), now)
+	if err != nil {
+		return nil, fmt.Errorf("agent certificate: %w", err)
+	}
+	if cert.KeyId != id {
+		return nil, fmt.Errorf("agent certificate is for agent %s, not %s", names.Quote(cert.KeyId), names.Quote(id))
+	}
+	return cert, nil
+}
+
+// sign sets the serial and validity of cert and signs it with ca: valid
+// from now-ClockSkew for ttl, but not past notAfter when that is set.
+func sign(cert *ssh.Certificate, ca ssh.Signer, now time.Time, ttl time.Duration, notAfter time.Time) error {
 	if now.IsZero() {
 		now = time.Now()
 	}
@@ -202,6 +292,9 @@ func sign(cert *ssh.Certificate, ca ssh.Signer, now time.Time, ttl time.Duration
 	cert.Serial = binary.BigEndian.Uint64(serial[:])
 	cert.ValidAfter = unixSeconds(now.Add(-ClockSkew))
 	cert.ValidBefore = unixSeconds(now.Add(ttl))
+	if !notAfter.IsZero() && cert.ValidBefore > unixSeconds(notAfter) {
+		cert.ValidBefore = unixSeconds(notAfter)
+	}
 	if err := cert.SignCert(rand.Reader, ca); err != nil {
 		return fmt.Errorf("sign: %w", err)
 	}

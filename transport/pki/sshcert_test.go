@@ -2,6 +2,7 @@ package pki
 
 import (
 	"crypto/rand"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -440,5 +441,294 @@ func TestUnixSeconds(t *testing.T) {
 		if got := unixSeconds(tt.in); got != tt.want {
 			t.Errorf("unixSeconds(%v): got %d, want %d", tt.in, got, tt.want)
 		}
+	}
+}
+
+func TestAgentCertRequestValidate(t *testing.T) {
+	good := AgentCertRequest{ID: "agent-1", Names: []string{"web", "db.eu-1"}, Grant: `{"names":["web*"]}`, TTL: time.Hour, NotAfter: t0.Add(time.Minute), Now: t0}
+	tests := []struct {
+		name   string
+		modify func(r *AgentCertRequest)
+		want   []string // substrings, one per problem; none means valid
+	}{
+		{"good", func(*AgentCertRequest) {}, nil},
+		{"no names, no grant, no NotAfter", func(r *AgentCertRequest) { r.Names, r.Grant, r.NotAfter = nil, "", time.Time{} }, nil},
+		{"max TTL", func(r *AgentCertRequest) { r.TTL = MaxHostCertTTL }, nil},
+		{"empty id", func(r *AgentCertRequest) { r.ID = "" }, []string{`agent id "" is not valid`}},
+		{"id with slash", func(r *AgentCertRequest) { r.ID = "agent/1" }, []string{`agent id "agent/1" is not valid`}},
+		{"id too long", func(r *AgentCertRequest) { r.ID = strings.Repeat("a", 64) }, []string{"agent id"}},
+		{"invalid names", func(r *AgentCertRequest) { r.Names = []string{"web server", "a/b", "", "-x", "web"} }, []string{
+			`resource name "web server"`, `resource name "a/b"`, `resource name ""`, `resource name "-x"`}},
+		{"agent principal as a name", func(r *AgentCertRequest) { r.Names = []string{"agent/agent-2"} }, []string{`resource name "agent/agent-2"`}},
+		{"zero TTL", func(r *AgentCertRequest) { r.TTL = 0 }, []string{"TTL 0s is not positive"}},
+		{"TTL too long", func(r *AgentCertRequest) { r.TTL = MaxHostCertTTL + time.Second }, []string{"longer than the maximum"}},
+		{"NotAfter in the past", func(r *AgentCertRequest) { r.NotAfter = t0.Add(-time.Second) }, []string{
+			"renewal grant ended at 2026-05-06T07:08:08Z; it must join again"}},
+		{"NotAfter now", func(r *AgentCertRequest) { r.NotAfter = t0 }, []string{"renewal grant ended"}},
+		{"NotAfter in the past, real clock", func(r *AgentCertRequest) { r.Now, r.NotAfter = time.Time{}, time.Now().Add(-time.Minute) }, []string{"renewal grant ended"}},
+		{"everything wrong", func(r *AgentCertRequest) {
+			*r = AgentCertRequest{ID: "a b", Names: []string{"?"}, TTL: -time.Second, NotAfter: t0.Add(-time.Hour), Now: t0}
+		}, []string{`agent id "a b"`, `resource name "?"`, "TTL -1s is not positive", "renewal grant ended"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := good
+			r.Names = slices.Clone(good.Names)
+			tt.modify(&r)
+			checkProblems(t, r.Validate(), tt.want)
+		})
+	}
+}
+
+func TestIssueAgentCert(t *testing.T) {
+	a := newTestAuthority(t)
+	key := newKey(t)
+	const grant = `{"names":["web-*"],"labels":{"env":"dev"}}`
+	cert, err := a.IssueAgentCert(key.PublicKey(), AgentCertRequest{
+		ID: "agent-1", Names: []string{"web-1", "web-2", "web-1"}, Grant: grant, TTL: 24 * time.Hour, Now: t0,
+	})
+	if err != nil {
+		t.Fatalf("IssueAgentCert: %v", err)
+	}
+	if cert.CertType != ssh.HostCert || cert.KeyId != "agent-1" {
+		t.Errorf("got type %d id %q, want type %d id %q", cert.CertType, cert.KeyId, ssh.HostCert, "agent-1")
+	}
+	if want := []string{"agent/agent-1", "web-1", "web-2"}; !slices.Equal(cert.ValidPrincipals, want) {
+		t.Errorf("ValidPrincipals: got %q, want %q", cert.ValidPrincipals, want)
+	}
+	if got := AgentPrincipal("agent-1"); got != "agent/agent-1" {
+		t.Errorf("AgentPrincipal: got %q, want %q", got, "agent/agent-1")
+	}
+	if want := map[string]string{ExtAgentGrant: grant}; len(cert.Extensions) != 1 || cert.Extensions[ExtAgentGrant] != grant {
+		t.Errorf("Extensions: got %q, want %q", cert.Extensions, want)
+	}
+	if len(cert.CriticalOptions) != 0 {
+		t.Errorf("CriticalOptions: got %q, want none", cert.CriticalOptions)
+	}
+	if !sameKey(cert.SignatureKey, a.AgentCA.PublicKey()) {
+		t.Error("SignatureKey: got another key than the agent CA")
+	}
+	if !sameKey(cert.Key, key.PublicKey()) {
+		t.Error("Key: got another key than the one certified")
+	}
+	if got, want := cert.ValidAfter, uint64(t0.Add(-ClockSkew).Unix()); got != want {
+		t.Errorf("ValidAfter: got %d, want %d", got, want)
+	}
+	if got, want := cert.ValidBefore, uint64(t0.Add(24*time.Hour).Unix()); got != want {
+		t.Errorf("ValidBefore: got %d, want %d", got, want)
+	}
+	// The grant survives the wire format, under the agent CA's signature.
+	parsed, err := ssh.ParsePublicKey(cert.Marshal())
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked, err := CheckAgentCert(a.AgentCA.PublicKey(), parsed, "agent-1", t0)
+	if err != nil {
+		t.Fatalf("CheckAgentCert of the parsed certificate: %v", err)
+	}
+	if got := checked.Extensions[ExtAgentGrant]; got != grant {
+		t.Errorf("grant after the wire: got %q, want %q", got, grant)
+	}
+	// An SSH client that trusts the agent CA accepts it for a resource name.
+	checker := &ssh.CertChecker{
+		IsHostAuthority: func(k ssh.PublicKey, _ string) bool { return sameKey(k, a.AgentCA.PublicKey()) },
+		Clock:           func() time.Time { return t0 },
+	}
+	if err := checker.CheckHostKey("web-2:22", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 22}, cert); err != nil {
+		t.Errorf("CertChecker for web-2: %v", err)
+	}
+	if err := checker.CheckHostKey("agent-1:22", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 22}, cert); err == nil {
+		t.Error("CertChecker for agent-1: got nil, want the agent's own id refused as a host name")
+	}
+
+	t.Run("no grant", func(t *testing.T) {
+		c, err := a.IssueAgentCert(key.PublicKey(), AgentCertRequest{ID: "agent-1", TTL: time.Hour, Now: t0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(c.Extensions) != 0 {
+			t.Errorf("Extensions: got %q, want none", c.Extensions)
+		}
+		if want := []string{"agent/agent-1"}; !slices.Equal(c.ValidPrincipals, want) {
+			t.Errorf("ValidPrincipals: got %q, want %q", c.ValidPrincipals, want)
+		}
+	})
+}
+
+func TestIssueAgentCertNotAfter(t *testing.T) {
+	a := newTestAuthority(t)
+	key := newKey(t)
+	tests := []struct {
+		name     string
+		ttl      time.Duration
+		notAfter time.Time
+		want     time.Time // ValidBefore
+	}{
+		{"no NotAfter: TTL", 24 * time.Hour, time.Time{}, t0.Add(24 * time.Hour)},
+		{"NotAfter sooner than TTL caps it", 24 * time.Hour, t0.Add(time.Hour), t0.Add(time.Hour)},
+		{"NotAfter later than TTL: TTL", time.Hour, t0.Add(48 * time.Hour), t0.Add(time.Hour)},
+		{"NotAfter one second ahead", time.Hour, t0.Add(time.Second), t0.Add(time.Second)},
+		{"NotAfter with a fraction is cut to the second", time.Hour, t0.Add(time.Hour - 500*time.Millisecond), t0.Add(time.Hour - time.Second)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cert, err := a.IssueAgentCert(key.PublicKey(), AgentCertRequest{ID: "agent-1", TTL: tt.ttl, NotAfter: tt.notAfter, Now: t0})
+			if err != nil {
+				t.Fatalf("IssueAgentCert: %v", err)
+			}
+			if got, want := cert.ValidBefore, uint64(tt.want.Unix()); got != want {
+				t.Errorf("ValidBefore: got %s, want %s", certTime(got), certTime(want))
+			}
+			if _, err := CheckAgentCert(a.AgentCA.PublicKey(), cert, "agent-1", tt.want.Add(-time.Second)); err != nil {
+				t.Errorf("CheckAgentCert a second before the end: %v", err)
+			}
+			if _, err := CheckAgentCert(a.AgentCA.PublicKey(), cert, "agent-1", tt.want); err == nil || !strings.Contains(err.Error(), "expired") {
+				t.Errorf("CheckAgentCert at the end: got %v, want expired", err)
+			}
+		})
+	}
+}
+
+func TestIssueAgentCertRefuses(t *testing.T) {
+	a := newTestAuthority(t)
+	key := newKey(t)
+	good := AgentCertRequest{ID: "agent-1", TTL: time.Hour, Now: t0}
+	cert, err := a.IssueAgentCert(key.PublicKey(), good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noAgentCA := &Authority{UserCA: a.UserCA, HostCA: a.HostCA}
+	tests := []struct {
+		name string
+		a    *Authority
+		pub  ssh.PublicKey
+		req  AgentCertRequest
+		want []string
+	}{
+		{"nil key", a, nil, good, []string{"no public key"}},
+		{"certificate as key", a, cert, good, []string{"already a certificate"}},
+		{"invalid names", a, key.PublicKey(), AgentCertRequest{ID: "agent-1", Names: []string{"web 1", "ok", "x/y"}, TTL: time.Hour, Now: t0},
+			[]string{`resource name "web 1"`, `resource name "x/y"`}},
+		{"NotAfter in the past", a, key.PublicKey(), AgentCertRequest{ID: "agent-1", TTL: time.Hour, Now: t0, NotAfter: t0.Add(-time.Hour)},
+			[]string{"renewal grant ended"}},
+		{"all problems at once", a, nil, AgentCertRequest{NotAfter: t0, Now: t0},
+			[]string{"no public key", `agent id ""`, "TTL 0s", "renewal grant ended"}},
+		{"no agent CA", noAgentCA, key.PublicKey(), good, []string{"no agent CA loaded"}},
+		{"nil authority", nil, key.PublicKey(), good, []string{"no agent CA loaded"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := tt.a.IssueAgentCert(tt.pub, tt.req)
+			checkProblems(t, err, tt.want)
+			if c != nil {
+				t.Errorf("got certificate %v with an error, want nil", c)
+			}
+			if err != nil && !strings.HasPrefix(err.Error(), "issue agent certificate: ") {
+				t.Errorf("got error %q, want it to start with %q", err, "issue agent certificate: ")
+			}
+		})
+	}
+}
+
+func TestCheckAgentCert(t *testing.T) {
+	a := newTestAuthority(t)
+	foreign := newTestAuthority(t)
+	key := newKey(t)
+	agentCA := a.AgentCA.PublicKey()
+	issue := func(a *Authority, id string, names ...string) *ssh.Certificate {
+		c, err := a.IssueAgentCert(key.PublicKey(), AgentCertRequest{ID: id, Names: names, TTL: time.Hour, Now: t0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	good := issue(a, "agent-1", "web")
+	// A proxy's certificate, from the host CA, even one that claims the
+	// agent's id and principal: it must never pass for an agent.
+	proxy, err := a.IssueHostCert(key.PublicKey(), HostCertRequest{ID: "agent-1", Principals: []string{AgentPrincipal("agent-1")}, TTL: time.Hour, Now: t0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	user, err := a.IssueUserCert(key.PublicKey(), UserCertRequest{User: "agent-1", Logins: []string{"agent-1"}, TTL: time.Hour, Now: t0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Hand-made by the agent CA: the principal of agent-1, the KeyId of agent-2.
+	mismatched := signCert(t, a.AgentCA, &ssh.Certificate{
+		Key: key.PublicKey(), CertType: ssh.HostCert, KeyId: "agent-2",
+		ValidPrincipals: []string{AgentPrincipal("agent-1")}, ValidBefore: ssh.CertTimeInfinity,
+	})
+	tampered := *issue(a, "agent-1")
+	tampered.ValidPrincipals = []string{AgentPrincipal("agent-2")}
+	tampered.KeyId = "agent-2"
+
+	tests := []struct {
+		name    string
+		ca      ssh.PublicKey
+		pub     ssh.PublicKey
+		id      string
+		now     time.Time
+		wantErr string // in the error; "" means valid
+	}{
+		{"valid", agentCA, good, "agent-1", t0, ""},
+		{"valid within clock skew", agentCA, good, "agent-1", t0.Add(-ClockSkew), ""},
+		{"for another agent", agentCA, good, "agent-2", t0, `not for "agent/agent-2"`},
+		{"resource name is not an agent id", agentCA, issue(a, "agent-1", "agent-2"), "agent-2", t0, `not for "agent/agent-2"`},
+		{"KeyId of another agent", agentCA, mismatched, "agent-1", t0, `agent certificate is for agent "agent-2", not "agent-1"`},
+		{"proxy certificate from the host CA", agentCA, proxy, "agent-1", t0, "not signed by the cluster"},
+		{"checked against the host CA", a.HostCA.PublicKey(), good, "agent-1", t0, "not signed by the cluster"},
+		{"agent CA of another cluster", agentCA, issue(foreign, "agent-1"), "agent-1", t0, "not signed by the cluster"},
+		{"expired", agentCA, good, "agent-1", t0.Add(time.Hour), "expired"},
+		{"not yet valid", agentCA, good, "agent-1", t0.Add(-ClockSkew - time.Second), "not valid before"},
+		{"tampered", agentCA, &tampered, "agent-2", t0, "signature is invalid"},
+		{"user certificate", agentCA, user, "agent-1", t0, "user certificate, not a host certificate"},
+		{"plain key", agentCA, key.PublicKey(), "agent-1", t0, "not a certificate"},
+		{"nil CA", nil, good, "agent-1", t0, "not signed by the cluster"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cert, err := CheckAgentCert(tt.ca, tt.pub, tt.id, tt.now)
+			if tt.wantErr == "" {
+				if err != nil || cert == nil || cert.KeyId != tt.id {
+					t.Fatalf("got %v, %v; want the certificate of %s", cert, err, tt.id)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.HasPrefix(err.Error(), "agent certificate") {
+				t.Errorf("got error %v, want an agent certificate error holding %q", err, tt.wantErr)
+			}
+			if cert != nil {
+				t.Error("got a certificate along with the error, want nil")
+			}
+		})
+	}
+}
+
+// TestAgentAndProxyCertsDoNotMix checks the point of two host CAs: an
+// agent's certificate does not pass the proxies' check, whatever names it
+// holds, and a proxy's does not pass the agents'.
+func TestAgentAndProxyCertsDoNotMix(t *testing.T) {
+	a := newTestAuthority(t)
+	key := newKey(t)
+	// An agent that was granted the name of a proxy.
+	agent, err := a.IssueAgentCert(key.PublicKey(), AgentCertRequest{ID: "proxy-1", Names: []string{"proxy-1"}, TTL: time.Hour, Now: t0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy, err := a.IssueHostCert(key.PublicKey(), HostCertRequest{ID: "proxy-1", TTL: time.Hour, Now: t0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CheckHostCert(a.HostCA.PublicKey(), agent, "proxy-1", t0); err == nil {
+		t.Error("CheckHostCert(host CA) of an agent certificate naming proxy-1: got nil, want a refusal")
+	}
+	if _, err := CheckHostCert(a.HostCA.PublicKey(), proxy, "proxy-1", t0); err != nil {
+		t.Errorf("CheckHostCert(host CA) of the proxy's certificate: %v", err)
+	}
+	if _, err := CheckAgentCert(a.AgentCA.PublicKey(), proxy, "proxy-1", t0); err == nil {
+		t.Error("CheckAgentCert of a proxy certificate: got nil, want a refusal")
+	}
+	if _, err := CheckAgentCert(a.AgentCA.PublicKey(), agent, "proxy-1", t0); err != nil {
+		t.Errorf("CheckAgentCert of the agent's certificate: %v", err)
 	}
 }

@@ -44,6 +44,11 @@ func CheckUserCert(userCAs []ssh.PublicKey, pub ssh.PublicKey, now time.Time) (*
 // valid at now (zero means time.Now()), without critical options, and, when
 // principal is not empty, valid for that principal.
 func CheckHostCert(hostCA ssh.PublicKey, pub ssh.PublicKey, principal string, now time.Time) (*ssh.Certificate, error) {
+	return checkHostCert(hostCA, "host CA", pub, principal, now)
+}
+
+// checkHostCert is CheckHostCert with the CA's name for messages.
+func checkHostCert(hostCA ssh.PublicKey, caName string, pub ssh.PublicKey, principal string, now time.Time) (*ssh.Certificate, error) {
 	cert, ok := pub.(*ssh.Certificate)
 	if !ok {
 		return nil, errors.New("host key is not a certificate: the host has not joined the cluster")
@@ -52,7 +57,7 @@ func CheckHostCert(hostCA ssh.PublicKey, pub ssh.PublicKey, principal string, no
 		return nil, errors.New("certificate is a user certificate, not a host certificate")
 	}
 	if !sameKey(hostCA, cert.SignatureKey) {
-		return nil, errors.New("certificate is not signed by the cluster host CA")
+		return nil, fmt.Errorf("certificate is not signed by the cluster %s", caName)
 	}
 	if err := checkCert(hostCA, cert, now); err != nil {
 		return nil, err

@@ -80,6 +80,32 @@ func checkFileName(name string) error {
 	return nil
 }
 
+// Names of the known_hosts files WriteKnownHosts writes beside a user's key.
+const (
+	ProxyKnownHostsFile    = "known_hosts"
+	ResourceKnownHostsFile = "known_hosts_resources"
+)
+
+// WriteKnownHosts writes the two known_hosts files a user's SSH client
+// needs into dir: ProxyKnownHostsFile trusts the proxy host CA, for the
+// proxies, and ResourceKnownHostsFile the agent host CA, for resources.
+// Kept apart, neither CA is ever trusted for the other's hosts. It returns
+// the two paths.
+func WriteKnownHosts(dir string, hostCA, agentCA ssh.PublicKey) (proxies, resources string, err error) {
+	proxies, resources = filepath.Join(dir, ProxyKnownHostsFile), filepath.Join(dir, ResourceKnownHostsFile)
+	for _, f := range []struct {
+		path string
+		ca   ssh.PublicKey
+		what string
+	}{{proxies, hostCA, "warren proxy host CA"}, {resources, agentCA, "warren agent host CA"}} {
+		line := "@cert-authority * " + strings.TrimSpace(string(authorizedKey(f.ca, f.what))) + "\n"
+		if err := writeFileAtomic(f.path, []byte(line), 0o644); err != nil {
+			return "", "", fmt.Errorf("write known_hosts: %w", err)
+		}
+	}
+	return proxies, resources, nil
+}
+
 // KnownHostsLine returns the known_hosts line with which an OpenSSH client
 // trusts every host certificate of hostCA for host names matching pattern
 // (empty means "*").

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
 )
 
 const sshKeygen = "/usr/bin/ssh-keygen"
@@ -364,5 +365,93 @@ func serveSSHConn(c net.Conn, cfg *ssh.ServerConfig) {
 			_, _ = ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{0}))
 			_ = ch.Close()
 		}
+	}
+}
+
+// TestWriteKnownHosts checks that each of the two files trusts its CA and
+// only it: the proxies' file accepts a proxy and refuses an agent that
+// holds the proxy's name, and the resources' file the other way round.
+func TestWriteKnownHosts(t *testing.T) {
+	a := newTestAuthority(t)
+	dir := t.TempDir()
+	proxies, resources, err := WriteKnownHosts(dir, a.HostCA.PublicKey(), a.AgentCA.PublicKey())
+	if err != nil {
+		t.Fatalf("WriteKnownHosts: %v", err)
+	}
+	if want := filepath.Join(dir, ProxyKnownHostsFile); proxies != want {
+		t.Errorf("proxies file: got %q, want %q", proxies, want)
+	}
+	if want := filepath.Join(dir, ResourceKnownHostsFile); resources != want {
+		t.Errorf("resources file: got %q, want %q", resources, want)
+	}
+	if got := listDir(t, dir); got != "[known_hosts known_hosts_resources]" {
+		t.Errorf("got files %s, want the two known_hosts files only", got)
+	}
+
+	for _, f := range []struct {
+		path string
+		ca   ssh.PublicKey
+	}{{proxies, a.HostCA.PublicKey()}, {resources, a.AgentCA.PublicKey()}} {
+		data, err := os.ReadFile(f.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi, err := os.Stat(f.path); err != nil {
+			t.Error(err)
+		} else if got := fi.Mode().Perm(); got != 0o644 {
+			t.Errorf("%s: got mode %04o, want 0644", f.path, got)
+		}
+		if n := strings.Count(string(data), "\n"); n != 1 || !strings.HasSuffix(string(data), "\n") {
+			t.Errorf("%s: got %q, want one line", f.path, data)
+		}
+		marker, hosts, key, _, rest, err := ssh.ParseKnownHosts(data)
+		if err != nil {
+			t.Fatalf("%s: ParseKnownHosts: %v", f.path, err)
+		}
+		if marker != "cert-authority" || !slices.Equal(hosts, []string{"*"}) || !sameKey(key, f.ca) || len(rest) != 0 {
+			t.Errorf("%s: got marker %q hosts %q key %s (%d bytes more), want one @cert-authority * line for %s",
+				f.path, marker, hosts, Fingerprint(key), len(rest), Fingerprint(f.ca))
+		}
+	}
+
+	// As an SSH client checks hosts with them.
+	key := newKey(t)
+	proxyCert, err := a.IssueHostCert(key.PublicKey(), HostCertRequest{ID: "proxy-1", TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An agent granted the names of a proxy and a resource.
+	agentCert, err := a.IssueAgentCert(key.PublicKey(), AgentCertRequest{ID: "agent-1", Names: []string{"proxy-1", "web"}, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxiesCB, err := knownhosts.New(proxies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resourcesCB, err := knownhosts.New(resources)
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 22}
+	tests := []struct {
+		name string
+		cb   ssh.HostKeyCallback
+		host string
+		key  ssh.PublicKey
+		ok   bool
+	}{
+		{"proxies file, proxy", proxiesCB, "proxy-1:22", proxyCert, true},
+		{"proxies file, agent with the proxy's name", proxiesCB, "proxy-1:22", agentCert, false},
+		{"resources file, resource", resourcesCB, "web:22", agentCert, true},
+		{"resources file, proxy", resourcesCB, "proxy-1:22", proxyCert, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cb(tt.host, remote, tt.key)
+			if got := err == nil; got != tt.ok {
+				t.Errorf("host key check of %s: got error %v, want ok %v", tt.host, err, tt.ok)
+			}
+		})
 	}
 }

@@ -7,18 +7,24 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/warren-proxy/warren/internal/names"
+	"github.com/warren-proxy/warren/transport/pki"
 )
 
 // ErrJoinRefused means the proxy did not accept the join token.
 var ErrJoinRefused = errors.New("join token refused")
 
-// Trust says which proxy host certificates an agent accepts.
+// Trust says which proxy host certificates an agent accepts. Only proxies
+// hold certificates from the cluster's proxy host CA (agents' come from
+// another CA), so a certificate from it proves the peer is a proxy.
 type Trust struct {
-	// CA is the cluster host CA the agent stored when it joined.
+	// CA is the cluster's proxy host CA, stored when the agent joined.
 	CA ssh.PublicKey
 	// Pin, used while CA is unknown, is the SHA256 fingerprint of the host
 	// CA (as `ssh-keygen -lf host_ca.pub` prints it). Empty with no CA
@@ -27,9 +33,9 @@ type Trust struct {
 	Clock func() time.Time
 }
 
-// hostKeyCallback checks the proxy's host certificate and reports the CA
-// that signed it through seen.
-func (t Trust) hostKeyCallback(seen *ssh.PublicKey) ssh.HostKeyCallback {
+// hostKeyCallback checks the proxy's host certificate and reports it
+// through seen.
+func (t Trust) hostKeyCallback(seen **ssh.Certificate) ssh.HostKeyCallback {
 	clock := t.Clock
 	if clock == nil {
 		clock = time.Now
@@ -49,18 +55,23 @@ func (t Trust) hostKeyCallback(seen *ssh.PublicKey) ssh.HostKeyCallback {
 				return fmt.Errorf("proxy %s: host CA fingerprint %s does not match ca_pin %s", remote, got, t.Pin)
 			}
 		}
-		checker := ssh.CertChecker{Clock: clock}
-		// Principals are not checked: agents reach proxies by addresses
-		// that a load balancer may rewrite; the CA is what identifies them.
-		principal := ""
-		if len(cert.ValidPrincipals) > 0 {
-			principal = cert.ValidPrincipals[0]
+		// Principals other than the proxy's id are not checked: agents
+		// reach proxies by addresses that a load balancer may rewrite; the
+		// CA is what identifies them, and the certificate names the proxy.
+		if !names.Valid(cert.KeyId) {
+			return fmt.Errorf("proxy %s: host certificate names no proxy id", remote)
 		}
-		if err := checker.CheckCert(principal, cert); err != nil {
+		// An agent's certificate is never a proxy's, even before the CA is
+		// known (trust on first use): it names an agent principal or
+		// carries a grant.
+		if _, grant := cert.Permissions.Extensions[pki.ExtAgentGrant]; grant || slices.ContainsFunc(cert.ValidPrincipals, func(p string) bool { return strings.HasPrefix(p, "agent/") }) {
+			return fmt.Errorf("proxy %s presented an agent's certificate, not a proxy's", remote)
+		}
+		if _, err := pki.CheckHostCert(cert.SignatureKey, cert, cert.KeyId, clock()); err != nil {
 			return fmt.Errorf("proxy %s: host certificate: %w", remote, err)
 		}
 		if seen != nil {
-			*seen = cert.SignatureKey
+			*seen = cert
 		}
 		return nil
 	}
@@ -70,11 +81,11 @@ func (t Trust) hostKeyCallback(seen *ssh.PublicKey) ssh.HostKeyCallback {
 // the proxy's answer and the host CA that signed the proxy's certificate,
 // which the agent must store and trust from now on.
 func Join(ctx context.Context, addr, token string, req JoinRequest, trust Trust) (JoinResponse, ssh.PublicKey, error) {
-	var ca ssh.PublicKey
+	var proxyCert *ssh.Certificate
 	cfg := &ssh.ClientConfig{
 		User:            JoinUser,
 		Auth:            []ssh.AuthMethod{ssh.Password(token)},
-		HostKeyCallback: trust.hostKeyCallback(&ca),
+		HostKeyCallback: trust.hostKeyCallback(&proxyCert),
 		ClientVersion:   "SSH-2.0-warren-agent",
 	}
 	conn, err := dialSSH(ctx, addr, cfg)
@@ -96,9 +107,9 @@ func Join(ctx context.Context, addr, token string, req JoinRequest, trust Trust)
 		return JoinResponse{}, nil, fmt.Errorf("join via %s: %w", addr, err)
 	}
 	if !ok || resp.Error != "" {
-		return resp, nil, fmt.Errorf("join via %s refused: %s", addr, resp.Error)
+		return resp, nil, fmt.Errorf("join via %s refused: %s: %w", addr, resp.Error, ErrJoinRefused)
 	}
-	return resp, ca, nil
+	return resp, proxyCert.SignatureKey, nil
 }
 
 func isAuthError(err error) bool {
@@ -116,7 +127,9 @@ type ClientConfig struct {
 	OnProxies func(ProxySet)
 	// OnDefinitions is called with every definition set the proxy sends.
 	OnDefinitions func(Definitions)
-	Logger        *slog.Logger
+	// OnPolicy is called with every policy the proxy sends.
+	OnPolicy func(PolicySet)
+	Logger   *slog.Logger
 }
 
 // ClientConn is the agent's end of one tunnel.
@@ -125,6 +138,7 @@ type ClientConn struct {
 	conn      *sshConn
 	onProxies func(ProxySet)
 	onDefs    func(Definitions)
+	onPolicy  func(PolicySet)
 	logger    *slog.Logger
 }
 
@@ -189,10 +203,11 @@ func Dial(ctx context.Context, cfg ClientConfig, hello Hello) (*ClientConn, Hell
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	var proxyCert *ssh.Certificate
 	sc := &ssh.ClientConfig{
 		User:            cfg.AgentID,
 		Auth:            []ssh.AuthMethod{ssh.PublicKeys(cfg.Signer)},
-		HostKeyCallback: cfg.Trust.hostKeyCallback(nil),
+		HostKeyCallback: cfg.Trust.hostKeyCallback(&proxyCert),
 		ClientVersion:   "SSH-2.0-warren-agent",
 	}
 	conn, err := dialSSH(ctx, cfg.Addr, sc)
@@ -202,7 +217,7 @@ func Dial(ctx context.Context, cfg ClientConfig, hello Hello) (*ClientConn, Hell
 		}
 		return nil, HelloReply{}, fmt.Errorf("tunnel to %s: %w", cfg.Addr, err)
 	}
-	c := &ClientConn{Addr: cfg.Addr, conn: conn, onProxies: cfg.OnProxies, onDefs: cfg.OnDefinitions, logger: logger}
+	c := &ClientConn{Addr: cfg.Addr, conn: conn, onProxies: cfg.OnProxies, onDefs: cfg.OnDefinitions, onPolicy: cfg.OnPolicy, logger: logger}
 	go c.answerRequests()
 	ok, payload, err := sendRequest(ctx, conn, ReqHello, encode(hello))
 	if err != nil {
@@ -216,6 +231,10 @@ func Dial(ctx context.Context, cfg ClientConfig, hello Hello) (*ClientConn, Hell
 			err = errors.New(reply.Error)
 		}
 		return nil, HelloReply{}, fmt.Errorf("tunnel to %s: hello refused: %w", cfg.Addr, err)
+	}
+	if reply.ProxyID != proxyCert.KeyId {
+		conn.Close()
+		return nil, HelloReply{}, fmt.Errorf("tunnel to %s: the proxy says it is %s but its certificate is for %s", cfg.Addr, names.Quote(reply.ProxyID), names.Quote(proxyCert.KeyId))
 	}
 	return c, reply, nil
 }
@@ -235,22 +254,51 @@ func (c *ClientConn) answerRequests() {
 				c.onDefs(d)
 			}
 		}
+		if req.Type == ReqPolicy && c.onPolicy != nil {
+			var p PolicySet
+			if err := decode(req.Payload, &p); err == nil {
+				c.onPolicy(p)
+			}
+		}
 		if req.WantReply {
 			_ = req.Reply(req.Type == ReqKeepalive, nil)
 		}
 	}
 }
 
-// Heartbeat sends hb and waits for the proxy's answer.
-func (c *ClientConn) Heartbeat(ctx context.Context, hb Heartbeat) error {
+// Heartbeat sends hb and waits for the proxy's answer: the resources it
+// refused (outside this agent's grant), if any.
+func (c *ClientConn) Heartbeat(ctx context.Context, hb Heartbeat) (HeartbeatReply, error) {
 	ok, payload, err := sendRequest(ctx, c.conn, ReqHeartbeat, encode(hb))
 	if err != nil {
-		return fmt.Errorf("heartbeat to %s: %w", c.Addr, err)
+		return HeartbeatReply{}, fmt.Errorf("heartbeat to %s: %w", c.Addr, err)
 	}
 	if !ok {
-		return fmt.Errorf("heartbeat to %s refused: %s", c.Addr, payload)
+		return HeartbeatReply{}, fmt.Errorf("heartbeat to %s refused: %s", c.Addr, names.QuoteN(string(payload), 1024))
 	}
-	return nil
+	var reply HeartbeatReply
+	if len(payload) > 0 {
+		if err := decode(payload, &reply); err != nil {
+			return HeartbeatReply{}, fmt.Errorf("heartbeat to %s: %w", c.Addr, err)
+		}
+	}
+	return reply, nil
+}
+
+// Renew asks the proxy for a fresh certificate.
+func (c *ClientConn) Renew(ctx context.Context) (string, error) {
+	_, payload, err := sendRequest(ctx, c.conn, ReqRenew, nil)
+	if err != nil {
+		return "", fmt.Errorf("renew via %s: %w", c.Addr, err)
+	}
+	var reply RenewReply
+	if err := decode(payload, &reply); err != nil {
+		return "", fmt.Errorf("renew via %s: %w", c.Addr, err)
+	}
+	if reply.Error != "" {
+		return "", fmt.Errorf("renew via %s refused: %s", c.Addr, reply.Error)
+	}
+	return reply.HostCert, nil
 }
 
 // ReportLogin tells the proxy which login a session took; it does not wait.

@@ -6,6 +6,8 @@ import (
 	"net"
 	"sort"
 	"strings"
+
+	"github.com/warren-proxy/warren/internal/names"
 )
 
 // ReqDefinitions is sent by a proxy to its agents (Definitions, no reply)
@@ -58,12 +60,7 @@ func (d Definition) Validate() error {
 	return errors.Join(errs...)
 }
 
-func checkLabel(k, v string) error {
-	if k == "" || strings.ContainsAny(k, "=, \t\n") || strings.ContainsAny(v, ",\n") {
-		return fmt.Errorf("invalid label %q=%q: keys are non-empty without '=', ',' or spaces; values have no ','", k, v)
-	}
-	return nil
-}
+func checkLabel(k, v string) error { return names.CheckLabel(k, v) }
 
 // ParseSelector parses "k=v[,k=v…]" (empty matches everything).
 func ParseSelector(s string) (map[string]string, error) {

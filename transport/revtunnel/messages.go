@@ -3,7 +3,9 @@ package revtunnel
 import (
 	"encoding/json"
 	"fmt"
-	"regexp"
+	"strings"
+
+	"github.com/warren-proxy/warren/internal/names"
 )
 
 // Request and channel type names.
@@ -13,13 +15,30 @@ const (
 	ReqHeartbeat = "heartbeat@warren.dev"
 	ReqKeepalive = "keepalive@openssh.com"
 	ReqLogin     = "login@warren.dev"
+	ReqRenew     = "renew@warren.dev"
 	ReqProxies   = "proxies@warren.dev"
 	ChanDial     = "dial@warren.dev"
 
 	// JoinUser is the SSH user name of a join connection.
 	JoinUser = "join"
-	// MaxPayload bounds every request payload we decode.
-	MaxPayload = 1 << 20
+	// MaxPayload bounds every request payload we decode: a heartbeat of
+	// MaxResources resources with their labels fits well within it.
+	MaxPayload = 256 << 10
+	// MaxLoginPayload bounds a login report: a valid one, with every
+	// character of its key id escaped by the JSON encoder, fits.
+	MaxLoginPayload = 2 << 10
+)
+
+// Caps on what one agent may publish: every resource and label is
+// replicated to every proxy.
+const (
+	// MaxResources is the most resources one heartbeat may carry.
+	MaxResources = 256
+	// MaxLabelBytes is the most label bytes (keys and values) one
+	// heartbeat may carry over all its resources.
+	MaxLabelBytes = 32 << 10
+	// maxDetail bounds a resource's health detail.
+	maxDetail = 256
 )
 
 // Resource kinds.
@@ -48,7 +67,10 @@ type JoinResponse struct {
 	// UserCA is the cluster user CA (authorized_keys format): the agent's
 	// SSH server accepts user certificates from it.
 	UserCA string `json:"user_ca"`
-	Error  string `json:"error,omitempty"`
+	// Refused are the requested names the certificate does not hold:
+	// outside the token's grant, or already another agent's.
+	Refused []Refused `json:"refused,omitempty"`
+	Error   string    `json:"error,omitempty"`
 }
 
 // Hello is the payload of ReqHello, sent once per tunnel.
@@ -56,6 +78,25 @@ type Hello struct {
 	Version    string   `json:"version"`
 	Hostname   string   `json:"hostname,omitempty"`
 	Principals []string `json:"principals,omitempty"`
+}
+
+// HeartbeatReply answers ReqHeartbeat when the proxy accepted the
+// heartbeat: the resources it refused (outside the agent's grant), if any.
+// The others are served.
+type HeartbeatReply struct {
+	Refused []Refused `json:"refused,omitempty"`
+}
+
+// Refused is one resource a proxy will not route to this agent, and why.
+type Refused struct {
+	Name   string `json:"name"`
+	Reason string `json:"reason"`
+}
+
+// RenewReply answers ReqRenew: a fresh host certificate, or why not.
+type RenewReply struct {
+	HostCert string `json:"host_cert,omitempty"`
+	Error    string `json:"error,omitempty"`
 }
 
 // HelloReply answers ReqHello.
@@ -67,7 +108,20 @@ type HelloReply struct {
 	Proxies []ProxyInfo `json:"proxies,omitempty"`
 	// Definitions are the cluster's dynamic resource definitions.
 	Definitions []Definition `json:"definitions,omitempty"`
-	Error       string       `json:"error,omitempty"`
+	// Policy is what the agent's SSH server checks logins against: the
+	// cluster's roles, as the proxies hold them (see PolicySet).
+	Policy *PolicySet `json:"policy,omitempty"`
+	Error  string     `json:"error,omitempty"`
+}
+
+// ReqPolicy is sent by a proxy to its agents (PolicySet, no reply)
+// whenever the cluster's roles change.
+const ReqPolicy = "policy@warren.dev"
+
+// PolicySet is the payload of ReqPolicy: the roles as a JSON array, which
+// this package carries without reading (the access package owns them).
+type PolicySet struct {
+	Roles json.RawMessage `json:"roles"`
 }
 
 // ProxyInfo describes one proxy to an agent.
@@ -93,8 +147,10 @@ type Heartbeat struct {
 
 // ResourceStatus is one resource in a heartbeat.
 type ResourceStatus struct {
-	Name    string            `json:"name"`
-	Kind    string            `json:"kind"`
+	Name string `json:"name"`
+	Kind string `json:"kind"`
+	// Port is a tcp resource's upstream port, for roles that allow ports.
+	Port    int               `json:"port,omitempty"`
 	Labels  map[string]string `json:"labels,omitempty"`
 	Healthy bool              `json:"healthy"`
 	Detail  string            `json:"detail,omitempty"`
@@ -117,27 +173,56 @@ type DialRequest struct {
 	ClientAddr string `json:"client_addr,omitempty"`
 }
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+// ValidName reports whether s is a valid agent id or resource name (see
+// internal/names): names are used as SSH host names.
+func ValidName(s string) bool { return names.Valid(s) }
 
-// ValidName reports whether s is a valid agent id or resource name: 1–63
-// letters, digits, '.', '_' or '-', starting with a letter or digit. Names
-// are used as SSH host names, so nothing else is allowed.
-func ValidName(s string) bool { return nameRE.MatchString(s) }
-
-// Validate checks a heartbeat's contents.
+// Validate checks a heartbeat's contents and its size: at most
+// MaxResources resources and MaxLabelBytes of labels.
 func (h Heartbeat) Validate() error {
+	if len(h.Resources) > MaxResources {
+		return fmt.Errorf("%d resources; one agent may serve at most %d", len(h.Resources), MaxResources)
+	}
 	seen := make(map[string]bool, len(h.Resources))
+	labelBytes := 0
 	for i, r := range h.Resources {
 		if !ValidName(r.Name) {
-			return fmt.Errorf("resources[%d]: invalid name %q", i, r.Name)
+			return fmt.Errorf("resources[%d]: invalid name %s", i, names.Quote(r.Name))
 		}
 		if r.Kind != KindSSH && r.Kind != KindTCP {
-			return fmt.Errorf("resources[%d] %s: unknown kind %q (want ssh or tcp)", i, r.Name, r.Kind)
+			return fmt.Errorf("resources[%d] %s: unknown kind %s (want ssh or tcp)", i, r.Name, names.Quote(r.Kind))
 		}
 		if seen[r.Name] {
 			return fmt.Errorf("resources[%d]: duplicate name %q", i, r.Name)
 		}
 		seen[r.Name] = true
+		if err := names.CheckLabels(r.Labels); err != nil {
+			return fmt.Errorf("resources[%d] %s: %w", i, r.Name, err)
+		}
+		if labelBytes += names.LabelBytes(r.Labels); labelBytes > MaxLabelBytes {
+			return fmt.Errorf("resources carry more than %d bytes of labels", MaxLabelBytes)
+		}
+		if len(r.Detail) > maxDetail {
+			return fmt.Errorf("resources[%d] %s: health detail of %d bytes; at most %d", i, r.Name, len(r.Detail), maxDetail)
+		}
+		if r.Port < 0 || r.Port > 65535 {
+			return fmt.Errorf("resources[%d] %s: port %d is out of range", i, r.Name, r.Port)
+		}
+	}
+	return nil
+}
+
+// Validate checks a login report: a session id as proxies make them, a
+// unix login, a printable key id.
+func (l Login) Validate() error {
+	if l.SessionID == "" || len(l.SessionID) > 64 || !names.Valid(l.SessionID) {
+		return fmt.Errorf("login report: invalid session id %s", names.Quote(l.SessionID))
+	}
+	if len(l.Login) == 0 || len(l.Login) > 32 || strings.ContainsFunc(l.Login, func(r rune) bool { return r <= ' ' || r > '~' }) {
+		return fmt.Errorf("login report: invalid login %s", names.Quote(l.Login))
+	}
+	if len(l.KeyID) > 255 || strings.ContainsFunc(l.KeyID, func(r rune) bool { return r < ' ' || r == 0x7f }) {
+		return fmt.Errorf("login report: invalid key id %s", names.Quote(l.KeyID))
 	}
 	return nil
 }

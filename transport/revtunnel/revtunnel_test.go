@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,6 +25,10 @@ import (
 const waitFor = 10 * time.Second
 
 const goodToken = "good-join-token"
+
+// proxyID is the id in the test proxies' certificates, which their hello
+// replies must repeat.
+const proxyID = "proxy-1"
 
 func newAuthority(t *testing.T) *pki.Authority {
 	t.Helper()
@@ -43,8 +48,8 @@ func newKey(t *testing.T) ssh.Signer {
 	return s
 }
 
-// hostSigner returns a new key holding a host certificate for id from a's
-// host CA, issued at now (zero: the current time).
+// hostSigner returns a new key holding a proxy's host certificate for id
+// from a's host CA, issued at now (zero: the current time).
 func hostSigner(t *testing.T, a *pki.Authority, id string, now time.Time) ssh.Signer {
 	t.Helper()
 	key := newKey(t)
@@ -66,14 +71,24 @@ type proxy struct {
 	conns chan *ServerConn
 	errs  chan error
 	joins atomic.Int32
+	// tokenChecks counts the calls of CheckJoinToken.
+	tokenChecks atomic.Int32
 }
 
+// takenName is a resource name the test proxies' Join refuses to grant.
+const takenName = "taken"
+
+// baseServerConfig is a proxy of a's cluster: its certificate from the
+// host CA, agents' certificates issued by Join from the agent CA.
 func baseServerConfig(t *testing.T, a *pki.Authority) ServerConfig {
 	return ServerConfig{
-		HostSigner:     hostSigner(t, a, "proxy-1", time.Time{}),
-		HostCA:         a.HostCA.PublicKey(),
+		HostSigner:     hostSigner(t, a, proxyID, time.Time{}),
+		AgentCA:        a.AgentCA.PublicKey(),
 		CheckJoinToken: func(tok string) bool { return tok == goodToken },
-		Join: func(req JoinRequest, _ net.Addr) (JoinResponse, error) {
+		Join: func(req JoinRequest, token string, _ net.Addr) (JoinResponse, error) {
+			if token != goodToken {
+				return JoinResponse{}, fmt.Errorf("Join called with token %q, want the one CheckJoinToken accepted", token)
+			}
 			if req.Name == "refused" {
 				return JoinResponse{}, errors.New("agent name refused is taken")
 			}
@@ -81,7 +96,16 @@ func baseServerConfig(t *testing.T, a *pki.Authority) ServerConfig {
 			if err != nil {
 				return JoinResponse{}, fmt.Errorf("public key: %w", err)
 			}
-			cert, err := a.IssueHostCert(pub, pki.HostCertRequest{ID: req.Name, Principals: req.Principals, TTL: time.Hour})
+			var granted []string
+			var refused []Refused
+			for _, n := range req.Principals {
+				if n == takenName {
+					refused = append(refused, Refused{Name: n, Reason: "already another agent's"})
+					continue
+				}
+				granted = append(granted, n)
+			}
+			cert, err := a.IssueAgentCert(pub, pki.AgentCertRequest{ID: req.Name, Names: granted, TTL: time.Hour})
 			if err != nil {
 				return JoinResponse{}, err
 			}
@@ -89,6 +113,7 @@ func baseServerConfig(t *testing.T, a *pki.Authority) ServerConfig {
 				AgentID:  req.Name,
 				HostCert: string(ssh.MarshalAuthorizedKey(cert)),
 				UserCA:   string(ssh.MarshalAuthorizedKey(a.UserCA.PublicKey())),
+				Refused:  refused,
 			}, nil
 		},
 		HandshakeTimeout: 5 * time.Second,
@@ -99,9 +124,14 @@ func startProxy(t *testing.T, cfg ServerConfig) *proxy {
 	t.Helper()
 	p := &proxy{conns: make(chan *ServerConn, 8), errs: make(chan error, 8)}
 	join := cfg.Join
-	cfg.Join = func(req JoinRequest, remote net.Addr) (JoinResponse, error) {
+	cfg.Join = func(req JoinRequest, token string, remote net.Addr) (JoinResponse, error) {
 		p.joins.Add(1)
-		return join(req, remote)
+		return join(req, token, remote)
+	}
+	check := cfg.CheckJoinToken
+	cfg.CheckJoinToken = func(tok string) bool {
+		p.tokenChecks.Add(1)
+		return check(tok)
 	}
 	srv, err := NewServer(cfg)
 	if err != nil {
@@ -159,35 +189,63 @@ func startProxy(t *testing.T, cfg ServerConfig) *proxy {
 	return p
 }
 
-// recHandler records what the agent sends.
+// recHandler records what the agent sends. Its hello reply is reply,
+// with ProxyID proxyID if reply names none and is no refusal (Dial
+// requires the proxy id of the certificate).
 type recHandler struct {
 	reply HelloReply
-	hbErr error
+	renew RenewReply
 
-	mu     sync.Mutex // guards the fields below
-	hellos []Hello
-	hbs    []Heartbeat
-	logins []Login
+	mu      sync.Mutex // guards the fields below
+	hbErr   error
+	hbReply HeartbeatReply
+	hellos  []Hello
+	hbs     []Heartbeat
+	logins  []Login
+	renews  int
 }
 
 func (h *recHandler) Hello(hello Hello) HelloReply {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.hellos = append(h.hellos, hello)
-	return h.reply
+	r := h.reply
+	if r.ProxyID == "" && r.Error == "" {
+		r.ProxyID = proxyID
+	}
+	return r
 }
 
-func (h *recHandler) Heartbeat(hb Heartbeat) error {
+func (h *recHandler) Heartbeat(hb Heartbeat) (HeartbeatReply, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.hbs = append(h.hbs, hb)
-	return h.hbErr
+	return h.hbReply, h.hbErr
 }
 
 func (h *recHandler) Login(l Login) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.logins = append(h.logins, l)
+}
+
+func (h *recHandler) Renew() RenewReply {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.renews++
+	return h.renew
+}
+
+func (h *recHandler) loginsSeen() []Login {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]Login(nil), h.logins...)
+}
+
+func (h *recHandler) renewCalls() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.renews
 }
 
 func (h *recHandler) heartbeats() []Heartbeat {
@@ -240,8 +298,27 @@ func tunnel(t *testing.T, p *proxy, signer ssh.Signer, id string, trust Trust, h
 	return d.c, sc, d.reply
 }
 
-func agentSigner(t *testing.T, a *pki.Authority, id string) ssh.Signer {
-	return hostSigner(t, a, id, time.Time{})
+// agentSigner returns a new key holding an agent certificate for id, with
+// names as more principals, from a's agent CA.
+func agentSigner(t *testing.T, a *pki.Authority, id string, names ...string) ssh.Signer {
+	t.Helper()
+	return agentSignerAt(t, a, id, time.Time{}, names...)
+}
+
+// agentSignerAt is agentSigner for a certificate issued at now (valid for
+// an hour).
+func agentSignerAt(t *testing.T, a *pki.Authority, id string, now time.Time, names ...string) ssh.Signer {
+	t.Helper()
+	key := newKey(t)
+	cert, err := a.IssueAgentCert(key.PublicKey(), pki.AgentCertRequest{ID: id, Names: names, TTL: time.Hour, Now: now})
+	if err != nil {
+		t.Fatalf("IssueAgentCert: %v", err)
+	}
+	s, err := ssh.NewCertSigner(cert, key)
+	if err != nil {
+		t.Fatalf("NewCertSigner: %v", err)
+	}
+	return s
 }
 
 func TestJoin(t *testing.T) {
@@ -262,7 +339,7 @@ func TestJoin(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 			defer cancel()
 			key := newKey(t)
-			req := JoinRequest{Name: "agent-1", PublicKey: string(ssh.MarshalAuthorizedKey(key.PublicKey())), Principals: []string{"web"}}
+			req := JoinRequest{Name: "agent-1", PublicKey: string(ssh.MarshalAuthorizedKey(key.PublicKey())), Principals: []string{"web", takenName}}
 			resp, ca, err := Join(ctx, p.addr, goodToken, req, tt.trust)
 			if err != nil {
 				t.Fatalf("Join: %v", err)
@@ -281,8 +358,14 @@ func TestJoin(t *testing.T) {
 			if !ok || cert.CertType != ssh.HostCert || !bytes.Equal(cert.Key.Marshal(), key.PublicKey().Marshal()) {
 				t.Fatalf("got %T %v, want a host certificate for the agent's key", pub, pub)
 			}
-			if got, want := strings.Join(cert.ValidPrincipals, ","), "agent-1,web"; got != want {
+			if got, want := strings.Join(cert.ValidPrincipals, ","), "agent/agent-1,web"; got != want {
 				t.Errorf("got principals %q, want %q", got, want)
+			}
+			if _, err := pki.CheckAgentCert(a.AgentCA.PublicKey(), cert, "agent-1", time.Time{}); err != nil {
+				t.Errorf("the joined agent's certificate: %v, want one from the agent CA", err)
+			}
+			if want := []Refused{{Name: takenName, Reason: "already another agent's"}}; fmt.Sprint(resp.Refused) != fmt.Sprint(want) {
+				t.Errorf("got refused %+v, want %+v", resp.Refused, want)
 			}
 			if resp.UserCA == "" {
 				t.Error("got no user CA in the join response")
@@ -321,7 +404,7 @@ func TestJoinRefused(t *testing.T) {
 		{name: "CA of another cluster", addr: p.addr, token: goodToken, agent: "a1", trust: Trust{CA: other.HostCA.PublicKey()}, want: "not signed by the cluster host CA", wantNoJoin: p},
 		{name: "plain host key", addr: plain.addr, token: goodToken, agent: "a1", want: "plain host key", wantNoJoin: plain},
 		{name: "expired host certificate", addr: expired.addr, token: goodToken, agent: "a1", trust: Trust{CA: hostCA}, want: "host certificate", wantNoJoin: expired},
-		{name: "proxy refuses the join", addr: p.addr, token: goodToken, agent: "refused", want: "agent name refused is taken"},
+		{name: "proxy refuses the join", addr: p.addr, token: goodToken, agent: "refused", wantRefused: true, want: "agent name refused is taken"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -370,14 +453,29 @@ func TestTunnelAuthRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A proxy-style certificate: from the host CA, for the agent's id and
+	// even its agent principal. Only the agent CA makes agents.
+	proxyKey := newKey(t)
+	proxyCert, err := a.IssueHostCert(proxyKey.PublicKey(), pki.HostCertRequest{ID: "agent-1", Principals: []string{pki.AgentPrincipal("agent-1")}, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxyStyle, err := ssh.NewCertSigner(proxyCert, proxyKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	tests := []struct {
 		name   string
 		id     string
 		signer ssh.Signer
 	}{
 		{"certificate for another agent", "agent-1", agentSigner(t, a, "agent-2")},
-		{"certificate from another CA", "agent-1", agentSigner(t, other, "agent-1")},
-		{"expired certificate", "agent-1", hostSigner(t, a, "agent-1", time.Now().Add(-3*time.Hour))},
+		{"another agent's certificate naming this id as a resource", "agent-1", agentSigner(t, a, "agent-2", "agent-1")},
+		{"certificate from another cluster's agent CA", "agent-1", agentSigner(t, other, "agent-1")},
+		{"certificate from the host CA (a proxy's)", "agent-1", proxyStyle},
+		{"a proxy's own certificate", proxyID, hostSigner(t, a, proxyID, time.Time{})},
+		{"expired certificate", "agent-1", agentSignerAt(t, a, "agent-1", time.Now().Add(-3*time.Hour))},
 		{"plain key", "agent-1", newKey(t)},
 		{"user certificate", "agent-1", userSigner},
 	}
@@ -398,37 +496,6 @@ func TestTunnelAuthRefused(t *testing.T) {
 				sc.Close()
 				t.Errorf("the proxy accepted a tunnel for %s", sc.AgentID)
 			default:
-			}
-		})
-	}
-}
-
-func TestCheckAgentCert(t *testing.T) {
-	a := newAuthority(t)
-	other := newAuthority(t)
-	now := time.Now()
-	good := agentSigner(t, a, "agent-1").PublicKey()
-	tests := []struct {
-		name string
-		key  ssh.PublicKey
-		id   string
-		now  time.Time
-		want string // "" for success
-	}{
-		{"valid", good, "agent-1", now, ""},
-		{"other agent", good, "agent-2", now, `certificate is for agent "agent-1", not "agent-2"`},
-		{"other CA", agentSigner(t, other, "agent-1").PublicKey(), "agent-1", now, "not signed by the cluster host CA"},
-		{"plain key", newKey(t).PublicKey(), "agent-1", now, "not a certificate"},
-		{"expired", good, "agent-1", now.Add(2 * time.Hour), "agent certificate"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			err := CheckAgentCert(a.HostCA.PublicKey(), tt.key, tt.id, tt.now)
-			switch {
-			case tt.want == "" && err != nil:
-				t.Errorf("got %v, want nil", err)
-			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
-				t.Errorf("got %v, want an error holding %q", err, tt.want)
 			}
 		})
 	}
@@ -485,6 +552,13 @@ func TestHelloRefused(t *testing.T) {
 	}
 }
 
+// quoted is s as it appears inside a names.Quote'd message: the client
+// quotes the proxy's refusals, escaping their quotes.
+func quoted(s string) string {
+	q := strconv.Quote(s)
+	return q[1 : len(q)-1]
+}
+
 func TestHeartbeat(t *testing.T) {
 	a := newAuthority(t)
 	p := startProxy(t, baseServerConfig(t, a))
@@ -497,8 +571,8 @@ func TestHeartbeat(t *testing.T) {
 		{Name: "web", Kind: KindTCP, Labels: map[string]string{"env": "prod"}, Healthy: true},
 		{Name: "node-1", Kind: KindSSH, Healthy: false, Detail: "sshd down"},
 	}}
-	if err := c.Heartbeat(ctx, good); err != nil {
-		t.Fatalf("Heartbeat: %v", err)
+	if reply, err := c.Heartbeat(ctx, good); err != nil || len(reply.Refused) != 0 {
+		t.Fatalf("Heartbeat: got %+v, %v; want accepted, nothing refused", reply, err)
 	}
 	got := h.heartbeats()
 	if len(got) != 1 || fmt.Sprint(got[0]) != fmt.Sprint(good) {
@@ -518,8 +592,8 @@ func TestHeartbeat(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := len(h.heartbeats())
-			err := c.Heartbeat(ctx, tt.hb)
-			if err == nil || !strings.Contains(err.Error(), "refused") || !strings.Contains(err.Error(), tt.want) {
+			_, err := c.Heartbeat(ctx, tt.hb)
+			if err == nil || !strings.Contains(err.Error(), "refused") || !strings.Contains(err.Error(), quoted(tt.want)) {
 				t.Errorf("got %v, want a refusal holding %q", err, tt.want)
 			}
 			if n := len(h.heartbeats()); n != before {
@@ -528,44 +602,34 @@ func TestHeartbeat(t *testing.T) {
 		})
 	}
 
+	t.Run("refused resources", func(t *testing.T) {
+		want := HeartbeatReply{Refused: []Refused{{Name: "web", Reason: "outside this agent's grant"}}}
+		h.mu.Lock()
+		h.hbReply = want
+		h.mu.Unlock()
+		defer func() {
+			h.mu.Lock()
+			h.hbReply = HeartbeatReply{}
+			h.mu.Unlock()
+		}()
+		got, err := c.Heartbeat(ctx, good)
+		if err != nil {
+			t.Fatalf("Heartbeat: %v", err)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("got reply %+v, want %+v", got, want)
+		}
+	})
+
 	t.Run("handler error", func(t *testing.T) {
 		h.mu.Lock()
 		h.hbErr = errors.New("agent is draining")
 		h.mu.Unlock()
-		err := c.Heartbeat(ctx, good)
+		_, err := c.Heartbeat(ctx, good)
 		if err == nil || !strings.Contains(err.Error(), "agent is draining") {
 			t.Errorf("got %v, want a refusal with the handler's error", err)
 		}
 	})
-}
-
-func TestLogin(t *testing.T) {
-	a := newAuthority(t)
-	p := startProxy(t, baseServerConfig(t, a))
-	h := &recHandler{}
-	c, _, _ := tunnel(t, p, agentSigner(t, a, "agent-1"), "agent-1", Trust{CA: a.HostCA.PublicKey()}, h, Hello{})
-	want := []Login{{SessionID: "s1", Login: "ubuntu", KeyID: "alice"}, {SessionID: "s2", Login: "root"}}
-	for _, l := range want {
-		if err := c.ReportLogin(l); err != nil {
-			t.Fatalf("ReportLogin: %v", err)
-		}
-	}
-	// A malformed login does not reach the handler nor end the tunnel.
-	if _, _, err := c.conn.SendRequest(ReqLogin, false, []byte("{not json")); err != nil {
-		t.Fatal(err)
-	}
-	// Requests are handled in order, so once a heartbeat is answered the
-	// logins sent before it have been handled.
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	defer cancel()
-	if err := c.Heartbeat(ctx, Heartbeat{}); err != nil {
-		t.Fatalf("heartbeat after the logins: %v", err)
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if fmt.Sprint(h.logins) != fmt.Sprint(want) {
-		t.Errorf("handler got logins %+v, want %+v", h.logins, want)
-	}
 }
 
 // TestHelloOrder checks the Handler contract: Hello is called once per
@@ -936,9 +1000,21 @@ func TestServerConfigValidate(t *testing.T) {
 	if err == nil {
 		t.Fatal("NewServer(ServerConfig{}): got nil error")
 	}
-	for _, field := range []string{"HostSigner", "HostCA", "CheckJoinToken", "Join"} {
+	for _, field := range []string{"HostSigner", "AgentCA", "CheckJoinToken", "Join"} {
 		if !strings.Contains(err.Error(), field) {
 			t.Errorf("got %q, want it to name %s", err, field)
+		}
+	}
+	a := newAuthority(t)
+	for _, tt := range []struct {
+		name     string
+		burst    int
+		interval time.Duration
+	}{{"negative burst", -1, 0}, {"negative interval", 0, -time.Second}} {
+		cfg := baseServerConfig(t, a)
+		cfg.JoinBurst, cfg.JoinInterval = tt.burst, tt.interval
+		if _, err := NewServer(cfg); err == nil || !strings.Contains(err.Error(), "JoinBurst and JoinInterval") {
+			t.Errorf("%s: got %v, want an error naming JoinBurst and JoinInterval", tt.name, err)
 		}
 	}
 }

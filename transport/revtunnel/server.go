@@ -1,15 +1,22 @@
 package revtunnel
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/warren-proxy/warren/internal/gate"
+	"github.com/warren-proxy/warren/internal/logsample"
+	"github.com/warren-proxy/warren/internal/names"
+	"github.com/warren-proxy/warren/internal/ratelimit"
+	"github.com/warren-proxy/warren/transport/pki"
 )
 
 // ErrJoined is returned by Server.Handshake for a join connection: the
@@ -18,19 +25,30 @@ var ErrJoined = errors.New("join served")
 
 // ServerConfig configures the proxy side of the tunnel protocol.
 type ServerConfig struct {
-	// HostSigner is the proxy's host key, normally wrapping a host
-	// certificate from the cluster host CA.
+	// HostSigner is the proxy's host key, wrapping a host certificate from
+	// the cluster's proxy host CA.
 	HostSigner ssh.Signer
-	// HostCA signs agent certificates; only agents holding one connect.
-	HostCA ssh.PublicKey
-	// CheckJoinToken reports whether a join token is valid.
+	// AgentCA signs agents' certificates; only agents holding one connect.
+	AgentCA ssh.PublicKey
+	// AuthorizeAgent, if set, is asked about an agent whose certificate
+	// is valid (signed by AgentCA, for its id, in time): a lock or a bad
+	// grant refuses the tunnel with the error, which is logged.
+	AuthorizeAgent func(cert *ssh.Certificate) error
+	// CheckJoinToken reports whether a join token is one the cluster
+	// knows. Whether it may still be used (expiry, uses, locks) is Join's
+	// to say, so that the agent hears why.
 	CheckJoinToken func(token string) bool
-	// Join issues the identity of a joining agent.
-	Join func(req JoinRequest, remote net.Addr) (JoinResponse, error)
+	// Join issues the identity of a joining agent that authenticated with
+	// token.
+	Join func(req JoinRequest, token string, remote net.Addr) (JoinResponse, error)
 	// HandshakeTimeout bounds the SSH handshake and the join exchange.
 	HandshakeTimeout time.Duration
-	Clock            func() time.Time
-	Logger           *slog.Logger
+	// JoinBurst wrong join tokens are allowed from one address at once,
+	// and one more every JoinInterval (defaults 10 and 6s: ten a minute).
+	JoinBurst    int
+	JoinInterval time.Duration
+	Clock        func() time.Time
+	Logger       *slog.Logger
 }
 
 // Validate reports every missing field at once.
@@ -39,8 +57,8 @@ func (c ServerConfig) Validate() error {
 	if c.HostSigner == nil {
 		errs = append(errs, errors.New("HostSigner is required"))
 	}
-	if c.HostCA == nil {
-		errs = append(errs, errors.New("HostCA is required"))
+	if c.AgentCA == nil {
+		errs = append(errs, errors.New("AgentCA is required"))
 	}
 	if c.CheckJoinToken == nil {
 		errs = append(errs, errors.New("CheckJoinToken is required"))
@@ -48,13 +66,18 @@ func (c ServerConfig) Validate() error {
 	if c.Join == nil {
 		errs = append(errs, errors.New("Join is required"))
 	}
+	if c.JoinBurst < 0 || c.JoinInterval < 0 {
+		errs = append(errs, errors.New("JoinBurst and JoinInterval must not be negative"))
+	}
 	return errors.Join(errs...)
 }
 
 // Server accepts agent tunnels.
 type Server struct {
-	cfg ServerConfig
-	ssh *ssh.ServerConfig
+	cfg          ServerConfig
+	ssh          *ssh.ServerConfig
+	joins        *ratelimit.Keyed
+	refusedJoins *logsample.Sampler
 }
 
 // NewServer returns a Server for cfg.
@@ -65,13 +88,23 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = 10 * time.Second
 	}
+	if cfg.JoinBurst == 0 {
+		cfg.JoinBurst = 10
+	}
+	if cfg.JoinInterval == 0 {
+		cfg.JoinInterval = 6 * time.Second
+	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg}
+	s := &Server{
+		cfg:          cfg,
+		joins:        &ratelimit.Keyed{Burst: cfg.JoinBurst, Every: cfg.JoinInterval, MaxKeys: 100000},
+		refusedJoins: logsample.New(cfg.Logger, "join refused: unknown token", logsample.Every),
+	}
 	sc := &ssh.ServerConfig{
 		PasswordCallback:  s.checkJoin,
 		PublicKeyCallback: s.checkAgent,
@@ -83,51 +116,43 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	return s, nil
 }
 
-const permJoin = "warren-join"
+type joinTokenKey struct{}
 
+// checkJoin authenticates a join connection by its token. Wrong tokens
+// are limited per address (JoinBurst at once, one more every
+// JoinInterval): a token has 128 bits, but nobody gets to try thousands a
+// second. Right ones cost nothing, so a fleet behind one NAT address can
+// join at once.
 func (s *Server) checkJoin(meta ssh.ConnMetadata, password []byte) (*ssh.Permissions, error) {
 	if meta.User() != JoinUser {
 		return nil, fmt.Errorf("password auth is only for user %q", JoinUser)
 	}
+	ip := gate.AddrKey(meta.RemoteAddr())
+	if !s.joins.Has(ip) {
+		s.refusedJoins.Event("remote", meta.RemoteAddr().String(), "reason", "too many wrong tokens")
+		return nil, errors.New("too many wrong join tokens from this address; wait a minute")
+	}
 	if !s.cfg.CheckJoinToken(string(password)) {
-		s.cfg.Logger.Warn("join refused: invalid token", "remote", meta.RemoteAddr().String())
+		s.joins.Allow(ip) // charge the failure
+		s.refusedJoins.Event("remote", meta.RemoteAddr().String())
 		return nil, errors.New("invalid join token")
 	}
-	return &ssh.Permissions{Extensions: map[string]string{permJoin: "1"}}, nil
+	return &ssh.Permissions{ExtraData: map[any]any{joinTokenKey{}: string(password)}}, nil
 }
 
 func (s *Server) checkAgent(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
-	if err := CheckAgentCert(s.cfg.HostCA, key, meta.User(), s.cfg.Clock()); err != nil {
-		s.cfg.Logger.Warn("tunnel refused", "remote", meta.RemoteAddr().String(), "agent", meta.User(), "err", err)
+	cert, err := pki.CheckAgentCert(s.cfg.AgentCA, key, meta.User(), s.cfg.Clock())
+	if err == nil && s.cfg.AuthorizeAgent != nil {
+		err = s.cfg.AuthorizeAgent(cert)
+	}
+	if err != nil {
+		s.cfg.Logger.Warn("tunnel refused", "remote", meta.RemoteAddr().String(), "agent", names.Quote(meta.User()), "err", err)
 		return nil, err
 	}
-	return &ssh.Permissions{ExtraData: map[any]any{certKey{}: key.(*ssh.Certificate)}}, nil
+	return &ssh.Permissions{ExtraData: map[any]any{certKey{}: cert}}, nil
 }
 
 type certKey struct{}
-
-// CheckAgentCert verifies that key is a valid host certificate from hostCA
-// whose key id is agentID.
-func CheckAgentCert(hostCA, key ssh.PublicKey, agentID string, now time.Time) error {
-	cert, ok := key.(*ssh.Certificate)
-	if !ok {
-		return errors.New("agent key is not a certificate")
-	}
-	if cert.CertType != ssh.HostCert {
-		return errors.New("agent certificate is not a host certificate")
-	}
-	if !bytes.Equal(cert.SignatureKey.Marshal(), hostCA.Marshal()) {
-		return errors.New("agent certificate is not signed by the cluster host CA")
-	}
-	if cert.KeyId != agentID {
-		return fmt.Errorf("certificate is for agent %q, not %q", cert.KeyId, agentID)
-	}
-	checker := ssh.CertChecker{Clock: func() time.Time { return now }}
-	if err := checker.CheckCert(agentID, cert); err != nil {
-		return fmt.Errorf("agent certificate: %w", err)
-	}
-	return nil
-}
 
 // Handshake runs the SSH handshake on nc. For an agent tunnel it returns
 // the ServerConn. For a join connection it serves the join, closes nc and
@@ -143,17 +168,17 @@ func (s *Server) Handshake(ctx context.Context, nc net.Conn) (*ServerConn, error
 		nc.Close()
 		return nil, fmt.Errorf("tunnel handshake from %s: %w", nc.RemoteAddr(), err)
 	}
-	if sconn.Permissions != nil && sconn.Permissions.Extensions[permJoin] != "" {
+	if tok, ok := sconn.Permissions.ExtraData[joinTokenKey{}].(string); ok {
 		defer sconn.Close()
 		go rejectChannels(chans)
-		return nil, s.serveJoin(sconn, reqs)
+		return nil, s.serveJoin(sconn, tok, reqs)
 	}
 	_ = nc.SetDeadline(time.Time{})
 	cert, _ := sconn.Permissions.ExtraData[certKey{}].(*ssh.Certificate)
-	return &ServerConn{AgentID: sconn.User(), Cert: cert, conn: sconn, chans: chans, reqs: reqs, logger: s.cfg.Logger}, nil
+	return &ServerConn{AgentID: sconn.User(), Cert: cert, conn: sconn, chans: chans, reqs: reqs, logger: s.cfg.Logger, dialed: map[string]bool{}}, nil
 }
 
-func (s *Server) serveJoin(sconn *ssh.ServerConn, reqs <-chan *ssh.Request) error {
+func (s *Server) serveJoin(sconn *ssh.ServerConn, token string, reqs <-chan *ssh.Request) error {
 	for req := range reqs {
 		if req.Type != ReqJoin {
 			_ = req.Reply(false, nil)
@@ -163,7 +188,7 @@ func (s *Server) serveJoin(sconn *ssh.ServerConn, reqs <-chan *ssh.Request) erro
 		var resp JoinResponse
 		if err := decode(req.Payload, &jr); err != nil {
 			resp.Error = "malformed join request: " + err.Error()
-		} else if r, err := s.cfg.Join(jr, sconn.RemoteAddr()); err != nil {
+		} else if r, err := s.cfg.Join(jr, token, sconn.RemoteAddr()); err != nil {
 			resp.Error = err.Error()
 		} else {
 			resp = r
@@ -185,13 +210,22 @@ func rejectChannels(chans <-chan ssh.NewChannel) {
 
 // Handler receives an agent's requests on a tunnel.
 type Handler interface {
-	// Hello is called once per tunnel, before any heartbeat.
+	// Hello is called once per tunnel, before anything else.
 	Hello(Hello) HelloReply
-	// Heartbeat is called for every heartbeat; an error is sent back.
-	Heartbeat(Heartbeat) error
-	// Login is called when the agent reports a session's login.
+	// Heartbeat is called for every valid heartbeat after the hello; an
+	// error refuses it, a reply lists the resources refused.
+	Heartbeat(Heartbeat) (HeartbeatReply, error)
+	// Login is called when the agent reports a session's login: after the
+	// hello, only for a session this tunnel dialed, once per session, with
+	// a valid payload. Anything else is dropped before it gets here.
 	Login(Login)
+	// Renew answers the agent's request for a fresh certificate.
+	Renew() RenewReply
 }
+
+// maxPendingLogins bounds the sessions a tunnel remembers having dialed
+// until their login report: one agent cannot make the proxy remember more.
+const maxPendingLogins = 4096
 
 // ServerConn is the proxy's end of one agent tunnel.
 type ServerConn struct {
@@ -202,6 +236,38 @@ type ServerConn struct {
 	chans  <-chan ssh.NewChannel
 	reqs   <-chan *ssh.Request
 	logger *slog.Logger
+
+	mu      sync.Mutex      // guards dialed and order
+	dialed  map[string]bool // sessions dialed whose login is not reported yet
+	order   []string        // dialed, oldest first, to forget beyond maxPendingLogins
+	dropped int             // login reports dropped, for one log line per tunnel
+}
+
+// expectLogin remembers that session was dialed on this tunnel.
+func (c *ServerConn) expectLogin(session string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.order) >= maxPendingLogins {
+		delete(c.dialed, c.order[0])
+		c.order = c.order[1:]
+	}
+	c.dialed[session] = true
+	c.order = append(c.order, session)
+}
+
+// takeLogin reports whether a login report for session is expected, and
+// forgets it: one report per session.
+func (c *ServerConn) takeLogin(session string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.dialed[session] {
+		return false
+	}
+	delete(c.dialed, session)
+	if i := slices.Index(c.order, session); i >= 0 {
+		c.order = slices.Delete(c.order, i, i+1)
+	}
+	return true
 }
 
 // RemoteAddr is the agent's address.
@@ -250,34 +316,57 @@ func (c *ServerConn) Serve(h Handler) error {
 				continue
 			}
 			var hb Heartbeat
+			var reply HeartbeatReply
 			err := decode(req.Payload, &hb)
 			if err == nil {
 				err = hb.Validate()
 			}
 			if err == nil {
-				err = h.Heartbeat(hb)
+				reply, err = h.Heartbeat(hb)
 			}
 			if err != nil {
 				c.logger.Warn("heartbeat refused", "agent", c.AgentID, "err", err)
 				_ = req.Reply(false, []byte(err.Error()))
 				continue
 			}
-			_ = req.Reply(true, nil)
+			_ = req.Reply(true, encode(reply))
 		case ReqLogin:
 			var l Login
-			if err := decode(req.Payload, &l); err == nil {
+			switch {
+			case !helloed || len(req.Payload) > MaxLoginPayload:
+				c.dropLogin()
+			case decode(req.Payload, &l) != nil || l.Validate() != nil || !c.takeLogin(l.SessionID):
+				c.dropLogin()
+			default:
 				h.Login(l)
 			}
 			if req.WantReply {
-				_ = req.Reply(true, nil)
+				_ = req.Reply(false, nil)
 			}
+		case ReqRenew:
+			reply := RenewReply{Error: "renew before hello"}
+			if helloed {
+				reply = h.Renew()
+			}
+			_ = req.Reply(reply.Error == "", encode(reply))
 		default:
 			if req.WantReply {
 				_ = req.Reply(false, nil)
 			}
 		}
 	}
+	if c.dropped > 0 {
+		c.logger.Warn("agent sent login reports for sessions it was not dialed for; dropped", "agent", c.AgentID, "count", c.dropped)
+	}
 	return c.conn.Wait()
+}
+
+// dropLogin counts a login report that is not accepted. Nothing is logged
+// per report: an agent could send them by the thousand.
+func (c *ServerConn) dropLogin() {
+	c.mu.Lock()
+	c.dropped++
+	c.mu.Unlock()
 }
 
 // Dial opens a dial channel to the agent. The agent's rejection reason is
@@ -288,6 +377,9 @@ func (c *ServerConn) Dial(ctx context.Context, req DialRequest) (ssh.Channel, er
 		err error
 	}
 	done := make(chan result, 1)
+	// Expected before the channel opens: the agent may report the login
+	// the moment it accepts.
+	c.expectLogin(req.SessionID)
 	go func() {
 		ch, reqs, err := c.conn.OpenChannel(ChanDial, encode(req))
 		if err == nil {
@@ -336,6 +428,12 @@ func (c *ServerConn) Keepalive(timeout time.Duration) error {
 // SendProxies tells the agent the current proxy set; it does not wait.
 func (c *ServerConn) SendProxies(set ProxySet) error {
 	_, _, err := c.conn.SendRequest(ReqProxies, false, encode(set))
+	return err
+}
+
+// SendPolicy tells the agent the cluster's roles; it does not wait.
+func (c *ServerConn) SendPolicy(set PolicySet) error {
+	_, _, err := c.conn.SendRequest(ReqPolicy, false, encode(set))
 	return err
 }
 

@@ -22,7 +22,6 @@
 package usersh
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -31,6 +30,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,16 +38,10 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	// revtunnel owns the grammar of resource names (agents announce them
-	// in its heartbeats); it imports no other Warren package, so there is
-	// no cycle.
-	"github.com/warren-proxy/warren/transport/revtunnel"
-)
-
-// Extension names in user certificates (see transport/pki).
-const (
-	extUser  = "warren-user@warren.dev"
-	extRoles = "warren-roles@warren.dev"
+	"github.com/warren-proxy/warren/internal/gate"
+	"github.com/warren-proxy/warren/internal/logsample"
+	"github.com/warren-proxy/warren/internal/names"
+	"github.com/warren-proxy/warren/transport/pki"
 )
 
 // Identity is who is on a connection, from their certificate.
@@ -58,6 +52,8 @@ type Identity struct {
 	KeyID      string
 	Serial     uint64
 	ValidUntil time.Time
+	// CertTTL is how long the certificate was issued for.
+	CertTTL time.Duration
 }
 
 // HasRole reports whether the identity holds role.
@@ -129,6 +125,10 @@ type Config struct {
 	Logger           *slog.Logger
 	// Help is printed to a user who asks for a shell on the proxy.
 	Help string
+	// Authorize, if set, is asked about every user whose certificate is
+	// valid; an error refuses the login and its text is shown to the user
+	// (a lock, a role that does not exist, a certificate too long-lived).
+	Authorize func(Identity) error
 
 	// MaxChannelsPerConn bounds the channels (direct-tcpip and session)
 	// open at once on one connection; 0 means DefaultMaxChannelsPerConn,
@@ -160,10 +160,10 @@ type Config struct {
 }
 
 // CheckResourceName is the default Config.CheckTarget: host must be a
-// Warren resource name (revtunnel.ValidName), since nothing else can be
+// Warren resource name (names.Valid), since nothing else can be
 // routed. Its error never repeats the name.
 func CheckResourceName(host string) error {
-	if revtunnel.ValidName(host) {
+	if names.Valid(host) {
 		return nil
 	}
 	return errors.New("a resource name is 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit")
@@ -203,15 +203,15 @@ type Server struct {
 	ssh *ssh.ServerConfig
 
 	// Sampled logs of refusals that an attacker can repeat at will.
-	refusedHandshakes *sampledLog
-	refusedChannels   *sampledLog
-	refusedTargets    *sampledLog
+	refusedHandshakes *logsample.Sampler
+	refusedChannels   *logsample.Sampler
+	refusedTargets    *logsample.Sampler
 
 	wg       sync.WaitGroup // every connection goroutine
 	mu       sync.Mutex     // guards the fields below
 	ln       map[net.Listener]bool
-	hs       map[net.Conn]string // connections still in their handshake → their address key
-	hsPerIP  map[string]int      // address key → connections in their handshake
+	hs       map[net.Conn]func() // connections still in their handshake → leave their gate
+	gate     *gate.Gate          // counts them overall and per address
 	cs       map[*Conn]bool
 	userOpen map[string]int // user → open channels over all connections
 	closed   bool
@@ -249,14 +249,14 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg:      cfg,
 		ln:       map[net.Listener]bool{},
-		hs:       map[net.Conn]string{},
-		hsPerIP:  map[string]int{},
+		hs:       map[net.Conn]func(){},
+		gate:     &gate.Gate{Max: cfg.MaxHandshakes, MaxPerIP: cfg.MaxHandshakesPerIP},
 		cs:       map[*Conn]bool{},
 		userOpen: map[string]int{},
 
-		refusedHandshakes: newSampledLog(cfg.Logger, "user connection refused before its handshake", logEvery),
-		refusedChannels:   newSampledLog(cfg.Logger, "user channel refused: too many open", logEvery),
-		refusedTargets:    newSampledLog(cfg.Logger, "direct-tcpip refused: not a resource name", logEvery),
+		refusedHandshakes: logsample.New(cfg.Logger, "user connection refused before its handshake", logsample.Every),
+		refusedChannels:   logsample.New(cfg.Logger, "user channel refused: too many open", logsample.Every),
+		refusedTargets:    logsample.New(cfg.Logger, "direct-tcpip refused: not a resource name", logsample.Every),
 	}
 	sc := &ssh.ServerConfig{
 		PublicKeyCallback: s.authenticate,
@@ -270,72 +270,59 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-const (
-	permUser   = "warren-user"
-	permRoles  = "warren-roles"
-	permKeyID  = "warren-key-id"
-	permLogins = "warren-logins"
-	permSerial = "warren-serial"
-	permUntil  = "warren-until"
-)
+type certKey struct{}
 
-// authenticate accepts user certificates from the user CA. The SSH user
-// name must be the Warren user name or one of the certificate's logins.
+// authenticate accepts user certificates from the user CA (pki's one
+// check), then asks Config.Authorize. The SSH user name must be the Warren
+// user name or one of the certificate's logins.
 func (s *Server) authenticate(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
-	cert, ok := key.(*ssh.Certificate)
-	if !ok {
+	if _, ok := key.(*ssh.Certificate); !ok {
 		// Clients offer plain keys before certificates; a banner here
 		// would be noise, the final message below is what users see.
 		return nil, errors.New("not a certificate")
 	}
+	cert, err := pki.CheckUserCert(s.cfg.UserCAs, key, s.cfg.Clock())
 	fail := func(msg string) (*ssh.Permissions, error) {
-		s.cfg.Logger.Warn("user auth refused", "user", meta.User(), "key_id", cert.KeyId, "remote", meta.RemoteAddr().String(), "reason", msg)
+		keyID := ""
+		if c, ok := key.(*ssh.Certificate); ok {
+			keyID = c.KeyId
+		}
+		s.cfg.Logger.Warn("user auth refused", "user", names.Quote(meta.User()), "key_id", names.Quote(keyID), "remote", meta.RemoteAddr().String(), "reason", msg)
 		return nil, &ssh.BannerError{Err: errors.New(msg), Message: "warren: " + msg + "\n"}
 	}
-	if cert.CertType != ssh.UserCert {
-		return fail("a host certificate cannot log in as a user")
+	if err != nil {
+		msg := err.Error()
+		if strings.HasPrefix(msg, "certificate ") {
+			msg = "your " + msg
+		}
+		if strings.Contains(msg, "expired") || strings.Contains(msg, "not signed") {
+			msg += "; get a new certificate with `warren user add`"
+		}
+		return fail(msg)
 	}
-	trusted := false
-	for _, ca := range s.cfg.UserCAs {
-		if bytes.Equal(ca.Marshal(), cert.SignatureKey.Marshal()) {
-			trusted = true
+	id := identityOf(cert)
+	if meta.User() != id.User && !slices.Contains(cert.ValidPrincipals, meta.User()) {
+		return fail(fmt.Sprintf("log in to the proxy as %q (your user name), not %s", id.User, names.Quote(meta.User())))
+	}
+	if s.cfg.Authorize != nil {
+		if err := s.cfg.Authorize(id); err != nil {
+			return fail(err.Error())
 		}
 	}
-	if !trusted {
-		return fail("your certificate is not signed by this cluster's user CA; get one with `warren user add`")
-	}
-	now := s.cfg.Clock()
-	if after := time.Unix(int64(cert.ValidAfter), 0); cert.ValidAfter != 0 && now.Before(after) {
-		return fail(fmt.Sprintf("your certificate is not valid before %s", after.UTC().Format(time.RFC3339)))
-	}
+	return &ssh.Permissions{ExtraData: map[any]any{certKey{}: cert}}, nil
+}
+
+// identityOf reads who a (verified) user certificate is.
+func identityOf(cert *ssh.Certificate) Identity {
+	user, roles := pki.UserFromCert(cert)
+	id := Identity{User: user, Roles: roles, Logins: slices.Clone(cert.ValidPrincipals), KeyID: cert.KeyId, Serial: cert.Serial}
 	if cert.ValidBefore != ssh.CertTimeInfinity {
-		if until := time.Unix(int64(cert.ValidBefore), 0); !now.Before(until) {
-			return fail(fmt.Sprintf("your certificate expired at %s; get a new one with `warren user add`", until.UTC().Format(time.RFC3339)))
+		id.ValidUntil = time.Unix(int64(cert.ValidBefore), 0)
+		if cert.ValidBefore > cert.ValidAfter {
+			id.CertTTL = time.Duration(cert.ValidBefore-cert.ValidAfter)*time.Second - pki.ClockSkew
 		}
 	}
-	user, roles := cert.Permissions.Extensions[extUser], cert.Permissions.Extensions[extRoles]
-	if user == "" {
-		user = cert.KeyId
-	}
-	if meta.User() != user && !contains(cert.ValidPrincipals, meta.User()) {
-		return fail(fmt.Sprintf("log in to the proxy as %q (your user name), not %q", user, meta.User()))
-	}
-	principal := meta.User()
-	if !contains(cert.ValidPrincipals, principal) && len(cert.ValidPrincipals) > 0 {
-		principal = cert.ValidPrincipals[0]
-	}
-	checker := ssh.CertChecker{Clock: s.cfg.Clock}
-	if err := checker.CheckCert(principal, cert); err != nil {
-		return fail("certificate rejected: " + err.Error())
-	}
-	return &ssh.Permissions{Extensions: map[string]string{
-		permUser:   user,
-		permRoles:  roles,
-		permKeyID:  cert.KeyId,
-		permLogins: strings.Join(cert.ValidPrincipals, ","),
-		permSerial: fmt.Sprint(cert.Serial),
-		permUntil:  fmt.Sprint(cert.ValidBefore),
-	}}, nil
+	return id
 }
 
 func contains(list []string, s string) bool {
@@ -370,7 +357,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			}
 			return fmt.Errorf("accept user connection: %w", err)
 		}
-		key := addrKey(nc.RemoteAddr())
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
@@ -379,21 +365,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		// Checked before any goroutine or SSH state exists, so a flood
 		// costs an accept and a close per connection.
-		var refusal string
-		var limit int
-		switch {
-		case len(s.hs) >= s.cfg.MaxHandshakes:
-			refusal, limit = "too many connections are logging in to this proxy", s.cfg.MaxHandshakes
-		case s.hsPerIP[key] >= s.cfg.MaxHandshakesPerIP:
-			refusal, limit = "too many connections from your address are logging in", s.cfg.MaxHandshakesPerIP
-		default:
-			s.hs[nc] = key
-			s.hsPerIP[key]++
+		leave, refusal := s.gate.Enter(nc.RemoteAddr())
+		if refusal == "" {
+			s.hs[nc] = leave
 			s.wg.Add(1)
 		}
 		s.mu.Unlock()
 		if refusal != "" {
-			s.refuseHandshake(nc, refusal, limit)
+			s.refuseHandshake(nc, refusal)
 			continue
 		}
 		go func() {
@@ -407,39 +386,43 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // goes first, as a line before the SSH version (RFC 4253 section 4.2
 // allows them; OpenSSH's client shows them with -v), with a short write
 // deadline: the accept loop must not wait on a client.
-func (s *Server) refuseHandshake(nc net.Conn, reason string, limit int) {
+func (s *Server) refuseHandshake(nc net.Conn, reason string) {
 	_ = nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 	_, _ = io.WriteString(nc, "warren: "+reason+"; try again in a moment\r\n")
 	nc.Close()
-	s.refusedHandshakes.event("remote", nc.RemoteAddr().String(), "reason", reason, "limit", limit)
+	s.refusedHandshakes.Event("remote", nc.RemoteAddr().String(), "reason", reason)
 }
 
 // endHandshake takes nc off the handshake counts.
 func (s *Server) endHandshake(nc net.Conn) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	key, ok := s.hs[nc]
-	if !ok {
-		return
-	}
+	leave, ok := s.hs[nc]
 	delete(s.hs, nc)
-	if s.hsPerIP[key]--; s.hsPerIP[key] <= 0 {
-		delete(s.hsPerIP, key)
+	s.mu.Unlock()
+	if ok {
+		leave()
 	}
 }
 
-// addrKey is what MaxHandshakesPerIP counts by: the IP, or for IPv6 its
-// /64, since one host is normally given a whole /64 and could otherwise
-// use a fresh address per connection.
-func addrKey(a net.Addr) string {
-	ta, ok := a.(*net.TCPAddr)
-	if !ok {
-		return a.String()
+// CloseConns closes every connection whose user refuse names, with the
+// reason it returns, and returns how many it closed: a lock ends a user's
+// sessions at once. A command running on the proxy is told why on its
+// stderr first.
+func (s *Server) CloseConns(refuse func(Identity) string) int {
+	s.mu.Lock()
+	var doomed []*Conn
+	var reasons []string
+	for c := range s.cs {
+		if r := refuse(c.Identity); r != "" {
+			doomed, reasons = append(doomed, c), append(reasons, r)
+		}
 	}
-	if ip4 := ta.IP.To4(); ip4 != nil {
-		return ip4.String()
+	s.mu.Unlock()
+	for i, c := range doomed {
+		s.cfg.Logger.Info("closing user connection", "user", c.Identity.User, "conn", c.ID, "reason", reasons[i])
+		c.ssh.Close()
 	}
-	return ta.IP.Mask(net.CIDRMask(64, 128)).String() + "/64"
+	return len(doomed)
 }
 
 // Close stops every listener and connection and waits for them.
@@ -457,8 +440,8 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
-	for _, l := range []*sampledLog{s.refusedHandshakes, s.refusedChannels, s.refusedTargets} {
-		l.stop()
+	for _, l := range []*logsample.Sampler{s.refusedHandshakes, s.refusedChannels, s.refusedTargets} {
+		l.Stop()
 	}
 	return nil
 }
@@ -508,8 +491,7 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 		return
 	}
 	_ = nc.SetDeadline(time.Time{})
-	ext := sconn.Permissions.Extensions
-	c := &Conn{ID: newID(), RemoteAddr: sconn.RemoteAddr(), ssh: sconn, Identity: identityFrom(ext)}
+	c := &Conn{ID: newID(), RemoteAddr: sconn.RemoteAddr(), ssh: sconn, Identity: identityOf(sconn.Permissions.ExtraData[certKey{}].(*ssh.Certificate))}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -597,7 +579,7 @@ func (s *Server) checkTarget(c *Conn, host string, port uint32) string {
 	} else {
 		return ""
 	}
-	s.refusedTargets.event("user", c.Identity.User, "conn", c.ID, "remote", c.RemoteAddr.String(),
+	s.refusedTargets.Event("user", c.Identity.User, "conn", c.ID, "remote", c.RemoteAddr.String(),
 		"host", quoteName(host), "host_bytes", len(host), "port", port, "reason", reason)
 	return msg
 }
@@ -654,7 +636,7 @@ func (s *Server) acquire(c *Conn, nch ssh.NewChannel) (release func(), ok bool) 
 	s.mu.Unlock()
 	if msg != "" {
 		_ = nch.Reject(ssh.ResourceShortage, msg)
-		s.refusedChannels.event("user", user, "conn", c.ID, "remote", c.RemoteAddr.String(), "type", nch.ChannelType(), "limit", limit)
+		s.refusedChannels.Event("user", user, "conn", c.ID, "remote", c.RemoteAddr.String(), "type", nch.ChannelType(), "limit", limit)
 		return nil, false
 	}
 	var once sync.Once
@@ -668,23 +650,6 @@ func (s *Server) acquire(c *Conn, nch ssh.NewChannel) (release func(), ok bool) 
 			}
 		})
 	}, true
-}
-
-func identityFrom(ext map[string]string) Identity {
-	id := Identity{User: ext[permUser], KeyID: ext[permKeyID]}
-	if r := ext[permRoles]; r != "" {
-		id.Roles = strings.Split(r, ",")
-	}
-	if l := ext[permLogins]; l != "" {
-		id.Logins = strings.Split(l, ",")
-	}
-	fmt.Sscan(ext[permSerial], &id.Serial)
-	var until uint64
-	fmt.Sscan(ext[permUntil], &until)
-	if until != 0 && until != ssh.CertTimeInfinity {
-		id.ValidUntil = time.Unix(int64(until), 0)
-	}
-	return id
 }
 
 func newID() string {

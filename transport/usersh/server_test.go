@@ -399,12 +399,12 @@ func TestAuthRefused(t *testing.T) {
 		wantBanner string // "" means no banner at all
 	}{
 		{"plain key", "alice", newKey(t), ""},
-		{"host certificate", "alice", certSigner(t, hostCert, hostKey), "a host certificate cannot log in as a user"},
+		{"host certificate", "alice", certSigner(t, hostCert, hostKey), "your certificate is a host certificate, not a user certificate"},
 		{"expired certificate", "alice", userSigner(t, a, time.Now().Add(-3*time.Hour)), "your certificate expired at"},
 		{"certificate not yet valid", "alice", userSigner(t, a, time.Now().Add(2*time.Hour)), "your certificate is not valid before"},
-		{"certificate from another CA", "alice", userSigner(t, other, time.Time{}), "not signed by this cluster's user CA"},
+		{"certificate from another CA", "alice", userSigner(t, other, time.Time{}), "your certificate is not signed by the cluster user CA"},
 		{"another user's name", "mallory", userSigner(t, a, time.Time{}), `log in to the proxy as "alice" (your user name), not "mallory"`},
-		{"forced command", "alice", certSigner(t, forced, forcedKey), "certificate rejected"},
+		{"forced command", "alice", certSigner(t, forced, forcedKey), "has critical options force-command, which Warren does not enforce"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

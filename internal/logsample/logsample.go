@@ -1,4 +1,7 @@
-package usersh
+// Package logsample logs events an attacker can repeat at will (a refused
+// connection, channel, name or token) without letting a flood of them
+// flood the log.
+package logsample
 
 import (
 	"log/slog"
@@ -7,16 +10,16 @@ import (
 	"time"
 )
 
-// logEvery is the most often a sampled refusal is logged while a flood
-// lasts.
-const logEvery = 10 * time.Second
+// Every is the usual interval: at most one line per ten seconds while a
+// flood lasts.
+const Every = 10 * time.Second
 
-// sampledLog logs one kind of event that an attacker can repeat at will
+// Sampler logs one kind of event that an attacker can repeat at will
 // (a refused connection, channel or name) without letting a flood of them
 // flood the log: the first event of a burst is logged at once, then at
 // most one line per interval, with the latest event's fields and how many
 // there were since the previous line. A quiet interval ends the burst.
-type sampledLog struct {
+type Sampler struct {
 	logger *slog.Logger
 	msg    string
 	every  time.Duration
@@ -28,12 +31,14 @@ type sampledLog struct {
 	stopped bool
 }
 
-func newSampledLog(log *slog.Logger, msg string, every time.Duration) *sampledLog {
-	return &sampledLog{logger: log, msg: msg, every: every}
+// New returns a Sampler that logs msg at warning level, at most once per
+// every while a burst lasts.
+func New(log *slog.Logger, msg string, every time.Duration) *Sampler {
+	return &Sampler{logger: log, msg: msg, every: every}
 }
 
-// event records one event with its slog fields.
-func (l *sampledLog) event(attrs ...any) {
+// Event records one event with its slog fields.
+func (l *Sampler) Event(attrs ...any) {
 	l.mu.Lock()
 	if l.stopped {
 		l.mu.Unlock()
@@ -52,7 +57,7 @@ func (l *sampledLog) event(attrs ...any) {
 
 // tick logs the events of the last interval, if any, and ends the burst
 // if there were none.
-func (l *sampledLog) tick() {
+func (l *Sampler) tick() {
 	l.mu.Lock()
 	count, last := l.count, l.last
 	l.count, l.last = 0, nil
@@ -65,8 +70,8 @@ func (l *sampledLog) tick() {
 	l.summary(count, last)
 }
 
-// stop logs what is pending and ends sampling (Server.Close).
-func (l *sampledLog) stop() {
+// Stop logs what is pending and ends sampling.
+func (l *Sampler) Stop() {
 	l.mu.Lock()
 	l.stopped = true
 	if l.timer != nil {
@@ -79,7 +84,7 @@ func (l *sampledLog) stop() {
 	l.summary(count, last)
 }
 
-func (l *sampledLog) summary(count int, last []any) {
+func (l *Sampler) summary(count int, last []any) {
 	if count == 0 {
 		return
 	}

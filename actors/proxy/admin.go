@@ -1,0 +1,379 @@
+package proxy
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/warren-proxy/warren/actors/router"
+	"github.com/warren-proxy/warren/cluster/access"
+	"github.com/warren-proxy/warren/internal/names"
+	"github.com/warren-proxy/warren/transport/pki"
+)
+
+// admin serves the cluster administration commands (the caller checked
+// the admin role): token, role and lock.
+func (h userHandler) admin(user string, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) < 2 {
+		fmt.Fprintf(stderr, "warren: %s needs a subcommand (see `warren %s --help`)\n", args[0], args[0])
+		return 2
+	}
+	var err error
+	switch args[0] + " " + args[1] {
+	case "token add":
+		err = h.tokenAdd(user, args[2:], stdout, stderr)
+	case "token ls":
+		err = h.tokenLs(args[2:], stdout)
+	case "token rm":
+		err = h.configRm(args[2:], router.PrefixToken, "token", access.ValidTokenID, stdout)
+	case "role create":
+		err = h.roleCreate(stdin, stdout)
+	case "role ls":
+		err = h.roleLs(args[2:], stdout)
+	case "role rm":
+		err = h.roleRm(args[2:], stdout)
+	case "lock user", "lock agent", "lock token":
+		err = h.lock(user, args[1], args[2:], stdin, stdout, stderr)
+	case "lock ls":
+		err = h.lockLs(args[2:], stdout)
+	case "lock rm":
+		err = h.unlock(args[2:], stdout)
+	default:
+		err = usage(fmt.Sprintf("unknown subcommand %s %s", args[0], names.Quote(args[1])))
+	}
+	var u usageErr
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &u):
+		fmt.Fprintln(stderr, "warren: "+u.msg)
+		return 2
+	default:
+		fmt.Fprintln(stderr, "warren: "+err.Error())
+		return 1
+	}
+}
+
+type usageErr struct{ msg string }
+
+func (e usageErr) Error() string { return e.msg }
+func usage(msg string) error     { return usageErr{msg} }
+
+// adminFlags parses a subcommand's flags; errors are usage errors.
+func adminFlags(name string, args []string, stderr io.Writer, define func(fs *flag.FlagSet)) (*flag.FlagSet, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	define(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, usage(name + ": " + err.Error())
+	}
+	return fs, nil
+}
+
+// put writes one configuration entry through the router, durably.
+func (p *Proxy) put(key string, v any) error {
+	value, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return p.putConfig(&router.PutConfig{Key: key, Value: value})
+}
+
+func (p *Proxy) putConfig(m *router.PutConfig) error {
+	res, err := p.system.Root.RequestFuture(p.router, m, 10*time.Second).Result()
+	if err != nil {
+		return err
+	}
+	r, ok := res.(*router.ConfigResult)
+	if !ok {
+		return errors.New("unexpected answer from the router")
+	}
+	return r.Err
+}
+
+func (h userHandler) tokenAdd(user string, args []string, stdout, stderr io.Writer) error {
+	var req access.TokenRequest
+	var resources, labels string
+	fs, err := adminFlags("token add", args, stderr, func(fs *flag.FlagSet) {
+		fs.DurationVar(&req.TTL, "ttl", access.DefaultTokenTTL, "")
+		fs.IntVar(&req.Uses, "uses", 0, "")
+		fs.StringVar(&resources, "resources", "", "")
+		fs.StringVar(&labels, "labels", "", "")
+		fs.DurationVar(&req.RenewFor, "renew-for", access.DefaultRenewFor, "")
+	})
+	if err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usage("token add takes no arguments, only flags")
+	}
+	for _, r := range strings.Split(resources, ",") {
+		if r = strings.TrimSpace(r); r != "" {
+			req.Resources = append(req.Resources, r)
+		}
+	}
+	if req.Labels, err = parseLabels(labels); err != nil {
+		return usage(err.Error())
+	}
+	if _, err = req.Validate(); err != nil {
+		return usage("token refused, nothing stored:\n  " + strings.ReplaceAll(err.Error(), "\n", "\n  "))
+	}
+	secret, t, err := h.p.CreateToken(req, user)
+	if err != nil {
+		return err
+	}
+	uses := "until it expires"
+	if t.Uses > 0 {
+		uses = fmt.Sprintf("%d time(s), counted by proxy %s", t.Uses, t.Origin)
+	}
+	fmt.Fprintf(stdout, "%s\n", secret)
+	fmt.Fprintf(stderr, "token %s: valid until %s, usable %s; agents that join with it serve %s and renew their certificates for %s.\nThe token is shown once; only its hash is stored. Revoke it with `warren token rm %s` (joined agents stay) or `warren lock token %s` (they go too).\n",
+		t.ID, t.Expires.UTC().Format(time.RFC3339), uses, t.Grant.Describe(), t.RenewFor, t.ID, t.ID)
+	return nil
+}
+
+// CreateToken makes a join token with req's grant, stores it (hashed) in
+// the cluster's configuration with this proxy as its origin, and returns
+// its secret, which is never stored.
+func (p *Proxy) CreateToken(req access.TokenRequest, createdBy string) (string, access.Token, error) {
+	req, err := req.Validate()
+	if err != nil {
+		return "", access.Token{}, err
+	}
+	secret, err := pki.NewToken()
+	if err != nil {
+		return "", access.Token{}, err
+	}
+	now := p.cfg.Clock()
+	t := access.Token{
+		ID: access.TokenID(secret), Hash: access.HashToken(secret), Created: now, Expires: now.Add(req.TTL),
+		Uses: req.Uses, Origin: p.cfg.ID, RenewFor: req.RenewFor, CreatedBy: createdBy,
+		Grant: access.Grant{Names: req.Resources, Labels: req.Labels},
+	}
+	if err := p.put(router.PrefixToken+t.ID, t); err != nil {
+		return "", access.Token{}, fmt.Errorf("store the token: %w", err)
+	}
+	return secret, t, nil
+}
+
+// parseLabels reads "k=v,k2=v2".
+func parseLabels(s string) (map[string]string, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	out := map[string]string{}
+	for _, part := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok {
+			return nil, fmt.Errorf("labels: %s is not key=value", names.Quote(part))
+		}
+		if err := names.CheckLabel(k, v); err != nil {
+			return nil, fmt.Errorf("labels: %w", err)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func (h userHandler) tokenLs(args []string, stdout io.Writer) error {
+	now := h.p.cfg.Clock()
+	toks := h.p.table.Snapshot().Policy.Tokens()
+	if len(args) > 0 && args[0] == "--json" {
+		for i := range toks {
+			toks[i].Hash = "" // never shown, even hashed
+		}
+		return json.NewEncoder(stdout).Encode(toks)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tEXPIRES\tUSES\tGRANT\tRENEW FOR\tCREATED BY")
+	for _, t := range toks {
+		exp := t.Expires.UTC().Format(time.RFC3339)
+		if !now.Before(t.Expires) {
+			exp += " (expired)"
+		}
+		uses := fmt.Sprintf("%d", t.Used)
+		if t.Uses > 0 {
+			uses = fmt.Sprintf("%d/%d", t.Used, t.Uses)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, exp, uses, t.Grant.Describe(), t.RenewFor, dash(t.CreatedBy))
+	}
+	return tw.Flush()
+}
+
+// configRm deletes one entry by name after checking it exists.
+func (h userHandler) configRm(args []string, prefix, what string, valid func(string) bool, stdout io.Writer) error {
+	if len(args) != 1 || !valid(args[0]) {
+		return usage(fmt.Sprintf("%s rm needs one valid %s id", what, what))
+	}
+	name := args[0]
+	if what == "token" {
+		if _, ok := h.p.table.Snapshot().Policy.Token(name); !ok {
+			return fmt.Errorf("no %s %s", what, name)
+		}
+	}
+	if err := h.p.putConfig(&router.PutConfig{Key: prefix + name, Delete: true}); err != nil {
+		return fmt.Errorf("remove %s %s: %w", what, name, err)
+	}
+	fmt.Fprintf(stdout, "%s %s removed\n", what, name)
+	return nil
+}
+
+func (h userHandler) roleCreate(stdin io.Reader, stdout io.Writer) error {
+	data, err := io.ReadAll(io.LimitReader(stdin, access.MaxRoleBytes+1))
+	if err != nil {
+		return fmt.Errorf("read the role: %w", err)
+	}
+	r, err := access.ParseRole(data)
+	if err != nil {
+		return usage("role refused, nothing stored:\n  " + strings.ReplaceAll(err.Error(), "\n", "\n  "))
+	}
+	if err := h.p.put(router.PrefixRole+r.Name, r); err != nil {
+		return fmt.Errorf("store role %s: %w", r.Name, err)
+	}
+	fmt.Fprintf(stdout, "role %s stored; users whose certificates name it get it within seconds on every proxy\n", r.Name)
+	return nil
+}
+
+func (h userHandler) roleLs(args []string, stdout io.Writer) error {
+	roles := h.p.table.Snapshot().Policy.Roles()
+	if len(args) > 0 && args[0] == "--json" {
+		return json.NewEncoder(stdout).Encode(roles)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ROLE\tKIND\tALLOW\tDENY\tDESCRIPTION")
+	for _, r := range roles {
+		kind := "stored"
+		if access.IsPreset(r.Name) {
+			kind = "preset"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Name, kind, describeRules(r.Allow), describeRules(r.Deny), dash(r.Description))
+	}
+	return tw.Flush()
+}
+
+func describeRules(rs access.Rules) string {
+	var parts []string
+	if len(rs.Logins) > 0 {
+		parts = append(parts, "logins="+strings.Join(rs.Logins, "|"))
+	}
+	if len(rs.Resources) > 0 {
+		parts = append(parts, "resources="+rs.Resources.String())
+	}
+	if len(rs.Names) > 0 {
+		parts = append(parts, "names="+strings.Join(rs.Names, "|"))
+	}
+	if len(rs.Ports) > 0 {
+		parts = append(parts, "ports="+strings.Join(rs.Ports, "|"))
+	}
+	for _, f := range []struct {
+		on   bool
+		name string
+	}{{rs.PortForwarding, "port_forwarding"}, {rs.AgentForwarding, "agent_forwarding"}, {rs.Admin, "admin"}, {rs.Audit, "audit"}} {
+		if f.on {
+			parts = append(parts, f.name)
+		}
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, " ")
+}
+
+func (h userHandler) roleRm(args []string, stdout io.Writer) error {
+	if len(args) != 1 {
+		return usage("role rm needs one role name")
+	}
+	name := args[0]
+	if access.IsPreset(name) {
+		return usage(fmt.Sprintf("%s is a preset role; it cannot be removed", name))
+	}
+	if _, ok := h.p.table.Snapshot().Policy.Role(name); !ok {
+		return fmt.Errorf("no role %s", names.Quote(name))
+	}
+	if err := h.p.putConfig(&router.PutConfig{Key: router.PrefixRole + name, Delete: true}); err != nil {
+		return fmt.Errorf("remove role %s: %w", name, err)
+	}
+	fmt.Fprintf(stdout, "role %s removed; certificates that name it grant nothing by it from now on\n", name)
+	return nil
+}
+
+// maxLockMessage bounds the message of a lock, read from stdin.
+const maxLockMessage = 256
+
+func (h userHandler) lock(user, kind string, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	var ttl time.Duration
+	fs, err := adminFlags("lock "+kind, args, stderr, func(fs *flag.FlagSet) {
+		fs.DurationVar(&ttl, "ttl", 0, "")
+	})
+	if err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usage(fmt.Sprintf("lock %s needs one %s name", kind, kind))
+	}
+	msg, err := io.ReadAll(io.LimitReader(stdin, maxLockMessage+1))
+	if err != nil || len(msg) > maxLockMessage {
+		return usage(fmt.Sprintf("send the lock's message (at most %d bytes) on stdin", maxLockMessage))
+	}
+	now := h.p.cfg.Clock()
+	l := access.Lock{Kind: kind, Name: fs.Arg(0), Message: strings.TrimSpace(string(msg)), Created: now, CreatedBy: user}
+	if ttl < 0 || ttl > 365*24*time.Hour {
+		return usage("--ttl must be between 0 (no end) and 8760h")
+	}
+	if ttl > 0 {
+		l.Expires = now.Add(ttl)
+	}
+	if err := l.Validate(); err != nil {
+		return usage(err.Error())
+	}
+	if err := h.p.put(router.PrefixLock+kind+"/"+l.Name, l); err != nil {
+		return fmt.Errorf("store the lock: %w", err)
+	}
+	fmt.Fprintf(stdout, "%s %s locked; every proxy refuses it and ends its sessions within seconds\n", kind, l.Name)
+	return nil
+}
+
+func (h userHandler) lockLs(args []string, stdout io.Writer) error {
+	now := h.p.cfg.Clock()
+	locks := h.p.table.Snapshot().Policy.Locks()
+	if len(args) > 0 && args[0] == "--json" {
+		return json.NewEncoder(stdout).Encode(locks)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KIND\tNAME\tSINCE\tUNTIL\tBY\tMESSAGE")
+	for _, l := range locks {
+		until := "-"
+		if !l.Expires.IsZero() {
+			until = l.Expires.UTC().Format(time.RFC3339)
+			if !l.Active(now) {
+				until += " (ended)"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", l.Kind, l.Name, l.Created.UTC().Format(time.RFC3339), until, dash(l.CreatedBy), dash(l.Message))
+	}
+	return tw.Flush()
+}
+
+func (h userHandler) unlock(args []string, stdout io.Writer) error {
+	if len(args) != 2 {
+		return usage("lock rm needs KIND NAME, as `warren lock ls` shows them")
+	}
+	kind, name := args[0], args[1]
+	found := false
+	for _, l := range h.p.table.Snapshot().Policy.Locks() {
+		found = found || l.Kind == kind && l.Name == name
+	}
+	if !found {
+		return fmt.Errorf("no lock on %s %s", names.Quote(kind), names.Quote(name))
+	}
+	if err := h.p.putConfig(&router.PutConfig{Key: router.PrefixLock + kind + "/" + name, Delete: true}); err != nil {
+		return fmt.Errorf("remove the lock: %w", err)
+	}
+	fmt.Fprintf(stdout, "%s %s unlocked\n", kind, name)
+	return nil
+}
