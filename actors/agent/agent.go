@@ -319,11 +319,29 @@ func (a *Agent) policyLearned(set *revtunnel.PolicySet) {
 		return
 	}
 	var roles []access.Role
+	var locks []access.Lock
 	if err := json.Unmarshal(set.Roles, &roles); err != nil {
 		a.log.Warn("proxy sent roles that do not decode; keeping the previous ones", "err", err)
 		return
 	}
-	a.policy.Store(access.NewPolicy(roles, nil, nil, nil))
+	if len(set.Locks) > 0 {
+		if err := json.Unmarshal(set.Locks, &locks); err != nil {
+			a.log.Warn("proxy sent locks that do not decode; keeping the previous ones", "err", err)
+			return
+		}
+	}
+	pol := access.NewPolicy(roles, locks, nil, nil)
+	a.policy.Store(pol)
+	if a.node != nil {
+		// Users locked since their login: their sessions end, told why.
+		now := a.cfg.Clock()
+		a.node.Evict(func(ext map[string]string) string {
+			if l, ok := pol.Locked(access.LockUser, ext[pki.ExtUser], now); ok {
+				return l.Sentence()
+			}
+			return ""
+		})
+	}
 }
 
 // authorizeLogin is the SSH server's check of a login against the

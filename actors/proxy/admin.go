@@ -84,7 +84,11 @@ func (p *Proxy) put(key string, v any) error {
 	return p.putConfig(&router.PutConfig{Key: key, Value: value})
 }
 
-func (p *Proxy) putConfig(m *router.PutConfig) error {
+func (p *Proxy) putConfig(m *router.PutConfig) error { return p.writeConfig(m) }
+
+// writeConfig sends a configuration write (PutConfig, PutDefinition) to
+// the router and waits until it is durable here and sent to the peers.
+func (p *Proxy) writeConfig(m any) error {
 	res, err := p.system.Root.RequestFuture(p.router, m, 10*time.Second).Result()
 	if err != nil {
 		return err

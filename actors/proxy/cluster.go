@@ -316,8 +316,9 @@ func (p *Proxy) pushDefinitions(defs []revtunnel.Definition) {
 	}
 }
 
-// pushPolicy tells every local agent the cluster's roles when they
-// changed: their SSH servers check logins against them.
+// pushPolicy tells every local agent the cluster's roles and user locks
+// when they changed: their SSH servers check logins against them, and end
+// the sessions of users locked since.
 func (p *Proxy) pushPolicy(pol *access.Policy) {
 	var stored []access.Role
 	for _, r := range pol.Roles() {
@@ -325,12 +326,19 @@ func (p *Proxy) pushPolicy(pol *access.Policy) {
 			stored = append(stored, r)
 		}
 	}
-	b, _ := json.Marshal(stored) // plain structs: cannot fail
-	raw := json.RawMessage(b)
-	if old := p.roles.Swap(&raw); old != nil && string(*old) == string(raw) {
+	var locks []access.Lock
+	for _, l := range pol.Locks() {
+		if l.Kind == access.LockUser {
+			locks = append(locks, l)
+		}
+	}
+	roles, _ := json.Marshal(stored) // plain structs: cannot fail
+	lockJSON, _ := json.Marshal(locks)
+	set := revtunnel.PolicySet{Roles: roles, Locks: lockJSON}
+	if old := p.policy.Swap(&set); old != nil && string(old.Roles) == string(set.Roles) && string(old.Locks) == string(set.Locks) {
 		return
 	}
-	msg := &tunnel.Policy{Set: revtunnel.PolicySet{Roles: raw}}
+	msg := &tunnel.Policy{Set: set}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for pid := range p.tunPIDs {
@@ -340,8 +348,8 @@ func (p *Proxy) pushPolicy(pol *access.Policy) {
 
 // policySet is what a new tunnel's hello reply carries.
 func (p *Proxy) policySet() *revtunnel.PolicySet {
-	if r := p.roles.Load(); r != nil {
-		return &revtunnel.PolicySet{Roles: *r}
+	if set := p.policy.Load(); set != nil {
+		return set
 	}
 	return &revtunnel.PolicySet{Roles: json.RawMessage("[]")}
 }

@@ -10,7 +10,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -59,8 +58,8 @@ type Proxy struct {
 	refusedPeers *logsample.Sampler // peer calls from proxies that are not members
 	tunnelGate   *gate.Gate         // agents' connections before they authenticate
 	refusedConns *logsample.Sampler // tunnel connections over tunnelGate
-	// roles is the JSON of the stored roles, as agents were last told.
-	roles  atomic.Pointer[json.RawMessage]
+	// policy is the stored roles and user locks, as agents were last told.
+	policy atomic.Pointer[revtunnel.PolicySet]
 	system *actor.ActorSystem
 	table  *router.Table
 	router *actor.PID
@@ -523,6 +522,10 @@ func (p *Proxy) authorizeUser(id usersh.Identity) error {
 	return nil
 }
 
+// lockGrace is how long a user connection a lock ends stays open (taking no
+// new channel): time for the nodes behind it to tell the user why.
+const lockGrace = 2 * time.Second
+
 // enforce applies a new policy to what is live on this proxy: the
 // connections of users it refuses now are closed, and the tunnels of
 // agents locked (or whose token is). Called from the router's goroutine
@@ -533,7 +536,7 @@ func (p *Proxy) enforce(pol *access.Policy) {
 	if p.userSrv != nil {
 		p.userSrv.CloseConns(func(id usersh.Identity) string {
 			return pol.CheckIdentity(accessIdentity(id), now)
-		})
+		}, lockGrace)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -2,12 +2,10 @@ package proxy
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/warren-proxy/warren/actors/router"
 	"github.com/warren-proxy/warren/cluster/access"
@@ -96,14 +94,4 @@ func (h userHandler) resource(id access.Identity, args []string, stdin io.Reader
 }
 
 // putDefinition writes through the router and waits until it is durable.
-func (p *Proxy) putDefinition(m *router.PutDefinition) error {
-	res, err := p.system.Root.RequestFuture(p.router, m, 10*time.Second).Result()
-	if err != nil {
-		return err
-	}
-	r, ok := res.(*router.ConfigResult)
-	if !ok {
-		return errors.New("unexpected answer from the router")
-	}
-	return r.Err
-}
+func (p *Proxy) putDefinition(m *router.PutDefinition) error { return p.writeConfig(m) }

@@ -29,7 +29,7 @@ var commands []command
 func init() {
 	commands = []command{
 		{"init", "create the cluster's certificate authorities and a join token", runInit},
-		{"user", "manage users: `warren user add NAME --logins root,ubuntu`", runUser},
+		{"user", "issue a user certificate: `warren user add NAME --logins root,ubuntu --roles access`", runUser},
 		{"proxy", "run a proxy: `warren proxy --config proxy.yaml`", runProxy},
 		{"agent", "run an agent: `warren agent --config agent.yaml`", runAgent},
 		{"dev", "run a whole local cluster on embedded defaults", runDev},

@@ -64,7 +64,7 @@ func plural(n int) string {
 
 func runUser(ctx context.Context, args []string) error {
 	if len(args) == 0 || args[0] != "add" {
-		return usageError{"the only user subcommand is add: warren user add NAME --logins root,ubuntu"}
+		return usageError{"the only user subcommand is add: warren user add NAME --logins root,ubuntu --roles access"}
 	}
 	fs := newFlags("user add", "NAME --logins L1,L2 --roles R1,R2 [--ttl 8h] --out DIR")
 	dir := fs.String("data-dir", defaultDataDir, "directory of the cluster identity (from `warren init`)")

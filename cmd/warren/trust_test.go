@@ -504,6 +504,8 @@ func TestLocks(t *testing.T) {
 
 	live := exec.Command("ssh", "-F", bob, "-o", "BatchMode=yes", "node1", "echo started; sleep 60")
 	stdout, _ := live.StdoutPipe()
+	var liveErr strings.Builder
+	live.Stderr = &liveErr
 	if err := live.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -520,6 +522,9 @@ func TestLocks(t *testing.T) {
 	case err := <-done:
 		done <- err
 		t.Logf("bob's live session ended %s after the lock (err %v)", time.Since(locked).Round(time.Millisecond), err)
+		if !strings.Contains(liveErr.String(), "warren: access denied: user bob is locked by an administrator: left the company") {
+			t.Errorf("bob's live session ended without saying why; stderr %q", liveErr.String())
+		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("bob's live session still runs 30 s after the lock")
 	}

@@ -21,6 +21,36 @@ type connection struct {
 	wg       sync.WaitGroup // the global request loop and every session
 	sessions atomic.Int32   // open session channels
 	nextID   int            // session ids for logs; used by serve only
+
+	mu   sync.Mutex                // guards open
+	open map[ssh.Channel]struct{} // session channels, for tell
+}
+
+// tell writes a line to the stderr of every open session (with a PTY the
+// client shows it on the terminal too).
+func (c *connection) tell(line string) {
+	c.mu.Lock()
+	chans := make([]ssh.Channel, 0, len(c.open))
+	for ch := range c.open {
+		chans = append(chans, ch)
+	}
+	c.mu.Unlock()
+	for _, ch := range chans {
+		_, _ = ch.Stderr().Write([]byte("\r\n" + line + "\r\n"))
+	}
+}
+
+func (c *connection) track(ch ssh.Channel, open bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !open {
+		delete(c.open, ch)
+		return
+	}
+	if c.open == nil {
+		c.open = map[ssh.Channel]struct{}{}
+	}
+	c.open[ch] = struct{}{}
 }
 
 // serve dispatches channels until the transport ends, then waits for every

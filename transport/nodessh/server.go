@@ -58,8 +58,9 @@ type Server struct {
 	closing chan struct{} // closed by Close; every connection watches it
 	wg      sync.WaitGroup
 
-	mu     sync.Mutex // guards closed and the wg.Add calls that depend on it
+	mu     sync.Mutex // guards closed, conns and the wg.Add calls that depend on closed
 	closed bool
+	conns  map[*connection]struct{} // logged-in connections, for Evict
 }
 
 // New checks cfg and builds a Server.
@@ -188,6 +189,29 @@ func (s *Server) authenticate(conn net.Conn, meta ssh.ConnMetadata, key ssh.Publ
 	out.Extensions[ExtensionKeyID] = cert.KeyId
 	out.Extensions[ExtensionLogin] = login
 	return out, nil
+}
+
+// Evict ends the connections whose certificate's extensions (and the
+// server's own, ExtensionLogin and ExtensionKeyID) refuse names: each of
+// their sessions is told the reason on its stderr, then the connection is
+// closed and its jobs killed. It returns how many it ended. A lock on a
+// user ends their sessions this way, with a word on why.
+func (s *Server) Evict(refuse func(ext map[string]string) string) int {
+	s.mu.Lock()
+	var doomed []*connection
+	var reasons []string
+	for c := range s.conns {
+		if r := refuse(c.sc.Permissions.Extensions); r != "" {
+			doomed, reasons = append(doomed, c), append(reasons, r)
+		}
+	}
+	s.mu.Unlock()
+	for i, c := range doomed {
+		c.log.Info("ending ssh connection", "reason", reasons[i])
+		c.tell("warren: " + reasons[i])
+		c.sc.Close()
+	}
+	return len(doomed)
 }
 
 // enter registers one Serve or ServeConn call with the server, unless the
@@ -400,6 +424,17 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) error {
 		sshConn:      sshConnectionEnv(conn.RemoteAddr(), conn.LocalAddr()),
 	}
 	log.Info("ssh login")
+	s.mu.Lock()
+	if s.conns == nil {
+		s.conns = map[*connection]struct{}{}
+	}
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}()
 	c.serve(chans, reqs)
 	log.Debug("ssh connection closed")
 

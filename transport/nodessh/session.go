@@ -94,6 +94,8 @@ func (c *connection) serveSession(nc ssh.NewChannel, id int) {
 		log:  c.log.With("session", id),
 		done: make(chan struct{}),
 	}
+	c.track(ch, true)
+	defer c.track(ch, false)
 	s.serve(reqs)
 }
 

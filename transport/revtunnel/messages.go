@@ -115,13 +115,15 @@ type HelloReply struct {
 }
 
 // ReqPolicy is sent by a proxy to its agents (PolicySet, no reply)
-// whenever the cluster's roles change.
+// whenever the cluster's roles or locks change.
 const ReqPolicy = "policy@warren.dev"
 
-// PolicySet is the payload of ReqPolicy: the roles as a JSON array, which
-// this package carries without reading (the access package owns them).
+// PolicySet is the payload of ReqPolicy: the roles and the locks as JSON
+// arrays, which this package carries without reading (the access package
+// owns them).
 type PolicySet struct {
 	Roles json.RawMessage `json:"roles"`
+	Locks json.RawMessage `json:"locks,omitempty"`
 }
 
 // ProxyInfo describes one proxy to an agent.

@@ -34,6 +34,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -404,23 +405,28 @@ func (s *Server) endHandshake(nc net.Conn) {
 	}
 }
 
-// CloseConns closes every connection whose user refuse names, with the
-// reason it returns, and returns how many it closed: a lock ends a user's
-// sessions at once. A command running on the proxy is told why on its
-// stderr first.
-func (s *Server) CloseConns(refuse func(Identity) string) int {
+// CloseConns ends every connection whose user refuse names, with the
+// reason it returns, and returns how many: a lock ends a user's sessions.
+// The connection takes no new channel from then on (each is refused with
+// the reason) and is closed after grace, which gives the nodes behind it
+// time to tell the user why their sessions end (the proxy cannot write
+// into a session it only forwards).
+func (s *Server) CloseConns(refuse func(Identity) string, grace time.Duration) int {
 	s.mu.Lock()
 	var doomed []*Conn
-	var reasons []string
 	for c := range s.cs {
+		if c.ending.Load() != nil {
+			continue
+		}
 		if r := refuse(c.Identity); r != "" {
-			doomed, reasons = append(doomed, c), append(reasons, r)
+			c.ending.Store(&r)
+			doomed = append(doomed, c)
 		}
 	}
 	s.mu.Unlock()
-	for i, c := range doomed {
-		s.cfg.Logger.Info("closing user connection", "user", c.Identity.User, "conn", c.ID, "reason", reasons[i])
-		c.ssh.Close()
+	for _, c := range doomed {
+		s.cfg.Logger.Info("ending user connection", "user", c.Identity.User, "conn", c.ID, "reason", *c.ending.Load(), "in", grace)
+		time.AfterFunc(grace, func() { c.ssh.Close() })
 	}
 	return len(doomed)
 }
@@ -457,6 +463,8 @@ type Conn struct {
 
 	mu     sync.Mutex        // guards sticky
 	sticky map[string]string // resource → agent id this connection uses
+
+	ending atomic.Pointer[string] // why the connection is being ended (CloseConns)
 }
 
 // StickyAgent returns the agent this connection's earlier channels to
@@ -519,6 +527,10 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 	defer stop()
 	go ssh.DiscardRequests(reqs)
 	for nch := range chans {
+		if why := c.ending.Load(); why != nil {
+			_ = nch.Reject(ssh.Prohibited, "warren: "+*why)
+			continue
+		}
 		switch nch.ChannelType() {
 		case "direct-tcpip":
 			var p struct {
