@@ -22,7 +22,7 @@ type connection struct {
 	sessions atomic.Int32   // open session channels
 	nextID   int            // session ids for logs; used by serve only
 
-	mu   sync.Mutex                // guards open
+	mu   sync.Mutex               // guards open
 	open map[ssh.Channel]struct{} // session channels, for tell
 }
 
