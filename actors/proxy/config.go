@@ -37,6 +37,7 @@ type Config struct {
 	// user listen address.
 	PublicAddr string        `yaml:"public_addr"`
 	Tunnel     TunnelConfig  `yaml:"tunnel"`
+	HTTP       HTTPConfig    `yaml:"http"`
 	Session    SessionConfig `yaml:"session"`
 	Gossip     GossipConfig  `yaml:"gossip"`
 	Peer       PeerConfig    `yaml:"peer"`
@@ -70,6 +71,14 @@ type TunnelConfig struct {
 	// life, until their renewal grant ends (see `warren token add
 	// --renew-for`).
 	CertTTL time.Duration `yaml:"cert_ttl"`
+}
+
+// HTTPConfig bounds the HTTP endpoint's connections.
+type HTTPConfig struct {
+	// IdleTimeout closes a keep-alive connection idle this long (default
+	// 60s); ReadHeaderTimeout bounds a request's headers (default 10s).
+	IdleTimeout       time.Duration `yaml:"idle_timeout"`
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
 }
 
 // GossipConfig places the proxy in the cluster's membership.
@@ -196,6 +205,8 @@ func (c Config) CheckAndSetDefaults() (Config, error) {
 		{"tunnel.cert_ttl", &c.Tunnel.CertTTL, 24 * time.Hour, 10 * time.Minute, pki.MaxHostCertTTL},
 		{"session.dial_timeout", &c.Session.DialTimeout, 15 * time.Second, 100 * time.Millisecond, 5 * time.Minute},
 		{"session.attempt_timeout", &c.Session.AttemptTimeout, 3 * time.Second, 100 * time.Millisecond, 5 * time.Minute},
+		{"http.idle_timeout", &c.HTTP.IdleTimeout, 60 * time.Second, 100 * time.Millisecond, time.Hour},
+		{"http.read_header_timeout", &c.HTTP.ReadHeaderTimeout, 10 * time.Second, 100 * time.Millisecond, 5 * time.Minute},
 	}
 	for _, d := range durations {
 		switch {

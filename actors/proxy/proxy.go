@@ -254,14 +254,15 @@ func (p *Proxy) startServers() (err error) {
 	if err != nil {
 		return err
 	}
-	// Every HTTP connection is bounded: headers in 10 s, a whole request
-	// in 30 s, an idle keep-alive connection closed after 60 s (profiles
-	// stream for up to their own duration, so writes are not bounded).
+	// Every HTTP connection is bounded: headers in http.read_header_timeout,
+	// a whole request in 30 s, an idle keep-alive connection closed after
+	// http.idle_timeout (profiles stream for up to their own duration, so
+	// writes are not bounded).
 	p.httpSrv = &http.Server{
 		Handler:           p.httpHandler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		IdleTimeout:       60 * time.Second,
+		ReadHeaderTimeout: p.cfg.HTTP.ReadHeaderTimeout,
+		ReadTimeout:       max(30*time.Second, p.cfg.HTTP.ReadHeaderTimeout),
+		IdleTimeout:       p.cfg.HTTP.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
 	}
 	return nil

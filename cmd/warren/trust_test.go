@@ -65,6 +65,13 @@ func newTrustCluster(t *testing.T) *trustCluster {
 		}
 	}
 	c.me = currentLogin(t)
+	// Short HTTP idle timeout, so a test can see idle connections closed.
+	f, err := os.OpenFile(c.proxyCfg, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "http:\n  idle_timeout: 1s\n")
+	f.Close()
 	c.proxy = start(t, "proxy", "--config", c.proxyCfg)
 	waitFor(t, "proxy ready", func() bool {
 		cn, err := net.Dial("tcp", c.user)
@@ -607,9 +614,55 @@ func TestAttackAbuseBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = client.Dial("tcp", net.JoinHostPort(strings.Repeat("a", 200<<10), "22"))
-	client.Close()
 	if err == nil || !strings.Contains(err.Error(), "is not a resource name") || len(err.Error()) > 4096 {
 		t.Errorf("a 200 KB resource name: got %.300v (%d bytes), want a short refusal", err, len(fmt.Sprint(err)))
+	}
+
+	// One connection opening sessions without end: the proxy holds 256.
+	var held []net.Conn
+	refused := 0
+	for range 300 {
+		nc, err := client.Dial("tcp", "node1:22")
+		if err != nil {
+			if !strings.Contains(err.Error(), "the most the proxy allows on one connection") {
+				t.Fatalf("session %d refused with %v, want the channel cap", len(held)+refused, err)
+			}
+			refused++
+			continue
+		}
+		held = append(held, nc)
+	}
+	if len(held) != 256 || refused != 44 {
+		t.Errorf("300 sessions on one connection: %d held, %d refused; want 256 and 44", len(held), refused)
+	}
+	c.sshOK(c.sshConfig, "node1", "true") // the same user on another connection is served
+	for _, nc := range held {
+		nc.Close()
+	}
+	client.Close()
+
+	// An idle keep-alive HTTP connection is closed (http.idle_timeout 1s).
+	hc, err := net.Dial("tcp", c.http)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.Close()
+	fmt.Fprintf(hc, "GET /healthz HTTP/1.1\r\nHost: warren\r\n\r\n")
+	_ = hc.SetReadDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(hc)
+	status, _ := br.ReadString('\n')
+	if !strings.Contains(status, "200") {
+		t.Fatalf("GET /healthz: %q", status)
+	}
+	idle := time.Now()
+	for {
+		if _, err := br.ReadString('\n'); err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("an idle keep-alive HTTP connection is still open after 30 s")
+			}
+			t.Logf("idle HTTP connection closed by the proxy after %s", time.Since(idle).Round(10*time.Millisecond))
+			break
+		}
 	}
 
 	for range 100 {
