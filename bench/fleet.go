@@ -58,7 +58,7 @@ func fleetFlags(args []string, stderr io.Writer) (fleetConfig, error) {
 	fs.DurationVar(&c.Health, "health", time.Minute, "agents' upstream health check interval")
 	fs.IntVar(&c.Concurrency, "concurrency", 32, "agents starting at once")
 	fs.DurationVar(&c.Watch, "watch", 100*time.Millisecond, "how often tunnel states are checked")
-	fs.BoolVar(&c.Events, "events", false, "print `tunnel NAME up|down UNIXNANO` for every change")
+	fs.BoolVar(&c.Events, "events", false, "print a line \"tunnel NAME up|down UNIXNANO\" for every change")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}

@@ -112,13 +112,17 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 			return fmt.Errorf("identity: parse user CA: %w", err)
 		}
 		a.node, err = nodessh.New(nodessh.Config{
-			HostSigners: []ssh.Signer{a.signer},
-			UserCAs:     []ssh.PublicKey{userCA},
-			Logger:      a.log,
-			Clock:       a.cfg.Clock,
-			SFTPCommand: a.cfg.SFTPCommand,
-			OnLogin:     reportLogin,
-			Authorize:   a.authorizeLogin,
+			// The certificate for clients that trust the agent CA, the
+			// plain key for those that pin keys (`warren known-hosts`).
+			HostSigners:     []ssh.Signer{a.signer, a.key},
+			UserCAs:         []ssh.PublicKey{userCA},
+			Logger:          a.log,
+			Clock:           a.cfg.Clock,
+			SFTPCommand:     a.cfg.SFTPCommand,
+			OnLogin:         reportLogin,
+			OnLoginRefused:  reportLoginRefused,
+			Authorize:       a.authorizeLogin,
+			AllowForwarding: a.allowForwarding,
 		})
 		if err != nil {
 			return err
@@ -375,6 +379,36 @@ func (a *Agent) authorizeLogin(conn net.Conn, login string, cert *ssh.Certificat
 	}
 	if d := pol.Login(id, *target, login); !d.Allowed {
 		return errors.New(d.Reason)
+	}
+	return nil
+}
+
+// allowForwarding asks the cluster's roles whether the user may forward
+// (ports, or their SSH agent) on the resource the connection was dialed
+// for; the certificate's permit-* extensions were checked already.
+func (a *Agent) allowForwarding(conn net.Conn, login string, cert *ssh.Certificate, kind string) error {
+	sc, ok := conn.(*sessionConn)
+	pol := a.policy.Load()
+	if !ok || pol == nil {
+		return errors.New("the cluster's roles are not known here yet")
+	}
+	var target *access.Target
+	for _, r := range a.resources() {
+		if r.Name == sc.resource {
+			target = &access.Target{Name: r.Name, Kind: r.Kind, Labels: a.stampedLabels(r.Labels)}
+		}
+	}
+	if target == nil {
+		return fmt.Errorf("this agent does not serve %s", sc.resource)
+	}
+	user, roles := pki.UserFromCert(cert)
+	id := access.Identity{User: user, Roles: roles, Logins: cert.ValidPrincipals}
+	what := "port"
+	if kind == nodessh.ForwardAgent {
+		what = "agent"
+	}
+	if !pol.Forwarding(id, *target, what) {
+		return fmt.Errorf("your roles (%s) do not allow %s forwarding on %s", strings.Join(roles, ", "), what, sc.resource)
 	}
 	return nil
 }

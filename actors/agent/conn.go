@@ -2,9 +2,11 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -79,10 +81,14 @@ func backoff(lo, hi time.Duration, n int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// target returns the address to dial next, or "" when the slot is no
-// longer needed.
+// target returns the address to dial next, or "" when there is none: a
+// mesh slot's proxy left the set, the mesh bootstrap slot's work is done,
+// or every known proxy is held by another peering slot.
 func (c *conn) target() string {
-	if c.proxyID == "" {
+	switch {
+	case c.slot == slotBootstrap && len(c.a.dir.known()) > 0:
+		return "" // the mesh slots take over (the pool gives its proxy one)
+	case c.proxyID == "":
 		return c.a.dir.pick(c.slot, c.a.cfg.Clock())
 	}
 	for _, p := range c.a.dir.known() {
@@ -93,15 +99,57 @@ func (c *conn) target() string {
 	return ""
 }
 
+// errWrongProxy refuses a mesh slot's tunnel to another proxy than its
+// own (an address reused since the proxy set was sent).
+var errWrongProxy = errors.New("not the proxy this mesh slot is for")
+
+// beforeHello claims the proxy a tunnel reached, before the hello that
+// would make the proxy supersede another tunnel of this agent there.
+// claimed is set when the claim was made (and must be released).
+func (c *conn) beforeHello(claimed *bool) func(proxyID string) error {
+	return func(proxyID string) error {
+		if c.proxyID != "" && proxyID != c.proxyID {
+			return fmt.Errorf("%w: reached %s, want %s", errWrongProxy, proxyID, c.proxyID)
+		}
+		if err := c.a.dir.claim(c.slot, proxyID); err != nil {
+			return err
+		}
+		*claimed = true
+		return nil
+	}
+}
+
 func (c *conn) run(ctx context.Context) {
 	a := c.a
 	hostname, _ := os.Hostname()
-	failures := 0
+	// failures counts failed attempts in a row, taken the proxies found
+	// held by another slot, idle the waits for a proxy of its own; each
+	// sets the backoff of its case.
+	failures, taken, idle := 0, 0, 0
 	for ctx.Err() == nil {
+		// Taken before target: a proxy set that changes in between
+		// wakes the wait below at once.
+		changed := a.dir.changes()
 		addr := c.target()
 		if addr == "" {
-			return
+			if c.proxyID != "" || c.slot == slotBootstrap {
+				return
+			}
+			// Every known proxy has a tunnel from another slot; one more
+			// there would supersede it. Wait for the proxy set to change
+			// (a proxy joins), looking again now and then.
+			if idle == 0 {
+				a.log.Info("tunnel slot idle: every known proxy has a tunnel from another slot", "slot", c.slot, "proxies", len(a.dir.known()), "tunnels", strings.Join(a.dir.holders(), ","))
+			}
+			wait := c.backoff(idle)
+			idle++
+			if !waitChange(ctx, changed, wait) {
+				return
+			}
+			continue
 		}
+		idle = 0
+		claimed := false
 		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		tun, reply, err := revtunnel.Dial(dctx, revtunnel.ClientConfig{
 			Addr:      addr,
@@ -114,39 +162,49 @@ func (c *conn) run(ctx context.Context) {
 					c.system.Root.Send(c.pool, resourcesChanged{})
 				}
 			},
-			OnPolicy: func(p revtunnel.PolicySet) { a.policyLearned(&p) },
-			Logger:   a.log,
+			OnPolicy:    func(p revtunnel.PolicySet) { a.policyLearned(&p) },
+			BeforeHello: c.beforeHello(&claimed),
+			Logger:      a.log,
 		}, revtunnel.Hello{Version: Version, Hostname: hostname, Principals: a.principals()})
 		cancel()
 		if err != nil {
+			if claimed {
+				a.dir.release(c.slot)
+			}
 			if ctx.Err() != nil {
 				return
+			}
+			if errors.Is(err, revtunnel.ErrProxyTaken) && !errors.Is(err, errWrongProxy) {
+				// A load balancer (or an address the set has not caught
+				// up with) led to a proxy another slot holds: nothing is
+				// wrong with it. Try again later, or at once when the
+				// other slots' tunnels bring a new proxy set.
+				wait := c.backoff(taken)
+				taken++
+				a.log.Debug("proxy held by another tunnel slot; trying again", "slot", c.slot, "addr", addr, "in", wait.Round(time.Millisecond), "err", err)
+				if !waitChange(ctx, changed, wait) {
+					return
+				}
+				continue
 			}
 			wait := c.backoff(failures)
 			a.log.Warn("tunnel failed; retrying", "slot", c.slot, "proxy", addr, "in", wait.Round(time.Millisecond), "err", err)
 			a.dir.fail(addr, a.cfg.Clock())
 			failures++
-			if !sleep(ctx, wait) {
+			// A change of the proxy set (this one gone, another come)
+			// ends the wait: the slot re-homes promptly.
+			if !waitChange(ctx, changed, wait) {
 				return
 			}
 			continue
 		}
-		failures = 0
+		failures, taken = 0, 0
+		a.dir.up(c.slot)
 		a.renewCert(reply.HostCert)
 		a.policyLearned(reply.Policy)
 		c.learned(reply.Proxies)
 		if a.definitionsLearned(reply.Definitions) {
 			c.system.Root.Send(c.pool, resourcesChanged{})
-		}
-		// A load balancer may land two slots on one proxy: the later one
-		// goes elsewhere. The mesh bootstrap slot holds nothing.
-		if c.slot != slotBootstrap && !a.dir.hold(c.slot, reply.ProxyID) {
-			tun.Close()
-			a.dir.fail(reply.ProxyID, a.cfg.Clock())
-			if !sleep(ctx, c.backoff(0)) {
-				return
-			}
-			continue
 		}
 		a.connected.Add(1)
 		a.log.Info("tunnel up", "slot", c.slot, "proxy", reply.ProxyID, "addr", addr)
@@ -159,12 +217,24 @@ func (c *conn) run(ctx context.Context) {
 		}
 		// Prefer another proxy next time: this one may be going away.
 		a.dir.fail(reply.ProxyID, a.cfg.Clock())
-		if c.slot == slotBootstrap && len(a.dir.known()) > 0 {
-			return // the mesh slots took over
-		}
 		if !sleep(ctx, c.backoff(0)) {
 			return
 		}
+	}
+}
+
+// waitChange waits d, or less if the proxy set changes (changed closes);
+// it reports false when ctx ends first.
+func waitChange(ctx context.Context, changed <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-changed:
+		return true
+	case <-t.C:
+		return true
 	}
 }
 
@@ -304,11 +374,23 @@ func (a *Agent) serveDial(ctx context.Context, tun *revtunnel.ClientConn, req re
 			return
 		}
 		go ssh.DiscardRequests(reqs)
-		conn := &sessionConn{ChannelConn: streams.ChannelConn{Channel: ch}, tun: tun, sessionID: req.SessionID, resource: res.Name}
+		// The node sees the user's address as the entry proxy saw it, and
+		// its own as port 22 here: SSH_CONNECTION and SSH_CLIENT say so.
+		conn := &sessionConn{ChannelConn: streams.ChannelConn{Channel: ch, Remote: tcpAddr(req.ClientAddr), Local: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 22}},
+			tun: tun, sessionID: req.SessionID, resource: res.Name}
 		if err := a.node.ServeConn(ctx, conn); err != nil {
 			a.log.Debug("ssh session ended", "session", req.SessionID, "err", err)
 		}
 	}
+}
+
+// tcpAddr parses a host:port the proxy sent, or returns nil.
+func tcpAddr(s string) net.Addr {
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return nil
+	}
+	return net.TCPAddrFromAddrPort(ap)
 }
 
 // sessionConn is one session's channel, as the embedded SSH server sees
@@ -325,4 +407,35 @@ func reportLogin(conn net.Conn, login, keyID string) {
 	if sc, ok := conn.(*sessionConn); ok {
 		_ = sc.tun.ReportLogin(revtunnel.Login{SessionID: sc.sessionID, Login: login, KeyID: keyID})
 	}
+}
+
+// reportLoginRefused is the SSH server's OnLoginRefused hook: the proxy
+// audits the session as refused, with the node's last reason.
+func reportLoginRefused(conn net.Conn, login string, reasons []string) {
+	sc, ok := conn.(*sessionConn)
+	if !ok || len(reasons) == 0 {
+		return
+	}
+	// Clients offer plain keys too; the refusal of the certificate is the
+	// one that says something.
+	why := reasons[len(reasons)-1]
+	for _, r := range reasons {
+		if strings.Contains(r, ", certificate ") {
+			why = r
+		}
+	}
+	l := revtunnel.Login{SessionID: sc.sessionID, Login: login, Refused: why}
+	if len(l.Refused) > 256 {
+		l.Refused = l.Refused[:256]
+	}
+	if l.Validate() != nil {
+		l.Login = "-" // a login the user typed that is no login at all
+		l.Refused = strings.Map(func(r rune) rune {
+			if r < ' ' || r == 0x7f {
+				return '?'
+			}
+			return r
+		}, l.Refused)
+	}
+	_ = sc.tun.ReportLogin(l)
 }

@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"errors"
+	"fmt"
 	"slices"
 	"sort"
 	"sync"
@@ -22,19 +24,38 @@ const (
 // addresses (proxies or a load balancer), the proxy set the proxies send,
 // which tunnel slot holds which proxy, and recent failures. Connection
 // actors consult it from their goroutines.
+//
+// A slot claims a proxy before it says hello there (claim, from the
+// tunnel's BeforeHello) and keeps it until its tunnel ends (release). The
+// claim must come first: the hello is what makes a proxy route to the
+// tunnel, superseding any other tunnel of this agent there, so a second
+// hello to a held proxy would knock the holder's tunnel off.
 type directory struct {
 	region string
 	seeds  []string
 
 	mu      sync.Mutex // guards the fields below
 	proxies map[string]revtunnel.ProxyInfo
-	held    map[string]string    // slot → proxy id it is connected to
+	held    map[string]holding   // slot → the proxy it claimed
 	failed  map[string]time.Time // proxy id or address → last failure
 	next    int                  // round-robin over seeds
+	// changed is closed, and replaced, when the proxy set changes: slots
+	// waiting for a proxy of their own wake on it.
+	changed chan struct{}
+}
+
+// holding is a slot's claim on a proxy.
+type holding struct {
+	id string
+	up bool // the tunnel is up; false while its hello is under way
 }
 
 func newDirectory(region string, seeds []string) *directory {
-	return &directory{region: region, seeds: seeds, proxies: map[string]revtunnel.ProxyInfo{}, held: map[string]string{}, failed: map[string]time.Time{}}
+	return &directory{
+		region: region, seeds: seeds,
+		proxies: map[string]revtunnel.ProxyInfo{}, held: map[string]holding{}, failed: map[string]time.Time{},
+		changed: make(chan struct{}),
+	}
 }
 
 // failMemory is how long a failed proxy is avoided when others exist.
@@ -57,7 +78,20 @@ func (d *directory) update(set []revtunnel.ProxyInfo) bool {
 		}
 	}
 	d.proxies = next
+	if changed {
+		close(d.changed)
+		d.changed = make(chan struct{})
+	}
 	return changed
+}
+
+// changes returns a channel that is closed at the next change of the
+// proxy set. A slot takes it before pick, so that a change between its
+// pick and its wait is not missed.
+func (d *directory) changes() <-chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.changed
 }
 
 // known returns the proxy set, sorted by id.
@@ -72,19 +106,34 @@ func (d *directory) known() []revtunnel.ProxyInfo {
 	return out
 }
 
-// pick chooses the address a peering slot dials next: a known proxy that
-// no other slot holds and that has not failed lately, preferring the
-// agent's region and then zones no other slot uses; with none known, the
-// seeds in turn.
+// pick chooses the address a peering slot dials next, or "" when there is
+// none to dial: every known proxy is held by another slot, and another
+// tunnel to one of them would supersede that slot's. The slot then waits
+// for the proxy set to change.
+//
+// With the proxy set known, it is a proxy no other slot holds, preferring
+// one that has not failed lately, the agent's region, and zones no other
+// slot uses. When every such proxy failed lately, a seed that is no known
+// proxy's address comes first: the proxies' own addresses may be
+// unreachable from here (a load balancer in front of them), or their
+// processes gone. With no proxy set yet, the seeds in turn.
 func (d *directory) pick(slot string, now time.Time) string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.next++
+	if len(d.proxies) == 0 {
+		return d.seeds[d.next%len(d.seeds)]
+	}
 	heldIDs, heldZones := map[string]bool{}, map[string]bool{}
-	for s, id := range d.held {
+	for s, h := range d.held {
 		if s != slot {
-			heldIDs[id] = true
-			heldZones[d.proxies[id].Zone] = true
+			heldIDs[h.id] = true
+			heldZones[d.proxies[h.id].Zone] = true
 		}
+	}
+	recent := func(key string) bool {
+		at, ok := d.failed[key]
+		return ok && now.Sub(at) <= failMemory
 	}
 	var best *revtunnel.ProxyInfo
 	bestScore := -1
@@ -100,7 +149,7 @@ func (d *directory) pick(slot string, now time.Time) string {
 			continue
 		}
 		score := 0
-		if now.Sub(d.failed[p.ID]) > failMemory {
+		if !recent(p.ID) && !recent(p.TunnelAddr) {
 			score += 4
 		}
 		if d.region == "" || p.Region == d.region {
@@ -113,27 +162,59 @@ func (d *directory) pick(slot string, now time.Time) string {
 			bestScore, best = score, &p
 		}
 	}
-	d.next++
-	if best != nil {
-		return best.TunnelAddr
+	if best == nil {
+		return ""
 	}
-	return d.seeds[d.next%len(d.seeds)]
+	if bestScore < 4 {
+		addrs := map[string]bool{}
+		for _, p := range d.proxies {
+			addrs[p.TunnelAddr] = true
+		}
+		for i := range d.seeds {
+			if s := d.seeds[(d.next+i)%len(d.seeds)]; !addrs[s] && !recent(s) {
+				return s
+			}
+		}
+	}
+	return best.TunnelAddr
 }
 
-// hold records that slot is connected to proxy id; it reports false when
-// another slot holds that proxy already (the slot must go elsewhere).
-func (d *directory) hold(slot, id string) bool {
+// errTaken is the refusal of a claim on a proxy another slot holds.
+var errTaken = errors.New("another tunnel slot holds this proxy")
+
+// claim records that slot is about to say hello to proxy id, before it
+// does; it fails when another slot holds that proxy (the slot must go
+// elsewhere, or wait).
+func (d *directory) claim(slot, id string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for s, h := range d.held {
-		if s != slot && h == id {
-			return false
+		if s != slot && h.id == id {
+			return fmt.Errorf("%w: slot %s", errTaken, s)
 		}
 	}
-	d.held[slot] = id
-	return true
+	d.held[slot] = holding{id: id}
+	return nil
 }
 
+// up records that slot's tunnel to the proxy it claimed is up.
+func (d *directory) up(slot string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if h, ok := d.held[slot]; ok {
+		h.up = true
+		d.held[slot] = h
+	}
+}
+
+// holding returns the proxy slot has claimed, or "".
+func (d *directory) holding(slot string) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.held[slot].id
+}
+
+// release gives up slot's claim.
 func (d *directory) release(slot string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -147,13 +228,15 @@ func (d *directory) fail(key string, now time.Time) {
 	d.failed[key] = now
 }
 
-// holders returns the proxy ids held by any slot.
+// holders returns the ids of the proxies to which a slot has a tunnel up.
 func (d *directory) holders() []string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var out []string
-	for _, id := range d.held {
-		out = append(out, id)
+	for _, h := range d.held {
+		if h.up {
+			out = append(out, h.id)
+		}
 	}
 	slices.Sort(out)
 	return out

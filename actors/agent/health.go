@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -78,6 +79,10 @@ func (h *health) check(ctx context.Context, timeout time.Duration) *[]revtunnel.
 	for i, r := range rs {
 		st := revtunnel.ResourceStatus{Name: r.Name, Kind: r.Kind, Labels: r.Labels, Healthy: true}
 		if r.Kind == revtunnel.KindTCP {
+			// The port, for roles that allow ports and for hints.
+			if _, port, err := net.SplitHostPort(r.Addr); err == nil {
+				st.Port, _ = strconv.Atoi(port)
+			}
 			d := net.Dialer{Timeout: timeout}
 			c, err := d.DialContext(ctx, "tcp", r.Addr)
 			if err != nil {

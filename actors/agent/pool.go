@@ -21,9 +21,12 @@ type (
 // connection actor (a child) per tunnel slot.
 //
 // Peering mode keeps ConnectionCount slots, each on a distinct proxy
-// chosen from the proxy set (the directory). Mesh mode keeps one slot per
-// proxy in the set, plus a bootstrap slot that dials the configured
-// addresses until the set is known.
+// chosen from the proxy set (the directory); with fewer proxies than
+// slots, the slots left over wait for one to join (the directory wakes
+// them) rather than open a second tunnel to a proxy, which would
+// supersede the first. Mesh mode keeps one slot per proxy in the set,
+// plus a bootstrap slot that dials the configured addresses until the set
+// is known; its tunnel serves as its proxy's until it ends.
 type pool struct {
 	a     *Agent
 	conns map[string]*actor.PID
@@ -51,6 +54,10 @@ func (p *pool) Receive(ctx actor.Context) {
 			delete(p.conns, m.slot)
 			ctx.Stop(pid)
 		}
+		if m.slot == slotBootstrap {
+			// Its proxy, if still in the set, needs a mesh slot now.
+			p.reconcile(ctx)
+		}
 	}
 }
 
@@ -74,17 +81,32 @@ func (p *pool) spawn(ctx actor.Context, slot, proxyID string) {
 	p.conns[slot] = ctx.Spawn(newConnProps(p.a, slot, proxyID))
 }
 
-// reconcile keeps one mesh slot per known proxy.
+// reconcile keeps one mesh slot per known proxy. The bootstrap slot's
+// tunnel stands for its proxy's mesh slot until it ends: a mesh slot
+// dialing that proxy meanwhile would supersede it.
 func (p *pool) reconcile(ctx actor.Context) {
+	boot := ""
+	if p.conns[slotBootstrap] != nil {
+		boot = p.a.dir.holding(slotBootstrap)
+	}
 	want := map[string]bool{}
 	for _, px := range p.a.dir.known() {
+		if px.ID == boot {
+			want[slotBootstrap] = true
+			continue
+		}
 		want[meshPrefix+px.ID] = true
 		if p.conns[meshPrefix+px.ID] == nil {
 			p.spawn(ctx, meshPrefix+px.ID, px.ID)
 		}
 	}
 	for slot, pid := range p.conns {
-		if slot != slotBootstrap && !want[slot] {
+		// The bootstrap slot ends by itself once the set is known, unless
+		// it holds a proxy still in the set.
+		if slot == slotBootstrap && (boot == "" || want[slot]) {
+			continue
+		}
+		if !want[slot] {
 			delete(p.conns, slot)
 			ctx.Stop(pid)
 		}

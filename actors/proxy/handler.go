@@ -114,13 +114,60 @@ func (h userHandler) Command(ctx context.Context, c *usersh.Conn, args []string,
 		return 0
 	case "resource":
 		return h.resource(id, args[1:], stdin, stdout, stderr)
+	case "known-hosts":
+		h.knownHosts(id, stdout)
+		return 0
 	case "help":
 		fmt.Fprint(stdout, h.p.help())
 		return 0
 	default:
-		fmt.Fprintf(stderr, "warren: unknown proxy command %s; commands are ls, status, whoami, audit, resource, token, role, lock, help\n", names.Quote(args[0]))
+		fmt.Fprintf(stderr, "warren: unknown proxy command %s; commands are ls, status, whoami, known-hosts, audit, resource, token, role, lock, help\n", names.Quote(args[0]))
 		return 2
 	}
+}
+
+// knownHosts prints pinned known_hosts lines: every proxy's plain host key
+// for the address users reach it by, and the plain host key of every agent
+// serving an ssh resource the user may reach, under the resource's name.
+// They are for SSH clients that cannot trust a host CA (paramiko,
+// libssh2, PuTTY without a CA file); the list comes over this connection,
+// whose host certificate the client checked.
+func (h userHandler) knownHosts(id access.Identity, stdout io.Writer) {
+	fmt.Fprintln(stdout, "# Warren pinned host keys, for SSH clients without certificate support.")
+	fmt.Fprintln(stdout, "# Clients that can should trust the CAs instead (known_hosts, known_hosts_resources): pinned keys change when agents join again.")
+	for _, st := range h.p.Status() {
+		if st.HostKey == "" || st.UserAddr == "" {
+			continue
+		}
+		fmt.Fprintf(stdout, "%s %s\n", knownHostsPattern(st.UserAddr), st.HostKey)
+	}
+	snap := h.p.table.Snapshot()
+	keys := map[string]string{}
+	for _, r := range snap.Routes {
+		keys[r.ID] = r.HostKey
+	}
+	see := snap.Policy.Seer(id)
+	for _, s := range snap.List() {
+		if s.Kind != "ssh" {
+			continue
+		}
+		seen := map[string]bool{}
+		for _, e := range snap.Lookup(s.Name) {
+			if k := keys[e.AgentID]; k != "" && see(session.Target(e)) && !seen[k] {
+				seen[k] = true
+				fmt.Fprintf(stdout, "%s %s\n", s.Name, k)
+			}
+		}
+	}
+}
+
+// knownHostsPattern is how known_hosts names host:port.
+func knownHostsPattern(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || port == "22" {
+		return host
+	}
+	return "[" + host + "]:" + port
 }
 
 // accessIdentity is the access policy's view of a user connection.

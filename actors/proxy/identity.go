@@ -30,23 +30,24 @@ const ownCertTTL = pki.MaxHostCertTTL
 
 // loadHostKey loads (or creates) the proxy's host key and certifies it
 // with the cluster's proxy host CA for the names users and agents reach
-// it by.
-func (p *Proxy) loadHostKey() (ssh.Signer, error) {
+// it by. It returns the certificate's signer and the plain key's: clients
+// without certificate support pin the plain key (`warren known-hosts`).
+func (p *Proxy) loadHostKey() (cert, plain ssh.Signer, err error) {
 	path := filepath.Join(p.cfg.DataDir, "host_key")
 	pemBytes, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		if _, pemBytes, err = pki.GenerateKey(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if err := os.WriteFile(path, pemBytes, 0o600); err != nil {
-			return nil, fmt.Errorf("write host key: %w", err)
+			return nil, nil, fmt.Errorf("write host key: %w", err)
 		}
 	} else if err != nil {
-		return nil, fmt.Errorf("read host key: %w", err)
+		return nil, nil, fmt.Errorf("read host key: %w", err)
 	}
 	key, err := ssh.ParsePrivateKey(pemBytes)
 	if err != nil {
-		return nil, fmt.Errorf("parse host key %s: %w", path, err)
+		return nil, nil, fmt.Errorf("parse host key %s: %w", path, err)
 	}
 	principals := []string{"localhost"}
 	for _, addr := range []string{p.cfg.PublicAddr, p.cfg.Listen.User, p.cfg.Listen.Tunnel} {
@@ -54,13 +55,14 @@ func (p *Proxy) loadHostKey() (ssh.Signer, error) {
 			principals = append(principals, host)
 		}
 	}
-	cert, err := p.auth.IssueHostCert(key.PublicKey(), pki.HostCertRequest{
+	c, err := p.auth.IssueHostCert(key.PublicKey(), pki.HostCertRequest{
 		ID: p.cfg.ID, Principals: principals, TTL: ownCertTTL, Now: p.cfg.Clock(),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("certify host key: %w", err)
+		return nil, nil, fmt.Errorf("certify host key: %w", err)
 	}
-	return ssh.NewCertSigner(cert, key)
+	cert, err = ssh.NewCertSigner(c, key)
+	return cert, key, err
 }
 
 var unsafeID = regexp.MustCompile(`[^A-Za-z0-9._-]+`)

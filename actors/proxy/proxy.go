@@ -51,7 +51,8 @@ type Proxy struct {
 	publicAddr string // cfg.PublicAddr with the real port
 	auth       *pki.Authority
 
-	hostSigner   ssh.Signer
+	hostSigner   ssh.Signer // the host key with its certificate
+	hostKey      ssh.Signer // the plain host key, for clients that pin keys
 	catalog      *catalog.Store
 	audit        *audit.Log
 	auditor      *auditor           // audit, with its health for readiness
@@ -133,7 +134,7 @@ func (p *Proxy) Start(ctx context.Context) (err error) {
 	if err := os.MkdirAll(p.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	if p.hostSigner, err = p.loadHostKey(); err != nil {
+	if p.hostSigner, p.hostKey, err = p.loadHostKey(); err != nil {
 		return err
 	}
 	if p.catalog, err = catalog.Open(filepath.Join(p.cfg.DataDir, "catalog"), catalog.Options{Logger: p.log}); err != nil {
@@ -172,6 +173,8 @@ func (p *Proxy) Start(ctx context.Context) (err error) {
 		OnDefinitions:    p.pushDefinitions,
 		OnPolicy:         p.enforce,
 		Reserved:         p.reservedName,
+		HostKey:          strings.TrimSpace(string(ssh.MarshalAuthorizedKey(p.hostKey.PublicKey()))),
+		UserAddr:         p.publicAddr,
 		Clock:            p.cfg.Clock,
 		Logger:           p.log,
 	})
@@ -243,7 +246,10 @@ func (p *Proxy) startServers() (err error) {
 		return err
 	}
 	p.userSrv, err = usersh.New(usersh.Config{
-		HostSigners: []ssh.Signer{p.hostSigner},
+		// The certificate for clients that trust the CA (OpenSSH), the plain
+		// key for those that cannot (paramiko, libssh2, PuTTY without a CA
+		// file), which pin it from `warren known-hosts`.
+		HostSigners: []ssh.Signer{p.hostSigner, p.hostKey},
 		UserCAs:     []ssh.PublicKey{p.auth.UserCA.PublicKey()},
 		Handler:     userHandler{p},
 		Authorize:   p.authorizeUser,
@@ -282,7 +288,9 @@ func (p *Proxy) serve(ctx context.Context) {
 	}()
 	go func() {
 		defer p.wg.Done()
-		if err := p.httpSrv.Serve(p.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		// Close closes the listener before the server, so a clean stop
+		// ends Serve with net.ErrClosed as often as with ErrServerClosed.
+		if err := p.httpSrv.Serve(p.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 			p.log.Error("http listener stopped", "err", err)
 		}
 	}()
@@ -484,11 +492,24 @@ func (p *Proxy) Close() error {
 // Ready reports whether the proxy accepts new work: started and not
 // closing, synced with its peers (their routes and the configuration,
 // locks included), and able to write its audit log.
-func (p *Proxy) Ready() bool {
+func (p *Proxy) Ready() bool { return p.NotReady() == "" }
+
+// NotReady says why the proxy is not ready, or "" when it is.
+func (p *Proxy) NotReady() string {
 	p.mu.Lock()
 	ready := p.ready
 	p.mu.Unlock()
-	return ready && p.table.Snapshot().Synced && p.auditOK()
+	switch {
+	case !ready:
+		return "starting or stopping"
+	case p.members != nil && p.members.Problem() != nil:
+		return "cannot join the cluster: " + p.members.Problem().Error()
+	case !p.table.Snapshot().Synced:
+		return "waiting for the peers' routes and configuration"
+	case !p.auditOK():
+		return "the audit log cannot be written; sessions are refused until it can"
+	}
+	return ""
 }
 
 // reservedName reports names no unscoped grant may claim: "localhost", IP

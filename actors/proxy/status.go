@@ -28,6 +28,10 @@ type MemberStatus struct {
 	// Redacted is set when the counts are withheld: only administrators
 	// see how many agents and routes each proxy holds.
 	Redacted bool `json:"redacted,omitempty"`
+	// HostKey and UserAddr are the proxy's plain SSH host key and where
+	// users reach it (for `warren known-hosts`).
+	HostKey  string `json:"host_key,omitempty"`
+	UserAddr string `json:"user_addr,omitempty"`
 }
 
 // Statuses are the cluster's members as `warren status` shows them.
@@ -66,6 +70,7 @@ func (p *Proxy) Status() Statuses {
 				out[i].Link = fmt.Sprintf("unexpected answer %T", res)
 			default:
 				out[i].LocalAgents, out[i].Routes = int(st.LocalAgents), int(st.Routes)
+				out[i].HostKey, out[i].UserAddr = st.HostKey, st.UserAddr
 				out[i].Link, out[i].RTTMillis = "ok", float64(rtt.Microseconds())/1000
 				if m.ProxyID == p.cfg.ID {
 					out[i].Link, out[i].RTTMillis = "self", 0

@@ -129,6 +129,7 @@ func (r *Router) localRoute(st *agentState) *clusterpb.AgentRoute {
 		LastSeenUnixNano:  st.rec.LastSeen.UnixNano(),
 		Addr:              st.rec.Addr,
 		RttMicros:         st.rtt.Microseconds(),
+		HostKey:           st.rec.HostKey,
 	}
 	now := r.cfg.Clock()
 	if st.tunnel != nil {
@@ -276,7 +277,7 @@ func (r *Router) onRouteState(ctx actor.Context, s *clusterpb.RouteState) {
 
 // status answers a StatusRequest: this proxy's own counts.
 func (r *Router) status() *clusterpb.ProxyStatus {
-	st := &clusterpb.ProxyStatus{Id: r.cfg.ProxyID}
+	st := &clusterpb.ProxyStatus{Id: r.cfg.ProxyID, HostKey: r.cfg.HostKey, UserAddr: r.cfg.UserAddr}
 	for _, a := range r.agents {
 		if a.tunnel != nil {
 			st.LocalAgents++

@@ -55,6 +55,9 @@ type Config struct {
 	// OnDefinitions, if set, is called (from the router's goroutine) with
 	// the dynamic resource definitions whenever the configuration changes.
 	OnDefinitions func([]revtunnel.Definition)
+	// HostKey and UserAddr are this proxy's plain SSH host key and user
+	// address, told to peers in status answers (`warren known-hosts`).
+	HostKey, UserAddr string
 	// Reserved, if set, names that no agent may claim through an
 	// unscoped grant (the proxies' own ids and host names, "localhost", IP
 	// addresses): a name a user could take for a proxy's.
@@ -607,7 +610,7 @@ func (r *Router) publish() {
 			pid = actor.NewPID(a.TunnelAddress, a.TunnelId)
 		}
 		rec := catalog.Agent{
-			ID: a.AgentId, Hostname: a.Hostname, Version: a.Version, ProxyID: origin, Addr: a.Addr,
+			ID: a.AgentId, Hostname: a.Hostname, Version: a.Version, ProxyID: origin, Addr: a.Addr, HostKey: a.HostKey,
 			Connected: time.Unix(0, a.ConnectedUnixNano), LastSeen: time.Unix(0, a.LastSeenUnixNano),
 		}
 		s.Routes = append(s.Routes, AgentRoute{Agent: rec, Online: pid != nil, Tunnel: pid})

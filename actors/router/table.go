@@ -104,6 +104,7 @@ func (s *Snapshot) LocateAgent(id string) []*actor.PID {
 type Summary struct {
 	Name    string            `json:"name"`
 	Kind    string            `json:"kind"`
+	Port    int               `json:"port,omitempty"` // a tcp resource's port
 	Labels  map[string]string `json:"labels,omitempty"`
 	Agents  int               `json:"agents"`  // agents that serve the name
 	Healthy int               `json:"healthy"` // of which usable now
@@ -142,7 +143,7 @@ func summarize(name string, eps []Endpoint) Summary {
 	agents, healthy := map[string]bool{}, map[string]bool{}
 	for _, e := range eps {
 		if sum.Kind == "" || e.Usable() {
-			sum.Kind, sum.Labels = e.Kind, e.Labels
+			sum.Kind, sum.Labels, sum.Port = e.Kind, e.Labels, e.Port
 		}
 		agents[e.AgentID] = true
 		if e.Online {

@@ -115,7 +115,19 @@ type Actor struct {
 	peerSub    *eventstream.Subscription
 	wg         sync.WaitGroup
 	stopping   bool
+	// login is the login the user took on the node, or refused why the
+	// node refused it (from the agent's report through its tunnel).
+	login, refused string
+	kind           string          // the resource's kind, once connected
+	pendingEnd     *streams.Result // the pipe ended; waiting for the login report
 }
+
+// loginReportWait is how long a session to an ssh resource whose pipe ended
+// waits for the node's login report before it records its end: the report
+// and the channel's close travel apart.
+const loginReportWait = time.Second
+
+type endNow struct{}
 
 // NewProps returns props for a session actor.
 func NewProps(cfg Config) *actor.Props {
@@ -162,6 +174,15 @@ func (a *Actor) Receive(ctx actor.Context) {
 		}
 	case pipeDone:
 		a.onPipeDone(ctx, m)
+	case *clusterpb.LoginReport:
+		a.onLoginReport(m)
+		if a.pendingEnd != nil {
+			a.end(ctx, *a.pendingEnd)
+		}
+	case endNow:
+		if a.pendingEnd != nil {
+			a.end(ctx, *a.pendingEnd)
+		}
 	case *actor.Stopping:
 		a.stopTimer()
 		a.unwatchPeer(ctx)
@@ -377,6 +398,7 @@ func (a *Actor) tryNext(ctx actor.Context) {
 	a.candidates = a.candidates[1:]
 	a.current = &next
 	a.agentID = next.AgentID
+	a.kind = next.Kind
 	// A dial to a proxy that vanished may never be answered: bound each
 	// attempt so the next candidate still has time.
 	attempt := min(remaining, a.cfg.AttemptTimeout)
@@ -548,19 +570,60 @@ func (a *Actor) connected(ctx actor.Context, agentID string, agentStream streams
 	a.cfg.Logger.Info("session started", "session", a.cfg.ID, "user", a.cfg.User, "resource", a.cfg.Resource, "agent", a.agentID, "path", a.pathString())
 }
 
-func (a *Actor) onPipeDone(ctx actor.Context, m pipeDone) { a.end(ctx, m.res) }
+func (a *Actor) onPipeDone(ctx actor.Context, m pipeDone) {
+	if a.kind == "ssh" && a.login == "" && a.refused == "" {
+		res := m.res
+		a.pendingEnd = &res
+		self, system := ctx.Self(), ctx.ActorSystem()
+		time.AfterFunc(loginReportWait, func() { system.Root.Send(self, endNow{}) })
+		return
+	}
+	a.end(ctx, m.res)
+}
+
+// onLoginReport records the login the node let the user take, or its
+// refusal, with the session's user and resource.
+func (a *Actor) onLoginReport(m *clusterpb.LoginReport) {
+	if m.SessionId != a.cfg.ID {
+		return
+	}
+	ev := a.event("session.login", "ok", "")
+	ev.Login = m.Login
+	if m.Refused != "" {
+		ev.Outcome, ev.Error = "refused", m.Refused
+		a.refused = m.Refused
+	} else {
+		a.login, a.refused = m.Login, ""
+	}
+	if a.login == "" && m.Refused != "" {
+		a.login = m.Login
+	}
+	if _, err := a.cfg.Audit.Append(ev); err != nil {
+		a.cfg.Logger.Error("audit login", "session", a.cfg.ID, "err", err)
+	}
+}
 
 // end records the session's end and stops the actor.
 func (a *Actor) end(ctx actor.Context, res streams.Result) {
+	if a.stopping {
+		return
+	}
+	a.pendingEnd = nil
 	if a.counted {
 		a.cfg.Load.Add(a.agentID, -1)
 		a.counted = false
 	}
 	outcome, errText := "ok", ""
-	if res.Err != nil {
+	switch {
+	case a.refused != "":
+		// The node turned the user away: the session carried bytes (the
+		// SSH handshake) but never ran.
+		outcome, errText = "refused", "login refused by the node: "+a.refused
+	case res.Err != nil:
 		outcome, errText = "error", res.Err.Error()
 	}
 	ev := a.event("session.end", outcome, errText)
+	ev.Login = a.login
 	ev.BytesIn, ev.BytesOut = res.AtoB, res.BtoA
 	ev.Duration = a.cfg.Clock().Sub(a.started)
 	if _, err := a.cfg.Audit.Append(ev); err != nil {

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -102,7 +103,15 @@ type (
 	closedMsg struct{ err error }
 	loginMsg  struct{ l revtunnel.Login }
 	rttMsg    struct{ rtt time.Duration }
+	dialedMsg struct {
+		session string
+		by      *actor.PID
+	}
 )
+
+// maxSessions bounds the sessions a tunnel actor remembers until their
+// login report.
+const maxSessions = 4096
 
 // Actor is the tunnel actor.
 type Actor struct {
@@ -115,6 +124,13 @@ type Actor struct {
 	reason string
 	self   *actor.PID
 	system *actor.ActorSystem
+
+	// sessions maps the sessions this tunnel dialed to the session actor
+	// that asked (here or on the entry proxy), so the agent's login report
+	// reaches it; bounded, oldest forgotten first. Only the actor's
+	// goroutine touches it (dials report back through messages).
+	sessions     map[string]*actor.PID
+	sessionOrder []string
 
 	kaMu      sync.Mutex  // guards kaTimer and kaStopped
 	kaTimer   *time.Timer // runs the next keepalive
@@ -155,7 +171,9 @@ func (a *Actor) Receive(ctx actor.Context) {
 	case closedMsg:
 		a.onClosed(ctx, m)
 	case loginMsg:
-		a.onLogin(m)
+		a.onLogin(ctx, m)
+	case dialedMsg:
+		a.remember(m.session, m.by)
 	case rttMsg:
 		if a.up {
 			ctx.Send(a.cfg.Router, &router.TunnelRTT{AgentID: a.agent.ID, Tunnel: ctx.Self(), RTT: m.rtt})
@@ -243,6 +261,7 @@ func (a *Actor) onStarted(ctx actor.Context) {
 		ID:        a.cfg.Conn.AgentID,
 		ProxyID:   a.cfg.ProxyID,
 		Addr:      a.cfg.Conn.RemoteAddr().String(),
+		HostKey:   strings.TrimSpace(string(ssh.MarshalAuthorizedKey(a.cfg.Conn.Cert.Key))),
 		Connected: a.cfg.Clock(),
 		LastSeen:  a.cfg.Clock(),
 	}
@@ -308,23 +327,47 @@ func (a *Actor) onHeartbeat(ctx actor.Context, m heartbeatMsg) {
 	ctx.Send(a.cfg.Router, &router.Heartbeat{AgentID: a.agent.ID, Tunnel: ctx.Self(), Grant: a.cfg.Grant, Resources: m.hb.Resources, Reply: m.reply})
 }
 
-// onLogin records the login a session's user took on the agent. The
-// agent says it; the proxy records it as the agent's word.
-func (a *Actor) onLogin(m loginMsg) {
+// remember records which actor a dialed session belongs to.
+func (a *Actor) remember(session string, by *actor.PID) {
+	if a.sessions == nil {
+		a.sessions = map[string]*actor.PID{}
+	}
+	if len(a.sessionOrder) >= maxSessions {
+		delete(a.sessions, a.sessionOrder[0])
+		a.sessionOrder = a.sessionOrder[1:]
+	}
+	a.sessions[session] = by
+	a.sessionOrder = append(a.sessionOrder, session)
+}
+
+// onLogin passes the login a session's user took (or why the node refused
+// it) to the session's actor, which audits it with the session's user and
+// resource. A report for a session that actor no longer answers for is
+// recorded here as the agent's word.
+func (a *Actor) onLogin(ctx actor.Context, m loginMsg) {
+	report := &clusterpb.LoginReport{SessionId: m.l.SessionID, Login: m.l.Login, KeyId: m.l.KeyID, Refused: m.l.Refused}
+	if pid := a.sessions[m.l.SessionID]; pid != nil {
+		delete(a.sessions, m.l.SessionID)
+		ctx.Send(pid, report)
+		return
+	}
 	if a.cfg.Audit == nil {
 		return
 	}
-	_, err := a.cfg.Audit.Append(audit.Event{
+	ev := audit.Event{
 		Time: a.cfg.Clock(), Type: "session.login", SessionID: m.l.SessionID, Login: m.l.Login,
 		AgentID: a.agent.ID, ProxyID: a.cfg.ProxyID, Outcome: "ok",
-	})
-	if err != nil {
+	}
+	if m.l.Refused != "" {
+		ev.Outcome, ev.Error = "refused", m.l.Refused
+	}
+	if _, err := a.cfg.Audit.Append(ev); err != nil {
 		a.cfg.Logger.Error("audit login", "session", m.l.SessionID, "err", err)
 	}
 }
 
 func (a *Actor) onDial(ctx actor.Context, m *Dial) {
-	sender, system := ctx.Sender(), ctx.ActorSystem()
+	sender, system, self := ctx.Sender(), ctx.ActorSystem(), ctx.Self()
 	if sender == nil {
 		return
 	}
@@ -343,6 +386,8 @@ func (a *Actor) onDial(ctx actor.Context, m *Dial) {
 			if !errors.As(err, &de) {
 				err = fmt.Errorf("agent %s unreachable: %w", a.agent.ID, err)
 			}
+		} else {
+			system.Root.Send(self, dialedMsg{m.Request.SessionID, sender})
 		}
 		system.Root.Send(sender, &DialResult{Channel: ch, AgentID: a.agent.ID, Err: err})
 	}()
@@ -352,7 +397,7 @@ func (a *Actor) onDial(ctx actor.Context, m *Dial) {
 // channel is opened here and parked; the answer tells the entry proxy
 // where to open its data stream and with which token.
 func (a *Actor) onRemoteDial(ctx actor.Context, m *clusterpb.DialRequest) {
-	sender, system := ctx.Sender(), ctx.ActorSystem()
+	sender, system, self := ctx.Sender(), ctx.ActorSystem(), ctx.Self()
 	if sender == nil {
 		return
 	}
@@ -380,6 +425,7 @@ func (a *Actor) onRemoteDial(ctx actor.Context, m *clusterpb.DialRequest) {
 			resp.Error = fmt.Sprintf("agent %s unreachable: %v", a.agent.ID, err)
 		default:
 			resp.Ok, resp.Token = true, a.cfg.Park(ch, a.agent.ID)
+			system.Root.Send(self, dialedMsg{req.SessionID, sender})
 		}
 		system.Root.Send(sender, resp)
 	}()

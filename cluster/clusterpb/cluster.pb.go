@@ -127,7 +127,10 @@ type AgentRoute struct {
 	Online bool   `protobuf:"varint,9,opt,name=online,proto3" json:"online,omitempty"`
 	Addr   string `protobuf:"bytes,10,opt,name=addr,proto3" json:"addr,omitempty"`
 	// rtt_micros is the tunnel's keepalive round trip measured by the origin.
-	RttMicros     int64 `protobuf:"varint,11,opt,name=rtt_micros,json=rttMicros,proto3" json:"rtt_micros,omitempty"`
+	RttMicros int64 `protobuf:"varint,11,opt,name=rtt_micros,json=rttMicros,proto3" json:"rtt_micros,omitempty"`
+	// host_key is the agent's plain SSH host key (authorized_keys format),
+	// for clients that pin keys instead of trusting the agent CA.
+	HostKey       string `protobuf:"bytes,12,opt,name=host_key,json=hostKey,proto3" json:"host_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -237,6 +240,13 @@ func (x *AgentRoute) GetRttMicros() int64 {
 		return x.RttMicros
 	}
 	return 0
+}
+
+func (x *AgentRoute) GetHostKey() string {
+	if x != nil {
+		return x.HostKey
+	}
+	return ""
 }
 
 // RouteDelta is a change of the origin proxy's routes. Deltas of one
@@ -721,13 +731,17 @@ func (*StatusRequest) Descriptor() ([]byte, []int) {
 }
 
 type ProxyStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Region        string                 `protobuf:"bytes,2,opt,name=region,proto3" json:"region,omitempty"`
-	LocalAgents   int32                  `protobuf:"varint,3,opt,name=local_agents,json=localAgents,proto3" json:"local_agents,omitempty"`
-	Routes        int32                  `protobuf:"varint,4,opt,name=routes,proto3" json:"routes,omitempty"`
-	Sessions      int32                  `protobuf:"varint,5,opt,name=sessions,proto3" json:"sessions,omitempty"`
-	Version       string                 `protobuf:"bytes,6,opt,name=version,proto3" json:"version,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Region      string                 `protobuf:"bytes,2,opt,name=region,proto3" json:"region,omitempty"`
+	LocalAgents int32                  `protobuf:"varint,3,opt,name=local_agents,json=localAgents,proto3" json:"local_agents,omitempty"`
+	Routes      int32                  `protobuf:"varint,4,opt,name=routes,proto3" json:"routes,omitempty"`
+	Sessions    int32                  `protobuf:"varint,5,opt,name=sessions,proto3" json:"sessions,omitempty"`
+	Version     string                 `protobuf:"bytes,6,opt,name=version,proto3" json:"version,omitempty"`
+	// host_key is the proxy's plain SSH host key (authorized_keys format).
+	HostKey string `protobuf:"bytes,7,opt,name=host_key,json=hostKey,proto3" json:"host_key,omitempty"`
+	// user_addr is where users reach the proxy.
+	UserAddr      string `protobuf:"bytes,8,opt,name=user_addr,json=userAddr,proto3" json:"user_addr,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -800,6 +814,20 @@ func (x *ProxyStatus) GetSessions() int32 {
 func (x *ProxyStatus) GetVersion() string {
 	if x != nil {
 		return x.Version
+	}
+	return ""
+}
+
+func (x *ProxyStatus) GetHostKey() string {
+	if x != nil {
+		return x.HostKey
+	}
+	return ""
+}
+
+func (x *ProxyStatus) GetUserAddr() string {
+	if x != nil {
+		return x.UserAddr
 	}
 	return ""
 }
@@ -1216,6 +1244,78 @@ func (x *AuditResult) GetError() string {
 	return ""
 }
 
+// LoginReport tells a session's actor, on the entry proxy, which login its
+// user took on the agent's SSH server, or why the login was refused: the
+// agent reports it on its tunnel, and the tunnel's proxy passes it on.
+type LoginReport struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Login     string                 `protobuf:"bytes,2,opt,name=login,proto3" json:"login,omitempty"`
+	KeyId     string                 `protobuf:"bytes,3,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// refused is the node's reason when the login was refused.
+	Refused       string `protobuf:"bytes,4,opt,name=refused,proto3" json:"refused,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LoginReport) Reset() {
+	*x = LoginReport{}
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoginReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoginReport) ProtoMessage() {}
+
+func (x *LoginReport) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoginReport.ProtoReflect.Descriptor instead.
+func (*LoginReport) Descriptor() ([]byte, []int) {
+	return file_cluster_clusterpb_cluster_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *LoginReport) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *LoginReport) GetLogin() string {
+	if x != nil {
+		return x.Login
+	}
+	return ""
+}
+
+func (x *LoginReport) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *LoginReport) GetRefused() string {
+	if x != nil {
+		return x.Refused
+	}
+	return ""
+}
+
 var File_cluster_clusterpb_cluster_proto protoreflect.FileDescriptor
 
 const file_cluster_clusterpb_cluster_proto_rawDesc = "" +
@@ -1230,7 +1330,7 @@ const file_cluster_clusterpb_cluster_proto_rawDesc = "" +
 	"\x04port\x18\x06 \x01(\x05R\x04port\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x86\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa1\x03\n" +
 	"\n" +
 	"AgentRoute\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12\x1a\n" +
@@ -1245,7 +1345,8 @@ const file_cluster_clusterpb_cluster_proto_rawDesc = "" +
 	"\x04addr\x18\n" +
 	" \x01(\tR\x04addr\x12\x1d\n" +
 	"\n" +
-	"rtt_micros\x18\v \x01(\x03R\trttMicros\"\xa1\x01\n" +
+	"rtt_micros\x18\v \x01(\x03R\trttMicros\x12\x19\n" +
+	"\bhost_key\x18\f \x01(\tR\ahostKey\"\xa1\x01\n" +
 	"\n" +
 	"RouteDelta\x12\x16\n" +
 	"\x06origin\x18\x01 \x01(\tR\x06origin\x12\x14\n" +
@@ -1286,14 +1387,16 @@ const file_cluster_clusterpb_cluster_proto_rawDesc = "" +
 	"\x04zone\x18\x03 \x01(\tR\x04zone\x12\x1f\n" +
 	"\vtunnel_addr\x18\x04 \x01(\tR\n" +
 	"tunnelAddr\"\x0f\n" +
-	"\rStatusRequest\"\xa6\x01\n" +
+	"\rStatusRequest\"\xde\x01\n" +
 	"\vProxyStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\x12!\n" +
 	"\flocal_agents\x18\x03 \x01(\x05R\vlocalAgents\x12\x16\n" +
 	"\x06routes\x18\x04 \x01(\x05R\x06routes\x12\x1a\n" +
 	"\bsessions\x18\x05 \x01(\x05R\bsessions\x12\x18\n" +
-	"\aversion\x18\x06 \x01(\tR\aversion\"\x91\x01\n" +
+	"\aversion\x18\x06 \x01(\tR\aversion\x12\x19\n" +
+	"\bhost_key\x18\a \x01(\tR\ahostKey\x12\x1b\n" +
+	"\tuser_addr\x18\b \x01(\tR\buserAddr\"\x91\x01\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12\x18\n" +
@@ -1323,7 +1426,13 @@ const file_cluster_clusterpb_cluster_proto_rawDesc = "" +
 	"\x06events\x18\x02 \x03(\fR\x06events\x12\x1c\n" +
 	"\ttruncated\x18\x03 \x01(\bR\ttruncated\x12\x18\n" +
 	"\askipped\x18\x04 \x01(\x05R\askipped\x12\x14\n" +
-	"\x05error\x18\x05 \x01(\tR\x05errorB2Z0github.com/warren-proxy/warren/cluster/clusterpbb\x06proto3"
+	"\x05error\x18\x05 \x01(\tR\x05error\"s\n" +
+	"\vLoginReport\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x14\n" +
+	"\x05login\x18\x02 \x01(\tR\x05login\x12\x15\n" +
+	"\x06key_id\x18\x03 \x01(\tR\x05keyId\x12\x18\n" +
+	"\arefused\x18\x04 \x01(\tR\arefusedB2Z0github.com/warren-proxy/warren/cluster/clusterpbb\x06proto3"
 
 var (
 	file_cluster_clusterpb_cluster_proto_rawDescOnce sync.Once
@@ -1337,7 +1446,7 @@ func file_cluster_clusterpb_cluster_proto_rawDescGZIP() []byte {
 	return file_cluster_clusterpb_cluster_proto_rawDescData
 }
 
-var file_cluster_clusterpb_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_cluster_clusterpb_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_cluster_clusterpb_cluster_proto_goTypes = []any{
 	(*Resource)(nil),          // 0: warren.cluster.v1.Resource
 	(*AgentRoute)(nil),        // 1: warren.cluster.v1.AgentRoute
@@ -1355,10 +1464,11 @@ var file_cluster_clusterpb_cluster_proto_goTypes = []any{
 	(*TokenRedeemResult)(nil), // 13: warren.cluster.v1.TokenRedeemResult
 	(*AuditQuery)(nil),        // 14: warren.cluster.v1.AuditQuery
 	(*AuditResult)(nil),       // 15: warren.cluster.v1.AuditResult
-	nil,                       // 16: warren.cluster.v1.Resource.LabelsEntry
+	(*LoginReport)(nil),       // 16: warren.cluster.v1.LoginReport
+	nil,                       // 17: warren.cluster.v1.Resource.LabelsEntry
 }
 var file_cluster_clusterpb_cluster_proto_depIdxs = []int32{
-	16, // 0: warren.cluster.v1.Resource.labels:type_name -> warren.cluster.v1.Resource.LabelsEntry
+	17, // 0: warren.cluster.v1.Resource.labels:type_name -> warren.cluster.v1.Resource.LabelsEntry
 	0,  // 1: warren.cluster.v1.AgentRoute.resources:type_name -> warren.cluster.v1.Resource
 	1,  // 2: warren.cluster.v1.RouteDelta.upserts:type_name -> warren.cluster.v1.AgentRoute
 	1,  // 3: warren.cluster.v1.RouteState.agents:type_name -> warren.cluster.v1.AgentRoute
@@ -1381,7 +1491,7 @@ func file_cluster_clusterpb_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cluster_clusterpb_cluster_proto_rawDesc), len(file_cluster_clusterpb_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -114,7 +114,9 @@ type Config struct {
 	RejoinInterval time.Duration
 	// State, if set, exchanges full state on push/pull and joins.
 	State StateDelegate
-	// Logger receives our logs, and memberlist's own at debug level.
+	// Logger receives our logs, and memberlist's own at debug level. Name
+	// the component and the proxy on it (With): membership adds no keys of
+	// its own, so that none appears twice in a record.
 	Logger *slog.Logger
 }
 

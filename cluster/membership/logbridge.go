@@ -8,9 +8,10 @@ import (
 )
 
 // logBridge turns memberlist's log.Logger lines ("[WARN] memberlist: ...")
-// into slog records at debug level, keeping memberlist's own level as an
-// attribute: memberlist is chatty, and what matters to an operator (joins,
-// leaves, key mismatches, id conflicts) we log ourselves.
+// into slog records at debug level ("memberlist: ..."), keeping memberlist's
+// own level as an attribute and adding no other key (the caller's logger
+// names the component): memberlist is chatty, and what matters to an
+// operator (joins, leaves, key mismatches, id conflicts) we log ourselves.
 type logBridge struct{ log *slog.Logger }
 
 func newMemberlistLogger(l *slog.Logger) *log.Logger {
@@ -30,6 +31,6 @@ func (b logBridge) Write(p []byte) (int, error) {
 		}
 	}
 	line = bytes.TrimPrefix(line, []byte("memberlist: "))
-	b.log.Debug(string(line), "component", "memberlist", "memberlist_level", level)
+	b.log.Debug("memberlist: "+string(line), "memberlist_level", level)
 	return len(p), nil
 }

@@ -38,13 +38,17 @@ type Membership struct {
 	// for reading, Close for writing.
 	opMu sync.RWMutex
 
-	mu        sync.Mutex // guards the fields below
-	meta      Meta
-	metaJSON  []byte
-	ml        *memberlist.Memberlist // nil until Start
-	self      Member
-	members   map[string]Member        // alive and suspect, by ProxyID, self included
-	failed    map[string]*failedMember // declared dead, to reconnect to
+	mu       sync.Mutex // guards the fields below
+	meta     Meta
+	metaJSON []byte
+	ml       *memberlist.Memberlist // nil until Start
+	self     Member
+	members  map[string]Member        // alive and suspect, by ProxyID, self included
+	failed   map[string]*failedMember // declared dead, to reconnect to
+	// problem is why this proxy is alone although it has seeds, when the
+	// reason is one an operator must fix (a seed refused our gossip key);
+	// nil otherwise. The rejoin loop sets it after every round.
+	problem   error
 	closed    bool
 	left      bool
 	badLayout bool // stateOf found nonsense once (logged)
@@ -64,7 +68,6 @@ func New(cfg Config) (*Membership, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	log = log.With("component", "membership", "proxy_id", s.cfg.Meta.ProxyID)
 	return &Membership{
 		cfg:      s.cfg,
 		set:      s,
@@ -160,6 +163,16 @@ func (m *Membership) memberlistConfig() *memberlist.Config {
 		m.tweak(&c)
 	}
 	return &c
+}
+
+// Problem reports why this proxy cannot be in the cluster when an operator
+// must act: it is alone, and a seed refused it because the gossip keys
+// differ. A proxy whose seeds are merely down is not a problem (it may
+// start before them); nil means none.
+func (m *Membership) Problem() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.problem
 }
 
 // Events delivers every join, update and leave in order, starting with

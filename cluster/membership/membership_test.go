@@ -136,6 +136,9 @@ func TestWrongOrMissingKeyDoesNotJoin(t *testing.T) {
 			if got := n.memberIDs(); len(got) != 1 {
 				t.Errorf("%s sees %v, want only itself", tc.name, got)
 			}
+			if err := n.Problem(); !errors.Is(err, ErrKeyMismatch) {
+				t.Errorf("Problem(): got %v, want ErrKeyMismatch (a proxy with the wrong key is not ready)", err)
+			}
 			for _, c := range nodes {
 				if got := c.memberIDs(); len(got) != 3 {
 					t.Errorf("%s sees %v, want the 3 proxies", c.name, got)
@@ -170,6 +173,9 @@ func TestProxyStartedBeforeItsSeedJoinsLater(t *testing.T) {
 	early := newNode(t, "early", "127.0.0.2", withSeeds(seedAddr)).start(t)
 	if got := early.memberIDs(); len(got) != 1 {
 		t.Fatalf("early sees %v before its seed is up", got)
+	}
+	if err := early.Problem(); err != nil {
+		t.Errorf("Problem() of a proxy whose seed is merely down: %v, want nil (it may start first)", err)
 	}
 	if early.logs.find(slog.LevelWarn, "running alone and retrying") == "" {
 		t.Errorf("no warning that it runs alone")

@@ -222,10 +222,19 @@ func (r *rejoiner) tick(now time.Time, first, paused bool) {
 		r.logf(slog.LevelWarn, "alone", "no gossip seed could be joined; running alone and retrying",
 			"every", m.set.rejoinInterval.String(), "err", errors.Join(errs...))
 	}
+	var problem error
 	for _, err := range errs {
 		if errors.Is(err, ErrKeyMismatch) {
 			r.logf(slog.LevelError, err.Error(), "gossip join refused", "err", err)
+			if joined == 0 && alone {
+				problem = err
+			}
 		}
+	}
+	if joined > 0 || !alone || problem != nil || len(targets) > 0 {
+		m.mu.Lock()
+		m.problem = problem
+		m.mu.Unlock()
 	}
 }
 

@@ -17,7 +17,7 @@ func runToken(ctx context.Context, args []string) error {
 	if len(args) == 0 {
 		return usageError{"token needs a subcommand: add, ls, rm ID"}
 	}
-	fs := newFlags("token "+args[0], "add [--ttl 30m] [--uses N] [--resources 'web-*,db-1'] [--labels env=prod] [--renew-for 2160h] | ls [--json] | rm ID")
+	fs := newFlags("token "+args[0], subSynopsis("token", args[0]))
 	cf := addClientFlags(fs)
 	ttl := fs.Duration("ttl", 30*time.Minute, "add: how long the token may be used to join (1s to 720h)")
 	uses := fs.Int("uses", 0, "add: how many agents may join with it (0: any number until it expires)")
@@ -61,7 +61,7 @@ func runRole(ctx context.Context, args []string) error {
 	if len(args) == 0 {
 		return usageError{"role needs a subcommand: create -f role.yaml, ls, rm NAME"}
 	}
-	fs := newFlags("role "+args[0], "create -f role.yaml | ls [--json] | rm NAME")
+	fs := newFlags("role "+args[0], subSynopsis("role", args[0]))
 	cf := addClientFlags(fs)
 	file := fs.String("f", "", "create: the role (YAML: name, allow, deny, max_cert_ttl); - for stdin")
 	asJSON := fs.Bool("json", false, "ls: print JSON")
@@ -91,9 +91,9 @@ func runLock(ctx context.Context, args []string) error {
 	if len(args) == 0 {
 		return usageError{"lock needs a subcommand: user NAME, agent ID, token ID, ls, rm KIND NAME"}
 	}
-	fs := newFlags("lock "+args[0], "user NAME | agent ID | token ID [--ttl 1h] [--message TEXT] | ls [--json] | rm KIND NAME")
+	fs := newFlags("lock "+args[0], subSynopsis("lock", args[0]))
 	cf := addClientFlags(fs)
-	ttl := fs.Duration("ttl", 0, "user/agent/token: end the lock after this long (0: until `warren lock rm`)")
+	ttl := fs.Duration("ttl", 0, "user/agent/token: end the lock after this long (0: until warren lock rm)")
 	message := fs.String("message", "", "user/agent/token: told to the locked party (at most 256 bytes)")
 	asJSON := fs.Bool("json", false, "ls: print JSON")
 	if err := parse(fs, args[1:]); err != nil {

@@ -21,18 +21,19 @@ func runBench(ctx context.Context, args []string) error {
 	for i, s := range scenarios {
 		names[i] = s.Name
 	}
-	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") || isHelp(args[0]) {
 		var b strings.Builder
-		fmt.Fprintf(&b, "name a scenario: warren bench SCENARIO [--tiny] [--out DIR] [flags]\n\nScenarios:\n")
+		fmt.Fprintf(&b, "Usage: warren bench SCENARIO [--tiny] [--out DIR] [flags]\n\nScenarios:\n")
 		for _, s := range scenarios {
 			fmt.Fprintf(&b, "  %-24s %s\n", s.Name, s.Summary)
 		}
-		fmt.Fprintf(&b, "  %-24s %s", "all", "every scenario, one after the other")
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+		fmt.Fprintf(&b, "  %-24s %s\n", "all", "every scenario, one after the other")
+		fmt.Fprintf(&b, "\nRun `warren bench SCENARIO --help` for its flags.")
+		if len(args) > 0 && isHelp(args[0]) {
 			fmt.Fprintln(os.Stderr, b.String())
 			return nil
 		}
-		return usageError{b.String()}
+		return usageError{"name a scenario\n\n" + b.String()}
 	}
 	name, rest := args[0], args[1:]
 	run := scenarios

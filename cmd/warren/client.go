@@ -3,26 +3,19 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
-	"golang.org/x/term"
 
 	"github.com/warren-proxy/warren/actors/proxy"
-	"github.com/warren-proxy/warren/actors/router"
-	"github.com/warren-proxy/warren/internal/sshconfig"
 	"github.com/warren-proxy/warren/storage/audit"
 	"github.com/warren-proxy/warren/transport/pki"
 )
@@ -36,7 +29,7 @@ type clientFlags struct {
 func addClientFlags(fs *flag.FlagSet) *clientFlags {
 	c := &clientFlags{}
 	fs.StringVar(&c.proxy, "proxy", envOr("WARREN_PROXY", "localhost:3023"), "proxy user address host:port (env WARREN_PROXY)")
-	fs.StringVar(&c.identity, "i", os.Getenv("WARREN_IDENTITY"), "private key from `warren user add`; its certificate is KEY-cert.pub (env WARREN_IDENTITY)")
+	fs.StringVar(&c.identity, "i", os.Getenv("WARREN_IDENTITY"), "the `KEY` file from warren user add; its certificate is KEY-cert.pub (env WARREN_IDENTITY)")
 	fs.StringVar(&c.knownHosts, "known-hosts", os.Getenv("WARREN_KNOWN_HOSTS"), "known_hosts with the cluster host CA (default: known_hosts beside the key; env WARREN_KNOWN_HOSTS)")
 	return c
 }
@@ -189,7 +182,7 @@ func runResource(ctx context.Context, args []string) error {
 	if len(args) == 0 {
 		return usageError{"resource needs a subcommand: create -f FILE, rm NAME, ls"}
 	}
-	fs := newFlags("resource "+args[0], "create -f res.yaml | rm NAME | ls [--json]")
+	fs := newFlags("resource "+args[0], subSynopsis("resource", args[0]))
 	cf := addClientFlags(fs)
 	file := fs.String("f", "", "resource definition (YAML: name, kind, addr, labels, selector); - for stdin")
 	asJSON := fs.Bool("json", false, "print JSON (ls)")
@@ -306,145 +299,6 @@ func runAudit(ctx context.Context, args []string) error {
 		cmd += " --json"
 	}
 	return cf.proxyCommand(ctx, cmd, os.Stdout)
-}
-
-func runSSH(ctx context.Context, args []string) error {
-	fs := newFlags("ssh", "[login@]resource [command...]")
-	cf := addClientFlags(fs)
-	if err := parseUntilCommand(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() == 0 {
-		return usageError{"missing resource"}
-	}
-	login, resource, found := strings.Cut(fs.Arg(0), "@")
-	if !found {
-		login, resource = "", login
-	}
-	client, cr, err := cf.dialProxy(ctx)
-	if err != nil {
-		return err
-	}
-	defer client.Close()
-	if login == "" && len(cr.cert.ValidPrincipals) > 0 {
-		login = cr.cert.ValidPrincipals[0]
-	}
-	// The same path as OpenSSH's -J: a direct-tcpip channel through the
-	// proxy, and an end-to-end SSH connection inside it.
-	nc, err := client.Dial("tcp", net.JoinHostPort(resource, "22"))
-	if err != nil {
-		return fmt.Errorf("reach %s: %w", resource, err)
-	}
-	conn, chans, reqs, err := ssh.NewClientConn(nc, net.JoinHostPort(resource, "22"), &ssh.ClientConfig{
-		User:            login,
-		Auth:            []ssh.AuthMethod{ssh.PublicKeys(cr.signer)},
-		HostKeyCallback: cr.resourceHosts,
-		Timeout:         15 * time.Second,
-	})
-	if err != nil {
-		return fmt.Errorf("log in to %s as %s: %w", resource, login, err)
-	}
-	node := ssh.NewClient(conn, chans, reqs)
-	defer node.Close()
-	sess, err := node.NewSession()
-	if err != nil {
-		return err
-	}
-	defer sess.Close()
-	sess.Stdin, sess.Stdout, sess.Stderr = os.Stdin, os.Stdout, os.Stderr
-	if fs.NArg() > 1 {
-		return exitStatus(sess.Run(strings.Join(fs.Args()[1:], " ")))
-	}
-	return exitStatus(interactive(sess))
-}
-
-// interactive runs a shell under a PTY, with the local terminal in raw
-// mode and window size changes passed on.
-func interactive(sess *ssh.Session) error {
-	fd := int(os.Stdin.Fd())
-	w, h := 80, 24
-	if term.IsTerminal(fd) {
-		if cw, ch, err := term.GetSize(fd); err == nil {
-			w, h = cw, ch
-		}
-		old, err := term.MakeRaw(fd)
-		if err != nil {
-			return err
-		}
-		defer term.Restore(fd, old)
-	}
-	if err := sess.RequestPty(envOr("TERM", "xterm-256color"), h, w, ssh.TerminalModes{ssh.ECHO: 1}); err != nil {
-		return err
-	}
-	winch := make(chan os.Signal, 1)
-	signal.Notify(winch, syscall.SIGWINCH)
-	defer signal.Stop(winch)
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		for {
-			select {
-			case <-done:
-				return
-			case <-winch:
-				if cw, ch, err := term.GetSize(fd); err == nil {
-					_ = sess.WindowChange(ch, cw)
-				}
-			}
-		}
-	}()
-	if err := sess.Shell(); err != nil {
-		return err
-	}
-	return sess.Wait()
-}
-
-func runConfig(ctx context.Context, args []string) error {
-	if len(args) == 0 || args[0] != "ssh" {
-		return usageError{"the only config subcommand is ssh: warren config ssh"}
-	}
-	fs := newFlags("config ssh", "[--hosts 'node1 echo']")
-	cf := addClientFlags(fs)
-	hosts := fs.String("hosts", "", "space-separated host patterns reached through the proxy (default: the proxy's resources)")
-	name := fs.String("proxy-name", "warren-proxy", "Host name of the proxy entry")
-	if err := parse(fs, args[1:]); err != nil {
-		return err
-	}
-	cr, err := cf.load()
-	if err != nil {
-		return err
-	}
-	patterns := strings.Fields(*hosts)
-	if len(patterns) == 0 {
-		var buf strings.Builder
-		if err := cf.proxyCommand(ctx, "ls --json", &buf); err != nil {
-			return fmt.Errorf("list resources (or pass --hosts): %w", err)
-		}
-		var list []router.Summary
-		if err := json.Unmarshal([]byte(buf.String()), &list); err != nil {
-			return fmt.Errorf("read resource list: %w", err)
-		}
-		for _, s := range list {
-			patterns = append(patterns, s.Name)
-		}
-	}
-	kh := cf.knownHosts
-	if kh == "" {
-		kh = filepath.Join(filepath.Dir(cf.identity), "known_hosts")
-	}
-	login := ""
-	if len(cr.cert.ValidPrincipals) > 0 {
-		login = cr.cert.ValidPrincipals[0]
-	}
-	return sshconfig.Write(os.Stdout, sshconfig.Config{
-		Proxies:            []sshconfig.Proxy{{Name: *name, Addr: cf.proxy}},
-		User:               cr.user,
-		Login:              login,
-		Identity:           abs(cf.identity),
-		KnownHosts:         abs(kh),
-		ResourceKnownHosts: abs(cr.resourceKnownHosts),
-		Hosts:              patterns,
-	})
 }
 
 func abs(p string) string {

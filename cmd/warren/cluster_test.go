@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -399,6 +400,24 @@ func TestWrongGossipKeyDoesNotJoin(t *testing.T) {
 	if n := len(m.status(intruder)); n != 1 {
 		t.Fatalf("the intruder sees %d members, want only itself", n)
 	}
+	// It says so where a load balancer looks: not ready, with the reason.
+	var body string
+	waitFor(t, "the intruder's /readyz to say why it is not ready", func() bool {
+		resp, err := http.Get("http://" + intruder.http + "/readyz")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		return resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(body, "gossip encryption keys differ")
+	})
+	t.Logf("intruder /readyz: %s", strings.TrimSpace(body))
+	resp, err := http.Get("http://" + m.proxies[0].http + "/readyz")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("proxy-1 /readyz: %v %v, want 200", resp, err)
+	}
+	resp.Body.Close()
 }
 
 // rss returns a process's resident set size in bytes.

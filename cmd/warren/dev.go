@@ -7,9 +7,12 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -27,7 +30,7 @@ import (
 // forwarding to a small echo server (echo), and a user with a certificate
 // and an ssh_config that stock OpenSSH uses as it is.
 func runDev(ctx context.Context, args []string) error {
-	fs := newFlags("dev", "[--dir DIR]")
+	fs := newFlags("dev", "[--dir DIR] [--proxies N] [--host IP] [--user-port N] [--tunnel-port N] [--http-port N] [--debug] [--log-format text|json]")
 	dir := fs.String("dir", "warren-dev", "directory for the dev cluster's state")
 	host := fs.String("host", "127.0.0.1", "address the proxy listens on")
 	userPort := fs.Int("user-port", 3023, "proxy user SSH port (0 picks a free one)")
@@ -38,7 +41,10 @@ func runDev(ctx context.Context, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	log := logger()
+	log, err := logger()
+	if err != nil {
+		return err
+	}
 	d, err := startDev(ctx, devConfig{
 		Dir: *dir, Host: *host, UserPort: *userPort, TunnelPort: *tunnelPort, HTTPPort: *httpPort, Proxies: *proxies, Logger: log,
 	})
@@ -46,16 +52,20 @@ func runDev(ctx context.Context, args []string) error {
 		return err
 	}
 	defer d.Close()
+	self := selfCommand()
 	fmt.Printf(`Warren dev cluster is up (state in %[1]s).
 
   ssh -F %[2]s node1            # a shell on this host through the proxy
   ssh -F %[2]s node1 'echo hi'
-  ssh -F %[2]s proxy-1 ls       # list resources (proxy-1 status: the cluster)
+  ssh -F %[2]s proxy-1 ls       # list resources (also: status, whoami, audit --since 1h)
+  echo hi | ssh -F %[2]s -W echo:7 proxy-1            # the tcp resource "echo" on stdin/stdout
+  ssh -F %[2]s -N -L 17007:echo:7 proxy-1             # or as a local port: nc 127.0.0.1 17007
   export WARREN_PROXY=%[3]s WARREN_IDENTITY=%[4]s
-  warren ls; warren ssh node1; warren audit --since 1h
+  %[5]s ls; %[5]s ssh node1; %[5]s audit --since 1h
+  curl http://%[6]s/healthz      # HTTP; /api/v1/ needs the bearer token in %[7]s
 
 Press Ctrl-C to stop.
-`, d.dir, d.sshConfig, d.proxy.UserAddr(), d.identity)
+`, d.dir, d.sshConfig, d.proxy.UserAddr(), d.identity, self, d.proxy.HTTPAddr(), filepath.Join(d.dir, "auth", "api_token"))
 	<-ctx.Done()
 	log.Info("shutting down")
 	return nil
@@ -125,7 +135,7 @@ func startDev(ctx context.Context, c devConfig) (_ *devCluster, err error) {
 			},
 			Gossip: proxy.GossipConfig{Listen: net.JoinHostPort(host, "0"), Profile: "local"},
 			Peer:   proxy.PeerConfig{Listen: net.JoinHostPort(host, "0")},
-			Logger: c.Logger.With("component", id),
+			Logger: c.Logger, // the proxy adds proxy=ID to its records
 		}
 		if i > 0 {
 			pc.Gossip.Seeds = []string{d.proxies[0].GossipAddr()}
@@ -135,6 +145,9 @@ func startDev(ctx context.Context, c devConfig) (_ *devCluster, err error) {
 			return nil, err
 		}
 		if err := p.Start(ctx); err != nil {
+			if errors.Is(err, syscall.EADDRINUSE) {
+				return nil, fmt.Errorf("%w; another warren dev may be running: stop it, or pass --user-port 0 --tunnel-port 0 --http-port 0 for free ports, or another --host such as 127.0.0.2", err)
+			}
 			return nil, err
 		}
 		d.proxies = append(d.proxies, p)
@@ -187,7 +200,7 @@ func startDev(ctx context.Context, c devConfig) (_ *devCluster, err error) {
 	if u, err := user.Current(); err == nil && u.Username != "root" {
 		logins = append([]string{u.Username}, logins...)
 	}
-	paths, err := issueUser(auth, d.user, logins, []string{"admin"}, 24*time.Hour, dir)
+	paths, err := issueUser(auth, d.user, logins, []string{"admin"}, 24*time.Hour, dir, pki.KeyEd25519)
 	if err != nil {
 		return nil, err
 	}
@@ -208,7 +221,8 @@ func startDev(ctx context.Context, c devConfig) (_ *devCluster, err error) {
 		Identity:           paths.key,
 		KnownHosts:         paths.knownHosts,
 		ResourceKnownHosts: paths.resourceKnownHosts,
-		Hosts:              []string{"node1", "echo"},
+		Hosts:              []string{"node1"},
+		TCP:                []sshconfig.TCP{{Name: "echo"}},
 	})
 	if err := errors.Join(werr, f.Close()); err != nil {
 		return nil, fmt.Errorf("write ssh_config: %w", err)
@@ -217,6 +231,27 @@ func startDev(ctx context.Context, c devConfig) (_ *devCluster, err error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// selfCommand is how the person at the keyboard runs this binary again:
+// "warren" when that is this binary on PATH, "go run ./cmd/warren" under
+// `go run` (whose binary is deleted when it exits), else its path.
+func selfCommand() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return "warren"
+	}
+	if p, err := exec.LookPath("warren"); err == nil {
+		a, aerr := os.Stat(p)
+		b, berr := os.Stat(exe)
+		if aerr == nil && berr == nil && os.SameFile(a, b) {
+			return "warren"
+		}
+	}
+	if strings.Contains(filepath.ToSlash(exe), "/go-build") {
+		return "go run ./cmd/warren"
+	}
+	return exe
 }
 
 // forgetStaleIdentity removes a dev agent's identity whose certificate no

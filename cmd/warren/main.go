@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"text/tabwriter"
 )
 
 // command is one subcommand.
@@ -24,7 +25,15 @@ type command struct {
 	run     func(ctx context.Context, args []string) error
 }
 
-var commands []command
+// subcommand is a second-level command (`warren resource ls`): its name,
+// the arguments it takes and what it does. `warren resource --help` lists
+// them; each shows its own flags under `warren resource ls --help`.
+type subcommand struct{ name, args, summary string }
+
+var (
+	commands    []command
+	subcommands map[string][]subcommand // by command name
+)
 
 func init() {
 	commands = []command{
@@ -32,7 +41,7 @@ func init() {
 		{"user", "issue a user certificate: `warren user add NAME --logins root,ubuntu --roles access`", runUser},
 		{"proxy", "run a proxy: `warren proxy --config proxy.yaml`", runProxy},
 		{"agent", "run an agent: `warren agent --config agent.yaml`", runAgent},
-		{"dev", "run a whole local cluster on embedded defaults", runDev},
+		{"dev", "run a whole local cluster on embedded defaults: `warren dev --dir ./warren-dev`", runDev},
 		{"ls", "list resources", runLs},
 		{"ssh", "open an SSH session to a resource: `warren ssh [login@]resource [command]`", runSSH},
 		{"audit", "show the audit log: `warren audit --since 1h`", runAudit},
@@ -42,9 +51,40 @@ func init() {
 		{"lock", "lock out a user, agent or token everywhere: `warren lock user alice`, `ls`, `rm KIND NAME`", runLock},
 		{"status", "show the proxy cluster: members, regions, agents, routes, peer links", runStatus},
 		{"config", "print client configuration: `warren config ssh`", runConfig},
+		{"known-hosts", "print pinned known_hosts lines for SSH clients without certificate support", runKnownHosts},
 		{"sftp-server", "serve SFTP on stdin/stdout (used by the agent's SSH server)", runSFTPServer},
 		{"bench", "measure Warren against OpenSSH bastions and at scale: `warren bench path`", runBench},
 		{"version", "print the version", runVersion},
+	}
+	subcommands = map[string][]subcommand{
+		"user": {
+			{"add", "NAME --logins L1,L2 --roles R1,R2 [--ttl 8h] [--key-type ed25519|ecdsa] [--data-dir DIR] [--out DIR]", "sign a certificate for NAME with the cluster's user CA"},
+		},
+		"resource": {
+			{"create", "-f FILE", "create or replace a resource (YAML: name, kind, addr, labels, selector; - for stdin)"},
+			{"rm", "NAME", "delete a resource"},
+			{"ls", "[--json]", "list the dynamic resources"},
+		},
+		"token": {
+			{"add", "[--ttl 30m] [--uses N] [--resources 'web-*,db-1'] [--labels k=v] [--renew-for 2160h]", "make a join token, printed once"},
+			{"ls", "[--json]", "list the join tokens"},
+			{"rm", "ID", "delete a join token"},
+		},
+		"role": {
+			{"create", "-f FILE", "create or replace a role (YAML: name, allow, deny, max_cert_ttl; - for stdin)"},
+			{"ls", "[--json]", "list the preset and stored roles"},
+			{"rm", "NAME", "delete a role"},
+		},
+		"lock": {
+			{"user", "NAME [--ttl 1h] [--message TEXT]", "refuse a user on every proxy and end their sessions"},
+			{"agent", "ID [--ttl 1h] [--message TEXT]", "refuse an agent's tunnels on every proxy"},
+			{"token", "ID [--ttl 1h] [--message TEXT]", "refuse a join token and the agents that joined with it"},
+			{"ls", "[--json]", "list the locks"},
+			{"rm", "KIND NAME", "remove a lock"},
+		},
+		"config": {
+			{"ssh", "[--write FILE] [--hosts 'node1 node2']", "print an ssh_config block for stock OpenSSH, or update it in a file"},
+		},
 	}
 }
 
@@ -70,6 +110,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	for _, c := range commands {
 		if c.name == args[0] {
+			subs := subcommands[c.name]
+			if len(subs) > 0 && len(args) > 1 && isHelp(args[1]) {
+				commandUsage(stderr, c, subs)
+				return 0
+			}
 			err := c.run(ctx, args[1:])
 			switch {
 			case err == nil:
@@ -81,7 +126,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 			}
 			var ue usageError
 			if errors.As(err, &ue) {
-				fmt.Fprintf(stderr, "warren %s: %s (see `warren %s --help`)\n", c.name, ue.msg, c.name)
+				name := c.name
+				for _, sc := range subs {
+					if len(args) > 1 && args[1] == sc.name {
+						name += " " + sc.name
+					}
+				}
+				fmt.Fprintf(stderr, "warren %s: %s (see `warren %s --help`)\n", c.name, ue.msg, name)
 				return 2
 			}
 			fmt.Fprintf(stderr, "warren %s: %v\n", c.name, err)
@@ -139,34 +190,106 @@ func usage(w io.Writer) {
 	for _, c := range cs {
 		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nRun `warren COMMAND --help` for a command's flags.")
+	fmt.Fprintln(w, "\nRun `warren COMMAND --help` for a command's flags and subcommands.")
 }
 
-// newFlags returns a flag set whose usage names the command.
+// isHelp reports whether arg asks for help.
+func isHelp(arg string) bool {
+	switch arg {
+	case "-h", "-help", "--help", "help":
+		return true
+	}
+	return false
+}
+
+// commandUsage lists a command's subcommands.
+func commandUsage(w io.Writer, c command, subs []subcommand) {
+	fmt.Fprintf(w, "Usage: warren %s SUBCOMMAND [flags]\n\n%s.\n\nSubcommands:\n", c.name, upperFirst(c.summary))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, sc := range subs {
+		fmt.Fprintf(tw, "  %s %s\t%s\n", sc.name, sc.args, sc.summary)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\nRun `warren %s SUBCOMMAND --help` for its flags.\n", c.name)
+}
+
+func upperFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// newFlags returns a flag set whose usage names the command, says what it
+// does and lists its flags.
 func newFlags(name, synopsis string) *flag.FlagSet {
 	fs := flag.NewFlagSet("warren "+name, flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: warren %s %s\n\nFlags:\n", name, synopsis)
-		fs.PrintDefaults()
+		w := fs.Output()
+		fmt.Fprintf(w, "Usage: %s\n", strings.TrimSpace("warren "+name+" "+synopsis))
+		if s := summary(name); s != "" {
+			fmt.Fprintf(w, "\n%s.\n", upperFirst(s))
+		}
+		hasFlags := false
+		fs.VisitAll(func(*flag.Flag) { hasFlags = true })
+		if hasFlags {
+			fmt.Fprintln(w, "\nFlags:")
+			fs.PrintDefaults()
+		}
 	}
 	return fs
 }
 
+// subSynopsis is the arguments subcommand sub of cmd takes, as the
+// subcommands table has them ("" for one it does not know: the command
+// then reports it).
+func subSynopsis(cmd, sub string) string {
+	for _, sc := range subcommands[cmd] {
+		if sc.name == sub {
+			return sc.args
+		}
+	}
+	return ""
+}
+
+// summary is what a command ("status") or subcommand ("resource ls")
+// does, or "" for a name it does not know.
+func summary(name string) string {
+	cmd, sub, _ := strings.Cut(name, " ")
+	if sub != "" {
+		for _, sc := range subcommands[cmd] {
+			if sc.name == sub {
+				return sc.summary
+			}
+		}
+		return ""
+	}
+	for _, c := range commands {
+		if c.name == cmd {
+			return c.summary
+		}
+	}
+	return ""
+}
+
 // logFlags adds --debug and --log-format and returns a function that
-// builds the logger from them.
-func logFlags(fs *flag.FlagSet) func() *slog.Logger {
+// builds the logger from them, refusing a format it does not know.
+func logFlags(fs *flag.FlagSet) func() (*slog.Logger, error) {
 	debug := fs.Bool("debug", false, "log debug messages")
 	format := fs.String("log-format", "text", "log format: text or json")
-	return func() *slog.Logger {
+	return func() (*slog.Logger, error) {
 		level := slog.LevelInfo
 		if *debug {
 			level = slog.LevelDebug
 		}
 		opts := &slog.HandlerOptions{Level: level}
-		if strings.EqualFold(*format, "json") {
-			return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+		switch strings.ToLower(*format) {
+		case "text":
+			return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+		case "json":
+			return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
 		}
-		return slog.New(slog.NewTextHandler(os.Stderr, opts))
+		return nil, usageError{fmt.Sprintf("unknown --log-format %q: use text or json", *format)}
 	}
 }
 

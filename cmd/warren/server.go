@@ -15,11 +15,13 @@ import (
 	"github.com/warren-proxy/warren/transport/pki"
 )
 
-const defaultDataDir = "/var/lib/warren"
+// defaultAuthDir is where `warren init` writes the cluster identity and
+// where `warren user add` reads it: the proxies' auth_dir in deploy/.
+const defaultAuthDir = "/var/lib/warren/auth"
 
 func runInit(ctx context.Context, args []string) error {
 	fs := newFlags("init", "--data-dir DIR [--upgrade]")
-	dir := fs.String("data-dir", defaultDataDir, "directory for the cluster identity")
+	dir := fs.String("data-dir", defaultAuthDir, "directory to write the cluster identity to (the proxies' auth_dir)")
 	name := fs.String("cluster", pki.DefaultClusterName, "cluster name")
 	upgrade := fs.Bool("upgrade", false, "add to an existing identity what this version needs (the agent CA); every agent must join again")
 	if err := parse(fs, args); err != nil {
@@ -64,14 +66,15 @@ func plural(n int) string {
 
 func runUser(ctx context.Context, args []string) error {
 	if len(args) == 0 || args[0] != "add" {
-		return usageError{"the only user subcommand is add: warren user add NAME --logins root,ubuntu --roles access"}
+		return usageError{"the only user subcommand is add: `warren user add NAME --logins root,ubuntu --roles access`"}
 	}
-	fs := newFlags("user add", "NAME --logins L1,L2 --roles R1,R2 [--ttl 8h] --out DIR")
-	dir := fs.String("data-dir", defaultDataDir, "directory of the cluster identity (from `warren init`)")
+	fs := newFlags("user add", "NAME --logins L1,L2 --roles R1,R2 [--ttl 8h] [--data-dir DIR] [--out DIR]")
+	dir := fs.String("data-dir", defaultAuthDir, "directory of the cluster identity, as warren init wrote it (the proxies' auth_dir)")
 	logins := fs.String("logins", "", "comma-separated logins the user may use on nodes (required)")
-	roles := fs.String("roles", "", "comma-separated roles (required): presets admin, access, auditor, or roles made with `warren role create`")
+	roles := fs.String("roles", "", "comma-separated roles (required): presets admin, access, auditor, or roles made with warren role create")
 	ttl := fs.Duration("ttl", 8*time.Hour, "certificate validity (at most 720h; a role's max_cert_ttl may be shorter)")
 	out := fs.String("out", ".", "directory to write the key, certificate and known_hosts to")
+	keyType := fs.String("key-type", pki.KeyEd25519, "the user's key: ed25519, or ecdsa (P-256) for clients that cannot sign with an ed25519 certificate (libssh2, curl)")
 	// Accept NAME before or after the flags.
 	rest := args[1:]
 	var name string
@@ -90,11 +93,14 @@ func runUser(ctx context.Context, args []string) error {
 	if *roles == "" {
 		return usageError{"missing --roles: a user without a role reaches nothing (presets: admin, access, auditor)"}
 	}
-	a, err := pki.Load(*dir)
+	a, err := loadAuthority(*dir)
 	if err != nil {
 		return err
 	}
-	paths, err := issueUser(a, name, splitList(*logins), splitList(*roles), *ttl, *out)
+	if *keyType != pki.KeyEd25519 && *keyType != pki.KeyECDSA {
+		return usageError{fmt.Sprintf("--key-type %q: use ed25519 or ecdsa", *keyType)}
+	}
+	paths, err := issueUser(a, name, splitList(*logins), splitList(*roles), *ttl, *out, *keyType)
 	if err != nil {
 		return err
 	}
@@ -102,12 +108,38 @@ func runUser(ctx context.Context, args []string) error {
 	return nil
 }
 
+// loadAuthority loads the cluster identity for a command that uses it. A
+// missing one is never a reason to run `warren init` here: that would make
+// a second cluster whose certificates no proxy trusts.
+func loadAuthority(dir string) (*pki.Authority, error) {
+	a, err := pki.Load(dir)
+	switch {
+	case err == nil:
+		return a, nil
+	case errors.Is(err, os.ErrNotExist):
+		files := []string{pki.FileUserCA, pki.FileHostCA, pki.FileAgentCA, pki.FileTLSCAKey, pki.FileTLSCACert, pki.FileJoinTokens, pki.FileAPIToken}
+		var missing []string
+		for _, f := range files {
+			if _, serr := os.Stat(filepath.Join(dir, f)); serr != nil {
+				missing = append(missing, f)
+			}
+		}
+		if len(missing) < len(files) {
+			return nil, fmt.Errorf("the cluster identity in %s is incomplete (no %s): restore it from a backup or another proxy's auth_dir", dir, strings.Join(missing, ", "))
+		}
+		return nil, fmt.Errorf("no cluster identity in %s: pass --data-dir with the directory warren init wrote (the proxies' auth_dir)", dir)
+	case errors.Is(err, os.ErrPermission):
+		return nil, fmt.Errorf("cannot read the cluster identity in %s (permission denied): run as the user that owns it (the proxy's user, or root)", dir)
+	}
+	return nil, err
+}
+
 type userPaths struct{ key, knownHosts, resourceKnownHosts string }
 
 // issueUser writes a user's key, certificate and the known_hosts files
 // that trust the cluster's proxy and agent host CAs.
-func issueUser(a *pki.Authority, name string, logins, roles []string, ttl time.Duration, out string) (userPaths, error) {
-	signer, keyPEM, err := pki.GenerateKey()
+func issueUser(a *pki.Authority, name string, logins, roles []string, ttl time.Duration, out, keyType string) (userPaths, error) {
+	signer, keyPEM, err := pki.GenerateKeyType(keyType)
 	if err != nil {
 		return userPaths{}, err
 	}
@@ -143,11 +175,15 @@ func runProxy(ctx context.Context, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	log, err := logger()
+	if err != nil {
+		return err
+	}
 	cfg, err := proxy.LoadConfig(*path)
 	if err != nil {
 		return err
 	}
-	cfg.Logger = logger()
+	cfg.Logger = log
 	p, err := proxy.New(cfg)
 	if err != nil {
 		return err
@@ -167,11 +203,15 @@ func runAgent(ctx context.Context, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	log, err := logger()
+	if err != nil {
+		return err
+	}
 	cfg, err := agent.LoadConfig(*path)
 	if err != nil {
 		return err
 	}
-	cfg.Logger = logger()
+	cfg.Logger = log
 	cfg.SFTPCommand = sftpCommand()
 	a, err := agent.New(cfg)
 	if err != nil {
@@ -195,6 +235,13 @@ func sftpCommand() []string {
 }
 
 func runSFTPServer(ctx context.Context, args []string) error {
+	fs := newFlags("sftp-server", "")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{"sftp-server takes no arguments: it serves SFTP on stdin and stdout"}
+	}
 	if err := nodessh.ServeSFTP(stdio{}); err != nil && !errors.Is(err, os.ErrClosed) {
 		return err
 	}
@@ -208,6 +255,13 @@ func (stdio) Write(p []byte) (int, error) { return os.Stdout.Write(p) }
 func (stdio) Close() error                { return os.Stdout.Close() }
 
 func runVersion(ctx context.Context, args []string) error {
+	fs := newFlags("version", "")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{"version takes no arguments"}
+	}
 	fmt.Println("warren", proxy.Version)
 	return nil
 }

@@ -233,6 +233,7 @@ func (c *trustCluster) sshOK(cfg string, args ...string) string {
 // heartbeat for node1 is refused, node1 stays 1/1, and every user session
 // reaches the real agent.
 func TestAttackResourceHijack(t *testing.T) {
+	t.Parallel()
 	c := newTrustCluster(t)
 	c.agent("agent-1", c.token, "  - {name: node1, kind: ssh}\n")
 	waitFor(t, "node1 reachable", func() bool { out, _, _ := sshRun(t, c.sshConfig, "node1", "echo up"); return out == "up\n" })
@@ -290,6 +291,7 @@ func regexpLine(text, pattern string) bool {
 // known_hosts Warren writes for proxies, and an agent with ca_pin will not
 // join such an impostor (its token never leaves it).
 func TestAttackAgentCertificateIsNoProxy(t *testing.T) {
+	t.Parallel()
 	c := newTrustCluster(t)
 	signer, _, _ := c.joinAs("impostor", c.token, nil)
 	var passwords atomic.Int32
@@ -345,6 +347,7 @@ func TestAttackAgentCertificateIsNoProxy(t *testing.T) {
 // login the role does not allow even when the proxy let the session
 // through; denied attempts are audited; the user cannot read the audit log.
 func TestRolesDevReachesOnlyDev(t *testing.T) {
+	t.Parallel()
 	c := newTrustCluster(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -352,14 +355,15 @@ func TestRolesDevReachesOnlyDev(t *testing.T) {
 	}
 	go echo.Serve(ln, nil)
 	defer ln.Close()
-	c.agent("agent-1", c.token, fmt.Sprintf(`  - {name: node-dev, kind: ssh, labels: {env: dev}}
+	c.agent("agent-1", c.token, fmt.Sprintf(`  - {name: node1, kind: ssh}
+  - {name: node-dev, kind: ssh, labels: {env: dev}}
   - {name: node-prod, kind: ssh, labels: {env: prod}}
   - {name: db-dev, kind: tcp, addr: %[1]s, labels: {env: dev}}
   - {name: db-prod, kind: tcp, addr: %[1]s, labels: {env: prod}}
 `, ln.Addr()))
-	waitFor(t, "four resources online", func() bool {
+	waitFor(t, "five resources online", func() bool {
 		out, _, _ := sshRun(t, c.sshConfig, "proxy-1", "ls")
-		return strings.Count(out, "online") == 4
+		return strings.Count(out, "online") == 5
 	})
 	role := filepath.Join(c.dir, "dev.yaml")
 	os.WriteFile(role, []byte(fmt.Sprintf("name: dev\nallow:\n  logins: [%s]\n  resources: {env: dev}\n", c.me)), 0o644)
@@ -395,6 +399,15 @@ func TestRolesDevReachesOnlyDev(t *testing.T) {
 		if code == 0 || !strings.Contains(errs, "login "+other+" on resource node-dev is not allowed for you") {
 			t.Fatalf("bob as %s on node-dev: code %d stderr %q, want the node's refusal", other, code, errs)
 		}
+	}
+	// Forwarding on the node: admin's roles allow it, dev's do not.
+	target := ln.Addr().String()
+	if out, errs, code := runCmdInput(t, "fwd\n", "ssh", "-F", c.sshConfig, "-o", "BatchMode=yes", "-W", target, "node1"); out != "fwd\n" {
+		t.Fatalf("alice forwarding through node1: %q code %d stderr %q", out, code, errs)
+	}
+	_, errs, code = runCmdInput(t, "fwd\n", "ssh", "-F", bob, "-o", "BatchMode=yes", "-W", target, "node-dev")
+	if code == 0 || !strings.Contains(errs, "do not allow port forwarding on node-dev") {
+		t.Fatalf("bob forwarding through node-dev: code %d stderr %q, want the roles' refusal", code, errs)
 	}
 	_, errs, code = sshRun(t, bob, "proxy-1", "audit")
 	if code == 0 || !strings.Contains(errs, "audit needs a role that allows it") {
@@ -433,6 +446,7 @@ func runCmdInput(t *testing.T, stdin, name string, args ...string) (string, stri
 // TestJoinTokens: a token granting web-* cannot serve node1; a single-use
 // token cannot join twice; an expired or removed token cannot join.
 func TestJoinTokens(t *testing.T) {
+	t.Parallel()
 	c := newTrustCluster(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -504,6 +518,7 @@ func exitsWith(t *testing.T, p *proc, want string) {
 // agents of a locked token lose their tunnels and cannot return; unlocking
 // restores each; everyone else is served throughout.
 func TestLocks(t *testing.T) {
+	t.Parallel()
 	c := newTrustCluster(t)
 	c.agent("agent-1", c.token, "  - {name: node1, kind: ssh}\n")
 	waitFor(t, "node1 reachable", func() bool { out, _, _ := sshRun(t, c.sshConfig, "node1", "echo up"); return out == "up\n" })
@@ -574,6 +589,7 @@ func TestLocks(t *testing.T) {
 // label set, a flood of wrong join tokens, and `yes | head -1`: each is
 // refused or bounded, and users are served throughout.
 func TestAttackAbuseBounded(t *testing.T) {
+	t.Parallel()
 	c := newTrustCluster(t)
 	c.agent("agent-1", c.token, "  - {name: node1, kind: ssh}\n")
 	waitFor(t, "node1 reachable", func() bool { out, _, _ := sshRun(t, c.sshConfig, "node1", "echo up"); return out == "up\n" })
@@ -712,6 +728,7 @@ func TestAttackAbuseBounded(t *testing.T) {
 // TestCatalogSurvivesKill9 replays finding 6: what a proxy listed before
 // kill -9 it lists after its restart, before any agent returns.
 func TestCatalogSurvivesKill9(t *testing.T) {
+	t.Parallel()
 	c := newTrustCluster(t)
 	ag := c.agent("agent-1", c.token, "  - {name: node1, kind: ssh}\n")
 	waitFor(t, "node1 reachable", func() bool { out, _, _ := sshRun(t, c.sshConfig, "node1", "echo up"); return out == "up\n" })
@@ -742,6 +759,7 @@ func TestCatalogSurvivesKill9(t *testing.T) {
 // at start, never a panic; a log replaced by an empty one is served on and
 // reported in the new log.
 func TestDamagedAuditLogNeverCrashes(t *testing.T) {
+	t.Parallel()
 	c := newTrustCluster(t)
 	c.agent("agent-1", c.token, "  - {name: node1, kind: ssh}\n")
 	waitFor(t, "node1 reachable", func() bool { out, _, _ := sshRun(t, c.sshConfig, "node1", "echo up"); return out == "up\n" })
@@ -758,8 +776,8 @@ func TestDamagedAuditLogNeverCrashes(t *testing.T) {
 		name string
 		data []byte
 	}{
-		{"a zeroed page", zeroPage(good, len(good)/4096/2)},
-		{"cut in half", good[:len(good)/2]},
+		{"zeroed pages", zeroPages(good, 2)},
+		{"cut short", good[:3*4096]}, // the meta pages and one more: the pages in use reach further
 	} {
 		if err := os.WriteFile(path, damage.data, 0o600); err != nil {
 			t.Fatal(err)
@@ -770,7 +788,7 @@ func TestDamagedAuditLogNeverCrashes(t *testing.T) {
 		case err := <-p.done:
 			p.done <- err
 			code = p.cmd.ProcessState.ExitCode()
-		case <-time.After(30 * time.Second):
+		case <-time.After(60 * time.Second):
 			t.Fatalf("%s: the proxy did not refuse to start; stderr:\n%s", damage.name, p.stderr.String())
 		}
 		errs := p.stderr.String()
@@ -794,9 +812,54 @@ func TestDamagedAuditLogNeverCrashes(t *testing.T) {
 	}
 }
 
-// zeroPage returns data with 4 KiB page n zeroed.
-func zeroPage(data []byte, n int) []byte {
+// zeroPages returns data with every 4 KiB page from page `from` on zeroed:
+// whatever holds the events, it is gone (one zeroed page may be a free one,
+// which is no damage).
+func zeroPages(data []byte, from int) []byte {
 	out := slices.Clone(data)
-	clear(out[n*4096 : min(len(out), (n+1)*4096)])
+	clear(out[min(len(out), from*4096):])
 	return out
+}
+
+// TestRefusedLoginIsAuditedAsRefused: a login the certificate does not
+// hold is refused by the node with the logins the user may use, and the
+// audit log records the session as refused (with the session's user and
+// resource on the login record), not as a session that ran.
+func TestRefusedLoginIsAuditedAsRefused(t *testing.T) {
+	t.Parallel()
+	c := newTrustCluster(t)
+	c.agent("agent-1", c.token, "  - {name: node1, kind: ssh}\n")
+	waitFor(t, "node1 reachable", func() bool { out, _, _ := sshRun(t, c.sshConfig, "node1", "echo up"); return out == "up\n" })
+	wrong := "ubuntu"
+	if c.me == wrong {
+		wrong = "daemon"
+	}
+	_, errs, code := sshRun(t, c.sshConfig, wrong+"@node1", "true")
+	want := fmt.Sprintf("your certificate does not allow login %q; its logins: %s", wrong, c.me)
+	if code != 255 || !strings.Contains(errs, want) {
+		t.Fatalf("ssh %s@node1: code %d stderr %q, want %q", wrong, code, errs, want)
+	}
+	c.sshOK(c.sshConfig, "node1", "true")
+	var login, end *audit.Event
+	waitFor(t, "the refused session's records", func() bool {
+		login, end = nil, nil
+		for _, ev := range c.auditEvents() {
+			if ev.Login != wrong {
+				continue
+			}
+			switch ev.Type {
+			case "session.login":
+				login = &ev
+			case "session.end":
+				end = &ev
+			}
+		}
+		return login != nil && end != nil
+	})
+	if login.Outcome != "refused" || login.User != "alice" || login.Resource != "node1" || !strings.Contains(login.Error, "not a principal") {
+		t.Errorf("session.login record: %+v, want refused for alice on node1 with the node's reason", *login)
+	}
+	if end.Outcome != "refused" || end.SessionID != login.SessionID {
+		t.Errorf("session.end record: %+v, want outcome refused", *end)
+	}
 }

@@ -44,6 +44,8 @@ var (
 	lineRE  = regexp.MustCompile(`^line (\d+): `)
 	terrRE  = regexp.MustCompile("^line \\d+: cannot unmarshal (!![a-z]+|[^ ]+)( `(.*)`)? into ")
 	fieldRE = regexp.MustCompile(`^line \d+: field (.*) not found in type `)
+	durRE   = regexp.MustCompile("^line \\d+: cannot unmarshal !![a-z]+ `(.*)` into time\\.Duration$")
+	digits  = regexp.MustCompile(`^[0-9]+$`)
 )
 
 // friendly rewrites yaml.v3's messages into one line per problem, naming
@@ -81,6 +83,15 @@ func friendly(data []byte, err error) error {
 			if l := take(nodes[line], container, func(l *located) bool { return !l.key && matches(l.n, tm[1], tm[3]) }); l != nil {
 				path = l.path
 			}
+		}
+		if dm := durRE.FindStringSubmatch(m); dm != nil {
+			// yaml.v3 reads durations only as Go duration text: say so,
+			// with the number the operator wrote if it was one.
+			like := "30s"
+			if digits.MatchString(dm[1]) {
+				like = dm[1] + "s"
+			}
+			m = fmt.Sprintf("%s`%s` is not a duration: durations take units, like %s", sm[0], dm[1], like)
 		}
 		m = strings.Replace(m, "cannot unmarshal !!str", "cannot read text", 1)
 		m = strings.Replace(m, "cannot unmarshal !!", "cannot read ", 1)

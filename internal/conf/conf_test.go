@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // testConfig has the shapes real Warren configs have: a nested section, a
@@ -13,8 +14,9 @@ import (
 type testConfig struct {
 	Name   string `yaml:"name"`
 	Tunnel struct {
-		KeepaliveCount int    `yaml:"keepalive_count"`
-		Interval       string `yaml:"interval"`
+		KeepaliveCount int           `yaml:"keepalive_count"`
+		Interval       string        `yaml:"interval"`
+		HeartbeatTTL   time.Duration `yaml:"heartbeat_ttl"`
 	} `yaml:"tunnel"`
 	Resources []struct {
 		Name   string            `yaml:"name"`
@@ -30,6 +32,7 @@ name: proxy-1
 tunnel:
   keepalive_count: 3
   interval: 5s
+  heartbeat_ttl: 1m30s
 resources:
   - name: web
     port: 8080
@@ -40,8 +43,8 @@ ports: [22, 3023]
 	if err := Decode([]byte(in), &c); err != nil {
 		t.Fatalf("Decode: %v", err)
 	}
-	if c.Name != "proxy-1" || c.Tunnel.KeepaliveCount != 3 || c.Tunnel.Interval != "5s" {
-		t.Errorf("got name %q tunnel %+v, want proxy-1 {3 5s}", c.Name, c.Tunnel)
+	if c.Name != "proxy-1" || c.Tunnel.KeepaliveCount != 3 || c.Tunnel.Interval != "5s" || c.Tunnel.HeartbeatTTL != 90*time.Second {
+		t.Errorf("got name %q tunnel %+v, want proxy-1 {3 5s 1m30s}", c.Name, c.Tunnel)
 	}
 	if len(c.Resources) != 1 || c.Resources[0].Name != "web" || c.Resources[0].Port != 8080 || c.Resources[0].Labels["env"] != "prod" {
 		t.Errorf("got resources %+v, want one web:8080 env=prod", c.Resources)
@@ -135,6 +138,23 @@ func TestDecodeErrors(t *testing.T) {
 			in:      "resources:\n  - name: [web]\n",
 			want:    []string{"line 2", "resources[0].name:", "cannot read seq into string"},
 			notWant: []string{"resources[0].name["},
+		},
+		// A duration is Go duration text; a bare number is the usual slip.
+		{
+			name:    "duration without a unit",
+			in:      "tunnel:\n  heartbeat_ttl: 30\n",
+			want:    []string{"line 2", "tunnel.heartbeat_ttl:", "`30` is not a duration", "durations take units, like 30s"},
+			notWant: []string{"time.Duration", "unmarshal"},
+		},
+		{
+			name: "duration as quoted text without a unit",
+			in:   "tunnel:\n  heartbeat_ttl: \"30\"\n",
+			want: []string{"line 2", "tunnel.heartbeat_ttl:", "durations take units, like 30s"},
+		},
+		{
+			name: "fractional duration without a unit",
+			in:   "tunnel: {heartbeat_ttl: 1.5}\n",
+			want: []string{"line 1", "tunnel.heartbeat_ttl:", "`1.5` is not a duration", "like 30s"},
 		},
 		{
 			name: "invalid YAML",

@@ -1,14 +1,26 @@
 // Package sshconfig renders the ssh_config block that lets stock OpenSSH
 // reach Warren resources: an entry per proxy (certificate, known_hosts with
-// the cluster's proxy host CA) and the resources behind a ProxyJump (a
+// the cluster's proxy host CA) and the ssh resources behind a ProxyJump (a
 // known_hosts with the agent host CA). The two known_hosts files keep the
 // two CAs apart: a certificate an agent holds is never accepted for a
 // proxy, nor a proxy's for a resource.
+//
+// The block is fenced by BEGIN and END comment lines naming the first
+// proxy, so Update can replace it in a file (~/.ssh/config) however often
+// it runs: the file gains no duplicate, and a block written before is
+// brought up to date.
 package sshconfig
 
 import (
+	"bytes"
+	"errors"
+	"fmt"
 	"io"
+	"io/fs"
 	"net"
+	"os"
+	"path/filepath"
+	"strings"
 	"text/template"
 )
 
@@ -18,6 +30,12 @@ type Proxy struct{ Name, Addr string }
 // Host and Port split Addr.
 func (p Proxy) Host() string { h, _, _ := net.SplitHostPort(p.Addr); return h }
 func (p Proxy) Port() string { _, port, _ := net.SplitHostPort(p.Addr); return port }
+
+// TCP is a tcp resource: not an SSH host, reached with ssh -L or ssh -W.
+type TCP struct {
+	Name string
+	Port int // the resource's port, 0 if unknown
+}
 
 // Config is what an ssh_config block for Warren needs.
 type Config struct {
@@ -29,10 +47,35 @@ type Config struct {
 	// ResourceKnownHosts trusts the agent host CA (resources only).
 	KnownHosts         string
 	ResourceKnownHosts string
-	Hosts              []string // resources, reached through the first proxy
+	// Hosts are the ssh resources, reached through the first proxy.
+	Hosts []string
+	// TCP are the tcp resources, listed in comments with how to reach them.
+	TCP []TCP
 }
 
-var tmpl = template.Must(template.New("ssh_config").Parse(`# Warren: written by warren; resources are reached through {{(index .Proxies 0).Name}}.
+// LocalPort is the port a tcp hint forwards from: the resource's own when
+// it is known and not privileged, else a high one.
+func (t TCP) LocalPort() int {
+	if t.Port >= 1024 {
+		return t.Port
+	}
+	if t.Port > 0 {
+		return 10000 + t.Port
+	}
+	return 15000
+}
+
+// RemotePort is the port in hints (the agent forwards to the resource's
+// address whatever port is asked; 22 when unknown).
+func (t TCP) RemotePort() int {
+	if t.Port > 0 {
+		return t.Port
+	}
+	return 22
+}
+
+var tmpl = template.Must(template.New("ssh_config").Parse(`{{.Begin}}
+# Written by warren; resources are reached through {{(index .Proxies 0).Name}}.
 {{range .Proxies}}Host {{.Name}}
     HostName {{.Host}}
     Port {{.Port}}
@@ -42,7 +85,7 @@ var tmpl = template.Must(template.New("ssh_config").Parse(`# Warren: written by 
     IdentitiesOnly yes
     UserKnownHostsFile {{$.KnownHosts}}
     StrictHostKeyChecking yes
-{{end}}
+{{end}}{{if .Hosts}}
 Host{{range .Hosts}} {{.}}{{end}}
     ProxyJump {{(index .Proxies 0).Name}}
     User {{.Login}}
@@ -51,7 +94,88 @@ Host{{range .Hosts}} {{.}}{{end}}
     IdentitiesOnly yes
     UserKnownHostsFile {{.ResourceKnownHosts}}
     StrictHostKeyChecking yes
+{{end}}{{range .TCP}}# tcp resource {{.Name}}: ssh -N -L {{.LocalPort}}:{{.Name}}:{{.RemotePort}} {{(index $.Proxies 0).Name}}   (or ssh -W {{.Name}}:{{.RemotePort}} {{(index $.Proxies 0).Name}})
+{{end}}{{.End}}
 `))
 
+type view struct {
+	Config
+	Begin, End string
+}
+
+// markers are the fence lines of the block for c's first proxy.
+func markers(c Config) (begin, end string) {
+	name := "warren"
+	if len(c.Proxies) > 0 {
+		name = c.Proxies[0].Name
+	}
+	return "# BEGIN warren " + name, "# END warren " + name
+}
+
 // Write renders c as ssh_config text.
-func Write(w io.Writer, c Config) error { return tmpl.Execute(w, c) }
+func Write(w io.Writer, c Config) error {
+	if len(c.Proxies) == 0 {
+		return errors.New("ssh_config: no proxy to write")
+	}
+	begin, end := markers(c)
+	return tmpl.Execute(w, view{Config: c, Begin: begin, End: end})
+}
+
+// Update writes c's block into the file at path: in place of the block
+// for the same proxy if the file has one, else at its end. The file is
+// replaced atomically and keeps its mode (0600 when new, as ssh wants).
+func Update(path string, c Config) error {
+	var block bytes.Buffer
+	if err := Write(&block, c); err != nil {
+		return err
+	}
+	old, err := os.ReadFile(path)
+	mode := fs.FileMode(0o600)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return fmt.Errorf("read %s: %w", path, err)
+	default:
+		if fi, err := os.Stat(path); err == nil {
+			mode = fi.Mode().Perm()
+		}
+	}
+	begin, end := markers(c)
+	text := string(old)
+	i := strings.Index(text, begin+"\n")
+	j := strings.Index(text, end+"\n")
+	switch {
+	case i >= 0 && j > i:
+		text = text[:i] + block.String() + text[j+len(end)+1:]
+	case i >= 0 || j >= 0:
+		return fmt.Errorf("%s has a damaged Warren block (%q without its pair); remove the block's lines and run again", path, strings.TrimSpace(map[bool]string{true: begin, false: end}[i >= 0]))
+	default:
+		if text != "" && !strings.HasSuffix(text, "\n") {
+			text += "\n"
+		}
+		if text != "" {
+			text += "\n"
+		}
+		text += block.String()
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := tmp.WriteString(text); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return os.Rename(tmp.Name(), path)
+}

@@ -86,7 +86,8 @@ type Agent struct {
 	Hostname  string    `json:"hostname,omitempty"`
 	Version   string    `json:"version,omitempty"`
 	ProxyID   string    `json:"proxy_id"`
-	Addr      string    `json:"addr,omitempty"` // remote address of the tunnel
+	Addr      string    `json:"addr,omitempty"`     // remote address of the tunnel
+	HostKey   string    `json:"host_key,omitempty"` // the agent's plain SSH host key, authorized_keys format
 	Connected time.Time `json:"connected"`
 	LastSeen  time.Time `json:"last_seen"`
 }

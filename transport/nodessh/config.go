@@ -50,12 +50,38 @@ type Config struct {
 	// OnLogin, if set, is called once a user has logged in on conn, with
 	// the login and the certificate's key id (for audit records).
 	OnLogin func(conn net.Conn, login, keyID string)
+	// OnLoginRefused, if set, is called when authentication on conn
+	// failed, with the login asked for and the server's reasons (one per
+	// key refused), for audit records.
+	OnLoginRefused func(conn net.Conn, login string, reasons []string)
 	// Authorize, if set, is asked about every certificate that passed the
 	// server's own checks, for the connection (as given to ServeConn) it
 	// came on and the login it asks for: an error refuses the login, and
 	// its text is shown to the user (the cluster's roles decide here).
 	Authorize func(conn net.Conn, login string, cert *ssh.Certificate) error
+	// AllowForwarding, if set, is asked before every forwarding that the
+	// certificate permits (permit-port-forwarding for ForwardLocal and
+	// ForwardRemote, permit-agent-forwarding for ForwardAgent): each
+	// direct-tcpip channel (ssh -L, -D, -W), each tcpip-forward request
+	// (ssh -R) and each auth-agent-req (ssh -A), with the connection (as
+	// given to ServeConn), the login and the certificate of the login. An
+	// error refuses it; its text reaches the user where the protocol has
+	// room for it (see doc.go). nil allows what the certificate permits.
+	AllowForwarding func(conn net.Conn, login string, cert *ssh.Certificate, kind string) error
 }
+
+// Kinds of forwarding that Config.AllowForwarding is asked about.
+const (
+	// ForwardLocal is a connection from the node to a host and port the
+	// client names: ssh -L, -D and -W (direct-tcpip channels).
+	ForwardLocal = "local"
+	// ForwardRemote is a listener on the node whose connections go back to
+	// the client: ssh -R (tcpip-forward requests).
+	ForwardRemote = "remote"
+	// ForwardAgent is the client's SSH agent, offered to a session's jobs
+	// through a socket on the node: ssh -A (auth-agent-req@openssh.com).
+	ForwardAgent = "agent"
+)
 
 // Validate reports every problem with c at once. It never modifies c.
 func (c Config) Validate() error {

@@ -1,7 +1,10 @@
 package nodessh
 
 import (
+	"context"
 	"log/slog"
+	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 
@@ -12,18 +15,31 @@ import (
 type connection struct {
 	srv          *Server
 	sc           *ssh.ServerConn
+	nc           net.Conn         // as given to ServeConn, for the Config hooks
+	cert         *ssh.Certificate // the login's certificate
 	log          *slog.Logger
 	acct         *account // the login user every session runs as
 	forceCommand string   // from the certificate; replaces any requested command
 	permitPTY    bool     // the certificate allows PTYs
 	sshConn      string   // SSH_CONNECTION for children; "" if unknown
+	sshClient    string   // SSH_CLIENT for children; "" if unknown
 
-	wg       sync.WaitGroup // the global request loop and every session
-	sessions atomic.Int32   // open session channels
-	nextID   int            // session ids for logs; used by serve only
+	// ctx ends when the transport does (or ServeConn's ctx): forwarding
+	// dials and listeners watch it.
+	ctx    context.Context
+	cancel context.CancelFunc
 
-	mu   sync.Mutex               // guards open
-	open map[ssh.Channel]struct{} // session channels, for tell
+	wg         sync.WaitGroup // the global request loop, every session and every forwarding goroutine
+	sessions   atomic.Int32   // open session channels
+	forwarded  atomic.Int32   // forwarded TCP connections (ssh -L, -D, -W, -R), dials included
+	agentConns atomic.Int32   // connections to the forwarded agent's socket
+	nextID     int            // session ids for logs; used by serve only
+
+	mu        sync.Mutex                     // guards open, listeners, agentDir, agentPath
+	open      map[ssh.Channel]struct{}       // session channels, for tell
+	listeners map[forwardKey]*remoteListener // ssh -R listeners
+	agentDir  string                         // private directory of the agent socket; "" until asked for
+	agentPath string                         // the agent socket, SSH_AUTH_SOCK
 }
 
 // tell writes a line to the stderr of every open session (with a PTY the
@@ -66,9 +82,22 @@ func (c *connection) serve(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request
 		c.dispatch(nc)
 	}
 	// The transport is gone; closing makes sure every channel is closed
-	// too, so sessions see their request channels end.
+	// too, so sessions and forwarded connections see their request
+	// channels end. Cancelling closes the forwarding listeners and the
+	// agent socket and ends pending dials.
 	c.sc.Close()
+	c.cancel()
 	c.wg.Wait()
+	c.mu.Lock()
+	dir := c.agentDir
+	c.mu.Unlock()
+	if dir != "" {
+		// The directory belongs to the login user, who may have put
+		// anything there; RemoveAll does not follow symbolic links.
+		if err := os.RemoveAll(dir); err != nil {
+			c.log.Warn("remove agent socket directory", "dir", dir, "err", err)
+		}
+	}
 }
 
 func (c *connection) dispatch(nc ssh.NewChannel) {
@@ -92,8 +121,22 @@ func (c *connection) dispatch(nc ssh.NewChannel) {
 			defer c.sessions.Add(-1)
 			c.serveSession(nc, id)
 		}()
-	case "direct-tcpip", "direct-streamlocal@openssh.com":
-		refuse(ssh.Prohibited, "port forwarding is not allowed on this node")
+	case "direct-tcpip":
+		if c.forwarded.Add(1) > maxForwardedPerConn {
+			c.forwarded.Add(-1)
+			refuse(ssh.ResourceShortage, "too many forwarded connections on this connection")
+			return
+		}
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			defer c.forwarded.Add(-1)
+			c.forwardLocal(nc)
+		}()
+	case "direct-streamlocal@openssh.com":
+		// Unix sockets are opened with the agent's identity, which may be
+		// root: file permissions on the socket would not protect it.
+		refuse(ssh.Prohibited, "Unix socket forwarding is not offered on this node")
 	case "x11":
 		refuse(ssh.Prohibited, "X11 forwarding is not allowed on this node")
 	case "auth-agent@openssh.com":
@@ -103,19 +146,26 @@ func (c *connection) dispatch(nc ssh.NewChannel) {
 	}
 }
 
-// serveGlobalRequests refuses every global request: remote forwarding
-// (tcpip-forward) is not offered, and OpenSSH's keepalives are content
-// with a failure reply.
+// serveGlobalRequests serves remote forwarding (tcpip-forward and its
+// cancel) and refuses every other global request; OpenSSH's keepalives
+// are content with a failure reply. A global reply has no room for a
+// reason: refusals are logged, and OpenSSH's client warns its user by
+// itself ("remote port forwarding failed for listen port").
 func (c *connection) serveGlobalRequests(reqs <-chan *ssh.Request) {
 	for req := range reqs {
+		ok, reply := false, []byte(nil)
 		switch req.Type {
-		case "tcpip-forward", "cancel-tcpip-forward", "streamlocal-forward@openssh.com":
-			c.log.Info("ssh request refused", "type", req.Type, "reason", "port forwarding is not allowed on this node")
+		case "tcpip-forward":
+			ok, reply = c.onTCPIPForward(req.Payload)
+		case "cancel-tcpip-forward":
+			ok = c.onCancelTCPIPForward(req.Payload)
+		case "streamlocal-forward@openssh.com", "cancel-streamlocal-forward@openssh.com":
+			c.log.Info("ssh request refused", "type", req.Type, "reason", "Unix socket forwarding is not offered on this node")
 		default:
 			c.log.Debug("ssh global request ignored", "type", req.Type)
 		}
 		if req.WantReply {
-			_ = req.Reply(false, nil)
+			_ = req.Reply(ok, reply)
 		}
 	}
 }

@@ -5,10 +5,18 @@ import (
 )
 
 // Limits on what "env" requests may add, so a client cannot grow a
-// session's memory or a child's environment without bound.
+// session's memory or a child's environment without bound. sshd stops
+// at 128 variables and has no size limit but its packet size (256 KiB);
+// here one variable is at most what Linux's execve takes in one
+// environment string (MAX_ARG_STRLEN, 128 KiB with the NUL), and all of
+// them twice that, well below execve's total (a quarter of the stack
+// limit, usually 2 MiB). Variables over the limits are refused, logged,
+// and named on the session's stderr when its job starts: OpenSSH's
+// SendEnv and SetEnv want no reply, so the user would not know otherwise.
 const (
-	maxEnvVars  = 64
-	maxEnvBytes = 32 << 10
+	maxEnvVars     = 128
+	maxEnvVarBytes = 128<<10 - 1
+	maxEnvBytes    = 256 << 10
 )
 
 // deniedEnvPrefixes and deniedEnvNames are variables a client may not set.

@@ -1,6 +1,10 @@
 package nodessh
 
 import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -50,6 +54,39 @@ func FuzzSessionRequest(f *testing.F) {
 		}
 		if len(s.env) > maxEnvVars || s.envBytes > maxEnvBytes {
 			t.Errorf("env grew past its limits: %d vars, %d bytes", len(s.env), s.envBytes)
+		}
+	})
+}
+
+// FuzzSFTPRequest feeds arbitrary request packets to the SFTP filter, with
+// no file open and a sink for the library: none may panic, and whatever
+// it answers is whole packets. OPEN is left out: it would act on the file
+// system.
+func FuzzSFTPRequest(f *testing.F) {
+	ext := func(name string, rest ...byte) []byte {
+		return append(appendString([]byte{fxpExtended, 0, 0, 0, 7}, name), rest...)
+	}
+	f.Add([]byte{fxpRead, 0, 0, 0, 1, 0, 0, 0, 2, 'f', '1'})
+	f.Add(ext("copy-data", 0, 0, 0, 2, 'f', '1'))
+	f.Add(ext("limits@openssh.com"))
+	f.Add(ext("fsync@openssh.com", 0, 0, 0, 2, 'f', '1'))
+	f.Add(ext("users-groups-by-id@openssh.com", 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if len(body) == 0 || body[0] == fxpOpen {
+			return
+		}
+		var out bytes.Buffer
+		client := struct {
+			io.Reader
+			io.Writer
+		}{strings.NewReader(""), &out}
+		flt := newSFTPFilter(context.Background(), client, io.Discard, "")
+		_, _ = flt.handle(body)
+		for rest := out.Bytes(); len(rest) > 0; {
+			if len(rest) < 4 || uint64(len(rest)-4) < uint64(binary.BigEndian.Uint32(rest)) {
+				t.Fatalf("reply is not whole packets: %x", out.Bytes())
+			}
+			rest = rest[4+binary.BigEndian.Uint32(rest):]
 		}
 	})
 }

@@ -380,10 +380,21 @@ type result struct {
 // run runs a client binary to completion with stdin (nil = empty).
 func (h *harness) run(stdin io.Reader, name string, args ...string) result {
 	h.t.Helper()
+	return h.runEnv(nil, stdin, name, args...)
+}
+
+// clientEnv is the environment of every client process, plus env.
+func (h *harness) clientEnv(env ...string) []string {
+	return append([]string{"HOME=" + h.home, "PATH=" + os.Getenv("PATH"), "TERM=vt100", "LANG=C"}, env...)
+}
+
+// runEnv is run with variables added to the client's environment.
+func (h *harness) runEnv(env []string, stdin io.Reader, name string, args ...string) result {
+	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = []string{"HOME=" + h.home, "PATH=" + os.Getenv("PATH"), "TERM=vt100", "LANG=C"}
+	cmd.Env = h.clientEnv(env...)
 	cmd.Dir = h.dir
 	cmd.Stdin = stdin
 	cmd.WaitDelay = 5 * time.Second

@@ -53,6 +53,7 @@ type job struct {
 	stdin  *os.File // parent's ends of the child's pipes; nil with a PTY
 	stdout *os.File
 	stderr *os.File
+	stop   func() // in-process SFTP: ends a long request (copy-data) at once
 
 	reaped chan struct{} // closed when the child has been waited for
 
@@ -110,6 +111,9 @@ func (j *job) interrupt(sig syscall.Signal) error {
 // after abortGrace. The parent's stdio ends are closed so that every
 // copier returns even if a process outside the group holds the other end.
 func (j *job) abort() {
+	if j.stop != nil {
+		j.stop()
+	}
 	if j.cmd != nil {
 		_ = j.signal(syscall.SIGHUP)
 	}
@@ -179,7 +183,10 @@ func (s *session) start(kind jobKind, command string) (bool, func()) {
 	srv, acct := s.c.srv, s.c.acct
 	env := append(acct.env(), s.env...)
 	if s.c.sshConn != "" {
-		env = append(env, "SSH_CONNECTION="+s.c.sshConn)
+		env = append(env, "SSH_CONNECTION="+s.c.sshConn, "SSH_CLIENT="+s.c.sshClient)
+	}
+	if s.agentSock != "" {
+		env = append(env, "SSH_AUTH_SOCK="+s.agentSock)
 	}
 	if forced := s.c.forceCommand; forced != "" {
 		// As sshd does: the certificate's command runs whatever was
@@ -237,6 +244,7 @@ func (s *session) start(kind jobKind, command string) (bool, func()) {
 	s.job = j
 	s.log.Debug("session job started", "kind", kind.String(), "command", command, "pty", withPTY, "pid", cmd.Process.Pid)
 	return true, func() {
+		s.tellNotices()
 		s.run(j)
 		if s.eow {
 			j.endOfWrite()

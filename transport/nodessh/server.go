@@ -11,6 +11,8 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -154,7 +156,9 @@ func (s *Server) authenticate(conn net.Conn, meta ssh.ConnMetadata, key ssh.Publ
 		// login; OpenSSH refuses it and so do we.
 		return reject("certificate has no principals")
 	case !slices.Contains(cert.ValidPrincipals, login):
-		return reject(fmt.Sprintf("login %q is not a principal of the certificate", login))
+		// Told to the user too: which logins they do have.
+		_, err := reject(fmt.Sprintf("login %q is not a principal of the certificate", login))
+		return nil, &ssh.BannerError{Err: err, Message: fmt.Sprintf("warren: your certificate does not allow login %s; its logins: %s\n", strconvQuote(login), strings.Join(cert.ValidPrincipals, ", "))}
 	}
 	if reason := validityProblem(cert, s.cfg.Clock()); reason != "" {
 		return reject(reason)
@@ -166,11 +170,13 @@ func (s *Server) authenticate(conn net.Conn, meta ssh.ConnMetadata, key ssh.Publ
 		return reject(err.Error())
 	}
 	if !s.root && login != s.self.name {
-		return reject(fmt.Sprintf("agent runs as %s; cannot log in as %s", s.self.name, login))
+		_, err := reject(fmt.Sprintf("agent runs as %s; cannot log in as %s", s.self.name, login))
+		return nil, &ssh.BannerError{Err: err, Message: fmt.Sprintf("warren: this node's agent runs as %s and can serve only that login\n", s.self.name)}
 	}
 	if s.root {
 		if _, err := lookupAccount(login); err != nil {
-			return reject(fmt.Sprintf("no such user %q on this node", login))
+			_, err := reject(fmt.Sprintf("no such user %q on this node", login))
+			return nil, &ssh.BannerError{Err: err, Message: fmt.Sprintf("warren: there is no user %s on this node\n", strconvQuote(login))}
 		}
 	}
 	if s.cfg.Authorize != nil {
@@ -183,6 +189,8 @@ func (s *Server) authenticate(conn net.Conn, meta ssh.ConnMetadata, key ssh.Publ
 	out := &ssh.Permissions{
 		CriticalOptions: make(map[string]string, len(perms.CriticalOptions)),
 		Extensions:      make(map[string]string, len(perms.Extensions)+2),
+		// The certificate goes to Config.AllowForwarding later.
+		ExtraData: map[any]any{certKey{}: cert},
 	}
 	maps.Copy(out.CriticalOptions, perms.CriticalOptions)
 	maps.Copy(out.Extensions, perms.Extensions)
@@ -190,6 +198,9 @@ func (s *Server) authenticate(conn net.Conn, meta ssh.ConnMetadata, key ssh.Publ
 	out.Extensions[ExtensionLogin] = login
 	return out, nil
 }
+
+// certKey is the key of the login's certificate in Permissions.ExtraData.
+type certKey struct{}
 
 // Evict ends the connections whose certificate's extensions (and the
 // server's own, ExtensionLogin and ExtensionKeyID) refuse names: each of
@@ -212,6 +223,15 @@ func (s *Server) Evict(refuse func(ext map[string]string) string) int {
 		c.sc.Close()
 	}
 	return len(doomed)
+}
+
+// strconvQuote quotes a login for a message; logins reach here unchecked
+// (the user typed them), so they are escaped and cut.
+func strconvQuote(s string) string {
+	if len(s) > 64 {
+		s = s[:64]
+	}
+	return strconv.Quote(s)
 }
 
 // enter registers one Serve or ServeConn call with the server, unless the
@@ -372,7 +392,9 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) error {
 	// A copy of the config per connection, so that authentication knows
 	// which connection (and so which resource) it is for.
 	cfg := *s.sshCfg
+	var triedLogin string // the login asked for, for OnLoginRefused
 	cfg.PublicKeyCallback = func(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+		triedLogin = meta.User()
 		return s.authenticate(conn, meta, key)
 	}
 	sc, chans, reqs, err := ssh.NewServerConn(conn, &cfg)
@@ -391,6 +413,9 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) error {
 				}
 			}
 			s.log.Info("ssh auth failed", "remote", remote, "reasons", reasons)
+			if s.cfg.OnLoginRefused != nil && len(reasons) > 0 {
+				s.cfg.OnLoginRefused(conn, triedLogin, reasons)
+			}
 		} else {
 			s.log.Info("ssh handshake failed", "remote", remote, "err", err)
 		}
@@ -414,15 +439,19 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) error {
 		s.cfg.OnLogin(conn, login, sc.Permissions.Extensions[ExtensionKeyID])
 	}
 	_, permitPTY := sc.Permissions.Extensions[permitPTYExtension]
+	cert, _ := sc.Permissions.ExtraData[certKey{}].(*ssh.Certificate)
 	c := &connection{
 		srv:          s,
 		sc:           sc,
+		nc:           conn,
+		cert:         cert,
 		log:          log,
 		acct:         acct,
 		forceCommand: sc.Permissions.CriticalOptions[forceCommandOption],
 		permitPTY:    permitPTY,
-		sshConn:      sshConnectionEnv(conn.RemoteAddr(), conn.LocalAddr()),
 	}
+	c.sshConn, c.sshClient = sshConnectionEnv(conn.RemoteAddr(), conn.LocalAddr())
+	c.ctx, c.cancel = context.WithCancel(ctx)
 	log.Info("ssh login")
 	s.mu.Lock()
 	if s.conns == nil {
@@ -447,16 +476,19 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) error {
 	return nil
 }
 
-// sshConnectionEnv is the SSH_CONNECTION value ("client port server port"),
-// or "" when the conn does not carry TCP addresses (a tunnel adapter may
-// not).
-func sshConnectionEnv(remote, local net.Addr) string {
+// sshConnectionEnv is the SSH_CONNECTION value ("client port server
+// port") and the SSH_CLIENT value ("client port server-port"), as sshd
+// sets them, or "" for both when the conn does not carry TCP addresses.
+// The agent hands the server a conn whose RemoteAddr is the user's client
+// as the proxy saw it, so the node's jobs see who is on the other end
+// rather than the tunnel.
+func sshConnectionEnv(remote, local net.Addr) (conn, client string) {
 	r, ok1 := remote.(*net.TCPAddr)
 	l, ok2 := local.(*net.TCPAddr)
 	if !ok1 || !ok2 {
-		return ""
+		return "", ""
 	}
-	return fmt.Sprintf("%s %d %s %d", r.IP, r.Port, l.IP, l.Port)
+	return fmt.Sprintf("%s %d %s %d", r.IP, r.Port, l.IP, l.Port), fmt.Sprintf("%s %d %d", r.IP, r.Port, l.Port)
 }
 
 // validityProblem says why cert is not valid at now, or "" if it is. The

@@ -1,6 +1,8 @@
 package nodessh
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -67,11 +69,14 @@ type session struct {
 	log *slog.Logger
 
 	// The request loop owns these; job goroutines never touch them.
-	env      []string // accepted client variables, "NAME=value"
-	envBytes int
-	pty      *ptyRequest
-	job      *job
-	eow      bool // the client sent eow@openssh.com: it reads no more output
+	env        []string // accepted client variables, "NAME=value"
+	envBytes   int
+	envDropped []string // names refused for the limits, for the notice
+	pty        *ptyRequest
+	job        *job
+	eow        bool     // the client sent eow@openssh.com: it reads no more output
+	agentSock  string   // SSH_AUTH_SOCK for the job; "" without agent forwarding
+	notices    []string // told on stderr when the job starts
 
 	// muteStderr is set on eow: the job's stderr is read and dropped from
 	// then on (see onEOW). The request loop sets it, the stderr copier
@@ -163,8 +168,7 @@ func (s *session) handle(req *ssh.Request) (bool, func()) {
 		s.log.Info("ssh request refused", "type", req.Type, "reason", "X11 forwarding is not allowed on this node")
 		return false, nil
 	case "auth-agent-req@openssh.com":
-		s.log.Info("ssh request refused", "type", req.Type, "reason", "agent forwarding is not allowed on this node")
-		return false, nil
+		return s.onAgentReq(req.WantReply), nil
 	default:
 		// keepalive@openssh.com lands here too: a failure reply is all
 		// the client wants.
@@ -241,13 +245,86 @@ func (s *session) onEnv(payload []byte) bool {
 		}
 	}
 	kv := prefix + m.Value
-	if len(s.env) >= maxEnvVars || s.envBytes+len(kv) > maxEnvBytes {
-		s.log.Info("env variable refused", "name", m.Name, "reason", "too many or too large variables")
+	var reason string
+	switch {
+	case len(kv) > maxEnvVarBytes:
+		reason = fmt.Sprintf("variable larger than %d bytes", maxEnvVarBytes)
+	case len(s.env) >= maxEnvVars:
+		reason = fmt.Sprintf("more than %d variables", maxEnvVars)
+	case s.envBytes+len(kv) > maxEnvBytes:
+		reason = fmt.Sprintf("variables larger than %d bytes in all", maxEnvBytes)
+	}
+	if reason != "" {
+		s.log.Info("env variable refused", "name", m.Name, "bytes", len(kv), "reason", reason)
+		if len(s.envDropped) < maxEnvVars {
+			s.envDropped = append(s.envDropped, m.Name)
+		}
 		return false
 	}
 	s.env = append(s.env, kv)
 	s.envBytes += len(kv)
 	return true
+}
+
+// envNotice is the line that tells the user which variables were not set
+// for the limits, or "".
+func (s *session) envNotice() string {
+	if len(s.envDropped) == 0 {
+		return ""
+	}
+	const shown = 5
+	names := strings.Join(s.envDropped[:min(len(s.envDropped), shown)], ", ")
+	if len(s.envDropped) > shown {
+		names += fmt.Sprintf(" and %d more", len(s.envDropped)-shown)
+	}
+	what := "environment variables"
+	if len(s.envDropped) == 1 {
+		what = "environment variable"
+	}
+	return fmt.Sprintf("%d %s not set (at most %d variables, %d KiB in all, %d KiB each): %s",
+		len(s.envDropped), what, maxEnvVars, maxEnvBytes>>10, (maxEnvVarBytes+1)>>10, names)
+}
+
+// onAgentReq handles auth-agent-req@openssh.com (ssh -A): the job will
+// find the client's agent at SSH_AUTH_SOCK. OpenSSH's client asks without
+// wanting a reply, so a refusal is told on the session's stderr too.
+func (s *session) onAgentReq(wantReply bool) bool {
+	if s.job != nil {
+		return false
+	}
+	refuse := func(reason error) bool {
+		s.log.Info("ssh request refused", "type", "auth-agent-req@openssh.com", "reason", reason)
+		if !wantReply {
+			s.notices = append(s.notices, "agent forwarding is not allowed: "+reason.Error())
+		}
+		return false
+	}
+	if err := s.c.mayForward(ForwardAgent); err != nil {
+		return refuse(err)
+	}
+	path, err := s.c.agentSocket()
+	if err != nil {
+		s.log.Warn("agent forwarding failed", "err", err)
+		return refuse(errors.New("the node could not make the agent socket"))
+	}
+	s.agentSock = path
+	return true
+}
+
+// tellNotices writes the notices gathered before the job started to the
+// session's stderr, where OpenSSH's client shows them.
+func (s *session) tellNotices() {
+	if n := s.envNotice(); n != "" {
+		s.notices = append(s.notices, n)
+	}
+	eol := "\n"
+	if s.pty != nil {
+		eol = "\r\n"
+	}
+	for _, n := range s.notices {
+		_, _ = s.ch.Stderr().Write([]byte("warren: " + n + eol))
+	}
+	s.notices, s.envDropped = nil, nil
 }
 
 // signals are the names RFC 4254 section 6.10 defines, without "SIG".

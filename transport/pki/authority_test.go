@@ -309,7 +309,7 @@ func TestLoadMissingFile(t *testing.T) {
 			if errors.Is(err, ErrNeedsUpgrade) {
 				t.Errorf("got %q: one missing file of the agent CA is not an old identity", err)
 			}
-			for _, want := range []string{path + " is missing", "warren init --data-dir " + a.Dir} {
+			for _, want := range []string{path + " is missing", "point to the directory `warren init` wrote", "a new `warren init` would make another cluster"} {
 				if !strings.Contains(err.Error(), want) {
 					t.Errorf("got error %q, want one containing %q", err, want)
 				}
@@ -322,8 +322,8 @@ func TestLoadMissingFile(t *testing.T) {
 	t.Run("no directory", func(t *testing.T) {
 		dir := filepath.Join(t.TempDir(), "nothing")
 		_, err := Load(dir)
-		if err == nil || !strings.Contains(err.Error(), "warren init --data-dir "+dir) {
-			t.Errorf("got error %v, want one suggesting warren init", err)
+		if err == nil || !strings.Contains(err.Error(), "point to the directory `warren init` wrote") {
+			t.Errorf("got error %v, want one saying where the identity should be", err)
 		}
 	})
 }

@@ -83,7 +83,7 @@ func readIdentityFile(dir, file string, secret bool) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		if pe := (*fs.PathError)(nil); errors.As(err, &pe) && errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("%s is missing (%w); create the cluster identity with `warren init --data-dir %s`", path, pe.Err, dir)
+			return nil, fmt.Errorf("%s is missing (%w): point to the directory `warren init` wrote (every proxy of a cluster needs a copy of the same one; a new `warren init` would make another cluster)", path, pe.Err)
 		}
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}

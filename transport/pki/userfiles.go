@@ -1,7 +1,10 @@
 package pki
 
 import (
+	"crypto"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/pem"
 	"errors"
@@ -15,8 +18,28 @@ import (
 
 // GenerateKey makes a new Ed25519 key pair for a user or a host. It returns a
 // signer for it and the private key as an unencrypted OpenSSH PEM block.
-func GenerateKey() (ssh.Signer, []byte, error) {
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
+func GenerateKey() (ssh.Signer, []byte, error) { return GenerateKeyType(KeyEd25519) }
+
+// Key types GenerateKeyType makes.
+const (
+	KeyEd25519 = "ed25519"
+	// KeyECDSA is ECDSA P-256: for clients that cannot sign with an
+	// Ed25519 certificate (libssh2 1.10, and curl on it).
+	KeyECDSA = "ecdsa"
+)
+
+// GenerateKeyType is GenerateKey for a key type: KeyEd25519 or KeyECDSA.
+func GenerateKeyType(typ string) (ssh.Signer, []byte, error) {
+	var priv crypto.Signer
+	var err error
+	switch typ {
+	case KeyEd25519:
+		_, priv, err = ed25519.GenerateKey(rand.Reader)
+	case KeyECDSA:
+		priv, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	default:
+		return nil, nil, fmt.Errorf("unknown key type %q: use %s or %s", typ, KeyEd25519, KeyECDSA)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("generate key: %w", err)
 	}

@@ -20,6 +20,12 @@ import (
 // ErrJoinRefused means the proxy did not accept the join token.
 var ErrJoinRefused = errors.New("join token refused")
 
+// ErrProxyTaken means ClientConfig.BeforeHello refused the proxy Dial
+// reached (the agent already has a tunnel to it): Dial closed the
+// connection before the hello, so the proxy registered nothing and the
+// agent's tunnel there is untouched. It says nothing against the proxy.
+var ErrProxyTaken = errors.New("the agent already has a tunnel to this proxy")
+
 // Trust says which proxy host certificates an agent accepts. Only proxies
 // hold certificates from the cluster's proxy host CA (agents' come from
 // another CA), so a certificate from it proves the peer is a proxy.
@@ -129,7 +135,13 @@ type ClientConfig struct {
 	OnDefinitions func(Definitions)
 	// OnPolicy is called with every policy the proxy sends.
 	OnPolicy func(PolicySet)
-	Logger   *slog.Logger
+	// BeforeHello, if set, is called with the proxy's id (its host
+	// certificate's KeyId) after the SSH handshake and before the hello.
+	// The hello is what makes the proxy route to this tunnel, superseding
+	// any other tunnel of the agent there; an error stops Dial short of
+	// it, and Dial returns an error wrapping ErrProxyTaken and this one.
+	BeforeHello func(proxyID string) error
+	Logger      *slog.Logger
 }
 
 // ClientConn is the agent's end of one tunnel.
@@ -216,6 +228,12 @@ func Dial(ctx context.Context, cfg ClientConfig, hello Hello) (*ClientConn, Hell
 			return nil, HelloReply{}, fmt.Errorf("tunnel to %s: the proxy refused this agent's certificate (expired, revoked or from another cluster): %w", cfg.Addr, err)
 		}
 		return nil, HelloReply{}, fmt.Errorf("tunnel to %s: %w", cfg.Addr, err)
+	}
+	if cfg.BeforeHello != nil {
+		if err := cfg.BeforeHello(proxyCert.KeyId); err != nil {
+			conn.Close()
+			return nil, HelloReply{}, fmt.Errorf("tunnel to %s (proxy %s): %w: %w", cfg.Addr, names.Quote(proxyCert.KeyId), ErrProxyTaken, err)
+		}
 	}
 	c := &ClientConn{Addr: cfg.Addr, conn: conn, onProxies: cfg.OnProxies, onDefs: cfg.OnDefinitions, onPolicy: cfg.OnPolicy, logger: logger}
 	go c.answerRequests()

@@ -26,7 +26,7 @@ const (
 	MaxPayload = 256 << 10
 	// MaxLoginPayload bounds a login report: a valid one, with every
 	// character of its key id escaped by the JSON encoder, fits.
-	MaxLoginPayload = 2 << 10
+	MaxLoginPayload = 4 << 10
 )
 
 // Caps on what one agent may publish: every resource and label is
@@ -164,6 +164,8 @@ type Login struct {
 	SessionID string `json:"session_id"`
 	Login     string `json:"login"`
 	KeyID     string `json:"key_id,omitempty"`
+	// Refused, if set, is why the agent's SSH server refused the login.
+	Refused string `json:"refused,omitempty"`
 }
 
 // DialRequest is the extra data of a ChanDial channel.
@@ -225,6 +227,9 @@ func (l Login) Validate() error {
 	}
 	if len(l.KeyID) > 255 || strings.ContainsFunc(l.KeyID, func(r rune) bool { return r < ' ' || r == 0x7f }) {
 		return fmt.Errorf("login report: invalid key id %s", names.Quote(l.KeyID))
+	}
+	if len(l.Refused) > maxDetail || strings.ContainsFunc(l.Refused, func(r rune) bool { return r < ' ' || r == 0x7f }) {
+		return fmt.Errorf("login report: invalid refusal %s", names.Quote(l.Refused))
 	}
 	return nil
 }
