@@ -352,32 +352,14 @@ func (a *Agent) policyLearned(set *revtunnel.PolicySet) {
 // cluster's roles, for the resource the connection was dialed for: the
 // entry proxy decided before it dialed, and the node decides again.
 func (a *Agent) authorizeLogin(conn net.Conn, login string, cert *ssh.Certificate) error {
-	sc, ok := conn.(*sessionConn)
-	if !ok {
-		return errors.New("access denied: not a session dialed by a proxy")
-	}
-	pol := a.policy.Load()
-	if pol == nil {
-		return errors.New("access denied: this agent has not received the cluster's roles yet; try again")
-	}
-	var target *access.Target
-	for _, r := range a.resources() {
-		if r.Name == sc.resource {
-			target = &access.Target{Name: r.Name, Kind: r.Kind, Labels: a.stampedLabels(r.Labels)}
-		}
-	}
-	if target == nil {
-		return fmt.Errorf("access denied: this agent does not serve %s", sc.resource)
-	}
-	user, roles := pki.UserFromCert(cert)
-	id := access.Identity{User: user, Roles: roles, Logins: cert.ValidPrincipals}
-	if cert.ValidBefore > cert.ValidAfter && cert.ValidBefore != ssh.CertTimeInfinity {
-		id.CertTTL = time.Duration(cert.ValidBefore-cert.ValidAfter)*time.Second - pki.ClockSkew
+	pol, target, id, err := a.decisionInputs(conn, cert)
+	if err != nil {
+		return fmt.Errorf("access denied: %w", err)
 	}
 	if reason := pol.CheckIdentity(id, a.cfg.Clock()); reason != "" {
 		return errors.New(reason)
 	}
-	if d := pol.Login(id, *target, login); !d.Allowed {
+	if d := pol.Login(id, target, login); !d.Allowed {
 		return errors.New(d.Reason)
 	}
 	return nil
@@ -387,10 +369,32 @@ func (a *Agent) authorizeLogin(conn net.Conn, login string, cert *ssh.Certificat
 // (ports, or their SSH agent) on the resource the connection was dialed
 // for; the certificate's permit-* extensions were checked already.
 func (a *Agent) allowForwarding(conn net.Conn, login string, cert *ssh.Certificate, kind string) error {
+	pol, target, id, err := a.decisionInputs(conn, cert)
+	if err != nil {
+		return err
+	}
+	what := "port"
+	if kind == nodessh.ForwardAgent {
+		what = "agent"
+	}
+	if !pol.Forwarding(id, target, what) {
+		return fmt.Errorf("your roles (%s) do not allow %s forwarding on %s", strings.Join(id.Roles, ", "), what, target.Name)
+	}
+	return nil
+}
+
+// decisionInputs gathers what an access decision on the node needs: the
+// cluster's roles as the proxies pushed them, the resource the connection
+// was dialed for (with the grant's labels, as the proxies route it), and
+// the user as their certificate says.
+func (a *Agent) decisionInputs(conn net.Conn, cert *ssh.Certificate) (*access.Policy, access.Target, access.Identity, error) {
 	sc, ok := conn.(*sessionConn)
+	if !ok {
+		return nil, access.Target{}, access.Identity{}, errors.New("not a session dialed by a proxy")
+	}
 	pol := a.policy.Load()
-	if !ok || pol == nil {
-		return errors.New("the cluster's roles are not known here yet")
+	if pol == nil {
+		return nil, access.Target{}, access.Identity{}, errors.New("this agent has not received the cluster's roles yet; try again")
 	}
 	var target *access.Target
 	for _, r := range a.resources() {
@@ -399,18 +403,14 @@ func (a *Agent) allowForwarding(conn net.Conn, login string, cert *ssh.Certifica
 		}
 	}
 	if target == nil {
-		return fmt.Errorf("this agent does not serve %s", sc.resource)
+		return nil, access.Target{}, access.Identity{}, fmt.Errorf("this agent does not serve %s", sc.resource)
 	}
 	user, roles := pki.UserFromCert(cert)
 	id := access.Identity{User: user, Roles: roles, Logins: cert.ValidPrincipals}
-	what := "port"
-	if kind == nodessh.ForwardAgent {
-		what = "agent"
+	if cert.ValidBefore > cert.ValidAfter && cert.ValidBefore != ssh.CertTimeInfinity {
+		id.CertTTL = time.Duration(cert.ValidBefore-cert.ValidAfter)*time.Second - pki.ClockSkew
 	}
-	if !pol.Forwarding(id, *target, what) {
-		return fmt.Errorf("your roles (%s) do not allow %s forwarding on %s", strings.Join(roles, ", "), what, sc.resource)
-	}
-	return nil
+	return pol, *target, id, nil
 }
 
 // stampedLabels are a resource's labels as the proxies route it: with the
