@@ -40,16 +40,17 @@ type Agent struct {
 	cfg Config
 	log *slog.Logger
 
-	store  *identity.Store
-	id     identity.Identity
-	key    ssh.Signer
-	signer *renewableSigner
-	hostCA ssh.PublicKey
-	node   *nodessh.Server
-	health *health
-	dir    *directory
-	served atomic.Pointer[[]ResourceConfig]
-	system *actor.ActorSystem
+	store    *identity.Store
+	id       identity.Identity
+	key      ssh.Signer // the Ed25519 host key its certificate is for
+	ecdsaKey ssh.Signer // a plain ECDSA host key, for older clients
+	signer   *renewableSigner
+	hostCA   ssh.PublicKey
+	node     *nodessh.Server
+	health   *health
+	dir      *directory
+	served   atomic.Pointer[[]ResourceConfig]
+	system   *actor.ActorSystem
 	// ownSystem: the agent made system (Config.ActorSystem was nil) and
 	// shuts it down on Close.
 	ownSystem bool
@@ -114,7 +115,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		a.node, err = nodessh.New(nodessh.Config{
 			// The certificate for clients that trust the agent CA, the
 			// plain key for those that pin keys (`warren known-hosts`).
-			HostSigners:     []ssh.Signer{a.signer, a.key},
+			HostSigners:     []ssh.Signer{a.signer, a.key, a.ecdsaKey},
 			UserCAs:         []ssh.PublicKey{userCA},
 			Logger:          a.log,
 			Clock:           a.cfg.Clock,
@@ -296,7 +297,37 @@ func (a *Agent) useIdentity(id identity.Identity) error {
 	}
 	a.id, a.key, a.hostCA = id, key, ca
 	a.signer = &renewableSigner{key: key}
-	return a.signer.renew(id.HostCert)
+	if err := a.signer.renew(id.HostCert); err != nil {
+		return err
+	}
+	// A second, ECDSA host key for SSH clients that take no Ed25519 keys;
+	// made once, kept with the identity.
+	if len(id.ECDSAKey) == 0 {
+		_, pemBytes, err := pki.GenerateKeyType(pki.KeyECDSA)
+		if err != nil {
+			return err
+		}
+		a.id.ECDSAKey = pemBytes
+		if err := a.store.Save(a.id); err != nil {
+			return fmt.Errorf("save the ECDSA host key: %w", err)
+		}
+	}
+	if a.ecdsaKey, err = ssh.ParsePrivateKey(a.id.ECDSAKey); err != nil {
+		return fmt.Errorf("identity: parse ECDSA host key: %w", err)
+	}
+	return nil
+}
+
+// hostKeys are the plain host keys the SSH server offers, as
+// authorized_keys lines (told to proxies in the hello).
+func (a *Agent) hostKeys() []string {
+	var out []string
+	for _, k := range []ssh.Signer{a.key, a.ecdsaKey} {
+		if k != nil {
+			out = append(out, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k.PublicKey()))))
+		}
+	}
+	return out
 }
 
 // renewCert stores a certificate a proxy issued in its hello.

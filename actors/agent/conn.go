@@ -165,7 +165,7 @@ func (c *conn) run(ctx context.Context) {
 			OnPolicy:    func(p revtunnel.PolicySet) { a.policyLearned(&p) },
 			BeforeHello: c.beforeHello(&claimed),
 			Logger:      a.log,
-		}, revtunnel.Hello{Version: Version, Hostname: hostname, Principals: a.principals()})
+		}, revtunnel.Hello{Version: Version, Hostname: hostname, Principals: a.principals(), HostKeys: a.hostKeys()})
 		cancel()
 		if err != nil {
 			if claimed {

@@ -139,7 +139,9 @@ func (h userHandler) knownHosts(id access.Identity, stdout io.Writer) {
 		if st.HostKey == "" || st.UserAddr == "" {
 			continue
 		}
-		fmt.Fprintf(stdout, "%s %s\n", knownHostsPattern(st.UserAddr), st.HostKey)
+		for _, k := range strings.Split(st.HostKey, "\n") {
+			fmt.Fprintf(stdout, "%s %s\n", knownHostsPattern(st.UserAddr), k)
+		}
 	}
 	snap := h.p.table.Snapshot()
 	keys := map[string]string{}
@@ -155,7 +157,9 @@ func (h userHandler) knownHosts(id access.Identity, stdout io.Writer) {
 		for _, e := range snap.Lookup(s.Name) {
 			if k := keys[e.AgentID]; k != "" && see(session.Target(e)) && !seen[k] {
 				seen[k] = true
-				fmt.Fprintf(stdout, "%s %s\n", s.Name, k)
+				for _, line := range strings.Split(k, "\n") {
+					fmt.Fprintf(stdout, "%s %s\n", s.Name, line)
+				}
 			}
 		}
 	}

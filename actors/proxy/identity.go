@@ -30,24 +30,17 @@ const ownCertTTL = pki.MaxHostCertTTL
 
 // loadHostKey loads (or creates) the proxy's host key and certifies it
 // with the cluster's proxy host CA for the names users and agents reach
-// it by. It returns the certificate's signer and the plain key's: clients
-// without certificate support pin the plain key (`warren known-hosts`).
-func (p *Proxy) loadHostKey() (cert, plain ssh.Signer, err error) {
-	path := filepath.Join(p.cfg.DataDir, "host_key")
-	pemBytes, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		if _, pemBytes, err = pki.GenerateKey(); err != nil {
-			return nil, nil, err
-		}
-		if err := os.WriteFile(path, pemBytes, 0o600); err != nil {
-			return nil, nil, fmt.Errorf("write host key: %w", err)
-		}
-	} else if err != nil {
-		return nil, nil, fmt.Errorf("read host key: %w", err)
-	}
-	key, err := ssh.ParsePrivateKey(pemBytes)
+// it by. It returns the certificate's signer and the plain keys': clients
+// without certificate support pin those (`warren known-hosts`); the ECDSA
+// one is for clients that take no Ed25519 keys.
+func (p *Proxy) loadHostKey() (cert ssh.Signer, plain []ssh.Signer, err error) {
+	key, err := p.hostKeyFile("host_key", pki.KeyEd25519)
 	if err != nil {
-		return nil, nil, fmt.Errorf("parse host key %s: %w", path, err)
+		return nil, nil, err
+	}
+	ecdsaKey, err := p.hostKeyFile("host_key_ecdsa", pki.KeyECDSA)
+	if err != nil {
+		return nil, nil, err
 	}
 	principals := []string{"localhost"}
 	for _, addr := range []string{p.cfg.PublicAddr, p.cfg.Listen.User, p.cfg.Listen.Tunnel} {
@@ -62,7 +55,29 @@ func (p *Proxy) loadHostKey() (cert, plain ssh.Signer, err error) {
 		return nil, nil, fmt.Errorf("certify host key: %w", err)
 	}
 	cert, err = ssh.NewCertSigner(c, key)
-	return cert, key, err
+	return cert, []ssh.Signer{key, ecdsaKey}, err
+}
+
+// hostKeyFile loads the host key in the data directory's file, making one
+// of type typ the first time.
+func (p *Proxy) hostKeyFile(file, typ string) (ssh.Signer, error) {
+	path := filepath.Join(p.cfg.DataDir, file)
+	pemBytes, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, pemBytes, err = pki.GenerateKeyType(typ); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(path, pemBytes, 0o600); err != nil {
+			return nil, fmt.Errorf("write host key: %w", err)
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("read host key: %w", err)
+	}
+	key, err := ssh.ParsePrivateKey(pemBytes)
+	if err != nil {
+		return nil, fmt.Errorf("parse host key %s: %w", path, err)
+	}
+	return key, nil
 }
 
 var unsafeID = regexp.MustCompile(`[^A-Za-z0-9._-]+`)

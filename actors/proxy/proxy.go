@@ -51,8 +51,8 @@ type Proxy struct {
 	publicAddr string // cfg.PublicAddr with the real port
 	auth       *pki.Authority
 
-	hostSigner   ssh.Signer // the host key with its certificate
-	hostKey      ssh.Signer // the plain host key, for clients that pin keys
+	hostSigner   ssh.Signer   // the host key with its certificate
+	hostKeys     []ssh.Signer // the plain host keys, for clients that pin keys
 	catalog      *catalog.Store
 	audit        *audit.Log
 	auditor      *auditor           // audit, with its health for readiness
@@ -134,7 +134,7 @@ func (p *Proxy) Start(ctx context.Context) (err error) {
 	if err := os.MkdirAll(p.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	if p.hostSigner, p.hostKey, err = p.loadHostKey(); err != nil {
+	if p.hostSigner, p.hostKeys, err = p.loadHostKey(); err != nil {
 		return err
 	}
 	if p.catalog, err = catalog.Open(filepath.Join(p.cfg.DataDir, "catalog"), catalog.Options{Logger: p.log}); err != nil {
@@ -173,7 +173,7 @@ func (p *Proxy) Start(ctx context.Context) (err error) {
 		OnDefinitions:    p.pushDefinitions,
 		OnPolicy:         p.enforce,
 		Reserved:         p.reservedName,
-		HostKey:          strings.TrimSpace(string(ssh.MarshalAuthorizedKey(p.hostKey.PublicKey()))),
+		HostKey:          authorizedLines(p.hostKeys),
 		UserAddr:         p.publicAddr,
 		Clock:            p.cfg.Clock,
 		Logger:           p.log,
@@ -249,7 +249,7 @@ func (p *Proxy) startServers() (err error) {
 		// The certificate for clients that trust the CA (OpenSSH), the plain
 		// key for those that cannot (paramiko, libssh2, PuTTY without a CA
 		// file), which pin it from `warren known-hosts`.
-		HostSigners: []ssh.Signer{p.hostSigner, p.hostKey},
+		HostSigners: append([]ssh.Signer{p.hostSigner}, p.hostKeys...),
 		UserCAs:     []ssh.PublicKey{p.auth.UserCA.PublicKey()},
 		Handler:     userHandler{p},
 		Authorize:   p.authorizeUser,
@@ -510,6 +510,15 @@ func (p *Proxy) NotReady() string {
 		return "the audit log cannot be written; sessions are refused until it can"
 	}
 	return ""
+}
+
+// authorizedLines renders keys as authorized_keys lines, one per line.
+func authorizedLines(keys []ssh.Signer) string {
+	lines := make([]string, len(keys))
+	for i, k := range keys {
+		lines[i] = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(k.PublicKey())))
+	}
+	return strings.Join(lines, "\n")
 }
 
 // reservedName reports names no unscoped grant may claim: "localhost", IP

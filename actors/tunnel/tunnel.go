@@ -313,8 +313,11 @@ func (a *Actor) keepaliveOnce() {
 }
 
 func (a *Actor) onHello(ctx actor.Context, m helloMsg) {
-	a.agent.Hostname = m.hello.Hostname
-	a.agent.Version = m.hello.Version
+	a.agent.Hostname = printable(m.hello.Hostname, 255)
+	a.agent.Version = printable(m.hello.Version, 64)
+	if keys := hostKeys(m.hello.HostKeys); keys != "" {
+		a.agent.HostKey = keys
+	}
 	a.up = true
 	ctx.Send(a.cfg.Router, &router.TunnelUp{Agent: a.agent, Tunnel: ctx.Self()})
 }
@@ -325,6 +328,36 @@ func (a *Actor) onHeartbeat(ctx actor.Context, m heartbeatMsg) {
 		return
 	}
 	ctx.Send(a.cfg.Router, &router.Heartbeat{AgentID: a.agent.ID, Tunnel: ctx.Self(), Grant: a.cfg.Grant, Resources: m.hb.Resources, Reply: m.reply})
+}
+
+// printable keeps an agent's word (its host name, its version) for status
+// and logs only if it is short printable text; otherwise it is dropped.
+func printable(s string, max int) string {
+	if len(s) > max || strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r > '~' }) {
+		return ""
+	}
+	return s
+}
+
+// hostKeys checks the plain host keys an agent says its SSH server offers
+// and renders them one per line; at most four, each a real public key and
+// not a certificate. Anything else is ignored.
+func hostKeys(lines []string) string {
+	var out []string
+	for _, l := range lines {
+		if len(out) == 4 || len(l) > 1024 {
+			break
+		}
+		pub, _, _, _, err := ssh.ParseAuthorizedKey([]byte(l))
+		if err != nil {
+			continue
+		}
+		if _, isCert := pub.(*ssh.Certificate); isCert {
+			continue
+		}
+		out = append(out, strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub))))
+	}
+	return strings.Join(out, "\n")
 }
 
 // remember records which actor a dialed session belongs to.

@@ -171,12 +171,13 @@ func (b *background) exited() bool {
 // server), with the admin user alice's files and what clients need.
 type clientCluster struct {
 	*trustCluster
-	host, port string // the proxy's user address
-	key        string // alice's private key; KEY-cert.pub is its certificate
-	config     string // `warren config ssh` output: Host warren-proxy, node1
-	pinned     string // `warren known-hosts` output
-	pins       map[string]ssh.PublicKey
-	work       string // scratch directory, also reached as node1's files
+	host, port string                   // the proxy's user address
+	key        string                   // alice's private key; KEY-cert.pub is its certificate
+	config     string                   // `warren config ssh` output: Host warren-proxy, node1
+	pinned     string                   // `warren known-hosts` output
+	pins       map[string]ssh.PublicKey // Ed25519 host keys, by known_hosts name
+	ecdsaPins  map[string]ssh.PublicKey // ECDSA host keys, by known_hosts name
+	work       string                   // scratch directory, also reached as node1's files
 }
 
 func newClientCluster(t *testing.T) *clientCluster {
@@ -202,7 +203,8 @@ func newClientCluster(t *testing.T) *clientCluster {
 	}
 	c.pinned = filepath.Join(c.dir, "pinned_known_hosts")
 	c.adminOK("known-hosts", "--write", c.pinned)
-	c.pins = readPins(t, c.pinned)
+	c.pins = readPins(t, c.pinned, ssh.KeyAlgoED25519)
+	c.ecdsaPins = readPins(t, c.pinned, ssh.KeyAlgoECDSA256)
 	for _, name := range []string{"[" + c.host + "]:" + c.port, "node1"} {
 		if c.pins[name] == nil {
 			t.Fatalf("warren known-hosts wrote no key for %s: %v", name, c.pins)
@@ -216,7 +218,7 @@ func newClientCluster(t *testing.T) *clientCluster {
 }
 
 // readPins parses a known_hosts file of plain keys: host pattern to key.
-func readPins(t *testing.T, path string) map[string]ssh.PublicKey {
+func readPins(t *testing.T, path, keyType string) map[string]ssh.PublicKey {
 	t.Helper()
 	rest, err := os.ReadFile(path)
 	if err != nil {
@@ -231,7 +233,9 @@ func readPins(t *testing.T, path string) map[string]ssh.PublicKey {
 		if err != nil {
 			t.Fatalf("%s: %v", path, err)
 		}
-		if marker == "" {
+		// One key type: each host has an Ed25519 and an ECDSA line, and
+		// clients differ in which they negotiate (libssh2 prefers ECDSA).
+		if marker == "" && key.Type() == keyType {
 			for _, h := range hosts {
 				pins[h] = key
 			}
@@ -247,6 +251,9 @@ func (c *clientCluster) proxyPin() string {
 }
 
 func (c *clientCluster) nodePin() string { return ssh.FingerprintSHA256(c.pins["node1"]) }
+
+// nodeECDSAPin is node1's ECDSA key's fingerprint: the key libssh2 takes.
+func (c *clientCluster) nodeECDSAPin() string { return ssh.FingerprintSHA256(c.ecdsaPins["node1"]) }
 
 // writeRandom writes n random bytes to path and returns them.
 func writeRandom(t *testing.T, path string, n int) []byte {
@@ -529,7 +536,7 @@ func TestClientCurl(t *testing.T) {
 		_, err = io.ReadFull(cn, line)
 		return err == nil && string(line) == "SSH-2.0-"
 	})
-	pin := strings.TrimPrefix(c.nodePin(), "SHA256:")
+	pin := strings.TrimPrefix(c.nodeECDSAPin(), "SHA256:")  // libssh2 negotiates ECDSA
 	curl := clientCmd{env: []string{"HOME=" + t.TempDir()}} // no ~/.ssh: only the pin decides
 	url := func(scheme, path string) string { return fmt.Sprintf("%s://%s@%s%s", scheme, c.me, fwd, path) }
 	src := filepath.Join(c.work, "curl.bin")

@@ -55,14 +55,17 @@ var (
 // Identity is what an agent is: the key it proves itself with and the
 // certificates that vouch for it.
 type Identity struct {
-	AgentID    string    `json:"agent_id"`
-	PrivateKey []byte    `json:"private_key"`       // OpenSSH PEM
-	HostCert   []byte    `json:"host_cert"`         // authorized_keys format
-	HostCA     []byte    `json:"host_ca"`           // authorized_keys format of the cluster host CA this agent trusts
-	UserCA     []byte    `json:"user_ca"`           // authorized_keys format of the cluster user CA the agent's SSH server trusts
-	Proxies    []string  `json:"proxies,omitempty"` // last known proxy tunnel addresses
-	JoinedAt   time.Time `json:"joined_at"`
-	UpdatedAt  time.Time `json:"updated_at"`
+	AgentID    string `json:"agent_id"`
+	PrivateKey []byte `json:"private_key"` // OpenSSH PEM
+	// ECDSAKey is a second host key (OpenSSH PEM, ECDSA P-256) the agent's
+	// SSH server offers plain, for clients that cannot use Ed25519.
+	ECDSAKey  []byte    `json:"ecdsa_key,omitempty"`
+	HostCert  []byte    `json:"host_cert"`         // authorized_keys format
+	HostCA    []byte    `json:"host_ca"`           // authorized_keys format of the cluster host CA this agent trusts
+	UserCA    []byte    `json:"user_ca"`           // authorized_keys format of the cluster user CA the agent's SSH server trusts
+	Proxies   []string  `json:"proxies,omitempty"` // last known proxy tunnel addresses
+	JoinedAt  time.Time `json:"joined_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // Store is an identity file. It is safe for concurrent use.

@@ -78,6 +78,9 @@ type Hello struct {
 	Version    string   `json:"version"`
 	Hostname   string   `json:"hostname,omitempty"`
 	Principals []string `json:"principals,omitempty"`
+	// HostKeys are the plain host keys the agent's SSH server offers
+	// (authorized_keys lines), for `warren known-hosts`.
+	HostKeys []string `json:"host_keys,omitempty"`
 }
 
 // HeartbeatReply answers ReqHeartbeat when the proxy accepted the
