@@ -3,7 +3,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: build test race lint bench demo clean proto sshd bench-path bench-interactive bench-setup-rate bench-scale bench-failover bench-all
+.PHONY: build test race lint bench demo clean proto sshd client-servers bench-path bench-interactive bench-setup-rate bench-scale bench-failover bench-clients bench-all
 
 build:
 	$(GO) build -o bin/warren ./cmd/warren
@@ -30,6 +30,9 @@ BENCH_OUT ?= bench/out
 sshd:
 	@bench/install-openssh-server
 
+client-servers:
+	@bench/install-client-servers
+
 bench-path: build sshd
 	./bin/warren bench path --out $(BENCH_OUT)
 
@@ -45,7 +48,10 @@ bench-scale: build
 bench-failover: build
 	./bin/warren bench failover --out $(BENCH_OUT)
 
-bench-all: build sshd
+bench-clients: build sshd client-servers
+	./bin/warren bench clients --out $(BENCH_OUT)
+
+bench-all: build sshd client-servers
 	./bin/warren bench all --out $(BENCH_OUT)
 
 demo: build

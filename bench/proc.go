@@ -25,6 +25,12 @@ type Proc struct {
 
 // startProc runs bin with args, output to logPath.
 func startProc(name, logPath, bin string, args ...string) (*Proc, error) {
+	return startProcAs(name, logPath, nil, bin, args...)
+}
+
+// startProcAs is startProc with the process running as cred's user and
+// group (nil: as this process).
+func startProcAs(name, logPath string, cred *syscall.Credential, bin string, args ...string) (*Proc, error) {
 	f, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
@@ -33,7 +39,7 @@ func startProc(name, logPath, bin string, args ...string) (*Proc, error) {
 	cmd.Stdout, cmd.Stderr = f, f
 	// Its own process group, so that a Ctrl-C at the terminal reaches the
 	// bench first and the bench stops its children in order.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: cred}
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
@@ -71,8 +77,12 @@ func (p *Proc) Signal(sig syscall.Signal) error { return p.cmd.Process.Signal(si
 
 // Stop asks the process to end (SIGTERM, and SIGCONT in case it is
 // stopped) and kills it if it has not ended within 10 s.
-func (p *Proc) Stop() {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+func (p *Proc) Stop() { p.StopWith(syscall.SIGTERM) }
+
+// StopWith is Stop with another signal than SIGTERM (PostgreSQL's fast
+// shutdown is SIGINT).
+func (p *Proc) StopWith(sig syscall.Signal) {
+	_ = p.cmd.Process.Signal(sig)
 	_ = p.cmd.Process.Signal(syscall.SIGCONT)
 	select {
 	case <-p.done:
@@ -94,6 +104,14 @@ func (p *Proc) failure() error {
 // children that have ended (a stock sshd serves each connection in a
 // child).
 func (p *Proc) CPU() (time.Duration, error) { return procCPU(p.PID()) }
+
+// ExitCPU waits for the process to end and returns the user plus system
+// time it used (and its children that it waited for).
+func (p *Proc) ExitCPU() time.Duration {
+	<-p.done
+	st := p.cmd.ProcessState
+	return st.UserTime() + st.SystemTime()
+}
 
 // RSS is the resident set size now; PeakRSS the highest so far.
 func (p *Proc) RSS() (int64, error)     { return procStatusKB(p.PID(), "VmRSS:") }
