@@ -288,8 +288,12 @@ func (c *Cluster) WriteSSHConfig() {
 	}
 	// Tests must never hang on a prompt or reuse a connection.
 	buf.WriteString("\nHost *\n    BatchMode yes\n    ConnectTimeout 10\n    ServerAliveInterval 5\n    ControlMaster no\n")
+	// Replaced in one step: ssh clients of a test may be reading it.
 	c.SSHConfig = filepath.Join(c.Dir, "ssh_config")
-	if err := os.WriteFile(c.SSHConfig, buf.Bytes(), 0o644); err != nil {
+	if err := os.WriteFile(c.SSHConfig+".new", buf.Bytes(), 0o644); err != nil {
+		c.t.Fatal(err)
+	}
+	if err := os.Rename(c.SSHConfig+".new", c.SSHConfig); err != nil {
 		c.t.Fatal(err)
 	}
 }

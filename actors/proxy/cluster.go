@@ -2,22 +2,18 @@ package proxy
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"sort"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/remote"
-	"golang.org/x/crypto/ssh"
 
+	"github.com/warren-proxy/warren/actors/forward"
 	"github.com/warren-proxy/warren/actors/router"
 	"github.com/warren-proxy/warren/actors/tunnel"
 	"github.com/warren-proxy/warren/cluster/access"
@@ -27,7 +23,6 @@ import (
 	"github.com/warren-proxy/warren/transport/peer"
 	"github.com/warren-proxy/warren/transport/pki"
 	"github.com/warren-proxy/warren/transport/revtunnel"
-	"github.com/warren-proxy/warren/transport/streams"
 )
 
 // advertised turns a listen address into one others can dial: an
@@ -80,7 +75,7 @@ func (p *Proxy) startPeer() error {
 	id := peer.Identity{Cert: cert, CAs: p.auth.TLSCertPool()}
 	opts, err := peer.ServerOptions(peer.ServerConfig{
 		Identity:  id,
-		Handler:   p.serveStream,
+		Handler:   forward.Server{Rendezvous: p.rendezvous, Logger: p.log}.ServeStream,
 		AllowPeer: p.isPeer,
 		Logger:    p.log,
 	})
@@ -128,7 +123,6 @@ func (p *Proxy) startPeer() error {
 		}
 	})
 	p.dialer = peer.NewDialer(id, p.log)
-	p.parking = newParking(30 * time.Second)
 	return nil
 }
 
@@ -352,77 +346,4 @@ func (p *Proxy) policySet() *revtunnel.PolicySet {
 		return set
 	}
 	return &revtunnel.PolicySet{Roles: json.RawMessage("[]")}
-}
-
-// serveStream serves a data stream a peer opened for a session whose
-// agent's tunnel is here: it joins the stream to the parked channel.
-func (p *Proxy) serveStream(ctx context.Context, peerID, token string, s peer.Stream) error {
-	ch := p.parking.claim(token)
-	if ch == nil {
-		return errors.New("unknown or expired session token")
-	}
-	stop := context.AfterFunc(ctx, func() { ch.Close(); s.Close() })
-	defer stop()
-	res := streams.Pipe(s, ch)
-	p.log.Debug("peer stream ended", "peer", peerID, "in", res.AtoB, "out", res.BtoA, "err", res.Err)
-	return nil
-}
-
-// openStream opens a data stream to a peer for a session.
-func (p *Proxy) openStream(ctx context.Context, addr, token string) (streams.Stream, error) {
-	return p.dialer.Open(ctx, addr, token)
-}
-
-// parking holds channels opened for sessions entering through other
-// proxies until their data stream claims them; unclaimed ones are closed.
-type parking struct {
-	ttl time.Duration
-	mu  sync.Mutex // guards m
-	m   map[string]*parked
-}
-
-type parked struct {
-	ch    ssh.Channel
-	timer *time.Timer
-}
-
-func newParking(ttl time.Duration) *parking {
-	return &parking{ttl: ttl, m: map[string]*parked{}}
-}
-
-func (pk *parking) park(ch ssh.Channel, agentID string) string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	token := hex.EncodeToString(b[:])
-	pk.mu.Lock()
-	defer pk.mu.Unlock()
-	pk.m[token] = &parked{ch: ch, timer: time.AfterFunc(pk.ttl, func() {
-		if c := pk.claim(token); c != nil {
-			c.Close()
-		}
-	})}
-	return token
-}
-
-func (pk *parking) claim(token string) ssh.Channel {
-	pk.mu.Lock()
-	defer pk.mu.Unlock()
-	e := pk.m[token]
-	if e == nil {
-		return nil
-	}
-	delete(pk.m, token)
-	e.timer.Stop()
-	return e.ch
-}
-
-// closeAll closes every parked channel (shutdown).
-func (pk *parking) closeAll() {
-	pk.mu.Lock()
-	defer pk.mu.Unlock()
-	for t, e := range pk.m {
-		e.timer.Stop()
-		e.ch.Close()
-		delete(pk.m, t)
-	}
 }

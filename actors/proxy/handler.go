@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/warren-proxy/warren/actors/forward"
 	"github.com/warren-proxy/warren/actors/router"
 	"github.com/warren-proxy/warren/actors/session"
 	"github.com/warren-proxy/warren/cluster/access"
@@ -36,10 +37,8 @@ func (h userHandler) DirectTCPIP(ctx context.Context, c *usersh.Conn, t usersh.T
 		done()
 		return
 	}
-	p.sessions.Add(1)
-	p.mu.Unlock()
 	_, port, _ := net.SplitHostPort(p.publicAddr)
-	p.system.Root.Spawn(session.NewProps(session.Config{
+	props, err := session.NewProps(session.Config{
 		ID:             newID(),
 		ProxyID:        p.cfg.ID,
 		User:           c.Identity.User,
@@ -50,7 +49,8 @@ func (h userHandler) DirectTCPIP(ctx context.Context, c *usersh.Conn, t usersh.T
 		Channel:        nch,
 		Table:          p.table,
 		Audit:          p.auditor,
-		OpenStream:     p.openStream,
+		Local:          forward.Local{System: p.system, Rendezvous: p.rendezvous},
+		Peer:           forward.Peer{System: p.system, Streams: p.dialer},
 		Sticky:         c,
 		Strategy:       p.cfg.Session.Strategy,
 		Region:         p.cfg.Region,
@@ -64,7 +64,17 @@ func (h userHandler) DirectTCPIP(ctx context.Context, c *usersh.Conn, t usersh.T
 			done()
 			p.sessions.Done()
 		},
-	}))
+	})
+	if err != nil {
+		p.mu.Unlock()
+		p.log.Error("session refused", "err", err)
+		_ = nch.Reject(ssh.ConnectionFailed, "warren: the proxy cannot start a session; see its log")
+		done()
+		return
+	}
+	p.sessions.Add(1)
+	p.mu.Unlock()
+	p.system.Root.Spawn(props)
 }
 
 // Command runs a proxy command for a user.

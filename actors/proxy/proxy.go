@@ -27,6 +27,7 @@ import (
 	"github.com/asynkron/protoactor-go/remote"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/warren-proxy/warren/actors/forward"
 	"github.com/warren-proxy/warren/actors/router"
 	"github.com/warren-proxy/warren/actors/tunnel"
 	"github.com/warren-proxy/warren/cluster/access"
@@ -72,10 +73,10 @@ type Proxy struct {
 	userLn, tunnelLn, httpLn net.Listener
 
 	remote     *remote.Remote
-	peerAddr   string // where peers reach this proxy (protoactor remote + streams)
-	tunnelAddr string // where agents reach this proxy
-	dialer     *peer.Dialer
-	parking    *parking
+	peerAddr   string              // where peers reach this proxy (protoactor remote + streams)
+	tunnelAddr string              // where agents reach this proxy
+	dialer     *peer.Dialer        // opens data streams to peers
+	rendezvous *forward.Rendezvous // channels tunnels opened, until their session claims them
 	members    *membership.Membership
 	load       *sessionLoad
 
@@ -107,6 +108,7 @@ func New(cfg Config) (*Proxy, error) {
 	log := cfg.Logger.With("proxy", cfg.ID)
 	return &Proxy{
 		cfg: cfg, log: log, tunPIDs: map[*actor.PID]tunnelInfo{}, load: &sessionLoad{m: map[string]int{}},
+		rendezvous:   forward.NewRendezvous(forward.DefaultParkTTL),
 		refusedPeers: logsample.New(log, "peer call refused: not a live member of the cluster", logsample.Every),
 		tunnelGate:   &gate.Gate{Max: maxTunnelHandshakes, MaxPerIP: maxTunnelHandshakesPerIP},
 		refusedConns: logsample.New(log, "tunnel connection refused before its handshake", logsample.Every),
@@ -395,18 +397,19 @@ func (p *Proxy) handshakeTunnel(ctx context.Context, nc net.Conn, leave func()) 
 		conn.Close()
 		return
 	}
-	p.tunnels.Add(1)
 	var pid *actor.PID
-	pid = p.system.Root.Spawn(tunnel.NewProps(tunnel.Config{
+	props, err := tunnel.NewProps(tunnel.Config{
 		Conn:              conn,
+		AgentID:           conn.AgentID,
+		HostKey:           conn.Cert.Key,
 		Router:            p.router,
 		ProxyID:           p.cfg.ID,
-		Hello:             p.hello,
-		Renew:             p.renew,
+		Hello:             func(h revtunnel.Hello) revtunnel.HelloReply { return p.hello(conn, h) },
+		Renew:             func() revtunnel.RenewReply { return p.renew(conn) },
 		Grant:             grant,
 		KeepaliveInterval: p.cfg.Tunnel.KeepaliveInterval,
 		KeepaliveCount:    p.cfg.Tunnel.KeepaliveCount,
-		Park:              p.parking.park,
+		Rendezvous:        p.rendezvous,
 		PeerAddr:          p.peerAddr,
 		Audit:             p.auditor,
 		Clock:             p.cfg.Clock,
@@ -417,7 +420,14 @@ func (p *Proxy) handshakeTunnel(ctx context.Context, nc net.Conn, leave func()) 
 			p.mu.Unlock()
 			p.tunnels.Done()
 		},
-	}))
+	})
+	if err != nil {
+		p.log.Error("tunnel refused", "agent", conn.AgentID, "err", err)
+		conn.Close()
+		return
+	}
+	p.tunnels.Add(1)
+	pid = p.system.Root.Spawn(props)
 	p.tunPIDs[pid] = tunnelInfo{agent: conn.AgentID, grant: grant}
 }
 
@@ -468,9 +478,7 @@ func (p *Proxy) Close() error {
 		if p.router != nil {
 			_ = p.system.Root.StopFuture(p.router).Wait()
 		}
-		if p.parking != nil {
-			p.parking.closeAll()
-		}
+		p.rendezvous.Close()
 		if p.dialer != nil {
 			p.dialer.Close()
 		}

@@ -23,6 +23,14 @@ func NewTable() *Table {
 	return t
 }
 
+// StaticTable returns a Table that always holds s: for tests and tools
+// that read routes without a router.
+func StaticTable(s *Snapshot) *Table {
+	t := &Table{}
+	t.p.Store(s)
+	return t
+}
+
 // Snapshot returns the current snapshot. It is immutable.
 func (t *Table) Snapshot() *Snapshot { return t.p.Load() }
 

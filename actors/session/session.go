@@ -1,13 +1,49 @@
-// Package session holds the session actor: one per user session, that is
-// one user channel to one resource.
+// Package session holds the session: one per user session, that is one
+// user channel to one resource, from the user's request to its audited end.
 //
-// The actor resolves the resource from the router's snapshot, picks an
-// agent, asks that agent's tunnel actor to dial, records the start of the
-// session in the audit log (durably, before the user's channel is
-// accepted), pipes bytes both ways, and records the end. A failed dial
-// moves on to the next candidate within the session's deadline, so a user
-// sees a failure only when no agent can serve the name. Once bytes flow
-// the session stays on its agent until it ends.
+// # One session, end to end
+//
+// A user runs `ssh -J proxy node1` (or `ssh -W`, `-L`, ProxyJump). Across
+// packages, its bytes and its decisions take this path:
+//
+//  1. transport/usersh authenticates the user's certificate on the entry
+//     proxy and hands the direct-tcpip channel request to the proxy's user
+//     handler (actors/proxy), which spawns a session actor ([NewProps]) and
+//     leaves the rest to it.
+//  2. Resolve: the resource name is looked up in the router's snapshot
+//     (actors/router): every endpoint, that is every agent serving the name
+//     through every proxy that holds one of its tunnels.
+//  3. Authorize: the user's roles (cluster/access) decide per endpoint, since
+//     agents serving one name may label it differently. A denial is audited
+//     as session.denied and nothing is dialed.
+//  4. Order candidates: usable endpoints only (online, healthy), by the
+//     proxy's strategy, the user connection's sticky agent first, agents that
+//     just failed last ([orderCandidates]).
+//  5. Dial, one candidate at a time, each attempt under its own context
+//     (session.attempt_timeout) and all of them under session.dial_timeout.
+//     The [Dialer] for a tunnel on this proxy and the one for a tunnel on a
+//     peer (actors/forward) both send one [clusterpb.DialRequest] to the
+//     tunnel actor (actors/tunnel); it opens a channel to its agent over the
+//     reverse tunnel (transport/revtunnel), whose agent (actors/agent)
+//     connects to the resource: its embedded SSH server (transport/nodessh)
+//     or a TCP address. The tunnel parks the channel under a token; the
+//     local dialer claims it in place, the peer dialer opens a data stream
+//     to the peer (transport/peer) whose forwarding server claims it. A
+//     failed attempt moves on to the next candidate, so the user sees a
+//     failure only when no agent can serve the name.
+//  6. Audit: session.start is written durably (storage/audit) before the
+//     user's channel is accepted; a proxy that cannot write its audit log
+//     refuses the session.
+//  7. Pipe: bytes flow both ways (transport/streams), with half-close,
+//     until either side ends. The session stays on its agent.
+//  8. End: for an ssh resource the node reports the login it let the user
+//     take, or why it refused it, through the tunnel actor to this session
+//     (session.login); then session.end records the bytes, the duration and
+//     the outcome (ok, error, or refused by the node).
+//
+// The session's flow is [Session.Run], plain code that reads in that order;
+// the actor around it ([Actor]) gives it a mailbox for the node's login
+// reports and a lifecycle.
 package session
 
 import (
@@ -15,24 +51,25 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
-	"sort"
-	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	"github.com/asynkron/protoactor-go/eventstream"
-	"github.com/asynkron/protoactor-go/remote"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warren-proxy/warren/actors/router"
-	"github.com/warren-proxy/warren/actors/tunnel"
 	"github.com/warren-proxy/warren/cluster/access"
 	"github.com/warren-proxy/warren/cluster/clusterpb"
 	"github.com/warren-proxy/warren/storage/audit"
-	"github.com/warren-proxy/warren/transport/revtunnel"
 	"github.com/warren-proxy/warren/transport/streams"
 )
+
+// Dialer opens the session's stream to the agent behind one endpoint: a
+// tunnel on this proxy or on a peer (actors/forward's Local and Peer).
+// It returns within ctx, and fails at once when it learns the endpoint is
+// gone.
+type Dialer interface {
+	Dial(ctx context.Context, e router.Endpoint, req *clusterpb.DialRequest) (streams.Stream, error)
+}
 
 // Sticky remembers which agent a user connection uses for a resource.
 type Sticky interface {
@@ -45,7 +82,7 @@ type Auditor interface {
 	Append(ev audit.Event) (audit.Event, error)
 }
 
-// Config configures one session actor.
+// Config configures one session.
 type Config struct {
 	ID      string
 	ProxyID string
@@ -57,10 +94,12 @@ type Config struct {
 	// Resource and Port are what the user asked for.
 	Resource string
 	Port     uint32
-	// Channel is the user's channel; the actor owns it.
+	// Channel is the user's channel; the session owns it.
 	Channel ssh.NewChannel
 	Table   *router.Table
 	Audit   Auditor
+	// Local dials tunnels on this proxy, Peer tunnels on other proxies.
+	Local, Peer Dialer
 	// Strategy picks among healthy agents (see the Strategy constants);
 	// Region is this proxy's region; Load counts live sessions per agent.
 	Strategy string
@@ -69,57 +108,31 @@ type Config struct {
 	// Sticky, if set, keeps every session of one user connection to one
 	// resource on one agent.
 	Sticky Sticky
-	// OpenStream opens a data stream to a peer proxy that parked the
-	// session's channel under token (sessions whose agent's tunnel is on
-	// another proxy).
-	OpenStream func(ctx context.Context, addr, token string) (streams.Stream, error)
-	// DialTimeout bounds the whole connect phase, over every candidate.
-	DialTimeout time.Duration
-	// AttemptTimeout bounds one candidate (default 5s, at most
-	// DialTimeout).
+	// DialTimeout bounds the whole connect phase, over every candidate;
+	// AttemptTimeout bounds one candidate (the proxy's session.* settings).
+	DialTimeout    time.Duration
 	AttemptTimeout time.Duration
 	// ListHint is appended to "unknown resource" refusals: how the user
 	// lists resources.
 	ListHint string
-	Clock    func() time.Time
-	Logger   *slog.Logger
+	// Clock, if set, stamps audit events (default time.Now).
+	Clock  func() time.Time
+	Logger *slog.Logger
 	// Done is called once the session has ended and its goroutines have
 	// returned.
 	Done func()
 }
 
-type (
-	attemptTimeout struct{ n int }
-	peerLost       struct{ addr string }
-	pipeDone       struct{ res streams.Result }
-	streamResult   struct {
-		agentID string
-		stream  streams.Stream
-		err     error
+func (c Config) validate() error {
+	switch {
+	case c.Channel == nil || c.Table == nil || c.Audit == nil:
+		return errors.New("session: Channel, Table and Audit are required")
+	case c.Local == nil || c.Peer == nil:
+		return errors.New("session: Local and Peer dialers are required")
+	case c.DialTimeout <= 0 || c.AttemptTimeout <= 0:
+		return fmt.Errorf("session: dial timeout %s and attempt timeout %s must be positive", c.DialTimeout, c.AttemptTimeout)
 	}
-)
-
-// Actor is the session actor.
-type Actor struct {
-	cfg        Config
-	candidates []router.Endpoint
-	lastErr    error
-	deadline   time.Time
-	started    time.Time
-	agentID    string
-	current    *router.Endpoint // the candidate being dialled
-	path       string           // set when the session crosses a peer proxy
-	counted    bool             // the session is in Load
-	attempt    int              // numbers dial attempts, for their timers
-	timer      *time.Timer
-	peerSub    *eventstream.Subscription
-	wg         sync.WaitGroup
-	stopping   bool
-	// login is the login the user took on the node, or refused why the
-	// node refused it (from the agent's report through its tunnel).
-	login, refused string
-	kind           string          // the resource's kind, once connected
-	pendingEnd     *streams.Result // the pipe ended; waiting for the login report
+	return nil
 }
 
 // loginReportWait is how long a session to an ssh resource whose pipe ended
@@ -127,15 +140,27 @@ type Actor struct {
 // and the channel's close travel apart.
 const loginReportWait = time.Second
 
-type endNow struct{}
+// Session is one user session. Run carries it; Report hands it the node's
+// login reports, from any goroutine.
+type Session struct {
+	cfg     Config
+	reports chan *clusterpb.LoginReport
+	// replyTo is the session actor, where tunnels send login reports.
+	replyTo *actor.PID
 
-// NewProps returns props for a session actor.
-func NewProps(cfg Config) *actor.Props {
-	if cfg.DialTimeout <= 0 {
-		cfg.DialTimeout = 15 * time.Second
-	}
-	if cfg.AttemptTimeout <= 0 {
-		cfg.AttemptTimeout = 5 * time.Second
+	started time.Time
+	// Set once connected: the agent, its resource's kind, and the proxy
+	// path when the session crosses a peer.
+	agentID, kind, path string
+	// login is the login the user took on the node, or refused why the
+	// node refused it.
+	login, refused string
+}
+
+// New returns a session for cfg, or an error naming what cfg lacks.
+func New(cfg Config) (*Session, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
@@ -143,495 +168,87 @@ func NewProps(cfg Config) *actor.Props {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return actor.PropsFromProducer(func() actor.Actor { return &Actor{cfg: cfg} })
+	return &Session{cfg: cfg, reports: make(chan *clusterpb.LoginReport, 4)}, nil
 }
 
-// Receive dispatches messages.
-func (a *Actor) Receive(ctx actor.Context) {
-	switch m := ctx.Message().(type) {
-	case *actor.Started:
-		a.onStarted(ctx)
-	case *tunnel.DialResult:
-		a.onDialResult(ctx, m)
-	case *clusterpb.DialResponse:
-		a.onRemoteDialResponse(ctx, m)
-	case streamResult:
-		a.onStreamResult(ctx, m)
-	case *actor.DeadLetterResponse:
-		// The chosen tunnel actor is gone: its agent just disconnected.
-		if a.current != nil {
-			a.fail(ctx, fmt.Errorf("agent %s just disconnected", a.current.AgentID))
-		}
-	case peerLost:
-		if a.current != nil && !a.current.Local && a.current.Tunnel.Address == m.addr {
-			a.fail(ctx, fmt.Errorf("proxy %s became unreachable", a.current.ProxyID))
-		}
-	case attemptTimeout:
-		// Only the timer of the attempt in flight counts: one that fired
-		// just as its attempt ended is stale.
-		if a.current != nil && m.n == a.attempt {
-			a.fail(ctx, fmt.Errorf("agent %s via proxy %s did not answer in time", a.current.AgentID, a.current.ProxyID))
-		}
-	case pipeDone:
-		a.onPipeDone(ctx, m)
-	case *clusterpb.LoginReport:
-		a.onLoginReport(m)
-		if a.pendingEnd != nil {
-			a.end(ctx, *a.pendingEnd)
-		}
-	case endNow:
-		if a.pendingEnd != nil {
-			a.end(ctx, *a.pendingEnd)
-		}
-	case *actor.Stopping:
-		a.stopTimer()
-		a.unwatchPeer(ctx)
-		a.wg.Wait()
-	case *actor.Stopped:
-		if a.cfg.Done != nil {
-			a.cfg.Done()
-		}
-	}
-}
-
-func (a *Actor) onStarted(ctx actor.Context) {
-	a.started = a.cfg.Clock()
-	a.deadline = a.started.Add(a.cfg.DialTimeout)
-	snap := a.cfg.Table.Snapshot()
-	eps := snap.Lookup(a.cfg.Resource)
-	if len(eps) == 0 {
-		a.refuse(ctx, fmt.Sprintf("unknown resource %q%s", a.cfg.Resource, a.cfg.ListHint))
+// Report hands the session a login report from its node. It never blocks;
+// reports beyond a handful are dropped (a session has one login).
+func (s *Session) Report(r *clusterpb.LoginReport) {
+	if r.SessionId != s.cfg.ID {
 		return
 	}
-	// The access decision comes before any dial: per endpoint, since the
-	// agents serving one name may label it differently.
-	allowed, denial := eps[:0:0], ""
+	select {
+	case s.reports <- r:
+	default:
+	}
+}
+
+// Run carries the session from the user's request to its end, and returns
+// when it has ended: the user's channel is rejected or closed, and every
+// outcome is in the audit log. Cancelling ctx ends the session.
+func (s *Session) Run(ctx context.Context) {
+	s.started = s.cfg.Clock()
+	snap := s.cfg.Table.Snapshot()
+
+	endpoints := snap.Lookup(s.cfg.Resource)
+	if len(endpoints) == 0 {
+		s.refuse(fmt.Sprintf("unknown resource %q%s", s.cfg.Resource, s.cfg.ListHint))
+		return
+	}
+
+	allowed, denial := authorize(snap.Policy, s.cfg.Identity, endpoints)
+	if len(allowed) == 0 {
+		s.deny(denial)
+		return
+	}
+
+	candidates := s.candidates(allowed)
+	if len(candidates) == 0 {
+		s.refuse(unusableReason(s.cfg.Resource, allowed, s.started))
+		return
+	}
+
+	agent, err := s.connect(ctx, candidates)
+	if err != nil {
+		s.refuse(fmt.Sprintf("cannot connect to %q: %v", s.cfg.Resource, err))
+		return
+	}
+	if s.cfg.Load != nil {
+		defer s.cfg.Load.Add(s.agentID, -1)
+	}
+
+	// The start is durable before the user's channel is accepted: no
+	// session runs that the audit log does not know of.
+	if _, err := s.cfg.Audit.Append(s.event("session.start", "started", "")); err != nil {
+		agent.Close()
+		s.cfg.Logger.Error("audit log write failed; refusing session", "session", s.cfg.ID, "err", err)
+		s.reject("the proxy cannot write its audit log; try another proxy")
+		return
+	}
+	user, reqs, err := s.cfg.Channel.Accept()
+	if err != nil {
+		agent.Close()
+		s.end(streams.Result{Err: fmt.Errorf("accept user channel: %w", err)})
+		return
+	}
+	go ssh.DiscardRequests(reqs)
+	s.cfg.Logger.Info("session started", "session", s.cfg.ID, "user", s.cfg.User, "resource", s.cfg.Resource, "agent", s.agentID, "path", s.pathString())
+
+	s.end(s.pipe(ctx, user, agent))
+}
+
+// authorize keeps the endpoints the user's roles let them reach, and says
+// why when there is none.
+func authorize(pol *access.Policy, id access.Identity, eps []router.Endpoint) (allowed []router.Endpoint, denial string) {
 	for _, e := range eps {
-		d := snap.Policy.Reach(a.cfg.Identity, Target(e))
+		d := pol.Reach(id, Target(e))
 		if d.Allowed {
 			allowed = append(allowed, e)
 		} else if denial == "" {
 			denial = d.Reason
 		}
 	}
-	if len(allowed) == 0 {
-		a.deny(ctx, denial)
-		return
-	}
-	for _, e := range allowed {
-		if e.Usable() {
-			a.candidates = append(a.candidates, e)
-		}
-	}
-	if len(a.candidates) == 0 {
-		a.refuse(ctx, unusableReason(a.cfg.Resource, allowed, a.started))
-		return
-	}
-	a.candidates = orderCandidates(a.candidates, a.cfg.Strategy, a.cfg.Region, a.cfg.Load)
-	if a.cfg.Sticky != nil {
-		if agentID := a.cfg.Sticky.StickyAgent(a.cfg.Resource); agentID != "" {
-			preferAgent(a.candidates, agentID)
-		}
-	}
-	a.tryNext(ctx)
-}
-
-// Strategies for choosing an agent among the healthy ones.
-const (
-	// StrategyDefault prefers an agent whose tunnel is on this proxy, then
-	// one in this proxy's region, then spreads over the rest at random.
-	StrategyDefault = "default"
-	// StrategyRandom picks uniformly among the agents (the anchor's
-	// behaviour), whatever proxy holds their tunnel.
-	StrategyRandom = "random"
-	// StrategyLeastSessions picks the less loaded of two random agents
-	// (power of two choices) by live session counts.
-	StrategyLeastSessions = "least_sessions"
-	// StrategyNearest picks the agent with the lowest measured round trip
-	// from this proxy: the tunnel's keepalive RTT, plus the peer link's
-	// RTT when the tunnel is on another proxy.
-	StrategyNearest = "nearest"
-)
-
-// Load counts live sessions per agent and remembers agents that just
-// failed a dial, so that the next sessions try them last.
-type Load interface {
-	Sessions(agentID string) int
-	Add(agentID string, delta int)
-	Failed(agentID string)
-	Succeeded(agentID string)
-	RecentlyFailed(agentID string) bool
-	// PeerRTT is the measured round trip to a peer proxy (0 if unknown).
-	PeerRTT(proxyID string) time.Duration
-}
-
-// pathRTT is the measured round trip from this proxy to an agent through
-// e, or -1 when part of it is not measured yet.
-func pathRTT(e router.Endpoint, load Load) time.Duration {
-	if e.RTT <= 0 {
-		return -1
-	}
-	if e.Local {
-		return e.RTT
-	}
-	peer := load.PeerRTT(e.ProxyID)
-	if peer <= 0 {
-		return -1
-	}
-	return e.RTT + peer
-}
-
-// orderCandidates orders the usable endpoints: agents by the strategy,
-// and for each agent its endpoints local first, then this region, then
-// newest tunnel first (when an agent has just re-homed, an old route
-// through a proxy that died may linger until membership notices).
-func orderCandidates(c []router.Endpoint, strategy, region string, load Load) []router.Endpoint {
-	byAgent := map[string][]router.Endpoint{}
-	var agents []string
-	for _, e := range c {
-		if byAgent[e.AgentID] == nil {
-			agents = append(agents, e.AgentID)
-		}
-		byAgent[e.AgentID] = append(byAgent[e.AgentID], e)
-	}
-	tier := func(e router.Endpoint) int {
-		switch {
-		case e.Local:
-			return 0
-		case region != "" && e.Region == region:
-			return 1
-		}
-		return 2
-	}
-	for _, eps := range byAgent {
-		sort.SliceStable(eps, func(i, j int) bool {
-			if ti, tj := tier(eps[i]), tier(eps[j]); ti != tj {
-				return ti < tj
-			}
-			return eps[i].Connected.After(eps[j].Connected)
-		})
-	}
-	rand.Shuffle(len(agents), func(i, j int) { agents[i], agents[j] = agents[j], agents[i] })
-	best := func(id string) int { return tier(byAgent[id][0]) }
-	switch strategy {
-	case StrategyRandom:
-		// Uniform over agents: the shuffle is the order.
-	case StrategyLeastSessions:
-		if load != nil && len(agents) >= 2 && load.Sessions(agents[1]) < load.Sessions(agents[0]) {
-			agents[0], agents[1] = agents[1], agents[0]
-		}
-		if load != nil && len(agents) > 2 {
-			rest := agents[1:]
-			sort.SliceStable(rest, func(i, j int) bool { return load.Sessions(rest[i]) < load.Sessions(rest[j]) })
-		}
-	case StrategyNearest:
-		if load != nil {
-			// Each agent's endpoints by path RTT; agents by their nearest;
-			// unmeasured paths go after measured ones.
-			cost := func(e router.Endpoint) time.Duration {
-				if d := pathRTT(e, load); d >= 0 {
-					return d
-				}
-				return time.Hour
-			}
-			for _, eps := range byAgent {
-				sort.SliceStable(eps, func(i, j int) bool { return cost(eps[i]) < cost(eps[j]) })
-			}
-			sort.SliceStable(agents, func(i, j int) bool { return cost(byAgent[agents[i]][0]) < cost(byAgent[agents[j]][0]) })
-		}
-	default:
-		sort.SliceStable(agents, func(i, j int) bool { return best(agents[i]) < best(agents[j]) })
-	}
-	if load != nil {
-		// An agent that just failed a dial (stopped, cut off, upstream
-		// down) goes last until it serves a session again.
-		sort.SliceStable(agents, func(i, j int) bool { return !load.RecentlyFailed(agents[i]) && load.RecentlyFailed(agents[j]) })
-	}
-	out := make([]router.Endpoint, 0, len(c))
-	for _, id := range agents {
-		out = append(out, byAgent[id]...)
-	}
-	return out
-}
-
-// preferAgent moves the endpoints of agentID to the front, keeping order
-// otherwise.
-func preferAgent(c []router.Endpoint, agentID string) {
-	sort.SliceStable(c, func(i, j int) bool { return c[i].AgentID == agentID && c[j].AgentID != agentID })
-}
-
-// unusableReason explains why no endpoint of a resource can take a session.
-func unusableReason(name string, eps []router.Endpoint, now time.Time) string {
-	for _, e := range eps {
-		if e.Online && !e.Healthy {
-			detail := e.Detail
-			if detail == "" {
-				detail = "its agent reports it unhealthy"
-			}
-			return fmt.Sprintf("resource %q is unhealthy: %s", name, detail)
-		}
-	}
-	last := eps[0]
-	for _, e := range eps {
-		if e.LastSeen.After(last.LastSeen) {
-			last = e
-		}
-	}
-	ago := "never"
-	if !last.LastSeen.IsZero() {
-		ago = now.Sub(last.LastSeen).Round(time.Second).String() + " ago"
-	}
-	return fmt.Sprintf("resource %q is offline: agent %s has no live tunnel to any proxy (last seen %s)", name, last.AgentID, ago)
-}
-
-func (a *Actor) tryNext(ctx actor.Context) {
-	remaining := a.deadline.Sub(a.cfg.Clock())
-	if len(a.candidates) == 0 || remaining <= 0 {
-		msg := fmt.Sprintf("cannot connect to %q", a.cfg.Resource)
-		if a.lastErr != nil {
-			msg += ": " + a.lastErr.Error()
-		}
-		a.refuse(ctx, msg)
-		return
-	}
-	next := a.candidates[0]
-	a.candidates = a.candidates[1:]
-	a.current = &next
-	a.agentID = next.AgentID
-	a.kind = next.Kind
-	// A dial to a proxy that vanished may never be answered: bound each
-	// attempt so the next candidate still has time.
-	attempt := min(remaining, a.cfg.AttemptTimeout)
-	a.attempt++
-	n, self, system := a.attempt, ctx.Self(), ctx.ActorSystem()
-	// The timer runs a little past the tunnel's own deadline, so the
-	// tunnel's more precise answer usually comes first.
-	a.timer = time.AfterFunc(attempt+250*time.Millisecond, func() { system.Root.Send(self, attemptTimeout{n}) })
-	if next.Local {
-		ctx.Request(next.Tunnel, &tunnel.Dial{Timeout: attempt, Request: revtunnel.DialRequest{
-			SessionID:  a.cfg.ID,
-			Resource:   a.cfg.Resource,
-			Port:       a.cfg.Port,
-			User:       a.cfg.User,
-			ClientAddr: a.cfg.ClientAddr,
-		}})
-		return
-	}
-	a.watchPeer(ctx)
-	ctx.Request(next.Tunnel, &clusterpb.DialRequest{
-		SessionId:  a.cfg.ID,
-		Resource:   a.cfg.Resource,
-		Port:       a.cfg.Port,
-		User:       a.cfg.User,
-		ClientAddr: a.cfg.ClientAddr,
-		EntryProxy: a.cfg.ProxyID,
-		TimeoutMs:  attempt.Milliseconds(),
-	})
-}
-
-// watchPeer fails the attempt in flight as soon as the link to its proxy
-// breaks, instead of waiting out the attempt's timeout.
-func (a *Actor) watchPeer(ctx actor.Context) {
-	if a.peerSub != nil {
-		return
-	}
-	self, system := ctx.Self(), ctx.ActorSystem()
-	a.peerSub = system.EventStream.Subscribe(func(msg any) {
-		if ev, ok := msg.(*remote.EndpointTerminatedEvent); ok {
-			system.Root.Send(self, peerLost{ev.Address})
-		}
-	})
-}
-
-func (a *Actor) unwatchPeer(ctx actor.Context) {
-	if a.peerSub != nil {
-		ctx.ActorSystem().EventStream.Unsubscribe(a.peerSub)
-		a.peerSub = nil
-	}
-}
-
-func (a *Actor) stopTimer() {
-	if a.timer != nil {
-		a.timer.Stop()
-		a.timer = nil
-	}
-}
-
-// fail records a failed attempt and moves on to the next candidate.
-func (a *Actor) fail(ctx actor.Context, err error) {
-	a.stopTimer()
-	a.cfg.Logger.Info("dial failed; trying next agent", "session", a.cfg.ID, "resource", a.cfg.Resource, "agent", a.current.AgentID, "proxy", a.current.ProxyID, "err", err)
-	if a.cfg.Load != nil {
-		a.cfg.Load.Failed(a.current.AgentID)
-	}
-	a.current = nil
-	a.lastErr = err
-	a.tryNext(ctx)
-}
-
-// expected reports whether a dial answer is for the attempt in flight.
-func (a *Actor) expected(agentID string) bool {
-	return a.current != nil && a.current.AgentID == agentID && !a.stopping
-}
-
-func (a *Actor) onDialResult(ctx actor.Context, m *tunnel.DialResult) {
-	if !a.expected(m.AgentID) {
-		if m.Channel != nil {
-			m.Channel.Close() // a late answer to an attempt given up
-		}
-		return
-	}
-	if m.Err != nil {
-		a.fail(ctx, m.Err)
-		return
-	}
-	a.connected(ctx, m.AgentID, m.Channel)
-}
-
-func (a *Actor) onRemoteDialResponse(ctx actor.Context, m *clusterpb.DialResponse) {
-	if !a.expected(m.AgentId) {
-		return // the peer closes a parked channel nobody claims
-	}
-	if !m.Ok {
-		a.fail(ctx, errors.New(m.Error))
-		return
-	}
-	a.stopTimer()
-	if a.cfg.OpenStream == nil {
-		a.fail(ctx, errors.New("this proxy has no peer links"))
-		return
-	}
-	self, system, remaining := ctx.Self(), ctx.ActorSystem(), a.deadline.Sub(a.cfg.Clock())
-	agentID, addr, token := m.AgentId, m.PeerAddr, m.Token
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), remaining)
-		defer cancel()
-		st, err := a.cfg.OpenStream(sctx, addr, token)
-		system.Root.Send(self, streamResult{agentID: agentID, stream: st, err: err})
-	}()
-}
-
-func (a *Actor) onStreamResult(ctx actor.Context, m streamResult) {
-	if !a.expected(m.agentID) {
-		if m.stream != nil {
-			m.stream.Close()
-		}
-		return
-	}
-	if m.err != nil {
-		a.fail(ctx, fmt.Errorf("data stream to proxy %s: %w", a.current.ProxyID, m.err))
-		return
-	}
-	a.connected(ctx, m.agentID, m.stream)
-}
-
-// connected records the start, accepts the user's channel and pipes it to
-// the agent's stream (a tunnel channel, or a peer data stream).
-func (a *Actor) connected(ctx actor.Context, agentID string, agentStream streams.Stream) {
-	a.stopTimer()
-	a.unwatchPeer(ctx)
-	a.agentID = agentID
-	if a.cfg.Sticky != nil {
-		a.cfg.Sticky.SetStickyAgent(a.cfg.Resource, agentID)
-	}
-	if a.cfg.Load != nil {
-		a.cfg.Load.Add(agentID, 1)
-		a.cfg.Load.Succeeded(agentID)
-		a.counted = true
-	}
-	if a.current != nil && !a.current.Local {
-		a.path = a.cfg.ProxyID + ">" + a.current.ProxyID + ">" + agentID
-	}
-	a.current = nil
-	// The start is durable before the user's channel is accepted: no
-	// session runs that the audit log does not know of.
-	if _, err := a.cfg.Audit.Append(a.event("session.start", "started", "")); err != nil {
-		agentStream.Close()
-		a.cfg.Logger.Error("audit log write failed; refusing session", "session", a.cfg.ID, "err", err)
-		a.reject(ctx, "the proxy cannot write its audit log; try another proxy")
-		return
-	}
-	userCh, reqs, err := a.cfg.Channel.Accept()
-	if err != nil {
-		agentStream.Close()
-		a.end(ctx, streams.Result{Err: fmt.Errorf("accept user channel: %w", err)})
-		return
-	}
-	go ssh.DiscardRequests(reqs)
-	self, system := ctx.Self(), ctx.ActorSystem()
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		res := streams.Pipe(userCh, agentStream)
-		system.Root.Send(self, pipeDone{res})
-	}()
-	a.cfg.Logger.Info("session started", "session", a.cfg.ID, "user", a.cfg.User, "resource", a.cfg.Resource, "agent", a.agentID, "path", a.pathString())
-}
-
-func (a *Actor) onPipeDone(ctx actor.Context, m pipeDone) {
-	if a.kind == "ssh" && a.login == "" && a.refused == "" {
-		res := m.res
-		a.pendingEnd = &res
-		self, system := ctx.Self(), ctx.ActorSystem()
-		time.AfterFunc(loginReportWait, func() { system.Root.Send(self, endNow{}) })
-		return
-	}
-	a.end(ctx, m.res)
-}
-
-// onLoginReport records the login the node let the user take, or its
-// refusal, with the session's user and resource.
-func (a *Actor) onLoginReport(m *clusterpb.LoginReport) {
-	if m.SessionId != a.cfg.ID {
-		return
-	}
-	ev := a.event("session.login", "ok", "")
-	ev.Login = m.Login
-	if m.Refused != "" {
-		ev.Outcome, ev.Error = "refused", m.Refused
-		a.refused = m.Refused
-	} else {
-		a.login, a.refused = m.Login, ""
-	}
-	if a.login == "" && m.Refused != "" {
-		a.login = m.Login
-	}
-	if _, err := a.cfg.Audit.Append(ev); err != nil {
-		a.cfg.Logger.Error("audit login", "session", a.cfg.ID, "err", err)
-	}
-}
-
-// end records the session's end and stops the actor.
-func (a *Actor) end(ctx actor.Context, res streams.Result) {
-	if a.stopping {
-		return
-	}
-	a.pendingEnd = nil
-	if a.counted {
-		a.cfg.Load.Add(a.agentID, -1)
-		a.counted = false
-	}
-	outcome, errText := "ok", ""
-	switch {
-	case a.refused != "":
-		// The node turned the user away: the session carried bytes (the
-		// SSH handshake) but never ran.
-		outcome, errText = "refused", "login refused by the node: "+a.refused
-	case res.Err != nil:
-		outcome, errText = "error", res.Err.Error()
-	}
-	ev := a.event("session.end", outcome, errText)
-	ev.Login = a.login
-	ev.BytesIn, ev.BytesOut = res.AtoB, res.BtoA
-	ev.Duration = a.cfg.Clock().Sub(a.started)
-	if _, err := a.cfg.Audit.Append(ev); err != nil {
-		a.cfg.Logger.Error("audit session end", "session", a.cfg.ID, "err", err)
-	}
-	a.cfg.Logger.Info("session ended", "session", a.cfg.ID, "resource", a.cfg.Resource, "agent", a.agentID, "in", res.AtoB, "out", res.BtoA, "err", errText)
-	a.stopping = true
-	ctx.Stop(ctx.Self())
+	return allowed, denial
 }
 
 // Target describes an endpoint's resource for an access decision.
@@ -639,50 +256,230 @@ func Target(e router.Endpoint) access.Target {
 	return access.Target{Name: e.Name, Kind: e.Kind, Labels: e.Labels, Port: e.Port}
 }
 
-// deny rejects the user's channel for lack of access and records it.
-func (a *Actor) deny(ctx actor.Context, reason string) {
-	if _, err := a.cfg.Audit.Append(a.event("session.denied", "denied", reason)); err != nil {
-		a.cfg.Logger.Error("audit denial", "session", a.cfg.ID, "err", err)
+// candidates orders the usable endpoints for this session.
+func (s *Session) candidates(allowed []router.Endpoint) []router.Endpoint {
+	var usable []router.Endpoint
+	for _, e := range allowed {
+		if e.Usable() {
+			usable = append(usable, e)
+		}
 	}
-	a.reject(ctx, reason)
+	if len(usable) == 0 {
+		return nil
+	}
+	usable = orderCandidates(usable, s.cfg.Strategy, s.cfg.Region, s.cfg.Load)
+	if s.cfg.Sticky != nil {
+		if agentID := s.cfg.Sticky.StickyAgent(s.cfg.Resource); agentID != "" {
+			preferAgent(usable, agentID)
+		}
+	}
+	return usable
+}
+
+// connect tries the candidates in order until one gives a stream to its
+// agent, each attempt under its own deadline and all within DialTimeout.
+func (s *Session) connect(ctx context.Context, candidates []router.Endpoint) (streams.Stream, error) {
+	deadline := time.Now().Add(s.cfg.DialTimeout)
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	var last error
+	for _, e := range candidates {
+		// The deadline, not only ctx: an attempt cut short by it may
+		// return before ctx's own timer has fired.
+		if ctx.Err() != nil || !time.Now().Before(deadline) {
+			break
+		}
+		st, err := s.attempt(ctx, e)
+		if err == nil {
+			s.connected(e)
+			return st, nil
+		}
+		s.cfg.Logger.Info("dial failed; trying next agent", "session", s.cfg.ID, "resource", s.cfg.Resource, "agent", e.AgentID, "proxy", e.ProxyID, "err", err)
+		if s.cfg.Load != nil {
+			s.cfg.Load.Failed(e.AgentID)
+		}
+		last = err
+	}
+	if last == nil {
+		last = context.Cause(ctx)
+	}
+	return nil, last
+}
+
+// attempt dials one candidate under its own deadline.
+func (s *Session) attempt(ctx context.Context, e router.Endpoint) (streams.Stream, error) {
+	actx, cancel := context.WithTimeout(ctx, s.cfg.AttemptTimeout)
+	defer cancel()
+	dialer := s.cfg.Peer
+	if e.Local {
+		dialer = s.cfg.Local
+	}
+	st, err := dialer.Dial(actx, e, s.request())
+	switch {
+	case err == nil:
+		return st, nil
+	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil && time.Now().Before(ctxDeadline(ctx)):
+		return nil, fmt.Errorf("agent %s via proxy %s did not answer in time", e.AgentID, e.ProxyID)
+	case errors.Is(err, context.DeadlineExceeded):
+		return nil, fmt.Errorf("agent %s via proxy %s did not answer in time, and session.dial_timeout (%s) is over", e.AgentID, e.ProxyID, s.cfg.DialTimeout)
+	}
+	return nil, fmt.Errorf("agent %s via proxy %s: %w", e.AgentID, e.ProxyID, err)
+}
+
+// ctxDeadline is ctx's deadline, or the far future.
+func ctxDeadline(ctx context.Context) time.Time {
+	if d, ok := ctx.Deadline(); ok {
+		return d
+	}
+	return time.Now().Add(time.Hour)
+}
+
+// request is what the session asks of a tunnel.
+func (s *Session) request() *clusterpb.DialRequest {
+	req := &clusterpb.DialRequest{
+		SessionId:  s.cfg.ID,
+		Resource:   s.cfg.Resource,
+		Port:       s.cfg.Port,
+		User:       s.cfg.User,
+		ClientAddr: s.cfg.ClientAddr,
+		EntryProxy: s.cfg.ProxyID,
+	}
+	if s.replyTo != nil {
+		req.ReplyToAddress, req.ReplyToId = s.replyTo.Address, s.replyTo.Id
+	}
+	return req
+}
+
+// connected records the agent the session now runs on.
+func (s *Session) connected(e router.Endpoint) {
+	s.agentID, s.kind = e.AgentID, e.Kind
+	if !e.Local {
+		s.path = s.cfg.ProxyID + ">" + e.ProxyID + ">" + e.AgentID
+	}
+	if s.cfg.Sticky != nil {
+		s.cfg.Sticky.SetStickyAgent(s.cfg.Resource, e.AgentID)
+	}
+	if s.cfg.Load != nil {
+		s.cfg.Load.Add(e.AgentID, 1)
+		s.cfg.Load.Succeeded(e.AgentID)
+	}
+}
+
+// pipe carries bytes both ways until either side ends, recording the
+// node's login reports as they come; for an ssh resource it then waits a
+// moment for a report still on its way. Cancelling ctx closes both sides.
+func (s *Session) pipe(ctx context.Context, user ssh.Channel, agent streams.Stream) streams.Result {
+	piped := make(chan streams.Result, 1)
+	go func() { piped <- streams.Pipe(user, agent) }()
+	stop := context.AfterFunc(ctx, func() { user.Close(); agent.Close() })
+	defer stop()
+	var res streams.Result
+	for done := false; !done; {
+		select {
+		case r := <-s.reports:
+			s.onLogin(r)
+		case res = <-piped:
+			done = true
+		}
+	}
+	if ctx.Err() != nil && res.Err == nil {
+		res.Err = errors.New("the proxy ended the session (shutting down)")
+	}
+	if s.kind == "ssh" && s.login == "" && s.refused == "" {
+		t := time.NewTimer(loginReportWait)
+		defer t.Stop()
+		select {
+		case r := <-s.reports:
+			s.onLogin(r)
+		case <-t.C:
+		case <-ctx.Done():
+		}
+	}
+	return res
+}
+
+// onLogin records the login the node let the user take, or its refusal,
+// with the session's user and resource.
+func (s *Session) onLogin(r *clusterpb.LoginReport) {
+	ev := s.event("session.login", "ok", "")
+	ev.Login = r.Login
+	if r.Refused != "" {
+		ev.Outcome, ev.Error = "refused", r.Refused
+		s.refused = r.Refused
+		if s.login == "" {
+			s.login = r.Login
+		}
+	} else {
+		s.login, s.refused = r.Login, ""
+	}
+	if _, err := s.cfg.Audit.Append(ev); err != nil {
+		s.cfg.Logger.Error("audit login", "session", s.cfg.ID, "err", err)
+	}
+}
+
+// end records the session's end.
+func (s *Session) end(res streams.Result) {
+	outcome, errText := "ok", ""
+	switch {
+	case s.refused != "":
+		// The node turned the user away: the session carried bytes (the
+		// SSH handshake) but never ran.
+		outcome, errText = "refused", "login refused by the node: "+s.refused
+	case res.Err != nil:
+		outcome, errText = "error", res.Err.Error()
+	}
+	ev := s.event("session.end", outcome, errText)
+	ev.Login = s.login
+	ev.BytesIn, ev.BytesOut = res.AtoB, res.BtoA
+	ev.Duration = s.cfg.Clock().Sub(s.started)
+	if _, err := s.cfg.Audit.Append(ev); err != nil {
+		s.cfg.Logger.Error("audit session end", "session", s.cfg.ID, "err", err)
+	}
+	s.cfg.Logger.Info("session ended", "session", s.cfg.ID, "resource", s.cfg.Resource, "agent", s.agentID, "in", res.AtoB, "out", res.BtoA, "err", errText)
+}
+
+// deny rejects the user's channel for lack of access and records it.
+func (s *Session) deny(reason string) {
+	if _, err := s.cfg.Audit.Append(s.event("session.denied", "denied", reason)); err != nil {
+		s.cfg.Logger.Error("audit denial", "session", s.cfg.ID, "err", err)
+	}
+	s.reject(reason)
 }
 
 // refuse rejects the user's channel and records why.
-func (a *Actor) refuse(ctx actor.Context, reason string) {
-	if _, err := a.cfg.Audit.Append(a.event("session.refused", "refused", reason)); err != nil {
-		a.cfg.Logger.Error("audit refusal", "session", a.cfg.ID, "err", err)
+func (s *Session) refuse(reason string) {
+	if _, err := s.cfg.Audit.Append(s.event("session.refused", "refused", reason)); err != nil {
+		s.cfg.Logger.Error("audit refusal", "session", s.cfg.ID, "err", err)
 	}
-	a.reject(ctx, reason)
+	s.reject(reason)
 }
 
-func (a *Actor) reject(ctx actor.Context, reason string) {
-	a.cfg.Logger.Info("session refused", "session", a.cfg.ID, "user", a.cfg.User, "resource", a.cfg.Resource, "reason", reason)
-	_ = a.cfg.Channel.Reject(ssh.ConnectionFailed, "warren: "+reason)
-	a.stopping = true
-	ctx.Stop(ctx.Self())
+func (s *Session) reject(reason string) {
+	s.cfg.Logger.Info("session refused", "session", s.cfg.ID, "user", s.cfg.User, "resource", s.cfg.Resource, "reason", reason)
+	_ = s.cfg.Channel.Reject(ssh.ConnectionFailed, "warren: "+reason)
 }
 
-func (a *Actor) pathString() string {
-	if a.path != "" {
-		return a.path
+func (s *Session) pathString() string {
+	if s.path != "" {
+		return s.path
 	}
-	if a.agentID == "" {
-		return a.cfg.ProxyID
+	if s.agentID == "" {
+		return s.cfg.ProxyID
 	}
-	return a.cfg.ProxyID + ">" + a.agentID
+	return s.cfg.ProxyID + ">" + s.agentID
 }
 
-func (a *Actor) event(typ, outcome, errText string) audit.Event {
+func (s *Session) event(typ, outcome, errText string) audit.Event {
 	return audit.Event{
-		Time:       a.cfg.Clock(),
+		Time:       s.cfg.Clock(),
 		Type:       typ,
-		SessionID:  a.cfg.ID,
-		User:       a.cfg.User,
-		Resource:   a.cfg.Resource,
-		AgentID:    a.agentID,
-		ProxyID:    a.cfg.ProxyID,
-		ClientAddr: a.cfg.ClientAddr,
-		Path:       a.pathString(),
+		SessionID:  s.cfg.ID,
+		User:       s.cfg.User,
+		Resource:   s.cfg.Resource,
+		AgentID:    s.agentID,
+		ProxyID:    s.cfg.ProxyID,
+		ClientAddr: s.cfg.ClientAddr,
+		Path:       s.pathString(),
 		Outcome:    outcome,
 		Error:      errText,
 	}

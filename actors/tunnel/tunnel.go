@@ -3,8 +3,12 @@
 // The actor owns the tunnel's SSH connection. It answers the agent's hello,
 // relays the agent's heartbeats to the router, sends keepalives so a
 // silently lost agent is caught within KeepaliveInterval×KeepaliveCount,
-// opens a channel to the agent when a session asks it to Dial, and
-// withdraws the agent's route (TunnelDown) when the connection ends.
+// opens a channel to the agent when a session sends it a
+// [clusterpb.DialRequest] (from this proxy or a peer: one message either
+// way), parks the channel in its proxy's rendezvous and answers with the
+// token (see actors/forward), passes the agent's login reports to the
+// session that dialed, and withdraws the agent's route (TunnelDown) when
+// the connection ends.
 //
 // Messages from the connection's goroutines reach the actor through its
 // mailbox, so the router sees TunnelUp, heartbeats and TunnelDown of one
@@ -16,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -31,30 +36,55 @@ import (
 	"github.com/warren-proxy/warren/transport/revtunnel"
 )
 
+// Conn is the tunnel's connection to its agent (a *revtunnel.ServerConn).
+type Conn interface {
+	// Serve answers the agent's requests through h until the connection
+	// ends.
+	Serve(h revtunnel.Handler) error
+	Dial(ctx context.Context, req revtunnel.DialRequest) (ssh.Channel, error)
+	Keepalive(timeout time.Duration) error
+	SendProxies(revtunnel.ProxySet) error
+	SendDefinitions(revtunnel.Definitions) error
+	SendPolicy(revtunnel.PolicySet) error
+	RemoteAddr() net.Addr
+	Close() error
+}
+
+// Parker keeps a channel until a session claims it by the returned token
+// (actors/forward's Rendezvous).
+type Parker interface {
+	Park(ch ssh.Channel) (token string, err error)
+}
+
 // Config configures one tunnel actor.
 type Config struct {
-	Conn    *revtunnel.ServerConn
+	Conn Conn
+	// AgentID is the agent's id and HostKey its certificate's key, as the
+	// handshake authenticated them.
+	AgentID string
+	HostKey ssh.PublicKey
 	Router  *actor.PID
 	ProxyID string
 	// Hello answers the agent's hello (renews its certificate, tells it
 	// the proxy set).
-	Hello func(conn *revtunnel.ServerConn, h revtunnel.Hello) revtunnel.HelloReply
-	// Renew answers the agent's request for a fresh certificate.
-	Renew func(conn *revtunnel.ServerConn) revtunnel.RenewReply
+	Hello func(h revtunnel.Hello) revtunnel.HelloReply
+	// Renew, if set, answers the agent's request for a fresh certificate.
+	Renew func() revtunnel.RenewReply
 	// Grant is what the agent may serve, from its certificate: the router
 	// applies only the resources it allows.
 	Grant access.Grant
 	// KeepaliveInterval and KeepaliveCount: the tunnel is closed after
 	// KeepaliveCount keepalives in a row go unanswered for an interval
-	// each. Defaults 5s and 3.
+	// each (the proxy's tunnel.keepalive_* settings).
 	KeepaliveInterval time.Duration
 	KeepaliveCount    int
-	// Park holds a channel opened for a session that entered through
-	// another proxy until that proxy's data stream claims it by token.
-	Park func(ch ssh.Channel, agentID string) (token string)
-	// PeerAddr is this proxy's peer address (where data streams connect).
-	PeerAddr string
-	// Audit records the logins agents report.
+	// Rendezvous keeps the channels this tunnel opens until their session
+	// claims them; PeerAddr is this proxy's peer address, where a session
+	// from another proxy claims them.
+	Rendezvous Parker
+	PeerAddr   string
+	// Audit records the logins agents report for sessions no actor
+	// answers for any more.
 	Audit  Auditor
 	Clock  func() time.Time
 	Logger *slog.Logger
@@ -63,23 +93,21 @@ type Config struct {
 	Done func()
 }
 
+func (c Config) validate() error {
+	switch {
+	case c.Conn == nil || c.HostKey == nil || c.AgentID == "":
+		return errors.New("tunnel: Conn, AgentID and HostKey are required")
+	case c.Router == nil || c.Hello == nil || c.Rendezvous == nil:
+		return errors.New("tunnel: Router, Hello and Rendezvous are required")
+	case c.KeepaliveInterval <= 0 || c.KeepaliveCount <= 0:
+		return fmt.Errorf("tunnel: keepalive interval %s and count %d must be positive", c.KeepaliveInterval, c.KeepaliveCount)
+	}
+	return nil
+}
+
 // Auditor records audit events durably.
 type Auditor interface {
 	Append(ev audit.Event) (audit.Event, error)
-}
-
-// Dial asks the tunnel to open a channel to its agent. The reply, sent to
-// the requester, is a *DialResult.
-type Dial struct {
-	Request revtunnel.DialRequest
-	Timeout time.Duration
-}
-
-// DialResult answers Dial. On success the receiver owns Channel.
-type DialResult struct {
-	Channel ssh.Channel
-	AgentID string
-	Err     error
 }
 
 // ProxySet tells the agent the cluster's current proxies.
@@ -138,13 +166,11 @@ type Actor struct {
 	missed    int         // keepalives unanswered in a row; only keepaliveOnce uses it
 }
 
-// NewProps returns props for a tunnel actor.
-func NewProps(cfg Config) *actor.Props {
-	if cfg.KeepaliveInterval <= 0 {
-		cfg.KeepaliveInterval = 5 * time.Second
-	}
-	if cfg.KeepaliveCount <= 0 {
-		cfg.KeepaliveCount = 3
+// NewProps returns props for a tunnel actor, or an error naming what cfg
+// lacks.
+func NewProps(cfg Config) (*actor.Props, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
@@ -152,7 +178,7 @@ func NewProps(cfg Config) *actor.Props {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return actor.PropsFromProducer(func() actor.Actor { return &Actor{cfg: cfg} })
+	return actor.PropsFromProducer(func() actor.Actor { return &Actor{cfg: cfg} }), nil
 }
 
 // Receive dispatches messages.
@@ -164,10 +190,8 @@ func (a *Actor) Receive(ctx actor.Context) {
 		a.onHello(ctx, m)
 	case heartbeatMsg:
 		a.onHeartbeat(ctx, m)
-	case *Dial:
-		a.onDial(ctx, m)
 	case *clusterpb.DialRequest:
-		a.onRemoteDial(ctx, m)
+		a.onDial(ctx, m)
 	case closedMsg:
 		a.onClosed(ctx, m)
 	case loginMsg:
@@ -212,7 +236,7 @@ type handler struct {
 }
 
 func (h handler) Hello(hello revtunnel.Hello) revtunnel.HelloReply {
-	reply := h.a.cfg.Hello(h.a.cfg.Conn, hello)
+	reply := h.a.cfg.Hello(hello)
 	if reply.Error == "" {
 		h.system.Root.Send(h.self, helloMsg{hello})
 	}
@@ -250,7 +274,7 @@ func (h handler) Renew() revtunnel.RenewReply {
 	if h.a.cfg.Renew == nil {
 		return revtunnel.RenewReply{Error: "this proxy does not renew certificates"}
 	}
-	return h.a.cfg.Renew(h.a.cfg.Conn)
+	return h.a.cfg.Renew()
 }
 
 func (a *Actor) onStarted(ctx actor.Context) {
@@ -258,10 +282,10 @@ func (a *Actor) onStarted(ctx actor.Context) {
 	self, system := ctx.Self(), ctx.ActorSystem()
 	a.self, a.system = self, system
 	a.agent = catalog.Agent{
-		ID:        a.cfg.Conn.AgentID,
+		ID:        a.cfg.AgentID,
 		ProxyID:   a.cfg.ProxyID,
 		Addr:      a.cfg.Conn.RemoteAddr().String(),
-		HostKey:   strings.TrimSpace(string(ssh.MarshalAuthorizedKey(a.cfg.Conn.Cert.Key))),
+		HostKey:   strings.TrimSpace(string(ssh.MarshalAuthorizedKey(a.cfg.HostKey))),
 		Connected: a.cfg.Clock(),
 		LastSeen:  a.cfg.Clock(),
 	}
@@ -399,48 +423,21 @@ func (a *Actor) onLogin(ctx actor.Context, m loginMsg) {
 	}
 }
 
-func (a *Actor) onDial(ctx actor.Context, m *Dial) {
+// onDial opens a channel to the agent for a session (entered through this
+// proxy or another), parks it and answers with the token. The dial runs
+// off the actor's goroutine, bounded by the request's timeout.
+func (a *Actor) onDial(ctx actor.Context, m *clusterpb.DialRequest) {
 	sender, system, self := ctx.Sender(), ctx.ActorSystem(), ctx.Self()
 	if sender == nil {
-		return
-	}
-	timeout := m.Timeout
-	if timeout <= 0 {
-		timeout = 10 * time.Second
-	}
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		dctx, cancel := context.WithTimeout(a.ctx, timeout)
-		defer cancel()
-		ch, err := a.cfg.Conn.Dial(dctx, m.Request)
-		if err != nil {
-			var de *revtunnel.DialError
-			if !errors.As(err, &de) {
-				err = fmt.Errorf("agent %s unreachable: %w", a.agent.ID, err)
-			}
-		} else {
-			system.Root.Send(self, dialedMsg{m.Request.SessionID, sender})
-		}
-		system.Root.Send(sender, &DialResult{Channel: ch, AgentID: a.agent.ID, Err: err})
-	}()
-}
-
-// onRemoteDial serves a session that entered through another proxy: the
-// channel is opened here and parked; the answer tells the entry proxy
-// where to open its data stream and with which token.
-func (a *Actor) onRemoteDial(ctx actor.Context, m *clusterpb.DialRequest) {
-	sender, system, self := ctx.Sender(), ctx.ActorSystem(), ctx.Self()
-	if sender == nil {
-		return
-	}
-	if a.cfg.Park == nil {
-		ctx.Respond(&clusterpb.DialResponse{Error: "this proxy does not accept sessions from peers", AgentId: a.agent.ID})
 		return
 	}
 	timeout := time.Duration(m.TimeoutMs) * time.Millisecond
-	if timeout <= 0 {
-		timeout = 10 * time.Second
+	if timeout <= 0 || timeout > maxDialTimeout {
+		timeout = maxDialTimeout
+	}
+	var replyTo *actor.PID
+	if m.ReplyToId != "" {
+		replyTo = actor.NewPID(m.ReplyToAddress, m.ReplyToId)
 	}
 	req := revtunnel.DialRequest{SessionID: m.SessionId, Resource: m.Resource, Port: m.Port, User: m.User, ClientAddr: m.ClientAddr}
 	a.wg.Add(1)
@@ -457,12 +454,23 @@ func (a *Actor) onRemoteDial(ctx actor.Context, m *clusterpb.DialRequest) {
 		case err != nil:
 			resp.Error = fmt.Sprintf("agent %s unreachable: %v", a.agent.ID, err)
 		default:
-			resp.Ok, resp.Token = true, a.cfg.Park(ch, a.agent.ID)
-			system.Root.Send(self, dialedMsg{req.SessionID, sender})
+			token, err := a.cfg.Rendezvous.Park(ch)
+			if err != nil {
+				resp.Error = err.Error()
+				break
+			}
+			resp.Ok, resp.Token = true, token
+			if replyTo != nil {
+				system.Root.Send(self, dialedMsg{req.SessionID, replyTo})
+			}
 		}
 		system.Root.Send(sender, resp)
 	}()
 }
+
+// maxDialTimeout bounds a dial whose request names no timeout (or one too
+// long).
+const maxDialTimeout = 5 * time.Minute
 
 func (a *Actor) onClosed(ctx actor.Context, m closedMsg) {
 	reason := a.reason

@@ -442,19 +442,25 @@ func (x *SyncRequest) GetRequester() string {
 	return ""
 }
 
-// DialRequest asks a tunnel actor on another proxy to open a channel to
-// its agent and park it for a data stream.
+// DialRequest asks a tunnel actor (on this proxy or another) to open a
+// channel to its agent and park it under a token: the entry proxy claims it
+// in place when the tunnel is its own, else through a data stream.
 type DialRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
-	Resource      string                 `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
-	Port          uint32                 `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
-	User          string                 `protobuf:"bytes,4,opt,name=user,proto3" json:"user,omitempty"`
-	ClientAddr    string                 `protobuf:"bytes,5,opt,name=client_addr,json=clientAddr,proto3" json:"client_addr,omitempty"`
-	EntryProxy    string                 `protobuf:"bytes,6,opt,name=entry_proxy,json=entryProxy,proto3" json:"entry_proxy,omitempty"`
-	TimeoutMs     int64                  `protobuf:"varint,7,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	SessionId  string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Resource   string                 `protobuf:"bytes,2,opt,name=resource,proto3" json:"resource,omitempty"`
+	Port       uint32                 `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
+	User       string                 `protobuf:"bytes,4,opt,name=user,proto3" json:"user,omitempty"`
+	ClientAddr string                 `protobuf:"bytes,5,opt,name=client_addr,json=clientAddr,proto3" json:"client_addr,omitempty"`
+	EntryProxy string                 `protobuf:"bytes,6,opt,name=entry_proxy,json=entryProxy,proto3" json:"entry_proxy,omitempty"`
+	// timeout_ms bounds the tunnel's dial to its agent.
+	TimeoutMs int64 `protobuf:"varint,7,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	// The session actor's PID on the entry proxy (address and id): where the
+	// tunnel sends the agent's login report for this session.
+	ReplyToAddress string `protobuf:"bytes,8,opt,name=reply_to_address,json=replyToAddress,proto3" json:"reply_to_address,omitempty"`
+	ReplyToId      string `protobuf:"bytes,9,opt,name=reply_to_id,json=replyToId,proto3" json:"reply_to_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *DialRequest) Reset() {
@@ -536,8 +542,22 @@ func (x *DialRequest) GetTimeoutMs() int64 {
 	return 0
 }
 
-// DialResponse answers DialRequest. On success the entry proxy opens a
-// data stream to peer_addr presenting token.
+func (x *DialRequest) GetReplyToAddress() string {
+	if x != nil {
+		return x.ReplyToAddress
+	}
+	return ""
+}
+
+func (x *DialRequest) GetReplyToId() string {
+	if x != nil {
+		return x.ReplyToId
+	}
+	return ""
+}
+
+// DialResponse answers DialRequest. On success the channel waits under
+// token at the proxy whose peer address is peer_addr.
 type DialResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Ok    bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
@@ -1361,7 +1381,7 @@ const file_cluster_clusterpb_cluster_proto_rawDesc = "" +
 	"\x03seq\x18\x03 \x01(\x04R\x03seq\x125\n" +
 	"\x06agents\x18\x04 \x03(\v2\x1d.warren.cluster.v1.AgentRouteR\x06agents\"+\n" +
 	"\vSyncRequest\x12\x1c\n" +
-	"\trequester\x18\x01 \x01(\tR\trequester\"\xd1\x01\n" +
+	"\trequester\x18\x01 \x01(\tR\trequester\"\x9b\x02\n" +
 	"\vDialRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1a\n" +
@@ -1373,7 +1393,9 @@ const file_cluster_clusterpb_cluster_proto_rawDesc = "" +
 	"\ventry_proxy\x18\x06 \x01(\tR\n" +
 	"entryProxy\x12\x1d\n" +
 	"\n" +
-	"timeout_ms\x18\a \x01(\x03R\ttimeoutMs\"\x9c\x01\n" +
+	"timeout_ms\x18\a \x01(\x03R\ttimeoutMs\x12(\n" +
+	"\x10reply_to_address\x18\b \x01(\tR\x0ereplyToAddress\x12\x1e\n" +
+	"\vreply_to_id\x18\t \x01(\tR\treplyToId\"\x9c\x01\n" +
 	"\fDialResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12\x18\n" +
