@@ -179,7 +179,7 @@ func (r *Router) onBeacon(ctx actor.Context) {
 	if len(r.repl.peers) == 0 {
 		return
 	}
-	d := &clusterpb.RouteDelta{Origin: r.cfg.ProxyID, Epoch: r.cfg.Epoch, Seq: r.repl.seq}
+	d := &clusterpb.RouteDelta{Origin: r.cfg.ProxyID, Epoch: r.cfg.Epoch, Seq: r.repl.seq, Beacon: true}
 	for _, p := range r.repl.peers {
 		ctx.Send(p.link, forward{msg: d})
 	}
@@ -189,7 +189,7 @@ func (r *Router) onMemberUp(ctx actor.Context, m *MemberUp) {
 	if m.ID == r.cfg.ProxyID {
 		return
 	}
-	pid := actor.NewPID(m.PeerAddr, RouterName)
+	pid := r.cfg.PeerRouter(m.PeerAddr)
 	if old, ok := r.repl.peers[m.ID]; !ok || !old.router.Equal(pid) {
 		if ok {
 			ctx.Stop(old.link)

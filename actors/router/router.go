@@ -70,8 +70,12 @@ type Config struct {
 	// so a lost delta is noticed without waiting for the next change.
 	// Default 1s.
 	BeaconInterval time.Duration
-	Clock          func() time.Time
-	Logger         *slog.Logger
+	// PeerRouter addresses the router of the peer whose peer address is
+	// addr. Default: actor.NewPID(addr, RouterName), over protoactor
+	// remote; tests route it to routers in one actor system.
+	PeerRouter func(addr string) *actor.PID
+	Clock      func() time.Time
+	Logger     *slog.Logger
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -105,6 +109,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.BeaconInterval == 0 {
 		c.BeaconInterval = time.Second
+	}
+	if c.PeerRouter == nil {
+		c.PeerRouter = func(addr string) *actor.PID { return actor.NewPID(addr, RouterName) }
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

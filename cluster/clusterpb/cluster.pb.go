@@ -253,12 +253,16 @@ func (x *AgentRoute) GetHostKey() string {
 // origin epoch are numbered 1, 2, 3 …; a receiver applies them in order
 // and asks for the full state (SyncRequest) when it sees a gap.
 type RouteDelta struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Origin        string                 `protobuf:"bytes,1,opt,name=origin,proto3" json:"origin,omitempty"`
-	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	Seq           uint64                 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
-	Upserts       []*AgentRoute          `protobuf:"bytes,4,rep,name=upserts,proto3" json:"upserts,omitempty"`
-	Removals      []string               `protobuf:"bytes,5,rep,name=removals,proto3" json:"removals,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Origin   string                 `protobuf:"bytes,1,opt,name=origin,proto3" json:"origin,omitempty"`
+	Epoch    uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Seq      uint64                 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
+	Upserts  []*AgentRoute          `protobuf:"bytes,4,rep,name=upserts,proto3" json:"upserts,omitempty"`
+	Removals []string               `protobuf:"bytes,5,rep,name=removals,proto3" json:"removals,omitempty"`
+	// beacon marks a delta that carries no change, only the origin's current
+	// seq: a receiver behind it asks for the full state. It is never applied
+	// as delta seq (that delta may be the one the receiver lost).
+	Beacon        bool `protobuf:"varint,6,opt,name=beacon,proto3" json:"beacon,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -326,6 +330,13 @@ func (x *RouteDelta) GetRemovals() []string {
 		return x.Removals
 	}
 	return nil
+}
+
+func (x *RouteDelta) GetBeacon() bool {
+	if x != nil {
+		return x.Beacon
+	}
+	return false
 }
 
 // RouteState is the origin proxy's full route state as of (epoch, seq).
@@ -1366,14 +1377,15 @@ const file_cluster_clusterpb_cluster_proto_rawDesc = "" +
 	" \x01(\tR\x04addr\x12\x1d\n" +
 	"\n" +
 	"rtt_micros\x18\v \x01(\x03R\trttMicros\x12\x19\n" +
-	"\bhost_key\x18\f \x01(\tR\ahostKey\"\xa1\x01\n" +
+	"\bhost_key\x18\f \x01(\tR\ahostKey\"\xb9\x01\n" +
 	"\n" +
 	"RouteDelta\x12\x16\n" +
 	"\x06origin\x18\x01 \x01(\tR\x06origin\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x10\n" +
 	"\x03seq\x18\x03 \x01(\x04R\x03seq\x127\n" +
 	"\aupserts\x18\x04 \x03(\v2\x1d.warren.cluster.v1.AgentRouteR\aupserts\x12\x1a\n" +
-	"\bremovals\x18\x05 \x03(\tR\bremovals\"\x83\x01\n" +
+	"\bremovals\x18\x05 \x03(\tR\bremovals\x12\x16\n" +
+	"\x06beacon\x18\x06 \x01(\bR\x06beacon\"\x83\x01\n" +
 	"\n" +
 	"RouteState\x12\x16\n" +
 	"\x06origin\x18\x01 \x01(\tR\x06origin\x12\x14\n" +

@@ -132,7 +132,7 @@ func (t *Table) ApplyDelta(d *clusterpb.RouteDelta) Result {
 		return NeedSync
 	case d.Seq <= o.seq:
 		return Ignored
-	case d.Seq > o.seq+1:
+	case d.Seq > o.seq+1, d.Beacon:
 		return NeedSync
 	}
 	o.seq = d.Seq

@@ -122,3 +122,23 @@ func TestMemberGoneDropsAndLateMessagesDoNotResurrect(t *testing.T) {
 		t.Fatalf("got %v, want p2/a and p3/b", got)
 	}
 }
+
+// A beacon names the origin's seq without carrying its change: one just
+// past a lost delta must ask for the state, not pass for that delta.
+func TestABeaconAfterALostDeltaAsksForSync(t *testing.T) {
+	tb := New()
+	tb.MemberAlive("p2")
+	tb.ApplyState(state("p2", 1, 3, "a"))
+	// Delta 4 (which added b) is lost; the beacon at seq 4 arrives.
+	beacon := &clusterpb.RouteDelta{Origin: "p2", Epoch: 1, Seq: 4, Beacon: true}
+	if got := tb.ApplyDelta(beacon); got != NeedSync {
+		t.Fatalf("beacon one past our seq: got %v, want need-sync", got)
+	}
+	if got := tb.ApplyDelta(delta("p2", 1, 4, []string{"b"}, nil)); got != Applied {
+		t.Fatalf("the delta itself after the beacon: got %v, want applied", got)
+	}
+	beacon.Seq = 4
+	if got := tb.ApplyDelta(beacon); got != Ignored {
+		t.Fatalf("beacon at our seq: got %v, want ignored", got)
+	}
+}
