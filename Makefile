@@ -16,9 +16,17 @@ test:
 
 race: test
 
+# What CI checks before the tests (.ci/run): gofmt, go vet, staticcheck at a
+# pinned version (built once into the Go build cache by `go run`), and a
+# go.mod/go.sum that `go mod tidy` would leave as they are. The house rules
+# (dependency table, package comments) are tests: internal/lint.
+STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "run gofmt -w"; exit 1)
 	$(GO) vet $(PKGS)
+	$(STATICCHECK) $(PKGS)
+	@$(GO) mod tidy -diff || (echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1)
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime=1x $(PKGS)

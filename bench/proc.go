@@ -72,9 +72,6 @@ func (p *Proc) Kill() {
 	<-p.done
 }
 
-// Signal sends sig (SIGSTOP, SIGCONT, …).
-func (p *Proc) Signal(sig syscall.Signal) error { return p.cmd.Process.Signal(sig) }
-
 // Stop asks the process to end (SIGTERM, and SIGCONT in case it is
 // stopped) and kills it if it has not ended within 10 s.
 func (p *Proc) Stop() { p.StopWith(syscall.SIGTERM) }

@@ -7,5 +7,6 @@
 //   - identity (bbolt): an agent's own keys, certificates and ID.
 //
 // Storage sits at the bottom of the dependency graph: nothing under storage/
-// imports another package of this module, which deps_test.go enforces.
+// imports another package of this module, which internal/lint enforces with
+// the rest of the dependency table.
 package storage

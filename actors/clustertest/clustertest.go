@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -193,16 +192,6 @@ func (c *Cluster) Token(req access.TokenRequest) string {
 	return secret
 }
 
-// StaticToken is the first token of the cluster's join_tokens file: an
-// unscoped grant.
-func (c *Cluster) StaticToken() string {
-	toks, err := c.Auth.JoinTokens()
-	if err != nil || len(toks) == 0 {
-		c.t.Fatalf("join tokens: %v", err)
-	}
-	return toks[0]
-}
-
 // AgentConfig returns the config StartAgent uses for an agent.
 func (c *Cluster) AgentConfig(name string, res []agent.ResourceConfig) agent.Config {
 	if c.joinToken == "" {
@@ -365,12 +354,6 @@ func (c *Cluster) Run(stdin io.Reader, name string, args ...string) Result {
 
 // SSHArgs returns `ssh -F cfg` as a string for rsync -e.
 func (c *Cluster) SSHArgs() string { return "ssh -F " + c.SSHConfig }
-
-// ProxyHostPort splits the proxy's user address.
-func (c *Cluster) ProxyHostPort() (string, string) {
-	h, p, _ := net.SplitHostPort(c.Proxy.UserAddr())
-	return h, p
-}
 
 func currentUser(t testing.TB) string {
 	u, err := user.Current()

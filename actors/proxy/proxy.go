@@ -32,6 +32,7 @@ import (
 	"github.com/warren-proxy/warren/actors/tunnel"
 	"github.com/warren-proxy/warren/cluster/access"
 	"github.com/warren-proxy/warren/cluster/membership"
+	"github.com/warren-proxy/warren/internal/accept"
 	"github.com/warren-proxy/warren/internal/gate"
 	"github.com/warren-proxy/warren/internal/logsample"
 	"github.com/warren-proxy/warren/storage/audit"
@@ -336,16 +337,32 @@ func (p *Proxy) Table() *router.Table { return p.table }
 // Audit is the proxy's audit log.
 func (p *Proxy) Audit() *audit.Log { return p.audit }
 
+// acceptTunnels accepts agents' connections on tunnelLn until it is closed
+// or ctx ends, and hands each to handshakeTunnel under the handshake caps.
 func (p *Proxy) acceptTunnels(ctx context.Context) {
+	var backoff accept.Backoff
 	for {
 		nc, err := p.tunnelLn.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
 				return
 			}
-			p.log.Error("accept tunnel", "err", err)
+			// Out of file descriptors and the like: wait and retry, as
+			// net/http does, rather than spin. Any other error is retried
+			// too (at most once a second): without this listener the
+			// proxy loses its agents.
+			d := backoff.Next()
+			level := slog.LevelError
+			if accept.Temporary(err) {
+				level = slog.LevelWarn
+			}
+			p.log.Log(ctx, level, "accept tunnel failed; retrying", "err", err, "in", d)
+			if !accept.Sleep(d, ctx.Done()) {
+				return
+			}
 			continue
 		}
+		backoff.Reset()
 		// Checked before a goroutine exists, so a flood costs an accept
 		// and a close per connection.
 		leave, refusal := p.tunnelGate.Enter(nc.RemoteAddr())

@@ -92,22 +92,6 @@ type AgentRoute struct {
 // serving it.
 func (s *Snapshot) Lookup(name string) []Endpoint { return s.Resources[name] }
 
-// LocateAgent resolves the virtual identity agent/<id>: the tunnel actors
-// that reach the agent now, on any proxy, this proxy's first.
-func (s *Snapshot) LocateAgent(id string) []*actor.PID {
-	var local, remote []*actor.PID
-	for _, r := range s.Routes {
-		if r.ID == id && r.Online && r.Tunnel != nil {
-			if r.Local {
-				local = append(local, r.Tunnel)
-			} else {
-				remote = append(remote, r.Tunnel)
-			}
-		}
-	}
-	return append(local, remote...)
-}
-
 // Summary is one line of a resource listing.
 type Summary struct {
 	Name    string            `json:"name"`

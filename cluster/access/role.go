@@ -2,7 +2,6 @@ package access
 
 import (
 	"fmt"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -319,13 +318,3 @@ var presets = map[string]Role{
 
 // IsPreset reports whether name is a preset role.
 func IsPreset(name string) bool { _, ok := presets[name]; return ok }
-
-// Presets returns the preset roles, sorted by name.
-func Presets() []Role {
-	out := make([]Role, 0, len(presets))
-	for _, r := range presets {
-		out = append(out, r)
-	}
-	slices.SortFunc(out, func(a, b Role) int { return strings.Compare(a.Name, b.Name) })
-	return out
-}

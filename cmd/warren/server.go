@@ -57,13 +57,6 @@ func runInit(ctx context.Context, args []string) error {
 	return nil
 }
 
-func plural(n int) string {
-	if n == 1 {
-		return ""
-	}
-	return "s"
-}
-
 func runUser(ctx context.Context, args []string) error {
 	if len(args) == 0 || args[0] != "add" {
 		return usageError{"the only user subcommand is add: `warren user add NAME --logins root,ubuntu --roles access`"}

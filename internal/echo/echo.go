@@ -3,13 +3,17 @@
 package echo
 
 import (
+	"errors"
 	"net"
 	"sync"
+
+	"github.com/warren-proxy/warren/internal/accept"
 )
 
 // Serve echoes what every connection that ln accepts sends, passing each
 // read through edit first when it is not nil. It returns when ln is
-// closed, after closing the connections still open and waiting for them.
+// closed (or fails for good), after closing the connections still open
+// and waiting for them; it waits out errors that pass, such as EMFILE.
 func Serve(ln net.Listener, edit func([]byte)) {
 	var (
 		wg    sync.WaitGroup
@@ -24,11 +28,19 @@ func Serve(ln net.Listener, edit func([]byte)) {
 		mu.Unlock()
 		wg.Wait()
 	}()
+	var backoff accept.Backoff
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			return
+			if errors.Is(err, net.ErrClosed) || !accept.Temporary(err) {
+				return
+			}
+			// Out of file descriptors and the like: wait and retry, as
+			// net/http does; closing ln ends the wait's next Accept.
+			accept.Sleep(backoff.Next(), nil)
+			continue
 		}
+		backoff.Reset()
 		mu.Lock()
 		conns[c] = true
 		mu.Unlock()

@@ -558,7 +558,7 @@ func (l *Log) Query(q Query) (Result, error) {
 				case hi == nil:
 					k, v = c.Last()
 				default:
-					if k, v = c.Seek(hi); k == nil {
+					if k, _ = c.Seek(hi); k == nil {
 						k, v = c.Last()
 					} else {
 						k, v = c.Prev()

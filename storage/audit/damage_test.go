@@ -251,7 +251,7 @@ func TestFlippedRecordOnDisk(t *testing.T) {
 	}
 	target := []byte(`"session_id":"s-0001234"`)
 	i := bytes.Index(data, target)
-	if i < 0 || bytes.Index(data[i+1:], target) >= 0 {
+	if i < 0 || bytes.Contains(data[i+1:], target) {
 		t.Fatalf("want the record exactly once in the file, found it at %d", i)
 	}
 	writeAt(t, path, []byte{0, 0xff, 0}, int64(i))

@@ -7,7 +7,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"time"
+
+	"github.com/warren-proxy/warren/internal/accept"
 )
 
 const (
@@ -81,27 +82,20 @@ func (c *connection) agentSocket() (string, error) {
 // closed, and carries each over an auth-agent@openssh.com channel.
 func (c *connection) serveAgentSocket(ln *net.UnixListener) {
 	defer ln.Close()
-	var backoff time.Duration
+	var backoff accept.Backoff
 	for {
 		sock, err := ln.Accept()
 		if err != nil {
-			var tmp interface{ Temporary() bool }
-			if errors.Is(err, net.ErrClosed) || !errors.As(err, &tmp) || !tmp.Temporary() {
+			if errors.Is(err, net.ErrClosed) || !accept.Temporary(err) {
 				if !errors.Is(err, net.ErrClosed) {
 					c.log.Warn("agent forwarding: accept failed; closing the socket", "err", err)
 				}
 				return
 			}
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			t := time.NewTimer(backoff)
-			select {
-			case <-t.C:
-			case <-c.ctx.Done():
-			}
-			t.Stop()
+			accept.Sleep(backoff.Next(), c.ctx.Done())
 			continue
 		}
-		backoff = 0
+		backoff.Reset()
 		if c.agentConns.Add(1) > maxAgentConnsPerConn {
 			c.agentConns.Add(-1)
 			c.log.Debug("agent forwarding: connection dropped", "reason", "too many agent connections on this connection")

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/warren-proxy/warren/internal/accept"
 )
 
 const (
@@ -334,28 +336,21 @@ func (c *connection) acceptForwarded(key forwardKey, rl *remoteListener) {
 		c.mu.Unlock()
 		c.log.Info("port forwarding closed", "kind", ForwardRemote, "listen", rl.ln.Addr().String())
 	}()
-	var backoff time.Duration
+	var backoff accept.Backoff
 	for {
 		sock, err := rl.ln.Accept()
 		if err != nil {
-			var tmp interface{ Temporary() bool }
-			if errors.Is(err, net.ErrClosed) || !errors.As(err, &tmp) || !tmp.Temporary() {
+			if errors.Is(err, net.ErrClosed) || !accept.Temporary(err) {
 				if !errors.Is(err, net.ErrClosed) {
 					c.log.Warn("port forwarding: accept failed; closing the listener", "listen", rl.ln.Addr().String(), "err", err)
 				}
 				return
 			}
 			// Out of file descriptors and the like: back off rather than spin.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			t := time.NewTimer(backoff)
-			select {
-			case <-t.C:
-			case <-c.ctx.Done():
-			}
-			t.Stop()
+			accept.Sleep(backoff.Next(), c.ctx.Done())
 			continue
 		}
-		backoff = 0
+		backoff.Reset()
 		if c.forwarded.Add(1) > maxForwardedPerConn {
 			c.forwarded.Add(-1)
 			// Debug: anyone on the node can connect, and must not flood

@@ -60,14 +60,13 @@ func (f *forwardHook) asked(kind string) bool {
 // (bare), or carry denyMarker (denied).
 type forwardHarness struct {
 	*harness
-	hook          *forwardHook
-	key, bare     string
-	denied        string
-	echoAddr      string // a TCP echo server that upper-cases, on the "node"
-	echoPort      string
-	permitAll     map[string]string
-	permitDenied  map[string]string
-	permitNothing map[string]string
+	hook         *forwardHook
+	key, bare    string
+	denied       string
+	echoAddr     string // a TCP echo server that upper-cases, on the "node"
+	echoPort     string
+	permitAll    map[string]string
+	permitDenied map[string]string
 }
 
 func newForwardHarness(t *testing.T) *forwardHarness {

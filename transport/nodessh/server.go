@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/warren-proxy/warren/internal/accept"
 )
 
 const (
@@ -285,7 +287,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		<-watched
 	}()
 
-	var backoff time.Duration
+	var backoff accept.Backoff
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
@@ -295,23 +297,17 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			if s.isClosing() {
 				return ErrServerClosed
 			}
-			var tmp interface{ Temporary() bool }
-			if !errors.As(err, &tmp) || !tmp.Temporary() {
+			if !accept.Temporary(err) {
 				return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
 			}
-			// Out of file descriptors and the like: back off rather than spin.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			s.log.Warn("ssh accept failed; retrying", "err", err, "backoff", backoff)
-			t := time.NewTimer(backoff)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-			case <-s.closing:
-			}
-			t.Stop()
+			// Out of file descriptors and the like: back off rather than
+			// spin. watched is closed once ctx ends or Close is called.
+			d := backoff.Next()
+			s.log.Warn("ssh accept failed; retrying", "err", err, "backoff", d)
+			accept.Sleep(d, watched)
 			continue
 		}
-		backoff = 0
+		backoff.Reset()
 		// Register before the goroutine starts, so Close cannot miss it.
 		if !s.enter() {
 			conn.Close()

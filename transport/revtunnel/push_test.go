@@ -90,7 +90,7 @@ func TestPushes(t *testing.T) {
 		{"policy", func() (any, bool) {
 			select {
 			case v := <-policies:
-				return fmt.Sprintf("%s", v.Roles), true
+				return string(v.Roles), true
 			case <-ctx.Done():
 				return nil, false
 			}

@@ -39,6 +39,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/warren-proxy/warren/internal/accept"
 	"github.com/warren-proxy/warren/internal/gate"
 	"github.com/warren-proxy/warren/internal/logsample"
 	"github.com/warren-proxy/warren/internal/names"
@@ -326,15 +327,6 @@ func identityOf(cert *ssh.Certificate) Identity {
 	return id
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 // Serve accepts connections on ln until ctx ends or Close is called.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.mu.Lock()
@@ -346,18 +338,26 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.mu.Unlock()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
+	var backoff accept.Backoff
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if !accept.Temporary(err) {
+				return fmt.Errorf("accept user connection: %w", err)
 			}
-			return fmt.Errorf("accept user connection: %w", err)
+			// Out of file descriptors and the like: wait and retry, as
+			// net/http does, rather than spin or stop serving users.
+			d := backoff.Next()
+			s.cfg.Logger.Warn("accept user connection failed; retrying", "err", err, "in", d)
+			if !accept.Sleep(d, ctx.Done()) {
+				return nil
+			}
+			continue
 		}
+		backoff.Reset()
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()

@@ -164,6 +164,13 @@ type server struct {
 // filled in when empty) on a loopback listener until cleanup.
 func startServer(t *testing.T, a *pki.Authority, cfg Config) *server {
 	t.Helper()
+	return startServerOn(t, a, cfg, nil)
+}
+
+// startServerOn is startServer with the listener wrapped by wrap, if not
+// nil.
+func startServerOn(t *testing.T, a *pki.Authority, cfg Config, wrap func(net.Listener) net.Listener) *server {
+	t.Helper()
 	if len(cfg.HostSigners) == 0 {
 		key := newKey(t)
 		cert, err := a.IssueHostCert(key.PublicKey(), pki.HostCertRequest{ID: "proxy-1", Principals: []string{"127.0.0.1"}, TTL: time.Hour})
@@ -188,7 +195,11 @@ func startServer(t *testing.T, a *pki.Authority, cfg Config) *server {
 	}
 	s := &server{srv: srv, addr: ln.Addr().String(), hostCA: a.HostCA.PublicKey(), served: make(chan error, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
-	go func() { s.served <- srv.Serve(ctx, ln) }()
+	served := ln
+	if wrap != nil {
+		served = wrap(ln)
+	}
+	go func() { s.served <- srv.Serve(ctx, served) }()
 	t.Cleanup(func() {
 		cancel()
 		closed := make(chan struct{})

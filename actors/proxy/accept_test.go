@@ -1,0 +1,141 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/warren-proxy/warren/internal/accept"
+	"github.com/warren-proxy/warren/internal/gate"
+	"github.com/warren-proxy/warren/internal/logsample"
+	"github.com/warren-proxy/warren/transport/revtunnel"
+)
+
+// emfileListener is a listener whose first fail Accepts fail as a process
+// out of file descriptors does, before it accepts for real.
+type emfileListener struct {
+	net.Listener
+	fail   int32
+	failed atomic.Int32
+}
+
+func (l *emfileListener) Accept() (net.Conn, error) {
+	if l.failed.Load() < l.fail {
+		l.failed.Add(1)
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// TestAcceptTunnelsSurvivesEMFILE: the tunnel listener's accept loop waits
+// out a run of EMFILE errors (5 ms, 10 ms, 20 ms, … rather than spinning or
+// giving up), and then serves the next agent: its connection reaches the
+// tunnel server's SSH handshake.
+func TestAcceptTunnelsSurvivesEMFILE(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const fails = 4
+	fl := &emfileListener{Listener: ln, fail: fails}
+	var logs syncBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+
+	_, hostKey, _ := ed25519.GenerateKey(rand.Reader)
+	host, err := ssh.NewSignerFromKey(hostKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := revtunnel.NewServer(revtunnel.ServerConfig{
+		HostSigner:     host,
+		AgentCA:        host.PublicKey(),
+		CheckJoinToken: func(string) bool { return false },
+		Join: func(revtunnel.JoinRequest, string, net.Addr) (revtunnel.JoinResponse, error) {
+			return revtunnel.JoinResponse{}, os.ErrPermission
+		},
+		HandshakeTimeout: 5 * time.Second,
+		Logger:           log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Proxy{
+		log:          log,
+		tunnelLn:     fl,
+		tunnelSrv:    srv,
+		tunnelGate:   &gate.Gate{Max: 4, MaxPerIP: 4},
+		refusedConns: logsample.New(log, "refused", logsample.Every),
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(done)
+		p.acceptTunnels(ctx)
+	}()
+	defer func() {
+		cancel()
+		ln.Close()
+		<-done
+		p.wg.Wait()
+	}()
+
+	c, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	banner, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		t.Fatalf("no SSH banner from the tunnel listener after %d EMFILE errors: %v\nlog:\n%s", fails, err, logs.String())
+	}
+	if !strings.HasPrefix(banner, "SSH-2.0-warren-tunnel") {
+		t.Fatalf("banner %q, want the tunnel server's", banner)
+	}
+	if n := fl.failed.Load(); n != fails {
+		t.Errorf("%d failed accepts, want %d", n, fails)
+	}
+	// The waits add up: 5+10+20+40 ms before the accept that works.
+	var want time.Duration
+	var b accept.Backoff
+	for range fails {
+		want += b.Next()
+	}
+	if el := time.Since(start); el < want {
+		t.Errorf("served after %v, before the backoff's %v: the loop did not wait", el, want)
+	}
+	if got := strings.Count(logs.String(), "accept tunnel failed; retrying"); got != fails {
+		t.Errorf("%d retries logged, want %d:\n%s", got, fails, logs.String())
+	}
+}
+
+// syncBuffer is a log's output, read while the loop may still write.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
