@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -345,15 +344,10 @@ func (c *Cluster) createToken(p *ProxyProc) (string, error) {
 }
 
 func (c *Cluster) clientConfig() *ssh.ClientConfig {
-	checker := &ssh.CertChecker{
-		IsHostAuthority: func(k ssh.PublicKey, _ string) bool {
-			return slices.ContainsFunc(c.hostCAs, func(ca ssh.PublicKey) bool { return string(k.Marshal()) == string(ca.Marshal()) })
-		},
-	}
 	return &ssh.ClientConfig{
 		User:            "bench",
 		Auth:            []ssh.AuthMethod{ssh.PublicKeys(c.signer)},
-		HostKeyCallback: checker.CheckHostKey,
+		HostKeyCallback: pki.HostKeyCallback(c.hostCAs, nil, nil),
 		Timeout:         15 * time.Second,
 	}
 }

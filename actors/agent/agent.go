@@ -437,10 +437,7 @@ func (a *Agent) decisionInputs(conn net.Conn, cert *ssh.Certificate) (*access.Po
 		return nil, access.Target{}, access.Identity{}, fmt.Errorf("this agent does not serve %s", sc.resource)
 	}
 	user, roles := pki.UserFromCert(cert)
-	id := access.Identity{User: user, Roles: roles, Logins: cert.ValidPrincipals}
-	if cert.ValidBefore > cert.ValidAfter && cert.ValidBefore != ssh.CertTimeInfinity {
-		id.CertTTL = time.Duration(cert.ValidBefore-cert.ValidAfter)*time.Second - pki.ClockSkew
-	}
+	id := access.Identity{User: user, Roles: roles, Logins: cert.ValidPrincipals, CertTTL: pki.CertTTL(cert)}
 	return pol, *target, id, nil
 }
 

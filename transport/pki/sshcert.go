@@ -269,7 +269,7 @@ func (a *Authority) IssueAgentCert(pub ssh.PublicKey, req AgentCertRequest) (*ss
 // CheckAgentCert verifies that key is an agent's host certificate from
 // agentCA, valid at now, for agent id (its KeyId and its agent principal).
 func CheckAgentCert(agentCA, key ssh.PublicKey, id string, now time.Time) (*ssh.Certificate, error) {
-	cert, err := checkHostCert(agentCA, "agent CA", key, AgentPrincipal(id), now)
+	cert, err := CheckHostCert(key, CertOptions{Authorities: []ssh.PublicKey{agentCA}, AuthorityName: "agent CA", Now: now, Principal: AgentPrincipal(id)})
 	if err != nil {
 		return nil, fmt.Errorf("agent certificate: %w", err)
 	}

@@ -51,15 +51,19 @@ func (t Trust) hostKeyCallback(seen **ssh.Certificate) ssh.HostKeyCallback {
 		if !ok || cert.CertType != ssh.HostCert {
 			return fmt.Errorf("proxy %s presented a plain host key, not a host certificate from the cluster CA", remote)
 		}
+		ca := t.CA
 		switch {
-		case t.CA != nil:
-			if !bytes.Equal(cert.SignatureKey.Marshal(), t.CA.Marshal()) {
+		case ca != nil:
+			if !bytes.Equal(cert.SignatureKey.Marshal(), ca.Marshal()) {
 				return fmt.Errorf("proxy %s: host certificate is not signed by the cluster host CA this agent joined", remote)
 			}
 		case t.Pin != "":
 			if got := ssh.FingerprintSHA256(cert.SignatureKey); got != t.Pin {
 				return fmt.Errorf("proxy %s: host CA fingerprint %s does not match ca_pin %s", remote, got, t.Pin)
 			}
+			ca = cert.SignatureKey
+		default:
+			ca = cert.SignatureKey // trust on first use
 		}
 		// Principals other than the proxy's id are not checked: agents
 		// reach proxies by addresses that a load balancer may rewrite; the
@@ -73,7 +77,7 @@ func (t Trust) hostKeyCallback(seen **ssh.Certificate) ssh.HostKeyCallback {
 		if _, grant := cert.Permissions.Extensions[pki.ExtAgentGrant]; grant || slices.ContainsFunc(cert.ValidPrincipals, func(p string) bool { return strings.HasPrefix(p, "agent/") }) {
 			return fmt.Errorf("proxy %s presented an agent's certificate, not a proxy's", remote)
 		}
-		if _, err := pki.CheckHostCert(cert.SignatureKey, cert, cert.KeyId, clock()); err != nil {
+		if _, err := pki.CheckHostCert(cert, pki.CertOptions{Authorities: []ssh.PublicKey{ca}, Now: clock(), Principal: cert.KeyId}); err != nil {
 			return fmt.Errorf("proxy %s: host certificate: %w", remote, err)
 		}
 		if seen != nil {

@@ -282,7 +282,7 @@ func (s *Server) authenticate(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Pe
 		// would be noise, the final message below is what users see.
 		return nil, errors.New("not a certificate")
 	}
-	cert, err := pki.CheckUserCert(s.cfg.UserCAs, key, s.cfg.Clock())
+	cert, err := pki.CheckUserCert(key, pki.CertOptions{Authorities: s.cfg.UserCAs, Now: s.cfg.Clock(), ClientAddr: meta.RemoteAddr()})
 	fail := func(msg string) (*ssh.Permissions, error) {
 		keyID := ""
 		if c, ok := key.(*ssh.Certificate); ok {
@@ -296,7 +296,7 @@ func (s *Server) authenticate(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Pe
 		if strings.HasPrefix(msg, "certificate ") {
 			msg = "your " + msg
 		}
-		if strings.Contains(msg, "expired") || strings.Contains(msg, "not signed") {
+		if errors.Is(err, pki.ErrExpired) || errors.Is(err, pki.ErrUnknownAuthority) {
 			msg += "; get a new certificate with `warren user add`"
 		}
 		return fail(msg)
@@ -319,9 +319,7 @@ func identityOf(cert *ssh.Certificate) Identity {
 	id := Identity{User: user, Roles: roles, Logins: slices.Clone(cert.ValidPrincipals), KeyID: cert.KeyId, Serial: cert.Serial}
 	if cert.ValidBefore != ssh.CertTimeInfinity {
 		id.ValidUntil = time.Unix(int64(cert.ValidBefore), 0)
-		if cert.ValidBefore > cert.ValidAfter {
-			id.CertTTL = time.Duration(cert.ValidBefore-cert.ValidAfter)*time.Second - pki.ClockSkew
-		}
+		id.CertTTL = pki.CertTTL(cert)
 	}
 	return id
 }
