@@ -17,6 +17,7 @@ import (
 
 	"github.com/warren-proxy/warren/actors/proxy"
 	"github.com/warren-proxy/warren/bench/plot"
+	"github.com/warren-proxy/warren/internal/model"
 )
 
 // The failover scenario kills one part of a 3-proxy cluster while users
@@ -72,7 +73,7 @@ func DefaultFailoverConfig() FailoverConfig {
 	return FailoverConfig{
 		Reps: 5, Clients: 6, Pause: 50 * time.Millisecond, Held: 4,
 		Warmup: 3 * time.Second, Window: 8 * time.Second, Poll: 20 * time.Millisecond,
-		Gossip: "lan", Strategy: "default",
+		Gossip: model.ProfileLAN, Strategy: model.StrategyDefault,
 	}
 }
 
@@ -81,7 +82,7 @@ func TinyFailoverConfig() FailoverConfig {
 	return FailoverConfig{
 		Reps: 1, Clients: 2, Pause: 50 * time.Millisecond, Held: 1,
 		Warmup: 1 * time.Second, Window: 5 * time.Second, Poll: 20 * time.Millisecond,
-		Gossip: "lan", Strategy: "default",
+		Gossip: model.ProfileLAN, Strategy: model.StrategyDefault,
 	}
 }
 
@@ -106,11 +107,11 @@ func (c FailoverConfig) Validate() error {
 	if c.Poll < 5*time.Millisecond || c.Poll > time.Second {
 		errs = append(errs, errors.New("the poll interval must be between 5ms and 1s"))
 	}
-	if c.Gossip != "lan" && c.Gossip != "local" && c.Gossip != "wan" {
-		errs = append(errs, fmt.Errorf("--gossip %q: use lan, local or wan", c.Gossip))
+	if err := model.CheckProfile(c.Gossip); err != nil {
+		errs = append(errs, fmt.Errorf("--gossip: %w", err))
 	}
-	if !slices.Contains([]string{"default", "random", "least_sessions", "nearest"}, c.Strategy) {
-		errs = append(errs, fmt.Errorf("--strategy %q: use default, random, least_sessions or nearest", c.Strategy))
+	if err := model.CheckStrategy(c.Strategy); err != nil {
+		errs = append(errs, fmt.Errorf("--strategy: %w", err))
 	}
 	return errors.Join(errs...)
 }

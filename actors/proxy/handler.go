@@ -17,7 +17,7 @@ import (
 	"github.com/warren-proxy/warren/actors/router"
 	"github.com/warren-proxy/warren/actors/session"
 	"github.com/warren-proxy/warren/cluster/access"
-	"github.com/warren-proxy/warren/internal/names"
+	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/storage/audit"
 	"github.com/warren-proxy/warren/transport/usersh"
 )
@@ -121,7 +121,7 @@ func (h userHandler) Command(ctx context.Context, c *usersh.Conn, args []string,
 		fmt.Fprint(stdout, h.p.help())
 		return 0
 	default:
-		fmt.Fprintf(stderr, "warren: unknown proxy command %s; commands are ls, status, whoami, known-hosts, audit, resource, token, role, lock, help\n", names.Quote(args[0]))
+		fmt.Fprintf(stderr, "warren: unknown proxy command %s; commands are ls, status, whoami, known-hosts, audit, resource, token, role, lock, help\n", model.Quote(args[0]))
 		return 2
 	}
 }

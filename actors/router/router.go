@@ -26,6 +26,7 @@ import (
 
 	"github.com/warren-proxy/warren/cluster/access"
 	"github.com/warren-proxy/warren/cluster/clusterpb"
+	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/storage/catalog"
 	"github.com/warren-proxy/warren/transport/revtunnel"
 )
@@ -54,7 +55,7 @@ type Config struct {
 	Epoch uint64
 	// OnDefinitions, if set, is called (from the router's goroutine) with
 	// the dynamic resource definitions whenever the configuration changes.
-	OnDefinitions func([]revtunnel.Definition)
+	OnDefinitions func([]model.Definition)
 	// HostKey and UserAddr are this proxy's plain SSH host key and user
 	// address, told to peers in status answers (`warren known-hosts`).
 	HostKey, UserAddr string

@@ -8,8 +8,8 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/warren-proxy/warren/cluster/access"
+	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/storage/catalog"
-	"github.com/warren-proxy/warren/transport/revtunnel"
 )
 
 // Table is the read side of the router: sessions read the latest Snapshot
@@ -39,7 +39,7 @@ type Snapshot struct {
 	// remote, sorted by proxy and agent id.
 	Routes []AgentRoute
 	// Definitions are the dynamic resource definitions, sorted by name.
-	Definitions []revtunnel.Definition
+	Definitions []model.Definition
 	// Policy is the access policy: roles, tokens, claims, locks.
 	Policy *access.Policy
 	// Synced is true once this proxy has had the routes and the

@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/warren-proxy/warren/internal/names"
+	"github.com/warren-proxy/warren/internal/model"
 )
 
 // CertOptions is what a caller of CheckUserCert or CheckHostCert knows
@@ -114,7 +114,7 @@ func CheckUserCert(pub ssh.PublicKey, opts CertOptions) (*ssh.Certificate, error
 		return nil, refuse(ErrNoPrincipals, "certificate names no logins (principals)")
 	}
 	if opts.Principal != "" && !slices.Contains(cert.ValidPrincipals, opts.Principal) {
-		return nil, refuse(ErrPrincipal, "certificate does not allow login %s; its logins: %s", names.Quote(opts.Principal), strings.Join(cert.ValidPrincipals, ", "))
+		return nil, refuse(ErrPrincipal, "certificate does not allow login %s; its logins: %s", model.Quote(opts.Principal), strings.Join(cert.ValidPrincipals, ", "))
 	}
 	return cert, nil
 }

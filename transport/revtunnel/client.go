@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/warren-proxy/warren/internal/names"
+	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/transport/pki"
 )
 
@@ -68,7 +68,7 @@ func (t Trust) hostKeyCallback(seen **ssh.Certificate) ssh.HostKeyCallback {
 		// Principals other than the proxy's id are not checked: agents
 		// reach proxies by addresses that a load balancer may rewrite; the
 		// CA is what identifies them, and the certificate names the proxy.
-		if !names.Valid(cert.KeyId) {
+		if !model.ValidName(cert.KeyId) {
 			return fmt.Errorf("proxy %s: host certificate names no proxy id", remote)
 		}
 		// An agent's certificate is never a proxy's, even before the CA is
@@ -236,7 +236,7 @@ func Dial(ctx context.Context, cfg ClientConfig, hello Hello) (*ClientConn, Hell
 	if cfg.BeforeHello != nil {
 		if err := cfg.BeforeHello(proxyCert.KeyId); err != nil {
 			conn.Close()
-			return nil, HelloReply{}, fmt.Errorf("tunnel to %s (proxy %s): %w: %w", cfg.Addr, names.Quote(proxyCert.KeyId), ErrProxyTaken, err)
+			return nil, HelloReply{}, fmt.Errorf("tunnel to %s (proxy %s): %w: %w", cfg.Addr, model.Quote(proxyCert.KeyId), ErrProxyTaken, err)
 		}
 	}
 	c := &ClientConn{Addr: cfg.Addr, conn: conn, onProxies: cfg.OnProxies, onDefs: cfg.OnDefinitions, onPolicy: cfg.OnPolicy, logger: logger}
@@ -256,7 +256,7 @@ func Dial(ctx context.Context, cfg ClientConfig, hello Hello) (*ClientConn, Hell
 	}
 	if reply.ProxyID != proxyCert.KeyId {
 		conn.Close()
-		return nil, HelloReply{}, fmt.Errorf("tunnel to %s: the proxy says it is %s but its certificate is for %s", cfg.Addr, names.Quote(reply.ProxyID), names.Quote(proxyCert.KeyId))
+		return nil, HelloReply{}, fmt.Errorf("tunnel to %s: the proxy says it is %s but its certificate is for %s", cfg.Addr, model.Quote(reply.ProxyID), model.Quote(proxyCert.KeyId))
 	}
 	return c, reply, nil
 }
@@ -296,7 +296,7 @@ func (c *ClientConn) Heartbeat(ctx context.Context, hb Heartbeat) (HeartbeatRepl
 		return HeartbeatReply{}, fmt.Errorf("heartbeat to %s: %w", c.Addr, err)
 	}
 	if !ok {
-		return HeartbeatReply{}, fmt.Errorf("heartbeat to %s refused: %s", c.Addr, names.QuoteN(string(payload), 1024))
+		return HeartbeatReply{}, fmt.Errorf("heartbeat to %s refused: %s", c.Addr, model.QuoteN(string(payload), 1024))
 	}
 	var reply HeartbeatReply
 	if len(payload) > 0 {

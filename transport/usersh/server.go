@@ -41,7 +41,7 @@ import (
 
 	"github.com/warren-proxy/warren/internal/gate"
 	"github.com/warren-proxy/warren/internal/logsample"
-	"github.com/warren-proxy/warren/internal/names"
+	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/transport/pki"
 )
 
@@ -161,13 +161,13 @@ type Config struct {
 }
 
 // CheckResourceName is the default Config.CheckTarget: host must be a
-// Warren resource name (names.Valid), since nothing else can be
+// Warren resource name (model.ValidName), since nothing else can be
 // routed. Its error never repeats the name.
 func CheckResourceName(host string) error {
-	if names.Valid(host) {
+	if model.ValidName(host) {
 		return nil
 	}
-	return errors.New("a resource name is 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit")
+	return errors.New("a resource name is " + model.NameRule)
 }
 
 // Validate reports every problem at once.
@@ -288,7 +288,7 @@ func (s *Server) authenticate(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Pe
 		if c, ok := key.(*ssh.Certificate); ok {
 			keyID = c.KeyId
 		}
-		s.cfg.Logger.Warn("user auth refused", "user", names.Quote(meta.User()), "key_id", names.Quote(keyID), "remote", meta.RemoteAddr().String(), "reason", msg)
+		s.cfg.Logger.Warn("user auth refused", "user", model.Quote(meta.User()), "key_id", model.Quote(keyID), "remote", meta.RemoteAddr().String(), "reason", msg)
 		return nil, &ssh.BannerError{Err: errors.New(msg), Message: "warren: " + msg + "\n"}
 	}
 	if err != nil {
@@ -303,7 +303,7 @@ func (s *Server) authenticate(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Pe
 	}
 	id := identityOf(cert)
 	if meta.User() != id.User && !slices.Contains(cert.ValidPrincipals, meta.User()) {
-		return fail(fmt.Sprintf("log in to the proxy as %q (your user name), not %s", id.User, names.Quote(meta.User())))
+		return fail(fmt.Sprintf("log in to the proxy as %q (your user name), not %s", id.User, model.Quote(meta.User())))
 	}
 	if s.cfg.Authorize != nil {
 		if err := s.cfg.Authorize(id); err != nil {
