@@ -15,7 +15,6 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/warren-proxy/warren/actors/proxy"
 	"github.com/warren-proxy/warren/bench/plot"
 	"github.com/warren-proxy/warren/internal/model"
 )
@@ -507,7 +506,7 @@ func failoverConvergence(c *Cluster, kind faultKind) convergence {
 }
 
 // liveStatus is p's status, and whether every member but dead answered it.
-func liveStatus(c *Cluster, p *ProxyProc, dead string) ([]proxy.MemberStatus, bool) {
+func liveStatus(c *Cluster, p *ProxyProc, dead string) ([]model.MemberStatus, bool) {
 	st, err := c.Status(p)
 	if err != nil {
 		return nil, false

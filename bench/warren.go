@@ -15,8 +15,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/warren-proxy/warren/actors/proxy"
-	"github.com/warren-proxy/warren/actors/router"
+	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/transport/pki"
 )
 
@@ -112,7 +111,7 @@ func StartCluster(ctx context.Context, env Env, dir string, cfg ClusterConfig) (
 		return nil, err
 	}
 	if cfg.Gossip == "" {
-		cfg.Gossip = "local"
+		cfg.Gossip = model.ProfileLocal
 	}
 	for i := 1; i <= cfg.Proxies; i++ {
 		if _, err := c.AddProxy(ctx, i, cfg); err != nil {
@@ -277,16 +276,16 @@ func (c *Cluster) api(p *ProxyProc, path string, v any) error {
 }
 
 // Status is p's view of the cluster (as `warren status`).
-func (c *Cluster) Status(p *ProxyProc) ([]proxy.MemberStatus, error) {
-	var st []proxy.MemberStatus
+func (c *Cluster) Status(p *ProxyProc) ([]model.MemberStatus, error) {
+	var st []model.MemberStatus
 	err := c.api(p, "/api/v1/status", &st)
 	return st, err
 }
 
 // Resources is p's list of resources (as `warren ls`).
-func (c *Cluster) Resources(p *ProxyProc) ([]router.Summary, error) {
+func (c *Cluster) Resources(p *ProxyProc) ([]model.Summary, error) {
 	var out struct {
-		Resources []router.Summary `json:"resources"`
+		Resources []model.Summary `json:"resources"`
 	}
 	err := c.api(p, "/api/v1/resources", &out)
 	return out.Resources, err

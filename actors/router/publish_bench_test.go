@@ -9,7 +9,6 @@ import (
 
 	"github.com/warren-proxy/warren/cluster/clusterpb"
 	"github.com/warren-proxy/warren/internal/model"
-	"github.com/warren-proxy/warren/storage/catalog"
 )
 
 // benchRouter is a router (not started as an actor) holding perProxy
@@ -27,9 +26,9 @@ func benchRouter(b *testing.B, perProxy int) *Router {
 	for i := range perProxy {
 		id := fmt.Sprintf("agent-1-%05d", i)
 		r.agents[id] = &agentState{
-			rec:    catalog.Agent{ID: id, ProxyID: "proxy-1", Addr: "127.0.0.1:40000", Connected: now, LastSeen: now},
+			rec:    model.Agent{ID: id, ProxyID: "proxy-1", Addr: "127.0.0.1:40000", Connected: now, LastSeen: now},
 			tunnel: actor.NewPID("127.0.1.1:3021", fmt.Sprintf("$%d", i)),
-			resources: map[string]*catalog.Resource{id: {
+			resources: map[string]*model.Resource{id: {
 				Name: id, AgentID: id, Kind: model.KindTCP, Healthy: true, ProxyID: "proxy-1",
 				LastSeen: now, Expires: now.Add(time.Hour),
 			}},

@@ -115,7 +115,7 @@ func (c Config) withDefaults() (Config, error) {
 
 // TunnelUp says a tunnel actor now reaches an agent.
 type TunnelUp struct {
-	Agent  catalog.Agent
+	Agent  model.Agent
 	Tunnel *actor.PID
 }
 
@@ -164,9 +164,9 @@ type (
 )
 
 type agentState struct {
-	rec       catalog.Agent
+	rec       model.Agent
 	tunnel    *actor.PID // nil when offline
-	resources map[string]*catalog.Resource
+	resources map[string]*model.Resource
 	rtt       time.Duration // last published keepalive round trip
 }
 
@@ -289,13 +289,13 @@ func (r *Router) onStarted(ctx actor.Context) {
 			r.cfg.Logger.Error("load catalog; starting empty", "err", err)
 		}
 		for _, a := range agents {
-			r.agents[a.ID] = &agentState{rec: a, resources: map[string]*catalog.Resource{}}
+			r.agents[a.ID] = &agentState{rec: a, resources: map[string]*model.Resource{}}
 		}
 		for i := range resources {
 			res := resources[i]
 			st := r.agents[res.AgentID]
 			if st == nil {
-				st = &agentState{rec: catalog.Agent{ID: res.AgentID, ProxyID: res.ProxyID, LastSeen: res.LastSeen}, resources: map[string]*catalog.Resource{}}
+				st = &agentState{rec: model.Agent{ID: res.AgentID, ProxyID: res.ProxyID, LastSeen: res.LastSeen}, resources: map[string]*model.Resource{}}
 				r.agents[res.AgentID] = st
 			}
 			st.resources[res.Name] = &res
@@ -324,7 +324,7 @@ func (r *Router) onStarted(ctx actor.Context) {
 func (r *Router) onTunnelUp(ctx actor.Context, m *TunnelUp) {
 	st := r.agents[m.Agent.ID]
 	if st == nil {
-		st = &agentState{resources: map[string]*catalog.Resource{}}
+		st = &agentState{resources: map[string]*model.Resource{}}
 		r.agents[m.Agent.ID] = st
 	}
 	if st.tunnel != nil && !st.tunnel.Equal(m.Tunnel) {
@@ -357,7 +357,7 @@ func (r *Router) onHeartbeat(ctx actor.Context, m *Heartbeat) HeartbeatVerdict {
 		}
 		seen[rs.Name] = true
 		cur := st.resources[rs.Name]
-		next := &catalog.Resource{
+		next := &model.Resource{
 			Name: rs.Name, AgentID: m.AgentID, Kind: rs.Kind, Labels: labels, Port: rs.Port,
 			Healthy: rs.Healthy, Detail: rs.Detail, ProxyID: r.cfg.ProxyID,
 			LastSeen: now, Expires: now.Add(r.cfg.HeartbeatTTL),
@@ -404,7 +404,7 @@ func stampLabels(labels, grant map[string]string) map[string]string {
 	return out
 }
 
-func sameResource(a, b *catalog.Resource) bool {
+func sameResource(a, b *model.Resource) bool {
 	if a.Kind != b.Kind || a.Port != b.Port || a.Healthy != b.Healthy || a.Detail != b.Detail || len(a.Labels) != len(b.Labels) {
 		return false
 	}
@@ -547,8 +547,8 @@ func (r *Router) persist() {
 	if r.cfg.Store == nil || len(r.dirty) == 0 {
 		return
 	}
-	var agents []catalog.Agent
-	var res []catalog.Resource
+	var agents []model.Agent
+	var res []model.Resource
 	for id := range r.dirty {
 		st := r.agents[id]
 		if st == nil {
@@ -610,13 +610,13 @@ func (r *Router) publish() {
 		if a.Online && a.TunnelAddress != "" && !r.repl.suspect[origin] {
 			pid = actor.NewPID(a.TunnelAddress, a.TunnelId)
 		}
-		rec := catalog.Agent{
+		rec := model.Agent{
 			ID: a.AgentId, Hostname: a.Hostname, Version: a.Version, ProxyID: origin, Addr: a.Addr, HostKey: a.HostKey,
 			Connected: time.Unix(0, a.ConnectedUnixNano), LastSeen: time.Unix(0, a.LastSeenUnixNano),
 		}
 		s.Routes = append(s.Routes, AgentRoute{Agent: rec, Online: pid != nil, Tunnel: pid})
 		for _, res := range a.Resources {
-			e := Endpoint{Resource: catalog.Resource{
+			e := Endpoint{Resource: model.Resource{
 				Name: res.Name, AgentID: a.AgentId, Kind: res.Kind, Labels: res.Labels, Port: int(res.Port),
 				Healthy: res.Healthy, Detail: res.Detail, ProxyID: origin, LastSeen: rec.LastSeen,
 			}, Online: pid != nil, Tunnel: pid, Connected: rec.Connected, Region: r.repl.peers[origin].region,

@@ -185,7 +185,7 @@ func offline(name, agent string) func(*Snapshot) bool {
 }
 
 func up(id string, tun *fakeTunnel) *TunnelUp {
-	return &TunnelUp{Agent: catalog.Agent{ID: id, Hostname: id + ".example", Version: "test"}, Tunnel: tun.pid}
+	return &TunnelUp{Agent: model.Agent{ID: id, Hostname: id + ".example", Version: "test"}, Tunnel: tun.pid}
 }
 
 // anyName is a scoped grant for every name: the pool tests are about
@@ -350,7 +350,7 @@ func TestHeartbeatWithdrawsResource(t *testing.T) {
 	h.waitUntil(t, "web and db are usable", func(s *Snapshot) bool {
 		return usable("web", "agent-1")(s) && usable("db", "agent-1")(s)
 	})
-	waitStored(t, store, "web and db are persisted", func(res []catalog.Resource) bool { return len(res) == 2 })
+	waitStored(t, store, "web and db are persisted", func(res []model.Resource) bool { return len(res) == 2 })
 
 	h.send(hb("agent-1", t1, web))
 	s := h.waitUntil(t, "db is withdrawn", func(s *Snapshot) bool { return len(s.Lookup("db")) == 0 })
@@ -360,7 +360,7 @@ func TestHeartbeatWithdrawsResource(t *testing.T) {
 	if got := s.List(); len(got) != 1 || got[0].Name != "web" {
 		t.Errorf("got list %+v, want only web", got)
 	}
-	waitStored(t, store, "db is deleted from the store", func(res []catalog.Resource) bool {
+	waitStored(t, store, "db is deleted from the store", func(res []model.Resource) bool {
 		return len(res) == 1 && res[0].Name == "web"
 	})
 
@@ -445,7 +445,7 @@ func TestOfflineRetention(t *testing.T) {
 	h.waitUntil(t, "web is usable", usable("web", "agent-1"))
 	h.send(down("agent-1", t1))
 	h.waitUntil(t, "web is offline", offline("web", "agent-1"))
-	waitStoredAgents(t, store, "agent-1 is persisted", func(agents []catalog.Agent, res []catalog.Resource) bool {
+	waitStoredAgents(t, store, "agent-1 is persisted", func(agents []model.Agent, res []model.Resource) bool {
 		return len(agents) == 1 && len(res) == 1
 	})
 
@@ -467,7 +467,7 @@ func TestOfflineRetention(t *testing.T) {
 		_, ok := s.Agents["agent-1"]
 		return !ok && len(s.Lookup("web")) == 0
 	})
-	waitStoredAgents(t, store, "agent-1 is deleted from the store", func(agents []catalog.Agent, res []catalog.Resource) bool {
+	waitStoredAgents(t, store, "agent-1 is deleted from the store", func(agents []model.Agent, res []model.Resource) bool {
 		return len(agents) == 1 && agents[0].ID == "agent-w" && len(res) == 1 && res[0].Name == "witness"
 	})
 }
@@ -616,12 +616,12 @@ func openStore(t *testing.T, dir string) *catalog.Store {
 	return s
 }
 
-func waitStored(t *testing.T, store *catalog.Store, what string, cond func([]catalog.Resource) bool) {
+func waitStored(t *testing.T, store *catalog.Store, what string, cond func([]model.Resource) bool) {
 	t.Helper()
-	waitStoredAgents(t, store, what, func(_ []catalog.Agent, res []catalog.Resource) bool { return cond(res) })
+	waitStoredAgents(t, store, what, func(_ []model.Agent, res []model.Resource) bool { return cond(res) })
 }
 
-func waitStoredAgents(t *testing.T, store *catalog.Store, what string, cond func([]catalog.Agent, []catalog.Resource) bool) {
+func waitStoredAgents(t *testing.T, store *catalog.Store, what string, cond func([]model.Agent, []model.Resource) bool) {
 	t.Helper()
 	deadline := time.Now().Add(waitFor)
 	for {
@@ -651,7 +651,7 @@ func TestMalformedMessageKeepsRoutes(t *testing.T) {
 	h.send(hb("agent-1", t1, web))
 	v := h.waitUntil(t, "web is usable", usable("web", "agent-1")).Version
 
-	h.send(&TunnelUp{Agent: catalog.Agent{ID: "agent-2"}})
+	h.send(&TunnelUp{Agent: model.Agent{ID: "agent-2"}})
 	h.send(&Heartbeat{AgentID: "agent-1", Resources: []revtunnel.ResourceStatus{db}})
 	h.send(&TunnelDown{AgentID: "agent-1"})
 	s := h.sync(t)

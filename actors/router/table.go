@@ -9,7 +9,6 @@ import (
 
 	"github.com/warren-proxy/warren/cluster/access"
 	"github.com/warren-proxy/warren/internal/model"
-	"github.com/warren-proxy/warren/storage/catalog"
 )
 
 // Table is the read side of the router: sessions read the latest Snapshot
@@ -51,7 +50,7 @@ type Snapshot struct {
 
 // Endpoint is one agent serving one resource.
 type Endpoint struct {
-	catalog.Resource
+	model.Resource
 	// Online is true while the agent has a live tunnel and its heartbeat
 	// is fresh.
 	Online bool
@@ -74,7 +73,7 @@ func (e Endpoint) Usable() bool { return e.Online && e.Healthy && e.Tunnel != ni
 
 // AgentRoute is the route to one agent through one proxy.
 type AgentRoute struct {
-	catalog.Agent
+	model.Agent
 	Online bool
 	Tunnel *actor.PID
 	Local  bool
@@ -100,21 +99,9 @@ func (s *Snapshot) LocateAgent(id string) []*actor.PID {
 	return append(local, remote...)
 }
 
-// Summary is one line of a resource listing.
-type Summary struct {
-	Name    string            `json:"name"`
-	Kind    string            `json:"kind"`
-	Port    int               `json:"port,omitempty"` // a tcp resource's port
-	Labels  map[string]string `json:"labels,omitempty"`
-	Agents  int               `json:"agents"`  // agents that serve the name
-	Healthy int               `json:"healthy"` // of which usable now
-	Status  string            `json:"status"`  // "online", "unhealthy", "offline"
-	Detail  string            `json:"detail,omitempty"`
-}
-
 // List summarises every resource, sorted by name; each name appears once.
-func (s *Snapshot) List() []Summary {
-	out := make([]Summary, 0, len(s.Resources))
+func (s *Snapshot) List() []model.Summary {
+	out := make([]model.Summary, 0, len(s.Resources))
 	for name, eps := range s.Resources {
 		out = append(out, summarize(name, eps))
 	}
@@ -126,8 +113,8 @@ func (s *Snapshot) List() []Summary {
 // no agent serves are left out. It costs O(len(names)), where List costs
 // O(resources): a client that watches a few names among thousands asks
 // for these.
-func (s *Snapshot) Summaries(names []string) []Summary {
-	out := make([]Summary, 0, len(names))
+func (s *Snapshot) Summaries(names []string) []model.Summary {
+	out := make([]model.Summary, 0, len(names))
 	for _, name := range names {
 		if eps, ok := s.Resources[name]; ok {
 			out = append(out, summarize(name, eps))
@@ -137,8 +124,8 @@ func (s *Snapshot) Summaries(names []string) []Summary {
 }
 
 // summarize is one resource's line of a listing.
-func summarize(name string, eps []Endpoint) Summary {
-	sum := Summary{Name: name, Status: "offline"}
+func summarize(name string, eps []Endpoint) model.Summary {
+	sum := model.Summary{Name: name, Status: model.StatusOffline}
 	online := 0
 	agents, healthy := map[string]bool{}, map[string]bool{}
 	for _, e := range eps {
@@ -158,9 +145,9 @@ func summarize(name string, eps []Endpoint) Summary {
 	sum.Agents, sum.Healthy = len(agents), len(healthy)
 	switch {
 	case sum.Healthy > 0:
-		sum.Status, sum.Detail = "online", ""
+		sum.Status, sum.Detail = model.StatusOnline, ""
 	case online > 0:
-		sum.Status = "unhealthy"
+		sum.Status = model.StatusUnhealthy
 	}
 	return sum
 }

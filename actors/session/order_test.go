@@ -5,11 +5,11 @@ import (
 	"time"
 
 	"github.com/warren-proxy/warren/actors/router"
-	"github.com/warren-proxy/warren/storage/catalog"
+	"github.com/warren-proxy/warren/internal/model"
 )
 
 func ep(agent, proxy, region string, local bool) router.Endpoint {
-	return router.Endpoint{Resource: catalog.Resource{Name: "db", AgentID: agent, ProxyID: proxy, Healthy: true}, Online: true, Local: local, Region: region}
+	return router.Endpoint{Resource: model.Resource{Name: "db", AgentID: agent, ProxyID: proxy, Healthy: true}, Online: true, Local: local, Region: region}
 }
 
 type fixedLoad map[string]int
