@@ -31,6 +31,7 @@ func TestAuthRejected(t *testing.T) {
 		{"login not a principal", &certSpec{principals: []string{"somebody-else"}}, "", "is not a principal of the certificate"},
 		{"no principals", &certSpec{principals: []string{}}, "", "certificate names no logins (principals)"},
 		{"certificate has critical options verify-required, which Warren does not enforce", &certSpec{critical: map[string]string{"verify-required": ""}}, "", "certificate has critical options verify-required, which Warren does not enforce"},
+		{"source-address elsewhere", &certSpec{critical: map[string]string{"source-address": "192.0.2.0/24"}}, "", "certificate may be used only from 192.0.2.0/24, not from 127."},
 		{"unknown login", &certSpec{principals: []string{"no-such-user-warren"}}, "no-such-user-warren", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -57,6 +58,17 @@ func TestAuthRejected(t *testing.T) {
 				t.Errorf("good client after rejection: stdout %q", got)
 			}
 		})
+	}
+}
+
+// TestAuthSourceAddress checks that a certificate bound to the client's
+// address (source-address, which pki's check honours) logs in.
+func TestAuthSourceAddress(t *testing.T) {
+	h := newHarness(t)
+	key := h.writeKey("bound", &certSpec{critical: map[string]string{"source-address": "192.0.2.1,127.0.0.0/8"}})
+	res := h.run(nil, "ssh", h.sshArgs(key, h.login, nil, "echo", "bound-ok")...)
+	if res.code != 0 || res.stdout != "bound-ok\n" {
+		t.Errorf("ssh with a certificate bound to 127.0.0.0/8: exit %d stdout %q stderr %q", res.code, res.stdout, res.stderr)
 	}
 }
 

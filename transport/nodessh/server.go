@@ -9,13 +9,13 @@ import (
 	"net"
 	"os"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/transport/pki"
 )
 
@@ -152,7 +152,7 @@ func (s *Server) authenticate(conn net.Conn, meta ssh.ConnMetadata, key ssh.Publ
 	if s.root {
 		if _, err := lookupAccount(login); err != nil {
 			_, err := reject(fmt.Sprintf("no such user %q on this node", login))
-			return nil, &ssh.BannerError{Err: err, Message: fmt.Sprintf("warren: there is no user %s on this node\n", strconvQuote(login))}
+			return nil, &ssh.BannerError{Err: err, Message: fmt.Sprintf("warren: there is no user %s on this node\n", model.Quote(login))}
 		}
 	}
 	if s.cfg.Authorize != nil {
@@ -199,15 +199,6 @@ func (s *Server) Evict(refuse func(ext map[string]string) string) int {
 		c.sc.Close()
 	}
 	return len(doomed)
-}
-
-// strconvQuote quotes a login for a message; logins reach here unchecked
-// (the user typed them), so they are escaped and cut.
-func strconvQuote(s string) string {
-	if len(s) > 64 {
-		s = s[:64]
-	}
-	return strconv.Quote(s)
 }
 
 // enter registers one Serve or ServeConn call with the server, unless the
