@@ -15,8 +15,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/warren-proxy/warren/actors/proxy"
 	"github.com/warren-proxy/warren/bench/plot"
+	"github.com/warren-proxy/warren/internal/model"
 )
 
 // The failover scenario kills one part of a 3-proxy cluster while users
@@ -72,7 +72,7 @@ func DefaultFailoverConfig() FailoverConfig {
 	return FailoverConfig{
 		Reps: 5, Clients: 6, Pause: 50 * time.Millisecond, Held: 4,
 		Warmup: 3 * time.Second, Window: 8 * time.Second, Poll: 20 * time.Millisecond,
-		Gossip: "lan", Strategy: "default",
+		Gossip: model.ProfileLAN, Strategy: model.StrategyDefault,
 	}
 }
 
@@ -81,7 +81,7 @@ func TinyFailoverConfig() FailoverConfig {
 	return FailoverConfig{
 		Reps: 1, Clients: 2, Pause: 50 * time.Millisecond, Held: 1,
 		Warmup: 1 * time.Second, Window: 5 * time.Second, Poll: 20 * time.Millisecond,
-		Gossip: "lan", Strategy: "default",
+		Gossip: model.ProfileLAN, Strategy: model.StrategyDefault,
 	}
 }
 
@@ -106,11 +106,11 @@ func (c FailoverConfig) Validate() error {
 	if c.Poll < 5*time.Millisecond || c.Poll > time.Second {
 		errs = append(errs, errors.New("the poll interval must be between 5ms and 1s"))
 	}
-	if c.Gossip != "lan" && c.Gossip != "local" && c.Gossip != "wan" {
-		errs = append(errs, fmt.Errorf("--gossip %q: use lan, local or wan", c.Gossip))
+	if err := model.CheckProfile(c.Gossip); err != nil {
+		errs = append(errs, fmt.Errorf("--gossip: %w", err))
 	}
-	if !slices.Contains([]string{"default", "random", "least_sessions", "nearest"}, c.Strategy) {
-		errs = append(errs, fmt.Errorf("--strategy %q: use default, random, least_sessions or nearest", c.Strategy))
+	if err := model.CheckStrategy(c.Strategy); err != nil {
+		errs = append(errs, fmt.Errorf("--strategy: %w", err))
 	}
 	return errors.Join(errs...)
 }
@@ -506,7 +506,7 @@ func failoverConvergence(c *Cluster, kind faultKind) convergence {
 }
 
 // liveStatus is p's status, and whether every member but dead answered it.
-func liveStatus(c *Cluster, p *ProxyProc, dead string) ([]proxy.MemberStatus, bool) {
+func liveStatus(c *Cluster, p *ProxyProc, dead string) ([]model.MemberStatus, bool) {
 	st, err := c.Status(p)
 	if err != nil {
 		return nil, false

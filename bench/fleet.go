@@ -17,7 +17,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/warren-proxy/warren/actors/agent"
-	"github.com/warren-proxy/warren/transport/revtunnel"
+	"github.com/warren-proxy/warren/internal/model"
 )
 
 // fleetConfig is one fleet worker: a process that hosts many real agents
@@ -206,7 +206,7 @@ func (f *fleet) start(ctx context.Context, i int) error {
 		ConnectionCount:   1,
 		HeartbeatInterval: f.cfg.Heartbeat,
 		HealthInterval:    f.cfg.Health,
-		Resources:         []agent.ResourceConfig{{Name: name, Kind: revtunnel.KindTCP, Addr: f.cfg.Upstream}},
+		Resources:         []agent.ResourceConfig{{Name: name, Kind: model.KindTCP, Addr: f.cfg.Upstream}},
 		Logger:            slog.New(slog.DiscardHandler),
 		ActorSystem:       f.system,
 	})

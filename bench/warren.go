@@ -10,14 +10,12 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/warren-proxy/warren/actors/proxy"
-	"github.com/warren-proxy/warren/actors/router"
+	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/transport/pki"
 )
 
@@ -113,7 +111,7 @@ func StartCluster(ctx context.Context, env Env, dir string, cfg ClusterConfig) (
 		return nil, err
 	}
 	if cfg.Gossip == "" {
-		cfg.Gossip = "local"
+		cfg.Gossip = model.ProfileLocal
 	}
 	for i := 1; i <= cfg.Proxies; i++ {
 		if _, err := c.AddProxy(ctx, i, cfg); err != nil {
@@ -278,16 +276,16 @@ func (c *Cluster) api(p *ProxyProc, path string, v any) error {
 }
 
 // Status is p's view of the cluster (as `warren status`).
-func (c *Cluster) Status(p *ProxyProc) ([]proxy.MemberStatus, error) {
-	var st []proxy.MemberStatus
+func (c *Cluster) Status(p *ProxyProc) ([]model.MemberStatus, error) {
+	var st []model.MemberStatus
 	err := c.api(p, "/api/v1/status", &st)
 	return st, err
 }
 
 // Resources is p's list of resources (as `warren ls`).
-func (c *Cluster) Resources(p *ProxyProc) ([]router.Summary, error) {
+func (c *Cluster) Resources(p *ProxyProc) ([]model.Summary, error) {
 	var out struct {
-		Resources []router.Summary `json:"resources"`
+		Resources []model.Summary `json:"resources"`
 	}
 	err := c.api(p, "/api/v1/resources", &out)
 	return out.Resources, err
@@ -345,15 +343,10 @@ func (c *Cluster) createToken(p *ProxyProc) (string, error) {
 }
 
 func (c *Cluster) clientConfig() *ssh.ClientConfig {
-	checker := &ssh.CertChecker{
-		IsHostAuthority: func(k ssh.PublicKey, _ string) bool {
-			return slices.ContainsFunc(c.hostCAs, func(ca ssh.PublicKey) bool { return string(k.Marshal()) == string(ca.Marshal()) })
-		},
-	}
 	return &ssh.ClientConfig{
 		User:            "bench",
 		Auth:            []ssh.AuthMethod{ssh.PublicKeys(c.signer)},
-		HostKeyCallback: checker.CheckHostKey,
+		HostKeyCallback: pki.HostKeyCallback(c.hostCAs, nil, nil),
 		Timeout:         15 * time.Second,
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warren-proxy/warren/cluster/access"
+	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/storage/identity"
 	"github.com/warren-proxy/warren/transport/nodessh"
 	"github.com/warren-proxy/warren/transport/pki"
@@ -152,7 +153,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 
 func (a *Agent) needsSSH() bool {
 	for _, r := range a.cfg.Resources {
-		if r.Kind == revtunnel.KindSSH {
+		if r.Kind == model.KindSSH {
 			return true
 		}
 	}
@@ -163,7 +164,7 @@ func (a *Agent) needsSSH() bool {
 func (a *Agent) principals() []string {
 	var out []string
 	for _, r := range a.cfg.Resources {
-		if r.Kind == revtunnel.KindSSH {
+		if r.Kind == model.KindSSH {
 			out = append(out, r.Name)
 		}
 	}
@@ -437,10 +438,7 @@ func (a *Agent) decisionInputs(conn net.Conn, cert *ssh.Certificate) (*access.Po
 		return nil, access.Target{}, access.Identity{}, fmt.Errorf("this agent does not serve %s", sc.resource)
 	}
 	user, roles := pki.UserFromCert(cert)
-	id := access.Identity{User: user, Roles: roles, Logins: cert.ValidPrincipals}
-	if cert.ValidBefore > cert.ValidAfter && cert.ValidBefore != ssh.CertTimeInfinity {
-		id.CertTTL = time.Duration(cert.ValidBefore-cert.ValidAfter)*time.Second - pki.ClockSkew
-	}
+	id := access.Identity{User: user, Roles: roles, Logins: cert.ValidPrincipals, CertTTL: pki.CertTTL(cert)}
 	return pol, *target, id, nil
 }
 
@@ -483,7 +481,7 @@ func (a *Agent) renewDue() bool {
 // definitionsLearned takes the cluster's dynamic resource definitions and
 // serves those the agent's watchers match (static resources keep their
 // names); it reports whether the served set changed.
-func (a *Agent) definitionsLearned(defs []revtunnel.Definition) bool {
+func (a *Agent) definitionsLearned(defs []model.Definition) bool {
 	next := append([]ResourceConfig(nil), a.cfg.Resources...)
 	static := map[string]bool{}
 	for _, r := range next {
@@ -513,13 +511,13 @@ func (a *Agent) definitionsLearned(defs []revtunnel.Definition) bool {
 
 // watches reports whether a definition matches one of the agent's
 // watchers and its selector admits this agent.
-func (a *Agent) watches(d revtunnel.Definition) bool {
-	sel, err := revtunnel.ParseSelector(d.Selector)
-	if err != nil || !revtunnel.Matches(sel, a.cfg.Labels) {
+func (a *Agent) watches(d model.Definition) bool {
+	sel, err := model.ParseSelector(d.Selector)
+	if err != nil || !model.Matches(sel, a.cfg.Labels) {
 		return false
 	}
 	for _, w := range a.cfg.Watch {
-		if revtunnel.Matches(w.Labels, d.Labels) {
+		if model.Matches(w.Labels, d.Labels) {
 			return true
 		}
 	}

@@ -10,7 +10,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/warren-proxy/warren/internal/conf"
-	"github.com/warren-proxy/warren/internal/names"
+	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/transport/revtunnel"
 )
 
@@ -142,18 +142,18 @@ func (c Config) CheckAndSetDefaults() (Config, error) {
 		switch {
 		case r.Name == "":
 			errs.Addf(field+".name", "required")
-		case !names.Valid(r.Name):
-			errs.Addf(field+".name", "%v", names.Check("resource name", r.Name))
+		case !model.ValidName(r.Name):
+			errs.Addf(field+".name", "%v", model.CheckName("resource name", r.Name))
 		case seen[r.Name]:
 			errs.Addf(field+".name", "%q is listed twice", r.Name)
 		}
 		seen[r.Name] = true
 		switch r.Kind {
-		case revtunnel.KindSSH:
+		case model.KindSSH:
 			if r.Addr != "" {
 				errs.Addf(field+".addr", "not used by kind ssh (the agent serves SSH itself); use kind tcp to forward to an sshd")
 			}
-		case revtunnel.KindTCP:
+		case model.KindTCP:
 			if _, _, err := net.SplitHostPort(r.Addr); err != nil {
 				errs.Addf(field+".addr", "kind tcp needs host:port, got %q", r.Addr)
 			}
@@ -162,7 +162,7 @@ func (c Config) CheckAndSetDefaults() (Config, error) {
 		default:
 			errs.Addf(field+".kind", "unknown kind %q: use ssh or tcp", r.Kind)
 		}
-		if err := names.CheckLabels(r.Labels); err != nil {
+		if err := model.CheckLabels(r.Labels); err != nil {
 			errs.Addf(field+".labels", "%v", err)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/transport/revtunnel"
 	"github.com/warren-proxy/warren/transport/streams"
 )
@@ -353,7 +354,7 @@ func (a *Agent) serveDial(ctx context.Context, tun *revtunnel.ClientConn, req re
 		return
 	}
 	switch res.Kind {
-	case revtunnel.KindTCP:
+	case model.KindTCP:
 		d := net.Dialer{Timeout: 5 * time.Second}
 		up, err := d.DialContext(ctx, "tcp", res.Addr)
 		if err != nil {
@@ -368,7 +369,7 @@ func (a *Agent) serveDial(ctx context.Context, tun *revtunnel.ClientConn, req re
 		}
 		go ssh.DiscardRequests(reqs)
 		streams.Pipe(ch, up.(*net.TCPConn))
-	case revtunnel.KindSSH:
+	case model.KindSSH:
 		ch, reqs, err := nch.Accept()
 		if err != nil {
 			return

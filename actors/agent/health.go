@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/transport/revtunnel"
 )
 
@@ -78,7 +79,7 @@ func (h *health) check(ctx context.Context, timeout time.Duration) *[]revtunnel.
 	out := make([]revtunnel.ResourceStatus, len(rs))
 	for i, r := range rs {
 		st := revtunnel.ResourceStatus{Name: r.Name, Kind: r.Kind, Labels: r.Labels, Healthy: true}
-		if r.Kind == revtunnel.KindTCP {
+		if r.Kind == model.KindTCP {
 			// The port, for roles that allow ports and for hints.
 			if _, port, err := net.SplitHostPort(r.Addr); err == nil {
 				st.Port, _ = strconv.Atoi(port)

@@ -9,7 +9,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/warren-proxy/warren/actors/router"
-	"github.com/warren-proxy/warren/storage/catalog"
+	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/transport/revtunnel"
 )
 
@@ -43,7 +43,7 @@ func BenchmarkRouteConvergence(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		id, name := fmt.Sprintf("bench-%d", i), fmt.Sprintf("res-%d", i)
 		start := time.Now()
-		sys.Root.Send(origin.Router(), &router.TunnelUp{Agent: catalog.Agent{ID: id, Connected: start}, Tunnel: tun})
+		sys.Root.Send(origin.Router(), &router.TunnelUp{Agent: model.Agent{ID: id, Connected: start}, Tunnel: tun})
 		sys.Root.Send(origin.Router(), &router.Heartbeat{AgentID: id, Tunnel: tun, Resources: []revtunnel.ResourceStatus{{Name: name, Kind: "tcp", Healthy: true}}})
 		usableEverywhere(name, true)
 		ups = append(ups, time.Since(start))

@@ -26,6 +26,7 @@ import (
 	"github.com/warren-proxy/warren/actors/agent"
 	"github.com/warren-proxy/warren/actors/proxy"
 	"github.com/warren-proxy/warren/cluster/access"
+	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/internal/sshconfig"
 	"github.com/warren-proxy/warren/transport/pki"
 )
@@ -111,7 +112,7 @@ func New(t testing.TB, opts Options) *Cluster {
 			DataDir: filepath.Join(dir, id),
 			AuthDir: filepath.Join(dir, "auth"),
 			Listen:  proxy.Listen{User: ip + ":0", Tunnel: ip + ":0", HTTP: ip + ":0"},
-			Gossip:  proxy.GossipConfig{Listen: ip + ":0", Profile: "local"},
+			Gossip:  proxy.GossipConfig{Listen: ip + ":0", Profile: model.ProfileLocal},
 			Peer:    proxy.PeerConfig{Listen: ip + ":0"},
 			Logger:  c.Logger.With("proxy", id),
 		}

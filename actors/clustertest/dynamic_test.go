@@ -9,12 +9,12 @@ import (
 
 	"github.com/warren-proxy/warren/actors/agent"
 	"github.com/warren-proxy/warren/actors/proxy"
-	"github.com/warren-proxy/warren/transport/revtunnel"
+	"github.com/warren-proxy/warren/internal/model"
 )
 
-func definitionsOn(c *Cluster, p *proxy.Proxy) []revtunnel.Definition {
+func definitionsOn(c *Cluster, p *proxy.Proxy) []model.Definition {
 	r := c.Run(nil, "ssh", p.ID(), "resource", "ls", "--json")
-	var defs []revtunnel.Definition
+	var defs []model.Definition
 	json.Unmarshal([]byte(r.Stdout), &defs)
 	return defs
 }

@@ -18,7 +18,7 @@ import (
 
 	"github.com/warren-proxy/warren/actors/router"
 	"github.com/warren-proxy/warren/cluster/clusterpb"
-	"github.com/warren-proxy/warren/storage/catalog"
+	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/transport/peer"
 )
 
@@ -71,7 +71,7 @@ func withSystem(t *testing.T, f func(t *testing.T, system *actor.ActorSystem)) {
 }
 
 func endpoint(pid *actor.PID, local bool) router.Endpoint {
-	return router.Endpoint{Resource: catalog.Resource{Name: "db", AgentID: "a1", ProxyID: "p2"}, Online: true, Tunnel: pid, Local: local}
+	return router.Endpoint{Resource: model.Resource{Name: "db", AgentID: "a1", ProxyID: "p2"}, Online: true, Tunnel: pid, Local: local}
 }
 
 func TestLocalDialClaimsTheParkedChannel(t *testing.T) {

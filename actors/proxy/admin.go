@@ -12,7 +12,7 @@ import (
 
 	"github.com/warren-proxy/warren/actors/router"
 	"github.com/warren-proxy/warren/cluster/access"
-	"github.com/warren-proxy/warren/internal/names"
+	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/transport/pki"
 )
 
@@ -44,7 +44,7 @@ func (h userHandler) admin(user string, args []string, stdin io.Reader, stdout, 
 	case "lock rm":
 		err = h.unlock(args[2:], stdout)
 	default:
-		err = usage(fmt.Sprintf("unknown subcommand %s %s", args[0], names.Quote(args[1])))
+		err = usage(fmt.Sprintf("unknown subcommand %s %s", args[0], model.Quote(args[1])))
 	}
 	var u usageErr
 	switch {
@@ -174,9 +174,9 @@ func parseLabels(s string) (map[string]string, error) {
 	for _, part := range strings.Split(s, ",") {
 		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
 		if !ok {
-			return nil, fmt.Errorf("labels: %s is not key=value", names.Quote(part))
+			return nil, fmt.Errorf("labels: %s is not key=value", model.Quote(part))
 		}
-		if err := names.CheckLabel(k, v); err != nil {
+		if err := model.CheckLabel(k, v); err != nil {
 			return nil, fmt.Errorf("labels: %w", err)
 		}
 		out[k] = v
@@ -297,7 +297,7 @@ func (h userHandler) roleRm(args []string, stdout io.Writer) error {
 		return usage(fmt.Sprintf("%s is a preset role; it cannot be removed", name))
 	}
 	if _, ok := h.p.table.Snapshot().Policy.Role(name); !ok {
-		return fmt.Errorf("no role %s", names.Quote(name))
+		return fmt.Errorf("no role %s", model.Quote(name))
 	}
 	if err := h.p.putConfig(&router.PutConfig{Key: router.PrefixRole + name, Delete: true}); err != nil {
 		return fmt.Errorf("remove role %s: %w", name, err)
@@ -373,7 +373,7 @@ func (h userHandler) unlock(args []string, stdout io.Writer) error {
 		found = found || l.Kind == kind && l.Name == name
 	}
 	if !found {
-		return fmt.Errorf("no lock on %s %s", names.Quote(kind), names.Quote(name))
+		return fmt.Errorf("no lock on %s %s", model.Quote(kind), model.Quote(name))
 	}
 	if err := h.p.putConfig(&router.PutConfig{Key: router.PrefixLock + kind + "/" + name, Delete: true}); err != nil {
 		return fmt.Errorf("remove the lock: %w", err)

@@ -13,7 +13,7 @@ import (
 
 	"github.com/warren-proxy/warren/cluster/access"
 	"github.com/warren-proxy/warren/cluster/clusterpb"
-	"github.com/warren-proxy/warren/internal/names"
+	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/storage/audit"
 )
 
@@ -129,10 +129,10 @@ func (h userHandler) audit(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "warren: --since must be positive, like 1h")
 		return 2
 	case *user != "" && !access.ValidUser(*user):
-		fmt.Fprintf(stderr, "warren: --user %s is not a user name\n", names.Quote(*user))
+		fmt.Fprintf(stderr, "warren: --user %s is not a user name\n", model.Quote(*user))
 		return 2
-	case *resource != "" && !names.Valid(*resource):
-		fmt.Fprintf(stderr, "warren: --resource: %v\n", names.Check("resource name", *resource))
+	case *resource != "" && !model.ValidName(*resource):
+		fmt.Fprintf(stderr, "warren: --resource: %v\n", model.CheckName("resource name", *resource))
 		return 2
 	}
 	q := &clusterpb.AuditQuery{SinceUnixNano: h.p.cfg.Clock().Add(-*since).UnixNano(), User: *user, Resource: *resource, Limit: int32(*limit)}

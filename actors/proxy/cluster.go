@@ -19,7 +19,7 @@ import (
 	"github.com/warren-proxy/warren/cluster/access"
 	"github.com/warren-proxy/warren/cluster/clusterpb"
 	"github.com/warren-proxy/warren/cluster/membership"
-	"github.com/warren-proxy/warren/internal/names"
+	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/transport/peer"
 	"github.com/warren-proxy/warren/transport/pki"
 	"github.com/warren-proxy/warren/transport/revtunnel"
@@ -254,7 +254,7 @@ const peerWait = 3 * time.Second
 // member, so a certificate of a proxy that left (or never joined the
 // gossip, which needs the gossip key too) opens nothing.
 func (p *Proxy) isPeer(id string) bool {
-	if !names.Valid(id) || id == p.cfg.ID {
+	if !model.ValidName(id) || id == p.cfg.ID {
 		return false
 	}
 	deadline := time.Now().Add(peerWait)
@@ -267,7 +267,7 @@ func (p *Proxy) isPeer(id string) bool {
 			}
 		}
 		if time.Now().After(deadline) {
-			p.refusedPeers.Event("peer", names.Quote(id))
+			p.refusedPeers.Event("peer", model.Quote(id))
 			return false
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -301,7 +301,7 @@ func (p *Proxy) pushProxySet() {
 
 // pushDefinitions tells every local agent the dynamic resource
 // definitions (called by the router when they change).
-func (p *Proxy) pushDefinitions(defs []revtunnel.Definition) {
+func (p *Proxy) pushDefinitions(defs []model.Definition) {
 	msg := &tunnel.Definitions{Set: revtunnel.Definitions{Definitions: defs}}
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/warren-proxy/warren/internal/conf"
-	"github.com/warren-proxy/warren/internal/names"
+	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/transport/pki"
 )
 
@@ -139,7 +139,7 @@ func (c Config) CheckAndSetDefaults() (Config, error) {
 	var errs conf.Errors
 	if c.ID == "" {
 		errs.Addf("id", "required: a unique name for this proxy, like proxy-1")
-	} else if err := names.Check("proxy id", c.ID); err != nil {
+	} else if err := model.CheckName("proxy id", c.ID); err != nil {
 		errs.Addf("id", "%v", err)
 	}
 	if c.DataDir == "" {
@@ -167,9 +167,9 @@ func (c Config) CheckAndSetDefaults() (Config, error) {
 		c.Peer.Listen = DefaultPeerAddr
 	}
 	if c.Gossip.Profile == "" {
-		c.Gossip.Profile = "lan"
-	} else if c.Gossip.Profile != "lan" && c.Gossip.Profile != "wan" && c.Gossip.Profile != "local" {
-		errs.Addf("gossip.profile", "unknown profile %q: use lan, wan or local", c.Gossip.Profile)
+		c.Gossip.Profile = model.ProfileLAN
+	} else if err := model.CheckProfile(c.Gossip.Profile); err != nil {
+		errs.Addf("gossip.profile", "%v", err)
 	}
 	if c.Gossip.SecretKey != "" {
 		if _, err := pki.DecodeGossipKey(c.Gossip.SecretKey); err != nil {
@@ -219,12 +219,10 @@ func (c Config) CheckAndSetDefaults() (Config, error) {
 	if c.Session.AttemptTimeout > c.Session.DialTimeout {
 		errs.Addf("session.attempt_timeout", "%s is longer than session.dial_timeout (%s), which bounds all attempts together", c.Session.AttemptTimeout, c.Session.DialTimeout)
 	}
-	switch c.Session.Strategy {
-	case "":
-		c.Session.Strategy = "default"
-	case "default", "random", "least_sessions", "nearest":
-	default:
-		errs.Addf("session.strategy", "unknown strategy %q: use default, random, least_sessions or nearest", c.Session.Strategy)
+	if c.Session.Strategy == "" {
+		c.Session.Strategy = model.StrategyDefault
+	} else if err := model.CheckStrategy(c.Session.Strategy); err != nil {
+		errs.Addf("session.strategy", "%v", err)
 	}
 	switch {
 	case c.Tunnel.KeepaliveCount == 0:

@@ -15,10 +15,9 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warren-proxy/warren/actors/forward"
-	"github.com/warren-proxy/warren/actors/router"
 	"github.com/warren-proxy/warren/actors/session"
 	"github.com/warren-proxy/warren/cluster/access"
-	"github.com/warren-proxy/warren/internal/names"
+	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/storage/audit"
 	"github.com/warren-proxy/warren/transport/usersh"
 )
@@ -131,7 +130,7 @@ func (h userHandler) Command(ctx context.Context, c *usersh.Conn, args []string,
 		fmt.Fprint(stdout, h.p.help())
 		return 0
 	default:
-		fmt.Fprintf(stderr, "warren: unknown proxy command %s; commands are ls, status, whoami, known-hosts, audit, resource, token, role, lock, help\n", names.Quote(args[0]))
+		fmt.Fprintf(stderr, "warren: unknown proxy command %s; commands are ls, status, whoami, known-hosts, audit, resource, token, role, lock, help\n", model.Quote(args[0]))
 		return 2
 	}
 }
@@ -229,7 +228,7 @@ func (h userHandler) ls(id access.Identity, args []string, stdout, stderr io.Wri
 
 // visible filters a listing to what id may see: a resource is listed when
 // one of its endpoints is (agents serving one name may label it apart).
-func (p *Proxy) visible(id access.Identity, list []router.Summary) []router.Summary {
+func (p *Proxy) visible(id access.Identity, list []model.Summary) []model.Summary {
 	snap := p.table.Snapshot()
 	see := snap.Policy.Seer(id)
 	out := list[:0:0]
@@ -245,7 +244,7 @@ func (p *Proxy) visible(id access.Identity, list []router.Summary) []router.Summ
 }
 
 // WriteResourceTable prints resources as an aligned table.
-func WriteResourceTable(w io.Writer, list []router.Summary) {
+func WriteResourceTable(w io.Writer, list []model.Summary) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tKIND\tSTATUS\tAGENTS\tLABELS")
 	for _, s := range list {

@@ -6,7 +6,7 @@ import (
 	"net/http/pprof"
 	"strings"
 
-	"github.com/warren-proxy/warren/actors/router"
+	"github.com/warren-proxy/warren/internal/model"
 )
 
 // httpHandler serves /healthz and /readyz (open, for load balancers and
@@ -27,7 +27,7 @@ func (p *Proxy) httpHandler() http.Handler {
 	// Every resource, or with ?name=A&name=B only those: a client that
 	// watches a few names among thousands need not fetch them all.
 	mux.Handle("GET /api/v1/resources", p.requireToken(func(w http.ResponseWriter, r *http.Request) {
-		var list []router.Summary
+		var list []model.Summary
 		if names := r.URL.Query()["name"]; len(names) > 0 {
 			list = p.table.Snapshot().Summaries(names)
 		} else {

@@ -19,7 +19,7 @@ import (
 	"github.com/warren-proxy/warren/actors/router"
 	"github.com/warren-proxy/warren/cluster/access"
 	"github.com/warren-proxy/warren/cluster/clusterpb"
-	"github.com/warren-proxy/warren/internal/names"
+	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/transport/pki"
 	"github.com/warren-proxy/warren/transport/revtunnel"
 )
@@ -189,7 +189,7 @@ func (p *Proxy) join(req revtunnel.JoinRequest, token string, remote net.Addr) (
 	if err != nil {
 		return revtunnel.JoinResponse{}, err
 	}
-	p.log.Info("agent joined", "agent", id, "remote", remote.String(), "hostname", names.Quote(req.Hostname), "token", grant.Token, "names", strings.Join(certNames(cert), ","))
+	p.log.Info("agent joined", "agent", id, "remote", remote.String(), "hostname", model.Quote(req.Hostname), "token", grant.Token, "names", strings.Join(certNames(cert), ","))
 	return revtunnel.JoinResponse{
 		AgentID:  id,
 		HostCert: string(ssh.MarshalAuthorizedKey(cert)),
@@ -205,10 +205,10 @@ func (p *Proxy) issueAgentCert(id string, pub ssh.PublicKey, g access.Grant, req
 	var valid []string
 	var refused []revtunnel.Refused
 	for _, n := range requested {
-		if names.Valid(n) {
+		if model.ValidName(n) {
 			valid = append(valid, n)
 		} else {
-			refused = append(refused, revtunnel.Refused{Name: names.Quote(n), Reason: "not a valid resource name"})
+			refused = append(refused, revtunnel.Refused{Name: model.Quote(n), Reason: "not a valid resource name"})
 		}
 	}
 	res, err := p.system.Root.RequestFuture(p.router, &router.ClaimNames{AgentID: id, Grant: g, Names: valid}, 10*time.Second).Result()

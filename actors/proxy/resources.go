@@ -10,7 +10,7 @@ import (
 	"github.com/warren-proxy/warren/actors/router"
 	"github.com/warren-proxy/warren/cluster/access"
 	"github.com/warren-proxy/warren/internal/conf"
-	"github.com/warren-proxy/warren/transport/revtunnel"
+	"github.com/warren-proxy/warren/internal/model"
 )
 
 // maxDefinition bounds a resource definition read from a user.
@@ -31,7 +31,7 @@ func (h userHandler) resource(id access.Identity, args []string, stdin io.Reader
 	case "ls":
 		snap := h.p.table.Snapshot()
 		see := snap.Policy.Seer(id)
-		var defs []revtunnel.Definition
+		var defs []model.Definition
 		for _, d := range snap.Definitions {
 			if see(access.Target{Name: d.Name, Kind: d.Kind, Labels: d.Labels}) {
 				defs = append(defs, d)
@@ -54,7 +54,7 @@ func (h userHandler) resource(id access.Identity, args []string, stdin io.Reader
 			fmt.Fprintf(stderr, "warren: read the definition: send at most %d bytes of YAML on stdin\n", maxDefinition)
 			return 2
 		}
-		var d revtunnel.Definition
+		var d model.Definition
 		if err := conf.Decode(data, &d); err != nil {
 			fmt.Fprintf(stderr, "warren: resource definition: %v\n", err)
 			return 2
@@ -82,7 +82,7 @@ func (h userHandler) resource(id access.Identity, args []string, stdin io.Reader
 			fmt.Fprintf(stderr, "warren: no dynamic resource named %q (static resources live in agents' configs)\n", name)
 			return 1
 		}
-		if err := h.p.putDefinition(&router.PutDefinition{Definition: revtunnel.Definition{Name: name}, Delete: true}); err != nil {
+		if err := h.p.putDefinition(&router.PutDefinition{Definition: model.Definition{Name: name}, Delete: true}); err != nil {
 			fmt.Fprintf(stderr, "warren: remove resource %q: %v\n", name, err)
 			return 1
 		}

@@ -12,50 +12,17 @@ import (
 
 	"github.com/warren-proxy/warren/actors/router"
 	"github.com/warren-proxy/warren/cluster/clusterpb"
+	"github.com/warren-proxy/warren/internal/model"
 )
-
-// MemberStatus is one proxy as `warren status` shows it.
-type MemberStatus struct {
-	ID          string  `json:"id"`
-	Region      string  `json:"region"`
-	Zone        string  `json:"zone,omitempty"`
-	State       string  `json:"state"`
-	Version     string  `json:"version,omitempty"`
-	LocalAgents int     `json:"local_agents"`
-	Routes      int     `json:"routes"`
-	Link        string  `json:"link"` // "self", "ok" or the error
-	RTTMillis   float64 `json:"rtt_ms,omitempty"`
-	// Redacted is set when the counts are withheld: only administrators
-	// see how many agents and routes each proxy holds.
-	Redacted bool `json:"redacted,omitempty"`
-	// HostKey and UserAddr are the proxy's plain SSH host key and where
-	// users reach it (for `warren known-hosts`).
-	HostKey  string `json:"host_key,omitempty"`
-	UserAddr string `json:"user_addr,omitempty"`
-}
-
-// Statuses are the cluster's members as `warren status` shows them.
-type Statuses []MemberStatus
-
-// ForUser withholds what only administrators see: the counts of agents
-// and routes.
-func (sts Statuses) ForUser() Statuses {
-	out := make(Statuses, len(sts))
-	for i, s := range sts {
-		s.LocalAgents, s.Routes, s.Redacted = 0, 0, true
-		out[i] = s
-	}
-	return out
-}
 
 // Status asks every member's router for its counts over the peer link;
 // the round trip is the link's health.
-func (p *Proxy) Status() Statuses {
+func (p *Proxy) Status() model.Statuses {
 	members := p.members.Members()
-	out := make(Statuses, len(members))
+	out := make(model.Statuses, len(members))
 	var wg sync.WaitGroup
 	for i, m := range members {
-		out[i] = MemberStatus{ID: m.ProxyID, Region: m.Region, Zone: m.Zone, State: m.State.String(), Version: m.Version}
+		out[i] = model.MemberStatus{ID: m.ProxyID, Region: m.Region, Zone: m.Zone, State: m.State.String(), Version: m.Version}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -83,7 +50,7 @@ func (p *Proxy) Status() Statuses {
 }
 
 // WriteStatus prints member statuses as a table or JSON.
-func WriteStatus(w io.Writer, sts Statuses, asJSON bool) {
+func WriteStatus(w io.Writer, sts model.Statuses, asJSON bool) {
 	if asJSON {
 		_ = json.NewEncoder(w).Encode(sts)
 		return

@@ -11,14 +11,14 @@ import (
 	"github.com/warren-proxy/warren/cluster/access"
 	"github.com/warren-proxy/warren/cluster/clusterpb"
 	"github.com/warren-proxy/warren/cluster/config"
+	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/storage/catalog"
-	"github.com/warren-proxy/warren/transport/revtunnel"
 )
 
 // Key prefixes of the replicated cluster configuration. A key is a prefix
 // and a name; a lock's name is "<kind>/<name>".
 const (
-	PrefixResource = "resource/" // revtunnel.Definition
+	PrefixResource = "resource/" // model.Definition
 	PrefixRole     = "role/"     // access.Role
 	PrefixToken    = "token/"    // access.Token, by id
 	PrefixLock     = "lock/"     // access.Lock
@@ -35,7 +35,7 @@ const maxConfigValue = 64 << 10
 // definition through this proxy. The answer is a *ConfigResult once the
 // write is durable here and sent to the peers.
 type PutDefinition struct {
-	Definition revtunnel.Definition
+	Definition model.Definition
 	Delete     bool
 }
 
@@ -81,7 +81,7 @@ type configState struct {
 	clock *config.Clock
 	ticks int // beacons since the last full push
 	// defs and policy are decoded from table whenever it changes.
-	defs   []revtunnel.Definition
+	defs   []model.Definition
 	policy *access.Policy
 }
 
@@ -230,7 +230,7 @@ func (r *Router) configChanged(ctx actor.Context) {
 // write from one proxy must not stop the others from serving.
 func (r *Router) decodeConfig() {
 	var (
-		defs   []revtunnel.Definition
+		defs   []model.Definition
 		roles  []access.Role
 		locks  []access.Lock
 		tokens []access.Token

@@ -8,8 +8,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/warren-proxy/warren/cluster/clusterpb"
-	"github.com/warren-proxy/warren/storage/catalog"
-	"github.com/warren-proxy/warren/transport/revtunnel"
+	"github.com/warren-proxy/warren/internal/model"
 )
 
 // benchRouter is a router (not started as an actor) holding perProxy
@@ -27,10 +26,10 @@ func benchRouter(b *testing.B, perProxy int) *Router {
 	for i := range perProxy {
 		id := fmt.Sprintf("agent-1-%05d", i)
 		r.agents[id] = &agentState{
-			rec:    catalog.Agent{ID: id, ProxyID: "proxy-1", Addr: "127.0.0.1:40000", Connected: now, LastSeen: now},
+			rec:    model.Agent{ID: id, ProxyID: "proxy-1", Addr: "127.0.0.1:40000", Connected: now, LastSeen: now},
 			tunnel: actor.NewPID("127.0.1.1:3021", fmt.Sprintf("$%d", i)),
-			resources: map[string]*catalog.Resource{id: {
-				Name: id, AgentID: id, Kind: revtunnel.KindTCP, Healthy: true, ProxyID: "proxy-1",
+			resources: map[string]*model.Resource{id: {
+				Name: id, AgentID: id, Kind: model.KindTCP, Healthy: true, ProxyID: "proxy-1",
 				LastSeen: now, Expires: now.Add(time.Hour),
 			}},
 			rtt: time.Millisecond,
@@ -45,7 +44,7 @@ func benchRouter(b *testing.B, perProxy int) *Router {
 			s.Agents = append(s.Agents, &clusterpb.AgentRoute{
 				AgentId: id, Online: true, TunnelAddress: fmt.Sprintf("127.0.1.%d:3021", p), TunnelId: fmt.Sprintf("$%d", i),
 				ConnectedUnixNano: now.UnixNano(), LastSeenUnixNano: now.UnixNano(), Addr: "127.0.0.1:40000", RttMicros: 1000,
-				Resources: []*clusterpb.Resource{{Name: id, Kind: revtunnel.KindTCP, Healthy: true}},
+				Resources: []*clusterpb.Resource{{Name: id, Kind: model.KindTCP, Healthy: true}},
 			})
 		}
 		if r.repl.table.ApplyState(s) != 1 {

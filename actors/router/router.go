@@ -26,6 +26,7 @@ import (
 
 	"github.com/warren-proxy/warren/cluster/access"
 	"github.com/warren-proxy/warren/cluster/clusterpb"
+	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/storage/catalog"
 	"github.com/warren-proxy/warren/transport/revtunnel"
 )
@@ -54,7 +55,7 @@ type Config struct {
 	Epoch uint64
 	// OnDefinitions, if set, is called (from the router's goroutine) with
 	// the dynamic resource definitions whenever the configuration changes.
-	OnDefinitions func([]revtunnel.Definition)
+	OnDefinitions func([]model.Definition)
 	// HostKey and UserAddr are this proxy's plain SSH host key and user
 	// address, told to peers in status answers (`warren known-hosts`).
 	HostKey, UserAddr string
@@ -121,7 +122,7 @@ func (c Config) withDefaults() (Config, error) {
 
 // TunnelUp says a tunnel actor now reaches an agent.
 type TunnelUp struct {
-	Agent  catalog.Agent
+	Agent  model.Agent
 	Tunnel *actor.PID
 }
 
@@ -170,9 +171,9 @@ type (
 )
 
 type agentState struct {
-	rec       catalog.Agent
+	rec       model.Agent
 	tunnel    *actor.PID // nil when offline
-	resources map[string]*catalog.Resource
+	resources map[string]*model.Resource
 	rtt       time.Duration // last published keepalive round trip
 }
 
@@ -295,13 +296,13 @@ func (r *Router) onStarted(ctx actor.Context) {
 			r.cfg.Logger.Error("load catalog; starting empty", "err", err)
 		}
 		for _, a := range agents {
-			r.agents[a.ID] = &agentState{rec: a, resources: map[string]*catalog.Resource{}}
+			r.agents[a.ID] = &agentState{rec: a, resources: map[string]*model.Resource{}}
 		}
 		for i := range resources {
 			res := resources[i]
 			st := r.agents[res.AgentID]
 			if st == nil {
-				st = &agentState{rec: catalog.Agent{ID: res.AgentID, ProxyID: res.ProxyID, LastSeen: res.LastSeen}, resources: map[string]*catalog.Resource{}}
+				st = &agentState{rec: model.Agent{ID: res.AgentID, ProxyID: res.ProxyID, LastSeen: res.LastSeen}, resources: map[string]*model.Resource{}}
 				r.agents[res.AgentID] = st
 			}
 			st.resources[res.Name] = &res
@@ -330,7 +331,7 @@ func (r *Router) onStarted(ctx actor.Context) {
 func (r *Router) onTunnelUp(ctx actor.Context, m *TunnelUp) {
 	st := r.agents[m.Agent.ID]
 	if st == nil {
-		st = &agentState{resources: map[string]*catalog.Resource{}}
+		st = &agentState{resources: map[string]*model.Resource{}}
 		r.agents[m.Agent.ID] = st
 	}
 	if st.tunnel != nil && !st.tunnel.Equal(m.Tunnel) {
@@ -363,7 +364,7 @@ func (r *Router) onHeartbeat(ctx actor.Context, m *Heartbeat) HeartbeatVerdict {
 		}
 		seen[rs.Name] = true
 		cur := st.resources[rs.Name]
-		next := &catalog.Resource{
+		next := &model.Resource{
 			Name: rs.Name, AgentID: m.AgentID, Kind: rs.Kind, Labels: labels, Port: rs.Port,
 			Healthy: rs.Healthy, Detail: rs.Detail, ProxyID: r.cfg.ProxyID,
 			LastSeen: now, Expires: now.Add(r.cfg.HeartbeatTTL),
@@ -410,7 +411,7 @@ func stampLabels(labels, grant map[string]string) map[string]string {
 	return out
 }
 
-func sameResource(a, b *catalog.Resource) bool {
+func sameResource(a, b *model.Resource) bool {
 	if a.Kind != b.Kind || a.Port != b.Port || a.Healthy != b.Healthy || a.Detail != b.Detail || len(a.Labels) != len(b.Labels) {
 		return false
 	}
@@ -553,8 +554,8 @@ func (r *Router) persist() {
 	if r.cfg.Store == nil || len(r.dirty) == 0 {
 		return
 	}
-	var agents []catalog.Agent
-	var res []catalog.Resource
+	var agents []model.Agent
+	var res []model.Resource
 	for id := range r.dirty {
 		st := r.agents[id]
 		if st == nil {
@@ -616,13 +617,13 @@ func (r *Router) publish() {
 		if a.Online && a.TunnelAddress != "" && !r.repl.suspect[origin] {
 			pid = actor.NewPID(a.TunnelAddress, a.TunnelId)
 		}
-		rec := catalog.Agent{
+		rec := model.Agent{
 			ID: a.AgentId, Hostname: a.Hostname, Version: a.Version, ProxyID: origin, Addr: a.Addr, HostKey: a.HostKey,
 			Connected: time.Unix(0, a.ConnectedUnixNano), LastSeen: time.Unix(0, a.LastSeenUnixNano),
 		}
 		s.Routes = append(s.Routes, AgentRoute{Agent: rec, Online: pid != nil, Tunnel: pid})
 		for _, res := range a.Resources {
-			e := Endpoint{Resource: catalog.Resource{
+			e := Endpoint{Resource: model.Resource{
 				Name: res.Name, AgentID: a.AgentId, Kind: res.Kind, Labels: res.Labels, Port: int(res.Port),
 				Healthy: res.Healthy, Detail: res.Detail, ProxyID: origin, LastSeen: rec.LastSeen,
 			}, Online: pid != nil, Tunnel: pid, Connected: rec.Connected, Region: r.repl.peers[origin].region,

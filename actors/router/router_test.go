@@ -12,6 +12,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/storage/catalog"
 	"github.com/warren-proxy/warren/transport/revtunnel"
 )
@@ -184,7 +185,7 @@ func offline(name, agent string) func(*Snapshot) bool {
 }
 
 func up(id string, tun *fakeTunnel) *TunnelUp {
-	return &TunnelUp{Agent: catalog.Agent{ID: id, Hostname: id + ".example", Version: "test"}, Tunnel: tun.pid}
+	return &TunnelUp{Agent: model.Agent{ID: id, Hostname: id + ".example", Version: "test"}, Tunnel: tun.pid}
 }
 
 // anyName is a scoped grant for every name: the pool tests are about
@@ -200,8 +201,8 @@ func down(id string, tun *fakeTunnel) *TunnelDown {
 }
 
 var (
-	web = revtunnel.ResourceStatus{Name: "web", Kind: revtunnel.KindTCP, Labels: map[string]string{"env": "prod"}, Healthy: true}
-	db  = revtunnel.ResourceStatus{Name: "db", Kind: revtunnel.KindTCP, Healthy: true}
+	web = revtunnel.ResourceStatus{Name: "web", Kind: model.KindTCP, Labels: map[string]string{"env": "prod"}, Healthy: true}
+	db  = revtunnel.ResourceStatus{Name: "db", Kind: model.KindTCP, Healthy: true}
 )
 
 func TestUpHeartbeatDown(t *testing.T) {
@@ -214,7 +215,7 @@ func TestUpHeartbeatDown(t *testing.T) {
 	s := h.waitUntil(t, "web is usable", usable("web", "agent-1"))
 
 	e, _ := endpoint(s, "web", "agent-1")
-	if !e.Tunnel.Equal(t1.pid) || e.ProxyID != "proxy-1" || e.Kind != revtunnel.KindTCP || e.Labels["env"] != "prod" {
+	if !e.Tunnel.Equal(t1.pid) || e.ProxyID != "proxy-1" || e.Kind != model.KindTCP || e.Labels["env"] != "prod" {
 		t.Errorf("got endpoint %+v, want web via the tunnel on proxy-1, tcp, env=prod", e)
 	}
 	ar, ok := s.Agents["agent-1"]
@@ -292,7 +293,7 @@ func TestReconnect(t *testing.T) {
 		{"TunnelDown", down("agent-1", old)},
 		{"heartbeat withdrawing web", hb("agent-1", old)},
 		{"heartbeat adding db", hb("agent-1", old, web, db)},
-		{"heartbeat marking web unhealthy", hb("agent-1", old, revtunnel.ResourceStatus{Name: "web", Kind: revtunnel.KindTCP, Healthy: false})},
+		{"heartbeat marking web unhealthy", hb("agent-1", old, revtunnel.ResourceStatus{Name: "web", Kind: model.KindTCP, Healthy: false})},
 	}
 	for _, l := range late {
 		h.send(l.msg)
@@ -349,7 +350,7 @@ func TestHeartbeatWithdrawsResource(t *testing.T) {
 	h.waitUntil(t, "web and db are usable", func(s *Snapshot) bool {
 		return usable("web", "agent-1")(s) && usable("db", "agent-1")(s)
 	})
-	waitStored(t, store, "web and db are persisted", func(res []catalog.Resource) bool { return len(res) == 2 })
+	waitStored(t, store, "web and db are persisted", func(res []model.Resource) bool { return len(res) == 2 })
 
 	h.send(hb("agent-1", t1, web))
 	s := h.waitUntil(t, "db is withdrawn", func(s *Snapshot) bool { return len(s.Lookup("db")) == 0 })
@@ -359,7 +360,7 @@ func TestHeartbeatWithdrawsResource(t *testing.T) {
 	if got := s.List(); len(got) != 1 || got[0].Name != "web" {
 		t.Errorf("got list %+v, want only web", got)
 	}
-	waitStored(t, store, "db is deleted from the store", func(res []catalog.Resource) bool {
+	waitStored(t, store, "db is deleted from the store", func(res []model.Resource) bool {
 		return len(res) == 1 && res[0].Name == "web"
 	})
 
@@ -379,7 +380,7 @@ func TestHealthChange(t *testing.T) {
 	h.send(hb("agent-1", t1, web))
 	h.waitUntil(t, "web is usable", usable("web", "agent-1"))
 
-	sick := revtunnel.ResourceStatus{Name: "web", Kind: revtunnel.KindTCP, Labels: web.Labels, Healthy: false, Detail: "connection refused"}
+	sick := revtunnel.ResourceStatus{Name: "web", Kind: model.KindTCP, Labels: web.Labels, Healthy: false, Detail: "connection refused"}
 	h.send(hb("agent-1", t1, sick))
 	s := h.waitUntil(t, "web is unhealthy", func(s *Snapshot) bool {
 		e, ok := endpoint(s, "web", "agent-1")
@@ -399,7 +400,7 @@ func TestHeartbeatTTL(t *testing.T) {
 	h := start(t, sys, Config{HeartbeatTTL: ttl})
 	t1, tw := spawnTunnel(t, sys), spawnTunnel(t, sys)
 	// The witness heartbeats once; its expiry shows that a sweep ran.
-	witness := revtunnel.ResourceStatus{Name: "witness", Kind: revtunnel.KindTCP, Healthy: true}
+	witness := revtunnel.ResourceStatus{Name: "witness", Kind: model.KindTCP, Healthy: true}
 	h.send(up("agent-1", t1))
 	h.send(hb("agent-1", t1, web))
 	h.send(up("agent-w", tw))
@@ -444,14 +445,14 @@ func TestOfflineRetention(t *testing.T) {
 	h.waitUntil(t, "web is usable", usable("web", "agent-1"))
 	h.send(down("agent-1", t1))
 	h.waitUntil(t, "web is offline", offline("web", "agent-1"))
-	waitStoredAgents(t, store, "agent-1 is persisted", func(agents []catalog.Agent, res []catalog.Resource) bool {
+	waitStoredAgents(t, store, "agent-1 is persisted", func(agents []model.Agent, res []model.Resource) bool {
 		return len(agents) == 1 && len(res) == 1
 	})
 
 	// Still listed just before the retention ends. The witness's
 	// heartbeat expires in between, so a sweep is seen to have run.
 	h.clock.Advance(retention - 2*time.Minute)
-	witness := revtunnel.ResourceStatus{Name: "witness", Kind: revtunnel.KindTCP, Healthy: true}
+	witness := revtunnel.ResourceStatus{Name: "witness", Kind: model.KindTCP, Healthy: true}
 	h.send(up("agent-w", tw))
 	h.send(hb("agent-w", tw, witness))
 	h.waitUntil(t, "the witness is usable", usable("witness", "agent-w"))
@@ -466,7 +467,7 @@ func TestOfflineRetention(t *testing.T) {
 		_, ok := s.Agents["agent-1"]
 		return !ok && len(s.Lookup("web")) == 0
 	})
-	waitStoredAgents(t, store, "agent-1 is deleted from the store", func(agents []catalog.Agent, res []catalog.Resource) bool {
+	waitStoredAgents(t, store, "agent-1 is deleted from the store", func(agents []model.Agent, res []model.Resource) bool {
 		return len(agents) == 1 && agents[0].ID == "agent-w" && len(res) == 1 && res[0].Name == "witness"
 	})
 }
@@ -475,7 +476,7 @@ func TestListTwoAgentsOneName(t *testing.T) {
 	sys := newSystem(t)
 	h := start(t, sys, Config{})
 	t1, t2 := spawnTunnel(t, sys), spawnTunnel(t, sys)
-	sick := revtunnel.ResourceStatus{Name: "web", Kind: revtunnel.KindTCP, Healthy: false, Detail: "upstream timeout"}
+	sick := revtunnel.ResourceStatus{Name: "web", Kind: model.KindTCP, Healthy: false, Detail: "upstream timeout"}
 
 	// agent-b first, so sorting by agent id is visible.
 	h.send(up("agent-b", t2))
@@ -530,7 +531,7 @@ func TestRestart(t *testing.T) {
 
 	first := start(t, sys, Config{Store: store})
 	t1 := spawnTunnel(t, sys)
-	node := revtunnel.ResourceStatus{Name: "node-1", Kind: revtunnel.KindSSH, Healthy: true}
+	node := revtunnel.ResourceStatus{Name: "node-1", Kind: model.KindSSH, Healthy: true}
 	first.send(up("agent-1", t1))
 	first.send(hb("agent-1", t1, web, node))
 	first.waitUntil(t, "web and node-1 are usable", func(s *Snapshot) bool {
@@ -550,7 +551,7 @@ func TestRestart(t *testing.T) {
 			t.Errorf("%s is online after a restart before any TunnelUp: %+v", name, e)
 		}
 	}
-	if e, _ := endpoint(s, "web", "agent-1"); e.Kind != revtunnel.KindTCP || e.Labels["env"] != "prod" {
+	if e, _ := endpoint(s, "web", "agent-1"); e.Kind != model.KindTCP || e.Labels["env"] != "prod" {
 		t.Errorf("got restored web %+v, want kind tcp and label env=prod", e)
 	}
 	ar, ok := s.Agents["agent-1"]
@@ -615,12 +616,12 @@ func openStore(t *testing.T, dir string) *catalog.Store {
 	return s
 }
 
-func waitStored(t *testing.T, store *catalog.Store, what string, cond func([]catalog.Resource) bool) {
+func waitStored(t *testing.T, store *catalog.Store, what string, cond func([]model.Resource) bool) {
 	t.Helper()
-	waitStoredAgents(t, store, what, func(_ []catalog.Agent, res []catalog.Resource) bool { return cond(res) })
+	waitStoredAgents(t, store, what, func(_ []model.Agent, res []model.Resource) bool { return cond(res) })
 }
 
-func waitStoredAgents(t *testing.T, store *catalog.Store, what string, cond func([]catalog.Agent, []catalog.Resource) bool) {
+func waitStoredAgents(t *testing.T, store *catalog.Store, what string, cond func([]model.Agent, []model.Resource) bool) {
 	t.Helper()
 	deadline := time.Now().Add(waitFor)
 	for {
@@ -650,7 +651,7 @@ func TestMalformedMessageKeepsRoutes(t *testing.T) {
 	h.send(hb("agent-1", t1, web))
 	v := h.waitUntil(t, "web is usable", usable("web", "agent-1")).Version
 
-	h.send(&TunnelUp{Agent: catalog.Agent{ID: "agent-2"}})
+	h.send(&TunnelUp{Agent: model.Agent{ID: "agent-2"}})
 	h.send(&Heartbeat{AgentID: "agent-1", Resources: []revtunnel.ResourceStatus{db}})
 	h.send(&TunnelDown{AgentID: "agent-1"})
 	s := h.sync(t)
@@ -671,8 +672,8 @@ func TestGrants(t *testing.T) {
 	sys := newSystem(t)
 	h := start(t, sys, Config{})
 	ta, tb, tc := spawnTunnel(t, sys), spawnTunnel(t, sys), spawnTunnel(t, sys)
-	node1 := revtunnel.ResourceStatus{Name: "node1", Kind: revtunnel.KindSSH, Healthy: true}
-	web1 := revtunnel.ResourceStatus{Name: "web-1", Kind: revtunnel.KindTCP, Healthy: true, Port: 80}
+	node1 := revtunnel.ResourceStatus{Name: "node1", Kind: model.KindSSH, Healthy: true}
+	web1 := revtunnel.ResourceStatus{Name: "web-1", Kind: model.KindTCP, Healthy: true, Port: 80}
 	unscoped := func(tok string) access.Grant { return access.Grant{Token: tok} }
 	beat := func(id string, tun *fakeTunnel, g access.Grant, rs ...revtunnel.ResourceStatus) HeartbeatVerdict {
 		t.Helper()

@@ -5,7 +5,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
-	"github.com/warren-proxy/warren/storage/catalog"
+	"github.com/warren-proxy/warren/internal/model"
 )
 
 // TestSummariesMatchList: Summaries gives, for the names asked, the very
@@ -13,11 +13,11 @@ import (
 func TestSummariesMatchList(t *testing.T) {
 	pid := actor.NewPID("nonhost", "t1")
 	s := &Snapshot{Resources: map[string][]Endpoint{
-		"db":  {{Resource: catalog.Resource{Name: "db", AgentID: "a1", Kind: "tcp", Healthy: true}, Online: true, Tunnel: pid}},
-		"web": {{Resource: catalog.Resource{Name: "web", AgentID: "a1", Kind: "tcp"}, Online: true, Tunnel: pid}, {Resource: catalog.Resource{Name: "web", AgentID: "a2", Kind: "tcp", Healthy: true}}},
-		"ssh": {{Resource: catalog.Resource{Name: "ssh", AgentID: "a3", Kind: "ssh", Healthy: true}}},
+		"db":  {{Resource: model.Resource{Name: "db", AgentID: "a1", Kind: "tcp", Healthy: true}, Online: true, Tunnel: pid}},
+		"web": {{Resource: model.Resource{Name: "web", AgentID: "a1", Kind: "tcp"}, Online: true, Tunnel: pid}, {Resource: model.Resource{Name: "web", AgentID: "a2", Kind: "tcp", Healthy: true}}},
+		"ssh": {{Resource: model.Resource{Name: "ssh", AgentID: "a3", Kind: "ssh", Healthy: true}}},
 	}}
-	byName := map[string]Summary{}
+	byName := map[string]model.Summary{}
 	for _, sum := range s.List() {
 		byName[sum.Name] = sum
 	}

@@ -8,8 +8,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/warren-proxy/warren/cluster/access"
-	"github.com/warren-proxy/warren/storage/catalog"
-	"github.com/warren-proxy/warren/transport/revtunnel"
+	"github.com/warren-proxy/warren/internal/model"
 )
 
 // Table is the read side of the router: sessions read the latest Snapshot
@@ -47,7 +46,7 @@ type Snapshot struct {
 	// remote, sorted by proxy and agent id.
 	Routes []AgentRoute
 	// Definitions are the dynamic resource definitions, sorted by name.
-	Definitions []revtunnel.Definition
+	Definitions []model.Definition
 	// Policy is the access policy: roles, tokens, claims, locks.
 	Policy *access.Policy
 	// Synced is true once this proxy has had the routes and the
@@ -59,7 +58,7 @@ type Snapshot struct {
 
 // Endpoint is one agent serving one resource.
 type Endpoint struct {
-	catalog.Resource
+	model.Resource
 	// Online is true while the agent has a live tunnel and its heartbeat
 	// is fresh.
 	Online bool
@@ -82,7 +81,7 @@ func (e Endpoint) Usable() bool { return e.Online && e.Healthy && e.Tunnel != ni
 
 // AgentRoute is the route to one agent through one proxy.
 type AgentRoute struct {
-	catalog.Agent
+	model.Agent
 	Online bool
 	Tunnel *actor.PID
 	Local  bool
@@ -92,21 +91,9 @@ type AgentRoute struct {
 // serving it.
 func (s *Snapshot) Lookup(name string) []Endpoint { return s.Resources[name] }
 
-// Summary is one line of a resource listing.
-type Summary struct {
-	Name    string            `json:"name"`
-	Kind    string            `json:"kind"`
-	Port    int               `json:"port,omitempty"` // a tcp resource's port
-	Labels  map[string]string `json:"labels,omitempty"`
-	Agents  int               `json:"agents"`  // agents that serve the name
-	Healthy int               `json:"healthy"` // of which usable now
-	Status  string            `json:"status"`  // "online", "unhealthy", "offline"
-	Detail  string            `json:"detail,omitempty"`
-}
-
 // List summarises every resource, sorted by name; each name appears once.
-func (s *Snapshot) List() []Summary {
-	out := make([]Summary, 0, len(s.Resources))
+func (s *Snapshot) List() []model.Summary {
+	out := make([]model.Summary, 0, len(s.Resources))
 	for name, eps := range s.Resources {
 		out = append(out, summarize(name, eps))
 	}
@@ -118,8 +105,8 @@ func (s *Snapshot) List() []Summary {
 // no agent serves are left out. It costs O(len(names)), where List costs
 // O(resources): a client that watches a few names among thousands asks
 // for these.
-func (s *Snapshot) Summaries(names []string) []Summary {
-	out := make([]Summary, 0, len(names))
+func (s *Snapshot) Summaries(names []string) []model.Summary {
+	out := make([]model.Summary, 0, len(names))
 	for _, name := range names {
 		if eps, ok := s.Resources[name]; ok {
 			out = append(out, summarize(name, eps))
@@ -129,8 +116,8 @@ func (s *Snapshot) Summaries(names []string) []Summary {
 }
 
 // summarize is one resource's line of a listing.
-func summarize(name string, eps []Endpoint) Summary {
-	sum := Summary{Name: name, Status: "offline"}
+func summarize(name string, eps []Endpoint) model.Summary {
+	sum := model.Summary{Name: name, Status: model.StatusOffline}
 	online := 0
 	agents, healthy := map[string]bool{}, map[string]bool{}
 	for _, e := range eps {
@@ -150,9 +137,9 @@ func summarize(name string, eps []Endpoint) Summary {
 	sum.Agents, sum.Healthy = len(agents), len(healthy)
 	switch {
 	case sum.Healthy > 0:
-		sum.Status, sum.Detail = "online", ""
+		sum.Status, sum.Detail = model.StatusOnline, ""
 	case online > 0:
-		sum.Status = "unhealthy"
+		sum.Status = model.StatusUnhealthy
 	}
 	return sum
 }

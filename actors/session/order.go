@@ -7,23 +7,7 @@ import (
 	"time"
 
 	"github.com/warren-proxy/warren/actors/router"
-)
-
-// Strategies for choosing an agent among the healthy ones.
-const (
-	// StrategyDefault prefers an agent whose tunnel is on this proxy, then
-	// one in this proxy's region, then spreads over the rest at random.
-	StrategyDefault = "default"
-	// StrategyRandom picks uniformly among the agents (the anchor's
-	// behaviour), whatever proxy holds their tunnel.
-	StrategyRandom = "random"
-	// StrategyLeastSessions picks the less loaded of two random agents
-	// (power of two choices) by live session counts.
-	StrategyLeastSessions = "least_sessions"
-	// StrategyNearest picks the agent with the lowest measured round trip
-	// from this proxy: the tunnel's keepalive RTT, plus the peer link's
-	// RTT when the tunnel is on another proxy.
-	StrategyNearest = "nearest"
+	"github.com/warren-proxy/warren/internal/model"
 )
 
 // Load counts live sessions per agent and remembers agents that just
@@ -87,9 +71,9 @@ func orderCandidates(c []router.Endpoint, strategy, region string, load Load) []
 	rand.Shuffle(len(agents), func(i, j int) { agents[i], agents[j] = agents[j], agents[i] })
 	best := func(id string) int { return tier(byAgent[id][0]) }
 	switch strategy {
-	case StrategyRandom:
+	case model.StrategyRandom:
 		// Uniform over agents: the shuffle is the order.
-	case StrategyLeastSessions:
+	case model.StrategyLeastSessions:
 		if load != nil && len(agents) >= 2 && load.Sessions(agents[1]) < load.Sessions(agents[0]) {
 			agents[0], agents[1] = agents[1], agents[0]
 		}
@@ -97,7 +81,7 @@ func orderCandidates(c []router.Endpoint, strategy, region string, load Load) []
 			rest := agents[1:]
 			sort.SliceStable(rest, func(i, j int) bool { return load.Sessions(rest[i]) < load.Sessions(rest[j]) })
 		}
-	case StrategyNearest:
+	case model.StrategyNearest:
 		if load != nil {
 			// Each agent's endpoints by path RTT; agents by their nearest;
 			// unmeasured paths go after measured ones.

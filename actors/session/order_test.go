@@ -5,11 +5,11 @@ import (
 	"time"
 
 	"github.com/warren-proxy/warren/actors/router"
-	"github.com/warren-proxy/warren/storage/catalog"
+	"github.com/warren-proxy/warren/internal/model"
 )
 
 func ep(agent, proxy, region string, local bool) router.Endpoint {
-	return router.Endpoint{Resource: catalog.Resource{Name: "db", AgentID: agent, ProxyID: proxy, Healthy: true}, Online: true, Local: local, Region: region}
+	return router.Endpoint{Resource: model.Resource{Name: "db", AgentID: agent, ProxyID: proxy, Healthy: true}, Online: true, Local: local, Region: region}
 }
 
 type fixedLoad map[string]int
@@ -38,7 +38,7 @@ func TestRandomSpreadsUniformly(t *testing.T) {
 	eps := []router.Endpoint{ep("a1", "p1", "eu", true), ep("a2", "p2", "eu", false), ep("a3", "p3", "us", false),
 		ep("a3", "p1", "eu", true)} // a3 has two tunnels: still one agent
 	const n = 6000
-	got := firstPicks(n, eps, StrategyRandom, nil)
+	got := firstPicks(n, eps, model.StrategyRandom, nil)
 	chi2 := 0.0
 	for _, a := range []string{"a1", "a2", "a3"} {
 		d := float64(got[a]) - n/3.0
@@ -53,7 +53,7 @@ func TestRandomSpreadsUniformly(t *testing.T) {
 func TestDefaultPrefersLocalThenRegion(t *testing.T) {
 	eps := []router.Endpoint{ep("far", "p3", "us", false), ep("near", "p2", "eu", false), ep("here", "p1", "eu", true)}
 	for i := 0; i < 50; i++ {
-		got := orderCandidates(append([]router.Endpoint(nil), eps...), StrategyDefault, "eu", nil)
+		got := orderCandidates(append([]router.Endpoint(nil), eps...), model.StrategyDefault, "eu", nil)
 		if got[0].AgentID != "here" || got[1].AgentID != "near" || got[2].AgentID != "far" {
 			t.Fatalf("got order %s, %s, %s; want here, near, far", got[0].AgentID, got[1].AgentID, got[2].AgentID)
 		}
@@ -63,7 +63,7 @@ func TestDefaultPrefersLocalThenRegion(t *testing.T) {
 func TestLeastSessionsNeverPicksTheBusiest(t *testing.T) {
 	eps := []router.Endpoint{ep("a1", "p1", "eu", true), ep("a2", "p1", "eu", true), ep("a3", "p1", "eu", true)}
 	load := fixedLoad{"a1": 10, "a2": 3, "a3": 0}
-	got := firstPicks(3000, eps, StrategyLeastSessions, load)
+	got := firstPicks(3000, eps, model.StrategyLeastSessions, load)
 	if got["a1"] != 0 {
 		t.Fatalf("first picks %v: the busiest agent was picked first", got)
 	}
@@ -75,7 +75,7 @@ func TestLeastSessionsNeverPicksTheBusiest(t *testing.T) {
 func TestAnAgentsEndpointsStayTogetherLocalFirst(t *testing.T) {
 	old, fresh := ep("a1", "p2", "eu", false), ep("a1", "p3", "eu", false)
 	old.Connected, fresh.Connected = time.Unix(100, 0), time.Unix(200, 0)
-	got := orderCandidates([]router.Endpoint{old, ep("a1", "p1", "eu", true), fresh}, StrategyDefault, "eu", nil)
+	got := orderCandidates([]router.Endpoint{old, ep("a1", "p1", "eu", true), fresh}, model.StrategyDefault, "eu", nil)
 	if !got[0].Local || got[1].ProxyID != "p3" || got[2].ProxyID != "p2" {
 		t.Fatalf("got %s, %s, %s; want the local tunnel, then the newest remote one", got[0].ProxyID, got[1].ProxyID, got[2].ProxyID)
 	}
@@ -85,7 +85,7 @@ func TestRecentlyFailedAgentsGoLast(t *testing.T) {
 	eps := []router.Endpoint{ep("a1", "p1", "eu", true), ep("a2", "p1", "eu", true), ep("a3", "p1", "eu", true)}
 	load := fixedLoad{"a2": -1}
 	for i := 0; i < 50; i++ {
-		got := orderCandidates(append([]router.Endpoint(nil), eps...), StrategyRandom, "eu", load)
+		got := orderCandidates(append([]router.Endpoint(nil), eps...), model.StrategyRandom, "eu", load)
 		if got[2].AgentID != "a2" {
 			t.Fatalf("got %s last, want the agent that just failed", got[2].AgentID)
 		}
@@ -100,7 +100,7 @@ func TestNearestFollowsMeasuredRoundTrips(t *testing.T) {
 	unmeasured := ep("unknown", "p1", "eu", true)
 	load := fixedLoad{"peer:p2": 5}
 	for i := 0; i < 20; i++ {
-		got := orderCandidates([]router.Endpoint{local, unmeasured, remote}, StrategyNearest, "eu", load)
+		got := orderCandidates([]router.Endpoint{local, unmeasured, remote}, model.StrategyNearest, "eu", load)
 		if got[0].AgentID != "fast-remote" || got[1].AgentID != "slow-local" || got[2].AgentID != "unknown" {
 			t.Fatalf("got %s, %s, %s; want fast-remote (2+5 ms), slow-local (40 ms), then the unmeasured one", got[0].AgentID, got[1].AgentID, got[2].AgentID)
 		}

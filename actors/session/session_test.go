@@ -18,8 +18,8 @@ import (
 	"github.com/warren-proxy/warren/actors/router"
 	"github.com/warren-proxy/warren/cluster/access"
 	"github.com/warren-proxy/warren/cluster/clusterpb"
+	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/storage/audit"
-	"github.com/warren-proxy/warren/storage/catalog"
 	"github.com/warren-proxy/warren/transport/streams"
 )
 
@@ -200,7 +200,7 @@ type rig struct {
 // endpoint returns an online, healthy endpoint of resource "db".
 func endpoint(agent, proxy string, local bool) router.Endpoint {
 	return router.Endpoint{
-		Resource: catalog.Resource{Name: "db", Kind: "tcp", AgentID: agent, ProxyID: proxy, Healthy: true},
+		Resource: model.Resource{Name: "db", Kind: "tcp", AgentID: agent, ProxyID: proxy, Healthy: true},
 		Online:   true, Local: local, Tunnel: nil, Region: "eu",
 	}
 }
@@ -228,7 +228,7 @@ func newRig(t *testing.T, pol *access.Policy, eps ...router.Endpoint) *rig {
 		ID: "s1", ProxyID: "p1", User: "alice",
 		Identity: access.Identity{User: "alice", Roles: []string{access.RoleAccess}, Logins: []string{"alice"}},
 		Resource: "db", Channel: r.user, Table: table, Audit: r.log,
-		Local: r.local, Peer: r.peer, Strategy: StrategyDefault, Region: "eu", Load: r.load,
+		Local: r.local, Peer: r.peer, Strategy: model.StrategyDefault, Region: "eu", Load: r.load,
 		DialTimeout: 15 * time.Second, AttemptTimeout: 3 * time.Second,
 	})
 	if err != nil {

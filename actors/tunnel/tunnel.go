@@ -31,8 +31,8 @@ import (
 	"github.com/warren-proxy/warren/actors/router"
 	"github.com/warren-proxy/warren/cluster/access"
 	"github.com/warren-proxy/warren/cluster/clusterpb"
+	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/storage/audit"
-	"github.com/warren-proxy/warren/storage/catalog"
 	"github.com/warren-proxy/warren/transport/revtunnel"
 )
 
@@ -147,7 +147,7 @@ type Actor struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	agent  catalog.Agent
+	agent  model.Agent
 	up     bool
 	reason string
 	self   *actor.PID
@@ -281,7 +281,7 @@ func (a *Actor) onStarted(ctx actor.Context) {
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	self, system := ctx.Self(), ctx.ActorSystem()
 	a.self, a.system = self, system
-	a.agent = catalog.Agent{
+	a.agent = model.Agent{
 		ID:        a.cfg.AgentID,
 		ProxyID:   a.cfg.ProxyID,
 		Addr:      a.cfg.Conn.RemoteAddr().String(),

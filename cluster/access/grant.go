@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/warren-proxy/warren/internal/conf"
-	"github.com/warren-proxy/warren/internal/names"
+	"github.com/warren-proxy/warren/internal/model"
 )
 
 // Grant is what an agent may serve: fixed when it joins, from its join
@@ -63,17 +63,17 @@ func DecodeGrant(s string) (Grant, error) {
 func (g Grant) Validate() error {
 	var errs []error
 	if g.Token != "" && !ValidTokenID(g.Token) {
-		errs = append(errs, fmt.Errorf("token id %s is not valid", names.Quote(g.Token)))
+		errs = append(errs, fmt.Errorf("token id %s is not valid", model.Quote(g.Token)))
 	}
 	if len(g.Names) > 64 {
 		errs = append(errs, fmt.Errorf("%d name globs; at most 64", len(g.Names)))
 	}
 	for _, n := range g.Names {
-		if !names.ValidGlob(n) {
-			errs = append(errs, fmt.Errorf("%s is not a name glob: name characters and '*' or '?'", names.Quote(n)))
+		if !model.ValidGlob(n) {
+			errs = append(errs, fmt.Errorf("%s is not a name glob: name characters and '*' or '?'", model.Quote(n)))
 		}
 	}
-	if err := names.CheckLabels(g.Labels); err != nil {
+	if err := model.CheckLabels(g.Labels); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -118,7 +118,7 @@ func (p *Policy) ClaimOf(name string) (Claim, bool) {
 // router's job, which alone sees every agent.
 func (p *Policy) MayServe(agent string, g Grant, name string, labels map[string]string) error {
 	if g.Scoped() {
-		if !names.MatchAny(g.Names, name) {
+		if !model.MatchAny(g.Names, name) {
 			return fmt.Errorf("resource %s is outside this agent's grant (%s from token %s); join with a token that grants it (`warren token add --resources %s`)", name, g.Describe(), g.Token, name)
 		}
 	} else if c, ok := p.claims[name]; !ok || c.Agent != agent {
@@ -130,7 +130,7 @@ func (p *Policy) MayServe(agent string, g Grant, name string, labels map[string]
 	}
 	for k, v := range g.Labels {
 		if got, ok := labels[k]; ok && got != v {
-			return fmt.Errorf("resource %s: label %s=%s contradicts this agent's grant (%s=%s)", name, k, names.Quote(got), k, v)
+			return fmt.Errorf("resource %s: label %s=%s contradicts this agent's grant (%s=%s)", name, k, model.Quote(got), k, v)
 		}
 	}
 	return nil

@@ -5,7 +5,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/warren-proxy/warren/internal/names"
+	"github.com/warren-proxy/warren/internal/model"
 )
 
 // Lock kinds: what a lock targets.
@@ -33,18 +33,18 @@ func (l Lock) Validate() error {
 	switch l.Kind {
 	case LockUser:
 		if !ValidUser(l.Name) {
-			return fmt.Errorf("user name %s is not valid", names.Quote(l.Name))
+			return fmt.Errorf("user name %s is not valid", model.Quote(l.Name))
 		}
 	case LockAgent:
-		if err := names.Check("agent id", l.Name); err != nil {
+		if err := model.CheckName("agent id", l.Name); err != nil {
 			return err
 		}
 	case LockToken:
 		if !ValidTokenID(l.Name) {
-			return fmt.Errorf("token id %s is not valid: 12 hex digits, as `warren token ls` shows", names.Quote(l.Name))
+			return fmt.Errorf("token id %s is not valid: 12 hex digits, as `warren token ls` shows", model.Quote(l.Name))
 		}
 	default:
-		return fmt.Errorf("unknown lock kind %s: use user, agent or token", names.Quote(l.Kind))
+		return fmt.Errorf("unknown lock kind %s: use user, agent or token", model.Quote(l.Kind))
 	}
 	if len(l.Message) > 256 {
 		return fmt.Errorf("message of %d bytes; at most 256", len(l.Message))

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/warren-proxy/warren/internal/names"
+	"github.com/warren-proxy/warren/internal/model"
 )
 
 // Identity is who asks: a user as their certificate says.
@@ -323,7 +323,7 @@ func deniedBy(roles []*compiled, t Target) (*compiled, string) {
 	for _, r := range roles {
 		d := r.Deny
 		switch {
-		case d.Resources.Matches(t.Labels), names.MatchAny(d.Names, t.Name):
+		case d.Resources.Matches(t.Labels), model.MatchAny(d.Names, t.Name):
 			return r, "resource"
 		case t.Kind == "tcp" && t.Port > 0 && inRanges(r.denyPorts, t.Port):
 			return r, "port"
@@ -341,7 +341,7 @@ func (r *compiled) reaches(t Target) bool {
 	if len(rs.Resources) > 0 && !rs.Resources.Matches(t.Labels) {
 		return false
 	}
-	if len(rs.Names) > 0 && !names.MatchAny(rs.Names, t.Name) {
+	if len(rs.Names) > 0 && !model.MatchAny(rs.Names, t.Name) {
 		return false
 	}
 	if t.Kind == "tcp" && len(r.allowPorts) > 0 && (t.Port == 0 || !inRanges(r.allowPorts, t.Port)) {

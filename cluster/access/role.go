@@ -10,7 +10,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/warren-proxy/warren/internal/conf"
-	"github.com/warren-proxy/warren/internal/names"
+	"github.com/warren-proxy/warren/internal/model"
 )
 
 // Preset role names. They exist in every cluster, cannot be changed or
@@ -200,8 +200,8 @@ func (r Role) Validate() error {
 	switch {
 	case r.Name == "":
 		errs.Addf("name", "required")
-	case !names.Valid(r.Name):
-		errs.Addf("name", "%s", names.Check("role name", r.Name))
+	case !model.ValidName(r.Name):
+		errs.Addf("name", "%s", model.CheckName("role name", r.Name))
 	case IsPreset(r.Name):
 		errs.Addf("name", "%q is a preset role and cannot be changed; choose another name", r.Name)
 	}
@@ -223,7 +223,7 @@ func (rs Rules) validate(side string, errs *conf.Errors) {
 	}
 	for i, l := range rs.Logins {
 		if l != AnyLogin && !validLogin(l) {
-			errs.Addf(fmt.Sprintf("%s.logins[%d]", side, i), "%s is not a unix login (or %q for every login of the certificate)", names.Quote(l), AnyLogin)
+			errs.Addf(fmt.Sprintf("%s.logins[%d]", side, i), "%s is not a unix login (or %q for every login of the certificate)", model.Quote(l), AnyLogin)
 		}
 	}
 	for k, vs := range rs.Resources {
@@ -234,21 +234,21 @@ func (rs Rules) validate(side string, errs *conf.Errors) {
 			}
 			continue
 		}
-		if err := names.CheckLabel(k, ""); err != nil {
+		if err := model.CheckLabel(k, ""); err != nil {
 			errs.Addf(field, "%v", err)
 		}
 		if len(vs) == 0 {
 			errs.Addf(field, "give at least one value (or \"*\" for any)")
 		}
 		for _, v := range vs {
-			if err := names.CheckLabel(k, v); err != nil {
+			if err := model.CheckLabel(k, v); err != nil {
 				errs.Addf(field, "%v", err)
 			}
 		}
 	}
 	for i, g := range rs.Names {
-		if !names.ValidGlob(g) {
-			errs.Addf(fmt.Sprintf("%s.names[%d]", side, i), "%s is not a name glob: name characters and '*' or '?'", names.Quote(g))
+		if !model.ValidGlob(g) {
+			errs.Addf(fmt.Sprintf("%s.names[%d]", side, i), "%s is not a name glob: name characters and '*' or '?'", model.Quote(g))
 		}
 	}
 	for i, p := range rs.Ports {
@@ -280,12 +280,12 @@ func validLogin(l string) bool {
 func parsePorts(s string) (lo, hi int, err error) {
 	a, b, isRange := strings.Cut(s, "-")
 	if lo, err = strconv.Atoi(strings.TrimSpace(a)); err != nil || lo < 1 || lo > 65535 {
-		return 0, 0, fmt.Errorf("%s is not a port or a range of ports like 8000-8099", names.Quote(s))
+		return 0, 0, fmt.Errorf("%s is not a port or a range of ports like 8000-8099", model.Quote(s))
 	}
 	hi = lo
 	if isRange {
 		if hi, err = strconv.Atoi(strings.TrimSpace(b)); err != nil || hi < lo || hi > 65535 {
-			return 0, 0, fmt.Errorf("%s is not a range of ports like 8000-8099", names.Quote(s))
+			return 0, 0, fmt.Errorf("%s is not a range of ports like 8000-8099", model.Quote(s))
 		}
 	}
 	return lo, hi, nil

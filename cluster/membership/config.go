@@ -6,20 +6,13 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"regexp"
 	"strconv"
 	"time"
 
 	"github.com/hashicorp/memberlist"
 
 	"github.com/warren-proxy/warren/internal/conf"
-)
-
-// Profiles name the timing presets; see the package doc for their numbers.
-const (
-	ProfileLAN   = "lan"
-	ProfileWAN   = "wan"
-	ProfileLocal = "local"
+	"github.com/warren-proxy/warren/internal/model"
 )
 
 // DefaultRejoinInterval is how often seeds are retried while alone.
@@ -43,8 +36,6 @@ type Meta struct {
 	HTTPAddr   string `json:"http,omitempty"`
 }
 
-var proxyIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
-
 // Validate reports every problem with m at once, each naming its field.
 func (m Meta) Validate() error {
 	var errs conf.Errors
@@ -56,8 +47,8 @@ func (m Meta) check(errs *conf.Errors, prefix string) {
 	switch {
 	case m.ProxyID == "":
 		errs.Addf(prefix+".ProxyID", "required: the proxy's unique id (it is the gossip node name)")
-	case !proxyIDRE.MatchString(m.ProxyID):
-		errs.Addf(prefix+".ProxyID", "%q is not valid: 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit", m.ProxyID)
+	case !model.ValidName(m.ProxyID):
+		errs.Addf(prefix+".ProxyID", "%s is not valid: %s", model.Quote(m.ProxyID), model.NameRule)
 	}
 	for _, a := range []struct{ field, v string }{
 		{"TunnelAddr", m.TunnelAddr}, {"PeerAddr", m.PeerAddr},
@@ -103,8 +94,8 @@ type Config struct {
 	// SecretKey encrypts gossip (AES, 16, 24 or 32 bytes); empty means
 	// unencrypted, which is logged as a warning.
 	SecretKey []byte
-	// Profile is "lan" (default), "wan" or "local" (loopback, tests): the
-	// presets for the timings below.
+	// Profile is model.ProfileLAN (default), ProfileWAN or ProfileLocal
+	// (loopback, tests): the presets for the timings below.
 	Profile string
 	// Timings; zero takes the Profile's value.
 	ProbeInterval, ProbeTimeout, GossipInterval, PushPullInterval time.Duration
@@ -177,14 +168,14 @@ func (c Config) resolve() (settings, error) {
 	}
 
 	switch c.Profile {
-	case "", ProfileLAN:
+	case "", model.ProfileLAN:
 		s.ml = lanConfig()
-	case ProfileWAN:
+	case model.ProfileWAN:
 		s.ml = wanConfig()
-	case ProfileLocal:
+	case model.ProfileLocal:
 		s.ml = localConfig()
 	default:
-		errs.Addf("Profile", "unknown profile %q: use lan, wan or local", c.Profile)
+		errs.Addf("Profile", "%v", model.CheckProfile(c.Profile))
 		s.ml = lanConfig()
 	}
 	for _, d := range []struct {

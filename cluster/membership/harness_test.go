@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/warren-proxy/warren/internal/model"
 )
 
 var testKey = []byte("0123456789abcdef0123456789abcdef")
@@ -126,7 +128,7 @@ func newNode(t *testing.T, id, ip string, opts ...nodeOpt) *node {
 		},
 		BindAddr:       ip + ":0",
 		SecretKey:      testKey,
-		Profile:        ProfileLocal,
+		Profile:        model.ProfileLocal,
 		RejoinInterval: 200 * time.Millisecond,
 		Logger:         log,
 	}

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/warren-proxy/warren/internal/model"
 )
 
 func TestThreeProxiesJoinThroughOneSeed(t *testing.T) {
@@ -55,7 +57,7 @@ func TestThreeProxiesJoinThroughOneSeed(t *testing.T) {
 }
 
 func TestKilledProxyIsDeclaredDead(t *testing.T) {
-	for _, profile := range []string{ProfileLocal, ProfileLAN} {
+	for _, profile := range []string{model.ProfileLocal, model.ProfileLAN} {
 		t.Run(profile, func(t *testing.T) {
 			checkGoroutines(t)
 			nodes := cluster(t, 3, withProfile(profile))
@@ -559,9 +561,9 @@ func TestProfilesAndOverrides(t *testing.T) {
 		mult    int
 	}{
 		{"", 500 * time.Millisecond, 3},
-		{ProfileLAN, 500 * time.Millisecond, 3},
-		{ProfileLocal, 200 * time.Millisecond, 3},
-		{ProfileWAN, 5 * time.Second, 6},
+		{model.ProfileLAN, 500 * time.Millisecond, 3},
+		{model.ProfileLocal, 200 * time.Millisecond, 3},
+		{model.ProfileWAN, 5 * time.Second, 6},
 	} {
 		c := base
 		c.Profile = tc.profile

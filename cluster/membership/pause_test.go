@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/warren-proxy/warren/internal/model"
 )
 
 // TestHelperMember is not a test: TestPausedProxyRejoins runs the test
@@ -33,7 +35,7 @@ func TestHelperMember(t *testing.T) {
 		BindAddr:       os.Getenv("MEMBERSHIP_CHILD_BIND"),
 		Seeds:          []string{os.Getenv("MEMBERSHIP_CHILD_SEED")},
 		SecretKey:      key,
-		Profile:        ProfileLocal,
+		Profile:        model.ProfileLocal,
 		RejoinInterval: 200 * time.Millisecond,
 		Logger:         logger,
 	})

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -76,8 +75,8 @@ func (c *clientFlags) load() (*creds, error) {
 	if !ok {
 		return nil, fmt.Errorf("%s-cert.pub is not a certificate", c.identity)
 	}
-	if until := time.Unix(int64(cert.ValidBefore), 0); cert.ValidBefore != ssh.CertTimeInfinity && time.Now().After(until) {
-		return nil, fmt.Errorf("your certificate expired at %s; get a new one with `warren user add`", until.Format(time.RFC3339))
+	if err := pki.CheckValidity(cert, time.Time{}); errors.Is(err, pki.ErrExpired) {
+		return nil, fmt.Errorf("your %w; get a new one with `warren user add`", err)
 	}
 	signer, err := ssh.NewCertSigner(cert, key)
 	if err != nil {
@@ -123,18 +122,7 @@ func hostKeyCallback(path string) (ssh.HostKeyCallback, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read known_hosts %s: %w", path, err)
 	}
-	checker := &ssh.CertChecker{
-		IsHostAuthority: func(auth ssh.PublicKey, _ string) bool {
-			for _, ca := range cas {
-				if bytes.Equal(ca.Marshal(), auth.Marshal()) {
-					return true
-				}
-			}
-			return false
-		},
-		HostKeyFallback: plain,
-	}
-	return checker.CheckHostKey, nil
+	return pki.HostKeyCallback(cas, nil, plain), nil
 }
 
 // dialProxy connects to the proxy's user port.

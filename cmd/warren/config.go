@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/warren-proxy/warren/actors/router"
+	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/internal/sshconfig"
 )
 
@@ -52,7 +52,7 @@ func runConfig(ctx context.Context, args []string) error {
 		if err := cf.proxyCommand(ctx, "ls --json", &buf); err != nil {
 			return fmt.Errorf("list resources (or pass --hosts): %w", err)
 		}
-		var list []router.Summary
+		var list []model.Summary
 		if err := json.Unmarshal([]byte(buf.String()), &list); err != nil {
 			return fmt.Errorf("read resource list: %w", err)
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/warren-proxy/warren/actors/agent"
 	"github.com/warren-proxy/warren/actors/proxy"
 	"github.com/warren-proxy/warren/internal/echo"
+	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/internal/sshconfig"
 	"github.com/warren-proxy/warren/storage/identity"
 	"github.com/warren-proxy/warren/transport/pki"
@@ -133,7 +134,7 @@ func startDev(ctx context.Context, c devConfig) (_ *devCluster, err error) {
 				Tunnel: net.JoinHostPort(host, fmt.Sprint(c.TunnelPort)),
 				HTTP:   net.JoinHostPort(host, fmt.Sprint(c.HTTPPort)),
 			},
-			Gossip: proxy.GossipConfig{Listen: net.JoinHostPort(host, "0"), Profile: "local"},
+			Gossip: proxy.GossipConfig{Listen: net.JoinHostPort(host, "0"), Profile: model.ProfileLocal},
 			Peer:   proxy.PeerConfig{Listen: net.JoinHostPort(host, "0")},
 			Logger: c.Logger, // the proxy adds proxy=ID to its records
 		}

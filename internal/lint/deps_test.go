@@ -19,8 +19,8 @@ type room struct {
 var rooms = []room{
 	{"internal", nil,
 		"small helpers anything may use; so they use nothing of ours but each other"},
-	{"storage", nil,
-		"on-disk stores; at the bottom so a store can be tested, repaired and tooled on its own"},
+	{"storage", []string{"internal"},
+		"on-disk stores, converting to the vocabulary (internal/model) at their edge; below everything else so a store can be tested, repaired and tooled on its own"},
 	{"cluster", []string{"internal"},
 		"the cluster's shared state and policy: data and rules, no wires, no disks, no actors"},
 	{"transport", []string{"internal"},
@@ -42,9 +42,6 @@ var toRemove = []struct {
 	from, to string // packages, as in the table
 	why      string
 }{
-	{"bench", "actors/proxy", "decodes proxy.MemberStatus from /status; moves to internal/model"},
-	{"bench", "actors/router", "decodes router.Summary from /resources; moves to internal/model"},
-	{"cmd/warren", "actors/router", "decodes router.Summary for `warren ls`; moves to internal/model"},
 }
 
 // roomOf returns the deepest room holding the package at dir.

@@ -8,8 +8,8 @@
 // Keys are short ASCII prefixes followed by names; values are JSON.
 //
 //	m/version               format version of the directory ("1")
-//	a/<agent>               Agent
-//	r/<name> NUL <agent>    Resource
+//	a/<agent>               model.Agent (as agentRecord)
+//	r/<name> NUL <agent>    model.Resource (as resourceRecord)
 //	x/<agent> NUL <name>    empty: index of an agent's resources, so that
 //	                        DeleteAgent need not scan the whole catalog
 //
@@ -66,8 +66,13 @@ var (
 	ErrCorrupt = errors.New("corrupt record")
 )
 
-// Resource is one resource served by one agent, as last heartbeated.
-type Resource struct {
+// The records are stored as the JSON of these types, the catalog's own:
+// the API takes and returns model.Resource and model.Agent and converts at
+// the edge, so that a change to the vocabulary cannot change the format on
+// disk unnoticed (a conversion between the two stops compiling).
+
+// resourceRecord is the stored form of a model.Resource.
+type resourceRecord struct {
 	Name     string            `json:"name"`
 	AgentID  string            `json:"agent_id"`
 	Kind     string            `json:"kind"`           // "ssh" or "tcp"
@@ -80,8 +85,8 @@ type Resource struct {
 	Expires  time.Time         `json:"expires"` // LastSeen + heartbeat TTL
 }
 
-// Agent is one agent's route record.
-type Agent struct {
+// agentRecord is the stored form of a model.Agent.
+type agentRecord struct {
 	ID        string    `json:"id"`
 	Hostname  string    `json:"hostname,omitempty"`
 	Version   string    `json:"version,omitempty"`

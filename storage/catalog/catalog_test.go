@@ -14,6 +14,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
+	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/storage/catalog"
 )
 
@@ -57,14 +58,14 @@ func checkNoPebbleGoroutines(t *testing.T) {
 	t.Errorf("pebble goroutines still running after Close:\n%s", stacks)
 }
 
-func res(name, agent string, seen time.Time) catalog.Resource {
-	return catalog.Resource{
+func res(name, agent string, seen time.Time) model.Resource {
+	return model.Resource{
 		Name: name, AgentID: agent, Kind: "ssh", ProxyID: "proxy-1",
 		Healthy: true, LastSeen: seen, Expires: seen.Add(30 * time.Second),
 	}
 }
 
-func load(t *testing.T, s *catalog.Store) ([]catalog.Agent, []catalog.Resource) {
+func load(t *testing.T, s *catalog.Store) ([]model.Agent, []model.Resource) {
 	t.Helper()
 	agents, resources, err := s.Load()
 	if err != nil {
@@ -74,7 +75,7 @@ func load(t *testing.T, s *catalog.Store) ([]catalog.Agent, []catalog.Resource) 
 }
 
 // keys names resources as "name@agent", in Load's order.
-func keys(rs []catalog.Resource) []string {
+func keys(rs []model.Resource) []string {
 	out := []string{}
 	for _, r := range rs {
 		out = append(out, r.Name+"@"+r.AgentID)
@@ -82,7 +83,7 @@ func keys(rs []catalog.Resource) []string {
 	return out
 }
 
-func agentIDs(as []catalog.Agent) []string {
+func agentIDs(as []model.Agent) []string {
 	out := []string{}
 	for _, a := range as {
 		out = append(out, a.ID)
@@ -92,7 +93,7 @@ func agentIDs(as []catalog.Agent) []string {
 
 func TestReopenReadsBack(t *testing.T) {
 	dir := t.TempDir()
-	wantAgents := []catalog.Agent{
+	wantAgents := []model.Agent{
 		{ID: "agent-1", Hostname: "db1", Version: "0.1.0", ProxyID: "proxy-1", Addr: "10.0.0.5:41234", Connected: t0, LastSeen: t0.Add(time.Minute)},
 		{ID: "agent-2", ProxyID: "proxy-2", Connected: t0, LastSeen: t0},
 	}
@@ -103,7 +104,7 @@ func TestReopenReadsBack(t *testing.T) {
 	r2.Kind = "tcp"
 	// Names may hold any byte but NUL, including ones that sort oddly.
 	r3 := res("db\xff/é", "agent-1", t0)
-	wantResources := []catalog.Resource{r1, r3, r2}
+	wantResources := []model.Resource{r1, r3, r2}
 
 	s := open(t, dir)
 	for _, a := range wantAgents {
@@ -140,7 +141,7 @@ func TestNoSyncWrites(t *testing.T) {
 	if err := s.PutResources(res("db", "a1", t0)); err != nil {
 		t.Fatalf("PutResources: %v", err)
 	}
-	if err := s.PutAgents(catalog.Agent{ID: "a1", LastSeen: t0}, catalog.Agent{ID: "a2", LastSeen: t0}); err != nil {
+	if err := s.PutAgents(model.Agent{ID: "a1", LastSeen: t0}, model.Agent{ID: "a2", LastSeen: t0}); err != nil {
 		t.Fatalf("PutAgents: %v", err)
 	}
 	if err := s.Close(); err != nil {
@@ -156,16 +157,16 @@ func TestNoSyncWrites(t *testing.T) {
 func TestPutAgents(t *testing.T) {
 	s := openTemp(t)
 	local := t0.In(time.FixedZone("X", 3*3600))
-	if err := s.PutAgents(catalog.Agent{ID: "b", ProxyID: "p1", LastSeen: local}, catalog.Agent{ID: "a", ProxyID: "p1"}); err != nil {
+	if err := s.PutAgents(model.Agent{ID: "b", ProxyID: "p1", LastSeen: local}, model.Agent{ID: "a", ProxyID: "p1"}); err != nil {
 		t.Fatalf("PutAgents: %v", err)
 	}
 	// A batch with an invalid ID writes nothing.
-	err := s.PutAgents(catalog.Agent{ID: "c"}, catalog.Agent{ID: ""})
+	err := s.PutAgents(model.Agent{ID: "c"}, model.Agent{ID: ""})
 	if want := "agent 1: agent ID is empty"; err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("got error %v, want one containing %q", err, want)
 	}
 	// Replaces, as PutAgent does.
-	if err := s.PutAgents(catalog.Agent{ID: "a", ProxyID: "p2"}); err != nil {
+	if err := s.PutAgents(model.Agent{ID: "a", ProxyID: "p2"}); err != nil {
 		t.Fatalf("PutAgents: %v", err)
 	}
 	agents, _ := load(t, s)
@@ -190,7 +191,7 @@ func TestLocalTimesStoredUTC(t *testing.T) {
 }
 
 func TestResourcesBatch(t *testing.T) {
-	seed := []catalog.Resource{
+	seed := []model.Resource{
 		res("a", "agent-1", t0), res("b", "agent-1", t0), res("c", "agent-1", t0),
 		res("a", "agent-2", t0), res("b", "agent-2", t0),
 	}
@@ -243,7 +244,7 @@ func TestPutResourcesReplaces(t *testing.T) {
 func TestDeleteAgentCascades(t *testing.T) {
 	s := openTemp(t)
 	for _, id := range []string{"a1", "a2", "a10"} {
-		if err := s.PutAgent(catalog.Agent{ID: id, ProxyID: "p1", LastSeen: t0}); err != nil {
+		if err := s.PutAgent(model.Agent{ID: id, ProxyID: "p1", LastSeen: t0}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -307,7 +308,7 @@ func TestDeleteSeenBefore(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s := openTemp(t)
 			for id, seen := range map[string]time.Time{"a-old": old, "a-mid": mid, "a-fresh": fresh} {
-				if err := s.PutAgent(catalog.Agent{ID: id, LastSeen: seen}); err != nil {
+				if err := s.PutAgent(model.Agent{ID: id, LastSeen: seen}); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -353,8 +354,8 @@ func TestInvalidNames(t *testing.T) {
 		{"put NUL agent", func() error { return s.PutResources(res("db", "a\x00", t0)) }, "contains a NUL byte"},
 		{"delete empty agent", func() error { return s.DeleteResources("", "db") }, "agent ID is empty"},
 		{"delete NUL name", func() error { return s.DeleteResources("a", "db", "\x00") }, "contains a NUL byte"},
-		{"put agent empty", func() error { return s.PutAgent(catalog.Agent{}) }, "agent ID is empty"},
-		{"put agent NUL", func() error { return s.PutAgent(catalog.Agent{ID: "\x00"}) }, "contains a NUL byte"},
+		{"put agent empty", func() error { return s.PutAgent(model.Agent{}) }, "agent ID is empty"},
+		{"put agent NUL", func() error { return s.PutAgent(model.Agent{ID: "\x00"}) }, "contains a NUL byte"},
 		{"delete agent NUL", func() error { return s.DeleteAgent("x\x00y") }, "contains a NUL byte"},
 	}
 	for _, tt := range tests {
@@ -506,8 +507,8 @@ func TestClosed(t *testing.T) {
 	calls := map[string]func() error{
 		"PutResources":    func() error { return s.PutResources(res("db", "a", t0)) },
 		"DeleteResources": func() error { return s.DeleteResources("a", "db") },
-		"PutAgent":        func() error { return s.PutAgent(catalog.Agent{ID: "a"}) },
-		"PutAgents":       func() error { return s.PutAgents(catalog.Agent{ID: "a"}) },
+		"PutAgent":        func() error { return s.PutAgent(model.Agent{ID: "a"}) },
+		"PutAgents":       func() error { return s.PutAgents(model.Agent{ID: "a"}) },
 		"DeleteAgent":     func() error { return s.DeleteAgent("a") },
 		"Load":            func() error { _, _, err := s.Load(); return err },
 		"DeleteSeenBefore": func() error {
@@ -534,7 +535,7 @@ func TestConcurrent(t *testing.T) {
 			agent := fmt.Sprintf("agent-%d", w)
 			for i := range rounds {
 				seen := t0.Add(time.Duration(i+1) * time.Second)
-				if err := s.PutAgent(catalog.Agent{ID: agent, LastSeen: seen}); err != nil {
+				if err := s.PutAgent(model.Agent{ID: agent, LastSeen: seen}); err != nil {
 					t.Error(err)
 					return
 				}
@@ -613,7 +614,7 @@ func BenchmarkPutResources(b *testing.B) {
 		for _, n := range []int{1, 10, 100} {
 			b.Run(fmt.Sprintf("%s/resources=%d", mode.name, n), func(b *testing.B) {
 				s := openBench(b, mode.opts)
-				rs := make([]catalog.Resource, n)
+				rs := make([]model.Resource, n)
 				for i := range rs {
 					rs[i] = res(fmt.Sprintf("resource-%03d", i), "agent-1", t0)
 					rs[i].Labels = map[string]string{"env": "prod", "region": "eu-west-1"}
@@ -639,9 +640,9 @@ func BenchmarkPutResources(b *testing.B) {
 // PutAgents batch, synced and not. The figure is per sweep.
 func BenchmarkPersistAgents(b *testing.B) {
 	const agents = 1000
-	as := make([]catalog.Agent, agents)
+	as := make([]model.Agent, agents)
 	for i := range as {
-		as[i] = catalog.Agent{ID: fmt.Sprintf("agent-%05d", i), Hostname: "host", ProxyID: "proxy-1", Addr: "10.0.0.1:41234", Connected: t0}
+		as[i] = model.Agent{ID: fmt.Sprintf("agent-%05d", i), Hostname: "host", ProxyID: "proxy-1", Addr: "10.0.0.1:41234", Connected: t0}
 	}
 	for _, mode := range benchModes {
 		b.Run(mode.name+"/each", func(b *testing.B) {

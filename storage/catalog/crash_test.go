@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/storage/catalog"
 )
 
@@ -90,7 +91,7 @@ func TestHelperProcess(t *testing.T) {
 		var err error
 		switch kind, key := crashRecord(n); kind {
 		case "agent":
-			err = s.PutAgent(catalog.Agent{ID: key, ProxyID: "proxy-1", Connected: now, LastSeen: now})
+			err = s.PutAgent(model.Agent{ID: key, ProxyID: "proxy-1", Connected: now, LastSeen: now})
 		case "resource":
 			err = s.PutResources(res(key, "agent-1", now), res(key, "agent-2", now))
 		case "config":

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/warren-proxy/warren/internal/model"
 )
 
 const (
@@ -66,7 +68,7 @@ func checkName(what, s string) error {
 	return nil
 }
 
-func checkResource(r Resource) error {
+func checkResource(r model.Resource) error {
 	if err := checkName("resource name", r.Name); err != nil {
 		return err
 	}
@@ -83,7 +85,7 @@ func corrupt(key []byte, err error) error {
 
 // PutResources writes rs in one atomic batch, replacing any earlier record
 // for the same (Name, AgentID). Times are stored in UTC.
-func (s *Store) PutResources(rs ...Resource) error {
+func (s *Store) PutResources(rs ...model.Resource) error {
 	for i, r := range rs {
 		if err := checkResource(r); err != nil {
 			return fmt.Errorf("put resources: resource %d: %w", i, err)
@@ -98,7 +100,7 @@ func (s *Store) PutResources(rs ...Resource) error {
 	defer b.Close()
 	for _, r := range rs {
 		r.LastSeen, r.Expires = r.LastSeen.UTC(), r.Expires.UTC()
-		v, err := json.Marshal(r)
+		v, err := json.Marshal(resourceRecord(r))
 		if err != nil {
 			return fmt.Errorf("put resources: encode %q: %w", r.Name, err)
 		}
@@ -141,12 +143,12 @@ func (s *Store) DeleteResources(agentID string, names ...string) error {
 
 // PutAgent writes a's record, replacing any earlier one. Times are stored in
 // UTC.
-func (s *Store) PutAgent(a Agent) error { return s.PutAgents(a) }
+func (s *Store) PutAgent(a model.Agent) error { return s.PutAgents(a) }
 
 // PutAgents writes the agents' records in one atomic batch, replacing any
 // earlier ones, so that persisting many agents costs one fsync rather than
 // one each. Times are stored in UTC.
-func (s *Store) PutAgents(as ...Agent) error {
+func (s *Store) PutAgents(as ...model.Agent) error {
 	for i, a := range as {
 		if err := checkName("agent ID", a.ID); err != nil {
 			return fmt.Errorf("put agent: agent %d: %w", i, err)
@@ -161,7 +163,7 @@ func (s *Store) PutAgents(as ...Agent) error {
 	defer b.Close()
 	for _, a := range as {
 		a.Connected, a.LastSeen = a.Connected.UTC(), a.LastSeen.UTC()
-		v, err := json.Marshal(a)
+		v, err := json.Marshal(agentRecord(a))
 		if err != nil {
 			return fmt.Errorf("put agent %q: encode: %w", a.ID, err)
 		}
@@ -211,7 +213,7 @@ func (s *Store) DeleteAgent(id string) error {
 // Load returns every agent sorted by ID and every resource sorted by (Name,
 // AgentID), all from one consistent snapshot. A record that cannot be decoded
 // fails the whole load with an error wrapping ErrCorrupt that names its key.
-func (s *Store) Load() (agents []Agent, resources []Resource, err error) {
+func (s *Store) Load() (agents []model.Agent, resources []model.Resource, err error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
@@ -322,24 +324,26 @@ func scan(r reader, prefix string, fn func(k, v []byte) error) error {
 // The key, not the JSON, is authoritative for names: a name may hold bytes
 // that are not UTF-8, which JSON cannot carry and replaces.
 
-func decodeAgent(k, v []byte) (Agent, error) {
-	var a Agent
-	if err := json.Unmarshal(v, &a); err != nil {
-		return Agent{}, corrupt(k, err)
+func decodeAgent(k, v []byte) (model.Agent, error) {
+	var rec agentRecord
+	if err := json.Unmarshal(v, &rec); err != nil {
+		return model.Agent{}, corrupt(k, err)
 	}
+	a := model.Agent(rec)
 	a.ID = string(k[len(prefixAgent):])
 	return a, nil
 }
 
-func decodeResource(k, v []byte) (Resource, error) {
+func decodeResource(k, v []byte) (model.Resource, error) {
 	name, agentID, ok := splitPair(k[len(prefixResource):])
 	if !ok {
-		return Resource{}, corrupt(k, errors.New("key has no agent part"))
+		return model.Resource{}, corrupt(k, errors.New("key has no agent part"))
 	}
-	var r Resource
-	if err := json.Unmarshal(v, &r); err != nil {
-		return Resource{}, corrupt(k, err)
+	var rec resourceRecord
+	if err := json.Unmarshal(v, &rec); err != nil {
+		return model.Resource{}, corrupt(k, err)
 	}
+	r := model.Resource(rec)
 	r.Name, r.AgentID = name, agentID
 	return r, nil
 }

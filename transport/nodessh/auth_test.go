@@ -27,10 +27,11 @@ func TestAuthRejected(t *testing.T) {
 		{"plain key", nil, "", "plain public keys are not accepted"},
 		{"expired", &certSpec{validAfter: h.now.Add(-2 * time.Hour), validBefore: h.now.Add(-time.Hour)}, "", "certificate expired at"},
 		{"not yet valid", &certSpec{validAfter: h.now.Add(time.Hour), validBefore: h.now.Add(2 * time.Hour)}, "", "certificate is not valid before"},
-		{"foreign CA", &certSpec{ca: foreignCA}, "", "certificate signed by an unknown CA"},
+		{"foreign CA", &certSpec{ca: foreignCA}, "", "certificate is not signed by the cluster user CA"},
 		{"login not a principal", &certSpec{principals: []string{"somebody-else"}}, "", "is not a principal of the certificate"},
-		{"no principals", &certSpec{principals: []string{}}, "", "certificate has no principals"},
-		{"unsupported critical option", &certSpec{critical: map[string]string{"verify-required": ""}}, "", "unsupported critical option"},
+		{"no principals", &certSpec{principals: []string{}}, "", "certificate names no logins (principals)"},
+		{"certificate has critical options verify-required, which Warren does not enforce", &certSpec{critical: map[string]string{"verify-required": ""}}, "", "certificate has critical options verify-required, which Warren does not enforce"},
+		{"source-address elsewhere", &certSpec{critical: map[string]string{"source-address": "192.0.2.0/24"}}, "", "certificate may be used only from 192.0.2.0/24, not from 127."},
 		{"unknown login", &certSpec{principals: []string{"no-such-user-warren"}}, "no-such-user-warren", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -60,6 +61,17 @@ func TestAuthRejected(t *testing.T) {
 	}
 }
 
+// TestAuthSourceAddress checks that a certificate bound to the client's
+// address (source-address, which pki's check honours) logs in.
+func TestAuthSourceAddress(t *testing.T) {
+	h := newHarness(t)
+	key := h.writeKey("bound", &certSpec{critical: map[string]string{"source-address": "192.0.2.1,127.0.0.0/8"}})
+	res := h.run(nil, "ssh", h.sshArgs(key, h.login, nil, "echo", "bound-ok")...)
+	if res.code != 0 || res.stdout != "bound-ok\n" {
+		t.Errorf("ssh with a certificate bound to 127.0.0.0/8: exit %d stdout %q stderr %q", res.code, res.stdout, res.stderr)
+	}
+}
+
 // TestAuthHostCertAsUserCert offers a host certificate for user auth, which
 // the OpenSSH client never does by itself.
 func TestAuthHostCertAsUserCert(t *testing.T) {
@@ -68,7 +80,7 @@ func TestAuthHostCertAsUserCert(t *testing.T) {
 		c.Close()
 		t.Fatalf("login with a host certificate succeeded")
 	}
-	h.waitLog(t, "host certificate offered as a user certificate")
+	h.waitLog(t, "certificate is a host certificate, not a user certificate")
 }
 
 // TestAuthOwnUserOnly checks that an agent that is not root refuses every

@@ -11,8 +11,9 @@
 //	client                                   nodessh.Server
 //	  |--- SSH handshake (host cert) ---------->|  HostSigners; clients trust them
 //	  |                                         |  with one @cert-authority line
-//	  |--- publickey auth (user cert) --------->|  signed by one of UserCAs, valid at
-//	  |                                         |  Clock(), login in ValidPrincipals,
+//	  |--- publickey auth (user cert) --------->|  pki.CheckUserCert: one of UserCAs,
+//	  |                                         |  valid at Clock(), login a principal,
+//	  |                                         |  source-address honoured;
 //	  |                                         |  login allowed for this process
 //	  |--- channel "session" ------------------>|  x11 and Unix socket channels are
 //	  |                                         |  refused with a reason

@@ -1,18 +1,14 @@
 package nodessh
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
-	"math"
 	"net"
 	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +16,8 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warren-proxy/warren/internal/accept"
+	"github.com/warren-proxy/warren/internal/model"
+	"github.com/warren-proxy/warren/transport/pki"
 )
 
 const (
@@ -50,12 +48,11 @@ const (
 // Server is an SSH server for one node. Create it with New; it is safe for
 // concurrent use.
 type Server struct {
-	cfg     Config // private copy; the caller's slices are never kept
-	log     *slog.Logger
-	sshCfg  *ssh.ServerConfig
-	checker *ssh.CertChecker
-	self    *account // the user this process runs as
-	root    bool     // whether children can be run as other users
+	cfg    Config // private copy; the caller's slices are never kept
+	log    *slog.Logger
+	sshCfg *ssh.ServerConfig
+	self   *account // the user this process runs as
+	root   bool     // whether children can be run as other users
 
 	handshakeTimeout time.Duration // handshakeTimeout, or shorter in tests
 
@@ -94,13 +91,6 @@ func New(cfg Config) (*Server, error) {
 
 		handshakeTimeout: handshakeTimeout,
 	}
-	s.checker = &ssh.CertChecker{
-		IsUserAuthority: s.isUserCA,
-		Clock:           cfg.Clock,
-		// force-command is honoured by sessions; any other critical option
-		// (except source-address, which x/crypto enforces) fails closed.
-		SupportedCriticalOptions: []string{forceCommandOption},
-	}
 	s.sshCfg = &ssh.ServerConfig{
 		PublicKeyCallback: func(m ssh.ConnMetadata, k ssh.PublicKey) (*ssh.Permissions, error) { return s.authenticate(nil, m, k) },
 		ServerVersion:     serverVersion,
@@ -115,18 +105,10 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-func (s *Server) isUserCA(auth ssh.PublicKey) bool {
-	b := auth.Marshal()
-	for _, ca := range s.cfg.UserCAs {
-		if bytes.Equal(ca.Marshal(), b) {
-			return true
-		}
-	}
-	return false
-}
-
-// authenticate accepts only user certificates from the configured CAs whose
-// principals include the login, and only logins this process can serve.
+// authenticate accepts only user certificates that pass pki's one check
+// (from the configured CAs, with the login among their principals,
+// force-command enforced by sessions and source-address by the check), and
+// only logins this process can serve.
 // Every refusal carries the user, key id and reason into the log; key
 // material never goes there.
 func (s *Server) authenticate(conn net.Conn, meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
@@ -146,31 +128,24 @@ func (s *Server) authenticate(conn net.Conn, meta ssh.ConnMetadata, key ssh.Publ
 		}
 		return nil, fmt.Errorf("user %q, certificate %q (serial %d): %s", login, cert.KeyId, cert.Serial, reason)
 	}
+	_, err := pki.CheckUserCert(key, pki.CertOptions{
+		Authorities:     s.cfg.UserCAs,
+		Now:             s.cfg.Clock(),
+		Principal:       login,
+		CriticalOptions: []string{forceCommandOption},
+		ClientAddr:      meta.RemoteAddr(),
+	})
 	switch {
-	case !isCert:
+	case errors.Is(err, pki.ErrNotCertificate):
 		return reject("plain public keys are not accepted; use a user certificate from the cluster's user CA")
-	case cert.CertType != ssh.UserCert:
-		return reject("host certificate offered as a user certificate")
-	case !s.isUserCA(cert.SignatureKey):
-		return reject("certificate signed by an unknown CA")
-	case len(cert.ValidPrincipals) == 0:
-		// x/crypto would accept a certificate without principals for any
-		// login; OpenSSH refuses it and so do we.
-		return reject("certificate has no principals")
-	case !slices.Contains(cert.ValidPrincipals, login):
+	case errors.Is(err, pki.ErrPrincipal):
 		// Told to the user too: which logins they do have.
-		_, err := reject(fmt.Sprintf("login %q is not a principal of the certificate", login))
-		return nil, &ssh.BannerError{Err: err, Message: fmt.Sprintf("warren: your certificate does not allow login %s; its logins: %s\n", strconvQuote(login), strings.Join(cert.ValidPrincipals, ", "))}
-	}
-	if reason := validityProblem(cert, s.cfg.Clock()); reason != "" {
-		return reject(reason)
-	}
-	// The checker repeats the checks above and adds critical options and
-	// the CA signature.
-	perms, err := s.checker.Authenticate(meta, key)
-	if err != nil {
+		_, rerr := reject(fmt.Sprintf("login %q is not a principal of the certificate", login))
+		return nil, &ssh.BannerError{Err: rerr, Message: "warren: your " + err.Error() + "\n"}
+	case err != nil:
 		return reject(err.Error())
 	}
+	perms := &cert.Permissions
 	if !s.root && login != s.self.name {
 		_, err := reject(fmt.Sprintf("agent runs as %s; cannot log in as %s", s.self.name, login))
 		return nil, &ssh.BannerError{Err: err, Message: fmt.Sprintf("warren: this node's agent runs as %s and can serve only that login\n", s.self.name)}
@@ -178,7 +153,7 @@ func (s *Server) authenticate(conn net.Conn, meta ssh.ConnMetadata, key ssh.Publ
 	if s.root {
 		if _, err := lookupAccount(login); err != nil {
 			_, err := reject(fmt.Sprintf("no such user %q on this node", login))
-			return nil, &ssh.BannerError{Err: err, Message: fmt.Sprintf("warren: there is no user %s on this node\n", strconvQuote(login))}
+			return nil, &ssh.BannerError{Err: err, Message: fmt.Sprintf("warren: there is no user %s on this node\n", model.Quote(login))}
 		}
 	}
 	if s.cfg.Authorize != nil {
@@ -225,15 +200,6 @@ func (s *Server) Evict(refuse func(ext map[string]string) string) int {
 		c.sc.Close()
 	}
 	return len(doomed)
-}
-
-// strconvQuote quotes a login for a message; logins reach here unchecked
-// (the user typed them), so they are escaped and cut.
-func strconvQuote(s string) string {
-	if len(s) > 64 {
-		s = s[:64]
-	}
-	return strconv.Quote(s)
 }
 
 // enter registers one Serve or ServeConn call with the server, unless the
@@ -485,20 +451,6 @@ func sshConnectionEnv(remote, local net.Addr) (conn, client string) {
 		return "", ""
 	}
 	return fmt.Sprintf("%s %d %s %d", r.IP, r.Port, l.IP, l.Port), fmt.Sprintf("%s %d %d", r.IP, r.Port, l.Port)
-}
-
-// validityProblem says why cert is not valid at now, or "" if it is. The
-// checker enforces the same bounds; this only gives the log a clear reason.
-func validityProblem(cert *ssh.Certificate, now time.Time) string {
-	const layout = time.RFC3339
-	unix := now.Unix()
-	if cert.ValidAfter > math.MaxInt64 || unix < int64(cert.ValidAfter) {
-		return fmt.Sprintf("certificate is not valid before %s", time.Unix(int64(min(cert.ValidAfter, math.MaxInt64)), 0).UTC().Format(layout))
-	}
-	if cert.ValidBefore != ssh.CertTimeInfinity && (cert.ValidBefore > math.MaxInt64 || unix >= int64(cert.ValidBefore)) {
-		return fmt.Sprintf("certificate expired at %s", time.Unix(int64(min(cert.ValidBefore, math.MaxInt64)), 0).UTC().Format(layout))
-	}
-	return ""
 }
 
 // addrString is a.String(), tolerating the nil address a tunnel adapter

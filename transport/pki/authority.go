@@ -15,12 +15,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/warren-proxy/warren/internal/model"
 )
 
 // Certificate extensions that carry Warren's identity of a user.
@@ -72,13 +73,11 @@ type InitOptions struct {
 	Now func() time.Time
 }
 
-var clusterNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
-
 // Validate reports every problem with the options at once.
 func (o InitOptions) Validate() error {
 	var errs []error
-	if o.ClusterName != "" && !clusterNameRE.MatchString(o.ClusterName) {
-		errs = append(errs, fmt.Errorf("cluster name %q must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit", o.ClusterName))
+	if o.ClusterName != "" {
+		errs = append(errs, model.CheckName("cluster name", o.ClusterName))
 	}
 	return errors.Join(errs...)
 }

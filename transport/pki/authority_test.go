@@ -103,7 +103,7 @@ func TestInitLoadRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := CheckUserCert([]ssh.PublicKey{b.UserCA.PublicKey()}, cert, time.Time{}); err != nil {
+	if _, err := CheckUserCert(cert, CertOptions{Authorities: []ssh.PublicKey{b.UserCA.PublicKey()}}); err != nil {
 		t.Errorf("CheckUserCert with the loaded CA: %v", err)
 	}
 

@@ -27,8 +27,16 @@
 // user may use, and [ExtRoles] carries the user's roles. Agents hold host
 // certificates whose principals start with the agent's id, so a stock OpenSSH
 // client trusts every node with the one line [KnownHostsLine] returns.
-// [CheckUserCert] and [CheckHostCert] verify certificates with error messages
-// precise enough to show to a user as they are.
+// [CheckUserCert] and [CheckHostCert] are the one check of user and host
+// certificates: every SSH server (the proxies' user port, the agents' node
+// servers, the tunnel server through [CheckAgentCert]) and every client (the
+// agents' tunnels, `warren`, the benchmarks through [HostKeyCallback]) calls
+// them, so that the policy is the same everywhere: a trusted CA that is not
+// itself a certificate, the certificate type, the validity window, at least
+// one principal and the one asked for, Ed25519, ECDSA or long RSA keys, no
+// critical option the caller does not enforce, and source-address honoured
+// against the client's address. Their errors ([CertError]) are precise enough
+// to show to a user as they are, and tell their kind to errors.Is.
 //
 // Every value here is immutable after [Init] or [Load]; an [Authority] is safe
 // for concurrent use.

@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/warren-proxy/warren/internal/names"
+	"github.com/warren-proxy/warren/internal/model"
 )
 
 // ClockSkew is how far before "now" a certificate becomes valid, so that a
@@ -42,9 +42,8 @@ var (
 	userNameRE = regexp.MustCompile(`^[A-Za-z0-9._@-]{1,255}$`)
 	// loginRE accepts the portable POSIX user names plus a trailing '$'
 	// (Samba machine accounts), as useradd does; 32 is the utmp limit.
-	loginRE  = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9._-]{0,30}\$?$`)
-	roleRE   = regexp.MustCompile(`^[A-Za-z0-9._:@-]{1,128}$`)
-	hostIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$`)
+	loginRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9._-]{0,30}\$?$`)
+	roleRE  = regexp.MustCompile(`^[A-Za-z0-9._:@-]{1,128}$`)
 )
 
 // UserCertRequest asks for a user certificate.
@@ -106,8 +105,9 @@ func (r HostCertRequest) Validate() error {
 	switch {
 	case r.ID == "":
 		errs = append(errs, errors.New("host id is empty"))
-	case !hostIDRE.MatchString(r.ID):
-		errs = append(errs, fmt.Errorf("host id %q is not valid: use letters, digits, '.', '_' or '-', starting with a letter or digit", r.ID))
+	default:
+		// Host certificates are the proxies': the id is a proxy id.
+		errs = append(errs, model.CheckName("host id", r.ID))
 	}
 	for _, p := range r.Principals {
 		if p == "" || strings.ContainsFunc(p, func(c rune) bool {
@@ -225,9 +225,9 @@ type AgentCertRequest struct {
 
 // Validate reports every problem with the request at once.
 func (r AgentCertRequest) Validate() error {
-	errs := []error{names.Check("agent id", r.ID)}
+	errs := []error{model.CheckName("agent id", r.ID)}
 	for _, n := range r.Names {
-		errs = append(errs, names.Check("resource name", n))
+		errs = append(errs, model.CheckName("resource name", n))
 	}
 	errs = append(errs, checkTTL(r.TTL, MaxHostCertTTL))
 	if now := r.Now; !r.NotAfter.IsZero() {
@@ -269,12 +269,12 @@ func (a *Authority) IssueAgentCert(pub ssh.PublicKey, req AgentCertRequest) (*ss
 // CheckAgentCert verifies that key is an agent's host certificate from
 // agentCA, valid at now, for agent id (its KeyId and its agent principal).
 func CheckAgentCert(agentCA, key ssh.PublicKey, id string, now time.Time) (*ssh.Certificate, error) {
-	cert, err := checkHostCert(agentCA, "agent CA", key, AgentPrincipal(id), now)
+	cert, err := CheckHostCert(key, CertOptions{Authorities: []ssh.PublicKey{agentCA}, AuthorityName: "agent CA", Now: now, Principal: AgentPrincipal(id)})
 	if err != nil {
 		return nil, fmt.Errorf("agent certificate: %w", err)
 	}
 	if cert.KeyId != id {
-		return nil, fmt.Errorf("agent certificate is for agent %s, not %s", names.Quote(cert.KeyId), names.Quote(id))
+		return nil, fmt.Errorf("agent certificate is for agent %s, not %s", model.Quote(cert.KeyId), model.Quote(id))
 	}
 	return cert, nil
 }

@@ -136,7 +136,7 @@ func TestIssueUserCert(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := CheckUserCert([]ssh.PublicKey{a.UserCA.PublicKey()}, parsed, t0); err != nil {
+	if _, err := CheckUserCert(parsed, CertOptions{Authorities: []ssh.PublicKey{a.UserCA.PublicKey()}, Now: t0}); err != nil {
 		t.Errorf("CheckUserCert of the parsed certificate: %v", err)
 	}
 
@@ -252,12 +252,12 @@ func TestCheckUserCert(t *testing.T) {
 		{"host certificate", host, cas, t0, "certificate is a host certificate, not a user certificate"},
 		{"host certificate by the user CA", hostByUserCA, cas, t0, "certificate is a host certificate, not a user certificate"},
 		{"tampered", &tampered, cas, t0, "certificate signature is invalid"},
-		{"critical options", forced, cas, t0, "certificate has critical options force-command, source-address, which Warren does not enforce"},
+		{"critical options", forced, cas, t0, "certificate has critical options force-command, which Warren does not enforce"},
 		{"no principals", anyLogin, cas, t0, "certificate names no logins (principals)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cert, err := CheckUserCert(tt.cas, tt.pub, tt.now)
+			cert, err := CheckUserCert(tt.pub, CertOptions{Authorities: tt.cas, Now: tt.now})
 			if tt.wantErr == "" {
 				if err != nil || cert == nil {
 					t.Fatalf("got %v, want a valid certificate", err)
@@ -359,7 +359,7 @@ func TestCheckHostCert(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cert, err := CheckHostCert(tt.ca, tt.pub, tt.principal, tt.now)
+			cert, err := CheckHostCert(tt.pub, CertOptions{Authorities: []ssh.PublicKey{tt.ca}, Now: tt.now, Principal: tt.principal})
 			if tt.wantErr == "" {
 				if err != nil || cert == nil {
 					t.Fatalf("got %v, want a valid certificate", err)
@@ -420,10 +420,10 @@ func FuzzCheckUserCert(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if cert, err := CheckUserCert(cas, pub, time.Time{}); err == nil && string(cert.Marshal()) != string(c.Marshal()) {
+		if cert, err := CheckUserCert(pub, CertOptions{Authorities: cas}); err == nil && string(cert.Marshal()) != string(c.Marshal()) {
 			t.Errorf("accepted a certificate the CA did not issue: %x", b)
 		}
-		_, _ = CheckHostCert(a.HostCA.PublicKey(), pub, "x", time.Time{})
+		_, _ = CheckHostCert(pub, CertOptions{Authorities: []ssh.PublicKey{a.HostCA.PublicKey()}, Principal: "x"})
 		UserFromCert(func() *ssh.Certificate { c, _ := pub.(*ssh.Certificate); return c }())
 	})
 }
@@ -719,10 +719,10 @@ func TestAgentAndProxyCertsDoNotMix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := CheckHostCert(a.HostCA.PublicKey(), agent, "proxy-1", t0); err == nil {
+	if _, err := CheckHostCert(agent, CertOptions{Authorities: []ssh.PublicKey{a.HostCA.PublicKey()}, Now: t0, Principal: "proxy-1"}); err == nil {
 		t.Error("CheckHostCert(host CA) of an agent certificate naming proxy-1: got nil, want a refusal")
 	}
-	if _, err := CheckHostCert(a.HostCA.PublicKey(), proxy, "proxy-1", t0); err != nil {
+	if _, err := CheckHostCert(proxy, CertOptions{Authorities: []ssh.PublicKey{a.HostCA.PublicKey()}, Now: t0, Principal: "proxy-1"}); err != nil {
 		t.Errorf("CheckHostCert(host CA) of the proxy's certificate: %v", err)
 	}
 	if _, err := CheckAgentCert(a.AgentCA.PublicKey(), proxy, "proxy-1", t0); err == nil {

@@ -290,7 +290,7 @@ func startSSHServer(t *testing.T, a *Authority) string {
 	userCAs := []ssh.PublicKey{a.UserCA.PublicKey()}
 	cfg := &ssh.ServerConfig{
 		PublicKeyCallback: func(conn ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
-			cert, err := CheckUserCert(userCAs, key, time.Time{})
+			cert, err := CheckUserCert(key, CertOptions{Authorities: userCAs})
 			if err != nil {
 				return nil, err
 			}

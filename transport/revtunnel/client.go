@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/warren-proxy/warren/internal/names"
+	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/transport/pki"
 )
 
@@ -51,20 +51,24 @@ func (t Trust) hostKeyCallback(seen **ssh.Certificate) ssh.HostKeyCallback {
 		if !ok || cert.CertType != ssh.HostCert {
 			return fmt.Errorf("proxy %s presented a plain host key, not a host certificate from the cluster CA", remote)
 		}
+		ca := t.CA
 		switch {
-		case t.CA != nil:
-			if !bytes.Equal(cert.SignatureKey.Marshal(), t.CA.Marshal()) {
+		case ca != nil:
+			if !bytes.Equal(cert.SignatureKey.Marshal(), ca.Marshal()) {
 				return fmt.Errorf("proxy %s: host certificate is not signed by the cluster host CA this agent joined", remote)
 			}
 		case t.Pin != "":
 			if got := ssh.FingerprintSHA256(cert.SignatureKey); got != t.Pin {
 				return fmt.Errorf("proxy %s: host CA fingerprint %s does not match ca_pin %s", remote, got, t.Pin)
 			}
+			ca = cert.SignatureKey
+		default:
+			ca = cert.SignatureKey // trust on first use
 		}
 		// Principals other than the proxy's id are not checked: agents
 		// reach proxies by addresses that a load balancer may rewrite; the
 		// CA is what identifies them, and the certificate names the proxy.
-		if !names.Valid(cert.KeyId) {
+		if !model.ValidName(cert.KeyId) {
 			return fmt.Errorf("proxy %s: host certificate names no proxy id", remote)
 		}
 		// An agent's certificate is never a proxy's, even before the CA is
@@ -73,7 +77,7 @@ func (t Trust) hostKeyCallback(seen **ssh.Certificate) ssh.HostKeyCallback {
 		if _, grant := cert.Permissions.Extensions[pki.ExtAgentGrant]; grant || slices.ContainsFunc(cert.ValidPrincipals, func(p string) bool { return strings.HasPrefix(p, "agent/") }) {
 			return fmt.Errorf("proxy %s presented an agent's certificate, not a proxy's", remote)
 		}
-		if _, err := pki.CheckHostCert(cert.SignatureKey, cert, cert.KeyId, clock()); err != nil {
+		if _, err := pki.CheckHostCert(cert, pki.CertOptions{Authorities: []ssh.PublicKey{ca}, Now: clock(), Principal: cert.KeyId}); err != nil {
 			return fmt.Errorf("proxy %s: host certificate: %w", remote, err)
 		}
 		if seen != nil {
@@ -232,7 +236,7 @@ func Dial(ctx context.Context, cfg ClientConfig, hello Hello) (*ClientConn, Hell
 	if cfg.BeforeHello != nil {
 		if err := cfg.BeforeHello(proxyCert.KeyId); err != nil {
 			conn.Close()
-			return nil, HelloReply{}, fmt.Errorf("tunnel to %s (proxy %s): %w: %w", cfg.Addr, names.Quote(proxyCert.KeyId), ErrProxyTaken, err)
+			return nil, HelloReply{}, fmt.Errorf("tunnel to %s (proxy %s): %w: %w", cfg.Addr, model.Quote(proxyCert.KeyId), ErrProxyTaken, err)
 		}
 	}
 	c := &ClientConn{Addr: cfg.Addr, conn: conn, onProxies: cfg.OnProxies, onDefs: cfg.OnDefinitions, onPolicy: cfg.OnPolicy, logger: logger}
@@ -252,7 +256,7 @@ func Dial(ctx context.Context, cfg ClientConfig, hello Hello) (*ClientConn, Hell
 	}
 	if reply.ProxyID != proxyCert.KeyId {
 		conn.Close()
-		return nil, HelloReply{}, fmt.Errorf("tunnel to %s: the proxy says it is %s but its certificate is for %s", cfg.Addr, names.Quote(reply.ProxyID), names.Quote(proxyCert.KeyId))
+		return nil, HelloReply{}, fmt.Errorf("tunnel to %s: the proxy says it is %s but its certificate is for %s", cfg.Addr, model.Quote(reply.ProxyID), model.Quote(proxyCert.KeyId))
 	}
 	return c, reply, nil
 }
@@ -292,7 +296,7 @@ func (c *ClientConn) Heartbeat(ctx context.Context, hb Heartbeat) (HeartbeatRepl
 		return HeartbeatReply{}, fmt.Errorf("heartbeat to %s: %w", c.Addr, err)
 	}
 	if !ok {
-		return HeartbeatReply{}, fmt.Errorf("heartbeat to %s refused: %s", c.Addr, names.QuoteN(string(payload), 1024))
+		return HeartbeatReply{}, fmt.Errorf("heartbeat to %s refused: %s", c.Addr, model.QuoteN(string(payload), 1024))
 	}
 	var reply HeartbeatReply
 	if len(payload) > 0 {

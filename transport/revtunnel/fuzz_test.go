@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/warren-proxy/warren/internal/names"
+	"github.com/warren-proxy/warren/internal/model"
 )
 
 // FuzzHeartbeat feeds arbitrary payloads to what Serve does with a
@@ -37,14 +37,14 @@ func FuzzHeartbeat(f *testing.F) {
 		seen := map[string]bool{}
 		labelBytes := 0
 		for i, r := range hb.Resources {
-			if !ValidName(r.Name) || (r.Kind != KindSSH && r.Kind != KindTCP) || seen[r.Name] {
+			if !model.ValidName(r.Name) || (r.Kind != model.KindSSH && r.Kind != model.KindTCP) || seen[r.Name] {
 				t.Fatalf("Validate accepted resources[%d] = %+v", i, r)
 			}
 			seen[r.Name] = true
-			if err := names.CheckLabels(r.Labels); err != nil {
+			if err := model.CheckLabels(r.Labels); err != nil {
 				t.Fatalf("Validate accepted resources[%d] with labels %q: %v", i, r.Labels, err)
 			}
-			labelBytes += names.LabelBytes(r.Labels)
+			labelBytes += model.LabelBytes(r.Labels)
 			if len(r.Detail) > maxDetail || r.Port < 0 || r.Port > 65535 {
 				t.Fatalf("Validate accepted resources[%d] with a %d-byte detail, port %d", i, len(r.Detail), r.Port)
 			}
@@ -84,7 +84,7 @@ func FuzzLogin(f *testing.F) {
 		if err := l.Validate(); err != nil {
 			return
 		}
-		if !names.Valid(l.SessionID) {
+		if !model.ValidName(l.SessionID) {
 			t.Fatalf("Validate accepted session id %q", l.SessionID)
 		}
 		if l.Login == "" || len(l.Login) > 32 || strings.ContainsFunc(l.Login, func(r rune) bool { return r <= ' ' || r > '~' }) {

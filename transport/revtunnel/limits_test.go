@@ -13,14 +13,14 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/warren-proxy/warren/internal/names"
+	"github.com/warren-proxy/warren/internal/model"
 )
 
 // resources returns n tcp resources r-0 … r-(n-1), each with labels.
 func resources(n int, labels func(i int) map[string]string) []ResourceStatus {
 	rs := make([]ResourceStatus, n)
 	for i := range rs {
-		rs[i] = ResourceStatus{Name: fmt.Sprintf("r-%d", i), Kind: KindTCP, Healthy: true}
+		rs[i] = ResourceStatus{Name: fmt.Sprintf("r-%d", i), Kind: model.KindTCP, Healthy: true}
 		if labels != nil {
 			rs[i].Labels = labels(i)
 		}
@@ -49,13 +49,13 @@ func TestHeartbeatCaps(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
 
-	normal := Heartbeat{Seq: 1, Resources: []ResourceStatus{{Name: "web", Kind: KindTCP, Port: 8080, Labels: map[string]string{"env": "prod"}, Healthy: true}}}
+	normal := Heartbeat{Seq: 1, Resources: []ResourceStatus{{Name: "web", Kind: model.KindTCP, Port: 8080, Labels: map[string]string{"env": "prod"}, Healthy: true}}}
 	one := func(r ResourceStatus) Heartbeat {
 		if r.Name == "" {
 			r.Name = "web"
 		}
 		if r.Kind == "" {
-			r.Kind = KindTCP
+			r.Kind = model.KindTCP
 		}
 		return Heartbeat{Resources: []ResourceStatus{r}}
 	}
@@ -81,8 +81,8 @@ func TestHeartbeatCaps(t *testing.T) {
 		{"257 resources", Heartbeat{Resources: resources(MaxResources+1, nil)}, "257 resources; one agent may serve at most 256"},
 		{"labels at the byte cap", Heartbeat{Resources: resources(8, atCap)}, ""},
 		{"labels a byte over the cap", Heartbeat{Resources: resources(8, overCap)}, "resources carry more than 32768 bytes of labels"},
-		{"32 labels", one(ResourceStatus{Labels: labelSet(names.MaxLabels, 1)}), ""},
-		{"33 labels", one(ResourceStatus{Labels: labelSet(names.MaxLabels+1, 1)}), "resources[0] web: 33 labels; at most 32"},
+		{"32 labels", one(ResourceStatus{Labels: labelSet(model.MaxLabels, 1)}), ""},
+		{"33 labels", one(ResourceStatus{Labels: labelSet(model.MaxLabels+1, 1)}), "resources[0] web: 33 labels; at most 32"},
 		{"label value too long", one(ResourceStatus{Labels: map[string]string{"env": strings.Repeat("v", 129)}}), "resources[0] web: label env: value"},
 		{"label value with a comma", one(ResourceStatus{Labels: map[string]string{"env": "a,b"}}), `resources[0] web: label env: value "a,b"`},
 		{"label key with a space", one(ResourceStatus{Labels: map[string]string{"e v": "x"}}), `resources[0] web: label key "e v"`},

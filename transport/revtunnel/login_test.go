@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/warren-proxy/warren/internal/model"
 )
 
 // rawAgent opens an agent tunnel to p without saying hello and serves the
@@ -213,7 +215,7 @@ func TestLoginFlood(t *testing.T) {
 		sendLogin(t, c, garbage[i%len(garbage)](i))
 	}
 	// The heartbeat is handled after every report: the tunnel still works.
-	if _, err := c.Heartbeat(ctx, Heartbeat{Resources: []ResourceStatus{{Name: "web", Kind: KindTCP}}}); err != nil {
+	if _, err := c.Heartbeat(ctx, Heartbeat{Resources: []ResourceStatus{{Name: "web", Kind: model.KindTCP}}}); err != nil {
 		t.Fatalf("heartbeat after %d garbage login reports: %v", n, err)
 	}
 	if got := h.loginsSeen(); len(got) != 0 {

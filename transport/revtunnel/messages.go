@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/warren-proxy/warren/internal/names"
+	"github.com/warren-proxy/warren/internal/model"
 )
 
 // Request and channel type names.
@@ -39,12 +39,6 @@ const (
 	MaxLabelBytes = 32 << 10
 	// maxDetail bounds a resource's health detail.
 	maxDetail = 256
-)
-
-// Resource kinds.
-const (
-	KindSSH = "ssh"
-	KindTCP = "tcp"
 )
 
 // JoinRequest is the payload of ReqJoin.
@@ -110,7 +104,7 @@ type HelloReply struct {
 	// Proxies is the tunnel address of every proxy the agent may use.
 	Proxies []ProxyInfo `json:"proxies,omitempty"`
 	// Definitions are the cluster's dynamic resource definitions.
-	Definitions []Definition `json:"definitions,omitempty"`
+	Definitions []model.Definition `json:"definitions,omitempty"`
 	// Policy is what the agent's SSH server checks logins against: the
 	// cluster's roles, as the proxies hold them (see PolicySet).
 	Policy *PolicySet `json:"policy,omitempty"`
@@ -180,10 +174,6 @@ type DialRequest struct {
 	ClientAddr string `json:"client_addr,omitempty"`
 }
 
-// ValidName reports whether s is a valid agent id or resource name (see
-// internal/names): names are used as SSH host names.
-func ValidName(s string) bool { return names.Valid(s) }
-
 // Validate checks a heartbeat's contents and its size: at most
 // MaxResources resources and MaxLabelBytes of labels.
 func (h Heartbeat) Validate() error {
@@ -193,20 +183,20 @@ func (h Heartbeat) Validate() error {
 	seen := make(map[string]bool, len(h.Resources))
 	labelBytes := 0
 	for i, r := range h.Resources {
-		if !ValidName(r.Name) {
-			return fmt.Errorf("resources[%d]: invalid name %s", i, names.Quote(r.Name))
+		if !model.ValidName(r.Name) {
+			return fmt.Errorf("resources[%d]: invalid name %s", i, model.Quote(r.Name))
 		}
-		if r.Kind != KindSSH && r.Kind != KindTCP {
-			return fmt.Errorf("resources[%d] %s: unknown kind %s (want ssh or tcp)", i, r.Name, names.Quote(r.Kind))
+		if r.Kind != model.KindSSH && r.Kind != model.KindTCP {
+			return fmt.Errorf("resources[%d] %s: unknown kind %s (want ssh or tcp)", i, r.Name, model.Quote(r.Kind))
 		}
 		if seen[r.Name] {
 			return fmt.Errorf("resources[%d]: duplicate name %q", i, r.Name)
 		}
 		seen[r.Name] = true
-		if err := names.CheckLabels(r.Labels); err != nil {
+		if err := model.CheckLabels(r.Labels); err != nil {
 			return fmt.Errorf("resources[%d] %s: %w", i, r.Name, err)
 		}
-		if labelBytes += names.LabelBytes(r.Labels); labelBytes > MaxLabelBytes {
+		if labelBytes += model.LabelBytes(r.Labels); labelBytes > MaxLabelBytes {
 			return fmt.Errorf("resources carry more than %d bytes of labels", MaxLabelBytes)
 		}
 		if len(r.Detail) > maxDetail {
@@ -222,17 +212,17 @@ func (h Heartbeat) Validate() error {
 // Validate checks a login report: a session id as proxies make them, a
 // unix login, a printable key id.
 func (l Login) Validate() error {
-	if l.SessionID == "" || len(l.SessionID) > 64 || !names.Valid(l.SessionID) {
-		return fmt.Errorf("login report: invalid session id %s", names.Quote(l.SessionID))
+	if l.SessionID == "" || len(l.SessionID) > 64 || !model.ValidName(l.SessionID) {
+		return fmt.Errorf("login report: invalid session id %s", model.Quote(l.SessionID))
 	}
 	if len(l.Login) == 0 || len(l.Login) > 32 || strings.ContainsFunc(l.Login, func(r rune) bool { return r <= ' ' || r > '~' }) {
-		return fmt.Errorf("login report: invalid login %s", names.Quote(l.Login))
+		return fmt.Errorf("login report: invalid login %s", model.Quote(l.Login))
 	}
 	if len(l.KeyID) > 255 || strings.ContainsFunc(l.KeyID, func(r rune) bool { return r < ' ' || r == 0x7f }) {
-		return fmt.Errorf("login report: invalid key id %s", names.Quote(l.KeyID))
+		return fmt.Errorf("login report: invalid key id %s", model.Quote(l.KeyID))
 	}
 	if len(l.Refused) > maxDetail || strings.ContainsFunc(l.Refused, func(r rune) bool { return r < ' ' || r == 0x7f }) {
-		return fmt.Errorf("login report: invalid refusal %s", names.Quote(l.Refused))
+		return fmt.Errorf("login report: invalid refusal %s", model.Quote(l.Refused))
 	}
 	return nil
 }

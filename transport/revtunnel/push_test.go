@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"testing"
+
+	"github.com/warren-proxy/warren/internal/model"
 )
 
 // TestPushes: what a proxy pushes to its agents (proxy set, resource
@@ -55,7 +57,7 @@ func TestPushes(t *testing.T) {
 	defer d.c.Close()
 
 	wantProxies := ProxySet{Proxies: []ProxyInfo{{ID: proxyID, Region: "eu", TunnelAddr: p.addr}}}
-	wantDefs := Definitions{Definitions: []Definition{{Name: "web", Kind: KindTCP, Addr: "127.0.0.1:8080", Labels: map[string]string{"env": "dev"}}}}
+	wantDefs := Definitions{Definitions: []model.Definition{{Name: "web", Kind: model.KindTCP, Addr: "127.0.0.1:8080", Labels: map[string]string{"env": "dev"}}}}
 	wantPolicy := PolicySet{Roles: []byte(`[{"name":"dev","allow":{"logins":["ubuntu"]}}]`)}
 	if err := sc.SendProxies(wantProxies); err != nil {
 		t.Fatal(err)

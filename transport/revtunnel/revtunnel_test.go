@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/transport/pki"
 )
 
@@ -552,7 +553,7 @@ func TestHelloRefused(t *testing.T) {
 	}
 }
 
-// quoted is s as it appears inside a names.Quote'd message: the client
+// quoted is s as it appears inside a model.Quote'd message: the client
 // quotes the proxy's refusals, escaping their quotes.
 func quoted(s string) string {
 	q := strconv.Quote(s)
@@ -568,8 +569,8 @@ func TestHeartbeat(t *testing.T) {
 	defer cancel()
 
 	good := Heartbeat{Seq: 7, Resources: []ResourceStatus{
-		{Name: "web", Kind: KindTCP, Labels: map[string]string{"env": "prod"}, Healthy: true},
-		{Name: "node-1", Kind: KindSSH, Healthy: false, Detail: "sshd down"},
+		{Name: "web", Kind: model.KindTCP, Labels: map[string]string{"env": "prod"}, Healthy: true},
+		{Name: "node-1", Kind: model.KindSSH, Healthy: false, Detail: "sshd down"},
 	}}
 	if reply, err := c.Heartbeat(ctx, good); err != nil || len(reply.Refused) != 0 {
 		t.Fatalf("Heartbeat: got %+v, %v; want accepted, nothing refused", reply, err)
@@ -584,10 +585,10 @@ func TestHeartbeat(t *testing.T) {
 		hb   Heartbeat
 		want string
 	}{
-		{"invalid name", Heartbeat{Resources: []ResourceStatus{{Name: "web server", Kind: KindTCP}}}, `resources[0]: invalid name "web server"`},
-		{"empty name", Heartbeat{Resources: []ResourceStatus{{Name: "", Kind: KindTCP}}}, "resources[0]: invalid name"},
+		{"invalid name", Heartbeat{Resources: []ResourceStatus{{Name: "web server", Kind: model.KindTCP}}}, `resources[0]: invalid name "web server"`},
+		{"empty name", Heartbeat{Resources: []ResourceStatus{{Name: "", Kind: model.KindTCP}}}, "resources[0]: invalid name"},
 		{"unknown kind", Heartbeat{Resources: []ResourceStatus{{Name: "web", Kind: "http"}}}, `unknown kind "http"`},
-		{"duplicate", Heartbeat{Resources: []ResourceStatus{{Name: "web", Kind: KindTCP}, {Name: "web", Kind: KindSSH}}}, `resources[1]: duplicate name "web"`},
+		{"duplicate", Heartbeat{Resources: []ResourceStatus{{Name: "web", Kind: model.KindTCP}, {Name: "web", Kind: model.KindSSH}}}, `resources[1]: duplicate name "web"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -661,7 +662,7 @@ func TestHelloOrder(t *testing.T) {
 	defer sc.Close()
 	go sc.Serve(h)
 
-	hb := Heartbeat{Resources: []ResourceStatus{{Name: "web", Kind: KindTCP}}}
+	hb := Heartbeat{Resources: []ResourceStatus{{Name: "web", Kind: model.KindTCP}}}
 	ok, _, err := sendRequest(ctx, conn, ReqHeartbeat, encode(hb))
 	if err != nil {
 		t.Fatal(err)
@@ -1015,31 +1016,6 @@ func TestServerConfigValidate(t *testing.T) {
 		cfg.JoinBurst, cfg.JoinInterval = tt.burst, tt.interval
 		if _, err := NewServer(cfg); err == nil || !strings.Contains(err.Error(), "JoinBurst and JoinInterval") {
 			t.Errorf("%s: got %v, want an error naming JoinBurst and JoinInterval", tt.name, err)
-		}
-	}
-}
-
-func TestValidName(t *testing.T) {
-	tests := []struct {
-		in   string
-		want bool
-	}{
-		{"web", true},
-		{"node-1.example_2", true},
-		{"9lives", true},
-		{strings.Repeat("a", 63), true},
-		{strings.Repeat("a", 64), false},
-		{"", false},
-		{"-web", false},
-		{".web", false},
-		{"web server", false},
-		{"web\n", false},
-		{"wéb", false},
-		{"a/b", false},
-	}
-	for _, tt := range tests {
-		if got := ValidName(tt.in); got != tt.want {
-			t.Errorf("ValidName(%q) = %v, want %v", tt.in, got, tt.want)
 		}
 	}
 }

@@ -14,7 +14,7 @@ import (
 
 	"github.com/warren-proxy/warren/internal/gate"
 	"github.com/warren-proxy/warren/internal/logsample"
-	"github.com/warren-proxy/warren/internal/names"
+	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/internal/ratelimit"
 	"github.com/warren-proxy/warren/transport/pki"
 )
@@ -146,7 +146,7 @@ func (s *Server) checkAgent(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Perm
 		err = s.cfg.AuthorizeAgent(cert)
 	}
 	if err != nil {
-		s.cfg.Logger.Warn("tunnel refused", "remote", meta.RemoteAddr().String(), "agent", names.Quote(meta.User()), "err", err)
+		s.cfg.Logger.Warn("tunnel refused", "remote", meta.RemoteAddr().String(), "agent", model.Quote(meta.User()), "err", err)
 		return nil, err
 	}
 	return &ssh.Permissions{ExtraData: map[any]any{certKey{}: cert}}, nil

@@ -42,7 +42,7 @@ import (
 	"github.com/warren-proxy/warren/internal/accept"
 	"github.com/warren-proxy/warren/internal/gate"
 	"github.com/warren-proxy/warren/internal/logsample"
-	"github.com/warren-proxy/warren/internal/names"
+	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/transport/pki"
 )
 
@@ -162,13 +162,13 @@ type Config struct {
 }
 
 // CheckResourceName is the default Config.CheckTarget: host must be a
-// Warren resource name (names.Valid), since nothing else can be
+// Warren resource name (model.ValidName), since nothing else can be
 // routed. Its error never repeats the name.
 func CheckResourceName(host string) error {
-	if names.Valid(host) {
+	if model.ValidName(host) {
 		return nil
 	}
-	return errors.New("a resource name is 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit")
+	return errors.New("a resource name is " + model.NameRule)
 }
 
 // Validate reports every problem at once.
@@ -283,13 +283,13 @@ func (s *Server) authenticate(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Pe
 		// would be noise, the final message below is what users see.
 		return nil, errors.New("not a certificate")
 	}
-	cert, err := pki.CheckUserCert(s.cfg.UserCAs, key, s.cfg.Clock())
+	cert, err := pki.CheckUserCert(key, pki.CertOptions{Authorities: s.cfg.UserCAs, Now: s.cfg.Clock(), ClientAddr: meta.RemoteAddr()})
 	fail := func(msg string) (*ssh.Permissions, error) {
 		keyID := ""
 		if c, ok := key.(*ssh.Certificate); ok {
 			keyID = c.KeyId
 		}
-		s.cfg.Logger.Warn("user auth refused", "user", names.Quote(meta.User()), "key_id", names.Quote(keyID), "remote", meta.RemoteAddr().String(), "reason", msg)
+		s.cfg.Logger.Warn("user auth refused", "user", model.Quote(meta.User()), "key_id", model.Quote(keyID), "remote", meta.RemoteAddr().String(), "reason", msg)
 		return nil, &ssh.BannerError{Err: errors.New(msg), Message: "warren: " + msg + "\n"}
 	}
 	if err != nil {
@@ -297,14 +297,14 @@ func (s *Server) authenticate(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Pe
 		if strings.HasPrefix(msg, "certificate ") {
 			msg = "your " + msg
 		}
-		if strings.Contains(msg, "expired") || strings.Contains(msg, "not signed") {
+		if errors.Is(err, pki.ErrExpired) || errors.Is(err, pki.ErrUnknownAuthority) {
 			msg += "; get a new certificate with `warren user add`"
 		}
 		return fail(msg)
 	}
 	id := identityOf(cert)
 	if meta.User() != id.User && !slices.Contains(cert.ValidPrincipals, meta.User()) {
-		return fail(fmt.Sprintf("log in to the proxy as %q (your user name), not %s", id.User, names.Quote(meta.User())))
+		return fail(fmt.Sprintf("log in to the proxy as %q (your user name), not %s", id.User, model.Quote(meta.User())))
 	}
 	if s.cfg.Authorize != nil {
 		if err := s.cfg.Authorize(id); err != nil {
@@ -320,9 +320,7 @@ func identityOf(cert *ssh.Certificate) Identity {
 	id := Identity{User: user, Roles: roles, Logins: slices.Clone(cert.ValidPrincipals), KeyID: cert.KeyId, Serial: cert.Serial}
 	if cert.ValidBefore != ssh.CertTimeInfinity {
 		id.ValidUntil = time.Unix(int64(cert.ValidBefore), 0)
-		if cert.ValidBefore > cert.ValidAfter {
-			id.CertTTL = time.Duration(cert.ValidBefore-cert.ValidAfter)*time.Second - pki.ClockSkew
-		}
+		id.CertTTL = pki.CertTTL(cert)
 	}
 	return id
 }

@@ -402,6 +402,16 @@ func TestAuthRefused(t *testing.T) {
 	if err := forced.SignCert(rand.Reader, a.UserCA); err != nil {
 		t.Fatal(err)
 	}
+	// A certificate bound to addresses the test client is not at.
+	elsewhereKey := newKey(t)
+	elsewhere := &ssh.Certificate{
+		Key: elsewhereKey.PublicKey(), CertType: ssh.UserCert, KeyId: "alice", ValidPrincipals: []string{"alice"},
+		ValidAfter: uint64(time.Now().Add(-time.Minute).Unix()), ValidBefore: uint64(time.Now().Add(time.Hour).Unix()),
+		Permissions: ssh.Permissions{CriticalOptions: map[string]string{"source-address": "192.0.2.0/24"}},
+	}
+	if err := elsewhere.SignCert(rand.Reader, a.UserCA); err != nil {
+		t.Fatal(err)
+	}
 
 	tests := []struct {
 		name       string
@@ -416,6 +426,7 @@ func TestAuthRefused(t *testing.T) {
 		{"certificate from another CA", "alice", userSigner(t, other, time.Time{}), "your certificate is not signed by the cluster user CA"},
 		{"another user's name", "mallory", userSigner(t, a, time.Time{}), `log in to the proxy as "alice" (your user name), not "mallory"`},
 		{"forced command", "alice", certSigner(t, forced, forcedKey), "has critical options force-command, which Warren does not enforce"},
+		{"source-address elsewhere", "alice", certSigner(t, elsewhere, elsewhereKey), "your certificate may be used only from 192.0.2.0/24, not from 127."},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -439,6 +450,29 @@ func TestAuthRefused(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAuthSourceAddress: a certificate bound to the client's address
+// (source-address) logs in; pki's check enforces it with the address the
+// proxy sees. (One bound elsewhere is refused, in TestAuthRefused.)
+func TestAuthSourceAddress(t *testing.T) {
+	a := newAuthority(t)
+	s := startServer(t, a, Config{})
+	key := newKey(t)
+	cert := &ssh.Certificate{
+		Key: key.PublicKey(), CertType: ssh.UserCert, KeyId: "alice", ValidPrincipals: []string{"alice"},
+		ValidAfter: uint64(time.Now().Add(-time.Minute).Unix()), ValidBefore: uint64(time.Now().Add(time.Hour).Unix()),
+		Permissions: ssh.Permissions{CriticalOptions: map[string]string{"source-address": "192.0.2.1,127.0.0.0/8"}},
+	}
+	if err := cert.SignCert(rand.Reader, a.UserCA); err != nil {
+		t.Fatal(err)
+	}
+	var banners []string
+	c, err := ssh.Dial("tcp", s.addr, s.clientConfig("alice", certSigner(t, cert, key), &banners))
+	if err != nil {
+		t.Fatalf("login with a certificate bound to 127.0.0.0/8: %v (banners %q)", err, banners)
+	}
+	c.Close()
 }
 
 // TestGarbageClients checks that clients that are not SSH, or stop in the

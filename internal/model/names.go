@@ -1,9 +1,10 @@
-// Package names holds the one set of rules for the names and labels Warren
-// takes from operators and from the network: agent, proxy and resource
-// names, label keys and values, and name globs. Every package that accepts
-// such a name checks it here, before it looks it up, logs it or audits it,
-// so the rules cannot drift apart.
-package names
+package model
+
+// The one set of rules for the names and labels Warren takes from operators
+// and from the network: agent, proxy, resource, role and cluster names,
+// label keys and values, and name globs. Every package that accepts such a
+// name checks it here, before it looks it up, logs it or audits it, so the
+// rules cannot drift apart.
 
 import (
 	"fmt"
@@ -12,9 +13,12 @@ import (
 	"strings"
 )
 
-// MaxName is the longest agent, proxy or resource name: names are used as
-// SSH host names and as DNS labels, which hold at most 63 bytes.
+// MaxName is the longest name: names are used as SSH host names and as DNS
+// labels, which hold at most 63 bytes.
 const MaxName = 63
+
+// NameRule says in words what ValidName accepts, for messages.
+const NameRule = "1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 // Label bounds. Labels travel in every heartbeat and are replicated to
 // every proxy, so they are small by rule.
@@ -24,9 +28,10 @@ const (
 	MaxLabels     = 32
 )
 
-// Valid reports whether s is a valid agent, proxy or resource name: 1–63
-// letters, digits, '.', '_' or '-', starting with a letter or digit.
-func Valid(s string) bool {
+// ValidName reports whether s is a valid agent, proxy, resource, role or
+// cluster name: 1–63 letters, digits, '.', '_' or '-', starting with a
+// letter or digit.
+func ValidName(s string) bool {
 	if len(s) == 0 || len(s) > MaxName || !alnum(s[0]) {
 		return false
 	}
@@ -38,13 +43,13 @@ func Valid(s string) bool {
 	return true
 }
 
-// Check returns nil for a valid name, or an error naming what is wrong
+// CheckName returns nil for a valid name, or an error naming what is wrong
 // with it (what, e.g. "resource name", opens the sentence).
-func Check(what, s string) error {
-	if Valid(s) {
+func CheckName(what, s string) error {
+	if ValidName(s) {
 		return nil
 	}
-	return fmt.Errorf("%s %s is not valid: use 1-%d letters, digits, '.', '_' or '-', starting with a letter or digit", what, Quote(s), MaxName)
+	return fmt.Errorf("%s %s is not valid: use %s", what, Quote(s), NameRule)
 }
 
 func alnum(c byte) bool {
