@@ -41,8 +41,7 @@ var rooms = []room{
 var toRemove = []struct {
 	from, to string // packages, as in the table
 	why      string
-}{
-}
+}{}
 
 // roomOf returns the deepest room holding the package at dir.
 func roomOf(dir string) *room {
