@@ -17,7 +17,6 @@ import (
 	"github.com/warren-proxy/warren/actors/router"
 	"github.com/warren-proxy/warren/actors/tunnel"
 	"github.com/warren-proxy/warren/cluster/access"
-	"github.com/warren-proxy/warren/cluster/clusterpb"
 	"github.com/warren-proxy/warren/cluster/membership"
 	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/transport/peer"
@@ -190,6 +189,15 @@ func (p *Proxy) startMembership(ctx context.Context) error {
 		}
 	}
 	p.system.Root.Send(p.router, &router.PeersKnown{})
+	p.prober = &forward.Prober{
+		System:   p.system,
+		Members:  p.members.Members,
+		Self:     p.cfg.ID,
+		Router:   func(addr string) *actor.PID { return actor.NewPID(addr, router.RouterName) },
+		Load:     p.load,
+		Interval: 2 * time.Second,
+		Timeout:  3 * time.Second,
+	}
 	p.wg.Add(2)
 	go func() {
 		defer p.wg.Done()
@@ -197,33 +205,9 @@ func (p *Proxy) startMembership(ctx context.Context) error {
 	}()
 	go func() {
 		defer p.wg.Done()
-		p.measurePeers(ctx)
+		p.prober.Run(ctx)
 	}()
 	return nil
-}
-
-// measurePeers keeps the round trip to every peer's router (over the peer
-// link, protoactor remote) for the nearest strategy, every two seconds.
-func (p *Proxy) measurePeers(ctx context.Context) {
-	t := time.NewTicker(2 * time.Second)
-	defer t.Stop()
-	for {
-		for _, m := range p.members.Members() {
-			if m.ProxyID == p.cfg.ID || ctx.Err() != nil {
-				continue
-			}
-			start := time.Now()
-			_, err := p.system.Root.RequestFuture(actor.NewPID(m.PeerAddr, router.RouterName), &clusterpb.StatusRequest{}, time.Second).Result()
-			if err == nil {
-				p.load.setPeerRTT(m.ProxyID, time.Since(start))
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }
 
 // followMembers turns membership events into router messages and proxy
@@ -239,6 +223,7 @@ func (p *Proxy) followMembers() {
 			p.system.Root.Send(p.router, &router.MemberUp{ID: m.ProxyID, PeerAddr: m.PeerAddr, Region: m.Region})
 		case membership.EventLeave:
 			p.system.Root.Send(p.router, &router.MemberDown{ID: m.ProxyID, Reason: ev.Reason})
+			p.prober.Forget(m.ProxyID)
 		}
 		p.pushProxySet()
 	}

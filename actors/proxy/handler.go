@@ -2,21 +2,19 @@ package proxy
 
 import (
 	"context"
-	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net"
-	"slices"
-	"strings"
-	"text/tabwriter"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warren-proxy/warren/actors/forward"
+	"github.com/warren-proxy/warren/actors/router"
 	"github.com/warren-proxy/warren/actors/session"
+	"github.com/warren-proxy/warren/actors/usercmd"
 	"github.com/warren-proxy/warren/cluster/access"
+	"github.com/warren-proxy/warren/cluster/clusterpb"
 	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/storage/audit"
 	"github.com/warren-proxy/warren/transport/usersh"
@@ -41,7 +39,7 @@ func (h userHandler) DirectTCPIP(ctx context.Context, c *usersh.Conn, t usersh.T
 		ID:             newID(),
 		ProxyID:        p.cfg.ID,
 		User:           c.Identity.User,
-		Identity:       accessIdentity(c.Identity),
+		Identity:       usercmd.AccessIdentity(c.Identity),
 		ClientAddr:     c.RemoteAddr.String(),
 		Resource:       t.Host,
 		Port:           t.Port,
@@ -76,240 +74,27 @@ func (h userHandler) DirectTCPIP(ctx context.Context, c *usersh.Conn, t usersh.T
 	p.system.Root.Spawn(props)
 }
 
-// Command runs a proxy command for a user.
+// Command runs a user's proxy command (ls, status, token add …).
 func (h userHandler) Command(ctx context.Context, c *usersh.Conn, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		args = []string{"help"}
-	}
-	pol := h.p.table.Snapshot().Policy
-	id := accessIdentity(c.Identity)
-	// A lock that lands while a command runs ends the connection; one that
-	// is already there was refused at login. Checked again here for a
-	// connection that raced the lock.
-	if reason := pol.CheckIdentity(id, h.p.cfg.Clock()); reason != "" {
-		fmt.Fprintln(stderr, "warren: "+reason)
-		return 1
-	}
-	switch args[0] {
-	case "ls":
-		return h.ls(id, args[1:], stdout, stderr)
-	case "whoami":
-		h.whoami(c.Identity, stdout)
-		return 0
-	case "audit":
-		if d := pol.Can(id, "audit"); !d.Allowed {
-			fmt.Fprintln(stderr, "warren: "+d.Reason)
-			return 1
-		}
-		return h.audit(args[1:], stdout, stderr)
-	case "token", "role", "lock":
-		if d := pol.Can(id, "admin"); !d.Allowed {
-			fmt.Fprintln(stderr, "warren: "+d.Reason)
-			return 1
-		}
-		return h.admin(c.Identity.User, args, stdin, stdout, stderr)
-	case "status":
-		fs := flag.NewFlagSet("status", flag.ContinueOnError)
-		fs.SetOutput(stderr)
-		asJSON := fs.Bool("json", false, "print JSON")
-		if err := fs.Parse(args[1:]); err != nil {
-			return 2
-		}
-		st := h.p.Status()
-		if !pol.Can(id, "admin").Allowed {
-			st = st.ForUser() // the cluster's shape, not its agents and routes
-		}
-		WriteStatus(stdout, st, *asJSON)
-		return 0
-	case "resource":
-		return h.resource(id, args[1:], stdin, stdout, stderr)
-	case "known-hosts":
-		h.knownHosts(id, stdout)
-		return 0
-	case "help":
-		fmt.Fprint(stdout, h.p.help())
-		return 0
-	default:
-		fmt.Fprintf(stderr, "warren: unknown proxy command %s; commands are ls, status, whoami, known-hosts, audit, resource, token, role, lock, help\n", model.Quote(args[0]))
-		return 2
-	}
+	return usercmd.Commands{P: commandView(h)}.Run(c.Identity, args, stdin, stdout, stderr)
 }
 
-// knownHosts prints pinned known_hosts lines: every proxy's plain host key
-// for the address users reach it by, and the plain host key of every agent
-// serving an ssh resource the user may reach, under the resource's name.
-// They are for SSH clients that cannot trust a host CA (paramiko,
-// libssh2, PuTTY without a CA file); the list comes over this connection,
-// whose host certificate the client checked.
-func (h userHandler) knownHosts(id access.Identity, stdout io.Writer) {
-	fmt.Fprintln(stdout, "# Warren pinned host keys, for SSH clients without certificate support.")
-	fmt.Fprintln(stdout, "# Clients that can should trust the CAs instead (known_hosts, known_hosts_resources): pinned keys change when agents join again.")
-	for _, st := range h.p.Status() {
-		if st.HostKey == "" || st.UserAddr == "" {
-			continue
-		}
-		for _, k := range strings.Split(st.HostKey, "\n") {
-			fmt.Fprintf(stdout, "%s %s\n", knownHostsPattern(st.UserAddr), k)
-		}
-	}
-	snap := h.p.table.Snapshot()
-	keys := map[string]string{}
-	for _, r := range snap.Routes {
-		keys[r.ID] = r.HostKey
-	}
-	see := snap.Policy.Seer(id)
-	for _, s := range snap.List() {
-		if s.Kind != "ssh" {
-			continue
-		}
-		seen := map[string]bool{}
-		for _, e := range snap.Lookup(s.Name) {
-			if k := keys[e.AgentID]; k != "" && see(session.Target(e)) && !seen[k] {
-				seen[k] = true
-				for _, line := range strings.Split(k, "\n") {
-					fmt.Fprintf(stdout, "%s %s\n", s.Name, line)
-				}
-			}
-		}
-	}
-}
+// commandView is the proxy as the user commands see it.
+type commandView struct{ p *Proxy }
 
-// knownHostsPattern is how known_hosts names host:port.
-func knownHostsPattern(addr string) string {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil || port == "22" {
-		return host
-	}
-	return "[" + host + "]:" + port
+func (v commandView) Snapshot() *router.Snapshot                  { return v.p.table.Snapshot() }
+func (v commandView) Now() time.Time                              { return v.p.cfg.Clock() }
+func (v commandView) Status() model.Statuses                      { return v.p.Status() }
+func (v commandView) Put(key string, val any) error               { return v.p.put(key, val) }
+func (v commandView) PutConfig(m *router.PutConfig) error         { return v.p.writeConfig(m) }
+func (v commandView) PutDefinition(m *router.PutDefinition) error { return v.p.writeConfig(m) }
+func (v commandView) CreateToken(req access.TokenRequest, by string) (string, access.Token, error) {
+	return v.p.CreateToken(req, by)
 }
-
-// accessIdentity is the access policy's view of a user connection.
-func accessIdentity(id usersh.Identity) access.Identity {
-	return access.Identity{User: id.User, Roles: id.Roles, Logins: id.Logins, CertTTL: id.CertTTL}
+func (v commandView) LocalAudit(q *clusterpb.AuditQuery) *clusterpb.AuditResult {
+	return v.p.localAudit(q)
 }
-
-func (h userHandler) whoami(id usersh.Identity, stdout io.Writer) {
-	pol := h.p.table.Snapshot().Policy
-	fmt.Fprintf(stdout, "user: %s\nlogins: %s\n", id.User, strings.Join(id.Logins, ","))
-	for _, r := range id.Roles {
-		role, ok := pol.Role(r)
-		switch {
-		case !ok:
-			fmt.Fprintf(stdout, "role: %s (does not exist in this cluster: grants nothing)\n", r)
-		case role.Description != "":
-			fmt.Fprintf(stdout, "role: %s (%s)\n", r, role.Description)
-		default:
-			fmt.Fprintf(stdout, "role: %s\n", r)
-		}
-	}
-	if !id.ValidUntil.IsZero() {
-		fmt.Fprintf(stdout, "valid until: %s\n", id.ValidUntil.UTC().Format(time.RFC3339))
-	}
+func (v commandView) ClusterAudit(q *clusterpb.AuditQuery) ([]audit.Event, bool, []string) {
+	return v.p.clusterAudit(q)
 }
-
-// ls lists the resources the user may reach, and nothing else.
-func (h userHandler) ls(id access.Identity, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("ls", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	list := h.p.visible(id, h.p.table.Snapshot().List())
-	if *asJSON {
-		if err := json.NewEncoder(stdout).Encode(list); err != nil {
-			return 1
-		}
-		return 0
-	}
-	WriteResourceTable(stdout, list)
-	return 0
-}
-
-// visible filters a listing to what id may see: a resource is listed when
-// one of its endpoints is (agents serving one name may label it apart).
-func (p *Proxy) visible(id access.Identity, list []model.Summary) []model.Summary {
-	snap := p.table.Snapshot()
-	see := snap.Policy.Seer(id)
-	out := list[:0:0]
-	for _, s := range list {
-		for _, e := range snap.Lookup(s.Name) {
-			if see(session.Target(e)) {
-				out = append(out, s)
-				break
-			}
-		}
-	}
-	return out
-}
-
-// WriteResourceTable prints resources as an aligned table.
-func WriteResourceTable(w io.Writer, list []model.Summary) {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tKIND\tSTATUS\tAGENTS\tLABELS")
-	for _, s := range list {
-		status := s.Status
-		if s.Detail != "" {
-			status += " (" + s.Detail + ")"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\n", s.Name, s.Kind, status, s.Healthy, s.Agents, joinLabels(s.Labels))
-	}
-	tw.Flush()
-}
-
-// WriteAuditNotes says what a query's events leave out: older events past
-// the limit, records that could not be read. It writes to w, kept apart from
-// the events so that --json output stays JSON lines.
-func WriteAuditNotes(w io.Writer, res audit.Result) {
-	if res.Truncated {
-		fmt.Fprintf(w, "(showing the newest %d of more events; use --limit)\n", len(res.Events))
-	}
-	if res.Skipped > 0 {
-		fmt.Fprintf(w, "(skipped %d damaged records)\n", res.Skipped)
-	}
-}
-
-// WriteAudit prints audit events as a table or JSON lines.
-func WriteAudit(w io.Writer, evs []audit.Event, asJSON bool) {
-	if asJSON {
-		enc := json.NewEncoder(w)
-		for _, ev := range evs {
-			_ = enc.Encode(ev)
-		}
-		return
-	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "TIME\tTYPE\tSESSION\tUSER\tLOGIN\tRESOURCE\tAGENT\tCLIENT\tIN\tOUT\tOUTCOME")
-	for _, ev := range evs {
-		outcome := ev.Outcome
-		if ev.Error != "" {
-			outcome += ": " + ev.Error
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", ev.Time.UTC().Format(time.RFC3339), ev.Type, short(ev.SessionID), dash(ev.User), dash(ev.Login), dash(ev.Resource), dash(ev.AgentID), dash(ev.ClientAddr), ev.BytesIn, ev.BytesOut, outcome)
-	}
-	tw.Flush()
-}
-
-// joinLabels renders labels as k=v pairs, sorted by key.
-func joinLabels(labels map[string]string) string {
-	out := make([]string, 0, len(labels))
-	for k, v := range labels {
-		out = append(out, k+"="+v)
-	}
-	slices.Sort(out)
-	return strings.Join(out, ",")
-}
-
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
-func short(id string) string {
-	if len(id) > 8 {
-		return id[:8]
-	}
-	return dash(id)
-}
+func (v commandView) Help() string { return v.p.help() }

@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -28,8 +27,10 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warren-proxy/warren/actors/forward"
+	"github.com/warren-proxy/warren/actors/httpapi"
 	"github.com/warren-proxy/warren/actors/router"
 	"github.com/warren-proxy/warren/actors/tunnel"
+	"github.com/warren-proxy/warren/actors/usercmd"
 	"github.com/warren-proxy/warren/cluster/access"
 	"github.com/warren-proxy/warren/cluster/membership"
 	"github.com/warren-proxy/warren/internal/accept"
@@ -79,7 +80,8 @@ type Proxy struct {
 	dialer     *peer.Dialer        // opens data streams to peers
 	rendezvous *forward.Rendezvous // channels tunnels opened, until their session claims them
 	members    *membership.Membership
-	load       *sessionLoad
+	load       *forward.Load   // live sessions per agent, failed agents, peer round trips
+	prober     *forward.Prober // measures the round trip to every member's router
 
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup // accept loops and handshakes
@@ -108,7 +110,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	log := cfg.Logger.With("proxy", cfg.ID)
 	return &Proxy{
-		cfg: cfg, log: log, tunPIDs: map[*actor.PID]tunnelInfo{}, load: &sessionLoad{m: map[string]int{}},
+		cfg: cfg, log: log, tunPIDs: map[*actor.PID]tunnelInfo{}, load: forward.NewLoad(),
 		rendezvous:   forward.NewRendezvous(forward.DefaultParkTTL),
 		refusedPeers: logsample.New(log, "peer call refused: not a live member of the cluster", logsample.Every),
 		tunnelGate:   &gate.Gate{Max: maxTunnelHandshakes, MaxPerIP: maxTunnelHandshakesPerIP},
@@ -268,7 +270,7 @@ func (p *Proxy) startServers() (err error) {
 	// http.idle_timeout (profiles stream for up to their own duration, so
 	// writes are not bounded).
 	p.httpSrv = &http.Server{
-		Handler:           p.httpHandler(),
+		Handler:           httpapi.Handler(httpView{p}),
 		ReadHeaderTimeout: p.cfg.HTTP.ReadHeaderTimeout,
 		ReadTimeout:       max(30*time.Second, p.cfg.HTTP.ReadHeaderTimeout),
 		IdleTimeout:       p.cfg.HTTP.IdleTimeout,
@@ -311,9 +313,7 @@ func (p *Proxy) ActorSystem() *actor.ActorSystem { return p.system }
 
 // SessionCounts returns the live sessions this proxy routes, per agent.
 func (p *Proxy) SessionCounts() map[string]int {
-	p.load.mu.Lock()
-	defer p.load.mu.Unlock()
-	return maps.Clone(p.load.m)
+	return p.load.Live()
 }
 
 // GossipAddr is the bound gossip address (seeds for other proxies).
@@ -572,7 +572,7 @@ func (p *Proxy) reservedName(name string) bool {
 // authorizeUser admits a user whose certificate is valid unless a lock,
 // missing roles or a too long-lived certificate refuse them.
 func (p *Proxy) authorizeUser(id usersh.Identity) error {
-	if reason := p.table.Snapshot().Policy.CheckIdentity(accessIdentity(id), p.cfg.Clock()); reason != "" {
+	if reason := p.table.Snapshot().Policy.CheckIdentity(usercmd.AccessIdentity(id), p.cfg.Clock()); reason != "" {
 		return errors.New(reason)
 	}
 	return nil
@@ -591,7 +591,7 @@ func (p *Proxy) enforce(pol *access.Policy) {
 	p.pushPolicy(pol)
 	if p.userSrv != nil {
 		p.userSrv.CloseConns(func(id usersh.Identity) string {
-			return pol.CheckIdentity(accessIdentity(id), now)
+			return pol.CheckIdentity(usercmd.AccessIdentity(id), now)
 		}, lockGrace)
 	}
 	p.mu.Lock()
@@ -617,71 +617,4 @@ func (p *Proxy) help() string {
 		"Commands: ssh -p " + port + " <you>@" + host + " ls | status | whoami | audit --since 1h",
 		"",
 	}, "\n")
-}
-
-// sessionLoad counts the live sessions this proxy routes to each agent
-// and remembers agents whose dials failed lately.
-type sessionLoad struct {
-	mu      sync.Mutex // guards the fields below
-	m       map[string]int
-	failed  map[string]time.Time
-	peerRTT map[string]time.Duration
-}
-
-func (l *sessionLoad) PeerRTT(proxyID string) time.Duration {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.peerRTT[proxyID]
-}
-
-func (l *sessionLoad) setPeerRTT(proxyID string, d time.Duration) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.peerRTT == nil {
-		l.peerRTT = map[string]time.Duration{}
-	}
-	l.peerRTT[proxyID] = d
-}
-
-// failMemory is how long a failed agent is tried last.
-const failMemory = 10 * time.Second
-
-func (l *sessionLoad) Failed(agentID string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.failed == nil {
-		l.failed = map[string]time.Time{}
-	}
-	l.failed[agentID] = time.Now()
-}
-
-func (l *sessionLoad) Succeeded(agentID string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	delete(l.failed, agentID)
-}
-
-func (l *sessionLoad) RecentlyFailed(agentID string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	t, ok := l.failed[agentID]
-	if ok && time.Since(t) > failMemory {
-		delete(l.failed, agentID)
-		return false
-	}
-	return ok
-}
-
-func (l *sessionLoad) Sessions(agentID string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.m[agentID]
-}
-
-func (l *sessionLoad) Add(agentID string, delta int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.m[agentID] += delta; l.m[agentID] <= 0 {
-		delete(l.m, agentID)
-	}
 }

@@ -14,7 +14,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
-	"github.com/warren-proxy/warren/actors/proxy"
+	"github.com/warren-proxy/warren/actors/usercmd"
 	"github.com/warren-proxy/warren/storage/audit"
 	"github.com/warren-proxy/warren/transport/pki"
 )
@@ -266,8 +266,8 @@ func runAudit(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		proxy.WriteAudit(os.Stdout, res.Events, *asJSON)
-		proxy.WriteAuditNotes(os.Stderr, res)
+		usercmd.WriteAudit(os.Stdout, res.Events, *asJSON)
+		usercmd.WriteAuditNotes(os.Stderr, res)
 		return nil
 	}
 	cmd := fmt.Sprintf("audit --since %s --limit %d", *since, *limit)

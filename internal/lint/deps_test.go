@@ -31,8 +31,8 @@ var rooms = []room{
 		"drives warren processes from outside; the scale fleet runs agents in-process"},
 	{"bench/plot", nil,
 		"draws charts; knows nothing of Warren"},
-	{"cmd", []string{"actors/agent", "actors/proxy", "bench", "cluster", "storage", "transport", "internal"},
-		"flags and wiring: the assembled proxy and agent, never the actors inside them"},
+	{"cmd", []string{"actors/agent", "actors/proxy", "actors/usercmd", "bench", "cluster", "storage", "transport", "internal"},
+		"flags and wiring: the assembled proxy and agent, never the actors inside them; the user commands' tables, so the CLI prints what a proxy prints"},
 }
 
 // toRemove are imports that break the table today, each allowed here

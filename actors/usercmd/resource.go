@@ -1,4 +1,4 @@
-package proxy
+package usercmd
 
 import (
 	"encoding/json"
@@ -13,23 +13,23 @@ import (
 	"github.com/warren-proxy/warren/internal/model"
 )
 
-// maxDefinition bounds a resource definition read from a user.
-const maxDefinition = 64 << 10
+// MaxDefinition bounds a resource definition read from a user.
+const MaxDefinition = 64 << 10
 
 // resource serves `resource create|rm|ls`: dynamic resource definitions
 // in the cluster's replicated configuration.
-func (h userHandler) resource(id access.Identity, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+func (c Commands) resource(id access.Identity, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, "warren: resource needs a subcommand: create (definition on stdin), rm NAME, ls")
 		return 2
 	}
-	if d := h.p.table.Snapshot().Policy.Can(id, "admin"); args[0] != "ls" && !d.Allowed {
+	if d := c.P.Snapshot().Policy.Can(id, "admin"); args[0] != "ls" && !d.Allowed {
 		fmt.Fprintln(stderr, "warren: "+d.Reason)
 		return 1
 	}
 	switch args[0] {
 	case "ls":
-		snap := h.p.table.Snapshot()
+		snap := c.P.Snapshot()
 		see := snap.Policy.Seer(id)
 		var defs []model.Definition
 		for _, d := range snap.Definitions {
@@ -49,9 +49,9 @@ func (h userHandler) resource(id access.Identity, args []string, stdin io.Reader
 		tw.Flush()
 		return 0
 	case "create":
-		data, err := io.ReadAll(io.LimitReader(stdin, maxDefinition+1))
-		if err != nil || len(data) > maxDefinition {
-			fmt.Fprintf(stderr, "warren: read the definition: send at most %d bytes of YAML on stdin\n", maxDefinition)
+		data, err := io.ReadAll(io.LimitReader(stdin, MaxDefinition+1))
+		if err != nil || len(data) > MaxDefinition {
+			fmt.Fprintf(stderr, "warren: read the definition: send at most %d bytes of YAML on stdin\n", MaxDefinition)
 			return 2
 		}
 		var d model.Definition
@@ -63,7 +63,7 @@ func (h userHandler) resource(id access.Identity, args []string, stdin io.Reader
 			fmt.Fprintf(stderr, "warren: resource definition refused, nothing stored:\n  %s\n", strings.ReplaceAll(err.Error(), "\n", "\n  "))
 			return 2
 		}
-		if err := h.p.putDefinition(&router.PutDefinition{Definition: d}); err != nil {
+		if err := c.P.PutDefinition(&router.PutDefinition{Definition: d}); err != nil {
 			fmt.Fprintf(stderr, "warren: store resource %q: %v\n", d.Name, err)
 			return 1
 		}
@@ -75,14 +75,14 @@ func (h userHandler) resource(id access.Identity, args []string, stdin io.Reader
 			return 2
 		}
 		name, found := args[1], false
-		for _, d := range h.p.table.Snapshot().Definitions {
+		for _, d := range c.P.Snapshot().Definitions {
 			found = found || d.Name == name
 		}
 		if !found {
 			fmt.Fprintf(stderr, "warren: no dynamic resource named %q (static resources live in agents' configs)\n", name)
 			return 1
 		}
-		if err := h.p.putDefinition(&router.PutDefinition{Definition: model.Definition{Name: name}, Delete: true}); err != nil {
+		if err := c.P.PutDefinition(&router.PutDefinition{Definition: model.Definition{Name: name}, Delete: true}); err != nil {
 			fmt.Fprintf(stderr, "warren: remove resource %q: %v\n", name, err)
 			return 1
 		}
@@ -92,6 +92,3 @@ func (h userHandler) resource(id access.Identity, args []string, stdin io.Reader
 	fmt.Fprintf(stderr, "warren: unknown resource subcommand %q: use create, rm or ls\n", args[0])
 	return 2
 }
-
-// putDefinition writes through the router and waits until it is durable.
-func (p *Proxy) putDefinition(m *router.PutDefinition) error { return p.writeConfig(m) }

@@ -1,4 +1,4 @@
-package proxy
+package usercmd
 
 import (
 	"encoding/json"
@@ -13,12 +13,11 @@ import (
 	"github.com/warren-proxy/warren/actors/router"
 	"github.com/warren-proxy/warren/cluster/access"
 	"github.com/warren-proxy/warren/internal/model"
-	"github.com/warren-proxy/warren/transport/pki"
 )
 
 // admin serves the cluster administration commands (the caller checked
 // the admin role): token, role and lock.
-func (h userHandler) admin(user string, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+func (c Commands) admin(user string, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) < 2 {
 		fmt.Fprintf(stderr, "warren: %s needs a subcommand (see `warren %s --help`)\n", args[0], args[0])
 		return 2
@@ -26,23 +25,23 @@ func (h userHandler) admin(user string, args []string, stdin io.Reader, stdout, 
 	var err error
 	switch args[0] + " " + args[1] {
 	case "token add":
-		err = h.tokenAdd(user, args[2:], stdout, stderr)
+		err = c.tokenAdd(user, args[2:], stdout, stderr)
 	case "token ls":
-		err = h.tokenLs(args[2:], stdout)
+		err = c.tokenLs(args[2:], stdout)
 	case "token rm":
-		err = h.configRm(args[2:], router.PrefixToken, "token", access.ValidTokenID, stdout)
+		err = c.configRm(args[2:], router.PrefixToken, "token", access.ValidTokenID, stdout)
 	case "role create":
-		err = h.roleCreate(stdin, stdout)
+		err = c.roleCreate(stdin, stdout)
 	case "role ls":
-		err = h.roleLs(args[2:], stdout)
+		err = c.roleLs(args[2:], stdout)
 	case "role rm":
-		err = h.roleRm(args[2:], stdout)
+		err = c.roleRm(args[2:], stdout)
 	case "lock user", "lock agent", "lock token":
-		err = h.lock(user, args[1], args[2:], stdin, stdout, stderr)
+		err = c.lock(user, args[1], args[2:], stdin, stdout, stderr)
 	case "lock ls":
-		err = h.lockLs(args[2:], stdout)
+		err = c.lockLs(args[2:], stdout)
 	case "lock rm":
-		err = h.unlock(args[2:], stdout)
+		err = c.unlock(args[2:], stdout)
 	default:
 		err = usage(fmt.Sprintf("unknown subcommand %s %s", args[0], model.Quote(args[1])))
 	}
@@ -62,7 +61,8 @@ func (h userHandler) admin(user string, args []string, stdin io.Reader, stdout, 
 type usageErr struct{ msg string }
 
 func (e usageErr) Error() string { return e.msg }
-func usage(msg string) error     { return usageErr{msg} }
+
+func usage(msg string) error { return usageErr{msg} }
 
 // adminFlags parses a subcommand's flags; errors are usage errors.
 func adminFlags(name string, args []string, stderr io.Writer, define func(fs *flag.FlagSet)) (*flag.FlagSet, error) {
@@ -75,32 +75,7 @@ func adminFlags(name string, args []string, stderr io.Writer, define func(fs *fl
 	return fs, nil
 }
 
-// put writes one configuration entry through the router, durably.
-func (p *Proxy) put(key string, v any) error {
-	value, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	return p.putConfig(&router.PutConfig{Key: key, Value: value})
-}
-
-func (p *Proxy) putConfig(m *router.PutConfig) error { return p.writeConfig(m) }
-
-// writeConfig sends a configuration write (PutConfig, PutDefinition) to
-// the router and waits until it is durable here and sent to the peers.
-func (p *Proxy) writeConfig(m any) error {
-	res, err := p.system.Root.RequestFuture(p.router, m, 10*time.Second).Result()
-	if err != nil {
-		return err
-	}
-	r, ok := res.(*router.ConfigResult)
-	if !ok {
-		return errors.New("unexpected answer from the router")
-	}
-	return r.Err
-}
-
-func (h userHandler) tokenAdd(user string, args []string, stdout, stderr io.Writer) error {
+func (c Commands) tokenAdd(user string, args []string, stdout, stderr io.Writer) error {
 	var req access.TokenRequest
 	var resources, labels string
 	fs, err := adminFlags("token add", args, stderr, func(fs *flag.FlagSet) {
@@ -127,7 +102,7 @@ func (h userHandler) tokenAdd(user string, args []string, stdout, stderr io.Writ
 	if _, err = req.Validate(); err != nil {
 		return usage("token refused, nothing stored:\n  " + strings.ReplaceAll(err.Error(), "\n", "\n  "))
 	}
-	secret, t, err := h.p.CreateToken(req, user)
+	secret, t, err := c.P.CreateToken(req, user)
 	if err != nil {
 		return err
 	}
@@ -139,30 +114,6 @@ func (h userHandler) tokenAdd(user string, args []string, stdout, stderr io.Writ
 	fmt.Fprintf(stderr, "token %s: valid until %s, usable %s; agents that join with it serve %s and renew their certificates for %s.\nThe token is shown once; only its hash is stored. Revoke it with `warren token rm %s` (joined agents stay) or `warren lock token %s` (they go too).\n",
 		t.ID, t.Expires.UTC().Format(time.RFC3339), uses, t.Grant.Describe(), t.RenewFor, t.ID, t.ID)
 	return nil
-}
-
-// CreateToken makes a join token with req's grant, stores it (hashed) in
-// the cluster's configuration with this proxy as its origin, and returns
-// its secret, which is never stored.
-func (p *Proxy) CreateToken(req access.TokenRequest, createdBy string) (string, access.Token, error) {
-	req, err := req.Validate()
-	if err != nil {
-		return "", access.Token{}, err
-	}
-	secret, err := pki.NewToken()
-	if err != nil {
-		return "", access.Token{}, err
-	}
-	now := p.cfg.Clock()
-	t := access.Token{
-		ID: access.TokenID(secret), Hash: access.HashToken(secret), Created: now, Expires: now.Add(req.TTL),
-		Uses: req.Uses, Origin: p.cfg.ID, RenewFor: req.RenewFor, CreatedBy: createdBy,
-		Grant: access.Grant{Names: req.Resources, Labels: req.Labels},
-	}
-	if err := p.put(router.PrefixToken+t.ID, t); err != nil {
-		return "", access.Token{}, fmt.Errorf("store the token: %w", err)
-	}
-	return secret, t, nil
 }
 
 // parseLabels reads "k=v,k2=v2".
@@ -184,9 +135,9 @@ func parseLabels(s string) (map[string]string, error) {
 	return out, nil
 }
 
-func (h userHandler) tokenLs(args []string, stdout io.Writer) error {
-	now := h.p.cfg.Clock()
-	toks := h.p.table.Snapshot().Policy.Tokens()
+func (c Commands) tokenLs(args []string, stdout io.Writer) error {
+	now := c.P.Now()
+	toks := c.P.Snapshot().Policy.Tokens()
 	if len(args) > 0 && args[0] == "--json" {
 		for i := range toks {
 			toks[i].Hash = "" // never shown, even hashed
@@ -210,24 +161,24 @@ func (h userHandler) tokenLs(args []string, stdout io.Writer) error {
 }
 
 // configRm deletes one entry by name after checking it exists.
-func (h userHandler) configRm(args []string, prefix, what string, valid func(string) bool, stdout io.Writer) error {
+func (c Commands) configRm(args []string, prefix, what string, valid func(string) bool, stdout io.Writer) error {
 	if len(args) != 1 || !valid(args[0]) {
 		return usage(fmt.Sprintf("%s rm needs one valid %s id", what, what))
 	}
 	name := args[0]
 	if what == "token" {
-		if _, ok := h.p.table.Snapshot().Policy.Token(name); !ok {
+		if _, ok := c.P.Snapshot().Policy.Token(name); !ok {
 			return fmt.Errorf("no %s %s", what, name)
 		}
 	}
-	if err := h.p.putConfig(&router.PutConfig{Key: prefix + name, Delete: true}); err != nil {
+	if err := c.P.PutConfig(&router.PutConfig{Key: prefix + name, Delete: true}); err != nil {
 		return fmt.Errorf("remove %s %s: %w", what, name, err)
 	}
 	fmt.Fprintf(stdout, "%s %s removed\n", what, name)
 	return nil
 }
 
-func (h userHandler) roleCreate(stdin io.Reader, stdout io.Writer) error {
+func (c Commands) roleCreate(stdin io.Reader, stdout io.Writer) error {
 	data, err := io.ReadAll(io.LimitReader(stdin, access.MaxRoleBytes+1))
 	if err != nil {
 		return fmt.Errorf("read the role: %w", err)
@@ -236,15 +187,15 @@ func (h userHandler) roleCreate(stdin io.Reader, stdout io.Writer) error {
 	if err != nil {
 		return usage("role refused, nothing stored:\n  " + strings.ReplaceAll(err.Error(), "\n", "\n  "))
 	}
-	if err := h.p.put(router.PrefixRole+r.Name, r); err != nil {
+	if err := c.P.Put(router.PrefixRole+r.Name, r); err != nil {
 		return fmt.Errorf("store role %s: %w", r.Name, err)
 	}
 	fmt.Fprintf(stdout, "role %s stored; users whose certificates name it get it within seconds on every proxy\n", r.Name)
 	return nil
 }
 
-func (h userHandler) roleLs(args []string, stdout io.Writer) error {
-	roles := h.p.table.Snapshot().Policy.Roles()
+func (c Commands) roleLs(args []string, stdout io.Writer) error {
+	roles := c.P.Snapshot().Policy.Roles()
 	if len(args) > 0 && args[0] == "--json" {
 		return json.NewEncoder(stdout).Encode(roles)
 	}
@@ -288,7 +239,7 @@ func describeRules(rs access.Rules) string {
 	return strings.Join(parts, " ")
 }
 
-func (h userHandler) roleRm(args []string, stdout io.Writer) error {
+func (c Commands) roleRm(args []string, stdout io.Writer) error {
 	if len(args) != 1 {
 		return usage("role rm needs one role name")
 	}
@@ -296,10 +247,10 @@ func (h userHandler) roleRm(args []string, stdout io.Writer) error {
 	if access.IsPreset(name) {
 		return usage(fmt.Sprintf("%s is a preset role; it cannot be removed", name))
 	}
-	if _, ok := h.p.table.Snapshot().Policy.Role(name); !ok {
+	if _, ok := c.P.Snapshot().Policy.Role(name); !ok {
 		return fmt.Errorf("no role %s", model.Quote(name))
 	}
-	if err := h.p.putConfig(&router.PutConfig{Key: router.PrefixRole + name, Delete: true}); err != nil {
+	if err := c.P.PutConfig(&router.PutConfig{Key: router.PrefixRole + name, Delete: true}); err != nil {
 		return fmt.Errorf("remove role %s: %w", name, err)
 	}
 	fmt.Fprintf(stdout, "role %s removed; certificates that name it grant nothing by it from now on\n", name)
@@ -309,7 +260,7 @@ func (h userHandler) roleRm(args []string, stdout io.Writer) error {
 // maxLockMessage bounds the message of a lock, read from stdin.
 const maxLockMessage = 256
 
-func (h userHandler) lock(user, kind string, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+func (c Commands) lock(user, kind string, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	var ttl time.Duration
 	fs, err := adminFlags("lock "+kind, args, stderr, func(fs *flag.FlagSet) {
 		fs.DurationVar(&ttl, "ttl", 0, "")
@@ -324,7 +275,7 @@ func (h userHandler) lock(user, kind string, args []string, stdin io.Reader, std
 	if err != nil || len(msg) > maxLockMessage {
 		return usage(fmt.Sprintf("send the lock's message (at most %d bytes) on stdin", maxLockMessage))
 	}
-	now := h.p.cfg.Clock()
+	now := c.P.Now()
 	l := access.Lock{Kind: kind, Name: fs.Arg(0), Message: strings.TrimSpace(string(msg)), Created: now, CreatedBy: user}
 	if ttl < 0 || ttl > 365*24*time.Hour {
 		return usage("--ttl must be between 0 (no end) and 8760h")
@@ -335,16 +286,16 @@ func (h userHandler) lock(user, kind string, args []string, stdin io.Reader, std
 	if err := l.Validate(); err != nil {
 		return usage(err.Error())
 	}
-	if err := h.p.put(router.PrefixLock+kind+"/"+l.Name, l); err != nil {
+	if err := c.P.Put(router.PrefixLock+kind+"/"+l.Name, l); err != nil {
 		return fmt.Errorf("store the lock: %w", err)
 	}
 	fmt.Fprintf(stdout, "%s %s locked; every proxy refuses it and ends its sessions within seconds\n", kind, l.Name)
 	return nil
 }
 
-func (h userHandler) lockLs(args []string, stdout io.Writer) error {
-	now := h.p.cfg.Clock()
-	locks := h.p.table.Snapshot().Policy.Locks()
+func (c Commands) lockLs(args []string, stdout io.Writer) error {
+	now := c.P.Now()
+	locks := c.P.Snapshot().Policy.Locks()
 	if len(args) > 0 && args[0] == "--json" {
 		return json.NewEncoder(stdout).Encode(locks)
 	}
@@ -363,19 +314,19 @@ func (h userHandler) lockLs(args []string, stdout io.Writer) error {
 	return tw.Flush()
 }
 
-func (h userHandler) unlock(args []string, stdout io.Writer) error {
+func (c Commands) unlock(args []string, stdout io.Writer) error {
 	if len(args) != 2 {
 		return usage("lock rm needs KIND NAME, as `warren lock ls` shows them")
 	}
 	kind, name := args[0], args[1]
 	found := false
-	for _, l := range h.p.table.Snapshot().Policy.Locks() {
+	for _, l := range c.P.Snapshot().Policy.Locks() {
 		found = found || l.Kind == kind && l.Name == name
 	}
 	if !found {
 		return fmt.Errorf("no lock on %s %s", model.Quote(kind), model.Quote(name))
 	}
-	if err := h.p.putConfig(&router.PutConfig{Key: router.PrefixLock + kind + "/" + name, Delete: true}); err != nil {
+	if err := c.P.PutConfig(&router.PutConfig{Key: router.PrefixLock + kind + "/" + name, Delete: true}); err != nil {
 		return fmt.Errorf("remove the lock: %w", err)
 	}
 	fmt.Fprintf(stdout, "%s %s unlocked\n", kind, name)

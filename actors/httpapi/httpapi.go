@@ -1,0 +1,80 @@
+// Package httpapi serves a proxy's HTTP port: /healthz and /readyz, open
+// for load balancers and orchestrators; and, behind the cluster's API token
+// (Authorization: Bearer <auth_dir/api_token>), the JSON API that `warren
+// ls`, `warren status` and the benchmarks read, and Go's profiles under
+// /debug/pprof/.
+package httpapi
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/pprof"
+	"strings"
+
+	"github.com/warren-proxy/warren/actors/router"
+	"github.com/warren-proxy/warren/internal/model"
+)
+
+// Proxy is what the HTTP API needs of its proxy.
+type Proxy interface {
+	ID() string
+	// NotReady says why the proxy should not take users now, or "".
+	NotReady() string
+	Snapshot() *router.Snapshot
+	Status() model.Statuses
+	// CheckAPIToken reports whether tok is the cluster's API token.
+	CheckAPIToken(tok string) bool
+}
+
+// Handler returns the HTTP API of p.
+func Handler(p Proxy) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if why := p.NotReady(); why != "" {
+			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	auth := func(next http.HandlerFunc) http.Handler { return requireToken(p, next) }
+	// Every resource, or with ?name=A&name=B only those: a client that
+	// watches a few names among thousands need not fetch them all.
+	mux.Handle("GET /api/v1/resources", auth(func(w http.ResponseWriter, r *http.Request) {
+		var list []model.Summary
+		if names := r.URL.Query()["name"]; len(names) > 0 {
+			list = p.Snapshot().Summaries(names)
+		} else {
+			list = p.Snapshot().List()
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{
+			"proxy":     p.ID(),
+			"resources": list,
+		})
+	}))
+	mux.Handle("GET /api/v1/status", auth(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(p.Status())
+	}))
+	// Profiles for operators (`go tool pprof -http=: URL` with the same
+	// bearer token): what a proxy spends its CPU and memory on.
+	mux.Handle("GET /debug/pprof/", auth(pprof.Index))
+	mux.Handle("GET /debug/pprof/profile", auth(pprof.Profile))
+	mux.Handle("GET /debug/pprof/trace", auth(pprof.Trace))
+	return mux
+}
+
+func requireToken(p Proxy, next http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || !p.CheckAPIToken(tok) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="warren"`)
+			http.Error(w, "missing or wrong API token: send Authorization: Bearer <contents of the cluster's api_token file>", http.StatusUnauthorized)
+			return
+		}
+		next(w, r)
+	})
+}

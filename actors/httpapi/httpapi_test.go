@@ -1,0 +1,71 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/warren-proxy/warren/actors/router"
+	"github.com/warren-proxy/warren/internal/model"
+)
+
+type fakeProxy struct{ notReady string }
+
+func (f *fakeProxy) ID() string       { return "p1" }
+func (f *fakeProxy) NotReady() string { return f.notReady }
+func (f *fakeProxy) Snapshot() *router.Snapshot {
+	return &router.Snapshot{Resources: map[string][]router.Endpoint{
+		"db": {{Resource: model.Resource{Name: "db", Kind: model.KindTCP, AgentID: "a1", Healthy: true}, Online: true}},
+	}}
+}
+func (f *fakeProxy) Status() model.Statuses        { return model.Statuses{{ID: "p1", State: "alive"}} }
+func (f *fakeProxy) CheckAPIToken(tok string) bool { return tok == "s3cret" }
+
+func get(t *testing.T, h http.Handler, path, token string) (int, string) {
+	t.Helper()
+	req := httptest.NewRequest("GET", path, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	b, _ := io.ReadAll(w.Result().Body)
+	return w.Code, string(b)
+}
+
+func TestReadyzSaysWhy(t *testing.T) {
+	f := &fakeProxy{notReady: "waiting for the peers' routes and configuration"}
+	h := Handler(f)
+	if code, body := get(t, h, "/readyz", ""); code != 503 || !strings.Contains(body, "waiting for the peers") {
+		t.Errorf("not ready: %d %q", code, body)
+	}
+	f.notReady = ""
+	if code, _ := get(t, h, "/readyz", ""); code != 200 {
+		t.Errorf("ready: %d", code)
+	}
+	if code, _ := get(t, h, "/healthz", ""); code != 200 {
+		t.Errorf("healthz: %d", code)
+	}
+}
+
+func TestAPIAndProfilesNeedTheToken(t *testing.T) {
+	h := Handler(&fakeProxy{})
+	for _, path := range []string{"/api/v1/resources", "/api/v1/status", "/debug/pprof/"} {
+		for _, tok := range []string{"", "wrong", "s3cret "} {
+			if code, body := get(t, h, path, tok); code != 401 || !strings.Contains(body, "api_token") {
+				t.Errorf("%s with token %q: %d %q", path, tok, code, body)
+			}
+		}
+	}
+	code, body := get(t, h, "/api/v1/resources?name=db&name=nope", "s3cret")
+	var out struct {
+		Proxy     string          `json:"proxy"`
+		Resources []model.Summary `json:"resources"`
+	}
+	if code != 200 || json.Unmarshal([]byte(body), &out) != nil || out.Proxy != "p1" || len(out.Resources) != 1 || out.Resources[0].Name != "db" {
+		t.Errorf("resources: %d %q", code, body)
+	}
+}
