@@ -20,7 +20,6 @@ func (p *Proxy) put(key string, v any) error {
 	return p.writeConfig(&router.PutConfig{Key: key, Value: value})
 }
 
-
 // writeConfig sends a configuration write (PutConfig, PutDefinition) to
 // the router and waits until it is durable here and sent to the peers.
 func (p *Proxy) writeConfig(m any) error {
