@@ -1,20 +1,25 @@
-// Package plot renders benchmark charts as PNG images: cumulative
-// distributions of samples (CDF) and grouped bar charts (Bars).
+// Package plot renders benchmark charts as PNG images with
+// gonum.org/v1/plot: cumulative distributions of samples (CDF) and
+// grouped horizontal bar charts (Bars).
 //
-// Charts are about 1000x600 pixels, white, drawn with a built-in bitmap font
-// and the Okabe–Ito colour-blind friendly palette; series get its colours
-// in order. The same input always gives the same bytes. Text the font
-// cannot draw is replaced by ASCII look-alikes ("→" becomes "->", "µ"
-// becomes "u").
+// Charts are 1000 pixels wide (CDFs 600 tall, bar charts as tall as their
+// labels need), white, with the title and the legend above the plot, text
+// in Liberation Sans, and the Okabe–Ito colour-blind friendly palette;
+// series get its colours in order. The same input always gives the same
+// bytes.
 package plot
 
 import (
 	"errors"
 	"fmt"
-	"image/png"
 	"io"
 	"math"
 	"slices"
+
+	gonum "gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
 )
 
 // Series is one named set of samples (for CDF) or one value per label (for Bars).
@@ -24,8 +29,8 @@ type Series struct {
 }
 
 const (
-	width         = 1000
-	height        = 600 // usual height; bar charts may be taller or shorter
+	width         = 1000 // pixels
+	height        = 600  // usual height; bar charts may be taller or shorter
 	minBarsHeight = 360
 	maxBar        = 36 // thickest bar, in pixels
 )
@@ -42,78 +47,54 @@ func CDF(w io.Writer, title, unit string, series []Series) error {
 	if err := check(series); err != nil {
 		return err
 	}
-	sorted := make([][]float64, len(series))
 	lo, hi := math.Inf(1), math.Inf(-1)
-	names := make([]string, len(series))
-	for i, s := range series {
-		sorted[i] = slices.Clone(s.Values)
-		slices.Sort(sorted[i])
-		lo, hi = min(lo, sorted[i][0]), max(hi, sorted[i][len(sorted[i])-1])
-		names[i] = s.Name
+	for _, s := range series {
+		lo, hi = min(lo, slices.Min(s.Values)), max(hi, slices.Max(s.Values))
+	}
+	if err := spans(lo, hi); err != nil {
+		return err
 	}
 
-	x0, x1 := 80, width-40
-	top := header(canvas{}, title, names, x0, x1, width) + 8
-	y0, y1 := top, height-56
-
-	var xa axis
+	p := newPlot(unit, true)
 	if lo > 0 && hi/lo > 10 {
-		xa = logAxis(lo, hi, x1-x0)
+		p.X.Scale, p.X.Tick.Marker = gonum.LogScale{}, logTicks{}
+		p.X.Min, p.X.Max = nice(lo, false), nice(hi, true)
+		p.X.Label.Text += " (log scale)"
 	} else {
-		var err error
-		if xa, err = linearAxis(lo, hi, (x1-x0)/90); err != nil {
-			return err
+		p.X.Tick.Marker, p.X.AutoRescale = linearTicks{10}, true
+	}
+	p.Y.Label.Text = "fraction of samples ≤ x"
+	p.Y.Min, p.Y.Max = 0, 1
+	var yt gonum.ConstantTicks
+	for i := range 11 {
+		t := gonum.Tick{Value: float64(i) / 10}
+		if i%2 == 0 {
+			t.Label = compact(t.Value, 1)
 		}
+		yt = append(yt, t)
 	}
-	ya, _ := linearAxis(0, 1, (y1-y0)/50)
+	p.Y.Tick.Marker = yt
 
-	c := newCanvas(width, height)
-	header(c, title, names, x0, x1, width)
-	for _, p := range xa.minor {
-		c.vline(xa.tickPix(p, x0, x1), y0, y1, faint)
-	}
-	for _, t := range xa.ticks {
-		c.vline(xa.tickPix(t.pos, x0, x1), y0, y1, light)
-	}
-	for _, t := range ya.ticks {
-		c.hline(x0, x1, ya.tickPix(t.pos, y1, y0), light)
-	}
-	for i, vals := range sorted {
-		col := colour(i)
-		n := float64(len(vals))
-		px, py := xa.pix(vals[0], x0, x1), y1
-		for j, v := range vals {
-			x, y := xa.pix(v, x0, x1), ya.pix(float64(j+1)/n, y1, y0)
-			c.thickH(px, x, py, col)
-			c.thickV(x, py, y, col)
-			px, py = x, y
+	legend := make([]entry, len(series))
+	for i, s := range series {
+		// The staircase starts at 0 on the smallest sample and rises by
+		// 1/n at each sample: horizontal to the next sample, then up.
+		v := slices.Sorted(slices.Values(s.Values))
+		xys := make(plotter.XYs, len(v)+1)
+		xys[0] = plotter.XY{X: v[0]}
+		for j, x := range v {
+			xys[j+1] = plotter.XY{X: x, Y: float64(j+1) / float64(len(v))}
 		}
+		l, err := plotter.NewLine(xys)
+		if err != nil {
+			return fmt.Errorf("plot: series %d (%q): %w", i, s.Name, err)
+		}
+		l.StepStyle = plotter.PostStep
+		l.LineStyle = draw.LineStyle{Color: colour(i), Width: pixels(2)}
+		p.Add(l)
+		legend[i] = entry{name(i, s), l}
 	}
-
-	// Axes, ticks and their labels.
-	c.hline(x0, x1, y1, ink)
-	c.vline(x0, y0, y1, ink)
-	for _, t := range xa.ticks {
-		x := xa.tickPix(t.pos, x0, x1)
-		c.vline(x, y1, y1+5, ink)
-		c.text(t.label, x-textW(t.label)/2, y1+9, 1, false, ink)
-	}
-	for _, t := range ya.ticks {
-		y := ya.tickPix(t.pos, y1, y0)
-		c.hline(x0-5, x0, y, ink)
-		c.text(t.label, x0-9-textW(t.label), y-glyphH/2, 1, false, ink)
-	}
-	xl := unit
-	if xl == "" {
-		xl = "value"
-	}
-	if xa.log {
-		xl += " (log scale)"
-	}
-	c.text(xl, (x0+x1-textW(xl))/2, y1+30, 1, false, ink)
-	yl := "fraction of samples <= x"
-	c.text(yl, 16, (y0+y1-textW(yl))/2, 1, true, ink)
-	return png.Encode(w, c)
+	return render(w, newHeader(title, legend, pixels(width-2*margin)), p, height)
 }
 
 // Bars writes a PNG bar chart comparing values across labels: one group
@@ -123,10 +104,11 @@ func CDF(w io.Writer, title, unit string, series []Series) error {
 // and a title.
 //
 // The chart is horizontal so that long labels such as "ssh -J b1,b2 → sshd"
-// stay readable: labels are wrapped in a column on the left, bars grow
-// rightwards from 0 along the value axis at the bottom (leftwards for
-// negative values) and end in their value. The image is 1000 pixels wide
-// and 600 tall, taller when many labels or series need the room.
+// stay readable: labels are wrapped in a column on the left, first label
+// at the top, bars grow rightwards from a line at 0 (leftwards for
+// negative values) along the value axis at the bottom and end in their
+// value. The image is 1000 pixels wide and 600 tall, taller when many
+// labels or series need the room, shorter (down to 360) when few do.
 func Bars(w io.Writer, title, unit string, labels []string, series []Series) error {
 	if len(labels) == 0 {
 		return errors.New("plot: no labels")
@@ -135,100 +117,110 @@ func Bars(w io.Writer, title, unit string, labels []string, series []Series) err
 		return err
 	}
 	lo, hi := 0.0, 0.0
-	valW := 0 // widest value label
-	names := make([]string, len(series))
 	for i, s := range series {
 		if len(s.Values) != len(labels) {
 			return fmt.Errorf("plot: series %d (%q) has %d values for %d labels", i, s.Name, len(s.Values), len(labels))
 		}
-		for _, v := range s.Values {
-			lo, hi = min(lo, v), max(hi, v)
-			valW = max(valW, textW(compact(v, 3)))
-		}
-		names[i] = s.Name
+		lo, hi = min(lo, slices.Min(s.Values)), max(hi, slices.Max(s.Values))
 	}
-	if len(series) == 1 {
-		names = nil // no legend for a single series
-	}
-	if lo == hi {
-		hi = 1
-	}
-
-	// Columns: wrapped labels, room for negative value labels, the bars,
-	// room for positive value labels.
-	labW := 0
-	for _, l := range labels {
-		labW = max(labW, textW(l))
-	}
-	labW = min(labW, 280)
-	wrapped := make([][]string, len(labels))
-	lines := 1
-	for i, l := range labels {
-		wrapped[i] = wrap(l, labW)
-		lines = max(lines, len(wrapped[i]))
-	}
-	x0 := 16 + labW + 12
-	if lo < 0 {
-		x0 += valW + 6
-	}
-	x1 := width - 16 - max(valW+6, 20)
-
-	// Rows: one slot per label, bars at least a line of text thick.
-	top := header(canvas{}, title, names, x0, x1, width) + 4
-	bottom := 52
-	k := len(series)
-	slotFor := func(bar int) int { return max(k*bar+30, lines*glyphH+12) }
-	h := max(minBarsHeight, min(height, top+bottom+len(labels)*slotFor(maxBar+10)), top+bottom+len(labels)*slotFor(glyphH+1))
-	y0, y1 := top, h-bottom
-	slot := float64(y1-y0) / float64(len(labels))
-	gap := max(10, min(slot/4, 30))
-	bar := min(maxBar, int(slot-gap)/k)
-
-	xa, err := linearAxis(lo, hi, (x1-x0)/90)
-	if err != nil {
+	if err := spans(lo, hi); err != nil {
 		return err
 	}
-	c := newCanvas(width, h)
-	header(c, title, names, x0, x1, width)
-	for _, t := range xa.ticks {
-		c.vline(xa.tickPix(t.pos, x0, x1), y0, y1, light)
-	}
-	zero := xa.pix(0, x0, x1)
-	for i, ls := range wrapped {
-		mid := y0 + int(slot*(float64(i)+0.5))
-		ly := mid - len(ls)*glyphH/2
-		for j, l := range ls {
-			c.text(l, 16+labW-textW(l), ly+j*glyphH, 1, false, ink)
-		}
-		by := mid - k*bar/2
-		for j, s := range series {
-			v := s.Values[i]
-			x := xa.pix(v, x0, x1)
-			c.rect(min(zero, x), by+1, max(zero, x), by+bar-1, colour(j))
-			l := compact(v, 3)
-			lx := x + 5
-			if v < 0 {
-				lx = x - 5 - textW(l)
-			}
-			c.text(l, lx, by+(bar-glyphH)/2, 1, false, ink)
-			by += bar
-		}
-	}
 
-	// Value axis at the bottom, zero line.
-	c.hline(x0, x1, y1, ink)
-	c.vline(zero, y0, y1, ink)
-	for _, t := range xa.ticks {
-		x := xa.tickPix(t.pos, x0, x1)
-		c.vline(x, y1, y1+5, ink)
-		c.text(t.label, x-textW(t.label)/2, y1+9, 1, false, ink)
+	p := newPlot(unit, false)
+	p.X.Tick.Marker, p.X.AutoRescale = linearTicks{8}, true
+	// Labels on the y axis, wrapped to at most 280 pixels, first at the top.
+	lines := 1
+	wrapped := make([]string, len(labels))
+	for i, l := range labels {
+		wrapped[i] = wrap(l, pixels(280), p.Y.Tick.Label)
+		lines = max(lines, len(p.Y.Tick.Label.Handler.Lines(wrapped[i])))
 	}
-	xl := unit
-	if xl == "" {
-		xl = "value"
+	p.NominalY(wrapped...)
+	p.Y.Scale = gonum.InvertedScale{Normalizer: gonum.LinearScale{}}
+	p.Y.Padding = 0
+	p.Y.Tick.Length = pixels(6) // room between the labels and the bars
+
+	k, n := len(series), len(labels)
+	bars := make([]*plotter.BarChart, k)
+	var legend []entry
+	for j, s := range series {
+		b, err := plotter.NewBarChart(plotter.Values(s.Values), 1) // width set below
+		if err != nil {
+			return fmt.Errorf("plot: series %d (%q): %w", j, s.Name, err)
+		}
+		b.Horizontal, b.Color, b.LineStyle = true, colour(j), draw.LineStyle{}
+		bars[j] = b
+		if k > 1 {
+			legend = append(legend, entry{name(j, s), b})
+		}
 	}
-	c.text(xl, (x0+x1-textW(xl))/2, y1+30, 1, false, ink)
-	return png.Encode(w, c)
+	head := newHeader(title, legend, pixels(width-2*margin))
+
+	// Height: one slot per label, bars at least a line of text thick.
+	top, bottom := int(head.height()/pixels(1))+margin, 56
+	lineH := int(p.Y.Tick.Label.Height("X")/pixels(1)) + 1
+	slotFor := func(bar int) int { return max(k*bar+24, lines*lineH+12) }
+	h := max(minBarsHeight, min(height, top+bottom+n*slotFor(maxBar+10)), top+bottom+n*slotFor(lineH+1))
+	slot := float64(h-top-bottom) / float64(n)
+	bar := pixels(min(maxBar, int(slot-max(10, min(slot/4, 30)))/k))
+
+	for j, b := range bars {
+		b.Width = bar
+		// Series top to bottom within a group (+y is up on the canvas).
+		b.Offset = (vg.Length(k-1)/2 - vg.Length(j)) * bar
+		p.Add(b)
+		// Each bar's value just beyond its end.
+		for _, neg := range []bool{false, true} {
+			var at plotter.XYLabels
+			for i, v := range b.Values {
+				if v < 0 == neg {
+					at.XYs = append(at.XYs, plotter.XY{X: v, Y: float64(i)})
+					at.Labels = append(at.Labels, compact(v, 3))
+				}
+			}
+			if len(at.XYs) == 0 {
+				continue
+			}
+			l, err := plotter.NewLabels(at)
+			if err != nil {
+				return err
+			}
+			l.Offset = vg.Point{X: pixels(5), Y: b.Offset}
+			for i := range l.TextStyle {
+				l.TextStyle[i] = style(10)
+				l.TextStyle[i].YAlign = draw.YCenter
+			}
+			if neg {
+				l.Offset.X = -l.Offset.X
+				for i := range l.TextStyle {
+					l.TextStyle[i].XAlign = draw.XRight
+				}
+			}
+			p.Add(l)
+		}
+	}
+	// The zero line, which also spreads the groups over equal slots.
+	zero, _ := plotter.NewLine(plotter.XYs{{X: 0, Y: -0.5}, {X: 0, Y: float64(n) - 0.5}})
+	zero.LineStyle = draw.LineStyle{Color: ink, Width: vg.Points(0.75)}
+	p.Add(zero)
+	return render(w, head, p, h)
+}
+
+// name is how the legend calls series i.
+func name(i int, s Series) string {
+	if s.Name == "" {
+		return fmt.Sprintf("series %d", i+1)
+	}
+	return s.Name
+}
+
+// spans reports an error if an axis cannot span lo..hi.
+func spans(lo, hi float64) error {
+	if math.IsInf(hi-lo, 0) {
+		return errors.New("plot: values span too wide a range to draw")
+	}
+	return nil
 }
 
 // check reports what is wrong with series, if anything.

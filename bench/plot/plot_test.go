@@ -2,18 +2,22 @@ package plot
 
 import (
 	"bytes"
+	"fmt"
 	"image"
 	"image/color"
 	"image/png"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
 
-// decode renders with f and decodes the PNG it wrote.
-func decode(t *testing.T, f func(*bytes.Buffer) error) (image.Image, []byte) {
+// decode renders with f, decodes the PNG it wrote and checks that it is
+// 1000 pixels wide, minH to maxH tall, and not all one colour: a white
+// background with other colours on more than 2% of it.
+func decode(t *testing.T, minH, maxH int, f func(*bytes.Buffer) error) (image.Image, []byte) {
 	t.Helper()
 	var buf bytes.Buffer
 	if err := f(&buf); err != nil {
@@ -22,6 +26,13 @@ func decode(t *testing.T, f func(*bytes.Buffer) error) (image.Image, []byte) {
 	img, err := png.Decode(bytes.NewReader(buf.Bytes()))
 	if err != nil {
 		t.Fatalf("output is not a PNG: %v", err)
+	}
+	size := img.Bounds().Size()
+	if size.X != 1000 || size.Y < minH || size.Y > maxH {
+		t.Errorf("size %v, want 1000 wide, %d..%d tall", size, minH, maxH)
+	}
+	if n, all := count(img, color.White), size.X*size.Y; n > all*98/100 || n < all/2 {
+		t.Errorf("%d of %d pixels are white: want a white chart with something drawn on it", n, all)
 	}
 	return img, buf.Bytes()
 }
@@ -88,13 +99,13 @@ func TestCDF(t *testing.T) {
 		{"single value", []Series{{"a", []float64{7}}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			img, _ := decode(t, func(b *bytes.Buffer) error { return CDF(b, "Latency", "ms", tc.series) })
-			if got := img.Bounds().Size(); got != image.Pt(1000, 600) {
-				t.Errorf("size %v, want 1000x600", got)
-			}
+			img, _ := decode(t, 600, 600, func(b *bytes.Buffer) error { return CDF(b, "Latency", "ms", tc.series) })
+			// A line rises the plot's full height, over 400 pixels (2
+			// pixels thick, at least one of them fully covered); its
+			// legend sample is about 40 pixels.
 			for i := range tc.series {
-				if n := count(img, palette[i]); n < 20 {
-					t.Errorf("series %d colour %v: %d pixels", i, palette[i], n)
+				if n := count(img, palette[i]); n < 300 {
+					t.Errorf("series %d colour %v: %d pixels, want a line through the plot", i, palette[i], n)
 				}
 			}
 			if n := count(img, palette[len(tc.series)]); n != 0 {
@@ -108,19 +119,16 @@ func TestBars(t *testing.T) {
 	labels := []string{"direct", "warren → agent → sshd", "ssh -J bastion-one.example.internal,bastion-two.example.internal → sshd"}
 	small := Series{"1 stream", []float64{100, 80, 50}}
 	large := Series{"8 streams", []float64{900, 700, 400}}
-	img, _ := decode(t, func(b *bytes.Buffer) error {
+	img, _ := decode(t, 360, 600, func(b *bytes.Buffer) error {
 		return Bars(b, "Throughput", "MB/s", labels, []Series{small, large})
 	})
-	if got := img.Bounds().Size(); got.X != 1000 || got.Y < 360 || got.Y > 600 {
-		t.Errorf("size %v, want 1000 wide, 360..600 tall", got)
-	}
 	ns, nl := count(img, palette[0]), count(img, palette[1])
 	if ns == 0 || nl <= ns {
 		t.Errorf("larger series painted %d pixels, smaller %d: want more for larger", nl, ns)
 	}
 
 	// A single series: bars in label order, each as long as its value says.
-	img, _ = decode(t, func(b *bytes.Buffer) error {
+	img, _ = decode(t, 360, 600, func(b *bytes.Buffer) error {
 		return Bars(b, "Memory", "KiB", []string{"a", "b", "c"}, []Series{{"rss", []float64{10, 40, 20}}})
 	})
 	r := runs(img, palette[0])
@@ -135,25 +143,38 @@ func TestBars(t *testing.T) {
 	}
 
 	// Negative values extend the axis below 0.
-	img, _ = decode(t, func(b *bytes.Buffer) error {
+	img, _ = decode(t, 360, 600, func(b *bytes.Buffer) error {
 		return Bars(b, "Delta", "%", []string{"a", "b"}, []Series{{"d", []float64{-30, 10}}})
 	})
-	if r := runs(img, palette[0]); len(r) != 2 || r[0] <= r[1] {
+	if r := runs(img, palette[0]); len(r) != 2 || math.Abs(float64(r[0])/float64(r[1])-3) > 0.1 {
 		t.Errorf("bar lengths %v for values -30, 10", r)
+	}
+
+	// Many labels: the chart grows taller and every bar still shows.
+	many := make([]string, 40)
+	vals := make([]float64, 40)
+	for i := range many {
+		many[i], vals[i] = fmt.Sprintf("label %d", i), float64(i+1)
+	}
+	img, _ = decode(t, 601, 4000, func(b *bytes.Buffer) error {
+		return Bars(b, "Many", "s", many, []Series{{"v", vals}})
+	})
+	if r := runs(img, palette[0]); len(r) != 40 || !slices.IsSorted(r) {
+		t.Errorf("bar lengths %v for values 1..40", r)
 	}
 }
 
 func TestDeterministic(t *testing.T) {
-	_, a := decode(t, func(b *bytes.Buffer) error { return CDF(b, "t", "ms", latencies) })
-	_, b := decode(t, func(b *bytes.Buffer) error { return CDF(b, "t", "ms", latencies) })
+	_, a := decode(t, 600, 600, func(b *bytes.Buffer) error { return CDF(b, "t", "ms", latencies) })
+	_, b := decode(t, 600, 600, func(b *bytes.Buffer) error { return CDF(b, "t", "ms", latencies) })
 	if !bytes.Equal(a, b) {
 		t.Error("CDF output differs between runs")
 	}
 	bars := func(b *bytes.Buffer) error {
 		return Bars(b, "t", "ms", []string{"x", "y"}, []Series{{"a", []float64{1, 2}}, {"b", []float64{3, 4}}})
 	}
-	_, a = decode(t, bars)
-	_, b = decode(t, bars)
+	_, a = decode(t, 360, 600, bars)
+	_, b = decode(t, 360, 600, bars)
 	if !bytes.Equal(a, b) {
 		t.Error("Bars output differs between runs")
 	}
@@ -172,7 +193,7 @@ func TestBadInput(t *testing.T) {
 		{"cdf +Inf", nil, []Series{{"a", []float64{math.Inf(1)}}}},
 		{"cdf -Inf", nil, []Series{{"a", []float64{math.Inf(-1), 1}}}},
 		{"cdf span overflows", nil, []Series{{"a", []float64{-math.MaxFloat64, math.MaxFloat64}}}},
-		{"bars span overflows", []string{"x", "y"}, []Series{{"a", []float64{1, 1.7e308}}}},
+		{"bars span overflows", []string{"x", "y"}, []Series{{"a", []float64{-1e308, 1e308}}}},
 		{"bars no labels", []string{}, []Series{{"a", nil}}},
 		{"bars no series", []string{"x", "y"}, nil},
 		{"bars empty series", []string{"x", "y"}, []Series{{"a", nil}}},
@@ -224,50 +245,82 @@ func TestCompact(t *testing.T) {
 	}
 }
 
-func TestTicks(t *testing.T) {
-	a, err := linearAxis(0, 1, 7)
-	if err != nil {
-		t.Fatal(err)
+func TestLinearTicks(t *testing.T) {
+	labels := func(lo, hi float64, n int) string {
+		var got []string
+		for _, tk := range (linearTicks{n}).Ticks(lo, hi) {
+			if tk.Label != "" {
+				got = append(got, tk.Label)
+			}
+		}
+		return strings.Join(got, " ")
 	}
-	var got []string
-	for _, tk := range a.ticks {
-		got = append(got, tk.label)
+	for _, tc := range []struct {
+		lo, hi float64
+		n      int
+		want   string
+	}{
+		{0, 1, 7, "0 0.2 0.4 0.6 0.8 1"},
+		{130, 1420, 8, "0 200 400 600 800 1k 1.2k 1.4k 1.6k"},
+		{-30, 10, 8, "-30 -25 -20 -15 -10 -5 0 5 10"},
+		{1000000, 1000400, 4, "1M 1.0001M 1.0002M 1.0003M 1.0004M"},
+		{0, 1.7e308, 8, "0 5e+307 1e+308 1.5e+308"}, // not 2e+308, which overflows
+	} {
+		if got := labels(tc.lo, tc.hi, tc.n); got != tc.want {
+			t.Errorf("ticks for %v..%v: %q, want %q", tc.lo, tc.hi, got, tc.want)
+		}
 	}
-	if want := "0 0.2 0.4 0.6 0.8 1"; strings.Join(got, " ") != want {
-		t.Errorf("ticks for 0..1: %q, want %q", strings.Join(got, " "), want)
+}
+
+func TestLogTicks(t *testing.T) {
+	labels := func(lo, hi float64) string {
+		var got []string
+		for _, tk := range (logTicks{}).Ticks(lo, hi) {
+			if tk.Value < lo || tk.Value > hi {
+				t.Errorf("tick %v outside %v..%v", tk.Value, lo, hi)
+			}
+			if tk.Label != "" {
+				got = append(got, tk.Label)
+			}
+		}
+		return strings.Join(got, " ")
 	}
-	a, _ = linearAxis(130, 1420, 8)
-	got = nil
-	for _, tk := range a.ticks {
-		got = append(got, tk.label)
+	if got, want := labels(0.43, 63), "0.5 1 2 5 10 20 50"; got != want {
+		t.Errorf("log ticks for 0.43..63: %q, want %q", got, want)
 	}
-	if want := "0 200 400 600 800 1k 1.2k 1.4k 1.6k"; strings.Join(got, " ") != want {
-		t.Errorf("ticks for 130..1420: %q, want %q", strings.Join(got, " "), want)
-	}
-	l := logAxis(0.43, 63, 880)
-	got = nil
-	for _, tk := range l.ticks {
-		got = append(got, tk.label)
-	}
-	if want := "0.2 0.5 1 2 5 10 20 50 100"; strings.Join(got, " ") != want {
-		t.Errorf("log ticks for 0.43..63: %q, want %q", strings.Join(got, " "), want)
+	if got, want := labels(3, 2e6), "10 100 1k 10k 100k 1M"; got != want {
+		t.Errorf("log ticks for 3..2e6: %q, want %q", got, want)
 	}
 }
 
 func TestWrap(t *testing.T) {
-	for _, l := range wrap("ssh -J bastion-one.example.internal,bastion-two.example.internal → sshd", 140) {
-		if len(l) > 20 {
-			t.Errorf("line %q longer than 20 characters", l)
+	sty := style(10)
+	w := pixels(140)
+	long := "ssh -J bastion-one.example.internal,bastion-two.example.internal → sshd"
+	got := wrap(long, w, sty)
+	for l := range strings.SplitSeq(got, "\n") {
+		if sty.Width(l) > w {
+			t.Errorf("line %q wider than %v", l, w)
 		}
 	}
-	if got := wrap("", 100); len(got) != 1 || got[0] != "" {
+	if strings.Count(got, "\n") < 2 || strings.ReplaceAll(strings.ReplaceAll(got, "\n", ""), " ", "") != strings.ReplaceAll(long, " ", "") {
+		t.Errorf("wrap(%q) = %q: want it on three lines or more, nothing lost", long, got)
+	}
+	if got := wrap("", w, sty); got != "" {
 		t.Errorf("wrap of empty label: %q", got)
+	}
+	if got := wrap("short label", w, sty); got != "short label" {
+		t.Errorf("wrap of a short label: %q", got)
 	}
 }
 
-// TestSamples writes one chart of each kind for a person to look at.
+// TestSamples writes one chart of each kind for a person to look at, into
+// the directory $PLOT_SAMPLES if it is set.
 func TestSamples(t *testing.T) {
-	dir := t.TempDir()
+	dir := os.Getenv("PLOT_SAMPLES")
+	if dir == "" {
+		dir = t.TempDir()
+	}
 	var cdf, bars bytes.Buffer
 	if err := CDF(&cdf, "Session setup latency", "ms", latencies); err != nil {
 		t.Fatal(err)
