@@ -16,7 +16,7 @@ import (
 // each: the table of one proxy of the scale benchmark's 3-proxy cluster.
 func benchRouter(b *testing.B, perProxy int) *Router {
 	b.Helper()
-	cfg, err := Config{ProxyID: "proxy-1", Region: "local", Table: NewTable()}.withDefaults()
+	cfg, err := Config{ProxyID: "proxy-1", Region: "local", Table: NewTable(), HeartbeatTTL: 30 * time.Second, OfflineRetention: 24 * time.Hour}.withDefaults()
 	if err != nil {
 		b.Fatal(err)
 	}

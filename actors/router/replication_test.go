@@ -97,6 +97,7 @@ func newMesh(t *testing.T, ids ...string) *mesh {
 		h.table = NewTable()
 		props, err := NewProps(Config{
 			ProxyID: id, Region: "eu", Table: h.table, SweepInterval: 100 * time.Millisecond,
+			HeartbeatTTL: 30 * time.Second, OfflineRetention: 24 * time.Hour,
 			Epoch: 1,
 			PeerRouter: func(addr string) *actor.PID {
 				to := addr[len("addr-"):]

@@ -41,10 +41,10 @@ type Config struct {
 	// Table receives the snapshots.
 	Table *Table
 	// HeartbeatTTL is how long a resource stays online without a
-	// heartbeat while its tunnel is up. Default 30s.
-	HeartbeatTTL time.Duration
-	// OfflineRetention is how long an offline resource stays listed.
-	// Default 24h.
+	// heartbeat while its tunnel is up, and OfflineRetention how long an
+	// offline resource stays listed: required (the proxy's
+	// tunnel.heartbeat_ttl and tunnel.offline_retention).
+	HeartbeatTTL     time.Duration
 	OfflineRetention time.Duration
 	// SweepInterval is how often TTLs are checked and state persisted.
 	// Default 1s.
@@ -87,17 +87,14 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Table == nil {
 		errs = append(errs, errors.New("Table is required"))
 	}
-	if c.HeartbeatTTL < 0 || c.OfflineRetention < 0 || c.SweepInterval < 0 {
+	if c.HeartbeatTTL <= 0 || c.OfflineRetention <= 0 {
+		errs = append(errs, errors.New("HeartbeatTTL and OfflineRetention are required"))
+	}
+	if c.SweepInterval < 0 || c.BeaconInterval < 0 {
 		errs = append(errs, errors.New("durations must not be negative"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return c, fmt.Errorf("router config: %w", err)
-	}
-	if c.HeartbeatTTL == 0 {
-		c.HeartbeatTTL = 30 * time.Second
-	}
-	if c.OfflineRetention == 0 {
-		c.OfflineRetention = 24 * time.Hour
 	}
 	if c.SweepInterval == 0 {
 		c.SweepInterval = time.Second

@@ -98,6 +98,12 @@ func start(t *testing.T, sys *actor.ActorSystem, cfg Config) *harness {
 	if cfg.SweepInterval == 0 {
 		cfg.SweepInterval = 5 * time.Millisecond
 	}
+	if cfg.HeartbeatTTL == 0 {
+		cfg.HeartbeatTTL = 30 * time.Second
+	}
+	if cfg.OfflineRetention == 0 {
+		cfg.OfflineRetention = 24 * time.Hour
+	}
 	h.table = cfg.Table
 	props, err := NewProps(cfg)
 	if err != nil {
@@ -584,8 +590,8 @@ func TestNewPropsValidates(t *testing.T) {
 		cfg  Config
 		want []string
 	}{
-		{"empty", Config{}, []string{"ProxyID is required", "Table is required"}},
-		{"negative", Config{ProxyID: "p", Table: NewTable(), HeartbeatTTL: -time.Second}, []string{"negative"}},
+		{"empty", Config{}, []string{"ProxyID is required", "Table is required", "HeartbeatTTL and OfflineRetention are required"}},
+		{"negative", Config{ProxyID: "p", Table: NewTable(), HeartbeatTTL: time.Second, OfflineRetention: time.Hour, SweepInterval: -time.Second}, []string{"negative"}},
 	}
 	for _, tt := range tests {
 		_, err := NewProps(tt.cfg)
@@ -599,7 +605,7 @@ func TestNewPropsValidates(t *testing.T) {
 			}
 		}
 	}
-	if _, err := NewProps(Config{ProxyID: "p", Table: NewTable()}); err != nil {
+	if _, err := NewProps(Config{ProxyID: "p", Table: NewTable(), HeartbeatTTL: time.Second, OfflineRetention: time.Hour}); err != nil {
 		t.Errorf("minimal config: got %v, want nil", err)
 	}
 }
