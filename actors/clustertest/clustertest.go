@@ -14,13 +14,12 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warren-proxy/warren/actors/agent"
@@ -30,9 +29,6 @@ import (
 	"github.com/warren-proxy/warren/internal/sshconfig"
 	"github.com/warren-proxy/warren/transport/pki"
 )
-
-// live counts the clusters not yet cleaned up.
-var live atomic.Int32
 
 // Cluster is a running test cluster.
 type Cluster struct {
@@ -77,14 +73,6 @@ type Options struct {
 // resource is routed.
 func New(t testing.TB, opts Options) *Cluster {
 	t.Helper()
-	// Registered first, so it runs after every other cleanup of this
-	// cluster; the check waits until no cluster of this process is left.
-	live.Add(1)
-	t.Cleanup(func() {
-		if live.Add(-1) == 0 {
-			CheckNoLeaks(t)
-		}
-	})
 	dir := t.TempDir()
 	c := &Cluster{t: t, Dir: dir, Agents: map[string]*agent.Agent{}, Logger: testLogger(t)}
 	var err error
@@ -379,30 +367,24 @@ func (w tWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// CheckNoLeaks fails t if goroutines running Warren's code are still alive
-// a few seconds after everything was closed.
-func CheckNoLeaks(t testing.TB) {
-	t.Helper()
-	var leaked []string
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		leaked = leaked[:0]
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			if strings.Contains(g, "github.com/warren-proxy/warren/") &&
-				!strings.Contains(g, "_test.go:") && // the test's own helpers
-				!strings.Contains(g, "clustertest.CheckNoLeaks") &&
-				!strings.Contains(g, "testing.tRunner") {
-				leaked = append(leaked, g)
+// VerifyNoLeaks runs a test binary's tests (m.Run) and then fails it if
+// any goroutine is still alive after every test and its cleanups are done
+// (goleak). It waits up to 5 s for goroutines that end on their own
+// (protoactor's dead-letter throttle ends a second after its last dead
+// letter). A package that starts clusters calls it from its TestMain.
+func VerifyNoLeaks(m *testing.M) {
+	code := m.Run()
+	if code == 0 {
+		var err error
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			if err = goleak.Find(); err == nil || time.Now().After(deadline) {
+				break
 			}
 		}
-		if len(leaked) == 0 || time.Now().After(deadline) {
-			break
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "goroutines left behind after the tests and their cleanups: %v\n", err)
+			code = 1
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
-	if len(leaked) > 0 {
-		t.Errorf("%d goroutines left behind after the cluster closed:\n%s", len(leaked), strings.Join(leaked, "\n\n"))
-	}
+	os.Exit(code)
 }
