@@ -141,7 +141,7 @@ func (a *Agent) useIdentity(id identity.Identity) error {
 	}
 	a.id, a.key, a.hostCA = id, key, ca
 	a.signer = &renewableSigner{key: key}
-	if err := a.signer.renew(id.HostCert); err != nil {
+	if err := a.signer.renew(id.HostCert, pki.AgentPrincipal(id.AgentID), a.cfg.Clock()); err != nil {
 		return err
 	}
 	// A second, ECDSA host key for SSH clients that take no Ed25519 keys;

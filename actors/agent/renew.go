@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/warren-proxy/warren/transport/pki"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -15,7 +16,7 @@ func (a *Agent) renewCert(certText string) {
 	if certText == "" {
 		return
 	}
-	if err := a.signer.renew([]byte(certText)); err != nil {
+	if err := a.signer.renew([]byte(certText), pki.AgentPrincipal(a.id.AgentID), a.cfg.Clock()); err != nil {
 		a.log.Warn("proxy sent an unusable certificate", "err", err)
 		return
 	}
@@ -52,7 +53,12 @@ type renewableSigner struct {
 	cur atomic.Pointer[ssh.Signer]
 }
 
-func (s *renewableSigner) renew(certText []byte) error {
+// renew presents certText from now on. A renewal (there is a certificate
+// already) must come from the same authority as the current one, be a host
+// certificate for principal, and be valid at now: a proxy cannot hand the
+// agent a certificate other proxies would not take, nor one from another
+// CA. The key must be the agent's own.
+func (s *renewableSigner) renew(certText []byte, principal string, now time.Time) error {
 	pub, _, _, _, err := ssh.ParseAuthorizedKey(certText)
 	if err != nil {
 		return fmt.Errorf("parse host certificate: %w", err)
@@ -60,6 +66,14 @@ func (s *renewableSigner) renew(certText []byte) error {
 	cert, ok := pub.(*ssh.Certificate)
 	if !ok {
 		return errors.New("host certificate: not a certificate")
+	}
+	if cur := s.current(); cur != nil {
+		if _, err := pki.CheckHostCert(cert, pki.CertOptions{
+			Authorities: []ssh.PublicKey{cur.SignatureKey}, AuthorityName: "agent CA that signed the current certificate",
+			Now: now, Principal: principal,
+		}); err != nil {
+			return fmt.Errorf("renewed host certificate refused: %w", err)
+		}
 	}
 	cs, err := ssh.NewCertSigner(cert, s.key)
 	if err != nil {
@@ -70,6 +84,16 @@ func (s *renewableSigner) renew(certText []byte) error {
 }
 
 func (s *renewableSigner) signer() ssh.Signer { return *s.cur.Load() }
+
+// current is the certificate presented now, or nil before the first.
+func (s *renewableSigner) current() *ssh.Certificate {
+	p := s.cur.Load()
+	if p == nil {
+		return nil
+	}
+	c, _ := (*p).PublicKey().(*ssh.Certificate)
+	return c
+}
 
 // cert is the certificate presented now.
 func (s *renewableSigner) cert() *ssh.Certificate {
