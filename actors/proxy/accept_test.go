@@ -10,34 +10,17 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warren-proxy/warren/internal/accept"
+	"github.com/warren-proxy/warren/internal/accept/accepttest"
 	"github.com/warren-proxy/warren/internal/gate"
 	"github.com/warren-proxy/warren/internal/logsample"
 	"github.com/warren-proxy/warren/transport/revtunnel"
 )
-
-// emfileListener is a listener whose first fail Accepts fail as a process
-// out of file descriptors does, before it accepts for real.
-type emfileListener struct {
-	net.Listener
-	fail   int32
-	failed atomic.Int32
-}
-
-func (l *emfileListener) Accept() (net.Conn, error) {
-	if l.failed.Load() < l.fail {
-		l.failed.Add(1)
-		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: os.NewSyscallError("accept4", syscall.EMFILE)}
-	}
-	return l.Listener.Accept()
-}
 
 // TestAcceptTunnelsSurvivesEMFILE: the tunnel listener's accept loop waits
 // out a run of EMFILE errors (5 ms, 10 ms, 20 ms, … rather than spinning or
@@ -49,7 +32,7 @@ func TestAcceptTunnelsSurvivesEMFILE(t *testing.T) {
 		t.Fatal(err)
 	}
 	const fails = 4
-	fl := &emfileListener{Listener: ln, fail: fails}
+	fl := &accepttest.EMFILEListener{Listener: ln, Fail: fails}
 	var logs syncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 
@@ -105,7 +88,7 @@ func TestAcceptTunnelsSurvivesEMFILE(t *testing.T) {
 	if !strings.HasPrefix(banner, "SSH-2.0-warren-tunnel") {
 		t.Fatalf("banner %q, want the tunnel server's", banner)
 	}
-	if n := fl.failed.Load(); n != fails {
+	if n := fl.Failed(); n != fails {
 		t.Errorf("%d failed accepts, want %d", n, fails)
 	}
 	// The waits add up: 5+10+20+40 ms before the accept that works.

@@ -3,28 +3,11 @@ package echo
 import (
 	"io"
 	"net"
-	"os"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/warren-proxy/warren/internal/accept/accepttest"
 )
-
-// emfileListener is a listener whose first fail Accepts fail as a process
-// out of file descriptors does, before it accepts for real.
-type emfileListener struct {
-	net.Listener
-	fail   int32
-	failed atomic.Int32
-}
-
-func (l *emfileListener) Accept() (net.Conn, error) {
-	if l.failed.Load() < l.fail {
-		l.failed.Add(1)
-		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: os.NewSyscallError("accept4", syscall.EMFILE)}
-	}
-	return l.Listener.Accept()
-}
 
 // TestServeSurvivesEMFILE: Serve waits out EMFILE errors instead of
 // returning, then echoes; closing the listener ends it.
@@ -33,7 +16,7 @@ func TestServeSurvivesEMFILE(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fl := &emfileListener{Listener: ln, fail: 3}
+	fl := &accepttest.EMFILEListener{Listener: ln, Fail: 3}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -52,7 +35,7 @@ func TestServeSurvivesEMFILE(t *testing.T) {
 	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "hi" {
 		t.Fatalf("echo after EMFILE errors: %q, %v", buf, err)
 	}
-	if n := fl.failed.Load(); n != 3 {
+	if n := fl.Failed(); n != 3 {
 		t.Errorf("%d failed accepts, want 3", n)
 	}
 	ln.Close()

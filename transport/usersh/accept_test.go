@@ -2,29 +2,12 @@ package usersh
 
 import (
 	"net"
-	"os"
 	"strings"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/warren-proxy/warren/internal/accept/accepttest"
 )
-
-// emfileListener is a listener whose first fail Accepts fail as a process
-// out of file descriptors does, before it accepts for real.
-type emfileListener struct {
-	net.Listener
-	fail   int32
-	failed atomic.Int32
-}
-
-func (l *emfileListener) Accept() (net.Conn, error) {
-	if l.failed.Load() < l.fail {
-		l.failed.Add(1)
-		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: os.NewSyscallError("accept4", syscall.EMFILE)}
-	}
-	return l.Listener.Accept()
-}
 
 // TestServeSurvivesEMFILE: Serve waits out a run of EMFILE errors (5 ms,
 // 10 ms, 20 ms, … rather than spinning, or returning and leaving users
@@ -33,10 +16,10 @@ func TestServeSurvivesEMFILE(t *testing.T) {
 	a := newAuthority(t)
 	logger, logs := captureLog()
 	const fails = 4
-	var fl *emfileListener
+	var fl *accepttest.EMFILEListener
 	start := time.Now()
 	s := startServerOn(t, a, Config{Logger: logger}, func(ln net.Listener) net.Listener {
-		fl = &emfileListener{Listener: ln, fail: fails}
+		fl = &accepttest.EMFILEListener{Listener: ln, Fail: fails}
 		return fl
 	})
 	c := s.dial(t, "alice", userSigner(t, a, time.Time{}))
@@ -45,7 +28,7 @@ func TestServeSurvivesEMFILE(t *testing.T) {
 		t.Fatalf("session after %d EMFILE errors: %v", fails, err)
 	}
 	sess.Close()
-	if n := fl.failed.Load(); n != fails {
+	if n := fl.Failed(); n != fails {
 		t.Errorf("%d failed accepts, want %d", n, fails)
 	}
 	if el, want := time.Since(start), (5+10+20+40)*time.Millisecond; el < want {
