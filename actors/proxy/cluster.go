@@ -109,7 +109,7 @@ func (p *Proxy) startPeer() error {
 		}
 	}
 	rcfg = append(rcfg, remote.WithAdvertisedHost(adv))
-	p.remote = remote.NewRemote(p.system, remote.Configure(host, port, rcfg...))
+	p.remote = remote.NewRemote(p.system, peerRemoteConfig(host, port, rcfg...))
 	if err := startRemote(p.remote); err != nil {
 		return fmt.Errorf("start peer endpoint on %s: %w", bound, err)
 	}
@@ -123,6 +123,21 @@ func (p *Proxy) startPeer() error {
 	})
 	p.dialer = peer.NewDialer(id, p.log)
 	return nil
+}
+
+// peerRemoteConfig is protoactor remote's configuration for the peer
+// endpoint, with one connection attempt per outbox. remote retries a
+// failed connection MaxRetryCount times, 2 s apart, and each retry dials a
+// new gRPC connection over the one before without closing it: with the
+// default five, every message to a proxy that is down left four gRPC
+// connections (and their goroutines) behind for good, and held the outbox
+// for 10 s. With one attempt the outbox gives up after 2 s, closes its one
+// connection, and reports the peer unreachable (EndpointTerminatedEvent);
+// the next message to that peer starts a fresh outbox.
+func peerRemoteConfig(host string, port int, opts ...remote.ConfigOption) *remote.Config {
+	cfg := remote.Configure(host, port, opts...)
+	cfg.MaxRetryCount = 1
+	return cfg
 }
 
 // endpointQueueSize is the first size of the outbox to each peer, in
