@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/warren-proxy/warren/bench/plot"
+	"github.com/warren-proxy/warren/internal/harness"
 )
 
 // ClientsConfig sizes the clients scenario: real client programs
@@ -232,7 +233,7 @@ func startOnFreePort(ip string, start func(addr string) (*Proc, error), ready fu
 	var err error
 	for range 3 {
 		var addr string
-		if addr, err = freePort(ip); err != nil {
+		if addr, err = harness.FreePort(ip); err != nil {
 			return nil, "", err
 		}
 		var p *Proc
@@ -310,7 +311,7 @@ func startPostgres(ctx context.Context, bin, dir string, stop *cleanups) (string
 // exit.
 func waitUp(p *Proc, err error) error {
 	if p.Exited() {
-		return p.failure()
+		return p.Failure()
 	}
 	return err
 }
@@ -377,7 +378,7 @@ func (b *clientsBed) forward(ctx context.Context, path clientPath, server string
 		b.stop.add(p.Stop)
 		return p, nil
 	}, func(p *Proc, local string) error {
-		if err := waitListening(p, local, 30*time.Second); err != nil {
+		if err := harness.WaitListening(p, local, 30*time.Second); err != nil {
 			return err
 		}
 		// Listening is the client's half; a server answering through it

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/warren-proxy/warren/internal/harness"
 	"github.com/warren-proxy/warren/transport/pki"
 )
 
@@ -79,7 +80,7 @@ func newOpenSSH(dir string, userCALine string) (*openssh, error) {
 
 // start runs one sshd listening on ip.
 func (o *openssh) start(name, ip string, stop *cleanups) (*Sshd, error) {
-	addr, err := freePort(ip)
+	addr, err := harness.FreePort(ip)
 	if err != nil {
 		return nil, err
 	}
@@ -110,7 +111,7 @@ Subsystem sftp internal-sftp
 		return nil, err
 	}
 	stop.add(p.Stop)
-	if err := waitListening(p, addr, 10*time.Second); err != nil {
+	if err := harness.WaitListening(p, addr, 10*time.Second); err != nil {
 		return nil, err
 	}
 	return &Sshd{Name: name, Addr: addr, Proc: p}, nil

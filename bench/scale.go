@@ -356,7 +356,7 @@ func (b *scaleBed) startProbe() error {
 func (b *scaleBed) exited() error {
 	for _, p := range append(slices.Clone(b.fleets), b.probe) {
 		if p != nil && p.Exited() {
-			return p.failure()
+			return p.Failure()
 		}
 	}
 	return nil
@@ -444,7 +444,7 @@ func (b *scaleBed) healthyOn(p *ProxyProc, names []string) (map[string]bool, err
 		} `json:"resources"`
 	}
 	query := url.Values{"name": names}
-	if err := b.cluster.api(p, "/api/v1/resources?"+query.Encode(), &list); err != nil {
+	if err := b.cluster.h.API(p, "/api/v1/resources?"+query.Encode(), &list); err != nil {
 		return nil, err
 	}
 	out := make(map[string]bool, len(list.Resources))

@@ -2,11 +2,8 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -15,14 +12,15 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/warren-proxy/warren/internal/harness"
 	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/transport/pki"
 )
 
-// Cluster is a Warren cluster of separate processes on loopback: proxies
-// on 127.0.1.1, 127.0.1.2, … (one address each, as on separate hosts) and
-// the agents a scenario starts, plus a user ("bench") with a certificate
-// for every login.
+// Cluster is a Warren cluster of separate processes on loopback (a
+// harness.Cluster): proxies on 127.0.1.1, 127.0.1.2, … (one address each,
+// as on separate hosts) and the agents a scenario starts, plus a user
+// ("bench") with a certificate for every login.
 type Cluster struct {
 	Dir      string
 	Auth     string
@@ -34,11 +32,10 @@ type Cluster struct {
 	Proxies  []*ProxyProc
 
 	env     Env
-	authz   *pki.Authority
+	h       *harness.Cluster
 	userCA  string          // authorized_keys line of the user CA, for sshd
 	hostCAs []ssh.PublicKey // proxy and agent host CAs
 	signer  ssh.Signer
-	http    *http.Client
 	stop    cleanups
 }
 
@@ -47,13 +44,8 @@ type UserFiles struct {
 	Key, Cert, KnownHosts string
 }
 
-// ProxyProc is one proxy process and its addresses.
-type ProxyProc struct {
-	ID, IP                               string
-	User, Tunnel, HTTP, Gossip, PeerAddr string
-	Config                               string
-	Proc                                 *Proc
-}
+// ProxyProc is one proxy process, its addresses and config file.
+type ProxyProc = harness.Proxy
 
 // ClusterConfig shapes a cluster.
 type ClusterConfig struct {
@@ -68,73 +60,56 @@ type ClusterConfig struct {
 // StartCluster writes a cluster identity, starts the proxies and waits
 // until each sees all the others.
 func StartCluster(ctx context.Context, env Env, dir string, cfg ClusterConfig) (_ *Cluster, err error) {
-	c := &Cluster{Dir: dir, Auth: filepath.Join(dir, "auth"), env: env, http: &http.Client{Timeout: 10 * time.Second}}
+	c := &Cluster{Dir: dir, env: env}
 	defer func() {
 		if err != nil {
 			c.Close()
 		}
 	}()
-	if c.authz, err = pki.Init(c.Auth, pki.InitOptions{ClusterName: "bench"}); err != nil {
+	if c.h, err = harness.New(dir, "bench"); err != nil {
 		return nil, err
 	}
-	c.Pin = pki.Fingerprint(c.authz.HostCA.PublicKey())
-	c.hostCAs = []ssh.PublicKey{c.authz.HostCA.PublicKey(), c.authz.AgentCA.PublicKey()}
-	if c.APIToken, err = c.authz.APIToken(); err != nil {
-		return nil, err
+	if cfg.Gossip != "" {
+		c.h.Gossip = cfg.Gossip
 	}
-	c.userCA = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(c.authz.UserCA.PublicKey())))
+	c.h.ProxyExtra = cfg.Extra
+	c.Auth, c.Pin, c.APIToken = c.h.AuthDir, c.h.Pin, c.h.APIToken
+	authz := c.h.Auth
+	c.hostCAs = []ssh.PublicKey{authz.HostCA.PublicKey(), authz.AgentCA.PublicKey()}
+	c.userCA = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(authz.UserCA.PublicKey())))
 	if c.Login, err = currentLogin(); err != nil {
 		return nil, err
 	}
-	signer, keyPEM, err := pki.GenerateKey()
+	u, err := c.h.IssueUser("bench", []string{c.Login}, []string{"admin"}, 24*time.Hour, dir)
 	if err != nil {
 		return nil, err
 	}
-	cert, err := c.authz.IssueUserCert(signer.PublicKey(), pki.UserCertRequest{
-		User: "bench", Logins: []string{c.Login}, Roles: []string{"admin"}, TTL: 24 * time.Hour, Now: time.Now(),
-	})
-	if err != nil {
-		return nil, err
-	}
-	if c.signer, err = ssh.NewCertSigner(cert, signer); err != nil {
-		return nil, err
-	}
-	if c.User.Key, err = pki.WriteUserFiles(dir, "bench", keyPEM, cert); err != nil {
-		return nil, err
-	}
-	c.User.Cert = c.User.Key + "-cert.pub"
+	c.signer = u.Signer
+	c.User.Key, c.User.Cert = u.Key, u.Cert
 	// One known_hosts for every hop: the benchmarks measure paths, not
 	// trust (the tests keep the proxy and agent CAs apart).
 	c.User.KnownHosts = filepath.Join(dir, "known_hosts")
-	kh := pki.KnownHostsLine(c.authz.HostCA.PublicKey(), "*") + "\n" + pki.KnownHostsLine(c.authz.AgentCA.PublicKey(), "*") + "\n"
+	kh := pki.KnownHostsLine(authz.HostCA.PublicKey(), "*") + "\n" + pki.KnownHostsLine(authz.AgentCA.PublicKey(), "*") + "\n"
 	if err := os.WriteFile(c.User.KnownHosts, []byte(kh), 0o644); err != nil {
 		return nil, err
 	}
-	if cfg.Gossip == "" {
-		cfg.Gossip = model.ProfileLocal
-	}
 	for i := 1; i <= cfg.Proxies; i++ {
-		if _, err := c.AddProxy(ctx, i, cfg); err != nil {
+		if _, err := c.AddProxy(ctx, i); err != nil {
 			return nil, err
 		}
 	}
-	err = waitUntil(ctx, 30*time.Second, 50*time.Millisecond, "every proxy to see every other", func() bool {
+	err = harness.Until(ctx, 30*time.Second, 50*time.Millisecond, "every proxy to see every other", func() (bool, error) {
 		for _, p := range c.Proxies {
 			if p.Proc.Exited() {
-				return true // reported below
+				return false, p.Proc.Failure()
 			}
 			st, err := c.Status(p)
 			if err != nil || len(st) != len(c.Proxies) {
-				return false
+				return false, nil
 			}
 		}
-		return true
+		return true, nil
 	})
-	for _, p := range c.Proxies {
-		if p.Proc.Exited() {
-			return c, p.Proc.failure()
-		}
-	}
 	if err == nil {
 		// Agents join with a token for every name: the scenarios run
 		// pools of agents under one name.
@@ -143,78 +118,24 @@ func StartCluster(ctx context.Context, env Env, dir string, cfg ClusterConfig) (
 	return c, err
 }
 
-// AddProxy starts proxy number i (1-based) on 127.0.1.i. Its ports are
-// picked free just before it starts, so another process may take one in
-// between: a proxy that exits at once is started again on new ports.
-func (c *Cluster) AddProxy(ctx context.Context, i int, cfg ClusterConfig) (*ProxyProc, error) {
-	var err error
-	for attempt := 0; attempt < 3; attempt++ {
-		var p *ProxyProc
-		if p, err = c.startProxy(i, cfg); err == nil {
-			c.Proxies = append(c.Proxies, p)
-			return p, nil
-		}
-		if p == nil || !p.Proc.Exited() {
-			return nil, err
-		}
-	}
-	return nil, err
-}
-
-func (c *Cluster) startProxy(i int, cfg ClusterConfig) (*ProxyProc, error) {
-	p := &ProxyProc{ID: fmt.Sprintf("proxy-%d", i), IP: fmt.Sprintf("127.0.1.%d", i)}
-	for _, a := range []*string{&p.User, &p.Tunnel, &p.HTTP, &p.Gossip, &p.PeerAddr} {
-		var err error
-		if *a, err = freePort(p.IP); err != nil {
-			return nil, err
-		}
-	}
-	seeds := "[]"
+// AddProxy starts proxy number i (1-based) on 127.0.1.i, zone-i of region
+// local, joining through the first proxy.
+func (c *Cluster) AddProxy(ctx context.Context, i int) (*ProxyProc, error) {
+	p := c.h.NewProxy(i, fmt.Sprintf("127.0.1.%d", i), "local", fmt.Sprintf("zone-%d", i))
 	if len(c.Proxies) > 0 {
-		seeds = "[" + c.Proxies[0].Gossip + "]"
+		p.Seeds = []string{c.Proxies[0].Gossip}
 	}
-	p.Config = filepath.Join(c.Dir, p.ID+".yaml")
-	text := fmt.Sprintf(`id: %s
-region: local
-zone: zone-%d
-data_dir: %s
-auth_dir: %s
-listen: {user: %s, tunnel: %s, http: %s}
-gossip: {listen: %s, seeds: %s, profile: %s}
-peer: {listen: %s}
-%s`, p.ID, i, filepath.Join(c.Dir, p.ID), c.Auth, p.User, p.Tunnel, p.HTTP, p.Gossip, seeds, cfg.Gossip, p.PeerAddr, cfg.Extra)
-	if err := os.WriteFile(p.Config, []byte(text), 0o644); err != nil {
-		return nil, err
+	err := c.h.StartProxy(ctx, p, func(config string) harness.Command {
+		return harness.Command{Bin: c.env.Binary, Args: []string{"proxy", "--config", config}}
+	})
+	if p.Proc != nil {
+		c.stop.add(p.Proc.Stop)
 	}
-	proc, err := startProc(p.ID, filepath.Join(c.Dir, p.ID+".log"), c.env.Binary, "proxy", "--config", p.Config)
 	if err != nil {
 		return nil, err
 	}
-	p.Proc = proc
-	c.stop.add(proc.Stop)
-	// Ready means every port is bound (a port taken in the meantime ends
-	// the process instead) and gossip has started.
-	deadline := time.Now().Add(30 * time.Second)
-	for !c.ready(p) {
-		if proc.Exited() {
-			return p, proc.failure()
-		}
-		if time.Now().After(deadline) {
-			return p, fmt.Errorf("%s not ready after 30s; see %s", p.ID, proc.Log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	c.Proxies = append(c.Proxies, p)
 	return p, nil
-}
-
-// ready reports whether p answers /readyz.
-func (c *Cluster) ready(p *ProxyProc) bool {
-	res, err := c.http.Get("http://" + p.HTTP + "/readyz")
-	if err != nil {
-		return false
-	}
-	res.Body.Close()
-	return res.StatusCode == http.StatusOK
 }
 
 // AgentConfig is one agent process.
@@ -227,25 +148,14 @@ type AgentConfig struct {
 
 // StartAgent writes an agent config and starts `warren agent`.
 func (c *Cluster) StartAgent(name string, a AgentConfig) (*Proc, error) {
-	var seeds []string
+	ag := &harness.Agent{Name: name, Token: c.Token, Extra: a.Extra}
 	for _, i := range a.Proxies {
-		seeds = append(seeds, c.Proxies[i].Tunnel)
+		ag.Proxies = append(ag.Proxies, c.Proxies[i].Tunnel)
 	}
-	cfg := filepath.Join(c.Dir, name+".yaml")
-	text := fmt.Sprintf(`name: %s
-data_dir: %s
-proxies: [%s]
-join_token: %s
-ca_pin: %s
-heartbeat_interval: 1s
-health_interval: 1s
-reconnect_min: 100ms
-reconnect_max: 1s
-%s`, name, filepath.Join(c.Dir, name), strings.Join(seeds, ", "), c.Token, c.Pin, a.Extra)
-	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
+	if err := c.h.WriteAgentConfig(ag); err != nil {
 		return nil, err
 	}
-	proc, err := startProc(name, filepath.Join(c.Dir, name+".log"), c.env.Binary, "agent", "--config", cfg)
+	proc, err := startProc(name, filepath.Join(c.Dir, name+".log"), c.env.Binary, "agent", "--config", ag.Config)
 	if err != nil {
 		return nil, err
 	}
@@ -256,54 +166,14 @@ reconnect_max: 1s
 // Close stops every process of the cluster, agents first.
 func (c *Cluster) Close() { c.stop.run() }
 
-// api GETs a JSON API path from proxy p into v.
-func (c *Cluster) api(p *ProxyProc, path string, v any) error {
-	req, err := http.NewRequest("GET", "http://"+p.HTTP+path, nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.APIToken)
-	res, err := c.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(res.Body, 512))
-		return fmt.Errorf("%s %s: %s: %s", p.ID, path, res.Status, b)
-	}
-	return json.NewDecoder(res.Body).Decode(v)
-}
-
 // Status is p's view of the cluster (as `warren status`).
-func (c *Cluster) Status(p *ProxyProc) ([]model.MemberStatus, error) {
-	var st []model.MemberStatus
-	err := c.api(p, "/api/v1/status", &st)
-	return st, err
-}
+func (c *Cluster) Status(p *ProxyProc) ([]model.MemberStatus, error) { return c.h.Status(p) }
 
 // Resources is p's list of resources (as `warren ls`).
-func (c *Cluster) Resources(p *ProxyProc) ([]model.Summary, error) {
-	var out struct {
-		Resources []model.Summary `json:"resources"`
-	}
-	err := c.api(p, "/api/v1/resources", &out)
-	return out.Resources, err
-}
+func (c *Cluster) Resources(p *ProxyProc) ([]model.Summary, error) { return c.h.Resources(p) }
 
 // Healthy returns how many healthy agents p lists for name.
-func (c *Cluster) Healthy(p *ProxyProc, name string) int {
-	rs, err := c.Resources(p)
-	if err != nil {
-		return -1
-	}
-	for _, r := range rs {
-		if r.Name == name {
-			return r.Healthy
-		}
-	}
-	return 0
-}
+func (c *Cluster) Healthy(p *ProxyProc, name string) int { return c.h.Healthy(p, name) }
 
 // WaitHealthy waits until every proxy lists name with n healthy agents.
 func (c *Cluster) WaitHealthy(ctx context.Context, name string, n int, timeout time.Duration) error {

@@ -19,6 +19,8 @@ type room struct {
 var rooms = []room{
 	{"internal", nil,
 		"small helpers anything may use; so they use nothing of ours but each other"},
+	{"internal/harness", []string{"transport/pki", "internal"},
+		"writes a cluster's files and runs its processes, for tests, warren dev and bench: it needs the cluster identity (transport/pki), and nothing that runs inside a proxy"},
 	{"storage", []string{"internal"},
 		"on-disk stores, converting to the vocabulary (internal/model) at their edge; below everything else so a store can be tested, repaired and tooled on its own"},
 	{"cluster", []string{"internal"},

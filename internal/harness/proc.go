@@ -1,4 +1,4 @@
-package bench
+package harness
 
 import (
 	"bytes"
@@ -23,28 +23,37 @@ type Proc struct {
 	err  error
 }
 
-// startProc runs bin with args, output to logPath.
-func startProc(name, logPath, bin string, args ...string) (*Proc, error) {
-	return startProcAs(name, logPath, nil, bin, args...)
+// Command is a process to start.
+type Command struct {
+	Name string   // for errors
+	Log  string   // file for its stdout and stderr
+	Bin  string   // executable
+	Args []string // arguments
+	Env  []string // added to this process's environment
+	// Cred runs it as another user and group (nil: as this process).
+	Cred *syscall.Credential
 }
 
-// startProcAs is startProc with the process running as cred's user and
-// group (nil: as this process).
-func startProcAs(name, logPath string, cred *syscall.Credential, bin string, args ...string) (*Proc, error) {
-	f, err := os.Create(logPath)
+// Start starts c. The child dies with this process (Pdeathsig), so that a
+// test or bench that is killed leaves nothing running.
+func Start(c Command) (*Proc, error) {
+	f, err := os.Create(c.Log)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, args...)
+	cmd := exec.Command(c.Bin, c.Args...)
 	cmd.Stdout, cmd.Stderr = f, f
+	if c.Env != nil {
+		cmd.Env = append(os.Environ(), c.Env...)
+	}
 	// Its own process group, so that a Ctrl-C at the terminal reaches the
-	// bench first and the bench stops its children in order.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: cred}
+	// harness first and it stops its children in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: c.Cred}
 	if err := cmd.Start(); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
+		return nil, fmt.Errorf("start %s: %w", c.Name, err)
 	}
-	p := &Proc{Name: name, Log: logPath, cmd: cmd, done: make(chan struct{})}
+	p := &Proc{Name: c.Name, Log: c.Log, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		f.Close()
@@ -88,8 +97,8 @@ func (p *Proc) StopWith(sig syscall.Signal) {
 	}
 }
 
-// failure describes an early exit, with the end of the log.
-func (p *Proc) failure() error {
+// Failure describes an early exit, with the end of the log.
+func (p *Proc) Failure() error {
 	tail, _ := os.ReadFile(p.Log)
 	if len(tail) > 2000 {
 		tail = tail[len(tail)-2000:]
@@ -100,7 +109,7 @@ func (p *Proc) failure() error {
 // CPU is the user plus system time so far of the process and of its
 // children that have ended (a stock sshd serves each connection in a
 // child).
-func (p *Proc) CPU() (time.Duration, error) { return procCPU(p.PID()) }
+func (p *Proc) CPU() (time.Duration, error) { return CPUOf(p.PID()) }
 
 // ExitCPU waits for the process to end and returns the user plus system
 // time it used (and its children that it waited for).
@@ -117,7 +126,9 @@ func (p *Proc) PeakRSS() (int64, error) { return procStatusKB(p.PID(), "VmHWM:")
 // clockTicks is USER_HZ, 100 on every Linux this runs on.
 const clockTicks = 100
 
-func procCPU(pid int) (time.Duration, error) {
+// CPUOf is the user plus system time so far of process pid and of its
+// children that have ended.
+func CPUOf(pid int) (time.Duration, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, err
@@ -156,14 +167,8 @@ func procStatusKB(pid int, field string) (int64, error) {
 	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }
 
-// selfCPU is this process's CPU time (the load generators').
-func selfCPU() time.Duration {
-	d, _ := procCPU(os.Getpid())
-	return d
-}
-
-// freePort returns host:port with a port free on ip right now.
-func freePort(ip string) (string, error) {
+// FreePort returns host:port with a port free on ip right now.
+func FreePort(ip string) (string, error) {
 	ln, err := net.Listen("tcp", ip+":0")
 	if err != nil {
 		return "", fmt.Errorf("no free port on %s: %w", ip, err)
@@ -172,12 +177,12 @@ func freePort(ip string) (string, error) {
 	return ln.Addr().String(), nil
 }
 
-// waitListening waits until addr accepts TCP connections or p exits.
-func waitListening(p *Proc, addr string, timeout time.Duration) error {
+// WaitListening waits until addr accepts TCP connections or p exits.
+func WaitListening(p *Proc, addr string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if p != nil && p.Exited() {
-			return p.failure()
+			return p.Failure()
 		}
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
