@@ -10,9 +10,6 @@ build:
 
 test:
 	$(GO) test -race -count=1 -timeout 12m -parallel 4 $(PKGS)
-	# In-process multi-proxy clusters cannot run under -race (see
-	# actors/clustertest): run them once more without it.
-	$(GO) test -count=1 -timeout 10m -run 'Peering|Mesh|Cluster|Dynamic|AgentHA' ./actors/clustertest/
 
 race: test
 

@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -15,7 +14,6 @@ import (
 	"time"
 
 	"github.com/warren-proxy/warren/actors/agent"
-	"github.com/warren-proxy/warren/actors/proxy"
 )
 
 // logCounter counts log records by message, and those with a "reason"
@@ -70,13 +68,14 @@ func (h countingHandler) WithGroup(name string) slog.Handler {
 
 const superseded = "tunnel closed: agent connected again"
 
-// haOptions is a cluster of n proxies and one agent, "agent-1", serving
-// echo with connection_count 2; proxy and agent logs are counted.
-func haOptions(t *testing.T, n int, proxyLogs, agentLogs *logCounter) Options {
+// haOptions is a cluster of n proxy processes (more may come later) and
+// one agent, "agent-1", serving echo with connection_count 2; the agent's
+// logs are counted (the proxies' with Cluster.ProxyLogCount).
+func haOptions(t *testing.T, n int, agentLogs *logCounter) Options {
 	return Options{
 		Proxies: n,
+		Runner:  RunProcesses,
 		Agents:  map[string][]agent.ResourceConfig{"agent-1": {{Name: "echo", Kind: "tcp", Addr: startEcho(t)}}},
-		Proxy:   func(cfg *proxy.Config) { cfg.Logger = proxyLogs.wrap(cfg.Logger) },
 		Agent: func(_ string, cfg *agent.Config) {
 			cfg.ConnectionCount = 2
 			cfg.Logger = agentLogs.wrap(cfg.Logger)
@@ -137,8 +136,8 @@ func watchTunnels(a *agent.Agent, stop <-chan struct{}) func() (most int, dup []
 // supersede the first ("agent connected again") and both slots would
 // knock each other off, failing sessions.
 func TestAgentHAOneProxy(t *testing.T) {
-	proxyLogs, agentLogs := newLogCounter(), newLogCounter()
-	c := New(t, haOptions(t, 1, proxyLogs, agentLogs))
+	agentLogs := newLogCounter()
+	c := New(t, haOptions(t, 1, agentLogs))
 	a := c.Agents["agent-1"]
 	c.WaitFor("one tunnel", func() bool { return distinctTunnels(a, 1) })
 
@@ -163,7 +162,7 @@ func TestAgentHAOneProxy(t *testing.T) {
 	if most != 1 || dup != nil {
 		t.Errorf("the agent held up to %d tunnels (duplicates: %v), want exactly 1", most, dup)
 	}
-	if n := proxyLogs.get(superseded); n != 0 {
+	if n := c.ProxyLogCount(superseded); n != 0 {
 		t.Errorf("the proxy closed %d tunnels as %q; want none", n, superseded)
 	}
 	if n := agentLogs.get("tunnel up"); n != 1 {
@@ -172,39 +171,6 @@ func TestAgentHAOneProxy(t *testing.T) {
 	if !distinctTunnels(a, 1) {
 		t.Errorf("after the window: %d tunnels to %v, want 1", a.Tunnels(), a.TunnelProxies())
 	}
-}
-
-// addProxy starts proxy-i on 127.0.0.i, joining the gossip of a live
-// proxy, as New starts its proxies.
-func addProxy(c *Cluster, i int, logs *logCounter) *proxy.Proxy {
-	c.t.Helper()
-	ip := fmt.Sprintf("127.0.0.%d", i)
-	id := fmt.Sprintf("proxy-%d", i)
-	var seeds []string
-	for _, p := range c.Proxies {
-		if len(p.Members()) > 0 {
-			seeds = append(seeds, p.GossipAddr())
-		}
-	}
-	cfg := proxy.Config{
-		ID:      id,
-		Region:  "local",
-		Zone:    fmt.Sprintf("zone-%d", i),
-		DataDir: filepath.Join(c.Dir, id),
-		AuthDir: filepath.Join(c.Dir, "auth"),
-		Listen:  proxy.Listen{User: ip + ":0", Tunnel: ip + ":0", HTTP: ip + ":0"},
-		Gossip:  proxy.GossipConfig{Listen: ip + ":0", Profile: "local", Seeds: seeds},
-		Peer:    proxy.PeerConfig{Listen: ip + ":0"},
-		Logger:  logs.wrap(c.Logger.With("proxy", id)),
-	}
-	c.StartProxy(cfg)
-	for _, p := range c.Proxies {
-		if p.ID() == id {
-			return p
-		}
-	}
-	c.t.Fatalf("%s did not start", id)
-	return nil
 }
 
 // sessions runs n sessions through proxyID and fails the test for each
@@ -216,20 +182,6 @@ func sessions(t *testing.T, c *Cluster, proxyID string, n int, when string) {
 			t.Errorf("%s: session %d: %v", when, i, err)
 		}
 	}
-}
-
-// stopProxy closes proxy id and drops it from the cluster's proxies.
-func stopProxy(c *Cluster, id string) {
-	c.t.Helper()
-	i := slices.IndexFunc(c.Proxies, func(p *proxy.Proxy) bool { return p.ID() == id })
-	if i < 0 {
-		c.t.Fatalf("no proxy %s to stop", id)
-	}
-	c.Proxies[i].Close()
-	c.Proxies = slices.Delete(c.Proxies, i, i+1)
-	c.Proxy = c.Proxies[0]
-	c.WaitMembers(len(c.Proxies))
-	c.WriteSSHConfig()
 }
 
 // background runs sessions through proxyID one after another until the
@@ -266,11 +218,8 @@ func background(c *Cluster, proxyID string) (stop func() []error) {
 // restarted one, brings two again. Sessions through the proxy that stays
 // work throughout, and no tunnel is ever superseded.
 func TestAgentHAProxiesComeAndGo(t *testing.T) {
-	if raceEnabled {
-		t.Skip("several proxies in one process race inside protoactor remote.Start; run without -race")
-	}
-	proxyLogs, agentLogs := newLogCounter(), newLogCounter()
-	c := New(t, haOptions(t, 1, proxyLogs, agentLogs))
+	agentLogs := newLogCounter()
+	c := New(t, haOptions(t, 1, agentLogs))
 	a := c.Agents["agent-1"]
 	c.WaitFor("one tunnel", func() bool { return distinctTunnels(a, 1) })
 	sessions(t, c, "proxy-1", 5, "one proxy")
@@ -294,7 +243,7 @@ func TestAgentHAProxiesComeAndGo(t *testing.T) {
 		}
 	}
 
-	addProxy(c, 2, proxyLogs)
+	c.AddProxy(2)
 	c.WaitMembers(2)
 	c.WriteSSHConfig()
 	tunnelsTo("proxy-1", "proxy-2")
@@ -303,14 +252,14 @@ func TestAgentHAProxiesComeAndGo(t *testing.T) {
 
 	// proxy-2 goes: its slot finds no free proxy and waits.
 	bg := background(c, "proxy-1")
-	stopProxy(c, "proxy-2")
+	c.StopProxy("proxy-2")
 	tunnelsTo("proxy-1")
 	for _, err := range bg() {
 		t.Errorf("while proxy-2 stopped: %v", err)
 	}
 	idle("proxy-1", "proxy-2 stopped")
 
-	addProxy(c, 3, proxyLogs)
+	c.AddProxy(3)
 	c.WaitMembers(2)
 	c.WriteSSHConfig()
 	tunnelsTo("proxy-1", "proxy-3")
@@ -319,14 +268,14 @@ func TestAgentHAProxiesComeAndGo(t *testing.T) {
 	// proxy-1, the agent's configured address, goes: the agent knows the
 	// others by the proxy set.
 	bg = background(c, "proxy-3")
-	stopProxy(c, "proxy-1")
+	c.StopProxy("proxy-1")
 	tunnelsTo("proxy-3")
 	for _, err := range bg() {
 		t.Errorf("while proxy-1 stopped: %v", err)
 	}
 	idle("proxy-3", "proxy-1 stopped")
 
-	addProxy(c, 2, proxyLogs) // restarted, on new ports
+	c.AddProxy(2) // restarted, on new ports
 	c.WaitMembers(2)
 	c.WriteSSHConfig()
 	tunnelsTo("proxy-2", "proxy-3")
@@ -338,7 +287,7 @@ func TestAgentHAProxiesComeAndGo(t *testing.T) {
 	if most > 2 || dup != nil {
 		t.Errorf("the agent held up to %d tunnels (duplicates: %v), want at most 2 to distinct proxies", most, dup)
 	}
-	if n := proxyLogs.get(superseded); n != 0 {
+	if n := c.ProxyLogCount(superseded); n != 0 {
 		t.Errorf("proxies closed %d tunnels as %q; want none", n, superseded)
 	}
 }
@@ -392,11 +341,8 @@ func startLB(t *testing.T, backends func() []string) *lb {
 // slot holds try again; the agent ends with one tunnel to each proxy,
 // none superseded.
 func TestAgentHABehindLoadBalancer(t *testing.T) {
-	if raceEnabled {
-		t.Skip("several proxies in one process race inside protoactor remote.Start; run without -race")
-	}
-	proxyLogs, agentLogs := newLogCounter(), newLogCounter()
-	opts := haOptions(t, 2, proxyLogs, agentLogs)
+	agentLogs := newLogCounter()
+	opts := haOptions(t, 2, agentLogs)
 	agents := opts.Agents
 	opts.Agents = nil
 	c := New(t, opts)
@@ -422,7 +368,7 @@ func TestAgentHABehindLoadBalancer(t *testing.T) {
 	})
 	sessions(t, c, "proxy-1", 5, "behind a load balancer")
 	sessions(t, c, "proxy-2", 5, "behind a load balancer")
-	if n := proxyLogs.get(superseded); n != 0 {
+	if n := c.ProxyLogCount(superseded); n != 0 {
 		t.Errorf("proxies closed %d tunnels as %q; want none", n, superseded)
 	}
 	if n := agentLogs.get("tunnel up"); n != 2 {
@@ -434,11 +380,8 @@ func TestAgentHABehindLoadBalancer(t *testing.T) {
 // proxy as proxies come and go, the first of them (the bootstrap's, to
 // its configured address) included, and never two to one proxy.
 func TestAgentMeshProxiesComeAndGo(t *testing.T) {
-	if raceEnabled {
-		t.Skip("several proxies in one process race inside protoactor remote.Start; run without -race")
-	}
-	proxyLogs, agentLogs := newLogCounter(), newLogCounter()
-	opts := haOptions(t, 2, proxyLogs, agentLogs)
+	agentLogs := newLogCounter()
+	opts := haOptions(t, 2, agentLogs)
 	opts.Agent = func(_ string, cfg *agent.Config) {
 		cfg.TunnelStrategy = agent.StrategyMesh
 		cfg.Logger = agentLogs.wrap(cfg.Logger)
@@ -454,7 +397,7 @@ func TestAgentMeshProxiesComeAndGo(t *testing.T) {
 		})
 	}
 	tunnelsTo("proxy-1", "proxy-2")
-	addProxy(c, 3, proxyLogs)
+	c.AddProxy(3)
 	c.WaitMembers(3)
 	c.WriteSSHConfig()
 	tunnelsTo("proxy-1", "proxy-2", "proxy-3")
@@ -462,9 +405,9 @@ func TestAgentMeshProxiesComeAndGo(t *testing.T) {
 		sessions(t, c, p.ID(), 3, "three proxies")
 	}
 
-	stopProxy(c, "proxy-1")
+	c.StopProxy("proxy-1")
 	tunnelsTo("proxy-2", "proxy-3")
-	addProxy(c, 1, proxyLogs) // restarted, on new ports
+	c.AddProxy(1) // restarted, on new ports
 	c.WaitMembers(3)
 	c.WriteSSHConfig()
 	tunnelsTo("proxy-1", "proxy-2", "proxy-3")
@@ -476,7 +419,7 @@ func TestAgentMeshProxiesComeAndGo(t *testing.T) {
 	if most, dup := watched(); most > 3 || dup != nil {
 		t.Errorf("the agent held up to %d tunnels (duplicates: %v), want at most 3 to distinct proxies", most, dup)
 	}
-	if n := proxyLogs.get(superseded); n != 0 {
+	if n := c.ProxyLogCount(superseded); n != 0 {
 		t.Errorf("proxies closed %d tunnels as %q; want none", n, superseded)
 	}
 }

@@ -19,16 +19,16 @@ import (
 // it reports the p50 and p99 of both, until every other proxy's snapshot
 // shows the change.
 func BenchmarkRouteConvergence(b *testing.B) {
-	c := New(b, Options{Proxies: 3})
+	c := New(b, Options{Proxies: 3, Runner: RunInProcess})
 	origin, others := c.Proxies[0], c.Proxies[1:]
-	sys := origin.ActorSystem()
+	sys := origin.In.ActorSystem()
 	tun := sys.Root.Spawn(actor.PropsFromFunc(func(actor.Context) {}))
 	defer sys.Root.Stop(tun)
 	usableEverywhere := func(name string, want bool) {
 		for {
 			ok := true
 			for _, p := range others {
-				if Routable(p, name) != want {
+				if p.Routable(name) != want {
 					ok = false
 				}
 			}
@@ -43,12 +43,12 @@ func BenchmarkRouteConvergence(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		id, name := fmt.Sprintf("bench-%d", i), fmt.Sprintf("res-%d", i)
 		start := time.Now()
-		sys.Root.Send(origin.Router(), &router.TunnelUp{Agent: model.Agent{ID: id, Connected: start}, Tunnel: tun})
-		sys.Root.Send(origin.Router(), &router.Heartbeat{AgentID: id, Tunnel: tun, Resources: []revtunnel.ResourceStatus{{Name: name, Kind: "tcp", Healthy: true}}})
+		sys.Root.Send(origin.In.Router(), &router.TunnelUp{Agent: model.Agent{ID: id, Connected: start}, Tunnel: tun})
+		sys.Root.Send(origin.In.Router(), &router.Heartbeat{AgentID: id, Tunnel: tun, Resources: []revtunnel.ResourceStatus{{Name: name, Kind: "tcp", Healthy: true}}})
 		usableEverywhere(name, true)
 		ups = append(ups, time.Since(start))
 		start = time.Now()
-		sys.Root.Send(origin.Router(), &router.TunnelDown{AgentID: id, Tunnel: tun})
+		sys.Root.Send(origin.In.Router(), &router.TunnelDown{AgentID: id, Tunnel: tun})
 		usableEverywhere(name, false)
 		downs = append(downs, time.Since(start))
 	}

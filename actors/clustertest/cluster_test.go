@@ -1,27 +1,40 @@
 package clustertest
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/warren-proxy/warren/actors/agent"
-	"github.com/warren-proxy/warren/actors/proxy"
 )
 
-// tunnelHolder returns the proxy that holds the agent serving resource.
-func tunnelHolder(t *testing.T, c *Cluster, resource string) *proxy.Proxy {
+// tunnelHolder returns the proxy that holds agent's one tunnel.
+func tunnelHolder(t *testing.T, c *Cluster, agent string) *Proxy {
 	t.Helper()
+	held := c.Agents[agent].TunnelProxies()
 	for _, p := range c.Proxies {
-		for _, e := range p.Table().Snapshot().Lookup(resource) {
-			if e.Local && e.Usable() {
-				return p
-			}
+		if len(held) == 1 && held[0] == p.ID() {
+			return p
 		}
 	}
-	t.Fatalf("no proxy holds a tunnel for %s", resource)
+	t.Fatalf("%s holds tunnels to %v, want one to a proxy of the cluster", agent, held)
 	return nil
+}
+
+// localAgents is how many agents hold a tunnel to p, as p reports it.
+func localAgents(c *Cluster, p *Proxy) int {
+	st, err := c.H.Status(p.H)
+	if err != nil {
+		return -1
+	}
+	for _, m := range st {
+		if m.ID == p.ID() {
+			return m.LocalAgents
+		}
+	}
+	return -1
 }
 
 func TestPeeringEveryProxyReachesEveryAgent(t *testing.T) {
@@ -46,10 +59,10 @@ func TestPeeringEveryProxyReachesEveryAgent(t *testing.T) {
 		}
 	}
 
-	// A large file across a peer hop: enter through a proxy that does not
+	// A file across a peer hop: enter through a proxy that does not
 	// hold node1's tunnel.
-	holder := tunnelHolder(t, c, "node1")
-	var entry *proxy.Proxy
+	holder := tunnelHolder(t, c, "agent-1")
+	var entry *Proxy
 	for _, p := range c.Proxies {
 		if p != holder {
 			entry = p
@@ -58,7 +71,9 @@ func TestPeeringEveryProxyReachesEveryAgent(t *testing.T) {
 	}
 	dir := t.TempDir()
 	src := filepath.Join(dir, "big")
-	sum := randomFile(t, src, 256<<20)
+	// 32 MiB, hundreds of SSH windows; cmd/warren's TestThreeProxiesPeering sends
+	// 256 MiB across a peer hop through warren processes.
+	sum := randomFile(t, src, 32<<20)
 	f, err := os.Open(src)
 	if err != nil {
 		t.Fatal(err)
@@ -66,10 +81,10 @@ func TestPeeringEveryProxyReachesEveryAgent(t *testing.T) {
 	defer f.Close()
 	dst := filepath.Join(dir, "copy")
 	if r := c.Run(f, "ssh", "-J", entry.ID(), "node1", "cat > "+dst); r.Code != 0 {
-		t.Fatalf("256 MiB through %s to node1 on %s: code %d stderr %q", entry.ID(), holder.ID(), r.Code, r.Stderr)
+		t.Fatalf("32 MiB through %s to node1 on %s: code %d stderr %q", entry.ID(), holder.ID(), r.Code, r.Stderr)
 	}
 	if got := fileSum(t, dst); got != sum {
-		t.Fatalf("256 MiB across a peer hop: sha256 %s, want %s", got, sum)
+		t.Fatalf("32 MiB across a peer hop: sha256 %s, want %s", got, sum)
 	}
 	r := c.Run(nil, "ssh", "-J", entry.ID(), "node1", "sha256sum "+dst)
 	if !strings.HasPrefix(r.Stdout, sum) {
@@ -86,14 +101,7 @@ func TestMeshOneTunnelPerProxy(t *testing.T) {
 	a := c.Agents["agent-1"]
 	c.WaitFor("3 mesh tunnels", func() bool { return a.Tunnels() == 3 })
 	for _, p := range c.Proxies {
-		c.WaitFor(p.ID()+" holds a local tunnel", func() bool {
-			for _, e := range p.Table().Snapshot().Lookup("node1") {
-				if e.Local && e.Usable() {
-					return true
-				}
-			}
-			return false
-		})
+		c.WaitFor(p.ID()+" holds a local tunnel", func() bool { return localAgents(c, p) == 1 })
 	}
 }
 
@@ -111,4 +119,25 @@ func TestClusterStatus(t *testing.T) {
 	t.Logf("status:\n%s", r.Stdout)
 	r = c.Run(nil, "ssh", "proxy-2", "status")
 	t.Logf("status again:\n%s", r.Stdout)
+}
+
+// ProxyLogCount reads the records a proxy process writes (runChild's
+// handler), by message and by message and reason.
+func TestProxyLogCount(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "proxy-1.1.log")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewJSONHandler(f, nil)).With("proxy", "proxy-1")
+	log.Info("tunnel closed", "agent", "a-1", "reason", "agent connected again")
+	log.Info("tunnel closed", "agent", "a-2", "reason", "tunnel closed")
+	f.WriteString("not json\n")
+	f.Close()
+	c := &Cluster{t: t, proxyLogs: []string{path}}
+	for key, want := range map[string]int{superseded: 1, "tunnel closed": 2, "tunnel up": 0} {
+		if got := c.ProxyLogCount(key); got != want {
+			t.Errorf("ProxyLogCount(%q) = %d, want %d", key, got, want)
+		}
+	}
 }

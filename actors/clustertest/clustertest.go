@@ -7,38 +7,46 @@ package clustertest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/exec"
+	"os/signal"
 	"os/user"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 	"golang.org/x/crypto/ssh"
+	"gopkg.in/yaml.v3"
 
 	"github.com/warren-proxy/warren/actors/agent"
 	"github.com/warren-proxy/warren/actors/proxy"
 	"github.com/warren-proxy/warren/cluster/access"
-	"github.com/warren-proxy/warren/internal/model"
+	"github.com/warren-proxy/warren/internal/harness"
 	"github.com/warren-proxy/warren/internal/sshconfig"
 	"github.com/warren-proxy/warren/transport/pki"
 )
 
-// Cluster is a running test cluster.
+// Cluster is a running test cluster. Its files are a harness.Cluster's:
+// the same configs a proxy process or `warren dev` would read.
 type Cluster struct {
-	t    testing.TB
-	Dir  string
+	t   testing.TB
+	Dir string
+	H   *harness.Cluster
+	// Auth is the cluster identity (H.Auth).
 	Auth *pki.Authority
-	// Proxy is the first proxy; Proxies holds all, proxy-1 … proxy-N on
+	// Proxy is the first proxy when proxies run in this process (nil when
+	// they are processes); Proxies holds all, proxy-1 … proxy-N on
 	// 127.0.0.1 … 127.0.0.N.
 	Proxy   *proxy.Proxy
-	Proxies []*proxy.Proxy
+	Proxies []*Proxy
 	Agents  map[string]*agent.Agent
 	// SSHConfig is an ssh_config with Host proxy-1 and every resource.
 	SSHConfig string
@@ -48,75 +56,85 @@ type Cluster struct {
 	Login    string
 	Logger   *slog.Logger
 
-	hosts []string
-	opts  Options
-	next  int // round-robin over proxies for agents
+	user      *harness.User
+	hosts     []string
+	opts      Options
+	runner    Runner
+	proxyLogs []string // log files of every proxy process started
+	next      int      // round-robin over proxies for agents
 	// joinToken is the token agents join with by default: a grant for
 	// every name ("*"), so that several agents may serve one name (the
 	// pools these tests exercise). Tests of grants make their own.
 	joinToken string
 }
 
+// Runner says where a cluster's proxies run.
+type Runner int
+
+const (
+	// RunDefault runs one proxy in this process and several as processes.
+	RunDefault Runner = iota
+	// RunInProcess runs every proxy in this process, for tests and
+	// benchmarks that reach into a proxy. With -race it takes one proxy
+	// only: protoactor's remote.Start writes gRPC's global logger, which
+	// the gRPC connections of the other proxies in the process read.
+	RunInProcess
+	// RunProcesses runs every proxy as a process of its own: this test
+	// binary, run again as a proxy (Main), so built with -race when the
+	// tests are. Tests that add proxies later start with it.
+	RunProcesses
+)
+
 // Options tune New.
 type Options struct {
 	// Agents maps an agent name to its resources.
 	Agents map[string][]agent.ResourceConfig
-	// Proxy adjusts each proxy's config before start.
-	Proxy func(*proxy.Config)
 	// Proxies is the number of proxies (default 1).
 	Proxies int
+	// Runner says where proxies run.
+	Runner Runner
+	// ProxyYAML is appended to every proxy's config file.
+	ProxyYAML string
+	// Proxy adjusts each in-process proxy's config before start.
+	Proxy func(*proxy.Config)
 	// Agent adjusts each agent's config before start.
 	Agent func(name string, c *agent.Config)
 }
 
-// New starts a proxy and the agents in opts and waits until every
+// New starts the proxies and the agents in opts and waits until every
 // resource is routed.
 func New(t testing.TB, opts Options) *Cluster {
 	t.Helper()
 	dir := t.TempDir()
-	c := &Cluster{t: t, Dir: dir, Agents: map[string]*agent.Agent{}, Logger: testLogger(t)}
+	c := &Cluster{t: t, Dir: dir, Agents: map[string]*agent.Agent{}, Logger: testLogger(t), opts: opts}
 	var err error
-	c.Auth, err = pki.Init(filepath.Join(dir, "auth"), pki.InitOptions{ClusterName: "test"})
-	if err != nil {
+	if c.H, err = harness.New(dir, "test"); err != nil {
 		t.Fatal(err)
 	}
-	c.opts = opts
+	c.Auth = c.H.Auth
+	c.H.ProxyExtra = opts.ProxyYAML
 	n := max(opts.Proxies, 1)
-	if n > 1 && raceEnabled {
-		// protoactor's remote.Start sets gRPC's global logger, which the
-		// gRPC connections of the other proxies in this process read: a
-		// race of the library, not of ours, that only several proxies in
-		// one process can hit. `make test` runs these tests once more
-		// without -race; cmd/warren runs separate proxy processes with it.
-		t.Skip("several proxies in one process race inside protoactor remote.Start; run without -race")
+	switch c.runner = opts.Runner; {
+	case c.runner == RunDefault && n == 1:
+		c.runner = RunInProcess
+	case c.runner == RunDefault:
+		c.runner = RunProcesses
+	case c.runner == RunInProcess && n > 1 && raceEnabled:
+		t.Skip("several proxies in one process race inside protoactor remote.Start; run without -race, or as processes (RunProcesses)")
 	}
-	for i := 1; i <= n; i++ {
-		ip := fmt.Sprintf("127.0.0.%d", i)
-		id := fmt.Sprintf("proxy-%d", i)
-		pcfg := proxy.Config{
-			ID:      id,
-			Region:  "local",
-			Zone:    fmt.Sprintf("zone-%d", i),
-			DataDir: filepath.Join(dir, id),
-			AuthDir: filepath.Join(dir, "auth"),
-			Listen:  proxy.Listen{User: ip + ":0", Tunnel: ip + ":0", HTTP: ip + ":0"},
-			Gossip:  proxy.GossipConfig{Listen: ip + ":0", Profile: model.ProfileLocal},
-			Peer:    proxy.PeerConfig{Listen: ip + ":0"},
-			Logger:  c.Logger.With("proxy", id),
-		}
-		if i > 1 {
-			pcfg.Gossip.Seeds = []string{c.Proxies[0].GossipAddr()}
-		}
-		if opts.Proxy != nil {
-			opts.Proxy(&pcfg)
-		}
-		c.StartProxy(pcfg)
+	if c.runner == RunProcesses && opts.Proxy != nil {
+		t.Fatal("clustertest: Options.Proxy adjusts in-process proxies; give proxy processes ProxyYAML")
 	}
-	c.WaitMembers(n)
-
 	c.Login = currentUser(t)
 	c.User = "alice"
-	c.Identity, _ = c.IssueUser(c.User, []string{c.Login}, []string{"admin"}, time.Hour, dir)
+	if c.user, err = c.H.IssueUser(c.User, []string{c.Login}, []string{"admin"}, time.Hour, dir); err != nil {
+		t.Fatal(err)
+	}
+	c.Identity = c.user.Key
+	for i := 1; i <= n; i++ {
+		c.AddProxy(i)
+	}
+	c.WaitMembers(n)
 	for name, res := range opts.Agents {
 		c.StartAgent(name, res)
 		for _, r := range res {
@@ -130,8 +148,225 @@ func New(t testing.TB, opts Options) *Cluster {
 	return c
 }
 
-// StartProxy starts (or restarts) the proxy with cfg.
-func (c *Cluster) StartProxy(cfg proxy.Config) {
+// Proxy is one proxy of a test cluster: in this process (In) or a process
+// of its own (H.Proc).
+type Proxy struct {
+	H  *harness.Proxy
+	In *proxy.Proxy
+	c  *Cluster
+}
+
+func (p *Proxy) ID() string { return p.H.ID }
+
+// UserAddr, TunnelAddr, GossipAddr, HTTPAddr and PeerAddr are where the
+// proxy listens.
+func (p *Proxy) UserAddr() string   { return p.addr(p.H.User, (*proxy.Proxy).UserAddr) }
+func (p *Proxy) TunnelAddr() string { return p.addr(p.H.Tunnel, (*proxy.Proxy).TunnelAddr) }
+func (p *Proxy) GossipAddr() string { return p.addr(p.H.Gossip, (*proxy.Proxy).GossipAddr) }
+func (p *Proxy) HTTPAddr() string   { return p.addr(p.H.HTTP, (*proxy.Proxy).HTTPAddr) }
+
+func (p *Proxy) addr(configured string, bound func(*proxy.Proxy) string) string {
+	if p.In != nil {
+		return bound(p.In)
+	}
+	return configured
+}
+
+// Members is how many proxies this one sees (-1: it does not answer).
+func (p *Proxy) Members() int {
+	if p.In != nil {
+		return len(p.In.Members())
+	}
+	st, err := p.c.H.Status(p.H)
+	if err != nil {
+		return -1
+	}
+	return len(st)
+}
+
+// Routable reports whether the proxy has a usable route to resource.
+func (p *Proxy) Routable(resource string) bool {
+	if p.In != nil {
+		for _, e := range p.In.Table().Snapshot().Lookup(resource) {
+			if e.Usable() {
+				return true
+			}
+		}
+		return false
+	}
+	return p.c.H.Healthy(p.H, resource) > 0
+}
+
+// AddProxy starts proxy number i (1-based), proxy-i on 127.0.0.i, zone-i
+// of region local, joining through the proxies that are up; a proxy of
+// that number that ran before starts again on its data, on new ports.
+func (c *Cluster) AddProxy(i int) *Proxy {
+	c.t.Helper()
+	h := c.H.NewProxy(i, fmt.Sprintf("127.0.0.%d", i), "local", fmt.Sprintf("zone-%d", i))
+	for _, q := range c.Proxies {
+		if q.Members() > 0 {
+			h.Seeds = append(h.Seeds, q.GossipAddr())
+		}
+	}
+	p := &Proxy{H: h, c: c}
+	if c.runner == RunProcesses {
+		c.startProcess(p)
+	} else {
+		if err := c.H.WriteConfig(h); err != nil {
+			c.t.Fatal(err)
+		}
+		cfg, err := proxy.LoadConfig(h.Config)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		cfg.Logger = c.Logger.With("proxy", h.ID)
+		if c.opts.Proxy != nil {
+			c.opts.Proxy(&cfg)
+		}
+		p.In = c.StartProxy(cfg)
+	}
+	c.put(p)
+	return p
+}
+
+// put adds p to c.Proxies, in place of a proxy with its id.
+func (c *Cluster) put(p *Proxy) {
+	if i := slices.IndexFunc(c.Proxies, func(q *Proxy) bool { return q.ID() == p.ID() }); i >= 0 {
+		c.Proxies[i] = p
+	} else {
+		c.Proxies = append(c.Proxies, p)
+	}
+	c.Proxy = c.Proxies[0].In
+}
+
+// childEnv names the config file of a test binary run as a proxy (Main).
+const childEnv = "WARREN_CLUSTERTEST_PROXY_CONFIG"
+
+// startProcess runs p as this test binary in proxy mode and, at cleanup,
+// stops it and fails the test if it did not end cleanly (a data race
+// under -race ends it with status 66).
+func (c *Cluster) startProcess(p *Proxy) {
+	c.t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	err = c.H.StartProxy(c.t.Context(), p.H, func(config string) harness.Command {
+		return harness.Command{Bin: self, Args: []string{"-test.run=^$"}, Env: []string{childEnv + "=" + config}}
+	})
+	if proc := p.H.Proc; proc != nil {
+		c.proxyLogs = append(c.proxyLogs, proc.Log)
+		c.t.Cleanup(func() { c.stopProcess(p) })
+	}
+	if err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// stopProcess stops p's process and reports an unclean end.
+func (c *Cluster) stopProcess(p *Proxy) {
+	proc := p.H.Proc
+	proc.Stop()
+	if err := proc.Err(); err != nil {
+		log, _ := os.ReadFile(proc.Log)
+		if i := bytes.Index(log, []byte("WARNING: DATA RACE")); i >= 0 {
+			log = log[i:]
+		} else if len(log) > 4000 {
+			log = log[len(log)-4000:]
+		}
+		c.t.Errorf("proxy process %s ended with %v; its log (%s):\n%s", p.ID(), err, proc.Log, log)
+	}
+}
+
+// StopProxy stops proxy id, drops it from c.Proxies, waits until the
+// others see it gone and rewrites the ssh_config.
+func (c *Cluster) StopProxy(id string) {
+	c.t.Helper()
+	i := slices.IndexFunc(c.Proxies, func(p *Proxy) bool { return p.ID() == id })
+	if i < 0 {
+		c.t.Fatalf("no proxy %s to stop", id)
+	}
+	p := c.Proxies[i]
+	if p.In != nil {
+		p.In.Close()
+	} else {
+		c.stopProcess(p)
+	}
+	c.Proxies = slices.Delete(c.Proxies, i, i+1)
+	c.Proxy = c.Proxies[0].In
+	c.WaitMembers(len(c.Proxies))
+	c.WriteSSHConfig()
+}
+
+// ProxyLogCount counts the records of every proxy process's logs so far
+// with message msg, or with msg and reason when key is "msg: reason".
+func (c *Cluster) ProxyLogCount(key string) int {
+	n := 0
+	for _, path := range c.proxyLogs {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		for line := range bytes.Lines(b) {
+			var rec struct{ Msg, Reason string }
+			if json.Unmarshal(line, &rec) != nil {
+				continue
+			}
+			if rec.Msg == key || rec.Msg+": "+rec.Reason == key {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// Main is the TestMain of a package that starts clusters. When the
+// harness started the test binary as a proxy process it runs that proxy
+// until SIGTERM; otherwise it runs the tests and then fails the binary
+// if any goroutine is still alive after every test and its cleanups
+// (goleak). It waits up to 5 s for goroutines that end on their own
+// (protoactor's dead-letter throttle ends a second after its last dead
+// letter).
+func Main(m *testing.M) {
+	if path := os.Getenv(childEnv); path != "" {
+		os.Exit(runChild(path))
+	}
+	code := m.Run()
+	if code == 0 {
+		var err error
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			if err = goleak.Find(); err == nil || time.Now().After(deadline) {
+				break
+			}
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "goroutines left behind after the tests and their cleanups: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// runChild is a proxy process: the config at path, JSON logs on stderr
+// (the harness's log file, which ProxyLogCount reads), until SIGTERM.
+func runChild(path string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	cfg, err := proxy.LoadConfig(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if err := proxy.Run(ctx, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// StartProxy starts (or restarts) an in-process proxy with cfg.
+func (c *Cluster) StartProxy(cfg proxy.Config) *proxy.Proxy {
 	c.t.Helper()
 	p, err := proxy.New(cfg)
 	if err != nil {
@@ -140,16 +375,16 @@ func (c *Cluster) StartProxy(cfg proxy.Config) {
 	if err := p.Start(context.Background()); err != nil {
 		c.t.Fatal(err)
 	}
-	for i, q := range c.Proxies {
+	c.t.Cleanup(func() { p.Close() })
+	for _, q := range c.Proxies {
 		if q.ID() == p.ID() {
-			c.Proxies[i] = p
+			q.In = p
 		}
 	}
-	if !slices.Contains(c.Proxies, p) {
-		c.Proxies = append(c.Proxies, p)
+	if len(c.Proxies) > 0 {
+		c.Proxy = c.Proxies[0].In
 	}
-	c.Proxy = c.Proxies[0]
-	c.t.Cleanup(func() { p.Close() })
+	return p
 }
 
 // WaitMembers waits until every proxy sees n live members.
@@ -159,11 +394,11 @@ func (c *Cluster) WaitMembers(n int) {
 }
 
 // WaitMembers2 waits until each of among sees n live members.
-func (c *Cluster) WaitMembers2(n int, among []*proxy.Proxy) {
+func (c *Cluster) WaitMembers2(n int, among []*Proxy) {
 	c.t.Helper()
 	c.WaitFor(fmt.Sprintf("%d proxies in every membership", n), func() bool {
 		for _, p := range among {
-			if len(p.Members()) != n {
+			if p.Members() != n {
 				return false
 			}
 		}
@@ -174,33 +409,67 @@ func (c *Cluster) WaitMembers2(n int, among []*proxy.Proxy) {
 // Token makes a join token with req's grant through the first proxy.
 func (c *Cluster) Token(req access.TokenRequest) string {
 	c.t.Helper()
-	secret, _, err := c.Proxy.CreateToken(req, "clustertest")
+	if c.Proxy != nil {
+		secret, _, err := c.Proxy.CreateToken(req, "clustertest")
+		if err != nil {
+			c.t.Fatalf("create join token: %v", err)
+		}
+		return secret
+	}
+	// A proxy process: `token add` over SSH, as an administrator would.
+	if req.Uses != 0 || req.Labels != nil || req.RenewFor != 0 {
+		c.t.Fatal("clustertest: Token through a proxy process takes a TTL and resources only")
+	}
+	client, err := ssh.Dial("tcp", c.Proxies[0].UserAddr(), &ssh.ClientConfig{
+		User:            c.User,
+		Auth:            []ssh.AuthMethod{ssh.PublicKeys(c.user.Signer)},
+		HostKeyCallback: pki.HostKeyCallback([]ssh.PublicKey{c.Auth.HostCA.PublicKey()}, nil, nil),
+		Timeout:         10 * time.Second,
+	})
 	if err != nil {
 		c.t.Fatalf("create join token: %v", err)
 	}
-	return secret
+	defer client.Close()
+	sess, err := client.NewSession()
+	if err != nil {
+		c.t.Fatalf("create join token: %v", err)
+	}
+	defer sess.Close()
+	out, err := sess.Output(fmt.Sprintf("token add --ttl %s --resources %s", req.TTL, strings.Join(req.Resources, ",")))
+	if err != nil {
+		c.t.Fatalf("create join token: %v", err)
+	}
+	return strings.TrimSpace(string(out))
 }
 
-// AgentConfig returns the config StartAgent uses for an agent.
+// AgentConfig returns the config StartAgent uses for an agent: the file
+// the harness writes, loaded as `warren agent` loads it, with the test's
+// logger and opts.Agent's changes.
 func (c *Cluster) AgentConfig(name string, res []agent.ResourceConfig) agent.Config {
+	c.t.Helper()
 	if c.joinToken == "" {
 		c.joinToken = c.Token(access.TokenRequest{TTL: time.Hour, Resources: []string{"*"}})
 	}
 	first := c.Proxies[c.next%len(c.Proxies)]
 	c.next++
-	cfg := agent.Config{
-		Name:              name,
-		DataDir:           filepath.Join(c.Dir, name),
-		Proxies:           []string{first.TunnelAddr()},
-		JoinToken:         c.joinToken,
-		CAPin:             pki.Fingerprint(c.Auth.HostCA.PublicKey()),
-		Resources:         res,
-		HeartbeatInterval: time.Second,
-		HealthInterval:    time.Second,
-		ReconnectMin:      50 * time.Millisecond,
-		ReconnectMax:      time.Second,
-		Logger:            c.Logger.With("agent", name),
+	a := &harness.Agent{Name: name, Proxies: []string{first.TunnelAddr()}, Token: c.joinToken}
+	if len(res) > 0 {
+		extra, err := yaml.Marshal(struct {
+			Resources []agent.ResourceConfig `yaml:"resources"`
+		}{res})
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		a.Extra = string(extra)
 	}
+	if err := c.H.WriteAgentConfig(a); err != nil {
+		c.t.Fatal(err)
+	}
+	cfg, err := agent.LoadConfig(a.Config)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	cfg.Logger = c.Logger.With("agent", name)
 	if c.opts.Agent != nil {
 		c.opts.Agent(name, &cfg)
 	}
@@ -225,25 +494,14 @@ func (c *Cluster) StartAgent(name string, res []agent.ResourceConfig) *agent.Age
 // IssueUser writes a key and certificate for a user into dir.
 func (c *Cluster) IssueUser(name string, logins, roles []string, ttl time.Duration, dir string) (key string, cert *ssh.Certificate) {
 	c.t.Helper()
-	signer, keyPEM, err := pki.GenerateKey()
+	u, err := c.H.IssueUser(name, logins, roles, ttl, dir)
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	cert, err = c.Auth.IssueUserCert(signer.PublicKey(), pki.UserCertRequest{User: name, Logins: logins, Roles: roles, TTL: ttl, Now: time.Now()})
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	key, err = pki.WriteUserFiles(dir, name, keyPEM, cert)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	if _, _, err := pki.WriteKnownHosts(dir, c.Auth.HostCA.PublicKey(), c.Auth.AgentCA.PublicKey()); err != nil {
-		c.t.Fatal(err)
-	}
-	return key, cert
+	return u.Key, u.Certificate
 }
 
-// WriteSSHConfig (re)writes c.SSHConfig for the current proxy address.
+// WriteSSHConfig (re)writes c.SSHConfig for the current proxy addresses.
 func (c *Cluster) WriteSSHConfig() {
 	c.t.Helper()
 	var buf bytes.Buffer
@@ -257,8 +515,8 @@ func (c *Cluster) WriteSSHConfig() {
 		User:               c.User,
 		Login:              c.Login,
 		Identity:           c.Identity,
-		KnownHosts:         filepath.Join(filepath.Dir(c.Identity), pki.ProxyKnownHostsFile),
-		ResourceKnownHosts: filepath.Join(filepath.Dir(c.Identity), pki.ResourceKnownHostsFile),
+		KnownHosts:         c.user.KnownHosts,
+		ResourceKnownHosts: c.user.ResourceKnownHosts,
 		Hosts:              hosts,
 	})
 	if err != nil {
@@ -281,22 +539,12 @@ func (c *Cluster) WaitRoutable(resource string) {
 	c.t.Helper()
 	c.WaitFor(resource+" routable on every proxy", func() bool {
 		for _, p := range c.Proxies {
-			if !Routable(p, resource) {
+			if !p.Routable(resource) {
 				return false
 			}
 		}
 		return true
 	})
-}
-
-// Routable reports whether p has a usable route to resource.
-func Routable(p *proxy.Proxy, resource string) bool {
-	for _, e := range p.Table().Snapshot().Lookup(resource) {
-		if e.Usable() {
-			return true
-		}
-	}
-	return false
 }
 
 // WaitFor polls cond until it holds or 20 s pass.
@@ -365,26 +613,4 @@ type tWriter struct{ t testing.TB }
 func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
-}
-
-// VerifyNoLeaks runs a test binary's tests (m.Run) and then fails it if
-// any goroutine is still alive after every test and its cleanups are done
-// (goleak). It waits up to 5 s for goroutines that end on their own
-// (protoactor's dead-letter throttle ends a second after its last dead
-// letter). A package that starts clusters calls it from its TestMain.
-func VerifyNoLeaks(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		var err error
-		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-			if err = goleak.Find(); err == nil || time.Now().After(deadline) {
-				break
-			}
-		}
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "goroutines left behind after the tests and their cleanups: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
 }

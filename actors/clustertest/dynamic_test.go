@@ -8,11 +8,10 @@ import (
 	"time"
 
 	"github.com/warren-proxy/warren/actors/agent"
-	"github.com/warren-proxy/warren/actors/proxy"
 	"github.com/warren-proxy/warren/internal/model"
 )
 
-func definitionsOn(c *Cluster, p *proxy.Proxy) []model.Definition {
+func definitionsOn(c *Cluster, p *Proxy) []model.Definition {
 	r := c.Run(nil, "ssh", p.ID(), "resource", "ls", "--json")
 	var defs []model.Definition
 	json.Unmarshal([]byte(r.Stdout), &defs)
@@ -33,7 +32,7 @@ func TestDynamicResources(t *testing.T) {
 		},
 	})
 
-	create := func(p *proxy.Proxy, yaml string) Result {
+	create := func(p *Proxy, yaml string) Result {
 		return c.Run(strings.NewReader(yaml), "ssh", p.ID(), "resource", "create")
 	}
 	start := time.Now()
@@ -49,9 +48,13 @@ func TestDynamicResources(t *testing.T) {
 		}
 	}
 	// The selector kept agent-2 out, though it watches env=prod.
-	for _, e := range c.Proxy.Table().Snapshot().Lookup("web") {
-		if e.AgentID == c.Agents["agent-2"].ID() {
-			t.Fatalf("agent-2 serves web despite selector role=agent-1")
+	rs, err := c.H.Resources(c.Proxies[0].H)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rs {
+		if r.Name == "web" && r.Agents != 1 {
+			t.Fatalf("%d agents serve web, want agent-1 alone (selector role=agent-1 keeps agent-2 out)", r.Agents)
 		}
 	}
 
@@ -88,7 +91,7 @@ func TestDynamicResources(t *testing.T) {
 			var first string
 			for i, p := range c.Proxies {
 				var addr string
-				for _, d := range p.Table().Snapshot().Definitions {
+				for _, d := range definitionsOn(c, p) {
 					if d.Name == "race" {
 						addr = d.Addr
 					}
@@ -103,19 +106,15 @@ func TestDynamicResources(t *testing.T) {
 	})
 
 	t.Run("a restarted proxy catches up", func(t *testing.T) {
-		down := c.Proxies[2]
-		cfg := down.Config()
-		down.Close()
-		c.WaitMembers2(2, c.Proxies[:2])
+		c.StopProxy("proxy-3")
 		if r := create(c.Proxies[0], fmt.Sprintf("name: late\nkind: tcp\naddr: %s\nlabels: {env: prod}\nselector: role=agent-2\n", who2)); r.Code != 0 {
 			t.Fatalf("create while proxy-3 is down: %q", r.Stderr)
 		}
-		cfg.Gossip.Seeds = []string{c.Proxies[0].GossipAddr()}
-		c.StartProxy(cfg)
+		c.AddProxy(3) // on its data, with new ports
 		c.WaitMembers(3)
 		c.WriteSSHConfig()
 		c.WaitFor("proxy-3 knows late", func() bool {
-			for _, d := range c.Proxies[2].Table().Snapshot().Definitions {
+			for _, d := range definitionsOn(c, c.Proxies[2]) {
 				if d.Name == "late" {
 					return true
 				}
@@ -136,7 +135,7 @@ func TestDynamicResources(t *testing.T) {
 		start := time.Now()
 		c.WaitFor("web gone from every proxy", func() bool {
 			for _, p := range c.Proxies {
-				if Routable(p, "web") {
+				if p.Routable("web") {
 					return false
 				}
 			}

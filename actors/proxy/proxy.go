@@ -448,6 +448,22 @@ func (p *Proxy) handshakeTunnel(ctx context.Context, nc net.Conn, leave func()) 
 	p.tunPIDs[pid] = tunnelInfo{agent: conn.AgentID, grant: grant}
 }
 
+// Run runs a proxy with cfg until ctx ends, then closes it: a proxy
+// process's life (`warren proxy`, and the proxies clustertest runs as
+// processes).
+func Run(ctx context.Context, cfg Config) error {
+	p, err := New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := p.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	p.log.Info("shutting down")
+	return p.Close()
+}
+
 // Close stops the proxy: listeners first, then sessions, tunnels, the
 // router (which persists its state), and the stores.
 func (p *Proxy) Close() error {

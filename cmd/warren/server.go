@@ -177,16 +177,7 @@ func runProxy(ctx context.Context, args []string) error {
 		return err
 	}
 	cfg.Logger = log
-	p, err := proxy.New(cfg)
-	if err != nil {
-		return err
-	}
-	if err := p.Start(ctx); err != nil {
-		return err
-	}
-	<-ctx.Done()
-	cfg.Logger.Info("shutting down")
-	return p.Close()
+	return proxy.Run(ctx, cfg)
 }
 
 func runAgent(ctx context.Context, args []string) error {

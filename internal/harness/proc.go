@@ -97,6 +97,12 @@ func (p *Proc) StopWith(sig syscall.Signal) {
 	}
 }
 
+// Err is how the process ended (nil: exit status 0), once Exited.
+func (p *Proc) Err() error {
+	<-p.done
+	return p.err
+}
+
 // Failure describes an early exit, with the end of the log.
 func (p *Proc) Failure() error {
 	tail, _ := os.ReadFile(p.Log)
