@@ -131,6 +131,9 @@ func (c *Cluster) AddProxy(ctx context.Context, i int) (*ProxyProc, error) {
 	if p.Proc != nil {
 		c.stop.add(p.Proc.Stop)
 	}
+	if err == nil {
+		err = c.h.WaitReady(ctx, p)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -151,9 +151,10 @@ func New(t testing.TB, opts Options) *Cluster {
 // Proxy is one proxy of a test cluster: in this process (In) or a process
 // of its own (H.Proc).
 type Proxy struct {
-	H  *harness.Proxy
-	In *proxy.Proxy
-	c  *Cluster
+	H       *harness.Proxy
+	In      *proxy.Proxy
+	c       *Cluster
+	stopped bool // its process was stopped and checked
 }
 
 func (p *Proxy) ID() string { return p.H.ID }
@@ -258,6 +259,9 @@ func (c *Cluster) startProcess(p *Proxy) {
 		c.proxyLogs = append(c.proxyLogs, proc.Log)
 		c.t.Cleanup(func() { c.stopProcess(p) })
 	}
+	if err == nil {
+		err = c.H.WaitReady(c.t.Context(), p.H)
+	}
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -265,6 +269,10 @@ func (c *Cluster) startProcess(p *Proxy) {
 
 // stopProcess stops p's process and reports an unclean end.
 func (c *Cluster) stopProcess(p *Proxy) {
+	if p.stopped {
+		return
+	}
+	p.stopped = true
 	proc := p.H.Proc
 	proc.Stop()
 	if err := proc.Err(); err != nil {

@@ -18,54 +18,40 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/warren-proxy/warren/internal/harness"
+	"github.com/warren-proxy/warren/internal/model"
 )
 
-// multi is a cluster of separate warren processes: proxies on 127.0.0.1,
-// 127.0.0.2, … and agents, with an ssh_config naming every proxy.
+// multi is a cluster of separate warren processes, written and run by
+// internal/harness: proxies on 127.0.0.1, 127.0.0.2, … and agents, with an
+// ssh_config naming every proxy. Its identity and user come from the CLI
+// (writeCluster: `warren init`, `warren user add`), its join token from
+// `warren token add`.
 type multi struct {
 	t       *testing.T
+	h       *harness.Cluster
 	dir     string
-	auth    string
 	token   string
-	pin     string
 	me      string
 	proxies []*proxyProc
 	cfg     string // ssh_config
 }
 
-type proxyProc struct {
-	id, ip                               string
-	user, tunnel, http, gossip, peerAddr string
-	config                               string
-	proc                                 *proc
-}
-
-func freeOn(t *testing.T, ip string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", ip+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+// proxyProc is one proxy process of a multi.
+type proxyProc = harness.Proxy
 
 func newMulti(t *testing.T, proxies int, gossipKey string) *multi {
 	t.Helper()
 	dir, _, _, _ := writeCluster(t)
-	m := &multi{t: t, dir: dir, auth: filepath.Join(dir, "auth")}
-	agentYAML, _ := os.ReadFile(filepath.Join(dir, "agent.yaml"))
-	for _, l := range strings.Split(string(agentYAML), "\n") {
-		if v, ok := strings.CutPrefix(l, "ca_pin: "); ok {
-			m.pin = v
-		}
+	h, err := harness.Open(dir)
+	if err != nil {
+		t.Fatal(err)
 	}
-	cfgText, _ := os.ReadFile(filepath.Join(dir, "ssh_config"))
-	for _, l := range strings.Split(string(cfgText), "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "User "); ok && v != "alice" {
-			m.me = v
-		}
-	}
+	// The production gossip profile, as an operator would run it.
+	h.Gossip = model.ProfileLAN
+	h.ProxyExtra = "tunnel: {keepalive_interval: 1s}"
+	m := &multi{t: t, h: h, dir: dir, me: currentLogin(t)}
 	for i := 1; i <= proxies; i++ {
 		m.addProxy(i, gossipKey)
 	}
@@ -74,7 +60,7 @@ func newMulti(t *testing.T, proxies int, gossipKey string) *multi {
 	// token whose grant names every resource (the static token's grant
 	// would let only the first of them have a name).
 	out, errs, code := runWarren(t, "token", "add", "--resources", "*", "--ttl", "1h",
-		"--proxy", m.proxies[0].user, "-i", filepath.Join(dir, "alice"))
+		"--proxy", m.proxies[0].User, "-i", filepath.Join(dir, "alice"))
 	if code != 0 {
 		t.Fatalf("token add: code %d stderr %q", code, errs)
 	}
@@ -82,53 +68,42 @@ func newMulti(t *testing.T, proxies int, gossipKey string) *multi {
 	return m
 }
 
+// addProxy starts proxy-i on 127.0.0.i (a warren process), joining
+// through proxy-1, with gossipKey in place of the cluster's if set. It
+// returns once the proxy is up, joined or not.
 func (m *multi) addProxy(i int, gossipKey string) *proxyProc {
 	t := m.t
-	ip := fmt.Sprintf("127.0.0.%d", i)
-	p := &proxyProc{
-		id: fmt.Sprintf("proxy-%d", i), ip: ip,
-		user: freeOn(t, ip), tunnel: freeOn(t, ip), http: freeOn(t, ip), gossip: freeOn(t, ip), peerAddr: freeOn(t, ip),
-	}
-	seeds := "[]"
+	t.Helper()
+	p := m.h.NewProxy(i, fmt.Sprintf("127.0.0.%d", i), "local", fmt.Sprintf("zone-%d", i))
 	if len(m.proxies) > 0 {
-		seeds = "[" + m.proxies[0].gossip + "]"
+		p.Seeds = []string{m.proxies[0].Gossip}
 	}
-	key := ""
-	if gossipKey != "" {
-		key = "  secret_key: " + gossipKey + "\n"
-	}
-	p.config = filepath.Join(m.dir, p.id+".yaml")
-	os.WriteFile(p.config, []byte(fmt.Sprintf(`id: %s
-region: local
-zone: zone-%d
-data_dir: %s
-auth_dir: %s
-listen: {user: %s, tunnel: %s, http: %s}
-tunnel: {keepalive_interval: 1s}
-gossip:
-  listen: %s
-  seeds: %s
-  profile: lan
-%speer:
-  listen: %s
-`, p.id, i, filepath.Join(m.dir, p.id), m.auth, p.user, p.tunnel, p.http, p.gossip, seeds, key, p.peerAddr)), 0o644)
-	p.proc = start(t, "proxy", "--config", p.config)
-	m.proxies = append(m.proxies, p)
-	waitFor(t, p.id+" listening", func() bool {
-		c, err := net.Dial("tcp", p.user)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
+	p.GossipKey = gossipKey
+	err := m.h.StartProxy(t.Context(), p, func(config string) harness.Command {
+		return harness.Command{Bin: warrenBin, Args: []string{"proxy", "--config", config}}
 	})
+	if p.Proc != nil {
+		proc := p.Proc
+		t.Cleanup(func() {
+			proc.Kill()
+			if t.Failed() {
+				log, _ := os.ReadFile(proc.Log)
+				t.Logf("%s's log (%s):\n%s", p.ID, proc.Log, log)
+			}
+		})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.proxies = append(m.proxies, p)
 	return p
 }
 
 func (m *multi) writeSSHConfig() {
 	var b strings.Builder
 	for _, p := range m.proxies {
-		host, port, _ := net.SplitHostPort(p.user)
-		fmt.Fprintf(&b, "Host %s\n    HostName %s\n    Port %s\n    User alice\n", p.id, host, port)
+		host, port, _ := net.SplitHostPort(p.User)
+		fmt.Fprintf(&b, "Host %s\n    HostName %s\n    Port %s\n    User alice\n", p.ID, host, port)
 		fmt.Fprintf(&b, "    IdentityFile %[1]s/alice\n    CertificateFile %[1]s/alice-cert.pub\n    IdentitiesOnly yes\n    UserKnownHostsFile %[1]s/known_hosts\n    StrictHostKeyChecking yes\n", m.dir)
 	}
 	fmt.Fprintf(&b, "Host node1 node2\n    ProxyJump proxy-1\n    User %s\n", m.me)
@@ -138,22 +113,20 @@ func (m *multi) writeSSHConfig() {
 }
 
 // startAgent runs an agent process serving resource (kind ssh) whose
-// first proxy is m.proxies[first].
+// first proxy is m.proxies[first]; extra is more YAML.
 func (m *multi) startAgent(name, resource string, first int, extra string) *proc {
-	cfg := filepath.Join(m.dir, name+".yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`name: %s
-data_dir: %s
-proxies: [%s]
-join_token: %s
-ca_pin: %s
-heartbeat_interval: 1s
-reconnect_min: 100ms
-reconnect_max: 1s
-%sresources:
-  - name: %s
-    kind: ssh
-`, name, filepath.Join(m.dir, name), m.proxies[first].tunnel, m.token, m.pin, extra, resource)), 0o644)
-	return start(m.t, "agent", "--config", cfg)
+	return m.startAgentYAML(name, first, fmt.Sprintf("%sresources:\n  - name: %s\n    kind: ssh\n", extra, resource))
+}
+
+// startAgentYAML runs an agent process whose first proxy is
+// m.proxies[first], with extra YAML (resources and the rest).
+func (m *multi) startAgentYAML(name string, first int, extra string) *proc {
+	m.t.Helper()
+	a := &harness.Agent{Name: name, Proxies: []string{m.proxies[first].Tunnel}, Token: m.token, Extra: extra}
+	if err := m.h.WriteAgentConfig(a); err != nil {
+		m.t.Fatal(err)
+	}
+	return start(m.t, "agent", "--config", a.Config)
 }
 
 func (m *multi) ssh(args ...string) (string, string, int) {
@@ -162,7 +135,7 @@ func (m *multi) ssh(args ...string) (string, string, int) {
 
 // status returns a proxy's view of the cluster (`ssh proxy status --json`).
 func (m *multi) status(p *proxyProc) []map[string]any {
-	out, _, code := m.ssh(p.id, "status", "--json")
+	out, _, code := m.ssh(p.ID, "status", "--json")
 	if code != 0 {
 		return nil
 	}
@@ -185,7 +158,7 @@ func (m *multi) waitMembers(n int, among []*proxyProc) {
 
 // reachable reports whether resource answers through proxy p.
 func (m *multi) reachable(p *proxyProc, resource string) bool {
-	out, _, _ := m.ssh("-J", p.id, resource, "echo ok")
+	out, _, _ := m.ssh("-J", p.ID, resource, "echo ok")
 	return out == "ok\n"
 }
 
@@ -231,7 +204,7 @@ func tunnelSockets(t *testing.T, pid int, tunnels []string) int {
 func (m *multi) tunnelAddrs() []string {
 	var out []string
 	for _, p := range m.proxies {
-		out = append(out, p.tunnel)
+		out = append(out, p.Tunnel)
 	}
 	return out
 }
@@ -257,7 +230,7 @@ func TestThreeProxiesPeering(t *testing.T) {
 	a2 := m.startAgent("agent-2", "node2", 1, "")
 	for _, p := range m.proxies {
 		for _, r := range []string{"node1", "node2"} {
-			waitFor(t, r+" through "+p.id, func() bool { return m.reachable(p, r) })
+			waitFor(t, r+" through "+p.ID, func() bool { return m.reachable(p, r) })
 		}
 	}
 	// One tunnel per agent: from the proxies' counts and from the sockets.
@@ -283,7 +256,7 @@ func TestThreeProxiesPeering(t *testing.T) {
 		}
 	}
 	entry := m.proxies[2]
-	if entry.id == holder {
+	if entry.ID == holder {
 		entry = m.proxies[1]
 	}
 	src := filepath.Join(m.dir, "big")
@@ -295,26 +268,26 @@ func TestThreeProxiesPeering(t *testing.T) {
 	in, _ := os.Open(src)
 	defer in.Close()
 	dst := filepath.Join(m.dir, "copy")
-	cmdArgs := []string{"-F", m.cfg, "-J", entry.id, "node1", "cat > " + dst}
+	cmdArgs := []string{"-F", m.cfg, "-J", entry.ID, "node1", "cat > " + dst}
 	if out, err := execWithStdin(in, "ssh", cmdArgs...); err != nil {
-		t.Fatalf("256 MiB via %s: %v %s", entry.id, err, out)
+		t.Fatalf("256 MiB via %s: %v %s", entry.ID, err, out)
 	}
-	out, _, _ := m.ssh("-J", entry.id, "node1", "sha256sum "+dst)
+	out, _, _ := m.ssh("-J", entry.ID, "node1", "sha256sum "+dst)
 	if !strings.HasPrefix(out, sum) {
 		t.Fatalf("256 MiB across a peer hop: got %q, want sha256 %s", out, sum)
 	}
 	// Exit statuses and EOF survive the hop, whichever side closes.
-	if _, _, code := m.ssh("-J", entry.id, "node1", "exit 7"); code != 7 {
+	if _, _, code := m.ssh("-J", entry.ID, "node1", "exit 7"); code != 7 {
 		t.Fatalf("exit 7 across a peer hop: got %d", code)
 	}
-	if out, err := execWithStdin(strings.NewReader("abc"), "ssh", "-F", m.cfg, "-J", entry.id, "node1", "cat; echo EOF-seen"); err != nil || out != "abcEOF-seen\n" {
+	if out, err := execWithStdin(strings.NewReader("abc"), "ssh", "-F", m.cfg, "-J", entry.ID, "node1", "cat; echo EOF-seen"); err != nil || out != "abcEOF-seen\n" {
 		t.Fatalf("stdin EOF across a peer hop: got %q err %v", out, err)
 	}
 
 	// SIGKILL the proxy that holds agent-1's only tunnel.
 	var victim *proxyProc
 	for _, p := range m.proxies {
-		if tunnelSockets(t, a1.cmd.Process.Pid, []string{p.tunnel}) == 1 {
+		if tunnelSockets(t, a1.cmd.Process.Pid, []string{p.Tunnel}) == 1 {
 			victim = p
 		}
 	}
@@ -327,14 +300,14 @@ func TestThreeProxiesPeering(t *testing.T) {
 			rest = append(rest, p)
 		}
 	}
-	victim.proc.cmd.Process.Signal(syscall.SIGKILL)
+	victim.Proc.Signal(syscall.SIGKILL)
 	killed := time.Now()
 	for _, p := range rest {
-		waitFor(t, "node1 through "+p.id+" after its proxy died", func() bool { return m.reachable(p, "node1") })
+		waitFor(t, "node1 through "+p.ID+" after its proxy died", func() bool { return m.reachable(p, "node1") })
 	}
-	t.Logf("re-home: node1 reachable through every remaining proxy %s after SIGKILL of %s", time.Since(killed).Round(time.Millisecond), victim.id)
+	t.Logf("re-home: node1 reachable through every remaining proxy %s after SIGKILL of %s", time.Since(killed).Round(time.Millisecond), victim.ID)
 	m.waitMembers(2, rest)
-	t.Logf("membership: %s declared dead by every other proxy %s after SIGKILL", victim.id, time.Since(killed).Round(time.Millisecond))
+	t.Logf("membership: %s declared dead by every other proxy %s after SIGKILL", victim.ID, time.Since(killed).Round(time.Millisecond))
 	if n := tunnelSockets(t, a1.cmd.Process.Pid, m.tunnelAddrs()); n != 1 {
 		t.Errorf("after re-homing agent-1 has %d tunnel sockets, want 1", n)
 	}
@@ -343,8 +316,8 @@ func TestThreeProxiesPeering(t *testing.T) {
 	a2.cmd.Process.Signal(syscall.SIGKILL)
 	killed = time.Now()
 	for _, p := range rest {
-		waitFor(t, "node2 gone from "+p.id, func() bool {
-			out, _, _ := m.ssh(p.id, "ls", "--json")
+		waitFor(t, "node2 gone from "+p.ID, func() bool {
+			out, _, _ := m.ssh(p.ID, "ls", "--json")
 			var list []map[string]any
 			json.Unmarshal([]byte(out), &list)
 			for _, r := range list {
@@ -403,7 +376,7 @@ func TestWrongGossipKeyDoesNotJoin(t *testing.T) {
 	// It says so where a load balancer looks: not ready, with the reason.
 	var body string
 	waitFor(t, "the intruder's /readyz to say why it is not ready", func() bool {
-		resp, err := http.Get("http://" + intruder.http + "/readyz")
+		resp, err := http.Get("http://" + intruder.HTTP + "/readyz")
 		if err != nil {
 			return false
 		}
@@ -413,7 +386,7 @@ func TestWrongGossipKeyDoesNotJoin(t *testing.T) {
 		return resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(body, "gossip encryption keys differ")
 	})
 	t.Logf("intruder /readyz: %s", strings.TrimSpace(body))
-	resp, err := http.Get("http://" + m.proxies[0].http + "/readyz")
+	resp, err := http.Get("http://" + m.proxies[0].HTTP + "/readyz")
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("proxy-1 /readyz: %v %v, want 200", resp, err)
 	}
@@ -449,7 +422,7 @@ func TestLargeTransferBoundedMemory(t *testing.T) {
 	m.waitMembers(2, m.proxies)
 	a := m.startAgent("agent-1", "node1", 0, "")
 	waitFor(t, "node1 via proxy-2", func() bool { return m.reachable(m.proxies[1], "node1") })
-	procs := map[string]int{"proxy-1": m.proxies[0].proc.cmd.Process.Pid, "proxy-2": m.proxies[1].proc.cmd.Process.Pid, "agent": a.cmd.Process.Pid}
+	procs := map[string]int{"proxy-1": m.proxies[0].Proc.PID(), "proxy-2": m.proxies[1].Proc.PID(), "agent": a.cmd.Process.Pid}
 	peak := map[string]int64{}
 	stop := make(chan struct{})
 	sampled := make(chan struct{})
@@ -503,15 +476,15 @@ func TestPausedProxyRejoins(t *testing.T) {
 	m.waitMembers(3, m.proxies)
 	m.startAgent("agent-1", "node1", 1, "") // dials proxy-2 first
 	for _, p := range m.proxies {
-		waitFor(t, "node1 via "+p.id, func() bool { return m.reachable(p, "node1") })
+		waitFor(t, "node1 via "+p.ID, func() bool { return m.reachable(p, "node1") })
 	}
 	paused := m.proxies[1]
-	paused.proc.cmd.Process.Signal(syscall.SIGSTOP)
+	paused.Proc.Signal(syscall.SIGSTOP)
 	stopped := time.Now()
 	waitFor(t, "proxy-2 declared dead", func() bool { return len(m.status(m.proxies[0])) == 2 })
 	t.Logf("paused proxy declared dead after %s", time.Since(stopped).Round(time.Millisecond))
 	waitFor(t, "node1 via proxy-1 while proxy-2 is paused", func() bool { return m.reachable(m.proxies[0], "node1") })
-	paused.proc.cmd.Process.Signal(syscall.SIGCONT)
+	paused.Proc.Signal(syscall.SIGCONT)
 	resumed := time.Now()
 	m.waitMembers(3, m.proxies)
 	t.Logf("resumed proxy back in every membership after %s", time.Since(resumed).Round(time.Millisecond))

@@ -20,7 +20,7 @@ import (
 	"github.com/warren-proxy/warren/actors/agent"
 	"github.com/warren-proxy/warren/actors/proxy"
 	"github.com/warren-proxy/warren/internal/echo"
-	"github.com/warren-proxy/warren/internal/model"
+	"github.com/warren-proxy/warren/internal/harness"
 	"github.com/warren-proxy/warren/internal/sshconfig"
 	"github.com/warren-proxy/warren/storage/identity"
 	"github.com/warren-proxy/warren/transport/pki"
@@ -117,30 +117,33 @@ func startDev(ctx context.Context, c devConfig) (_ *devCluster, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// The dev cluster runs in this process from config files like any
+	// other (internal/harness writes them), so an operator can read them
+	// and run the same with `warren proxy --config` and `warren agent`.
+	h, err := harness.Open(dir)
+	if err != nil {
+		return nil, err
+	}
 	hosts, err := devHosts(c.Host, c.Proxies)
 	if err != nil {
 		return nil, err
 	}
 	for i, host := range hosts {
-		id := fmt.Sprintf("proxy-%d", i+1)
-		pc := proxy.Config{
-			ID:      id,
-			Region:  "local",
-			Zone:    fmt.Sprintf("zone-%d", i+1),
-			DataDir: filepath.Join(dir, id),
-			AuthDir: authDir,
-			Listen: proxy.Listen{
-				User:   net.JoinHostPort(host, fmt.Sprint(c.UserPort)),
-				Tunnel: net.JoinHostPort(host, fmt.Sprint(c.TunnelPort)),
-				HTTP:   net.JoinHostPort(host, fmt.Sprint(c.HTTPPort)),
-			},
-			Gossip: proxy.GossipConfig{Listen: net.JoinHostPort(host, "0"), Profile: model.ProfileLocal},
-			Peer:   proxy.PeerConfig{Listen: net.JoinHostPort(host, "0")},
-			Logger: c.Logger, // the proxy adds proxy=ID to its records
-		}
+		hp := h.NewProxy(i+1, host, "local", fmt.Sprintf("zone-%d", i+1))
+		hp.User = net.JoinHostPort(host, fmt.Sprint(c.UserPort))
+		hp.Tunnel = net.JoinHostPort(host, fmt.Sprint(c.TunnelPort))
+		hp.HTTP = net.JoinHostPort(host, fmt.Sprint(c.HTTPPort))
 		if i > 0 {
-			pc.Gossip.Seeds = []string{d.proxies[0].GossipAddr()}
+			hp.Seeds = []string{d.proxies[0].GossipAddr()}
 		}
+		if err := h.WriteConfig(hp); err != nil {
+			return nil, err
+		}
+		pc, err := proxy.LoadConfig(hp.Config)
+		if err != nil {
+			return nil, err
+		}
+		pc.Logger = c.Logger // the proxy adds proxy=ID to its records
 		p, err := proxy.New(pc)
 		if err != nil {
 			return nil, err
@@ -169,20 +172,24 @@ func startDev(ctx context.Context, c devConfig) (_ *devCluster, err error) {
 	if err != nil || len(toks) == 0 {
 		return nil, fmt.Errorf("dev cluster needs a join token in %s: %v", authDir, err)
 	}
-	pin := pki.Fingerprint(auth.HostCA.PublicKey())
-	agents := []agent.Config{
-		{Name: "agent-1", Resources: []agent.ResourceConfig{{Name: "node1", Kind: "ssh", Labels: map[string]string{"env": "dev"}}}},
-		{Name: "agent-2", Resources: []agent.ResourceConfig{{Name: "echo", Kind: "tcp", Addr: d.echo.Addr().String(), Labels: map[string]string{"env": "dev"}}}},
+	agents := []struct{ name, resources string }{
+		{"agent-1", "resources:\n  - {name: node1, kind: ssh, labels: {env: dev}}\n"},
+		{"agent-2", fmt.Sprintf("resources:\n  - {name: echo, kind: tcp, addr: %q, labels: {env: dev}}\n", d.echo.Addr())},
 	}
-	for i, ac := range agents {
+	for i, spec := range agents {
 		// Peering mode: each agent keeps one tunnel; spread them.
-		ac.DataDir = filepath.Join(dir, ac.Name)
-		if err := forgetStaleIdentity(ac.DataDir, auth); err != nil {
+		ha := &harness.Agent{Name: spec.name, Proxies: []string{d.proxies[i%len(d.proxies)].TunnelAddr()},
+			Token: toks[0], Extra: spec.resources}
+		if err := h.WriteAgentConfig(ha); err != nil {
 			return nil, err
 		}
-		ac.Proxies = []string{d.proxies[i%len(d.proxies)].TunnelAddr()}
-		ac.JoinToken = toks[0]
-		ac.CAPin = pin
+		if err := forgetStaleIdentity(ha.DataDir, auth); err != nil {
+			return nil, err
+		}
+		ac, err := agent.LoadConfig(ha.Config)
+		if err != nil {
+			return nil, err
+		}
 		ac.SFTPCommand = sftpCommand()
 		ac.Logger = c.Logger.With("component", ac.Name)
 		a, err := agent.New(ac)

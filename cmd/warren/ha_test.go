@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -19,28 +18,13 @@ import (
 
 // startTCPAgent runs an agent process serving a tcp resource.
 func (m *multi) startTCPAgent(name, resource, addr string, first int) *proc {
-	cfg := filepath.Join(m.dir, name+".yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`name: %s
-data_dir: %s
-proxies: [%s]
-join_token: %s
-ca_pin: %s
-heartbeat_interval: 1s
-health_interval: 1s
-reconnect_min: 100ms
-reconnect_max: 1s
-resources:
-  - name: %s
-    kind: tcp
-    addr: %s
-`, name, filepath.Join(m.dir, name), m.proxies[first].tunnel, m.token, m.pin, resource, addr)), 0o644)
-	return start(m.t, "agent", "--config", cfg)
+	return m.startAgentYAML(name, first, fmt.Sprintf("resources:\n  - name: %s\n    kind: tcp\n    addr: %s\n", resource, addr))
 }
 
 // sshClient opens a Go SSH connection to a proxy as alice.
 func (m *multi) sshClient(t *testing.T, p *proxyProc) *ssh.Client {
 	t.Helper()
-	cf := clientFlags{proxy: p.user, identity: filepath.Join(m.dir, "alice"), knownHosts: filepath.Join(m.dir, "known_hosts")}
+	cf := clientFlags{proxy: p.User, identity: filepath.Join(m.dir, "alice"), knownHosts: filepath.Join(m.dir, "known_hosts")}
 	c, _, err := cf.dialProxy(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +55,7 @@ func TestHighAvailabilityUnderLoad(t *testing.T) {
 	healthy := func(n int) func() bool {
 		return func() bool {
 			for _, p := range m.proxies {
-				out, _, _ := m.ssh(p.id, "ls")
+				out, _, _ := m.ssh(p.ID, "ls")
 				if !strings.Contains(out, fmt.Sprintf("%d/3", n)) {
 					return false
 				}

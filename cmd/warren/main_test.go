@@ -8,12 +8,13 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/warren-proxy/warren/internal/harness"
 )
 
 // These tests run the real warren binary as separate processes.
@@ -160,24 +161,30 @@ func TestDev(t *testing.T) {
 	p.stop(t)
 }
 
-// writeCluster writes `warren init` output and configs for one proxy and
-// one agent serving node1.
+// writeCluster makes a cluster with the CLI (`warren init`, `warren user
+// add`) and writes, with internal/harness, the configs of one proxy and
+// one agent serving node1, and an ssh_config for both.
 func writeCluster(t *testing.T) (dir, proxyCfg, agentCfg, userAddr string) {
 	t.Helper()
-	dir = t.TempDir()
+	h, p, a := writeHarness(t)
+	return h.Dir, p.Config, a.Config, p.User
+}
+
+// writeHarness is writeCluster, returning the harness's view of the files.
+func writeHarness(t *testing.T) (*harness.Cluster, *harness.Proxy, *harness.Agent) {
+	t.Helper()
+	dir := t.TempDir()
 	auth := filepath.Join(dir, "auth")
 	out, errs, code := runWarren(t, "init", "--data-dir", auth)
 	if code != 0 {
 		t.Fatalf("init: code %d stderr %q", code, errs)
 	}
-	pin := ""
-	for _, line := range strings.Split(out, "\n") {
-		if _, v, ok := strings.Cut(line, "ca_pin): "); ok {
-			pin = strings.TrimSpace(v)
-		}
+	h, err := harness.Open(dir)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if pin == "" {
-		t.Fatalf("init printed no CA pin:\n%s", out)
+	if !strings.Contains(out, "ca_pin): "+h.Pin) {
+		t.Fatalf("init printed no CA pin %s:\n%s", h.Pin, out)
 	}
 	toks, err := os.ReadFile(filepath.Join(auth, "join_tokens"))
 	if err != nil {
@@ -191,45 +198,22 @@ func writeCluster(t *testing.T) (dir, proxyCfg, agentCfg, userAddr string) {
 			break
 		}
 	}
-	userAddr, tunnelAddr, httpAddr := freeAddr(t), freeAddr(t), freeAddr(t)
-	proxyCfg = filepath.Join(dir, "proxy.yaml")
-	os.WriteFile(proxyCfg, []byte(fmt.Sprintf(`id: proxy-1
-data_dir: %s
-auth_dir: %s
-listen:
-  user: %s
-  tunnel: %s
-  http: %s
-tunnel:
-  keepalive_interval: 1s
-gossip:
-  listen: %s
-  profile: local
-peer:
-  listen: %s
-`, filepath.Join(dir, "proxy-1"), auth, userAddr, tunnelAddr, httpAddr, freeAddr(t), freeAddr(t))), 0o644)
-	agentCfg = filepath.Join(dir, "agent.yaml")
-	os.WriteFile(agentCfg, []byte(fmt.Sprintf(`name: agent-1
-data_dir: %s
-proxies: [%s]
-join_token: %s
-ca_pin: %s
-heartbeat_interval: 1s
-reconnect_min: 50ms
-reconnect_max: 1s
-resources:
-  - name: node1
-    kind: ssh
-`, filepath.Join(dir, "agent-1"), tunnelAddr, token, pin)), 0o644)
-	u, err := user.Current()
-	if err != nil {
+	p := h.NewProxy(1, "127.0.0.1", "local", "zone-1")
+	p.User, p.Tunnel, p.HTTP, p.Gossip, p.Peer = freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+	p.Extra = "tunnel: {keepalive_interval: 1s}"
+	if err := h.WriteConfig(p); err != nil {
 		t.Fatal(err)
 	}
-	me := u.Username
+	a := &harness.Agent{Name: "agent-1", Proxies: []string{p.Tunnel}, Token: token,
+		Extra: "resources:\n  - name: node1\n    kind: ssh\n"}
+	if err := h.WriteAgentConfig(a); err != nil {
+		t.Fatal(err)
+	}
+	me := currentLogin(t)
 	if _, errs, code := runWarren(t, "user", "add", "alice", "--logins", me, "--roles", "admin", "--data-dir", auth, "--out", dir); code != 0 {
 		t.Fatalf("user add: code %d stderr %q", code, errs)
 	}
-	host, port, _ := net.SplitHostPort(userAddr)
+	host, port, _ := net.SplitHostPort(p.User)
 	os.WriteFile(filepath.Join(dir, "ssh_config"), []byte(fmt.Sprintf(`Host proxy-1
     HostName %s
     Port %s
@@ -248,7 +232,7 @@ Host node1
     UserKnownHostsFile %[3]s/known_hosts_resources
     StrictHostKeyChecking yes
 `, host, port, dir, me)), 0o644)
-	return dir, proxyCfg, agentCfg, userAddr
+	return h, p, a
 }
 
 // TestAgentKilled: SIGKILL an agent process; the proxy drops its routes

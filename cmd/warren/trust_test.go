@@ -43,27 +43,12 @@ type trustCluster struct {
 func newTrustCluster(t *testing.T) *trustCluster {
 	t.Helper()
 	c := &trustCluster{t: t}
-	c.dir, c.proxyCfg, c.agentCfg, c.user = writeCluster(t)
-	c.auth = filepath.Join(c.dir, "auth")
+	h, p, a := writeHarness(t)
+	c.dir, c.proxyCfg, c.agentCfg = h.Dir, p.Config, a.Config
+	c.user, c.tunnel, c.http = p.User, p.Tunnel, p.HTTP
+	c.token, c.pin = a.Token, h.Pin
+	c.auth = h.AuthDir
 	c.sshConfig = filepath.Join(c.dir, "ssh_config")
-	agentYAML, _ := os.ReadFile(c.agentCfg)
-	proxyYAML, _ := os.ReadFile(c.proxyCfg)
-	for _, l := range strings.Split(string(agentYAML), "\n") {
-		if v, ok := strings.CutPrefix(l, "join_token: "); ok {
-			c.token = v
-		}
-		if v, ok := strings.CutPrefix(l, "ca_pin: "); ok {
-			c.pin = v
-		}
-	}
-	for _, l := range strings.Split(string(proxyYAML), "\n") {
-		if v, ok := strings.CutPrefix(l, "  tunnel: "); ok {
-			c.tunnel = v
-		}
-		if v, ok := strings.CutPrefix(l, "  http: "); ok {
-			c.http = v
-		}
-	}
 	c.me = currentLogin(t)
 	// Short HTTP idle timeout, so a test can see idle connections closed.
 	f, err := os.OpenFile(c.proxyCfg, os.O_APPEND|os.O_WRONLY, 0)

@@ -59,14 +59,28 @@ type Cluster struct {
 
 // New makes the cluster identity in dir/auth, as `warren init` does.
 func New(dir, name string) (*Cluster, error) {
-	c := &Cluster{Dir: dir, AuthDir: filepath.Join(dir, "auth"), Gossip: model.ProfileLocal,
-		http: &http.Client{Timeout: 10 * time.Second}}
-	var err error
-	if c.Auth, err = pki.Init(c.AuthDir, pki.InitOptions{ClusterName: name}); err != nil {
+	auth, err := pki.Init(filepath.Join(dir, "auth"), pki.InitOptions{ClusterName: name})
+	if err != nil {
 		return nil, err
 	}
-	c.Pin = pki.Fingerprint(c.Auth.HostCA.PublicKey())
-	if c.APIToken, err = c.Auth.APIToken(); err != nil {
+	return open(dir, auth)
+}
+
+// Open is a cluster whose identity is already in dir/auth (made by
+// `warren init`, say).
+func Open(dir string) (*Cluster, error) {
+	auth, err := pki.Load(filepath.Join(dir, "auth"))
+	if err != nil {
+		return nil, err
+	}
+	return open(dir, auth)
+}
+
+func open(dir string, auth *pki.Authority) (*Cluster, error) {
+	c := &Cluster{Dir: dir, AuthDir: filepath.Join(dir, "auth"), Auth: auth, Gossip: model.ProfileLocal,
+		Pin: pki.Fingerprint(auth.HostCA.PublicKey()), http: &http.Client{Timeout: 10 * time.Second}}
+	var err error
+	if c.APIToken, err = auth.APIToken(); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -81,6 +95,7 @@ type Proxy struct {
 	// picks free ports first, since a process cannot report them.
 	User, Tunnel, HTTP, Gossip, Peer string
 	Seeds                            []string // gossip addresses it joins through
+	GossipKey                        string   // gossip.secret_key, if not the auth directory's
 	DataDir                          string
 	Config                           string // its YAML file
 	Extra                            string // YAML appended after the cluster's ProxyExtra
@@ -103,6 +118,9 @@ func (c *Cluster) NewProxy(i int, ip, region, zone string) *Proxy {
 // WriteConfig writes p's config file.
 func (c *Cluster) WriteConfig(p *Proxy) error {
 	seeds := "[" + strings.Join(p.Seeds, ", ") + "]"
+	if p.GossipKey != "" {
+		seeds += ", secret_key: " + p.GossipKey
+	}
 	text := fmt.Sprintf(`id: %s
 region: %s
 zone: %s
@@ -193,7 +211,8 @@ func (c *Cluster) IssueUser(name string, logins, roles []string, ttl time.Durati
 // StartProxy runs p as a process: command turns its config file into the
 // command line. Ports are picked free just before it starts, so another
 // process may take one in between: a proxy that exits at once is started
-// again on new ports. It returns once p answers /readyz.
+// again on new ports. It returns once p is up, every port bound (it
+// answers /healthz); WaitReady waits until it has joined.
 func (c *Cluster) StartProxy(ctx context.Context, p *Proxy, command func(config string) Command) error {
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
@@ -224,24 +243,29 @@ func (c *Cluster) startProxy(ctx context.Context, p *Proxy, command func(string)
 	}
 	p.Proc = proc
 	p.Logs = append(p.Logs, cmd.Log)
-	// Ready means every port is bound (a port taken in the meantime ends
-	// the process instead), gossip has joined and the peers' routes are in.
-	return Until(ctx, 30*time.Second, 20*time.Millisecond, p.ID+" ready", func() (bool, error) {
-		if proc.Exited() {
-			return false, proc.Failure()
-		}
-		return c.Ready(p), nil
-	})
+	// The proxy serves HTTP once every other port is bound; a port taken
+	// in the meantime ends the process instead.
+	return c.wait(ctx, p, "/healthz", "up")
 }
 
-// Ready reports whether p answers /readyz with 200.
-func (c *Cluster) Ready(p *Proxy) bool {
-	res, err := c.http.Get("http://" + p.HTTP + "/readyz")
-	if err != nil {
-		return false
-	}
-	res.Body.Close()
-	return res.StatusCode == http.StatusOK
+// WaitReady waits until p answers /readyz: gossip has joined and the
+// peers' routes and configuration are in.
+func (c *Cluster) WaitReady(ctx context.Context, p *Proxy) error {
+	return c.wait(ctx, p, "/readyz", "ready")
+}
+
+func (c *Cluster) wait(ctx context.Context, p *Proxy, path, what string) error {
+	return Until(ctx, 30*time.Second, 20*time.Millisecond, p.ID+" "+what, func() (bool, error) {
+		if p.Proc != nil && p.Proc.Exited() {
+			return false, p.Proc.Failure()
+		}
+		res, err := c.http.Get("http://" + p.HTTP + path)
+		if err != nil {
+			return false, nil
+		}
+		res.Body.Close()
+		return res.StatusCode == http.StatusOK, nil
+	})
 }
 
 // API GETs a path of p's HTTP API into v.

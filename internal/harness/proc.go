@@ -97,6 +97,9 @@ func (p *Proc) StopWith(sig syscall.Signal) {
 	}
 }
 
+// Signal sends sig to the process.
+func (p *Proc) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+
 // Err is how the process ended (nil: exit status 0), once Exited.
 func (p *Proc) Err() error {
 	<-p.done
