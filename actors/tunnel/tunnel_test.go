@@ -125,10 +125,12 @@ type recorder struct {
 func (r *recorder) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *router.Heartbeat:
+		// Kept before the verdict: the test reads what was kept once the
+		// heartbeat has its answer.
+		r.add(m)
 		if m.Reply != nil {
 			m.Reply <- router.HeartbeatVerdict{}
 		}
-		r.add(m)
 	case *router.TunnelUp, *router.TunnelDown, *router.TunnelRTT, *clusterpb.LoginReport:
 		r.add(m)
 	}

@@ -643,7 +643,14 @@ func TestClientSSHFS(t *testing.T) {
 		t.Fatalf("reading through sshfs: %q, %v", b, err)
 	}
 	want := writeRandom(t, filepath.Join(mnt, "through-sshfs.bin"), 300<<10)
-	sameFile(t, filepath.Join(remote, "through-sshfs.bin"), want)
+	// sshfs writes asynchronously (unless -o sshfs_sync): close returns
+	// before the SFTP server on node1 has written every block.
+	written := filepath.Join(remote, "through-sshfs.bin")
+	waitFor(t, "the file written through sshfs to land on node1", func() bool {
+		got, _ := os.ReadFile(written)
+		return len(got) == len(want)
+	})
+	sameFile(t, written, want)
 	entries, err := os.ReadDir(mnt)
 	if err != nil {
 		t.Fatal(err)
