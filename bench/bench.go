@@ -23,6 +23,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/warren-proxy/warren/internal/harness"
 )
 
 // Env is what every scenario gets from its caller.
@@ -185,20 +187,7 @@ func (c *cleanups) run() {
 // waitUntil polls cond every interval until it holds, ctx ends or the
 // timeout passes; what names the condition in the error.
 func waitUntil(ctx context.Context, timeout, interval time.Duration, what string, cond func() bool) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		if cond() {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("timed out after %s waiting for %s", timeout, what)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
-		case <-time.After(interval):
-		}
-	}
+	return harness.Until(ctx, timeout, interval, what, func() (bool, error) { return cond(), nil })
 }
 
 // writeCSV writes a table's header and rows.

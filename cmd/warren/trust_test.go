@@ -24,6 +24,7 @@ import (
 
 	"github.com/warren-proxy/warren/cluster/access"
 	"github.com/warren-proxy/warren/internal/echo"
+	"github.com/warren-proxy/warren/internal/harness"
 	"github.com/warren-proxy/warren/storage/audit"
 	"github.com/warren-proxy/warren/transport/pki"
 	"github.com/warren-proxy/warren/transport/revtunnel"
@@ -33,6 +34,7 @@ import (
 // admin user alice, the static join token, the CA pin.
 type trustCluster struct {
 	t                         *testing.T
+	h                         *harness.Cluster
 	dir, auth                 string
 	proxyCfg, agentCfg        string
 	user, tunnel, http        string
@@ -44,6 +46,7 @@ func newTrustCluster(t *testing.T) *trustCluster {
 	t.Helper()
 	c := &trustCluster{t: t}
 	h, p, a := writeHarness(t)
+	c.h = h
 	c.dir, c.proxyCfg, c.agentCfg = h.Dir, p.Config, a.Config
 	c.user, c.tunnel, c.http = p.User, p.Tunnel, p.HTTP
 	c.token, c.pin = a.Token, h.Pin
@@ -95,19 +98,11 @@ func (c *trustCluster) adminOK(args ...string) string {
 // agent writes an agent config (resources as YAML list items) and starts it.
 func (c *trustCluster) agent(name, token, resources string) *proc {
 	c.t.Helper()
-	cfg := filepath.Join(c.dir, name+".yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`name: %s
-data_dir: %s
-proxies: [%s]
-join_token: %s
-ca_pin: %s
-heartbeat_interval: 1s
-health_interval: 1s
-reconnect_min: 50ms
-reconnect_max: 1s
-resources:
-%s`, name, filepath.Join(c.dir, name), c.tunnel, token, c.pin, resources)), 0o600)
-	return start(c.t, "agent", "--config", cfg)
+	a := &harness.Agent{Name: name, Proxies: []string{c.tunnel}, Token: token, Extra: "resources:\n" + resources}
+	if err := c.h.WriteAgentConfig(a); err != nil {
+		c.t.Fatal(err)
+	}
+	return start(c.t, "agent", "--config", a.Config)
 }
 
 // user issues a certificate for name with roles and logins, and writes an
