@@ -56,3 +56,23 @@ func TestSetupRateTiny(t *testing.T) {
 		}
 	}
 }
+
+// TestWANTiny: the emulated WAN's honesty table, one row per pair of
+// regions, every figure measured. It needs root and network namespaces:
+// it skips without them unless CI says it must run.
+func TestWANTiny(t *testing.T) {
+	if os.Geteuid() != 0 && os.Getenv("WARREN_REQUIRE_NETNS") == "" {
+		t.Skip("the emulated WAN needs root")
+	}
+	rep := runTiny(t, "wan")
+	if rows := rep.Tables[0].Rows; len(rows) != 9 {
+		t.Fatalf("%d pairs, want 9 (3 regions)", len(rows))
+	}
+	for _, row := range rep.Tables[0].Rows {
+		for _, cell := range row[2:] {
+			if cell == "-" || strings.HasPrefix(cell, "0 ") || strings.HasPrefix(cell, "0.00 ") {
+				t.Errorf("pair %s: empty figure %q", row[0], cell)
+			}
+		}
+	}
+}
