@@ -137,7 +137,9 @@ func New(topo Topology) (_ *Net, err error) {
 			regions[h.Region] = r
 		}
 		inRegion[h.Region]++
-		hh := &host{Host: h, ns: n.prefix + h.Name, dev: fmt.Sprintf("wan%d", i),
+		// Device names are unique to this process and Net: they exist in
+		// the machine's own namespace for a moment, beside other tests'.
+		hh := &host{Host: h, ns: n.prefix + h.Name, dev: fmt.Sprintf("w%x-%x-%x", os.Getpid(), seq, i),
 			addr: netip.AddrFrom4([4]byte{10, 99, byte(r), byte(inRegion[h.Region])})}
 		n.hosts[h.Name] = hh
 		n.byAddr[hh.addr.As4()] = hh
