@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
@@ -169,11 +170,7 @@ func serveWANProbe(ln net.Listener) {
 					if _, err := io.ReadFull(c, b); err != nil {
 						return
 					}
-					var n int64
-					for _, x := range b {
-						n = n<<8 | int64(x)
-					}
-					if _, err := io.CopyN(io.Discard, c, n); err != nil {
+					if _, err := io.CopyN(io.Discard, c, int64(binary.BigEndian.Uint64(b))); err != nil {
 						return
 					}
 				}
@@ -333,10 +330,7 @@ func udpRate(n *wan.Net, from, to string, size, pace int64) (string, error) {
 // sendWAN sends a transfer of size bytes to serveWANProbe and waits for
 // its end.
 func sendWAN(conn net.Conn, size int64) error {
-	hdr := []byte{2, 0, 0, 0, 0, 0, 0, 0, 0}
-	for i := range 8 {
-		hdr[8-i] = byte(size >> (8 * i))
-	}
+	hdr := binary.BigEndian.AppendUint64([]byte{2}, uint64(size))
 	if _, err := conn.Write(hdr); err != nil {
 		return err
 	}

@@ -172,9 +172,6 @@ func (c *Cluster) Close() { c.stop.run() }
 // Status is p's view of the cluster (as `warren status`).
 func (c *Cluster) Status(p *ProxyProc) ([]model.MemberStatus, error) { return c.h.Status(p) }
 
-// Resources is p's list of resources (as `warren ls`).
-func (c *Cluster) Resources(p *ProxyProc) ([]model.Summary, error) { return c.h.Resources(p) }
-
 // Healthy returns how many healthy agents p lists for name.
 func (c *Cluster) Healthy(p *ProxyProc, name string) int { return c.h.Healthy(p, name) }
 

@@ -159,12 +159,10 @@ type Proxy struct {
 
 func (p *Proxy) ID() string { return p.H.ID }
 
-// UserAddr, TunnelAddr, GossipAddr, HTTPAddr and PeerAddr are where the
-// proxy listens.
+// UserAddr, TunnelAddr and GossipAddr are where the proxy listens.
 func (p *Proxy) UserAddr() string   { return p.addr(p.H.User, (*proxy.Proxy).UserAddr) }
 func (p *Proxy) TunnelAddr() string { return p.addr(p.H.Tunnel, (*proxy.Proxy).TunnelAddr) }
 func (p *Proxy) GossipAddr() string { return p.addr(p.H.Gossip, (*proxy.Proxy).GossipAddr) }
-func (p *Proxy) HTTPAddr() string   { return p.addr(p.H.HTTP, (*proxy.Proxy).HTTPAddr) }
 
 func (p *Proxy) addr(configured string, bound func(*proxy.Proxy) string) string {
 	if p.In != nil {
@@ -398,14 +396,8 @@ func (c *Cluster) StartProxy(cfg proxy.Config) *proxy.Proxy {
 // WaitMembers waits until every proxy sees n live members.
 func (c *Cluster) WaitMembers(n int) {
 	c.t.Helper()
-	c.WaitMembers2(n, c.Proxies)
-}
-
-// WaitMembers2 waits until each of among sees n live members.
-func (c *Cluster) WaitMembers2(n int, among []*Proxy) {
-	c.t.Helper()
 	c.WaitFor(fmt.Sprintf("%d proxies in every membership", n), func() bool {
-		for _, p := range among {
+		for _, p := range c.Proxies {
 			if p.Members() != n {
 				return false
 			}

@@ -120,7 +120,7 @@ func startDev(ctx context.Context, c devConfig) (_ *devCluster, err error) {
 	// The dev cluster runs in this process from config files like any
 	// other (internal/harness writes them), so an operator can read them
 	// and run the same with `warren proxy --config` and `warren agent`.
-	h, err := harness.Open(dir)
+	h, err := harness.OpenWith(dir, auth)
 	if err != nil {
 		return nil, err
 	}

@@ -32,6 +32,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -63,7 +64,7 @@ func New(dir, name string) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	return open(dir, auth)
+	return OpenWith(dir, auth)
 }
 
 // Open is a cluster whose identity is already in dir/auth (made by
@@ -73,10 +74,12 @@ func Open(dir string) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	return open(dir, auth)
+	return OpenWith(dir, auth)
 }
 
-func open(dir string, auth *pki.Authority) (*Cluster, error) {
+// OpenWith is a cluster in dir whose identity, auth, the caller already
+// loaded from dir/auth.
+func OpenWith(dir string, auth *pki.Authority) (*Cluster, error) {
 	c := &Cluster{Dir: dir, AuthDir: filepath.Join(dir, "auth"), Auth: auth, Gossip: model.ProfileLocal,
 		Pin: pki.Fingerprint(auth.HostCA.PublicKey()), http: &http.Client{Timeout: 10 * time.Second}}
 	var err error
@@ -117,22 +120,34 @@ func (c *Cluster) NewProxy(i int, ip, region, zone string) *Proxy {
 
 // WriteConfig writes p's config file.
 func (c *Cluster) WriteConfig(p *Proxy) error {
-	seeds := "[" + strings.Join(p.Seeds, ", ") + "]"
+	gossip := "seeds: " + quoteList(p.Seeds)
+	mode := os.FileMode(0o644)
 	if p.GossipKey != "" {
-		seeds += ", secret_key: " + p.GossipKey
+		gossip += ", secret_key: " + strconv.Quote(p.GossipKey)
+		mode = 0o600 // a secret
 	}
-	text := fmt.Sprintf(`id: %s
-region: %s
-zone: %s
-data_dir: %s
-auth_dir: %s
+	text := fmt.Sprintf(`id: %q
+region: %q
+zone: %q
+data_dir: %q
+auth_dir: %q
 listen: {user: %q, tunnel: %q, http: %q}
-gossip: {listen: %q, seeds: %s, profile: %s}
+gossip: {listen: %q, %s, profile: %q}
 peer: {listen: %q}
 %s
 %s
-`, p.ID, p.Region, p.Zone, p.DataDir, c.AuthDir, p.User, p.Tunnel, p.HTTP, p.Gossip, seeds, c.Gossip, p.Peer, c.ProxyExtra, p.Extra)
-	return writeFile(p.Config, text, 0o644)
+`, p.ID, p.Region, p.Zone, p.DataDir, c.AuthDir, p.User, p.Tunnel, p.HTTP, p.Gossip, gossip, c.Gossip, p.Peer, c.ProxyExtra, p.Extra)
+	return writeFile(p.Config, text, mode)
+}
+
+// quoteList is a YAML flow sequence of quoted strings (Go's quoting is
+// YAML's double-quoted style for what a path or an address holds).
+func quoteList(items []string) string {
+	q := make([]string, len(items))
+	for i, s := range items {
+		q[i] = strconv.Quote(s)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
 }
 
 // Agent is one agent's config.
@@ -156,17 +171,17 @@ func (c *Cluster) WriteAgentConfig(a *Agent) error {
 	if a.Config == "" {
 		a.Config = filepath.Join(c.Dir, a.Name+".yaml")
 	}
-	text := fmt.Sprintf(`name: %s
-data_dir: %s
-proxies: [%s]
-join_token: %s
-ca_pin: %s
+	text := fmt.Sprintf(`name: %q
+data_dir: %q
+proxies: %s
+join_token: %q
+ca_pin: %q
 heartbeat_interval: 1s
 health_interval: 1s
 reconnect_min: 50ms
 reconnect_max: 1s
 %s
-`, a.Name, a.DataDir, strings.Join(a.Proxies, ", "), a.Token, c.Pin, a.Extra)
+`, a.Name, a.DataDir, quoteList(a.Proxies), a.Token, c.Pin, a.Extra)
 	// The join token is a secret.
 	return writeFile(a.Config, text, 0o600)
 }

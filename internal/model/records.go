@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"sort"
 	"strings"
 	"time"
 )
@@ -104,9 +103,4 @@ func Matches(sel, labels map[string]string) bool {
 		}
 	}
 	return true
-}
-
-// SortDefinitions sorts by name.
-func SortDefinitions(ds []Definition) {
-	sort.Slice(ds, func(i, j int) bool { return ds[i].Name < ds[j].Name })
 }

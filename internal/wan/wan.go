@@ -20,6 +20,7 @@ package wan
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -182,7 +183,7 @@ func (t Topology) check() error {
 	if len(regions) > 250 {
 		errs = append(errs, fmt.Errorf("%d regions: want at most 250", len(regions)))
 	}
-	for _, l := range append([]Link{t.Inside, t.Default}, mapValues(t.Between)...) {
+	for _, l := range append([]Link{t.Inside, t.Default}, slices.Collect(maps.Values(t.Between))...) {
 		if l.Delay < 0 || l.Jitter < 0 || l.Loss < 0 || l.Loss > 1 || l.Rate < 0 || l.Queue < 0 {
 			errs = append(errs, fmt.Errorf("link %+v: delays, rate and queue must not be negative, loss within 0 to 1", l))
 		}
@@ -191,14 +192,6 @@ func (t Topology) check() error {
 		errs = append(errs, fmt.Errorf("MTU %d: want 1280 to 65535", t.MTU))
 	}
 	return errors.Join(errs...)
-}
-
-func mapValues(m map[[2]string]Link) []Link {
-	var out []Link
-	for _, v := range m {
-		out = append(out, v)
-	}
-	return out
 }
 
 // setUp makes h's namespace and its TUN device, whose other end this

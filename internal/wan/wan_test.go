@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/warren-proxy/warren/internal/echo"
 )
 
 // newNet builds topo for a test, or skips when this machine cannot make
@@ -51,16 +53,7 @@ func echoServer(t *testing.T, n *Net, host string) string {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
+	go func() { defer close(done); echo.Serve(ln, nil) }()
 	t.Cleanup(func() { ln.Close(); <-done })
 	return ln.Addr().String()
 }
