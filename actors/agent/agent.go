@@ -127,7 +127,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	static := append([]ResourceConfig(nil), a.cfg.Resources...)
 	a.served.Store(&static)
 	a.health = newHealth(static, a.cfg.HealthInterval, a.log)
-	a.dir = newDirectory(a.cfg.Region, a.cfg.Proxies)
+	a.dir = newDirectory(a.cfg.Region, a.cfg.Proxies, newHomeRule(a.cfg.ProbeInterval))
 	if a.system = a.cfg.ActorSystem; a.system == nil {
 		a.system = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 			return slog.New(slog.DiscardHandler)
@@ -140,6 +140,14 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		defer a.wg.Done()
 		a.health.run(ctx, func() { a.system.Root.Send(a.pool, resourcesChanged{}) })
 	}()
+	if a.cfg.TunnelStrategy == StrategyPeering {
+		// Mesh mode keeps a tunnel to every proxy: nothing to choose.
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			a.probe(ctx)
+		}()
+	}
 	a.log.Info("agent started", "proxies", strings.Join(a.cfg.Proxies, ","), "resources", len(a.cfg.Resources))
 	return nil
 }

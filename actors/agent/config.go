@@ -33,8 +33,13 @@ type Config struct {
 	// ConnectionCount is the number of tunnels in peering mode (default 1;
 	// 2 or more for high availability).
 	ConnectionCount int `yaml:"connection_count"`
-	// Region (and the proxies' zones) steer which proxies the agent uses.
+	// Region (and the proxies' zones) steer which proxies the agent uses:
+	// in peering mode, the nearest proxies of its region on distinct zones,
+	// else the nearest of other regions until its region answers again.
 	Region string `yaml:"region"`
+	// ProbeInterval is how often the agent measures its round trip to
+	// every known proxy, to home its tunnels to the nearest (default 10s).
+	ProbeInterval time.Duration `yaml:"probe_interval"`
 	// CAPin is the SHA256 fingerprint of the cluster host CA; with it the
 	// agent checks the proxy on its very first connection.
 	CAPin string `yaml:"ca_pin"`
@@ -127,6 +132,9 @@ func (c Config) CheckAndSetDefaults() (Config, error) {
 	case c.TunnelStrategy == StrategyMesh && c.ConnectionCount > 1:
 		errs.Addf("connection_count", "applies to %s only; %s keeps one tunnel per proxy", StrategyPeering, StrategyMesh)
 	}
+	if c.Region != "" && !model.ValidName(c.Region) {
+		errs.Addf("region", "%v", model.CheckName("region", c.Region))
+	}
 	if len(c.Resources) == 0 && len(c.Watch) == 0 {
 		errs.Addf("resources", "required: at least one resource to serve, or a watch for dynamic ones")
 	}
@@ -178,6 +186,7 @@ func (c Config) CheckAndSetDefaults() (Config, error) {
 		{"health_interval", &c.HealthInterval, 5 * time.Second, 100 * time.Millisecond, 10 * time.Minute},
 		{"reconnect_min", &c.ReconnectMin, 200 * time.Millisecond, 10 * time.Millisecond, time.Minute},
 		{"reconnect_max", &c.ReconnectMax, 10 * time.Second, 100 * time.Millisecond, time.Hour},
+		{"probe_interval", &c.ProbeInterval, 10 * time.Second, 100 * time.Millisecond, 10 * time.Minute},
 	}
 	for _, d := range durations {
 		switch {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -104,15 +105,16 @@ func (c *conn) target() string {
 // own (an address reused since the proxy set was sent).
 var errWrongProxy = errors.New("not the proxy this mesh slot is for")
 
-// beforeHello claims the proxy a tunnel reached, before the hello that
-// would make the proxy supersede another tunnel of this agent there.
+// beforeHello claims the proxy a tunnel reached under key (the slot, or
+// the slot's name for the proxy it moves to), before the hello that would
+// make the proxy supersede another tunnel of this agent there.
 // claimed is set when the claim was made (and must be released).
-func (c *conn) beforeHello(claimed *bool) func(proxyID string) error {
+func (c *conn) beforeHello(key string, claimed *bool) func(proxyID string) error {
 	return func(proxyID string) error {
 		if c.proxyID != "" && proxyID != c.proxyID {
 			return fmt.Errorf("%w: reached %s, want %s", errWrongProxy, proxyID, c.proxyID)
 		}
-		if err := c.a.dir.claim(c.slot, proxyID); err != nil {
+		if err := c.a.dir.claim(key, proxyID); err != nil {
 			return err
 		}
 		*claimed = true
@@ -120,9 +122,45 @@ func (c *conn) beforeHello(claimed *bool) func(proxyID string) error {
 	}
 }
 
-func (c *conn) run(ctx context.Context) {
+// dial opens a tunnel to addr whose proxy is claimed under key before
+// the hello; claimed says whether the claim was made (release it if the
+// dial failed).
+func (c *conn) dial(ctx context.Context, addr, key string) (tun *revtunnel.ClientConn, reply revtunnel.HelloReply, claimed bool, err error) {
 	a := c.a
 	hostname, _ := os.Hostname()
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	tun, reply, err = revtunnel.Dial(dctx, revtunnel.ClientConfig{
+		Addr:      addr,
+		AgentID:   a.id.AgentID,
+		Signer:    a.signer,
+		Trust:     revtunnel.Trust{CA: a.hostCA, Clock: a.cfg.Clock},
+		OnProxies: func(set revtunnel.ProxySet) { c.learned(set.Proxies) },
+		OnDefinitions: func(d revtunnel.Definitions) {
+			if a.definitionsLearned(d.Definitions) {
+				c.system.Root.Send(c.pool, resourcesChanged{})
+			}
+		},
+		OnPolicy:    func(p revtunnel.PolicySet) { a.policyLearned(&p) },
+		BeforeHello: c.beforeHello(key, &claimed),
+		Logger:      a.log,
+	}, revtunnel.Hello{Version: Version, Hostname: hostname, Principals: a.principals(), HostKeys: a.hostKeys()})
+	return tun, reply, claimed, err
+}
+
+// took applies what a proxy's hello reply carries.
+func (c *conn) took(reply revtunnel.HelloReply) {
+	a := c.a
+	a.renewCert(reply.HostCert)
+	a.policyLearned(reply.Policy)
+	c.learned(reply.Proxies)
+	if a.definitionsLearned(reply.Definitions) {
+		c.system.Root.Send(c.pool, resourcesChanged{})
+	}
+}
+
+func (c *conn) run(ctx context.Context) {
+	a := c.a
 	// failures counts failed attempts in a row, taken the proxies found
 	// held by another slot, idle the waits for a proxy of its own; each
 	// sets the backoff of its case.
@@ -150,24 +188,7 @@ func (c *conn) run(ctx context.Context) {
 			continue
 		}
 		idle = 0
-		claimed := false
-		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		tun, reply, err := revtunnel.Dial(dctx, revtunnel.ClientConfig{
-			Addr:      addr,
-			AgentID:   a.id.AgentID,
-			Signer:    a.signer,
-			Trust:     revtunnel.Trust{CA: a.hostCA, Clock: a.cfg.Clock},
-			OnProxies: func(set revtunnel.ProxySet) { c.learned(set.Proxies) },
-			OnDefinitions: func(d revtunnel.Definitions) {
-				if a.definitionsLearned(d.Definitions) {
-					c.system.Root.Send(c.pool, resourcesChanged{})
-				}
-			},
-			OnPolicy:    func(p revtunnel.PolicySet) { a.policyLearned(&p) },
-			BeforeHello: c.beforeHello(&claimed),
-			Logger:      a.log,
-		}, revtunnel.Hello{Version: Version, Hostname: hostname, Principals: a.principals(), HostKeys: a.hostKeys()})
-		cancel()
+		tun, reply, claimed, err := c.dial(ctx, addr, c.slot)
 		if err != nil {
 			if claimed {
 				a.dir.release(c.slot)
@@ -200,24 +221,19 @@ func (c *conn) run(ctx context.Context) {
 			continue
 		}
 		failures, taken = 0, 0
-		a.dir.up(c.slot)
-		a.renewCert(reply.HostCert)
-		a.policyLearned(reply.Policy)
-		c.learned(reply.Proxies)
-		if a.definitionsLearned(reply.Definitions) {
-			c.system.Root.Send(c.pool, resourcesChanged{})
-		}
+		a.dir.up(c.slot, a.cfg.Clock())
+		c.took(reply)
 		a.connected.Add(1)
 		a.log.Info("tunnel up", "slot", c.slot, "proxy", reply.ProxyID, "addr", addr)
-		c.serve(ctx, tun)
+		proxyID := c.serve(ctx, tun, reply.ProxyID)
 		a.connected.Add(-1)
 		a.dir.release(c.slot)
-		a.log.Info("tunnel down", "slot", c.slot, "proxy", reply.ProxyID, "addr", addr)
+		a.log.Info("tunnel down", "slot", c.slot, "proxy", proxyID)
 		if ctx.Err() != nil {
 			return
 		}
 		// Prefer another proxy next time: this one may be going away.
-		a.dir.fail(reply.ProxyID, a.cfg.Clock())
+		a.dir.fail(proxyID, a.cfg.Clock())
 		if !sleep(ctx, c.backoff(0)) {
 			return
 		}
@@ -257,32 +273,138 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// serve runs one tunnel until it closes or ctx ends.
-func (c *conn) serve(ctx context.Context, tun *revtunnel.ClientConn) {
-	tctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer func() {
-		cancel()
-		tun.Close()
-		wg.Wait()
-	}()
-	stop := context.AfterFunc(tctx, func() { tun.Close() })
-	defer stop()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		c.heartbeat(tctx, tun)
-	}()
+// serve runs the slot's tunnel until it ends or ctx ends, and returns
+// the id of the proxy it ended on. A peering slot asks the directory now
+// and then whether to move to a nearer proxy (the home rule); to move, it
+// opens its tunnel there first, then serves that one and retires the old
+// one, whose sessions in flight go on to their end.
+func (c *conn) serve(ctx context.Context, tun *revtunnel.ClientConn, proxyID string) string {
+	a := c.a
+	s := c.startServing(ctx, tun)
+	check := time.NewTicker(a.cfg.ProbeInterval)
+	defer check.Stop()
 	for {
-		req, nch, err := tun.Accept()
-		if err != nil {
-			return
+		select {
+		case <-ctx.Done():
+			s.close()
+			return proxyID
+		case <-s.done:
+			s.close()
+			return proxyID
+		case <-check.C:
 		}
-		wg.Add(1)
+		if c.proxyID != "" || c.slot == slotBootstrap {
+			continue // mesh slots stay with their proxy
+		}
+		addr, to := a.dir.move(c.slot, a.cfg.Clock())
+		if addr == "" {
+			continue
+		}
+		ntun, reply, claimed, err := c.dial(ctx, addr, c.slot+nextSuffix)
+		if err != nil {
+			if claimed {
+				a.dir.release(c.slot + nextSuffix)
+			}
+			if ctx.Err() == nil && !errors.Is(err, revtunnel.ErrProxyTaken) {
+				a.dir.fail(addr, a.cfg.Clock())
+				a.log.Info("could not move tunnel to a nearer proxy; staying", "slot", c.slot, "proxy", proxyID, "to", to, "err", err)
+			}
+			continue
+		}
+		retiring := a.dir.promote(c.slot, a.cfg.Clock())
+		a.log.Info("tunnel moved to a nearer proxy", "slot", c.slot, "from", proxyID, "to", reply.ProxyID, "addr", addr)
+		c.took(reply)
+		old := s
+		c.wg.Add(1)
 		go func() {
-			defer wg.Done()
-			c.a.serveDial(tctx, tun, req, nch)
+			defer c.wg.Done()
+			c.retire(ctx, old, retiring)
 		}()
+		s, proxyID = c.startServing(ctx, ntun), reply.ProxyID
+	}
+}
+
+// serving is one tunnel being served: its heartbeats, and the dials that
+// come through it.
+type serving struct {
+	tun      *revtunnel.ClientConn
+	stopBeat context.CancelFunc
+	beats    sync.WaitGroup
+	sessions sync.WaitGroup
+	active   atomic.Int64  // sessions in flight
+	done     chan struct{} // closed when the tunnel has closed
+}
+
+func (c *conn) startServing(ctx context.Context, tun *revtunnel.ClientConn) *serving {
+	bctx, stop := context.WithCancel(ctx)
+	s := &serving{tun: tun, stopBeat: stop, done: make(chan struct{})}
+	s.beats.Add(1)
+	go func() {
+		defer s.beats.Done()
+		c.heartbeat(bctx, tun)
+	}()
+	go func() {
+		defer close(s.done)
+		for {
+			req, nch, err := tun.Accept()
+			if err != nil {
+				return
+			}
+			s.active.Add(1)
+			s.sessions.Add(1)
+			go func() {
+				defer s.sessions.Done()
+				defer s.active.Add(-1)
+				c.a.serveDial(ctx, tun, req, nch)
+			}()
+		}
+	}()
+	return s
+}
+
+// close closes the tunnel, ending its sessions, and waits for them.
+func (s *serving) close() {
+	s.stopBeat()
+	s.tun.Close()
+	<-s.done
+	s.beats.Wait()
+	s.sessions.Wait()
+}
+
+// retireGrace bounds how long a retired tunnel stays up for its sessions.
+const retireGrace = time.Hour
+
+// retire takes a tunnel out of routing and closes it once its sessions
+// have ended: its last heartbeat serves no resource, so its proxy routes
+// new sessions through the slot's new tunnel, while the sessions in
+// flight here go on. A dial the proxy routed before that heartbeat is
+// still served.
+func (c *conn) retire(ctx context.Context, s *serving, claim string) {
+	defer c.a.dir.release(claim)
+	defer s.close()
+	s.stopBeat()
+	s.beats.Wait()
+	hctx, cancel := context.WithTimeout(ctx, 2*c.a.cfg.HeartbeatInterval)
+	_, err := s.tun.Heartbeat(hctx, revtunnel.Heartbeat{}) // no resources
+	cancel()
+	if err != nil {
+		return
+	}
+	deadline := time.NewTimer(retireGrace)
+	defer deadline.Stop()
+	poll := time.NewTicker(time.Second)
+	defer poll.Stop()
+	for s.active.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.done:
+			return
+		case <-deadline.C:
+			c.a.log.Info("closing a retired tunnel with sessions still on it", "sessions", s.active.Load(), "after", retireGrace)
+			return
+		case <-poll.C:
+		}
 	}
 }
 
@@ -301,9 +423,10 @@ func (c *conn) heartbeat(ctx context.Context, tun *revtunnel.ClientConn) {
 		reply, err := tun.Heartbeat(hctx, revtunnel.Heartbeat{Seq: seq, Resources: c.a.health.statuses()})
 		cancel()
 		if err != nil {
-			if ctx.Err() == nil {
-				c.a.log.Warn("heartbeat failed; closing tunnel", "err", err)
+			if ctx.Err() != nil {
+				return // stopped: the tunnel is its owner's to close (or retire)
 			}
+			c.a.log.Warn("heartbeat failed; closing tunnel", "err", err)
 			tun.Close()
 			return
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,6 +39,8 @@ type directory struct {
 	proxies map[string]revtunnel.ProxyInfo
 	held    map[string]holding   // slot → the proxy it claimed
 	failed  map[string]time.Time // proxy id or address → last failure
+	since   map[string]time.Time // slot → when its tunnel came up
+	rtt     *rtts                // the prober's measurements
 	next    int                  // round-robin over seeds
 	// changed is closed, and replaced, when the proxy set changes: slots
 	// waiting for a proxy of their own wake on it.
@@ -50,10 +53,11 @@ type holding struct {
 	up bool // the tunnel is up; false while its hello is under way
 }
 
-func newDirectory(region string, seeds []string) *directory {
+func newDirectory(region string, seeds []string, rule homeRule) *directory {
 	return &directory{
 		region: region, seeds: seeds,
 		proxies: map[string]revtunnel.ProxyInfo{}, held: map[string]holding{}, failed: map[string]time.Time{},
+		since: map[string]time.Time{}, rtt: newRTTs(rule),
 		changed: make(chan struct{}),
 	}
 }
@@ -78,6 +82,11 @@ func (d *directory) update(set []revtunnel.ProxyInfo) bool {
 		}
 	}
 	d.proxies = next
+	ids := make(map[string]bool, len(next))
+	for id := range next {
+		ids[id] = true
+	}
+	d.rtt.keep(ids)
 	if changed {
 		close(d.changed)
 		d.changed = make(chan struct{})
@@ -112,8 +121,9 @@ func (d *directory) known() []revtunnel.ProxyInfo {
 // for the proxy set to change.
 //
 // With the proxy set known, it is a proxy no other slot holds, preferring
-// one that has not failed lately, the agent's region, and zones no other
-// slot uses. When every such proxy failed lately, a seed that is no known
+// one that has not failed lately (nor its last probe), the agent's region,
+// zones no other slot uses, and then the lowest measured round trip. When
+// every such proxy failed lately, a seed that is no known
 // proxy's address comes first: the proxies' own addresses may be
 // unreachable from here (a load balancer in front of them), or their
 // processes gone. With no proxy set yet, the seeds in turn.
@@ -131,10 +141,6 @@ func (d *directory) pick(slot string, now time.Time) string {
 			heldZones[d.proxies[h.id].Zone] = true
 		}
 	}
-	recent := func(key string) bool {
-		at, ok := d.failed[key]
-		return ok && now.Sub(at) <= failMemory
-	}
 	var best *revtunnel.ProxyInfo
 	bestScore := -1
 	ids := make([]string, 0, len(d.proxies))
@@ -149,7 +155,7 @@ func (d *directory) pick(slot string, now time.Time) string {
 			continue
 		}
 		score := 0
-		if !recent(p.ID) && !recent(p.TunnelAddr) {
+		if !d.shunned(p, now) && !d.rtt.failing(p.ID) {
 			score += 4
 		}
 		if d.region == "" || p.Region == d.region {
@@ -158,7 +164,7 @@ func (d *directory) pick(slot string, now time.Time) string {
 		if !heldZones[p.Zone] {
 			score++
 		}
-		if score > bestScore {
+		if score > bestScore || score == bestScore && d.nearer(p.ID, best.ID, now) {
 			bestScore, best = score, &p
 		}
 	}
@@ -171,7 +177,7 @@ func (d *directory) pick(slot string, now time.Time) string {
 			addrs[p.TunnelAddr] = true
 		}
 		for i := range d.seeds {
-			if s := d.seeds[(d.next+i)%len(d.seeds)]; !addrs[s] && !recent(s) {
+			if s := d.seeds[(d.next+i)%len(d.seeds)]; !addrs[s] && now.Sub(d.failed[s]) > failMemory {
 				return s
 			}
 		}
@@ -198,12 +204,13 @@ func (d *directory) claim(slot, id string) error {
 }
 
 // up records that slot's tunnel to the proxy it claimed is up.
-func (d *directory) up(slot string) {
+func (d *directory) up(slot string, now time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if h, ok := d.held[slot]; ok {
 		h.up = true
 		d.held[slot] = h
+		d.since[slot] = now
 	}
 }
 
@@ -219,6 +226,7 @@ func (d *directory) release(slot string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	delete(d.held, slot)
+	delete(d.since, slot)
 }
 
 // fail remembers a failed proxy (by id when known, else by address).
@@ -240,4 +248,123 @@ func (d *directory) holders() []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// observe records a probe of proxy id (rtt < 0: it did not answer).
+func (d *directory) observe(id string, rtt time.Duration, now time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.proxies[id]; ok {
+		d.rtt.observe(id, rtt, now)
+	}
+}
+
+// shunned reports whether p failed (a tunnel there ended or could not be
+// opened) in the last failMemory, and has not answered a probe since.
+// Called with d.mu held.
+func (d *directory) shunned(p revtunnel.ProxyInfo, now time.Time) bool {
+	for _, key := range []string{p.ID, p.TunnelAddr} {
+		if at, ok := d.failed[key]; ok && now.Sub(at) <= failMemory && !d.rtt.answeredSince(p.ID, at) {
+			return true
+		}
+	}
+	return false
+}
+
+// nearer reports whether proxy a measures nearer than proxy b (a proxy
+// not measured is farther than any measured). Called with d.mu held.
+func (d *directory) nearer(a, b string, now time.Time) bool {
+	ra, okA := d.rtt.latency(a, now)
+	rb, okB := d.rtt.latency(b, now)
+	return okA && (!okB || ra < rb)
+}
+
+// Suffixes of the claims a moving slot makes besides its own: the proxy
+// it moves to while its tunnel there comes up, and the proxy it leaves
+// while the sessions in flight there end.
+const (
+	nextSuffix     = "/next"
+	retiringSuffix = "/retiring/"
+)
+
+// move tells a peering slot whose tunnel is up where to move, by the home
+// rule: back to the agent's region when a proxy there answers again (a
+// settled one, in a zone no other slot uses if there is one), or within
+// its tier to a proxy clearly nearer than its own, or to a free zone of
+// its region about as near (within max(MinGain, 20%)) when its own zone
+// is shared with another slot. It returns "" to stay. A slot stays at
+// least Dwell on a proxy, and never moves to one another claim holds.
+func (d *directory) move(slot string, now time.Time) (addr, id string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	h, ok := d.held[slot]
+	if !ok || !h.up || now.Sub(d.since[slot]) < d.rtt.rule.Dwell {
+		return "", ""
+	}
+	cur, ok := d.proxies[h.id]
+	if !ok {
+		return "", "" // it left the set: its tunnel ends soon
+	}
+	curRTT, curOK := d.rtt.latency(cur.ID, now)
+	home := func(p revtunnel.ProxyInfo) bool { return d.region == "" || p.Region == d.region }
+	heldIDs, otherZones := map[string]bool{}, map[string]bool{}
+	for s, o := range d.held {
+		heldIDs[o.id] = true
+		if s != slot && !strings.Contains(s, "/") {
+			otherZones[d.proxies[o.id].Zone] = true
+		}
+	}
+	// Reasons to move, weakest first.
+	const (
+		none       = iota
+		zone       // a zone of its own, about as near
+		nearer     // clearly nearer, same tier
+		homeShared // home to the region, a zone another slot uses
+		homeFree   // home to the region, a zone of its own
+	)
+	var best *revtunnel.ProxyInfo
+	bestWhy, bestRTT := none, time.Duration(0)
+	for _, p := range d.proxies {
+		if heldIDs[p.ID] || d.shunned(p, now) || !d.rtt.settled(p.ID, now) {
+			continue
+		}
+		rtt, _ := d.rtt.latency(p.ID, now)
+		why := none
+		switch {
+		case home(p) && !home(cur) && otherZones[p.Zone]:
+			why = homeShared
+		case home(p) && !home(cur):
+			why = homeFree
+		case home(p) != home(cur) || !curOK:
+		case otherZones[p.Zone] && !otherZones[cur.Zone]:
+			// Never give up a zone of its own for a nearer proxy.
+		case d.rtt.rule.clearlyBetter(rtt, curRTT):
+			why = nearer
+		case home(p) && otherZones[cur.Zone] && !otherZones[p.Zone] &&
+			rtt <= max(curRTT+d.rtt.rule.MinGain, curRTT*6/5):
+			why = zone
+		}
+		if why > bestWhy || why == bestWhy && why != none && rtt < bestRTT {
+			best, bestWhy, bestRTT = &p, why, rtt
+		}
+	}
+	if best == nil {
+		return "", ""
+	}
+	return best.TunnelAddr, best.ID
+}
+
+// promote makes the claim slot made for its move (nextSuffix) the slot's
+// own, up since now, and keeps the proxy it leaves claimed under a
+// retiring name, returned, until its sessions end (release it then).
+func (d *directory) promote(slot string, now time.Time) (retiring string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	old := d.held[slot]
+	retiring = slot + retiringSuffix + old.id
+	d.held[retiring] = holding{id: old.id}
+	d.held[slot] = holding{id: d.held[slot+nextSuffix].id, up: true}
+	delete(d.held, slot+nextSuffix)
+	d.since[slot] = now
+	return retiring
 }

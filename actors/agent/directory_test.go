@@ -29,7 +29,7 @@ func closed(ch <-chan struct{}) bool {
 }
 
 func TestDirectoryClaim(t *testing.T) {
-	d := newDirectory("", []string{"seed:3024"})
+	d := newDirectory("", []string{"seed:3024"}, newHomeRule(time.Second))
 	if err := d.claim("peer-0", "p1"); err != nil {
 		t.Fatalf("first claim: %v", err)
 	}
@@ -43,7 +43,7 @@ func TestDirectoryClaim(t *testing.T) {
 	if err := d.claim("peer-0", "p1"); err != nil {
 		t.Errorf("a slot claiming its own proxy again: %v", err)
 	}
-	d.up("peer-0")
+	d.up("peer-0", time.Time{})
 	if got := d.holders(); !slices.Equal(got, []string{"p1"}) {
 		t.Errorf("holders: %v, want [p1]", got)
 	}
@@ -54,7 +54,7 @@ func TestDirectoryClaim(t *testing.T) {
 }
 
 func TestDirectoryChanges(t *testing.T) {
-	d := newDirectory("", []string{"seed:3024"})
+	d := newDirectory("", []string{"seed:3024"}, newHomeRule(time.Second))
 	ch := d.changes()
 	if !d.update(proxyInfos("p1")) || !closed(ch) {
 		t.Fatal("a new proxy set did not signal a change")
@@ -74,7 +74,7 @@ func TestDirectoryChanges(t *testing.T) {
 func TestDirectoryPick(t *testing.T) {
 	now := time.Unix(1_000_000, 0)
 	t.Run("seeds in turn while no set is known", func(t *testing.T) {
-		d := newDirectory("", []string{"a:1", "b:1"})
+		d := newDirectory("", []string{"a:1", "b:1"}, newHomeRule(time.Second))
 		seen := map[string]bool{}
 		for range 4 {
 			seen[d.pick("peer-0", now)] = true
@@ -84,7 +84,7 @@ func TestDirectoryPick(t *testing.T) {
 		}
 	})
 	t.Run("nothing while every proxy is held by another slot", func(t *testing.T) {
-		d := newDirectory("", []string{"p1:3024"})
+		d := newDirectory("", []string{"p1:3024"}, newHomeRule(time.Second))
 		d.update(proxyInfos("p1"))
 		d.claim("peer-0", "p1")
 		if got := d.pick("peer-1", now); got != "" {
@@ -92,7 +92,7 @@ func TestDirectoryPick(t *testing.T) {
 		}
 		// Not even a seed that is an unknown address (a load balancer):
 		// the set is what the proxies say is there.
-		d = newDirectory("", []string{"lb:3024"})
+		d = newDirectory("", []string{"lb:3024"}, newHomeRule(time.Second))
 		d.update(proxyInfos("p1"))
 		d.claim("peer-0", "p1")
 		if got := d.pick("peer-1", now); got != "" {
@@ -103,7 +103,7 @@ func TestDirectoryPick(t *testing.T) {
 		}
 	})
 	t.Run("a free proxy, not a held one", func(t *testing.T) {
-		d := newDirectory("", []string{"lb:3024"})
+		d := newDirectory("", []string{"lb:3024"}, newHomeRule(time.Second))
 		d.update(proxyInfos("p1", "p2", "p3"))
 		d.claim("peer-0", "p2")
 		for range 6 {
@@ -113,7 +113,7 @@ func TestDirectoryPick(t *testing.T) {
 		}
 	})
 	t.Run("failed proxies avoided, by id or by address, for a while", func(t *testing.T) {
-		d := newDirectory("", []string{"p1:3024"})
+		d := newDirectory("", []string{"p1:3024"}, newHomeRule(time.Second))
 		d.update(proxyInfos("p1", "p2", "p3"))
 		d.fail("p1", now)      // its tunnel went down
 		d.fail("p2:3024", now) // a dial to its address failed
@@ -131,7 +131,7 @@ func TestDirectoryPick(t *testing.T) {
 		}
 	})
 	t.Run("a balancer seed when every free proxy failed lately", func(t *testing.T) {
-		d := newDirectory("", []string{"lb:3024"})
+		d := newDirectory("", []string{"lb:3024"}, newHomeRule(time.Second))
 		d.update(proxyInfos("p1", "p2"))
 		d.claim("peer-0", "p1")
 		d.fail("p2:3024", now) // its own address does not answer from here
@@ -143,7 +143,7 @@ func TestDirectoryPick(t *testing.T) {
 			t.Errorf("with the balancer failing too, picked %q, want p2:3024", got)
 		}
 		// A seed that is a known proxy's address is no way around it.
-		d = newDirectory("", []string{"p2:3024"})
+		d = newDirectory("", []string{"p2:3024"}, newHomeRule(time.Second))
 		d.update(proxyInfos("p1", "p2"))
 		d.claim("peer-0", "p1")
 		d.fail("p2", now)
@@ -152,7 +152,7 @@ func TestDirectoryPick(t *testing.T) {
 		}
 	})
 	t.Run("region first, then an unused zone", func(t *testing.T) {
-		d := newDirectory("eu", []string{"seed:1"})
+		d := newDirectory("eu", []string{"seed:1"}, newHomeRule(time.Second))
 		d.update([]revtunnel.ProxyInfo{
 			{ID: "us1", Region: "us", Zone: "a", TunnelAddr: "us1:1"},
 			{ID: "eu1", Region: "eu", Zone: "a", TunnelAddr: "eu1:1"},
@@ -225,7 +225,7 @@ func (w *world) hello(d *directory, slot, id string) string {
 		return "superseded " + prev
 	}
 	w.routes[id] = slot
-	d.up(slot)
+	d.up(slot, time.Time{})
 	d.update(proxyInfos(w.live...))
 	return "up"
 }
@@ -240,7 +240,7 @@ func TestDirectorySlots(t *testing.T) {
 	for _, seeds := range [][]string{{balancer}, {"p1:3024"}} {
 		t.Run(fmt.Sprint(seeds), func(t *testing.T) {
 			now := time.Unix(1_000_000, 0)
-			d := newDirectory("", seeds)
+			d := newDirectory("", seeds, newHomeRule(time.Second))
 			w := &world{live: []string{"p1"}, routes: map[string]string{}}
 			slots := []string{"peer-0", "peer-1", "peer-2"}
 			// settle runs the slots without a tunnel until each is up or

@@ -1,29 +1,38 @@
 package agent
 
 import (
-	"slices"
+	"context"
+	"math/rand/v2"
+	"net"
+	"sync"
 	"time"
 )
 
-// homeRule is when an agent moves its home proxy: tailscale's rule for its
-// home DERP region, whose numbers keep a home steady under jitter. A
-// proxy's latency is the best round trip seen in the last Window; the home
-// moves only to a proxy that is better by at least MinGain and by at
-// least MinFrac of the home's latency, or when the home stops answering.
+// homeRule is when a tunnel slot moves to another proxy: tailscale's rule
+// for its home DERP region, whose numbers keep a home steady under jitter.
+// A proxy's latency is the best round trip measured in the last Window; a
+// slot moves only to a proxy better by at least MinGain and by at least
+// MinFrac of its own proxy's latency, or home to its region when its
+// region's proxies answer again. A proxy that has just come back must
+// answer for Settle before a slot moves to it, and a slot stays on a
+// proxy at least Dwell: a region that flaps does not drag agents along.
 type homeRule struct {
 	Window  time.Duration
 	MinGain time.Duration
 	MinFrac float64
-	// Silence is how long a home may go unmeasured before it counts as
-	// gone.
+	// Silence is how long a proxy may go unmeasured (the prober stalled)
+	// before its figures no longer count.
 	Silence time.Duration
+	Settle  time.Duration
+	Dwell   time.Duration
 }
 
-var defaultHomeRule = homeRule{Window: 5 * time.Minute, MinGain: 10 * time.Millisecond, MinFrac: 1.0 / 3, Silence: 30 * time.Second}
-
-// homeProxy is one proxy as the home choice sees it.
-type homeProxy struct {
-	ID, Region, Zone string
+// newHomeRule is the rule for an agent that probes every interval.
+func newHomeRule(interval time.Duration) homeRule {
+	return homeRule{
+		Window: 5 * time.Minute, MinGain: 10 * time.Millisecond, MinFrac: 1.0 / 3,
+		Silence: 3 * interval, Settle: interval, Dwell: 3 * interval,
+	}
 }
 
 type rttSample struct {
@@ -31,88 +40,151 @@ type rttSample struct {
 	rtt time.Duration
 }
 
-// homes picks an agent's home proxy among the proxies it knows: the
-// nearest of its own region, else (no proxy of its region answers) the
-// nearest of any; and keeps it while the rule says so. Not safe for
-// concurrent use; its owner serializes calls.
-type homes struct {
-	region  string
-	rule    homeRule
-	samples map[string][]rttSample
-	current string
+// proxyRTT is what the prober has measured of one proxy.
+type proxyRTT struct {
+	samples  []rttSample // within the window, oldest first
+	lastOK   time.Time
+	lastFail time.Time
+	okSince  time.Time // first answer since the last failure
 }
 
-func newHomes(region string, rule homeRule) *homes {
-	return &homes{region: region, rule: rule, samples: map[string][]rttSample{}}
+// rtts holds the round trips measured to each proxy. Not safe for
+// concurrent use: the directory's mutex guards it.
+type rtts struct {
+	rule homeRule
+	m    map[string]*proxyRTT
 }
 
-// observe records a measured round trip to proxy id at now.
-func (h *homes) observe(id string, rtt time.Duration, now time.Time) {
-	s := append(h.samples[id], rttSample{now, rtt})
-	// Keep the window only.
+func newRTTs(rule homeRule) *rtts { return &rtts{rule: rule, m: map[string]*proxyRTT{}} }
+
+// observe records a probe of proxy id at now: its round trip, or a
+// failure when rtt < 0.
+func (r *rtts) observe(id string, rtt time.Duration, now time.Time) {
+	p := r.m[id]
+	if p == nil {
+		p = &proxyRTT{}
+		r.m[id] = p
+	}
+	if rtt < 0 {
+		p.lastFail, p.okSince = now, time.Time{}
+		return
+	}
+	if p.okSince.IsZero() {
+		p.okSince = now
+	}
+	p.lastOK = now
 	i := 0
-	for i < len(s) && now.Sub(s[i].at) > h.rule.Window {
+	for i < len(p.samples) && now.Sub(p.samples[i].at) > r.rule.Window {
 		i++
 	}
-	h.samples[id] = s[i:]
+	p.samples = append(p.samples[i:], rttSample{now, rtt})
 }
 
-// latency is the best round trip to id in the window, and whether id was
-// measured within Silence.
-func (h *homes) latency(id string, now time.Time) (best time.Duration, fresh bool) {
+// latency is the best round trip to id in the window; ok is false when id
+// did not answer its last probe, or was not measured lately.
+func (r *rtts) latency(id string, now time.Time) (best time.Duration, ok bool) {
+	p := r.m[id]
+	if p == nil || p.lastOK.Before(p.lastFail) || now.Sub(p.lastOK) > r.rule.Silence {
+		return 0, false
+	}
 	best = -1
-	for _, s := range h.samples[id] {
-		if now.Sub(s.at) > h.rule.Window {
-			continue
-		}
-		if best < 0 || s.rtt < best {
+	for _, s := range p.samples {
+		if now.Sub(s.at) <= r.rule.Window && (best < 0 || s.rtt < best) {
 			best = s.rtt
 		}
-		if now.Sub(s.at) <= h.rule.Silence {
-			fresh = true
-		}
 	}
-	return best, fresh
+	return best, best >= 0
 }
 
-// choose returns the home among proxies at now ("" when none answers).
-func (h *homes) choose(proxies []homeProxy, now time.Time) string {
-	type cand struct {
-		homeProxy
-		rtt time.Duration
-	}
-	var own, all []cand
-	for _, p := range proxies {
-		rtt, fresh := h.latency(p.ID, now)
-		if rtt < 0 || !fresh {
-			continue
+// failing reports whether id's last probe failed.
+func (r *rtts) failing(id string) bool {
+	p := r.m[id]
+	return p != nil && p.lastFail.After(p.lastOK)
+}
+
+// settled reports whether id has answered for Settle since it last failed.
+func (r *rtts) settled(id string, now time.Time) bool {
+	_, ok := r.latency(id, now)
+	return ok && now.Sub(r.m[id].okSince) >= r.rule.Settle
+}
+
+// answeredSince reports whether id has answered every probe since at.
+func (r *rtts) answeredSince(id string, at time.Time) bool {
+	p := r.m[id]
+	return p != nil && p.okSince.After(at)
+}
+
+// keep forgets the proxies not in ids.
+func (r *rtts) keep(ids map[string]bool) {
+	for id := range r.m {
+		if !ids[id] {
+			delete(r.m, id)
 		}
-		c := cand{p, rtt}
-		all = append(all, c)
-		if p.Region == h.region {
-			own = append(own, c)
+	}
+}
+
+// clearlyBetter reports whether a proxy at rtt is worth moving to from
+// one at cur.
+func (r homeRule) clearlyBetter(rtt, cur time.Duration) bool {
+	gain := cur - rtt
+	return gain >= r.MinGain && float64(gain) >= r.MinFrac*float64(cur)
+}
+
+// probeTimeout bounds one probe: a proxy slower than this to accept a
+// connection is no home.
+const probeTimeout = 2 * time.Second
+
+// maxProbes bounds the probes one agent has in flight.
+const maxProbes = 8
+
+// probe measures the round trip to every known proxy now, then every
+// ProbeInterval (jittered, so that agents started together spread out),
+// and at once when the proxy set changes, until ctx ends.
+func (a *Agent) probe(ctx context.Context) {
+	for {
+		changed := a.dir.changes()
+		a.probeAll(ctx)
+		wait := a.cfg.ProbeInterval*9/10 + rand.N(a.cfg.ProbeInterval/5+1)
+		if !waitChange(ctx, changed, wait) {
+			return
 		}
 	}
-	pool := own
-	if len(pool) == 0 {
-		pool = all // the region has no live proxy: the nearest elsewhere
+}
+
+// probeAll measures every known proxy once, a few at a time.
+func (a *Agent) probeAll(ctx context.Context) {
+	sem := make(chan struct{}, maxProbes)
+	var wg sync.WaitGroup
+	for _, p := range a.dir.known() {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			rtt := probeTCP(ctx, p.TunnelAddr, probeTimeout)
+			if ctx.Err() == nil {
+				a.dir.observe(p.ID, rtt, a.cfg.Clock())
+			}
+		}()
 	}
-	if len(pool) == 0 {
-		h.current = ""
-		return ""
+	wg.Wait()
+}
+
+// probeTCP returns the time a TCP connection to addr takes to open (one
+// round trip: the SYN and its answer), or -1 when it does not open. The
+// connection is reset, not closed: no TIME_WAIT is left behind here, and
+// the proxy sees a connection that ended before a byte was sent, which
+// it does not log as a failed handshake.
+func probeTCP(ctx context.Context, addr string, timeout time.Duration) time.Duration {
+	d := net.Dialer{Timeout: timeout}
+	start := time.Now()
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return -1
 	}
-	best := slices.MinFunc(pool, func(a, b cand) int { return int(a.rtt - b.rtt) })
-	i := slices.IndexFunc(pool, func(c cand) bool { return c.ID == h.current })
-	if i < 0 {
-		// No home yet, or it stopped answering, or it is not in the pool
-		// (the agent's own region came back): take the best.
-		h.current = best.ID
-		return h.current
+	rtt := time.Since(start)
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
 	}
-	cur := pool[i]
-	gain := cur.rtt - best.rtt
-	if gain >= h.rule.MinGain && float64(gain) >= h.rule.MinFrac*float64(cur.rtt) {
-		h.current = best.ID
-	}
-	return h.current
+	c.Close()
+	return rtt
 }

@@ -99,6 +99,8 @@ type Options struct {
 	Proxy func(*proxy.Config)
 	// Agent adjusts each agent's config before start.
 	Agent func(name string, c *agent.Config)
+	// Region names proxy-i's region (default: every proxy in "local").
+	Region func(i int) string
 }
 
 // New starts the proxies and the agents in opts and waits until every
@@ -197,11 +199,16 @@ func (p *Proxy) Routable(resource string) bool {
 }
 
 // AddProxy starts proxy number i (1-based), proxy-i on 127.0.0.i, zone-i
-// of region local, joining through the proxies that are up; a proxy of
-// that number that ran before starts again on its data, on new ports.
+// of region local (or Options.Region's), joining through the proxies
+// that are up; a proxy of that number that ran before starts again on its
+// data, on new ports.
 func (c *Cluster) AddProxy(i int) *Proxy {
 	c.t.Helper()
-	h := c.H.NewProxy(i, fmt.Sprintf("127.0.0.%d", i), "local", fmt.Sprintf("zone-%d", i))
+	region := "local"
+	if c.opts.Region != nil {
+		region = c.opts.Region(i)
+	}
+	h := c.H.NewProxy(i, fmt.Sprintf("127.0.0.%d", i), region, fmt.Sprintf("zone-%d", i))
 	for _, q := range c.Proxies {
 		if q.Members() > 0 {
 			h.Seeds = append(h.Seeds, q.GossipAddr())

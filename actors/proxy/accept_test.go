@@ -34,33 +34,7 @@ func TestAcceptTunnelsSurvivesEMFILE(t *testing.T) {
 	const fails = 4
 	fl := &accepttest.EMFILEListener{Listener: ln, Fail: fails}
 	var logs syncBuffer
-	log := slog.New(slog.NewTextHandler(&logs, nil))
-
-	_, hostKey, _ := ed25519.GenerateKey(rand.Reader)
-	host, err := ssh.NewSignerFromKey(hostKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := revtunnel.NewServer(revtunnel.ServerConfig{
-		HostSigner:     host,
-		AgentCA:        host.PublicKey(),
-		CheckJoinToken: func(string) bool { return false },
-		Join: func(revtunnel.JoinRequest, string, net.Addr) (revtunnel.JoinResponse, error) {
-			return revtunnel.JoinResponse{}, os.ErrPermission
-		},
-		HandshakeTimeout: 5 * time.Second,
-		Logger:           log,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &Proxy{
-		log:          log,
-		tunnelLn:     fl,
-		tunnelSrv:    srv,
-		tunnelGate:   &gate.Gate{Max: 4, MaxPerIP: 4},
-		refusedConns: logsample.New(log, "refused", logsample.Every),
-	}
+	p := acceptProxy(t, fl, &logs)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	start := time.Now()
@@ -102,6 +76,84 @@ func TestAcceptTunnelsSurvivesEMFILE(t *testing.T) {
 	}
 	if got := strings.Count(logs.String(), "accept tunnel failed; retrying"); got != fails {
 		t.Errorf("%d retries logged, want %d:\n%s", got, fails, logs.String())
+	}
+}
+
+// acceptProxy is a proxy with only what the tunnel accept loop needs,
+// listening on ln and logging to logs.
+func acceptProxy(t *testing.T, ln net.Listener, logs *syncBuffer) *Proxy {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(logs, nil))
+
+	_, hostKey, _ := ed25519.GenerateKey(rand.Reader)
+	host, err := ssh.NewSignerFromKey(hostKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := revtunnel.NewServer(revtunnel.ServerConfig{
+		HostSigner:     host,
+		AgentCA:        host.PublicKey(),
+		CheckJoinToken: func(string) bool { return false },
+		Join: func(revtunnel.JoinRequest, string, net.Addr) (revtunnel.JoinResponse, error) {
+			return revtunnel.JoinResponse{}, os.ErrPermission
+		},
+		HandshakeTimeout: 5 * time.Second,
+		Logger:           log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Proxy{
+		log:          log,
+		tunnelLn:     ln,
+		tunnelSrv:    srv,
+		tunnelGate:   &gate.Gate{Max: 4, MaxPerIP: 4},
+		refusedConns: logsample.New(log, "refused", logsample.Every),
+	}
+	return p
+}
+
+// An agent's probe (a connection reset before a byte) is not logged as a
+// refused tunnel; garbage on the socket is.
+func TestProbesAreNotLoggedAsRefusals(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	p := acceptProxy(t, ln, &logs)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.acceptTunnels(ctx)
+	}()
+	defer func() {
+		cancel()
+		ln.Close()
+		<-done
+		p.wg.Wait()
+	}()
+	for range 5 {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.(*net.TCPConn).SetLinger(0)
+		c.Close()
+	}
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
+	c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "tunnel refused") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := strings.Count(logs.String(), "tunnel refused"); got != 1 {
+		t.Errorf("%d connections logged as refused tunnels, want 1 (the garbage, not the 5 probes):\n%s", got, logs.String())
 	}
 }
 

@@ -395,10 +395,17 @@ func (p *Proxy) handshakeTunnel(ctx context.Context, nc net.Conn, leave func()) 
 		_ = tc.SetNoDelay(true)
 		_ = tc.SetKeepAlive(true)
 	}
-	conn, err := p.tunnelSrv.Handshake(ctx, nc)
+	counted := &countingConn{Conn: nc}
+	conn, err := p.tunnelSrv.Handshake(ctx, counted)
 	leave()
 	if err != nil {
-		if !errors.Is(err, revtunnel.ErrJoined) {
+		switch {
+		case errors.Is(err, revtunnel.ErrJoined):
+		case counted.read.Load() == 0:
+			// Agents measure their round trip to every proxy by opening a
+			// connection and resetting it: not worth a line each.
+			p.log.Debug("tunnel connection closed before its handshake (an agent's probe)", "remote", nc.RemoteAddr().String())
+		default:
 			p.log.Info("tunnel refused", "remote", nc.RemoteAddr().String(), "err", err)
 		}
 		return
@@ -633,4 +640,16 @@ func (p *Proxy) help() string {
 		"Commands: ssh -p " + port + " <you>@" + host + " ls | status | whoami | audit --since 1h",
 		"",
 	}, "\n")
+}
+
+// countingConn counts the bytes read from a connection.
+type countingConn struct {
+	net.Conn
+	read atomic.Int64
+}
+
+func (c *countingConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.read.Add(int64(n))
+	return n, err
 }

@@ -40,8 +40,13 @@ func pathRTT(e router.Endpoint, load Load) time.Duration {
 
 // orderCandidates orders the usable endpoints: agents by the strategy,
 // and for each agent its endpoints local first, then this region, then
-// newest tunnel first (when an agent has just re-homed, an old route
-// through a proxy that died may linger until membership notices).
+// other regions by measured path round trip (so that a session goes
+// straight to the region where the agent's tunnel is nearest, never by a
+// third region's proxy when a nearer tunnel exists); ties, and paths not
+// measured yet, newest tunnel first (when an agent has just re-homed, an
+// old route through a proxy that died may linger until membership
+// notices). The default strategy orders agents the same way, by their
+// best endpoint.
 func orderCandidates(c []router.Endpoint, strategy, region string, load Load) []router.Endpoint {
 	byAgent := map[string][]router.Endpoint{}
 	var agents []string
@@ -60,16 +65,34 @@ func orderCandidates(c []router.Endpoint, strategy, region string, load Load) []
 		}
 		return 2
 	}
+	// far is the path round trip of an endpoint in another region (an
+	// hour when not measured: after every measured one).
+	far := func(e router.Endpoint) time.Duration {
+		if d := pathRTT(e, load); load != nil && d >= 0 {
+			return d
+		}
+		return time.Hour
+	}
+	closer := func(a, b router.Endpoint) int {
+		if ta, tb := tier(a), tier(b); ta != tb {
+			return ta - tb
+		}
+		if tier(a) == 2 {
+			if fa, fb := far(a), far(b); fa != fb {
+				return int(fa - fb)
+			}
+		}
+		return 0
+	}
 	for _, eps := range byAgent {
 		sort.SliceStable(eps, func(i, j int) bool {
-			if ti, tj := tier(eps[i]), tier(eps[j]); ti != tj {
-				return ti < tj
+			if c := closer(eps[i], eps[j]); c != 0 {
+				return c < 0
 			}
 			return eps[i].Connected.After(eps[j].Connected)
 		})
 	}
 	rand.Shuffle(len(agents), func(i, j int) { agents[i], agents[j] = agents[j], agents[i] })
-	best := func(id string) int { return tier(byAgent[id][0]) }
 	switch strategy {
 	case model.StrategyRandom:
 		// Uniform over agents: the shuffle is the order.
@@ -97,7 +120,7 @@ func orderCandidates(c []router.Endpoint, strategy, region string, load Load) []
 			sort.SliceStable(agents, func(i, j int) bool { return cost(byAgent[agents[i]][0]) < cost(byAgent[agents[j]][0]) })
 		}
 	default:
-		sort.SliceStable(agents, func(i, j int) bool { return best(agents[i]) < best(agents[j]) })
+		sort.SliceStable(agents, func(i, j int) bool { return closer(byAgent[agents[i]][0], byAgent[agents[j]][0]) < 0 })
 	}
 	if load != nil {
 		// An agent that just failed a dial (stopped, cut off, upstream

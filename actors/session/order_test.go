@@ -106,3 +106,28 @@ func TestNearestFollowsMeasuredRoundTrips(t *testing.T) {
 		}
 	}
 }
+
+// From us, an agent whose tunnels are in eu and in ap (where it fell back
+// while eu was down) is reached through eu, the nearer path, whichever
+// tunnel is newer; and among agents of other regions, the nearest first.
+func TestOtherRegionsByPathRoundTrip(t *testing.T) {
+	viaEU, viaAP := ep("a1", "eu1", "eu", false), ep("a1", "ap1", "ap", false)
+	viaEU.RTT, viaAP.RTT = time.Millisecond, 150*time.Millisecond
+	viaEU.Connected, viaAP.Connected = time.Unix(100, 0), time.Unix(200, 0)
+	other := ep("a2", "ap2", "ap", false)
+	other.RTT = time.Millisecond
+	load := fixedLoad{"peer:eu1": 80, "peer:ap1": 120, "peer:ap2": 120}
+	for i := 0; i < 20; i++ {
+		got := orderCandidates([]router.Endpoint{viaAP, other, viaEU}, model.StrategyDefault, "us", load)
+		if got[0].ProxyID != "eu1" || got[1].ProxyID != "ap1" || got[2].AgentID != "a2" {
+			t.Fatalf("got %s/%s, %s/%s, %s/%s; want a1 via eu1 (81 ms), a1 via ap1 (270 ms), a2 (121 ms)",
+				got[0].AgentID, got[0].ProxyID, got[1].AgentID, got[1].ProxyID, got[2].AgentID, got[2].ProxyID)
+		}
+	}
+	// Not measured yet: the newest tunnel first, as before.
+	viaEU.RTT, viaAP.RTT = 0, 0
+	got := orderCandidates([]router.Endpoint{viaEU, viaAP}, model.StrategyDefault, "us", load)
+	if got[0].ProxyID != "ap1" {
+		t.Errorf("unmeasured paths: got %s first, want the newest tunnel (ap1)", got[0].ProxyID)
+	}
+}
