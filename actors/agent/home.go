@@ -139,17 +139,33 @@ const maxProbes = 8
 
 // probe measures the round trip to every known proxy now, then every
 // ProbeInterval (jittered, so that agents started together spread out),
-// and at once when the proxy set changes, until ctx ends.
+// and soon after the proxy set changes, until ctx ends. After a change it
+// waits a random part of changeSpread first: a proxy's loss changes the
+// set of every agent at once, and their probes should not all land on
+// the proxies left in the same instant as their reconnections.
 func (a *Agent) probe(ctx context.Context) {
+	interval := a.cfg.ProbeInterval
 	for {
 		changed := a.dir.changes()
 		a.probeAll(ctx)
-		wait := a.cfg.ProbeInterval*9/10 + rand.N(a.cfg.ProbeInterval/5+1)
-		if !waitChange(ctx, changed, wait) {
+		t := time.NewTimer(interval*9/10 + rand.N(interval/5+1))
+		select {
+		case <-ctx.Done():
+			t.Stop()
 			return
+		case <-t.C:
+		case <-changed:
+			t.Stop()
+			if !sleep(ctx, rand.N(min(interval/4, changeSpread)+1)) {
+				return
+			}
 		}
 	}
 }
+
+// changeSpread bounds the wait before the probes that follow a change of
+// the proxy set.
+const changeSpread = 2 * time.Second
 
 // probeAll measures every known proxy once, a few at a time.
 func (a *Agent) probeAll(ctx context.Context) {
