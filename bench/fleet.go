@@ -39,6 +39,17 @@ type fleetConfig struct {
 	Concurrency int           // agents starting (joining) at once
 	Watch       time.Duration // how often tunnel states are looked at
 	Events      bool          // print a line for every tunnel that comes up or goes down
+	// Region, Connections and Probe are the agents' region,
+	// connection_count and probe_interval.
+	Region      string
+	Connections int
+	Probe       time.Duration
+	// Resources, when set, makes agent i serve resource
+	// ResourcePrefix-%05d numbered (Offset+i) mod Resources instead of its
+	// own name: fleets in several regions with the same Resources serve
+	// replicas of one set.
+	Resources      int
+	ResourcePrefix string
 }
 
 // fleetFlags parses a fleet worker's command line.
@@ -59,6 +70,11 @@ func fleetFlags(args []string, stderr io.Writer) (fleetConfig, error) {
 	fs.IntVar(&c.Concurrency, "concurrency", 32, "agents starting at once")
 	fs.DurationVar(&c.Watch, "watch", 100*time.Millisecond, "how often tunnel states are checked")
 	fs.BoolVar(&c.Events, "events", false, "print a line \"tunnel NAME up|down UNIXNANO\" for every change")
+	fs.StringVar(&c.Region, "region", "", "the agents' region")
+	fs.IntVar(&c.Connections, "connections", 1, "the agents' connection_count")
+	fs.DurationVar(&c.Probe, "probe", 30*time.Second, "the agents' probe_interval")
+	fs.IntVar(&c.Resources, "resources", 0, "serve RESOURCE-PREFIX-%05d numbered (offset+i) mod this, instead of one resource per agent")
+	fs.StringVar(&c.ResourcePrefix, "resource-prefix", "svc", "prefix of the shared resources (with --resources)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -87,8 +103,14 @@ func fleetFlags(args []string, stderr io.Writer) (fleetConfig, error) {
 	if c.Concurrency < 1 {
 		errs = append(errs, fmt.Errorf("--concurrency %d: need at least 1", c.Concurrency))
 	}
-	if c.Watch <= 0 || c.Heartbeat <= 0 || c.Health <= 0 {
-		errs = append(errs, errors.New("--watch, --heartbeat and --health must be positive"))
+	if c.Connections < 1 || c.Connections > 16 {
+		errs = append(errs, fmt.Errorf("--connections %d: use 1 to 16", c.Connections))
+	}
+	if c.Resources < 0 {
+		errs = append(errs, fmt.Errorf("--resources %d: must not be negative", c.Resources))
+	}
+	if c.Watch <= 0 || c.Heartbeat <= 0 || c.Health <= 0 || c.Probe <= 0 {
+		errs = append(errs, errors.New("--watch, --heartbeat, --health and --probe must be positive"))
 	}
 	return c, errors.Join(errs...)
 }
@@ -98,9 +120,10 @@ func agentName(prefix string, i int) string { return fmt.Sprintf("%s-%05d", pref
 
 // RunFleet is the fleet worker behind the hidden `warren bench fleet`
 // command: it starts --agents real agents in this process, each serving
-// one tcp resource named like the agent (PREFIX-00042) that forwards to
-// --upstream, with tunnel_strategy proxy_peering and one tunnel, spread
-// round-robin over --proxies. It runs until ctx ends (SIGTERM), then
+// one tcp resource named like the agent (PREFIX-00042), or one of
+// --resources shared ones, that forwards to --upstream, with
+// tunnel_strategy proxy_peering and --connections tunnels, the first
+// proxy spread round-robin over --proxies. It runs until ctx ends (SIGTERM), then
 // closes every agent.
 //
 // It reports on stdout, one line each, for the benchmark to read:
@@ -110,6 +133,7 @@ func agentName(prefix string, i int) string { return fmt.Sprintf("%s-%05d", pref
 //	failed-total N            once all have tried, if any failed
 //	up N                      agents with a live tunnel now (printed on change)
 //	tunnel NAME up|down NS    with --events: a tunnel came up or went down at NS (Unix ns)
+//	tunnels NAME N NS         with --events and --connections above 1: the agent holds N tunnels from NS
 //	stopped N                 agents closed at the end
 func RunFleet(ctx context.Context, args []string, stdout io.Writer) error {
 	cfg, err := fleetFlags(args, stdout)
@@ -196,6 +220,10 @@ starting:
 // start creates and starts agent i.
 func (f *fleet) start(ctx context.Context, i int) error {
 	name := agentName(f.cfg.Prefix, f.cfg.Offset+i)
+	resource := name
+	if f.cfg.Resources > 0 {
+		resource = agentName(f.cfg.ResourcePrefix, (f.cfg.Offset+i)%f.cfg.Resources)
+	}
 	a, err := agent.New(agent.Config{
 		Name:              name,
 		DataDir:           filepath.Join(f.cfg.DataDir, name),
@@ -203,10 +231,12 @@ func (f *fleet) start(ctx context.Context, i int) error {
 		JoinToken:         f.cfg.Token,
 		CAPin:             f.cfg.Pin,
 		TunnelStrategy:    agent.StrategyPeering,
-		ConnectionCount:   1,
+		ConnectionCount:   f.cfg.Connections,
+		Region:            f.cfg.Region,
+		ProbeInterval:     f.cfg.Probe,
 		HeartbeatInterval: f.cfg.Heartbeat,
 		HealthInterval:    f.cfg.Health,
-		Resources:         []agent.ResourceConfig{{Name: name, Kind: model.KindTCP, Addr: f.cfg.Upstream}},
+		Resources:         []agent.ResourceConfig{{Name: resource, Kind: model.KindTCP, Addr: f.cfg.Upstream}},
 		Logger:            slog.New(slog.DiscardHandler),
 		ActorSystem:       f.system,
 	})
@@ -227,6 +257,7 @@ func (f *fleet) watch(ctx context.Context) {
 	t := time.NewTicker(f.cfg.Watch)
 	defer t.Stop()
 	up := make([]bool, len(f.agents))
+	tunnels := make([]int, len(f.agents))
 	count, printed, startedPrinted := 0, -1, int64(0)
 	var lastPrint time.Time
 	for {
@@ -241,7 +272,12 @@ func (f *fleet) watch(ctx context.Context) {
 			if a == nil {
 				continue
 			}
-			if is := a.Tunnels() > 0; is != up[i] {
+			n := a.Tunnels()
+			if f.cfg.Events && f.cfg.Connections > 1 && n != tunnels[i] {
+				f.printf("tunnels %s %d %d", agentName(f.cfg.Prefix, f.cfg.Offset+i), n, now.UnixNano())
+			}
+			tunnels[i] = n
+			if is := n > 0; is != up[i] {
 				up[i] = is
 				state := "down"
 				if is {
