@@ -164,6 +164,15 @@ func New(topo Topology) (_ *Net, err error) {
 	return n, nil
 }
 
+// Unavailable reports whether err, from New, says that this machine
+// cannot make network namespaces or TUN devices for this process (it is
+// not root, or the kernel or container refuses): a test then skips,
+// unless its environment requires the emulator (CI sets
+// WARREN_REQUIRE_NETNS=1).
+func Unavailable(err error) bool {
+	return err != nil && (os.Geteuid() != 0 || strings.Contains(err.Error(), "netns add") || strings.Contains(err.Error(), "/dev/net/tun"))
+}
+
 func (t Topology) check() error {
 	var errs []error
 	if len(t.Hosts) == 0 || len(t.Hosts) > 250 {

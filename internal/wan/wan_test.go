@@ -23,7 +23,7 @@ func newNet(t *testing.T, topo Topology) *Net {
 	t.Helper()
 	n, err := New(topo)
 	if err != nil {
-		if os.Getenv("WARREN_REQUIRE_NETNS") == "" && (os.Geteuid() != 0 || strings.Contains(err.Error(), "netns add") || strings.Contains(err.Error(), "/dev/net/tun")) {
+		if os.Getenv("WARREN_REQUIRE_NETNS") == "" && Unavailable(err) {
 			t.Skipf("no network namespaces or TUN devices here (needs root): %v", err)
 		}
 		t.Fatal(err)
