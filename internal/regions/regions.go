@@ -41,6 +41,28 @@
 //
 // Start returns once every proxy sees every other alive and lists every
 // resource healthy. Close ends every process and removes the network.
+//
+// # Measured
+//
+// TestSSHAcrossRegions (one-way us-eu 40 ms, us-ap 60 ms, eu-ap 90 ms,
+// 0.5 ms inside; 2 cores shared with other builds; warren with -race):
+// the cluster is up in 13 s (4 to 7 s without -race), and one stock
+// `ssh -J` with a command, from start to exit, takes
+//
+//	path      one-way  ssh wall time (first session of the pair)
+//	inside    0.5 ms   0.48 to 0.50 s
+//	us-eu     40 ms    1.64 to 1.71 s
+//	us-ap     60 ms    2.16 to 2.40 s
+//	eu-ap     90 ms    2.83 to 3.16 s
+//
+// ssh -v shows where it goes, for eu to node-ap-1 (RTT 180 ms): the
+// channel to the node through the entry proxy and its peer takes 2 round
+// trips, 0.39 to 0.46 s (the dial request and its answer, then the peer
+// data stream; the first session after start took 0.96 s), then
+// OpenSSH's own key exchange, authentication and exec are 9 round trips
+// of 186 to 216 ms each. The peer links' RTTs (`warren status`) were 1
+// to 3% above the emulated ones in a settled cluster without -race, and
+// up to 20% above with -race just after start.
 package regions
 
 import (
