@@ -126,13 +126,16 @@ func (d *directory) known() []revtunnel.ProxyInfo {
 // every such proxy failed lately, a seed that is no known
 // proxy's address comes first: the proxies' own addresses may be
 // unreachable from here (a load balancer in front of them), or their
-// processes gone. With no proxy set yet, the seeds in turn.
+// processes gone. With no proxy set yet, the seeds in turn from the
+// first: an operator lists the nearest first (its own region's), and
+// the slots of a starting agent pick before any proxy told them the set.
 func (d *directory) pick(slot string, now time.Time) string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	turn := d.next
 	d.next++
 	if len(d.proxies) == 0 {
-		return d.seeds[d.next%len(d.seeds)]
+		return d.seeds[turn%len(d.seeds)]
 	}
 	heldIDs, heldZones := map[string]bool{}, map[string]bool{}
 	for s, h := range d.held {

@@ -83,6 +83,16 @@ func TestDirectoryPick(t *testing.T) {
 			t.Errorf("picked %v, want both seeds", seen)
 		}
 	})
+	t.Run("the first seeds first", func(t *testing.T) {
+		// Two slots of a starting agent in ap, whose config lists ap's
+		// proxies first: both tunnels go to its region. (They once went
+		// to the second and the third seed: one to another region.)
+		d := newDirectory("ap", []string{"ap1:3024", "ap2:3024", "us1:3024", "us2:3024"}, newHomeRule(time.Second))
+		got := []string{d.pick("peer-0", now), d.pick("peer-1", now)}
+		if !slices.Equal(got, []string{"ap1:3024", "ap2:3024"}) {
+			t.Errorf("picked %v, want [ap1:3024 ap2:3024]", got)
+		}
+	})
 	t.Run("nothing while every proxy is held by another slot", func(t *testing.T) {
 		d := newDirectory("", []string{"p1:3024"}, newHomeRule(time.Second))
 		d.update(proxyInfos("p1"))

@@ -13,11 +13,11 @@ import (
 
 // Default ports, see DESIGN.md.
 const (
-	DefaultUserAddr   = "0.0.0.0:3023"
-	DefaultTunnelAddr = "0.0.0.0:3024"
-	DefaultHTTPAddr   = "0.0.0.0:3080"
-	DefaultGossipAddr = "0.0.0.0:3020"
-	DefaultPeerAddr   = "0.0.0.0:3021"
+	DefaultUserAddr   = "0.0.0.0:" + model.PortUser
+	DefaultTunnelAddr = "0.0.0.0:" + model.PortTunnel
+	DefaultHTTPAddr   = "0.0.0.0:" + model.PortHTTP
+	DefaultGossipAddr = "0.0.0.0:" + model.PortGossip
+	DefaultPeerAddr   = "0.0.0.0:" + model.PortPeer
 )
 
 // Config is a proxy's configuration, read from proxy.yaml.

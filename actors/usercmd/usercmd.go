@@ -1,5 +1,5 @@
 // Package usercmd holds the commands users run on a proxy over its SSH
-// port (`ssh -p 3022 alice@proxy ls`, and `warren ls`, `warren token add`
+// port (`ssh -p 3023 alice@proxy ls`, and `warren ls`, `warren token add`
 // … which run them for the user): ls, status, whoami, known-hosts, audit,
 // resource, token, role, lock and help, with their text tables.
 //

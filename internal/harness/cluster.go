@@ -20,7 +20,10 @@
 // connections of the other proxies in one process read.
 //
 // Regions and zones are each proxy's own (NewProxy), so a test can lay out
-// a cluster over regions.
+// a cluster over regions. A proxy may run alone in a network namespace of
+// its own, as on its own machine (internal/regions): it then keeps fixed
+// ports (DefaultPorts), and the harness reaches its HTTP API through
+// Cluster.Dial.
 package harness
 
 import (
@@ -29,6 +32,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -54,6 +58,10 @@ type Cluster struct {
 	Gossip string
 	// ProxyExtra is YAML appended to every proxy's config.
 	ProxyExtra string
+	// Dial, if set, opens the connections to the proxies' HTTP APIs (for
+	// proxies in network namespaces the caller's has no route to);
+	// otherwise they are dialed from here.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	http *http.Client
 }
@@ -81,7 +89,16 @@ func Open(dir string) (*Cluster, error) {
 // loaded from dir/auth.
 func OpenWith(dir string, auth *pki.Authority) (*Cluster, error) {
 	c := &Cluster{Dir: dir, AuthDir: filepath.Join(dir, "auth"), Auth: auth, Gossip: model.ProfileLocal,
-		Pin: pki.Fingerprint(auth.HostCA.PublicKey()), http: &http.Client{Timeout: 10 * time.Second}}
+		Pin: pki.Fingerprint(auth.HostCA.PublicKey())}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	var d net.Dialer
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if c.Dial != nil {
+			return c.Dial(ctx, network, addr)
+		}
+		return d.DialContext(ctx, network, addr)
+	}
+	c.http = &http.Client{Timeout: 10 * time.Second, Transport: tr}
 	var err error
 	if c.APIToken, err = auth.APIToken(); err != nil {
 		return nil, err
@@ -93,15 +110,19 @@ func OpenWith(dir string, auth *pki.Authority) (*Cluster, error) {
 // its config file.
 type Proxy struct {
 	ID, Region, Zone string
-	IP               string // the loopback address it alone listens on
+	IP               string // the address it alone listens on: on loopback, or its own host's
 	// Listen addresses. Port 0 lets the proxy pick (in process); StartProxy
-	// picks free ports first, since a process cannot report them.
+	// picks free ports first, since a process cannot report them, unless
+	// FixedPorts.
 	User, Tunnel, HTTP, Gossip, Peer string
 	Seeds                            []string // gossip addresses it joins through
 	GossipKey                        string   // gossip.secret_key, if not the auth directory's
 	DataDir                          string
 	Config                           string // its YAML file
 	Extra                            string // YAML appended after the cluster's ProxyExtra
+	// FixedPorts: StartProxy keeps the listen addresses as they are (see
+	// DefaultPorts).
+	FixedPorts bool
 	// Proc is the process, once StartProxy ran it; Logs are the log files
 	// of every start, the latest last.
 	Proc *Proc
@@ -111,11 +132,26 @@ type Proxy struct {
 // NewProxy places proxy number i (1-based), "proxy-i", on ip, in region
 // and zone.
 func (c *Cluster) NewProxy(i int, ip, region, zone string) *Proxy {
-	id := fmt.Sprintf("proxy-%d", i)
+	return c.NewProxyID(fmt.Sprintf("proxy-%d", i), ip, region, zone)
+}
+
+// NewProxyID is NewProxy for a proxy named id.
+func (c *Cluster) NewProxyID(id, ip, region, zone string) *Proxy {
 	p := &Proxy{ID: id, Region: region, Zone: zone, IP: ip,
 		DataDir: filepath.Join(c.Dir, id), Config: filepath.Join(c.Dir, id+".yaml")}
 	p.User, p.Tunnel, p.HTTP, p.Gossip, p.Peer = ip+":0", ip+":0", ip+":0", ip+":0", ip+":0"
 	return p
+}
+
+// DefaultPorts puts p's listen addresses on the proxy's default ports
+// (model.PortUser, …) and keeps them there (FixedPorts): for a proxy alone
+// in a network namespace of its own, as on its own machine. FreePort could
+// not probe them anyway: it probes the caller's namespace.
+func (p *Proxy) DefaultPorts() {
+	at := func(port string) string { return net.JoinHostPort(p.IP, port) }
+	p.User, p.Tunnel, p.HTTP = at(model.PortUser), at(model.PortTunnel), at(model.PortHTTP)
+	p.Gossip, p.Peer = at(model.PortGossip), at(model.PortPeer)
+	p.FixedPorts = true
 }
 
 // WriteConfig writes p's config file.
@@ -226,12 +262,13 @@ func (c *Cluster) IssueUser(name string, logins, roles []string, ttl time.Durati
 // StartProxy runs p as a process: command turns its config file into the
 // command line. Ports are picked free just before it starts, so another
 // process may take one in between: a proxy that exits at once is started
-// again on new ports. It returns once p is up, every port bound (it
-// answers /healthz); WaitReady waits until it has joined.
+// again on new ports (unless FixedPorts: then its addresses are kept, and
+// an early exit is an error at once). It returns once p is up, every port
+// bound (it answers /healthz); WaitReady waits until it has joined.
 func (c *Cluster) StartProxy(ctx context.Context, p *Proxy, command func(config string) Command) error {
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
-		if err = c.startProxy(ctx, p, command); err == nil || p.Proc == nil || !p.Proc.Exited() {
+		if err = c.startProxy(ctx, p, command); err == nil || p.Proc == nil || !p.Proc.Exited() || p.FixedPorts {
 			return err
 		}
 	}
@@ -240,10 +277,12 @@ func (c *Cluster) StartProxy(ctx context.Context, p *Proxy, command func(config 
 
 func (c *Cluster) startProxy(ctx context.Context, p *Proxy, command func(string) Command) error {
 	p.Proc = nil
-	for _, a := range []*string{&p.User, &p.Tunnel, &p.HTTP, &p.Gossip, &p.Peer} {
-		var err error
-		if *a, err = FreePort(p.IP); err != nil {
-			return err
+	if !p.FixedPorts {
+		for _, a := range []*string{&p.User, &p.Tunnel, &p.HTTP, &p.Gossip, &p.Peer} {
+			var err error
+			if *a, err = FreePort(p.IP); err != nil {
+				return err
+			}
 		}
 	}
 	if err := c.WriteConfig(p); err != nil {

@@ -21,6 +21,8 @@ var rooms = []room{
 		"small helpers anything may use; so they use nothing of ours but each other"},
 	{"internal/harness", []string{"transport/pki", "internal"},
 		"writes a cluster's files and runs its processes, for tests, warren dev and bench: it needs the cluster identity (transport/pki), and nothing that runs inside a proxy"},
+	{"internal/regions", []string{"internal"},
+		"runs a multi-region cluster of warren processes in the emulated WAN (internal/wan) with the one harness (internal/harness); it runs the binary, so it imports nothing that runs inside a proxy"},
 	{"storage", []string{"internal"},
 		"on-disk stores, converting to the vocabulary (internal/model) at their edge; below everything else so a store can be tested, repaired and tooled on its own"},
 	{"cluster", []string{"internal"},

@@ -38,6 +38,17 @@ func CheckStrategy(s string) error {
 	return fmt.Errorf("unknown strategy %s: use %s", Quote(s), orList(Strategies))
 }
 
+// A proxy's default ports (the listen addresses of its config): one
+// source for the proxy's defaults and for harnesses that run each proxy
+// alone on its own (emulated) host.
+const (
+	PortGossip = "3020" // TCP and UDP
+	PortPeer   = "3021"
+	PortUser   = "3023"
+	PortTunnel = "3024"
+	PortHTTP   = "3080"
+)
+
 // Gossip profiles: the membership timing presets (proxy config
 // gossip.profile); the numbers are in cluster/membership.
 const (

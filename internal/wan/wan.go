@@ -9,7 +9,9 @@
 // loss, paced to the pair's rate behind a bounded queue, and written to
 // the destination host's TUN device. So nothing in the hosts knows it is
 // emulated: real TCP and UDP, real warren, ssh and sshd processes, run
-// with Net.Command in a host's namespace.
+// with Net.Command in a host's namespace. The test process itself has no
+// address in the network: it opens sockets as a host with Do, and
+// connections as a host with DialContext.
 //
 // The kernel here has no netem, tbf or fq; namespaces and TUN devices are
 // all this needs (and root). Packets of one direction of one pair of
@@ -18,10 +20,12 @@
 package wan
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -160,6 +164,15 @@ func New(topo Topology) (_ *Net, err error) {
 	return n, nil
 }
 
+// Unavailable reports whether err, from New, says that this machine
+// cannot make network namespaces or TUN devices for this process (it is
+// not root, or the kernel or container refuses): a test then skips,
+// unless its environment requires the emulator (CI sets
+// WARREN_REQUIRE_NETNS=1).
+func Unavailable(err error) bool {
+	return err != nil && (os.Geteuid() != 0 || strings.Contains(err.Error(), "netns add") || strings.Contains(err.Error(), "/dev/net/tun"))
+}
+
 func (t Topology) check() error {
 	var errs []error
 	if len(t.Hosts) == 0 || len(t.Hosts) > 250 {
@@ -291,6 +304,28 @@ func (n *Net) Do(host string, f func() error) error {
 		}
 	}()
 	return f()
+}
+
+// DialContext connects to addr from host, as Do would: the socket is the
+// host's, so the connection crosses the emulated network as the host's own
+// would, and to the host's own address it stays on the host. addr's host
+// must be an IP address: a name's lookup, and parallel dials to several
+// addresses, may run on other threads, in another namespace.
+func (n *Net) DialContext(ctx context.Context, host, network, addr string) (net.Conn, error) {
+	h, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("wan: dial %s from %s: %w", addr, host, err)
+	}
+	if _, err := netip.ParseAddr(h); err != nil {
+		return nil, fmt.Errorf("wan: dial %s from %s: want an IP address, not a name", addr, host)
+	}
+	var c net.Conn
+	err = n.Do(host, func() (err error) {
+		var d net.Dialer
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
 }
 
 // Dropped returns the packets dropped so far, by reason (loss, queue,

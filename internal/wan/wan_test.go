@@ -2,6 +2,8 @@ package wan
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -21,7 +23,7 @@ func newNet(t *testing.T, topo Topology) *Net {
 	t.Helper()
 	n, err := New(topo)
 	if err != nil {
-		if os.Getenv("WARREN_REQUIRE_NETNS") == "" && (os.Geteuid() != 0 || strings.Contains(err.Error(), "netns add") || strings.Contains(err.Error(), "/dev/net/tun")) {
+		if os.Getenv("WARREN_REQUIRE_NETNS") == "" && Unavailable(err) {
 			t.Skipf("no network namespaces or TUN devices here (needs root): %v", err)
 		}
 		t.Fatal(err)
@@ -58,12 +60,10 @@ func echoServer(t *testing.T, n *Net, host string) string {
 	return ln.Addr().String()
 }
 
-func dial(n *Net, from, addr string, timeout time.Duration) (c net.Conn, err error) {
-	err = n.Do(from, func() error {
-		c, err = net.DialTimeout("tcp", addr, timeout)
-		return err
-	})
-	return c, err
+func dial(n *Net, from, addr string, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return n.DialContext(ctx, from, "tcp", addr)
 }
 
 // rtts measures k one-byte round trips over c.
@@ -154,6 +154,51 @@ func TestRealProcessesAndLoss(t *testing.T) {
 	addrs, err := n.Command("eu-1", "ip", "-4", "-o", "addr", "show").Output()
 	if err != nil || !strings.Contains(string(addrs), n.Addr("eu-1").String()+"/32") {
 		t.Errorf("eu-1's addresses: %s %v", addrs, err)
+	}
+}
+
+// DialContext's connections are the host's: one to a host of another
+// region takes the link's delay, one to the host's own address stays on
+// it, and one over a link that loses everything ends with its context.
+func TestDialContext(t *testing.T) {
+	n := newNet(t, Topology{
+		Hosts:   []Host{{"us-1", "us"}, {"eu-1", "eu"}, {"ap-1", "ap"}},
+		Between: map[[2]string]Link{{"us", "eu"}: {Delay: 10 * time.Millisecond}, {"eu", "ap"}: {Loss: 1}},
+	})
+	far := echoServer(t, n, "eu-1")
+	for _, from := range []string{"us-1", "eu-1"} {
+		c, err := dial(n, from, far, 5*time.Second)
+		if err != nil {
+			t.Fatalf("%s → eu-1: %v", from, err)
+		}
+		if got := c.LocalAddr().(*net.TCPAddr).IP.String(); got != n.Addr(from).String() {
+			t.Errorf("%s → eu-1: local address %s, want %s's %s", from, got, from, n.Addr(from))
+		}
+		rt := rtts(t, c, 3)
+		c.Close()
+		switch {
+		case from == "us-1" && rt[0] < 20*time.Millisecond:
+			t.Errorf("us-1 ↔ eu-1: a round trip of %s, shorter than the link's 2×10ms", rt[0])
+		case from == "eu-1" && rt[len(rt)-1] >= 20*time.Millisecond:
+			t.Errorf("eu-1 to itself: a round trip of %s, as if it had crossed a link", rt[len(rt)-1])
+		}
+	}
+	// The test process itself has no route to the emulated network.
+	if c, err := net.DialTimeout("tcp", far, 200*time.Millisecond); err == nil {
+		c.Close()
+		t.Errorf("the test's own namespace reached %s", far)
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := n.DialContext(ctx, "ap-1", "tcp", far); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("ap-1 → eu-1 over a link with total loss: got %v, want the context's deadline", err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("the dial ended %s after its 300ms deadline", took)
+	}
+	if _, err := n.DialContext(context.Background(), "us-1", "tcp", "localhost:1"); err == nil || !strings.Contains(err.Error(), "IP address") {
+		t.Errorf("a dial to a name: got %v, want a refusal asking for an IP address", err)
 	}
 }
 
