@@ -51,6 +51,7 @@ func init() {
 		{"lock", "lock out a user, agent or token everywhere: `warren lock user alice`, `ls`, `rm KIND NAME`", runLock},
 		{"status", "show the proxy cluster: members, regions, agents, routes, peer links", runStatus},
 		{"config", "print client configuration: `warren config ssh`", runConfig},
+		{"connect", "relay ssh to the nearest ready proxy (an ssh ProxyCommand, see `warren config ssh --connect`)", runConnect},
 		{"known-hosts", "print pinned known_hosts lines for SSH clients without certificate support", runKnownHosts},
 		{"sftp-server", "serve SFTP on stdin/stdout (used by the agent's SSH server)", runSFTPServer},
 		{"bench", "measure Warren against OpenSSH bastions and at scale: `warren bench path`", runBench},
