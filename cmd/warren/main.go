@@ -84,7 +84,7 @@ func init() {
 			{"rm", "KIND NAME", "remove a lock"},
 		},
 		"config": {
-			{"ssh", "[--write FILE] [--hosts 'node1 node2']", "print an ssh_config block for stock OpenSSH, or update it in a file"},
+			{"ssh", "[--write FILE] [--hosts 'node1 node2'] [--connect [--region R]]", "print an ssh_config block for stock OpenSSH (an entry per proxy region; with --connect, resources through the nearest ready proxy), or update it in a file"},
 		},
 	}
 }
