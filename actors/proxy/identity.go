@@ -42,7 +42,7 @@ func (p *Proxy) loadHostKey() (cert ssh.Signer, plain []ssh.Signer, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	principals := []string{"localhost"}
+	principals := []string{"localhost", pki.AnyProxyPrincipal}
 	for _, addr := range []string{p.cfg.PublicAddr, p.cfg.Listen.User, p.cfg.Listen.Tunnel} {
 		if host, _, err := net.SplitHostPort(addr); err == nil && host != "" && host != "0.0.0.0" && host != "::" {
 			principals = append(principals, host)

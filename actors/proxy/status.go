@@ -15,7 +15,8 @@ func (p *Proxy) Status() model.Statuses {
 	out := make(model.Statuses, len(members))
 	var wg sync.WaitGroup
 	for i, m := range members {
-		out[i] = model.MemberStatus{ID: m.ProxyID, Region: m.Region, Zone: m.Zone, State: m.State.String(), Version: m.Version}
+		out[i] = model.MemberStatus{ID: m.ProxyID, Region: m.Region, Zone: m.Zone, State: m.State.String(), Version: m.Version,
+			UserAddr: m.UserAddr, HTTPAddr: m.HTTPAddr}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -31,7 +32,10 @@ func (p *Proxy) Status() model.Statuses {
 			}
 			st := pr.Status
 			out[i].LocalAgents, out[i].Routes = int(st.LocalAgents), int(st.Routes)
-			out[i].HostKey, out[i].UserAddr = st.HostKey, st.UserAddr
+			out[i].HostKey = st.HostKey
+			if st.UserAddr != "" {
+				out[i].UserAddr = st.UserAddr
+			}
 			out[i].Link, out[i].RTTMillis = "ok", float64(pr.RTT.Microseconds())/1000
 			if m.ProxyID == p.cfg.ID {
 				out[i].Link, out[i].RTTMillis = "self", 0

@@ -43,6 +43,16 @@ type proxyProc = harness.Proxy
 
 func newMulti(t *testing.T, proxies int, gossipKey string) *multi {
 	t.Helper()
+	regions := make([]string, proxies)
+	for i := range regions {
+		regions[i] = "local"
+	}
+	return newMultiIn(t, regions, gossipKey)
+}
+
+// newMultiIn is newMulti with proxy-i in regions[i-1].
+func newMultiIn(t *testing.T, regions []string, gossipKey string) *multi {
+	t.Helper()
 	dir, _, _, _ := writeCluster(t)
 	h, err := harness.Open(dir)
 	if err != nil {
@@ -52,8 +62,8 @@ func newMulti(t *testing.T, proxies int, gossipKey string) *multi {
 	h.Gossip = model.ProfileLAN
 	h.ProxyExtra = "tunnel: {keepalive_interval: 1s}"
 	m := &multi{t: t, h: h, dir: dir, me: currentLogin(t)}
-	for i := 1; i <= proxies; i++ {
-		m.addProxy(i, gossipKey)
+	for i, r := range regions {
+		m.addProxyIn(i+1, r, gossipKey)
 	}
 	m.writeSSHConfig()
 	// Several agents serve one name in these tests: they join with a
@@ -72,9 +82,15 @@ func newMulti(t *testing.T, proxies int, gossipKey string) *multi {
 // through proxy-1, with gossipKey in place of the cluster's if set. It
 // returns once the proxy is up, joined or not.
 func (m *multi) addProxy(i int, gossipKey string) *proxyProc {
+	m.t.Helper()
+	return m.addProxyIn(i, "local", gossipKey)
+}
+
+// addProxyIn is addProxy in region.
+func (m *multi) addProxyIn(i int, region, gossipKey string) *proxyProc {
 	t := m.t
 	t.Helper()
-	p := m.h.NewProxy(i, fmt.Sprintf("127.0.0.%d", i), "local", fmt.Sprintf("zone-%d", i))
+	p := m.h.NewProxy(i, fmt.Sprintf("127.0.0.%d", i), region, fmt.Sprintf("zone-%d", i))
 	if len(m.proxies) > 0 {
 		p.Seeds = []string{m.proxies[0].Gossip}
 	}

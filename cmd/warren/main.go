@@ -51,6 +51,7 @@ func init() {
 		{"lock", "lock out a user, agent or token everywhere: `warren lock user alice`, `ls`, `rm KIND NAME`", runLock},
 		{"status", "show the proxy cluster: members, regions, agents, routes, peer links", runStatus},
 		{"config", "print client configuration: `warren config ssh`", runConfig},
+		{"connect", "relay ssh to the nearest ready proxy (an ssh ProxyCommand, see `warren config ssh --connect`)", runConnect},
 		{"known-hosts", "print pinned known_hosts lines for SSH clients without certificate support", runKnownHosts},
 		{"sftp-server", "serve SFTP on stdin/stdout (used by the agent's SSH server)", runSFTPServer},
 		{"bench", "measure Warren against OpenSSH bastions and at scale: `warren bench path`", runBench},
@@ -83,7 +84,7 @@ func init() {
 			{"rm", "KIND NAME", "remove a lock"},
 		},
 		"config": {
-			{"ssh", "[--write FILE] [--hosts 'node1 node2']", "print an ssh_config block for stock OpenSSH, or update it in a file"},
+			{"ssh", "[--write FILE] [--hosts 'node1 node2'] [--connect [--region R]]", "print an ssh_config block for stock OpenSSH (an entry per proxy region; with --connect, resources through the nearest ready proxy), or update it in a file"},
 		},
 	}
 }

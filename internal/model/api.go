@@ -21,6 +21,8 @@ type MemberStatus struct {
 	// users reach it (for `warren known-hosts`).
 	HostKey  string `json:"host_key,omitempty"`
 	UserAddr string `json:"user_addr,omitempty"`
+	// HTTPAddr is where the proxy serves /readyz (for `warren connect`).
+	HTTPAddr string `json:"http_addr,omitempty"`
 }
 
 // Statuses are the cluster's members as `warren status` shows them.

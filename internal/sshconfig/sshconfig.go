@@ -1,7 +1,8 @@
 // Package sshconfig renders the ssh_config block that lets stock OpenSSH
-// reach Warren resources: an entry per proxy (certificate, known_hosts with
-// the cluster's proxy host CA) and the ssh resources behind a ProxyJump (a
-// known_hosts with the agent host CA). The two known_hosts files keep the
+// reach Warren resources: entries that reach a proxy (certificate,
+// known_hosts with the cluster's proxy host CA) — one proxy by address, or
+// any through a ProxyCommand (`warren connect`) — and the ssh resources
+// behind a ProxyJump (a known_hosts with the agent host CA). The two known_hosts files keep the
 // two CAs apart: a certificate an agent holds is never accepted for a
 // proxy, nor a proxy's for a resource.
 //
@@ -24,8 +25,15 @@ import (
 	"text/template"
 )
 
-// Proxy is one proxy entry.
-type Proxy struct{ Name, Addr string }
+// Proxy is one entry that reaches a proxy: at Addr, or, when Command is
+// set, through that ProxyCommand (`warren connect`, which picks a proxy
+// per connection). An entry whose proxy is not known in advance needs
+// HostKeyAlias: a principal every proxy's host certificate carries.
+type Proxy struct {
+	Name, Addr   string
+	Command      string
+	HostKeyAlias string
+}
 
 // Host and Port split Addr.
 func (p Proxy) Host() string { h, _, _ := net.SplitHostPort(p.Addr); return h }
@@ -47,8 +55,11 @@ type Config struct {
 	// ResourceKnownHosts trusts the agent host CA (resources only).
 	KnownHosts         string
 	ResourceKnownHosts string
-	// Hosts are the ssh resources, reached through the first proxy.
+	// Hosts are the ssh resources, reached through Jump.
 	Hosts []string
+	// Jump is the entry the resources are reached through (ProxyJump);
+	// empty means the first proxy.
+	Jump string
 	// TCP are the tcp resources, listed in comments with how to reach them.
 	TCP []TCP
 }
@@ -75,10 +86,15 @@ func (t TCP) RemotePort() int {
 }
 
 var tmpl = template.Must(template.New("ssh_config").Parse(`{{.Begin}}
-# Written by warren; resources are reached through {{(index .Proxies 0).Name}}.
+# Written by warren; resources are reached through {{.Via}}.
 {{range .Proxies}}Host {{.Name}}
+{{- if .Command}}
+    ProxyCommand {{.Command}}
+    HostKeyAlias {{.HostKeyAlias}}
+{{- else}}
     HostName {{.Host}}
     Port {{.Port}}
+{{- end}}
     User {{$.User}}
     IdentityFile {{$.Identity}}
     CertificateFile {{$.Identity}}-cert.pub
@@ -87,20 +103,21 @@ var tmpl = template.Must(template.New("ssh_config").Parse(`{{.Begin}}
     StrictHostKeyChecking yes
 {{end}}{{if .Hosts}}
 Host{{range .Hosts}} {{.}}{{end}}
-    ProxyJump {{(index .Proxies 0).Name}}
+    ProxyJump {{.Via}}
     User {{.Login}}
     IdentityFile {{.Identity}}
     CertificateFile {{.Identity}}-cert.pub
     IdentitiesOnly yes
     UserKnownHostsFile {{.ResourceKnownHosts}}
     StrictHostKeyChecking yes
-{{end}}{{range .TCP}}# tcp resource {{.Name}}: ssh -N -L {{.LocalPort}}:{{.Name}}:{{.RemotePort}} {{(index $.Proxies 0).Name}}   (or ssh -W {{.Name}}:{{.RemotePort}} {{(index $.Proxies 0).Name}})
+{{end}}{{range .TCP}}# tcp resource {{.Name}}: ssh -N -L {{.LocalPort}}:{{.Name}}:{{.RemotePort}} {{$.Via}}   (or ssh -W {{.Name}}:{{.RemotePort}} {{$.Via}})
 {{end}}{{.End}}
 `))
 
 type view struct {
 	Config
 	Begin, End string
+	Via        string // the entry resources are reached through
 }
 
 // markers are the fence lines of the block for c's first proxy.
@@ -117,8 +134,58 @@ func Write(w io.Writer, c Config) error {
 	if len(c.Proxies) == 0 {
 		return errors.New("ssh_config: no proxy to write")
 	}
+	if err := c.check(); err != nil {
+		return err
+	}
 	begin, end := markers(c)
-	return tmpl.Execute(w, view{Config: c, Begin: begin, End: end})
+	via := c.Jump
+	if via == "" {
+		via = c.Proxies[0].Name
+	}
+	return tmpl.Execute(w, view{Config: c, Begin: begin, End: end, Via: via})
+}
+
+// check reports what would make the block wrong: two Hosts of one name
+// (ssh would take the first and silently ignore the other), a Jump that
+// is no entry, an entry through a command without its alias.
+func (c Config) check() error {
+	var errs []error
+	seen := map[string]bool{}
+	for _, h := range c.Hosts {
+		seen[h] = true
+	}
+	jumpFound := c.Jump == ""
+	for _, p := range c.Proxies {
+		if seen[p.Name] {
+			errs = append(errs, fmt.Errorf("ssh_config: two Hosts named %s (rename the entry, e.g. with --proxy-name)", p.Name))
+		}
+		seen[p.Name] = true
+		jumpFound = jumpFound || p.Name == c.Jump
+		if p.Command != "" && p.HostKeyAlias == "" {
+			errs = append(errs, fmt.Errorf("ssh_config: entry %s runs a ProxyCommand but has no HostKeyAlias", p.Name))
+		}
+	}
+	if !jumpFound {
+		errs = append(errs, fmt.Errorf("ssh_config: the resources jump through %s, which is no entry", c.Jump))
+	}
+	return errors.Join(errs...)
+}
+
+// Command renders args as a ProxyCommand line: ssh runs it with the
+// shell, after expanding %-tokens, so '%' is doubled and any argument
+// with a character the shell treats specially is single-quoted.
+func Command(args ...string) string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		a = strings.ReplaceAll(a, "%", "%%")
+		if a == "" || strings.ContainsFunc(a, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:=@,+%", r))
+		}) {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		out[i] = a
+	}
+	return strings.Join(out, " ")
 }
 
 // Update writes c's block into the file at path: in place of the block

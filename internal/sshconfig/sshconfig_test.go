@@ -1,8 +1,11 @@
 package sshconfig
 
 import (
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -68,5 +71,65 @@ func TestUpdateIsIdempotent(t *testing.T) {
 	os.WriteFile(path, []byte(before+"# BEGIN warren proxy-1\nHost x\n"), 0o600)
 	if err := Update(path, sample("node1")); err == nil || !strings.Contains(err.Error(), "damaged Warren block") {
 		t.Errorf("a block without its END: got %v", err)
+	}
+}
+
+// TestWriteConnectEntries: entries through `warren connect` carry a
+// ProxyCommand and the alias every proxy's certificate names instead of
+// a HostName; resources and the tcp hints go through Jump.
+func TestWriteConnectEntries(t *testing.T) {
+	c := sample("node1")
+	c.Proxies = append(c.Proxies,
+		Proxy{Name: "warren", Command: Command("/usr/bin/warren", "connect", "--proxies", "/k/proxies"), HostKeyAlias: "proxy/any"},
+		Proxy{Name: "warren-eu", Command: Command("/usr/bin/warren", "connect", "--proxies", "/k/proxies", "--region", "eu"), HostKeyAlias: "proxy/any"},
+		Proxy{Name: "warren-us", Addr: "10.0.1.1:3023"},
+	)
+	c.Jump = "warren"
+	var b strings.Builder
+	if err := Write(&b, c); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"# BEGIN warren proxy-1\n",
+		"Host warren\n    ProxyCommand /usr/bin/warren connect --proxies /k/proxies\n    HostKeyAlias proxy/any\n    User alice\n",
+		"Host warren-eu\n    ProxyCommand /usr/bin/warren connect --proxies /k/proxies --region eu\n",
+		"Host warren-us\n    HostName 10.0.1.1\n    Port 3023\n",
+		"Host node1\n    ProxyJump warren\n",
+		"# tcp resource db: ssh -N -L 5432:db:5432 warren   (or ssh -W db:5432 warren)",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("ssh_config lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestWriteRefusesAmbiguousHosts(t *testing.T) {
+	for name, c := range map[string]Config{
+		"resource named like an entry": sample("node1", "proxy-1"),
+		"jump through nothing":         func() Config { c := sample("node1"); c.Jump = "warren"; return c }(),
+		"command without alias":        func() Config { c := sample(); c.Proxies[0].Command = "warren connect"; return c }(),
+	} {
+		if err := Write(io.Discard, c); err == nil {
+			t.Errorf("%s: written", name)
+		}
+	}
+}
+
+// TestCommandQuotes: the shell ssh runs a ProxyCommand with gets every
+// argument back as it was, and ssh's %-expansion leaves '%' alone.
+func TestCommandQuotes(t *testing.T) {
+	args := []string{"/opt/my warren/warren", "connect", "--state", "/home/o'neil/.warren/state", "--proxies", "/tmp/[x]*$HOME;`id`", ""}
+	line := Command(args...)
+	if !strings.Contains(Command("/a%b"), "/a%%b") {
+		t.Errorf("%% not doubled: %s", Command("/a%b"))
+	}
+	// ssh would expand %% to %; none here. Run it through sh as ssh does.
+	out, err := exec.Command("sh", "-c", "printf '%s\\n' "+line).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n"); !slices.Equal(got, args) {
+		t.Errorf("sh gave back %q from %s, want %q", got, line, args)
 	}
 }

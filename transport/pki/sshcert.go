@@ -201,6 +201,13 @@ func (a *Authority) IssueHostCert(pub ssh.PublicKey, req HostCertRequest) (*ssh.
 // without asking another.
 const ExtAgentGrant = "warren-grant@warren.dev"
 
+// AnyProxyPrincipal is a principal of every proxy's host certificate: the
+// name ssh checks (HostKeyAlias) for an entry that may reach any proxy of
+// the cluster (`warren connect` picks one per connection). Every proxy
+// is equally trusted by a user, so a name they share adds no trust; the
+// '/' keeps it apart from every host and resource name.
+const AnyProxyPrincipal = "proxy/any"
+
 // AgentPrincipal is the principal that names agent id in its certificate.
 // The '/' makes it something no resource or host name can be, so the
 // agent's own id never doubles as a host name a user might dial.

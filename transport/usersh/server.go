@@ -35,6 +35,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -491,6 +492,14 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 	_ = nc.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	sconn, chans, reqs, err := ssh.NewServerConn(nc, s.ssh)
 	s.endHandshake(nc)
+	if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		// Closed by the client before the handshake ended, most often
+		// before a byte of it: a load balancer's TCP check, or `warren
+		// connect` measuring proxies it did not pick. Not worth a line.
+		s.cfg.Logger.Debug("user connection closed during its handshake", "remote", nc.RemoteAddr().String())
+		nc.Close()
+		return
+	}
 	if err != nil {
 		s.cfg.Logger.Info("user handshake failed", "remote", nc.RemoteAddr().String(), "err", err)
 		nc.Close()
