@@ -112,6 +112,11 @@ type Spec struct {
 	// agents run as this process's user, so a node accepts only that login
 	// unless it is root).
 	Login string
+	// ExtraHosts names more hosts for every region, for what a test or
+	// benchmark runs beside the cluster (a fleet of agents, a stock sshd):
+	// host REGION-NAME, after the user host. Each name 1 to 12 of a-z and
+	// 0-9.
+	ExtraHosts []string
 }
 
 // CheckAndSetDefaults reports every problem at once and returns the spec
@@ -162,6 +167,13 @@ func (s Spec) CheckAndSetDefaults() (Spec, error) {
 	if s.Loss < 0 || s.Loss > 1 {
 		errs.Addf("Loss", "%g is outside 0 to 1", s.Loss)
 	}
+	for i, n := range s.ExtraHosts {
+		if n == "" || len(n) > 12 || strings.Trim(n, "abcdefghijklmnopqrstuvwxyz0123456789") != "" || n == "user" ||
+			slices.Index(s.ExtraHosts, n) != i {
+			errs.Addf(fmt.Sprintf("ExtraHosts[%d]", i), "%q: want 1 to 12 of a-z and 0-9, not user, each once", n)
+		}
+	}
+	s.ExtraHosts = slices.Clone(s.ExtraHosts)
 	if s.Gossip == "" {
 		s.Gossip = model.ProfileLAN
 	} else if err := model.CheckProfile(s.Gossip); err != nil {
@@ -192,6 +204,9 @@ func (s Spec) topology() wan.Topology {
 			t.Hosts = append(t.Hosts, wan.Host{Name: fmt.Sprintf("%s-a%d", r, i), Region: r})
 		}
 		t.Hosts = append(t.Hosts, wan.Host{Name: userHost(r), Region: r})
+		for _, n := range s.ExtraHosts {
+			t.Hosts = append(t.Hosts, wan.Host{Name: r + "-" + n, Region: r})
+		}
 	}
 	for pair, d := range s.Delays {
 		t.Between[pair] = wan.Link{Delay: d, Jitter: s.Jitter, Loss: s.Loss}
@@ -329,7 +344,13 @@ func (c *Cluster) startProxies(ctx context.Context, ps []*Proxy) error {
 
 // command runs warren with args on host.
 func (c *Cluster) command(host string, args ...string) harness.Command {
-	return harness.Command{Bin: "ip", Args: append([]string{"netns", "exec", c.Net.Namespace(host), c.Spec.Bin}, args...)}
+	return c.Command(host, c.Spec.Bin, args...)
+}
+
+// Command is bin with args to run on host (with harness.Start): any host
+// of the network, such as REGION-NAME of Spec.ExtraHosts.
+func (c *Cluster) Command(host, bin string, args ...string) harness.Command {
+	return harness.Command{Bin: "ip", Args: append([]string{"netns", "exec", c.Net.Namespace(host), bin}, args...)}
 }
 
 func (c *Cluster) startAgents() error {
