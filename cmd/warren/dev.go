@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -21,6 +22,7 @@ import (
 	"github.com/warren-proxy/warren/actors/proxy"
 	"github.com/warren-proxy/warren/internal/echo"
 	"github.com/warren-proxy/warren/internal/harness"
+	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/internal/sshconfig"
 	"github.com/warren-proxy/warren/storage/identity"
 	"github.com/warren-proxy/warren/transport/pki"
@@ -31,13 +33,15 @@ import (
 // forwarding to a small echo server (echo), and a user with a certificate
 // and an ssh_config that stock OpenSSH uses as it is.
 func runDev(ctx context.Context, args []string) error {
-	fs := newFlags("dev", "[--dir DIR] [--proxies N] [--host IP] [--user-port N] [--tunnel-port N] [--http-port N] [--debug] [--log-format text|json]")
+	fs := newFlags("dev", "[--dir DIR] [--proxies N] [--regions us,eu,ap [--wan]] [--host IP] [--user-port N] [--tunnel-port N] [--http-port N] [--debug] [--log-format text|json]")
 	dir := fs.String("dir", "warren-dev", "directory for the dev cluster's state")
 	host := fs.String("host", "127.0.0.1", "address the proxy listens on")
 	userPort := fs.Int("user-port", 3023, "proxy user SSH port (0 picks a free one)")
 	tunnelPort := fs.Int("tunnel-port", 3024, "proxy tunnel port (0 picks a free one)")
 	httpPort := fs.Int("http-port", 3080, "proxy HTTP port (0 picks a free one)")
-	proxies := fs.Int("proxies", 1, "number of proxies (on 127.0.0.1, 127.0.0.2, …), in one gossip cluster")
+	proxies := fs.Int("proxies", 1, "number of proxies (on 127.0.0.1, 127.0.0.2, …), in one gossip cluster; with --regions, per region")
+	regionList := fs.String("regions", "", "comma-separated `REGIONS` (like us,eu,ap): --proxies proxies per region, each zone of its own, an agent per region serving node-REGION, and an ssh_config entry warren-REGION per region")
+	emulated := fs.Bool("wan", false, "with --regions: run the cluster in the emulated WAN, every proxy, agent and user on a host of its own with a realistic latency matrix between regions (network namespaces: root, iproute2)")
 	logger := logFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -46,14 +50,31 @@ func runDev(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	regions, err := parseRegions(*regionList)
+	if err != nil {
+		return err
+	}
+	if *emulated {
+		if len(regions) == 0 {
+			return usageError{"--wan runs a multi-region cluster: add --regions, like --regions us,eu,ap"}
+		}
+		return runDevWAN(ctx, *dir, regions, *proxies, log)
+	}
 	d, err := startDev(ctx, devConfig{
-		Dir: *dir, Host: *host, UserPort: *userPort, TunnelPort: *tunnelPort, HTTPPort: *httpPort, Proxies: *proxies, Logger: log,
+		Dir: *dir, Host: *host, UserPort: *userPort, TunnelPort: *tunnelPort, HTTPPort: *httpPort, Proxies: *proxies,
+		Regions: regions, Logger: log,
 	})
 	if err != nil {
 		return err
 	}
 	defer d.Close()
 	self := selfCommand()
+	if len(regions) > 0 {
+		d.printRegions(self)
+		<-ctx.Done()
+		log.Info("shutting down")
+		return nil
+	}
 	fmt.Printf(`Warren dev cluster is up (state in %[1]s).
 
   ssh -F %[2]s node1            # a shell on this host through the proxy
@@ -76,14 +97,20 @@ type devConfig struct {
 	Dir                            string
 	Host                           string
 	UserPort, TunnelPort, HTTPPort int
-	Proxies                        int
-	Logger                         *slog.Logger
+	Proxies                        int // per region with Regions
+	// Regions, when set, make a multi-region cluster; else every proxy is
+	// in region "local".
+	Regions []string
+	Logger  *slog.Logger
 }
 
 type devCluster struct {
 	dir, sshConfig, identity, user string
+	regions                        []string
+	nodes                          []string     // the ssh resources, node-REGION with regions
 	proxy                          *proxy.Proxy // the first
-	proxies                        []*proxy.Proxy
+	proxies                        []devProxy
+	h                              *harness.Cluster
 	agents                         []*agent.Agent
 	echo                           net.Listener
 	wg                             sync.WaitGroup
@@ -97,7 +124,7 @@ func startDev(ctx context.Context, c devConfig) (_ *devCluster, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create %s: %w", dir, err)
 	}
-	d := &devCluster{dir: dir}
+	d := &devCluster{dir: dir, regions: c.Regions}
 	defer func() {
 		if err != nil {
 			d.Close()
@@ -124,17 +151,45 @@ func startDev(ctx context.Context, c devConfig) (_ *devCluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	hosts, err := devHosts(c.Host, c.Proxies)
+	d.h = h
+	total := c.Proxies
+	if len(c.Regions) > 0 {
+		total *= len(c.Regions)
+	}
+	hosts, err := devHosts(c.Host, total)
+	if err != nil {
+		return nil, err
+	}
+	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
 	for i, host := range hosts {
-		hp := h.NewProxy(i+1, host, "local", fmt.Sprintf("zone-%d", i+1))
+		region, zone := "local", fmt.Sprintf("zone-%d", i+1)
+		if len(c.Regions) > 0 {
+			region = c.Regions[i/c.Proxies]
+			zone = fmt.Sprintf("%s-%c", region, 'a'+i%c.Proxies)
+		}
+		hp := h.NewProxy(i+1, host, region, zone)
 		hp.User = net.JoinHostPort(host, fmt.Sprint(c.UserPort))
 		hp.Tunnel = net.JoinHostPort(host, fmt.Sprint(c.TunnelPort))
 		hp.HTTP = net.JoinHostPort(host, fmt.Sprint(c.HTTPPort))
 		if i > 0 {
+			// The others run as processes of this binary: protoactor's
+			// remote.Start sets gRPC's global logger, which the gRPC
+			// connections of a proxy already running here read.
 			hp.Seeds = []string{d.proxies[0].GossipAddr()}
+			hp.FixedPorts = c.UserPort != 0 && c.TunnelPort != 0 && c.HTTPPort != 0
+			err := h.StartProxy(ctx, hp, func(config string) harness.Command {
+				return harness.Command{Bin: exe, Args: []string{"proxy", "--config", config}}
+			})
+			if hp.Proc != nil {
+				d.proxies = append(d.proxies, devProxy{h: hp})
+			}
+			if err != nil {
+				return nil, fmt.Errorf("start %s (its log: %s): %w", hp.ID, hp.Logs, err)
+			}
+			continue
 		}
 		if err := h.WriteConfig(hp); err != nil {
 			return nil, err
@@ -154,9 +209,14 @@ func startDev(ctx context.Context, c devConfig) (_ *devCluster, err error) {
 			}
 			return nil, err
 		}
-		d.proxies = append(d.proxies, p)
+		d.proxies = append(d.proxies, devProxy{in: p, h: hp})
+		d.proxy = p
 	}
-	d.proxy = d.proxies[0]
+	for _, p := range d.proxies[1:] {
+		if err := h.WaitReady(ctx, p.h); err != nil {
+			return nil, err
+		}
+	}
 
 	// The echo server behind the "echo" tcp resource.
 	if d.echo, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
@@ -172,14 +232,36 @@ func startDev(ctx context.Context, c devConfig) (_ *devCluster, err error) {
 	if err != nil || len(toks) == 0 {
 		return nil, fmt.Errorf("dev cluster needs a join token in %s: %v", authDir, err)
 	}
-	agents := []struct{ name, resources string }{
-		{"agent-1", "resources:\n  - {name: node1, kind: ssh, labels: {env: dev}}\n"},
-		{"agent-2", fmt.Sprintf("resources:\n  - {name: echo, kind: tcp, addr: %q, labels: {env: dev}}\n", d.echo.Addr())},
+	type agentSpec struct {
+		name, resources string
+		seeds           []string
 	}
-	for i, spec := range agents {
+	echoYAML := fmt.Sprintf("resources:\n  - {name: echo, kind: tcp, addr: %q, labels: {env: dev}}\n", d.echo.Addr())
+	var agents []agentSpec
+	if len(c.Regions) == 0 {
+		d.nodes = []string{"node1"}
 		// Peering mode: each agent keeps one tunnel; spread them.
-		ha := &harness.Agent{Name: spec.name, Proxies: []string{d.proxies[i%len(d.proxies)].TunnelAddr()},
-			Token: toks[0], Extra: spec.resources}
+		agents = []agentSpec{
+			{"agent-1", "resources:\n  - {name: node1, kind: ssh, labels: {env: dev}}\n", []string{d.proxies[0].TunnelAddr()}},
+			{"agent-2", echoYAML, []string{d.proxies[1%len(d.proxies)].TunnelAddr()}},
+		}
+	} else {
+		// An agent per region, homing to its region's proxies (two
+		// tunnels on distinct zones when the region has two proxies).
+		for ri, r := range c.Regions {
+			var seeds []string
+			for _, p := range d.proxies[ri*c.Proxies : (ri+1)*c.Proxies] {
+				seeds = append(seeds, p.TunnelAddr())
+			}
+			node := "node-" + r
+			d.nodes = append(d.nodes, node)
+			agents = append(agents, agentSpec{"agent-" + r, fmt.Sprintf("region: %q\nconnection_count: %d\nresources:\n  - {name: %q, kind: ssh, labels: {env: dev, region: %q}}\n",
+				r, min(2, c.Proxies), node, r), seeds})
+		}
+		agents = append(agents, agentSpec{"agent-echo", fmt.Sprintf("region: %q\n", c.Regions[0]) + echoYAML, []string{d.proxies[0].TunnelAddr()}})
+	}
+	for _, spec := range agents {
+		ha := &harness.Agent{Name: spec.name, Proxies: spec.seeds, Token: toks[0], Extra: spec.resources}
 		if err := h.WriteAgentConfig(ha); err != nil {
 			return nil, err
 		}
@@ -222,6 +304,14 @@ func startDev(ctx context.Context, c devConfig) (_ *devCluster, err error) {
 	for _, p := range d.proxies {
 		entries = append(entries, sshconfig.Proxy{Name: p.ID(), Addr: p.UserAddr()})
 	}
+	jump := ""
+	for ri, r := range c.Regions {
+		// An entry per region: its first proxy.
+		entries = append(entries, sshconfig.Proxy{Name: "warren-" + r, Addr: d.proxies[ri*c.Proxies].UserAddr()})
+		if ri == 0 {
+			jump = "warren-" + r
+		}
+	}
 	werr := sshconfig.Write(f, sshconfig.Config{
 		Proxies:            entries,
 		User:               d.user,
@@ -229,16 +319,56 @@ func startDev(ctx context.Context, c devConfig) (_ *devCluster, err error) {
 		Identity:           paths.key,
 		KnownHosts:         paths.knownHosts,
 		ResourceKnownHosts: paths.resourceKnownHosts,
-		Hosts:              []string{"node1"},
+		Hosts:              d.nodes,
+		Jump:               jump,
 		TCP:                []sshconfig.TCP{{Name: "echo"}},
 	})
 	if err := errors.Join(werr, f.Close()); err != nil {
 		return nil, fmt.Errorf("write ssh_config: %w", err)
 	}
-	if err := d.waitRoutes(ctx, "node1", "echo"); err != nil {
+	if err := d.waitRoutes(ctx, append(slices.Clone(d.nodes), "echo")...); err != nil {
 		return nil, err
 	}
 	return d, nil
+}
+
+// parseRegions checks a --regions list.
+func parseRegions(list string) ([]string, error) {
+	if list == "" {
+		return nil, nil
+	}
+	regions := strings.Split(list, ",")
+	for i, r := range regions {
+		if err := model.CheckName("region", r); err != nil {
+			return nil, usageError{fmt.Sprintf("--regions: %v", err)}
+		}
+		if slices.Index(regions, r) != i {
+			return nil, usageError{fmt.Sprintf("--regions: %s is listed twice", r)}
+		}
+	}
+	if len(regions) > 9 {
+		return nil, usageError{fmt.Sprintf("--regions: %d regions; at most 9", len(regions))}
+	}
+	return regions, nil
+}
+
+// printRegions prints how to reach the nodes of a multi-region dev
+// cluster.
+func (d *devCluster) printRegions(self string) {
+	first, last := d.regions[0], d.regions[len(d.regions)-1]
+	fmt.Printf(`Warren dev cluster is up: regions %[1]s, on loopback (state in %[2]s).
+
+  ssh -F %[3]s -J warren-%[4]s node-%[5]s 'echo hi'   # enter in %[4]s, reach %[5]s's node through the proxy holding its tunnel
+  ssh -F %[3]s -J warren-%[5]s node-%[4]s 'echo hi'   # and the other way
+  ssh -F %[3]s warren-%[4]s status                  # members, regions, agents, routes, peer links
+  export WARREN_PROXY=%[7]s WARREN_IDENTITY=%[8]s; %[6]s ls
+
+Every region has an entry host (warren-REGION) and its own agent (node-REGION),
+homed to its region's proxies. Loopback has no distance between regions:
+%[6]s dev --regions %[1]s --wan (as root) runs the same in the emulated WAN.
+
+Press Ctrl-C to stop.
+`, strings.Join(d.regions, ","), d.dir, d.sshConfig, first, last, self, d.proxy.UserAddr(), d.identity)
 }
 
 // selfCommand is how the person at the keyboard runs this binary again:
@@ -307,6 +437,39 @@ func devHosts(host string, n int) ([]string, error) {
 	return out, nil
 }
 
+// devProxy is one proxy of the dev cluster: the first runs in this
+// process (in), the others as processes (h.Proc).
+type devProxy struct {
+	in *proxy.Proxy
+	h  *harness.Proxy
+}
+
+func (p devProxy) ID() string { return p.h.ID }
+
+func (p devProxy) addr(configured string, bound func(*proxy.Proxy) string) string {
+	if p.in != nil {
+		return bound(p.in)
+	}
+	return configured
+}
+
+func (p devProxy) UserAddr() string   { return p.addr(p.h.User, (*proxy.Proxy).UserAddr) }
+func (p devProxy) TunnelAddr() string { return p.addr(p.h.Tunnel, (*proxy.Proxy).TunnelAddr) }
+func (p devProxy) GossipAddr() string { return p.addr(p.h.Gossip, (*proxy.Proxy).GossipAddr) }
+
+// routes reports whether p has a usable route to name.
+func (p devProxy) routes(h *harness.Cluster, name string) bool {
+	if p.in == nil {
+		return h.Healthy(p.h, name) > 0
+	}
+	for _, e := range p.in.Table().Snapshot().Lookup(name) {
+		if e.Usable() {
+			return true
+		}
+	}
+	return false
+}
+
 // waitRoutes waits until every proxy routes every name.
 func (d *devCluster) waitRoutes(ctx context.Context, names ...string) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -316,13 +479,8 @@ func (d *devCluster) waitRoutes(ctx context.Context, names ...string) error {
 	for {
 		ok := true
 		for _, p := range d.proxies {
-			snap := p.Table().Snapshot()
 			for _, n := range names {
-				usable := false
-				for _, e := range snap.Lookup(n) {
-					usable = usable || e.Usable()
-				}
-				ok = ok && usable
+				ok = ok && p.routes(d.h, n)
 			}
 		}
 		if ok {
@@ -341,7 +499,11 @@ func (d *devCluster) Close() {
 		a.Close()
 	}
 	for i := len(d.proxies) - 1; i >= 0; i-- {
-		d.proxies[i].Close()
+		if p := d.proxies[i]; p.in != nil {
+			p.in.Close()
+		} else {
+			p.h.Proc.Stop()
+		}
 	}
 	if d.echo != nil {
 		d.echo.Close()
