@@ -201,7 +201,36 @@ func TestRegionLostAndBack(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
 	defer cancel()
 	spec := threeRegions()
+	// Agents probe every second here (30 s by default), so that they go
+	// home within seconds of their region's return (settle 1 s, dwell 3 s).
+	spec.AgentYAML = "probe_interval: 1s\n"
 	c := start(t, ctx, spec)
+	// tunnels waits until the agents' tunnels, counted by the region of
+	// the proxy holding them (as proxy-us-1 sees the cluster), are want.
+	tunnels := func(what string, want map[string]int) time.Duration {
+		t.Helper()
+		began := time.Now()
+		var last map[string]int
+		err := harness.Until(ctx, 60*time.Second, 200*time.Millisecond, what, func() (bool, error) {
+			st, err := c.H.Status(c.Proxies("us")[0].Proxy)
+			if err != nil {
+				return false, nil
+			}
+			last = map[string]int{}
+			for _, m := range st {
+				if m.State == "alive" {
+					last[m.Region] += m.LocalAgents
+				}
+			}
+			return fmt.Sprint(last) == fmt.Sprint(want), nil
+		})
+		if err != nil {
+			t.Fatalf("%v: tunnels by region %v, want %v", err, last, want)
+		}
+		return time.Since(began)
+	}
+	// Each agent keeps its two tunnels in its own region.
+	tunnels("every agent at home", map[string]int{"us": 2, "eu": 2, "ap": 2})
 	reaches := func(from, resource string) func() (bool, error) {
 		return func() (bool, error) {
 			sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
@@ -212,6 +241,10 @@ func TestRegionLostAndBack(t *testing.T) {
 	}
 	c.KillRegion("eu")
 	killed := time.Now()
+	// eu's agent re-homes to the nearest other region: us, 40 ms away
+	// (ap is 90).
+	t.Logf("eu's agent re-homed to us %s after its region's proxies died",
+		tunnels("eu's agent in us", map[string]int{"us": 4, "ap": 2}).Round(time.Millisecond))
 	for _, from := range []string{"us", "ap"} {
 		for _, res := range c.Resources() {
 			if err := harness.Until(ctx, 60*time.Second, 200*time.Millisecond, res+" from "+from+" without eu's proxies", reaches(from, res)); err != nil {
@@ -229,6 +262,8 @@ func TestRegionLostAndBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	back := time.Now()
+	t.Logf("eu's agent home again %s after its region rejoined",
+		tunnels("eu's agent back home", map[string]int{"us": 2, "eu": 2, "ap": 2}).Round(time.Millisecond))
 	for _, res := range c.Resources() {
 		if err := harness.Until(ctx, 60*time.Second, 200*time.Millisecond, res+" from eu after its proxies came back", reaches("eu", res)); err != nil {
 			t.Fatal(err)
