@@ -205,31 +205,10 @@ func TestRegionLostAndBack(t *testing.T) {
 	// home within seconds of their region's return (settle 1 s, dwell 3 s).
 	spec.AgentYAML = "probe_interval: 1s\n"
 	c := start(t, ctx, spec)
-	// tunnels waits until the agents' tunnels, counted by the region of
-	// the proxy holding them (as proxy-us-1 sees the cluster), are want.
-	tunnels := func(what string, want map[string]int) time.Duration {
-		t.Helper()
-		began := time.Now()
-		var last map[string]int
-		err := harness.Until(ctx, 60*time.Second, 200*time.Millisecond, what, func() (bool, error) {
-			st, err := c.H.Status(c.Proxies("us")[0].Proxy)
-			if err != nil {
-				return false, nil
-			}
-			last = map[string]int{}
-			for _, m := range st {
-				if m.State == "alive" {
-					last[m.Region] += m.LocalAgents
-				}
-			}
-			return fmt.Sprint(last) == fmt.Sprint(want), nil
-		})
-		if err != nil {
-			t.Fatalf("%v: tunnels by region %v, want %v", err, last, want)
-		}
-		return time.Since(began)
-	}
 	// Each agent keeps its two tunnels in its own region.
+	tunnels := func(what string, want map[string]int) time.Duration {
+		return waitTunnels(t, ctx, c, what, func(by map[string]int) bool { return fmt.Sprint(by) == fmt.Sprint(want) })
+	}
 	tunnels("every agent at home", map[string]int{"us": 2, "eu": 2, "ap": 2})
 	reaches := func(from, resource string) func() (bool, error) {
 		return func() (bool, error) {
@@ -270,4 +249,70 @@ func TestRegionLostAndBack(t *testing.T) {
 		}
 	}
 	t.Logf("eu's proxies started again and rejoined in %s; every node reachable from eu %s after", back.Sub(restart).Round(time.Millisecond), time.Since(back).Round(time.Millisecond))
+}
+
+// waitTunnels waits until the agents' tunnels, counted by the region of
+// the proxy holding them (as the first proxy of the first region sees the
+// cluster), are as want says, and returns how long that took.
+func waitTunnels(t *testing.T, ctx context.Context, c *Cluster, what string, want func(map[string]int) bool) time.Duration {
+	t.Helper()
+	began := time.Now()
+	var last map[string]int
+	err := harness.Until(ctx, 60*time.Second, 200*time.Millisecond, what, func() (bool, error) {
+		st, err := c.H.Status(c.Proxies(c.Spec.Regions[0])[0].Proxy)
+		if err != nil {
+			return false, nil
+		}
+		last = map[string]int{}
+		for _, m := range st {
+			if m.State == "alive" {
+				last[m.Region] += m.LocalAgents
+			}
+		}
+		return want(last), nil
+	})
+	if err != nil {
+		t.Fatalf("%v: tunnels by region %v", err, last)
+	}
+	return time.Since(began)
+}
+
+// TestAgentHomeUnderJitter: with one proxy per region, each agent's second
+// tunnel goes to another region. us has two about as near (eu 40 ms one
+// way, ap 42), under up to 5 ms of jitter on every path between regions,
+// measured every 200 ms for half a minute: a choice by the latest round
+// trip would flip between them; the agent's moves at most once. eu's and
+// ap's agents put their second tunnel in us, far nearer than the other.
+func TestAgentHomeUnderJitter(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
+	defer cancel()
+	spec := threeRegions()
+	spec.ProxiesPerRegion = 1
+	spec.Delays[[2]string{"us", "ap"}] = 42 * time.Millisecond
+	spec.Jitter = 5 * time.Millisecond
+	spec.AgentYAML = "probe_interval: 200ms\n"
+	c := start(t, ctx, spec)
+	// us: its agent's first tunnel, and eu's and ap's second; eu and ap:
+	// their agent's first, and us's second in one of them.
+	settled := func(by map[string]int) bool { return by["us"] == 3 && by["eu"]+by["ap"] == 3 }
+	waitTunnels(t, ctx, c, "each agent home, its second tunnel in a near other region", settled)
+	select {
+	case <-ctx.Done():
+	case <-time.After(30 * time.Second):
+	}
+	waitTunnels(t, ctx, c, "the same, half a minute later", settled)
+	for _, a := range c.allAgents() {
+		log, err := os.ReadFile(a.Proc.Log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		moves := bytes.Count(log, []byte("tunnel moved to a nearer proxy"))
+		t.Logf("%s moved a tunnel %d times", a.Config.Name, moves)
+		if moves > 1 {
+			t.Errorf("%s moved a tunnel %d times under jitter, want at most once:\n%s", a.Config.Name, moves, log)
+		}
+		if n := bytes.Count(log, []byte("tunnel down")); n > 0 {
+			t.Errorf("%s lost a tunnel %d times with every proxy up:\n%s", a.Config.Name, n, log)
+		}
+	}
 }
