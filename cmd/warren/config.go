@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/warren-proxy/warren/internal/atomicfile"
 	"github.com/warren-proxy/warren/internal/connect"
 	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/internal/sshconfig"
@@ -181,7 +182,7 @@ func addEntries(ctx context.Context, cf *clientFlags, c *sshconfig.Config, o ent
 	if o.connect {
 		dir := filepath.Dir(abs(cf.identity))
 		proxies := filepath.Join(dir, "proxies")
-		if err := connect.WriteFileAtomic(proxies, connect.FormatProxies(cands), 0o600); err != nil {
+		if err := atomicfile.Write(proxies, connect.FormatProxies(cands), 0o600); err != nil {
 			return err
 		}
 		bin, err := os.Executable()

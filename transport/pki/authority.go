@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/warren-proxy/warren/internal/atomicfile"
 	"github.com/warren-proxy/warren/internal/model"
 )
 
@@ -163,7 +164,7 @@ func Init(dir string, opts InitOptions) (*Authority, error) {
 	var written []string
 	for _, f := range files {
 		p := filepath.Join(dir, f.name)
-		if err := writeFileAtomic(p, f.data, f.mode); err != nil {
+		if err := atomicfile.Write(p, f.data, f.mode); err != nil {
 			for _, w := range written {
 				_ = os.Remove(w) // best effort: leave no half identity behind
 			}
@@ -325,7 +326,7 @@ func Upgrade(dir string) ([]string, error) {
 	// than silently without an agent CA.
 	var added []string
 	for _, f := range []identityFile{files[1], files[0]} {
-		if err := writeFileAtomic(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
 			return added, fmt.Errorf("upgrade cluster identity: %w", err)
 		}
 		added = append(added, f.name)

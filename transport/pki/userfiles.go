@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/warren-proxy/warren/internal/atomicfile"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -87,7 +88,7 @@ func WriteUserFiles(outDir, name string, keyPEM []byte, cert *ssh.Certificate) (
 		{name + ".pub", authorizedKey(cert.Key, comment), 0o644},
 		{name + "-cert.pub", authorizedKey(cert, comment), 0o644},
 	} {
-		if err := writeFileAtomic(filepath.Join(outDir, f.name), f.data, f.mode); err != nil {
+		if err := atomicfile.Write(filepath.Join(outDir, f.name), f.data, f.mode); err != nil {
 			return "", fmt.Errorf("write user key files: %w", err)
 		}
 	}
@@ -122,7 +123,7 @@ func WriteKnownHosts(dir string, hostCA, agentCA ssh.PublicKey) (proxies, resour
 		what string
 	}{{proxies, hostCA, "warren proxy host CA"}, {resources, agentCA, "warren agent host CA"}} {
 		line := "@cert-authority * " + strings.TrimSpace(string(authorizedKey(f.ca, f.what))) + "\n"
-		if err := writeFileAtomic(f.path, []byte(line), 0o644); err != nil {
+		if err := atomicfile.Write(f.path, []byte(line), 0o644); err != nil {
 			return "", "", fmt.Errorf("write known_hosts: %w", err)
 		}
 	}
