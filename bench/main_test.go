@@ -4,30 +4,25 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/warren-proxy/warren/internal/harness"
 )
 
 // warrenBinary is the warren executable built for these tests.
 var warrenBinary string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "warren-bench-test-")
+	bin, err := harness.BuildWarren(false)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	warrenBinary = filepath.Join(dir, "warren")
-	build := exec.Command("go", "build", "-o", warrenBinary, "../cmd/warren")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build warren:", err)
-		os.Exit(1)
-	}
+	warrenBinary = bin
 	code := m.Run()
-	os.RemoveAll(dir)
+	os.RemoveAll(filepath.Dir(bin))
 	os.Exit(code)
 }
 

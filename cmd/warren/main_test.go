@@ -22,25 +22,14 @@ import (
 var warrenBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "warren-bin")
+	bin, err := harness.BuildWarren(raceEnabled)
 	if err != nil {
-		panic(err)
-	}
-	warrenBin = filepath.Join(dir, "warren")
-	// The processes are built like the tests: with the race detector when
-	// the tests run with it.
-	args := []string{"build", "-o", warrenBin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	build := exec.Command("go", append(args, ".")...)
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build warren:", err)
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	warrenBin = bin
 	code := m.Run()
-	os.RemoveAll(dir)
+	os.RemoveAll(filepath.Dir(bin))
 	os.Exit(code)
 }
 

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -201,4 +202,26 @@ func WaitListening(p *Proc, addr string, timeout time.Duration) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return fmt.Errorf("%s not listening on %s after %s", p.Name, addr, timeout)
+}
+
+// BuildWarren builds cmd/warren into a new temporary directory (remove it
+// when done), with the race detector when race: test binaries build the
+// processes they run as they were built themselves.
+func BuildWarren(race bool) (string, error) {
+	dir, err := os.MkdirTemp("", "warren-bin-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "warren")
+	args := []string{"build", "-o", bin}
+	if race {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, "github.com/warren-proxy/warren/cmd/warren")...)
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		os.RemoveAll(dir)
+		return "", fmt.Errorf("build warren: %w", err)
+	}
+	return bin, nil
 }
