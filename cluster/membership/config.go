@@ -1,6 +1,7 @@
 package membership
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -105,6 +106,14 @@ type Config struct {
 	RejoinInterval time.Duration
 	// State, if set, exchanges full state on push/pull and joins.
 	State StateDelegate
+	// Dial, if set, opens gossip's TCP streams to other proxies (joins,
+	// push/pull, the TCP fallback of probes) in place of a net.Dialer;
+	// ctx bounds the dial only. memberlist dials from goroutines of its
+	// own, so a caller whose gossip lives in another network namespace
+	// (bench's emulated WAN) dials there with this. The gossip sockets
+	// themselves are bound by Start, in the namespace of its caller's
+	// thread, and UDP leaves from them.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Logger receives our logs, and memberlist's own at debug level. Name
 	// the component and the proxy on it (With): membership adds no keys of
 	// its own, so that none appears twice in a record.
