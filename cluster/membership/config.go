@@ -275,3 +275,33 @@ func localConfig() *memberlist.Config {
 	c.TCPTimeout = time.Second
 	return c
 }
+
+// Timings are the failure detector's settings a Config resolves to: its
+// Profile's preset with the Config's overrides.
+type Timings struct {
+	ProbeInterval, ProbeTimeout time.Duration
+	// SuspicionMult × max(1, log10(members)) × ProbeInterval is the
+	// shortest time a suspect has to refute; memberlist starts the window
+	// SuspicionMaxMult times longer and shrinks it as other members
+	// confirm the suspicion.
+	SuspicionMult, SuspicionMaxMult  int
+	GossipInterval, PushPullInterval time.Duration
+}
+
+// String is the timings in one line, as the bench prints them.
+func (t Timings) String() string {
+	return fmt.Sprintf("probe %v / %v, suspicion %d (max ×%d), gossip %v", t.ProbeInterval, t.ProbeTimeout, t.SuspicionMult, t.SuspicionMaxMult, t.GossipInterval)
+}
+
+// Timings returns the timings c resolves to, or c's problems.
+func (c Config) Timings() (Timings, error) {
+	s, err := c.resolve()
+	if err != nil {
+		return Timings{}, err
+	}
+	return Timings{
+		ProbeInterval: s.ml.ProbeInterval, ProbeTimeout: s.ml.ProbeTimeout,
+		SuspicionMult: s.ml.SuspicionMult, SuspicionMaxMult: s.ml.SuspicionMaxTimeoutMult,
+		GossipInterval: s.ml.GossipInterval, PushPullInterval: s.ml.PushPullInterval,
+	}, nil
+}
