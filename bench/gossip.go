@@ -44,7 +44,8 @@ type GossipConfig struct {
 	Kills      int
 	DetectWait time.Duration
 	// Variants are the timings compared: a profile ("lan", "wan"), with
-	// overrides after slashes: "lan/probe=700ms/timeout=350ms/mult=2/gossip=100ms".
+	// overrides after slashes: "lan/probe=700ms/timeout=350ms/mult=2/maxmult=1/gossip=100ms",
+	// and a name before "=" if wanted: "wan-old=lan/probe=5s/...".
 	Variants []string
 }
 
@@ -56,15 +57,19 @@ func DefaultGossipConfig() GossipConfig {
 		OneWay: 75 * time.Millisecond, Inside: 500 * time.Microsecond, Loss: 0.01,
 		Storm: 300, StormBytes: 512,
 		Soak: 10 * time.Minute, Kills: 6, DetectWait: 2 * time.Minute,
-		Variants: model.Profiles[:2], // lan, wan
+		Variants: []string{model.ProfileLAN, model.ProfileWAN, OldWANVariant},
 	}
 }
+
+// OldWANVariant is the wan preset before this benchmark: memberlist's
+// DefaultWANConfig (its GossipNodes of 4 and TCP timeout of 30 s aside).
+const OldWANVariant = "wan-memberlist=lan/probe=5s/timeout=3s/mult=6/maxmult=6/gossip=500ms/pushpull=60s"
 
 // TinyGossipConfig is the smoke test's: the same network, seconds long.
 func TinyGossipConfig() GossipConfig {
 	c := DefaultGossipConfig()
 	c.Storm, c.Soak, c.Kills, c.DetectWait = 50, 3*time.Second, 1, 30*time.Second
-	c.Variants = []string{model.ProfileLAN}
+	c.Variants = []string{model.ProfileWAN}
 	return c
 }
 
@@ -83,7 +88,7 @@ func gossipFlags(fs *flag.FlagSet, tiny bool) func(context.Context, Env) (Report
 	fs.DurationVar(&c.Soak, "soak", c.Soak, "how long false deaths are counted before the kills")
 	fs.IntVar(&c.Kills, "kills", c.Kills, "proxies stopped without a leave (one at a time) to time detection")
 	fs.DurationVar(&c.DetectWait, "detect-wait", c.DetectWait, "how long to wait for every proxy to see a stopped one dead")
-	fs.StringVar(&variants, "variants", variants, `timings compared, comma-separated: a gossip profile, with overrides like "lan/probe=700ms/timeout=350ms/mult=2/gossip=100ms"`)
+	fs.StringVar(&variants, "variants", variants, `timings compared, comma-separated: a gossip profile, with overrides and an optional name, like "try=lan/probe=700ms/timeout=350ms/mult=2/maxmult=1/gossip=100ms"`)
 	return func(ctx context.Context, env Env) (Report, error) {
 		c.Loss = loss / 100
 		c.Variants = strings.Split(variants, ",")
@@ -91,14 +96,20 @@ func gossipFlags(fs *flag.FlagSet, tiny bool) func(context.Context, Env) (Report
 	}
 }
 
-// parseVariant turns "lan/probe=700ms/mult=2" into a Config's timings.
-func parseVariant(s string) (membership.Config, error) {
-	parts := strings.Split(strings.TrimSpace(s), "/")
+// parseVariant turns "lan/probe=700ms/mult=2", or the same named
+// "NAME=lan/probe=700ms/mult=2", into its name and a Config's timings.
+func parseVariant(s string) (string, membership.Config, error) {
+	s = strings.TrimSpace(s)
+	parts := strings.Split(s, "/")
+	name := s
+	if n, p, ok := strings.Cut(parts[0], "="); ok {
+		name, parts[0] = n, p
+	}
 	c := membership.Config{Profile: parts[0]}
 	for _, p := range parts[1:] {
 		k, v, ok := strings.Cut(p, "=")
 		if !ok {
-			return c, fmt.Errorf("variant %q: %q is not key=value", s, p)
+			return "", c, fmt.Errorf("variant %q: %q is not key=value", s, p)
 		}
 		var err error
 		switch k {
@@ -112,14 +123,16 @@ func parseVariant(s string) (membership.Config, error) {
 			c.PushPullInterval, err = time.ParseDuration(v)
 		case "mult":
 			c.SuspicionMult, err = strconv.Atoi(v)
+		case "maxmult":
+			c.SuspicionMaxMult, err = strconv.Atoi(v)
 		default:
-			err = errors.New("unknown key (probe, timeout, gossip, pushpull, mult)")
+			err = errors.New("unknown key (probe, timeout, gossip, pushpull, mult, maxmult)")
 		}
 		if err != nil {
-			return c, fmt.Errorf("variant %q: %s: %w", s, k, err)
+			return "", c, fmt.Errorf("variant %q: %s: %w", s, k, err)
 		}
 	}
-	return c, nil
+	return name, c, nil
 }
 
 // gossipVariant is one cluster of the run: a proxy on every host.
@@ -132,15 +145,16 @@ type gossipVariant struct {
 	suspects, refutes, refutedDead atomic.Int64 // memberlist's log lines, during the soak
 
 	// Guarded by gossipRun.mu.
-	nodes       map[string]*membership.Membership // by host
-	killed      map[string]time.Time              // host → when it was stopped
-	seen        map[string]time.Duration          // observer → when it saw the stopped proxy dead
-	falseSoak   int
-	falseKills  int
-	falseList   []string
-	same, other Durations
-	undetected  int
-	kills       [][]string // the detail table's rows
+	nodes        map[string]*membership.Membership // by host
+	killed       map[string]time.Time              // host → when it was stopped
+	seen         map[string]time.Duration          // observer → when it saw the stopped proxy dead
+	falseForming int
+	falseSoak    int
+	falseKills   int
+	falseList    []string
+	same, other  Durations
+	undetected   int
+	kills        [][]string // the detail table's rows
 }
 
 type gossipRun struct {
@@ -149,10 +163,11 @@ type gossipRun struct {
 	n        *wan.Net
 	hosts    []wan.Host
 	variants []*gossipVariant
-	soak     atomic.Bool // in the soak: count false deaths and suspicions as such
+	start    time.Time
+	phase    atomic.Int32 // forming, soaking or killing
+	stalls   *stallWatch
 
-	mu    sync.Mutex // guards start and the variants' fields marked so
-	start time.Time
+	mu sync.Mutex // guards the variants' fields marked so
 }
 
 // RunGossip builds the emulated WAN, starts one membership cluster per
@@ -165,9 +180,9 @@ func RunGossip(ctx context.Context, env Env, c GossipConfig) (Report, error) {
 	if c.PerRegion < 1 || len(c.Regions) < 2 || c.Storm < 0 || c.Soak < 0 || c.Kills < 0 || c.Loss < 0 || c.Loss >= 1 || len(c.Variants) == 0 {
 		return Report{}, errors.New("gossip: --per-region must be positive, --storm, --soak and --kills not negative, --loss below 100, and --variants not empty")
 	}
-	r := &gossipRun{cfg: c, env: env}
+	r := &gossipRun{cfg: c, env: env, start: time.Now()}
 	for i, s := range c.Variants {
-		tmpl, err := parseVariant(s)
+		name, tmpl, err := parseVariant(s)
 		if err != nil {
 			return Report{}, fmt.Errorf("gossip: %w", err)
 		}
@@ -177,7 +192,7 @@ func RunGossip(ctx context.Context, env Env, c GossipConfig) (Report, error) {
 		if err != nil {
 			return Report{}, fmt.Errorf("gossip: variant %q: %w", s, err)
 		}
-		r.variants = append(r.variants, &gossipVariant{name: s, tmpl: tmpl, timings: tm, port: 7946 + i,
+		r.variants = append(r.variants, &gossipVariant{name: name, tmpl: tmpl, timings: tm, port: 7946 + i,
 			nodes: map[string]*membership.Membership{}, killed: map[string]time.Time{}, seen: map[string]time.Duration{}})
 	}
 	topo := wan.Topology{
@@ -196,6 +211,8 @@ func RunGossip(ctx context.Context, env Env, c GossipConfig) (Report, error) {
 	}
 	r.n = n
 	defer n.Close()
+	r.stalls = watchStalls(r.start)
+	defer r.stalls.stop()
 	defer r.closeAll()
 
 	env.progress("gossip: starting %d proxies in each of %d variants", len(r.hosts), len(r.variants))
@@ -218,12 +235,10 @@ func RunGossip(ctx context.Context, env Env, c GossipConfig) (Report, error) {
 	}
 	defer func() { stopStorm(); storm.wait() }()
 
-	r.mu.Lock()
-	r.start = time.Now()
-	r.mu.Unlock()
-	r.soak.Store(true)
+	r.phase.Store(phaseSoak)
+	soakStart := time.Since(r.start)
 	env.progress("gossip: soak for %v (false deaths)", c.Soak)
-	soakEnd := time.After(c.Soak)
+	soakDone := time.After(c.Soak)
 	tick := time.NewTicker(30 * time.Second)
 soak:
 	for {
@@ -231,14 +246,15 @@ soak:
 		case <-ctx.Done():
 			tick.Stop()
 			return Report{}, ctx.Err()
-		case <-soakEnd:
+		case <-soakDone:
 			break soak
 		case <-tick.C:
 			env.progress("gossip: %v: %s", time.Since(r.start).Round(time.Second), r.status())
 		}
 	}
 	tick.Stop()
-	r.soak.Store(false)
+	r.phase.Store(phaseKills)
+	soakEnd := time.Since(r.start)
 
 	stride := c.PerRegion + 1
 	for gcd(stride, len(r.hosts)) != 1 {
@@ -253,8 +269,15 @@ soak:
 	}
 	stopStorm()
 	storm.wait()
-	return r.report(storm), nil
+	return r.report(storm, soakStart, soakEnd), nil
 }
+
+// The phases of a run.
+const (
+	phaseForming = iota
+	phaseSoak
+	phaseKills
+)
 
 func gcd(a, b int) int {
 	for b != 0 {
@@ -319,9 +342,12 @@ func (r *gossipRun) onEvent(v *gossipVariant, observer wan.Host, e membership.Ev
 		}
 		return
 	}
-	if r.soak.Load() {
+	switch r.phase.Load() {
+	case phaseForming:
+		v.falseForming++
+	case phaseSoak:
 		v.falseSoak++
-	} else {
+	default:
 		v.falseKills++
 	}
 	if len(v.falseList) < 20 {
@@ -340,7 +366,7 @@ type gossipLogCounter struct {
 func (g *gossipLogCounter) Enabled(context.Context, slog.Level) bool { return true }
 
 func (g *gossipLogCounter) Handle(_ context.Context, rec slog.Record) error {
-	if !g.run.soak.Load() {
+	if g.run.phase.Load() != phaseSoak {
 		return nil
 	}
 	switch m := rec.Message; {
@@ -492,7 +518,7 @@ func secs(d time.Duration, ok bool) string {
 	return fmt.Sprintf("%.2f s", d.Seconds())
 }
 
-func (r *gossipRun) report(st *stormStats) Report {
+func (r *gossipRun) report(st *stormStats, soakStart, soakEnd time.Duration) Report {
 	c := r.cfg
 	sum := Table{Name: "gossip", Title: "Gossip across regions: false deaths and detection, one cluster per variant, side by side",
 		Header: []string{"variant", "timings", "false deaths (soak)", "false deaths (kills)", "suspicions raised (soak)", "refuted (soak)",
@@ -508,14 +534,18 @@ func (r *gossipRun) report(st *stormStats) Report {
 			secs(v.other.Median(), len(v.other) > 0), secs(v.other.Quantile(1), len(v.other) > 0), strconv.Itoa(v.undetected)})
 		det.Rows = append(det.Rows, v.kills...)
 		falses = append(falses, v.falseList...)
+		if v.falseForming > 0 {
+			falses = append(falses, fmt.Sprintf("%s: %d while the clusters formed", v.name, v.falseForming))
+		}
 	}
 	r.mu.Unlock()
 	sum.Notes = append(sum.Notes,
 		fmt.Sprintf("%d regions × %d proxies (real cluster/membership instances, one per host and variant, each in its host's network namespace of the emulated WAN, gossip encrypted): %v one way between regions (%v round trip), %v inside a region, jitter %v, %.1f%% loss on every link, both ways. All variants run at once on the same hosts and network, each its own cluster on its own port.",
 			len(c.Regions), c.PerRegion, c.OneWay, 2*c.OneWay, c.Inside, c.Jitter, c.Loss*100),
 		fmt.Sprintf("Storm throughout: %s", st.summary()),
-		fmt.Sprintf("False deaths: every EventLeave \"dead\" one proxy raised about another that was running (soak: %v with nothing stopped; kills: while the kills below ran). Suspicions raised: probes that failed (direct, indirect and TCP fallback), each of which makes the probed proxy a suspect that must refute in time; refuted: suspicions and deaths the suspect refuted.", c.Soak),
+		fmt.Sprintf("False deaths: every EventLeave \"dead\" one proxy raised about another that was running (soak: %v with nothing stopped, from %v to %v into the run; kills: while the kills below ran). One proxy declared dead by all 8 others counts 8. Suspicions raised: probes that failed (direct, indirect and TCP fallback), each of which makes the probed proxy a suspect that must refute in time; refuted: suspicions and deaths the suspect refuted.", c.Soak, soakStart.Round(time.Second), soakEnd.Round(time.Second)),
 		fmt.Sprintf("Detection: %d times one proxy (a different host each time, regions in turn) was closed without leaving, in every variant at the same moment; the time until each other proxy saw it dead, split by observers in its region and in the others; not detected: observers that had not within %v. Then it was restarted and rejoined before the next.", c.Kills, c.DetectWait))
+	sum.Notes = append(sum.Notes, r.stalls.summary())
 	if len(falses) > 0 {
 		sum.Notes = append(sum.Notes, "False deaths (first 20 per variant): "+strings.Join(falses, "; ")+".")
 	}
@@ -660,4 +690,70 @@ func (s *stormStats) record(ctx context.Context, connect time.Duration, err erro
 	}
 	s.ok++
 	s.connect = append(s.connect, connect)
+}
+
+// stallWatch notices when this process's timers fire late: a pause of
+// the whole process (or the machine) that every proxy and the emulator
+// share, which no gossip timing can tell from a network outage.
+type stallWatch struct {
+	start time.Time
+	quit  chan struct{}
+	done  chan struct{}
+
+	mu    sync.Mutex // guards the fields below
+	worst time.Duration
+	at    time.Duration
+	long  []string // pauses over 500 ms
+}
+
+const stallTick = 50 * time.Millisecond
+
+func watchStalls(start time.Time) *stallWatch {
+	w := &stallWatch{start: start, quit: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		t := time.NewTicker(stallTick)
+		defer t.Stop()
+		last := time.Now()
+		for {
+			select {
+			case <-w.quit:
+				return
+			case now := <-t.C:
+				late := now.Sub(last) - stallTick
+				last = now
+				if late < 100*time.Millisecond {
+					continue
+				}
+				w.mu.Lock()
+				if late > w.worst {
+					w.worst, w.at = late, now.Sub(w.start)
+				}
+				if late > 500*time.Millisecond && len(w.long) < 20 {
+					w.long = append(w.long, fmt.Sprintf("%v at %v", late.Round(10*time.Millisecond), now.Sub(w.start).Round(time.Second)))
+				}
+				w.mu.Unlock()
+			}
+		}
+	}()
+	return w
+}
+
+func (w *stallWatch) stop() {
+	select {
+	case <-w.quit:
+	default:
+		close(w.quit)
+	}
+	<-w.done
+}
+
+func (w *stallWatch) summary() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	txt := fmt.Sprintf("Stalls of this process (a %v ticker firing late): the worst %v, %v into the run", stallTick, w.worst.Round(time.Millisecond), w.at.Round(time.Second))
+	if len(w.long) > 0 {
+		txt += "; over 500 ms: " + strings.Join(w.long, ", ")
+	}
+	return txt + "."
 }

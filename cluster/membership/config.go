@@ -98,9 +98,12 @@ type Config struct {
 	// Profile is model.ProfileLAN (default), ProfileWAN or ProfileLocal
 	// (loopback, tests): the presets for the timings below.
 	Profile string
-	// Timings; zero takes the Profile's value.
+	// Timings; zero takes the Profile's value. A suspect has
+	// SuspicionMult × max(1, log10(members)) × ProbeInterval to refute,
+	// or up to SuspicionMaxMult times that until other members confirm
+	// the suspicion (see Timings).
 	ProbeInterval, ProbeTimeout, GossipInterval, PushPullInterval time.Duration
-	SuspicionMult                                                 int
+	SuspicionMult, SuspicionMaxMult                               int
 	// RejoinInterval is how often seeds are retried while this proxy is
 	// alone (default 2s); see the package doc for the other retries.
 	RejoinInterval time.Duration
@@ -208,11 +211,20 @@ func (c Config) resolve() (settings, error) {
 	if s.rejoinInterval == 0 {
 		s.rejoinInterval = DefaultRejoinInterval
 	}
-	switch {
-	case c.SuspicionMult < 0:
-		errs.Addf("SuspicionMult", "must not be negative, got %d", c.SuspicionMult)
-	case c.SuspicionMult > 0:
-		s.ml.SuspicionMult = c.SuspicionMult
+	for _, m := range []struct {
+		field string
+		v     int
+		dst   *int
+	}{
+		{"SuspicionMult", c.SuspicionMult, &s.ml.SuspicionMult},
+		{"SuspicionMaxMult", c.SuspicionMaxMult, &s.ml.SuspicionMaxTimeoutMult},
+	} {
+		switch {
+		case m.v < 0:
+			errs.Addf(m.field, "must not be negative, got %d", m.v)
+		case m.v > 0:
+			*m.dst = m.v
+		}
 	}
 	if s.ml.ProbeTimeout >= s.ml.ProbeInterval {
 		errs.Addf("ProbeTimeout", "%v must be shorter than ProbeInterval (%v): indirect probes run in the rest of the interval", s.ml.ProbeTimeout, s.ml.ProbeInterval)
@@ -259,8 +271,17 @@ func lanConfig() *memberlist.Config {
 	return c
 }
 
+// wanConfig is lan's detection with room for round trips across oceans:
+// the direct probe waits 400 ms, and each gossip round reaches 4 members
+// so that a suspicion and its refutation cross lossy links sooner. One
+// pool for every region: the package doc says why.
 func wanConfig() *memberlist.Config {
-	return memberlist.DefaultWANConfig()
+	c := lanConfig()
+	c.ProbeTimeout = 400 * time.Millisecond
+	c.GossipNodes = 4
+	c.PushPullInterval = 30 * time.Second
+	c.TCPTimeout = 5 * time.Second
+	return c
 }
 
 func localConfig() *memberlist.Config {
