@@ -563,7 +563,7 @@ func TestProfilesAndOverrides(t *testing.T) {
 		{"", 500 * time.Millisecond, 3},
 		{model.ProfileLAN, 500 * time.Millisecond, 3},
 		{model.ProfileLocal, 200 * time.Millisecond, 3},
-		{model.ProfileWAN, 500 * time.Millisecond, 3},
+		{model.ProfileWAN, time.Second, 2},
 	} {
 		c := base
 		c.Profile = tc.profile
