@@ -103,8 +103,15 @@ func (m *Membership) Start(ctx context.Context) error {
 	if len(m.cfg.SecretKey) == 0 {
 		m.log.Warn("gossip is not encrypted: anyone who reaches the gossip port can join the cluster; set gossip.secret_key")
 	}
-	ml, err := memberlist.Create(m.memberlistConfig())
+	mlc, err := m.memberlistConfig()
 	if err != nil {
+		return fmt.Errorf("start gossip on %s: %w", m.cfg.BindAddr, err)
+	}
+	ml, err := memberlist.Create(mlc)
+	if err != nil {
+		if mlc.Transport != nil {
+			_ = mlc.Transport.Shutdown()
+		}
 		return fmt.Errorf("start gossip on %s: %w", m.cfg.BindAddr, err)
 	}
 	m.mu.Lock()
@@ -136,8 +143,9 @@ func (m *Membership) Start(ctx context.Context) error {
 	}
 }
 
-// memberlistConfig builds memberlist's Config from ours.
-func (m *Membership) memberlistConfig() *memberlist.Config {
+// memberlistConfig builds memberlist's Config from ours. With Config.Dial
+// it binds the gossip port itself (memberlist would otherwise).
+func (m *Membership) memberlistConfig() (*memberlist.Config, error) {
 	c := *m.set.ml // a copy: Create writes the dynamic port into it
 	c.Name = m.cfg.Meta.ProxyID
 	c.BindAddr = m.set.bindIP
@@ -159,10 +167,23 @@ func (m *Membership) memberlistConfig() *memberlist.Config {
 	c.Conflict = d
 	c.LogOutput = nil
 	c.Logger = newMemberlistLogger(m.log)
+	if m.cfg.Dial != nil {
+		t, err := newDialTransport(c.BindAddr, c.BindPort, c.Logger, m.cfg.Dial)
+		if err != nil {
+			return nil, err
+		}
+		c.Transport = t
+		if c.BindPort == 0 { // memberlist fills these in only for its own transport
+			c.BindPort = t.GetAutoBindPort()
+			if c.AdvertisePort == 0 {
+				c.AdvertisePort = c.BindPort
+			}
+		}
+	}
 	if m.tweak != nil {
 		m.tweak(&c)
 	}
-	return &c
+	return &c, nil
 }
 
 // Problem reports why this proxy cannot be in the cluster when an operator

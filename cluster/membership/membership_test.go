@@ -563,7 +563,7 @@ func TestProfilesAndOverrides(t *testing.T) {
 		{"", 500 * time.Millisecond, 3},
 		{model.ProfileLAN, 500 * time.Millisecond, 3},
 		{model.ProfileLocal, 200 * time.Millisecond, 3},
-		{model.ProfileWAN, 5 * time.Second, 6},
+		{model.ProfileWAN, time.Second, 2},
 	} {
 		c := base
 		c.Profile = tc.profile
@@ -616,5 +616,33 @@ func TestSeedByNameAndAdvertiseAddr(t *testing.T) {
 	host, cport, _ := net.SplitHostPort(c.GossipAddr())
 	if host != "127.0.0.9" || cport == "0" {
 		t.Errorf("GossipAddr() = %q, want 127.0.0.9 with the bound port", c.GossipAddr())
+	}
+}
+
+// TestDialOpensEveryStream: with Config.Dial set, the joins and push/pulls
+// of a proxy go through it (the emulated WAN dials inside a namespace
+// with it), and the proxy joins and is joined as usual.
+func TestDialOpensEveryStream(t *testing.T) {
+	checkGoroutines(t)
+	var mu sync.Mutex
+	var dialed []string
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		mu.Lock()
+		dialed = append(dialed, addr)
+		mu.Unlock()
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}
+	p1 := newNode(t, "p1", "127.0.0.1").start(t)
+	p2 := newNode(t, "p2", "127.0.0.2", withSeeds(p1.GossipAddr()), func(c *Config) { c.Dial = dial }).start(t)
+	p1.waitMembers(t, 5*time.Second, "p1", "p2")
+	p2.waitMembers(t, 5*time.Second, "p1", "p2")
+	if !strings.HasPrefix(p2.GossipAddr(), "127.0.0.2:") || strings.HasSuffix(p2.GossipAddr(), ":0") {
+		t.Errorf("GossipAddr() = %q, want the bound 127.0.0.2:port", p2.GossipAddr())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(dialed) == 0 || dialed[0] != p1.GossipAddr() {
+		t.Errorf("Dial called for %v, want the seed %s first", dialed, p1.GossipAddr())
 	}
 }

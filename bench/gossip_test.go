@@ -1,0 +1,30 @@
+package bench
+
+import (
+	"os"
+	"testing"
+)
+
+// TestGossipTiny: the gossip scenario's smoke test: a cluster of 9
+// proxies in 3 regions forms over the emulated WAN, survives a short soak
+// under a storm, and sees one proxy stopped. It needs root and network
+// namespaces: it skips without them unless CI says it must run. The
+// figures are not checked: timings belong in RESULTS.md, not in tests.
+func TestGossipTiny(t *testing.T) {
+	if os.Geteuid() != 0 && os.Getenv("WARREN_REQUIRE_NETNS") == "" {
+		t.Skip("the emulated WAN needs root")
+	}
+	rep := runTiny(t, "gossip")
+	sum := rep.Tables[0]
+	if len(sum.Rows) != len(TinyGossipConfig().Variants) {
+		t.Fatalf("%d variants in the summary, want %d", len(sum.Rows), len(TinyGossipConfig().Variants))
+	}
+	if len(rep.Tables) < 2 || len(rep.Tables[1].Rows) != TinyGossipConfig().Kills {
+		t.Fatalf("want one row per kill in the kills table; tables %d", len(rep.Tables))
+	}
+	for _, row := range rep.Tables[1].Rows {
+		if row[3] == "-" {
+			t.Errorf("kill %v: nobody saw the stopped proxy dead", row)
+		}
+	}
+}
