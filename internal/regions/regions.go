@@ -103,7 +103,8 @@ type Spec struct {
 	// 1) apply between regions.
 	Jitter time.Duration
 	Loss   float64
-	// Gossip is the proxies' membership profile (default lan).
+	// Gossip is the proxies' membership profile (default wan, the one for
+	// proxies in several regions).
 	Gossip string
 	// ProxyYAML and AgentYAML are appended to every proxy's and agent's
 	// config.
@@ -175,7 +176,7 @@ func (s Spec) CheckAndSetDefaults() (Spec, error) {
 	}
 	s.ExtraHosts = slices.Clone(s.ExtraHosts)
 	if s.Gossip == "" {
-		s.Gossip = model.ProfileLAN
+		s.Gossip = model.ProfileWAN
 	} else if err := model.CheckProfile(s.Gossip); err != nil {
 		errs.Addf("Gossip", "%v", err)
 	}
