@@ -77,3 +77,26 @@ func measured(t *testing.T, tab Table, first int) {
 		}
 	}
 }
+
+// TestRegionsTiny: two regions of the emulated WAN, every layout from
+// each region's user to each region's node, every figure measured. It
+// needs root and network namespaces: it skips without them unless CI says
+// it must run (WARREN_REQUIRE_NETNS=1), and then it fails.
+func TestRegionsTiny(t *testing.T) {
+	if os.Geteuid() != 0 && os.Getenv("WARREN_REQUIRE_NETNS") == "" {
+		t.Skip("the emulated WAN needs root")
+	}
+	needSshd(t)
+	rep := runTiny(t, "regions")
+	// 2 × 2 pairs, five layouts each.
+	if rows := rep.Tables[0].Rows; len(rows) != 20 {
+		t.Fatalf("%d rows, want 20 (2 × 2 pairs × 5 layouts)", len(rows))
+	}
+	measured(t, rep.Tables[0], 2)
+	if rows := rep.Tables[1].Rows; len(rows) != 4 {
+		t.Fatalf("%d goal rows, want 4", len(rows))
+	}
+	if len(rep.Plots) != 3 {
+		t.Errorf("%d plots, want 3", len(rep.Plots))
+	}
+}
