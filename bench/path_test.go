@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"os"
 	"strings"
 	"testing"
@@ -98,5 +99,28 @@ func TestRegionsTiny(t *testing.T) {
 	}
 	if len(rep.Plots) != 3 {
 		t.Errorf("%d plots, want 3", len(rep.Plots))
+	}
+}
+
+// TestRegionsFlags: bad settings get one clear error before anything
+// starts.
+func TestRegionsFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--before", "mars"}, `--before "mars" is not one of the regions`},
+		{[]string{"--round-trips", "0"}, "must be at least 1"},
+		{[]string{"--pace", "-1s"}, "--pace must not be negative"},
+	} {
+		fs := flagSet("regions")
+		run := regionsFlags(fs, true)
+		if err := fs.Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		_, err := run(context.Background(), Env{})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: got %v, want an error with %q", tc.args, err, tc.want)
+		}
 	}
 }

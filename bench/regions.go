@@ -425,7 +425,7 @@ func (b *regionsBed) each(ctx context.Context, routes []*regionRoute, f func(con
 // setup, keystroke round trip and an upload over every layout, in one
 // run on one emulated network.
 func RunRegions(ctx context.Context, env Env, cfg RegionsConfig) (Report, error) {
-	began := time.Now()
+	began, load := time.Now(), loadAverage()
 	bed, err := startRegionsBed(ctx, env, cfg)
 	if err != nil {
 		return Report{}, err
@@ -469,7 +469,18 @@ func RunRegions(ctx context.Context, env Env, cfg RegionsConfig) (Report, error)
 			return Report{}, fmt.Errorf("%s: %w", r, err)
 		}
 	}
-	return regionsReport(cfg, routes, time.Since(began)), nil
+	rep := regionsReport(cfg, routes, time.Since(began))
+	rep.Tables[0].Notes = append(rep.Tables[0].Notes, fmt.Sprintf("Load average (1 min) of the machine, other work included: %s at the start, %s at the end.", load, loadAverage()))
+	return rep, nil
+}
+
+// loadAverage is the machine's 1-minute load average, or "?".
+func loadAverage() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(data)); err == nil && len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }
 
 func regionsReport(cfg RegionsConfig, routes []*regionRoute, took time.Duration) Report {
@@ -511,7 +522,7 @@ func regionsReport(cfg RegionsConfig, routes []*regionRoute, took time.Duration)
 	t.Notes = []string{
 		fmt.Sprintf("One run, %s from start to end (cluster start included). The emulated WAN (internal/wan, every host in its own network namespace, every packet through a user-space emulator): one-way delays %s, no rate cap, no loss, no jitter. Per region: Warren proxies (%d), a user host, a bastion host (stock sshd) and a node host running a stock sshd, a Warren agent that serves it as a `kind: tcp` resource (tunnels to 2 proxies, its own region's first), and a TCP echo server.",
 			took.Round(time.Second), strings.Join(pairs, ", "), cfg.ProxiesPerRegion),
-		fmt.Sprintf("Every SSH layout ends at the same stock sshd on the node's host: Warren as `ssh -J PROXY sshd-NODE` (the user's own region's first proxy, or %s's for everyone), the bastion as `ssh -J REGION-bastion REGION-node`, direct as `ssh REGION-node`; the stock OpenSSH client runs on the user's host, cipher %s on every SSH hop. The network row is the same hosts' TCP: setup is a TCP connect, a keystroke a byte echoed, the upload raw TCP.",
+		fmt.Sprintf("Every SSH layout ends at the same stock sshd on the node's host: Warren as `ssh -J PROXY sshd-NODE` (the user's own region's first proxy, or %s's for everyone), the bastion as `ssh -J REGION-bastion REGION-node`, direct as `ssh REGION-node`; the stock OpenSSH client runs on the user's host, cipher %s on every SSH hop. The network row is the same hosts' TCP: setup is a TCP connect, a keystroke a byte echoed, the upload raw TCP. Warren and the bastion add a host on the way (the proxy, the bastion), and so one more hop inside a region: 1 ms of round trip by the emulator's own delays.",
 			cfg.Before, Cipher),
 		fmt.Sprintf("Setup: spawn of `ssh … true` to its exit, %d runs per route after one to warm up. Round trip: one byte through `ssh … cat`, %d samples after %d to warm up, no two less than %s apart. Setups and keystrokes measure %d routes at a time on this 2-core machine; uploads (`ssh … 'cat >/dev/null'` fed %s of random bytes, first byte to ssh's exit) run one at a time. OpenSSH's 2 MiB channel window runs end to end in every layout, so an upload is held to about 2 MiB per round trip.",
 			cfg.Setups, cfg.RoundTrips, min(10, cfg.RoundTrips), cfg.Pace, cfg.Parallel, sizeName(cfg.BulkBytes)),
