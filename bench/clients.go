@@ -211,7 +211,7 @@ resources:
 	}
 	p := c.Proxies[0]
 	b.sshConfig = filepath.Join(dir, "ssh_config")
-	if err := writeClientConfig(b.sshConfig, c, o, []clientHost{
+	if err := writeClientConfig(b.sshConfig, c.Login, c.User, o, []clientHost{
 		{Name: "bastion", Addr: bastion.Addr},
 		{Name: "warren-proxy", Addr: p.User, User: "bench"},
 	}); err != nil {

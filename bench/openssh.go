@@ -84,6 +84,24 @@ func (o *openssh) start(name, ip string, stop *cleanups) (*Sshd, error) {
 	if err != nil {
 		return nil, err
 	}
+	cfg, err := o.writeConfig(name, addr, "")
+	if err != nil {
+		return nil, err
+	}
+	p, err := startProc(name, filepath.Join(o.dir, name+".log"), o.sshd, "-D", "-e", "-f", cfg)
+	if err != nil {
+		return nil, err
+	}
+	stop.add(p.Stop)
+	if err := harness.WaitListening(p, addr, 10*time.Second); err != nil {
+		return nil, err
+	}
+	return &Sshd{Name: name, Addr: addr, Proc: p}, nil
+}
+
+// writeConfig writes the config of sshd name listening on addr, with
+// extra lines at the end, and returns its path.
+func (o *openssh) writeConfig(name, addr, extra string) (string, error) {
 	cfg := filepath.Join(o.dir, name+"_config")
 	text := fmt.Sprintf(`ListenAddress %s
 HostKey %s
@@ -102,19 +120,8 @@ MaxSessions 100
 Ciphers %s
 LogLevel ERROR
 Subsystem sftp internal-sftp
-`, addr, o.hostKey, o.userCA, Cipher)
-	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
-		return nil, err
-	}
-	p, err := startProc(name, filepath.Join(o.dir, name+".log"), o.sshd, "-D", "-e", "-f", cfg)
-	if err != nil {
-		return nil, err
-	}
-	stop.add(p.Stop)
-	if err := harness.WaitListening(p, addr, 10*time.Second); err != nil {
-		return nil, err
-	}
-	return &Sshd{Name: name, Addr: addr, Proc: p}, nil
+%s`, addr, o.hostKey, o.userCA, Cipher, extra)
+	return cfg, os.WriteFile(cfg, []byte(text), 0o644)
 }
 
 // clientHost is one Host block of an ssh_config.
@@ -123,8 +130,9 @@ type clientHost struct {
 }
 
 // writeClientConfig writes an ssh_config for the stock client: the named
-// hosts, then one identity, known_hosts and cipher for all of them.
-func writeClientConfig(path string, c *Cluster, o *openssh, hosts []clientHost) error {
+// hosts, then login, u's identity and known_hosts (to which it adds the
+// stock servers' host key) and the cipher for all of them.
+func writeClientConfig(path, login string, u UserFiles, o *openssh, hosts []clientHost) error {
 	var b strings.Builder
 	for _, h := range hosts {
 		fmt.Fprintf(&b, "Host %s\n", h.Name)
@@ -149,12 +157,12 @@ func writeClientConfig(path string, c *Cluster, o *openssh, hosts []clientHost) 
     ControlPath none
     ConnectTimeout 15
     LogLevel ERROR
-`, c.Login, c.User.Key, c.User.Cert, c.User.KnownHosts, Cipher)
+`, login, u.Key, u.Cert, u.KnownHosts, Cipher)
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
 		return err
 	}
 	// The stock servers' host key, for every name they are reached by.
-	f, err := os.OpenFile(c.User.KnownHosts, os.O_APPEND|os.O_WRONLY, 0o644)
+	f, err := os.OpenFile(u.KnownHosts, os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return err
 	}
@@ -167,14 +175,23 @@ func portOf(addr string) string {
 	return addr[i+1:]
 }
 
-// sshClient runs the stock OpenSSH client with an ssh_config.
+// sshClient runs the stock OpenSSH client with an ssh_config, in network
+// namespace netns if set (a user host of the emulated WAN).
 type sshClient struct {
 	config string
+	netns  string
 }
 
 func (c sshClient) command(ctx context.Context, args []string, remote string) *exec.Cmd {
-	full := append([]string{"-F", c.config, "-T"}, args...)
-	return exec.CommandContext(ctx, "ssh", append(full, remote)...)
+	full := append(append([]string{"-F", c.config, "-T"}, args...), remote)
+	if c.netns == "" {
+		return exec.CommandContext(ctx, "ssh", full...)
+	}
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", c.netns, "ssh"}, full...)...)
+	// ip execs ssh, but a ProxyJump ssh, its child, may hold the output
+	// pipes a moment after it is killed.
+	cmd.WaitDelay = 5 * time.Second
+	return cmd
 }
 
 // setup times one `ssh … true` from spawn to exit.

@@ -103,7 +103,7 @@ resources:
 	}
 	p1, p2 := b.cluster.Proxies[0], b.cluster.Proxies[1]
 	cfg := filepath.Join(dir, "ssh_config")
-	err = writeClientConfig(cfg, b.cluster, o, []clientHost{
+	err = writeClientConfig(cfg, b.cluster.Login, b.cluster.User, o, []clientHost{
 		{Name: "target", Addr: target.Addr},
 		{Name: "b1", Addr: b1.Addr},
 		{Name: "b2", Addr: b2.Addr},

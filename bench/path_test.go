@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"os"
 	"strings"
 	"testing"
@@ -74,6 +75,52 @@ func measured(t *testing.T, tab Table, first int) {
 			if cell == "-" || strings.HasPrefix(cell, "0 ") || strings.HasPrefix(cell, "0.00 ") {
 				t.Errorf("%v: empty figure %q", row[:first], cell)
 			}
+		}
+	}
+}
+
+// TestRegionsTiny: two regions of the emulated WAN, every layout from
+// each region's user to each region's node, every figure measured. It
+// needs root and network namespaces: it skips without them unless CI says
+// it must run (WARREN_REQUIRE_NETNS=1), and then it fails.
+func TestRegionsTiny(t *testing.T) {
+	if os.Geteuid() != 0 && os.Getenv("WARREN_REQUIRE_NETNS") == "" {
+		t.Skip("the emulated WAN needs root")
+	}
+	needSshd(t)
+	rep := runTiny(t, "regions")
+	// 2 × 2 pairs, five layouts each.
+	if rows := rep.Tables[0].Rows; len(rows) != 20 {
+		t.Fatalf("%d rows, want 20 (2 × 2 pairs × 5 layouts)", len(rows))
+	}
+	measured(t, rep.Tables[0], 2)
+	if rows := rep.Tables[1].Rows; len(rows) != 4 {
+		t.Fatalf("%d goal rows, want 4", len(rows))
+	}
+	if len(rep.Plots) != 3 {
+		t.Errorf("%d plots, want 3", len(rep.Plots))
+	}
+}
+
+// TestRegionsFlags: bad settings get one clear error before anything
+// starts.
+func TestRegionsFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--before", "mars"}, `--before "mars" is not one of the regions`},
+		{[]string{"--round-trips", "0"}, "must be at least 1"},
+		{[]string{"--pace", "-1s"}, "--pace must not be negative"},
+	} {
+		fs := flagSet("regions")
+		run := regionsFlags(fs, true)
+		if err := fs.Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		_, err := run(context.Background(), Env{})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: got %v, want an error with %q", tc.args, err, tc.want)
 		}
 	}
 }

@@ -25,6 +25,7 @@ func Scenarios() []Scenario {
 		{Name: "failover", Summary: "SIGKILL an agent, its tunnel's proxy, a forwarding proxy under load: route convergence and failed sessions", Flags: failoverFlags},
 		{Name: "wan", Summary: "the emulated WAN (network namespaces, as root): measured round trip and throughput between every pair of regions against the configuration", Flags: wanFlags},
 		{Name: "gossip", Summary: "membership in 3 regions over the emulated WAN (as root), 150 ms apart, 1% loss, a connection storm: false deaths and detection time per timing preset", Flags: gossipFlags},
+		{Name: "regions", Summary: "users in every region to nodes in every region of the emulated WAN (as root): Warren by the nearest proxy, by one region's proxies, ssh -J a bastion, direct, and the network itself", Flags: regionsFlags},
 		{Name: "clients", Summary: "pgbench and redis-benchmark through ssh -L: Warren against a stock sshd bastion and direct", Flags: clientsFlags},
 	}
 }

@@ -204,9 +204,9 @@ func (s Spec) topology() wan.Topology {
 		for i := 1; i <= s.AgentsPerRegion; i++ {
 			t.Hosts = append(t.Hosts, wan.Host{Name: fmt.Sprintf("%s-a%d", r, i), Region: r})
 		}
-		t.Hosts = append(t.Hosts, wan.Host{Name: userHost(r), Region: r})
+		t.Hosts = append(t.Hosts, wan.Host{Name: UserHost(r), Region: r})
 		for _, n := range s.ExtraHosts {
-			t.Hosts = append(t.Hosts, wan.Host{Name: r + "-" + n, Region: r})
+			t.Hosts = append(t.Hosts, wan.Host{Name: ExtraHost(r, n), Region: r})
 		}
 	}
 	for pair, d := range s.Delays {
@@ -215,7 +215,11 @@ func (s Spec) topology() wan.Topology {
 	return t
 }
 
-func userHost(region string) string { return region + "-user" }
+// UserHost is the host of region where Cluster.SSH runs the users' ssh.
+func UserHost(region string) string { return region + "-user" }
+
+// ExtraHost is the host of region that Spec.ExtraHosts calls name.
+func ExtraHost(region, name string) string { return region + "-" + name }
 
 // Cluster is a running multi-region cluster.
 type Cluster struct {
@@ -445,7 +449,7 @@ func (c *Cluster) SSH(ctx context.Context, fromRegion, target string, args ...st
 
 // SSHVia is SSH entering proxy via (of any region).
 func (c *Cluster) SSHVia(ctx context.Context, fromRegion string, via *Proxy, target string, args ...string) *exec.Cmd {
-	ssh := []string{"netns", "exec", c.Net.Namespace(userHost(fromRegion)), "ssh", "-F", c.SSHConfig}
+	ssh := []string{"netns", "exec", c.Net.Namespace(UserHost(fromRegion)), "ssh", "-F", c.SSHConfig}
 	if via != nil {
 		ssh = append(ssh, "-J", via.ID)
 	}

@@ -122,7 +122,7 @@ func TestSSHAcrossRegions(t *testing.T) {
 	for _, from := range spec.Regions {
 		for _, to := range spec.Regions {
 			a := c.Agents(to)[0]
-			want := c.Net.Namespace(a.Host) + " " + c.Net.Addr(userHost(from)).String()
+			want := c.Net.Namespace(a.Host) + " " + c.Net.Addr(UserHost(from)).String()
 			began := time.Now()
 			cmd := c.SSH(ctx, from, a.Resource, `echo "$(ip netns identify) ${SSH_CONNECTION%% *}"`)
 			var stderr bytes.Buffer
