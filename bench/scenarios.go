@@ -23,6 +23,7 @@ func Scenarios() []Scenario {
 		{Name: "setup-rate", Summary: "new sessions per second through a proxy and a peer hop, and CPU per session", Flags: setupRateFlags},
 		{Name: "scale", Summary: "N agents with a real tunnel each on 3 proxies: memory per tunnel, connect time, route convergence, CPU", Flags: scaleFlags},
 		{Name: "failover", Summary: "SIGKILL an agent, its tunnel's proxy, a forwarding proxy under load: route convergence and failed sessions", Flags: failoverFlags},
+		{Name: "region-loss", Summary: "SIGKILL a proxy, then a whole region, of 3 on the emulated WAN (as root) with 1,200 agents in fleets: re-homing times, new sessions by second, gossip health, the way home", Flags: regionLossFlags},
 		{Name: "wan", Summary: "the emulated WAN (network namespaces, as root): measured round trip and throughput between every pair of regions against the configuration", Flags: wanFlags},
 		{Name: "clients", Summary: "pgbench and redis-benchmark through ssh -L: Warren against a stock sshd bastion and direct", Flags: clientsFlags},
 	}

@@ -1,0 +1,978 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/warren-proxy/warren/bench/plot"
+	"github.com/warren-proxy/warren/internal/echo"
+	"github.com/warren-proxy/warren/internal/harness"
+	"github.com/warren-proxy/warren/internal/model"
+	"github.com/warren-proxy/warren/internal/regions"
+	"github.com/warren-proxy/warren/transport/pki"
+)
+
+// The region-loss scenario loses a whole region while its agents serve
+// resources that have replicas in the other regions. It runs on the
+// emulated WAN of internal/regions (network namespaces, as root):
+//
+//	region  proxies (zones a, b)        fleet host            users
+//	us      proxy-us-1, proxy-us-2      us-fleet: N agents     us-user
+//	eu      proxy-eu-1, proxy-eu-2      eu-fleet: N agents     eu-user
+//	ap      proxy-ap-1, proxy-ap-2      ap-fleet: N agents     ap-user
+//
+// One-way delays us–eu 40 ms, us–ap 60 ms, eu–ap 90 ms, 0.5 ms inside a
+// region. Each fleet is a `warren bench fleet` process of real agents in
+// its region (connection_count 2, a short probe_interval), agent i
+// serving tcp resource svc-(i mod M): every resource has replicas in
+// every region. The steps, one after the other on one cluster:
+//
+//  1. steady state: every agent holds both its tunnels in its own region;
+//  2. SIGKILL proxy-us-1: its agents open their second tunnel elsewhere,
+//     then, once it is started again, move back;
+//  3. SIGKILL both proxies of the victim region (eu) while users of the
+//     other regions open short sessions to every resource: the victim's
+//     agents re-home to the nearest other region;
+//  4. the victim's proxies start again: its agents go home.
+//
+// Where every agent's tunnels are comes from the fleets' event lines
+// (`proxies NAME IDS NS`), sampled every 100 ms in the fleet processes.
+
+// RegionLossConfig sizes the region-loss scenario.
+type RegionLossConfig struct {
+	// AgentsPerRegion is each region's fleet; Resources (M) the number of
+	// distinct resources every fleet serves replicas of.
+	AgentsPerRegion, Resources int
+	// Probe is the agents' probe_interval (the home rule's Settle; Dwell
+	// is three of it).
+	Probe time.Duration
+	// Victim is the region lost.
+	Victim string
+	// ProxyOutage is how long proxy-us-1 stays dead in step 2; Outage how
+	// long the victim region does in step 3; Return how long step 4 waits
+	// for its agents to come home (and watches for flapping after).
+	ProxyOutage, Outage, Return time.Duration
+	// Clients SSH connections per user region (over its two proxies)
+	// carry Workers concurrent short sessions, Pause between one worker's
+	// sessions, from Lead before the region's loss until Return ends.
+	Clients, Workers int
+	Pause, Lead      time.Duration
+	// Gossip is the proxies' membership profile.
+	Gossip string
+}
+
+// DefaultRegionLossConfig is the full run: 1,200 agents, about 4 minutes.
+func DefaultRegionLossConfig() RegionLossConfig {
+	return RegionLossConfig{
+		AgentsPerRegion: 400, Resources: 100, Probe: 5 * time.Second, Victim: "eu",
+		ProxyOutage: 20 * time.Second, Outage: 40 * time.Second, Return: 45 * time.Second,
+		Clients: 4, Workers: 8, Pause: 50 * time.Millisecond, Lead: 10 * time.Second,
+		Gossip: model.ProfileLAN,
+	}
+}
+
+// TinyRegionLossConfig only checks that the scenario runs (CI): under a
+// minute.
+func TinyRegionLossConfig() RegionLossConfig {
+	return RegionLossConfig{
+		AgentsPerRegion: 10, Resources: 5, Probe: 2 * time.Second, Victim: "eu",
+		ProxyOutage: 5 * time.Second, Outage: 14 * time.Second, Return: 14 * time.Second,
+		Clients: 2, Workers: 2, Pause: 50 * time.Millisecond, Lead: 3 * time.Second,
+		Gossip: model.ProfileLAN,
+	}
+}
+
+// regionLossRegions and their one-way delays: the regions test's matrix.
+var (
+	regionLossRegions = []string{"us", "eu", "ap"}
+	regionLossDelays  = map[[2]string]time.Duration{
+		{"us", "eu"}: 40 * time.Millisecond, {"us", "ap"}: 60 * time.Millisecond, {"eu", "ap"}: 90 * time.Millisecond,
+	}
+)
+
+// Validate reports every problem of the config at once.
+func (c RegionLossConfig) Validate() error {
+	var errs []error
+	if c.AgentsPerRegion < 1 || c.AgentsPerRegion > 8000 {
+		errs = append(errs, fmt.Errorf("--agents %d: use 1 to 8000 per region (one fleet process each)", c.AgentsPerRegion))
+	}
+	if c.Resources < 1 || c.Resources > c.AgentsPerRegion {
+		errs = append(errs, fmt.Errorf("--resources %d: use 1 to --agents, so that every region serves every resource", c.Resources))
+	}
+	if c.Probe < 100*time.Millisecond || c.Probe > 10*time.Minute {
+		errs = append(errs, fmt.Errorf("--probe %s: use 100ms to 10m (the agents' probe_interval)", c.Probe))
+	}
+	if !slices.Contains(regionLossRegions, c.Victim) || c.Victim == "us" {
+		errs = append(errs, fmt.Errorf("--victim %q: name eu or ap (step 2 kills a proxy of us)", c.Victim))
+	}
+	if c.ProxyOutage < time.Second || c.Outage < time.Second || c.Return < time.Second || c.Lead < time.Second {
+		errs = append(errs, errors.New("--proxy-outage, --outage, --return and --lead must be at least 1s"))
+	}
+	if c.Clients < 1 || c.Workers < 1 || c.Pause < 0 {
+		errs = append(errs, errors.New("--clients and --workers must be at least 1, --pause not negative"))
+	}
+	if err := model.CheckProfile(c.Gossip); err != nil {
+		errs = append(errs, fmt.Errorf("--gossip: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+func regionLossFlags(fs *flag.FlagSet, tiny bool) func(context.Context, Env) (Report, error) {
+	c := DefaultRegionLossConfig()
+	if tiny {
+		c = TinyRegionLossConfig()
+	}
+	fs.IntVar(&c.AgentsPerRegion, "agents", c.AgentsPerRegion, "agents per region (one fleet process each)")
+	fs.IntVar(&c.Resources, "resources", c.Resources, "distinct resources, each served by every region")
+	fs.DurationVar(&c.Probe, "probe", c.Probe, "the agents' probe_interval")
+	fs.StringVar(&c.Victim, "victim", c.Victim, "the region lost: eu or ap")
+	fs.DurationVar(&c.ProxyOutage, "proxy-outage", c.ProxyOutage, "how long proxy-us-1 stays dead")
+	fs.DurationVar(&c.Outage, "outage", c.Outage, "how long the victim region stays dead")
+	fs.DurationVar(&c.Return, "return", c.Return, "how long the victim's agents are watched after its proxies start again")
+	fs.IntVar(&c.Clients, "clients", c.Clients, "SSH connections per user region")
+	fs.IntVar(&c.Workers, "workers", c.Workers, "concurrent sessions per user region")
+	fs.DurationVar(&c.Pause, "pause", c.Pause, "pause between one worker's sessions")
+	fs.DurationVar(&c.Lead, "lead", c.Lead, "how long the load runs before the region's loss")
+	fs.StringVar(&c.Gossip, "gossip", c.Gossip, "the proxies' membership profile")
+	return func(ctx context.Context, env Env) (Report, error) { return RunRegionLoss(ctx, env, c) }
+}
+
+// holdEvent is where one agent's tunnels were from at on: the proxies'
+// ids, sorted.
+type holdEvent struct {
+	at  time.Time
+	ids []string
+}
+
+// fleetEvents follows the event lines of the fleets' logs as they are
+// written.
+type fleetEvents struct {
+	mu      sync.Mutex             // guards the fields below
+	history map[string][]holdEvent // agent name → its changes, oldest first
+	region  map[string]string      // agent name → its fleet's region
+	up      map[string]int         // fleet region → its last "up N"
+	failed  []string               // "failed NAME: ERR" lines
+}
+
+func newFleetEvents() *fleetEvents {
+	return &fleetEvents{history: map[string][]holdEvent{}, region: map[string]string{}, up: map[string]int{}}
+}
+
+// follow reads path, written by region's fleet, until ctx ends.
+func (e *fleetEvents) follow(ctx context.Context, region, path string) {
+	var f *os.File
+	for f == nil {
+		var err error
+		if f, err = os.Open(path); err != nil && !sleepCtx(ctx, 100*time.Millisecond) {
+			return
+		}
+	}
+	defer f.Close()
+	r := bufio.NewReader(f)
+	var partial string
+	for {
+		line, err := r.ReadString('\n')
+		if err == nil {
+			e.parse(region, partial+strings.TrimSuffix(line, "\n"))
+			partial = ""
+			continue
+		}
+		partial += line
+		if !sleepCtx(ctx, 100*time.Millisecond) {
+			return
+		}
+	}
+}
+
+// parse takes one line of region's fleet.
+func (e *fleetEvents) parse(region, line string) {
+	fs := strings.Fields(line)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	switch {
+	case len(fs) == 4 && fs[0] == "proxies":
+		ns, err := strconv.ParseInt(fs[3], 10, 64)
+		if err != nil {
+			return
+		}
+		var ids []string
+		if fs[2] != "-" {
+			ids = strings.Split(fs[2], ",")
+		}
+		e.history[fs[1]] = append(e.history[fs[1]], holdEvent{time.Unix(0, ns), ids})
+		e.region[fs[1]] = region
+	case len(fs) == 2 && fs[0] == "up":
+		e.up[region], _ = strconv.Atoi(fs[1])
+	case len(fs) >= 2 && fs[0] == "failed":
+		e.failed = append(e.failed, line)
+	}
+}
+
+// agents returns the names of region's agents that reported, sorted.
+func (e *fleetEvents) agents(region string) []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []string
+	for name, r := range e.region {
+		if r == region {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// at returns where agent's tunnels were at t.
+func (e *fleetEvents) at(agent string, t time.Time) []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var ids []string
+	for _, h := range e.history[agent] {
+		if h.at.After(t) {
+			break
+		}
+		ids = h.ids
+	}
+	return ids
+}
+
+// since returns agent's changes at or after t, and where its tunnels were
+// just before t.
+func (e *fleetEvents) since(agent string, t time.Time) (before []string, changes []holdEvent) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, h := range e.history[agent] {
+		if h.at.Before(t) {
+			before = h.ids
+		} else {
+			changes = append(changes, h)
+		}
+	}
+	return before, changes
+}
+
+// firstAfter returns how long after t agent's tunnels first satisfied ok
+// (0 if they did at t), or -1.
+func (e *fleetEvents) firstAfter(agent string, t time.Time, ok func([]string) bool) time.Duration {
+	before, changes := e.since(agent, t)
+	if ok(before) {
+		return 0
+	}
+	for _, h := range changes {
+		if ok(h.ids) {
+			return h.at.Sub(t)
+		}
+	}
+	return -1
+}
+
+// regionLossBed is the running cluster, its fleets and what they report.
+type regionLossBed struct {
+	cfg      RegionLossConfig
+	env      Env
+	dir      string
+	c        *regions.Cluster
+	fleets   map[string]*Proc
+	events   *fleetEvents
+	regionOf map[string]string // proxy id → region
+	stop     cleanups
+}
+
+// proxyRegion returns the region of proxy id ("?" if unknown).
+func (b *regionLossBed) proxyRegion(id string) string {
+	if r, ok := b.regionOf[id]; ok {
+		return r
+	}
+	return "?"
+}
+
+// inRegion is a condition on an agent's tunnels: at least n, each to a
+// proxy of a region in want (or, with not, of none of them).
+func (b *regionLossBed) inRegion(n int, not bool, want ...string) func([]string) bool {
+	return func(ids []string) bool {
+		if len(ids) < n {
+			return false
+		}
+		for _, id := range ids {
+			if slices.Contains(want, b.proxyRegion(id)) == not {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+// startRegionLossBed starts the cluster, an echo server and a fleet on
+// every region's fleet host, and follows the fleets' events.
+func startRegionLossBed(ctx context.Context, env Env, cfg RegionLossConfig) (_ *regionLossBed, err error) {
+	b := &regionLossBed{cfg: cfg, env: env, fleets: map[string]*Proc{}, events: newFleetEvents(), regionOf: map[string]string{}}
+	defer func() {
+		if err != nil {
+			b.stop.run()
+		}
+	}()
+	if b.dir, err = env.scratch("region-loss"); err != nil {
+		return nil, err
+	}
+	began := time.Now()
+	b.c, err = regions.Start(ctx, regions.Spec{
+		Bin: env.Binary, Dir: b.dir, Regions: regionLossRegions, ProxiesPerRegion: 2, AgentsPerRegion: 1,
+		Delays: regionLossDelays, Inside: 500 * time.Microsecond, Gossip: cfg.Gossip, ExtraHosts: []string{"fleet"},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("region-loss: %w (the emulated WAN needs root, iproute2 and /dev/net/tun)", err)
+	}
+	b.stop.add(func() { b.c.Close() })
+	env.progress("region-loss: 6 proxies in 3 regions up in %s (logs in %s)", time.Since(began).Round(time.Millisecond), b.dir)
+	for _, r := range regionLossRegions {
+		for _, p := range b.c.Proxies(r) {
+			b.regionOf[p.ID] = r
+		}
+	}
+	tokens, err := b.c.H.Auth.JoinTokens()
+	if err != nil || len(tokens) == 0 {
+		return nil, fmt.Errorf("region-loss: no static join token: %v", err)
+	}
+	fctx, stopFollow := context.WithCancel(context.Background())
+	var following sync.WaitGroup
+	b.stop.add(func() { stopFollow(); following.Wait() })
+	for _, r := range regionLossRegions {
+		host := r + "-fleet"
+		var ln net.Listener
+		if err := b.c.Net.Do(host, func() (err error) {
+			ln, err = net.Listen("tcp", b.c.Net.Addr(host).String()+":0")
+			return err
+		}); err != nil {
+			return nil, err
+		}
+		served := make(chan struct{})
+		go func() { defer close(served); echo.Serve(ln, nil) }()
+		b.stop.add(func() { ln.Close(); <-served })
+		var tunnels []string
+		for _, p := range b.c.Proxies(r) {
+			tunnels = append(tunnels, p.Tunnel)
+		}
+		args := []string{"bench", "fleet", "--agents", strconv.Itoa(cfg.AgentsPerRegion), "--prefix", "agent-" + r,
+			"--proxies", strings.Join(tunnels, ","), "--token", tokens[0], "--ca-pin", b.c.H.Pin,
+			"--upstream", ln.Addr().String(), "--data", filepath.Join(b.dir, "fleet-"+r),
+			"--region", r, "--connections", "2", "--probe", cfg.Probe.String(),
+			"--resources", strconv.Itoa(cfg.Resources), "--resource-prefix", "svc", "--events", "--concurrency", "16"}
+		cmd := b.c.Command(host, env.Binary, args...)
+		cmd.Name, cmd.Log = "fleet-"+r, filepath.Join(b.dir, "fleet-"+r+".log")
+		p, err := harness.Start(cmd)
+		if err != nil {
+			return nil, err
+		}
+		b.stop.add(p.Kill)
+		b.fleets[r] = p
+		following.Add(1)
+		go func() { defer following.Done(); b.events.follow(fctx, r, cmd.Log) }()
+	}
+	return b, nil
+}
+
+// fleetFailure is the failure of a fleet that ended, if any.
+func (b *regionLossBed) fleetFailure() error {
+	for r, p := range b.fleets {
+		if p.Exited() {
+			return fmt.Errorf("fleet of %s ended: %v (log %s)", r, p.Failure(), filepath.Join(b.dir, "fleet-"+r+".log"))
+		}
+	}
+	return nil
+}
+
+// waitAll waits until every agent of the regions satisfies ok, or
+// timeout; it returns how many do not.
+func (b *regionLossBed) waitAll(ctx context.Context, timeout time.Duration, regs []string, ok func(region string) func([]string) bool) (int, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		missing := 0
+		for _, r := range regs {
+			names := b.events.agents(r)
+			missing += b.cfg.AgentsPerRegion - len(names)
+			now := time.Now()
+			for _, a := range names {
+				if !ok(r)(b.events.at(a, now)) {
+					missing++
+				}
+			}
+		}
+		if missing == 0 || time.Now().After(deadline) {
+			return missing, nil
+		}
+		if err := b.fleetFailure(); err != nil {
+			return missing, err
+		}
+		if !sleepCtx(ctx, 200*time.Millisecond) {
+			return missing, ctx.Err()
+		}
+	}
+}
+
+// step is one measured re-homing: for each agent concerned, the time from
+// the fault (or the restart) until its tunnels satisfied the condition.
+type step struct {
+	name   string
+	agents int
+	took   Durations // of those that did
+	where  string    // the regions their new tunnels went to
+	moves  string    // tunnel moves per agent, mean / max (return steps)
+	flaps  int       // agents that left home again after reaching it
+}
+
+// measure times agents' first state satisfying ok after t.
+func (b *regionLossBed) measure(name string, agents []string, t time.Time, ok func([]string) bool) step {
+	s := step{name: name, agents: len(agents), where: "-", moves: "-"}
+	for _, a := range agents {
+		if d := b.events.firstAfter(a, t, ok); d >= 0 {
+			s.took = append(s.took, d)
+		}
+	}
+	slices.Sort(s.took)
+	return s
+}
+
+// placement counts the tunnels of agents at t by their proxies' region,
+// as "us 800, eu 2".
+func (b *regionLossBed) placement(agents []string, t time.Time, skip string) string {
+	n := map[string]int{}
+	for _, a := range agents {
+		for _, id := range b.events.at(a, t) {
+			n[b.proxyRegion(id)]++
+		}
+	}
+	var parts []string
+	for _, r := range regionLossRegions {
+		if n[r] > 0 && r != skip {
+			parts = append(parts, fmt.Sprintf("%s %d", r, n[r]))
+		}
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// moves counts, per agent, the proxies it newly held after t (a move of
+// one tunnel is one), and the agents that, once both their tunnels were
+// in region, held one elsewhere again (flapping).
+func (b *regionLossBed) moves(s *step, agents []string, t time.Time, region string) {
+	home := b.inRegion(2, false, region)
+	total, most := 0, 0
+	for _, a := range agents {
+		prev, changes := b.events.since(a, t)
+		n, wasHome := 0, false
+		for _, h := range changes {
+			for _, id := range h.ids {
+				if !slices.Contains(prev, id) {
+					n++
+				}
+			}
+			if wasHome && slices.ContainsFunc(h.ids, func(id string) bool { return b.proxyRegion(id) != region }) {
+				s.flaps++
+				wasHome = false
+			}
+			wasHome = wasHome || home(h.ids)
+			prev = h.ids
+		}
+		total, most = total+n, max(most, n)
+	}
+	if len(agents) > 0 {
+		s.moves = fmt.Sprintf("%.2f / %d", float64(total)/float64(len(agents)), most)
+	}
+}
+
+// gossipWatch polls the live proxies' views of each other while a region
+// is lost: a live proxy another live one calls anything but alive is a
+// false death (gossip starved by the re-homing storm).
+type gossipWatch struct {
+	mu        sync.Mutex // guards the fields below
+	falseDead []string   // "+1.2s proxy-us-1 sees proxy-ap-2 suspect"
+	polls     int
+	// victimGone is when every live proxy first listed none of the
+	// victim's proxies as alive.
+	victimGone time.Time
+}
+
+func (b *regionLossBed) watchGossip(ctx context.Context, from time.Time, w *gossipWatch) {
+	for sleepCtx(ctx, 250*time.Millisecond) {
+		gone := true
+		for _, r := range regionLossRegions {
+			if r == b.cfg.Victim {
+				continue
+			}
+			for _, p := range b.c.Proxies(r) {
+				st, err := b.c.H.Status(p.Proxy)
+				if err != nil {
+					gone = false
+					continue
+				}
+				w.mu.Lock()
+				w.polls++
+				for _, m := range st {
+					switch {
+					case b.proxyRegion(m.ID) == b.cfg.Victim:
+						if m.State == "alive" {
+							gone = false
+						}
+					case m.State != "alive" && len(w.falseDead) < 20:
+						w.falseDead = append(w.falseDead, fmt.Sprintf("+%s %s sees %s %s", time.Since(from).Round(100*time.Millisecond), p.ID, m.ID, m.State))
+					}
+				}
+				w.mu.Unlock()
+			}
+		}
+		w.mu.Lock()
+		if gone && w.victimGone.IsZero() {
+			w.victimGone = time.Now()
+		}
+		w.mu.Unlock()
+	}
+}
+
+// userLoad opens short sessions (a byte there and back over a
+// direct-tcpip channel) to every resource in turn from one region's user
+// host through that region's proxies.
+type userLoad struct {
+	region   string
+	clients  []*ssh.Client
+	via      []string   // the proxy of each client
+	mu       sync.Mutex // guards sessions
+	sessions []Session
+}
+
+func (b *regionLossBed) dialUsers(region string) (*userLoad, error) {
+	l := &userLoad{region: region}
+	cfg := &ssh.ClientConfig{
+		User: b.c.User.Name, Auth: []ssh.AuthMethod{ssh.PublicKeys(b.c.User.Signer)},
+		HostKeyCallback: pki.HostKeyCallback([]ssh.PublicKey{b.c.H.Auth.HostCA.PublicKey()}, nil, nil),
+		Timeout:         15 * time.Second,
+	}
+	ps := b.c.Proxies(region)
+	for i := range b.cfg.Clients {
+		p := ps[i%len(ps)]
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		conn, err := b.c.Net.DialContext(ctx, region+"-user", "tcp", p.User)
+		cancel()
+		if err != nil {
+			return l, fmt.Errorf("connect %s's user to %s: %w", region, p.ID, err)
+		}
+		cc, chans, reqs, err := ssh.NewClientConn(conn, p.User, cfg)
+		if err != nil {
+			conn.Close()
+			return l, fmt.Errorf("ssh to %s as %s: %w", p.ID, b.c.User.Name, err)
+		}
+		l.clients = append(l.clients, ssh.NewClient(cc, chans, reqs))
+		l.via = append(l.via, p.ID)
+	}
+	return l, nil
+}
+
+func (l *userLoad) close() {
+	for _, c := range l.clients {
+		c.Close()
+	}
+}
+
+// run drives Workers sessions at once until ctx ends.
+func (l *userLoad) run(ctx context.Context, cfg RegionLossConfig) {
+	var (
+		wg   sync.WaitGroup
+		next int
+		mu   sync.Mutex
+	)
+	for range cfg.Workers {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				mu.Lock()
+				n := next
+				next++
+				mu.Unlock()
+				target := fmt.Sprintf("svc-%05d:7", n%cfg.Resources)
+				s := oneSession(l.clients[n%len(l.clients)], target, 10*time.Second)
+				if s.Err != nil {
+					s.Err = fmt.Errorf("%s via %s: %w", target, l.via[n%len(l.clients)], s.Err)
+				}
+				l.mu.Lock()
+				l.sessions = append(l.sessions, s)
+				l.mu.Unlock()
+				sleepCtx(ctx, cfg.Pause)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// regionLossResult is what one run measured.
+type regionLossResult struct {
+	cfg       RegionLossConfig
+	setup     time.Duration // fleets started until every agent was home
+	steady    [][]string    // per region: agents, tunnels per region, home, proxies' count
+	steps     []step
+	sessions  []Session // the other regions' users' sessions
+	kill      time.Time // the victim's loss
+	restarted time.Time // the victim's proxies ready again
+	gossip    *gossipWatch
+	rejoined  time.Duration // StartRegion until every proxy saw every other
+	timeline  []float64     // seconds since steady state
+	perRegion map[string][]float64
+	events    []string // "+12.3 s: SIGKILL proxy-us-1"
+	failed    []string // the fleets' failed agents
+}
+
+// RunRegionLoss runs the scenario once.
+func RunRegionLoss(ctx context.Context, env Env, cfg RegionLossConfig) (Report, error) {
+	if err := cfg.Validate(); err != nil {
+		return Report{}, err
+	}
+	began := time.Now()
+	b, err := startRegionLossBed(ctx, env, cfg)
+	if err != nil {
+		return Report{}, err
+	}
+	defer b.stop.run()
+	res, err := b.run(ctx)
+	if err != nil {
+		return Report{}, fmt.Errorf("region-loss: %w (logs in %s)", err, b.dir)
+	}
+	env.progress("region-loss: done in %s", time.Since(began).Round(time.Second))
+	return regionLossReport(res), nil
+}
+
+func (b *regionLossBed) run(ctx context.Context) (*regionLossResult, error) {
+	cfg := b.cfg
+	res := &regionLossResult{cfg: cfg, gossip: &gossipWatch{}, perRegion: map[string][]float64{}}
+	home := func(r string) func([]string) bool { return b.inRegion(2, false, r) }
+
+	// 1. Steady state.
+	fleetsAt := time.Now()
+	b.env.progress("region-loss: %d fleets of %d agents started; waiting until every agent holds 2 tunnels in its region", len(b.fleets), cfg.AgentsPerRegion)
+	if missing, err := b.waitAll(ctx, 3*time.Minute, regionLossRegions, home); err != nil || missing > 0 {
+		return nil, fmt.Errorf("steady state: %d agents not home after 3 minutes (%v)", missing, err)
+	}
+	steadyAt := time.Now()
+	res.setup = steadyAt.Sub(fleetsAt)
+	b.env.progress("region-loss: every agent home %s after the fleets started", res.setup.Round(time.Millisecond))
+	local := map[string]int{}
+	for _, r := range regionLossRegions {
+		for _, p := range b.c.Proxies(r) {
+			st, err := b.c.H.Status(p.Proxy)
+			if err != nil {
+				return nil, err
+			}
+			for _, m := range st {
+				if m.ID == p.ID {
+					local[r] += m.LocalAgents
+				}
+			}
+		}
+	}
+	for _, r := range regionLossRegions {
+		agents := b.events.agents(r)
+		homed := 0
+		for _, a := range agents {
+			if home(r)(b.events.at(a, steadyAt)) {
+				homed++
+			}
+		}
+		res.steady = append(res.steady, []string{r, strconv.Itoa(len(agents)), b.placement(agents, steadyAt, ""),
+			fmt.Sprintf("%d of %d", homed, len(agents)), strconv.Itoa(local[r])})
+	}
+	mark := func(format string, args ...any) time.Time {
+		now := time.Now()
+		res.events = append(res.events, fmt.Sprintf("+%.1f s: %s", now.Sub(steadyAt).Seconds(), fmt.Sprintf(format, args...)))
+		b.env.progress("region-loss: "+format, args...)
+		return now
+	}
+	if !sleepCtx(ctx, 2*time.Second) {
+		return nil, ctx.Err()
+	}
+
+	// 2. One proxy.
+	victimProxy := b.c.Proxies("us")[0]
+	var held []string
+	for _, a := range b.events.agents("us") {
+		if slices.Contains(b.events.at(a, time.Now()), victimProxy.ID) {
+			held = append(held, a)
+		}
+	}
+	victimProxy.Proc.Kill()
+	killP := mark("SIGKILL %s (%d us agents hold a tunnel there)", victimProxy.ID, len(held))
+	notDead := func(ids []string) bool { return len(ids) >= 2 && !slices.Contains(ids, victimProxy.ID) }
+	if !sleepCtx(ctx, cfg.ProxyOutage) {
+		return nil, ctx.Err()
+	}
+	s := b.measure(fmt.Sprintf("SIGKILL %s: its agents hold 2 tunnels again", victimProxy.ID), held, killP, notDead)
+	s.where = "second tunnel: " + b.placement(held, time.Now(), "us")
+	res.steps = append(res.steps, s)
+	b.env.progress("region-loss: %d of %d agents held 2 tunnels again; p50 %s, max %s; %s", len(s.took), s.agents, ms(s.took.Median()), ms(s.took.Quantile(1)), s.where)
+	if err := b.c.StartRegion(ctx, "us"); err != nil {
+		return nil, err
+	}
+	backP := mark("%s started again and ready", victimProxy.ID)
+	if _, err := b.waitAll(ctx, cfg.Return, []string{"us"}, home); err != nil {
+		return nil, err
+	}
+	s = b.measure(fmt.Sprintf("%s back: its agents both tunnels home", victimProxy.ID), held, backP, home("us"))
+	s.where = "us"
+	b.moves(&s, held, backP, "us")
+	res.steps = append(res.steps, s)
+	b.env.progress("region-loss: %d of %d agents home again; p50 %s, max %s", len(s.took), s.agents, ms(s.took.Median()), ms(s.took.Quantile(1)))
+	if missing, err := b.waitAll(ctx, time.Minute, regionLossRegions, home); err != nil || missing > 0 {
+		return nil, fmt.Errorf("before the region's loss: %d agents not home after a minute (%v)", missing, err)
+	}
+
+	// 3. The region: load first.
+	var loads []*userLoad
+	defer func() {
+		for _, l := range loads {
+			l.close()
+		}
+	}()
+	for _, r := range regionLossRegions {
+		if r == cfg.Victim {
+			continue
+		}
+		l, err := b.dialUsers(r)
+		loads = append(loads, l)
+		if err != nil {
+			return nil, err
+		}
+	}
+	lctx, stopLoad := context.WithCancel(ctx)
+	defer stopLoad()
+	var loading sync.WaitGroup
+	for _, l := range loads {
+		loading.Go(func() { l.run(lctx, cfg) })
+	}
+	mark("load: %d sessions at once from each of %d user regions", cfg.Workers, len(loads))
+	if !sleepCtx(ctx, cfg.Lead) {
+		return nil, ctx.Err()
+	}
+	victims := b.events.agents(cfg.Victim)
+	gctx, stopGossip := context.WithCancel(ctx)
+	var watching sync.WaitGroup
+	b.c.KillRegion(cfg.Victim)
+	res.kill = mark("SIGKILL every proxy of %s", cfg.Victim)
+	watching.Go(func() { b.watchGossip(gctx, res.kill, res.gossip) })
+	if !sleepCtx(ctx, cfg.Outage) {
+		stopGossip()
+		return nil, ctx.Err()
+	}
+	elsewhere := b.inRegion(1, true, cfg.Victim)
+	s = b.measure(fmt.Sprintf("SIGKILL %s: its agents hold a tunnel elsewhere", cfg.Victim), victims, res.kill, elsewhere)
+	first := map[string]int{}
+	for _, a := range victims {
+		if d := b.events.firstAfter(a, res.kill, elsewhere); d >= 0 {
+			for _, id := range b.events.at(a, res.kill.Add(d)) {
+				first[b.proxyRegion(id)]++
+			}
+		}
+	}
+	var parts []string
+	for _, r := range regionLossRegions {
+		if first[r] > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", r, first[r]))
+		}
+	}
+	s.where = "first tunnels: " + strings.Join(parts, ", ")
+	res.steps = append(res.steps, s)
+	b.env.progress("region-loss: %d of %d %s agents re-homed; p50 %s, p99 %s, max %s; %s", len(s.took), s.agents, cfg.Victim, ms(s.took.Median()), ms(s.took.Quantile(0.99)), ms(s.took.Quantile(1)), s.where)
+	s = b.measure(fmt.Sprintf("SIGKILL %s: its agents hold 2 tunnels elsewhere", cfg.Victim), victims, res.kill, b.inRegion(2, true, cfg.Victim))
+	s.where = "at the end of the outage: " + b.placement(victims, time.Now(), "")
+	res.steps = append(res.steps, s)
+
+	// 4. The region returns.
+	if err := b.c.StartRegion(ctx, cfg.Victim); err != nil {
+		stopGossip()
+		return nil, err
+	}
+	res.restarted = mark("%s's proxies started again and ready", cfg.Victim)
+	stopGossip()
+	watching.Wait()
+	if err := b.c.WaitMembers(ctx); err != nil {
+		return nil, err
+	}
+	res.rejoined = time.Since(res.restarted)
+	if !sleepCtx(ctx, cfg.Return-res.rejoined) {
+		return nil, ctx.Err()
+	}
+	stopLoad()
+	loading.Wait()
+	end := mark("load stopped")
+	s = b.measure(fmt.Sprintf("%s back: its agents both tunnels home", cfg.Victim), victims, res.restarted, home(cfg.Victim))
+	s.where = "at the end: " + b.placement(victims, end, "")
+	b.moves(&s, victims, res.restarted, cfg.Victim)
+	res.steps = append(res.steps, s)
+	b.env.progress("region-loss: %d of %d %s agents home again; p50 %s, max %s; moves per agent %s, %d left home again", len(s.took), s.agents, cfg.Victim, ms(s.took.Median()), ms(s.took.Quantile(1)), s.moves, s.flaps)
+
+	for _, l := range loads {
+		res.sessions = append(res.sessions, l.sessions...)
+	}
+	// The timeline, every 500 ms from steady state to the end.
+	all := append(append(b.events.agents("us"), b.events.agents("eu")...), b.events.agents("ap")...)
+	for t := steadyAt.Add(-2 * time.Second); !t.After(end); t = t.Add(500 * time.Millisecond) {
+		res.timeline = append(res.timeline, t.Sub(steadyAt).Seconds())
+		n := map[string]float64{}
+		for _, a := range all {
+			for _, id := range b.events.at(a, t) {
+				n[b.proxyRegion(id)]++
+			}
+		}
+		for _, r := range regionLossRegions {
+			res.perRegion[r] = append(res.perRegion[r], n[r])
+		}
+	}
+	b.events.mu.Lock()
+	res.failed = slices.Clone(b.events.failed)
+	b.events.mu.Unlock()
+	return res, nil
+}
+
+// sessionBuckets are the sessions table's rows, as offsets from the
+// region's loss: 2 s wide from lead before it until 12 s after (the goal
+// counts from 10 s), then 5 s wide until last.
+func sessionBuckets(lead, last time.Duration) [][2]time.Duration {
+	var out [][2]time.Duration
+	from := -(lead + 2*time.Second - 1).Truncate(2 * time.Second)
+	for from <= last && len(out) < 200 {
+		width := 5 * time.Second
+		if from < 12*time.Second {
+			width = 2 * time.Second
+		}
+		out = append(out, [2]time.Duration{from, from + width})
+		from += width
+	}
+	return out
+}
+
+func regionLossReport(res *regionLossResult) Report {
+	cfg := res.cfg
+	steady := Table{Name: "region-loss-steady", Title: "Region loss: steady state (every agent's tunnels, from the fleets)",
+		Header: []string{"fleet region", "agents", "their tunnels by proxy region", "agents with both tunnels home", "tunnels the region's proxies hold (API)"},
+		Rows:   res.steady,
+		Notes: []string{fmt.Sprintf("3 regions (one-way us–eu 40 ms, us–ap 60 ms, eu–ap 90 ms, 0.5 ms inside), 2 proxies each (zones a and b, gossip profile %s), one `warren bench fleet` process of %d real agents per region on its own host (region set, connection_count 2, probe_interval %s, seeds: its region's 2 proxies), agent i serving tcp resource svc-(i mod %d): every resource has %d replicas in every region. Every agent was home %s after the fleets started (joins included). The proxies' count includes the one `warren agent` per region that internal/regions starts (2 tunnels each).",
+			cfg.Gossip, cfg.AgentsPerRegion, cfg.Probe, cfg.Resources, cfg.AgentsPerRegion/cfg.Resources, res.setup.Round(100*time.Millisecond))},
+	}
+	rehome := Table{Name: "region-loss-rehome", Title: "Region loss: agents re-homing, from the fault (or the restart) to the state named",
+		Header: []string{"step", "agents", "reached it", "p50", "p99", "max", "where", "moves per agent (mean / max)", "left home again"}}
+	var cdf []plot.Series
+	for _, s := range res.steps {
+		q := func(p float64) string {
+			if len(s.took) == 0 {
+				return "-"
+			}
+			return ms(s.took.Quantile(p))
+		}
+		flaps := "-"
+		if s.moves != "-" {
+			flaps = strconv.Itoa(s.flaps)
+		}
+		rehome.Rows = append(rehome.Rows, []string{s.name, strconv.Itoa(s.agents), strconv.Itoa(len(s.took)), q(0.5), q(0.99), q(1), s.where, s.moves, flaps})
+		if len(s.took) > 0 {
+			cdf = append(cdf, plot.Series{Name: s.name, Values: s.took.Millis()})
+		}
+	}
+	rehome.Notes = append(rehome.Notes,
+		"Times come from each agent's own view (its tunnels' proxies, sampled every 100 ms in the fleet process): they include up to 100 ms of sampling. **hold 2 tunnels again** after a proxy's death: the agent's slot on the dead proxy opened a tunnel to another proxy (its region's other proxy is held by its other slot, so elsewhere: the nearest region). **a tunnel elsewhere** after the region's loss: the first tunnel up to a proxy of another region; **where** counts those first tunnels by region (the nearest is the goal). **both tunnels home**: from the restarted proxies being ready; an agent moves a slot home once a proxy of its region has answered its probes for probe_interval (Settle), checked every probe_interval, new tunnel first. **moves**: proxies newly held per agent in the step (2 = each slot moved once); **left home again**: agents that, once home, opened a tunnel elsewhere again (flapping).")
+	rehome.Notes = append(rehome.Notes, "Timeline: "+strings.Join(res.events, "; ")+".")
+	if len(res.failed) > 0 {
+		rehome.Notes = append(rehome.Notes, fmt.Sprintf("Agents that failed to start: %d, first: %s.", len(res.failed), res.failed[0]))
+	}
+
+	sessions := Table{Name: "region-loss-sessions", Title: fmt.Sprintf("Region loss: new sessions from the other regions' users, by time since %s's loss", cfg.Victim),
+		Header: []string{"from", "to", "sessions", "failed", "broke", "p50", "p99"}}
+	var late, lateFailed int
+	var errs []string
+	var last time.Time
+	for _, s := range res.sessions {
+		if s.Start.After(last) {
+			last = s.Start
+		}
+	}
+	for _, b := range sessionBuckets(cfg.Lead, last.Sub(res.kill)) {
+		lo, hi := res.kill.Add(b[0]), res.kill.Add(b[1])
+		var in []Session
+		for _, s := range res.sessions {
+			if !s.Start.Before(lo) && s.Start.Before(hi) {
+				in = append(in, s)
+			}
+		}
+		ok, failed, broken := summarize(in, time.Time{}, time.Time{})
+		slices.Sort(ok)
+		row := []string{fmt.Sprintf("%+.0f s", b[0].Seconds()), fmt.Sprintf("%+.0f s", b[1].Seconds()),
+			strconv.Itoa(len(in)), strconv.Itoa(failed), strconv.Itoa(broken), "-", "-"}
+		if len(ok) > 0 {
+			row[5], row[6] = ms(ok.Median()), ms(ok.Quantile(0.99))
+		}
+		sessions.Rows = append(sessions.Rows, row)
+	}
+	for _, s := range res.sessions {
+		if s.Start.Sub(res.kill) >= 10*time.Second {
+			late++
+			if s.Err != nil || s.IOErr != nil {
+				lateFailed++
+			}
+		}
+		if e := s.Err; e != nil && len(errs) < 4 && !slices.ContainsFunc(errs, func(x string) bool { return strings.HasSuffix(x, ": "+e.Error()) }) {
+			errs = append(errs, fmt.Sprintf("%+.1f s: %v", s.Start.Sub(res.kill).Seconds(), e))
+		}
+	}
+	sessions.Notes = append(sessions.Notes,
+		fmt.Sprintf("Users of the regions left (%d SSH connections each, over their region's two proxies, Go's x/crypto/ssh with alice's certificate) open %d direct-tcpip sessions at once, each to the next of the %d resources, that carry one byte there and back (10 s limit), %s apart per worker. %s's proxies were started again at %+.1f s. Rows by session start; **failed**: could not open; **broke**: opened, then lost its byte.",
+			cfg.Clients, cfg.Workers, cfg.Resources, cfg.Pause, cfg.Victim, res.restarted.Sub(res.kill).Seconds()),
+		fmt.Sprintf("**From 10 s after the loss on: %d of %d sessions failed or broke** (the goal is none).", lateFailed, late))
+	if len(errs) > 0 {
+		sessions.Notes = append(sessions.Notes, "First distinct failures: "+strings.Join(errs, "; ")+".")
+	}
+
+	g := res.gossip
+	gone := "never, within the outage"
+	if !g.victimGone.IsZero() {
+		gone = fmt.Sprintf("%.1f s", g.victimGone.Sub(res.kill).Seconds())
+	}
+	falseDead := "none"
+	if len(g.falseDead) > 0 {
+		falseDead = strings.Join(g.falseDead, "; ")
+	}
+	gossip := Table{Name: "region-loss-gossip", Title: "Region loss: membership during the re-homing",
+		Header: []string{"what", "measured"},
+		Rows: [][]string{
+			{fmt.Sprintf("live proxies' status polls during the outage (every 250 ms, each of the %d live proxies)", 4), strconv.Itoa(g.polls)},
+			{"a live proxy seen as anything but alive by another live proxy", falseDead},
+			{fmt.Sprintf("until no live proxy lists %s's proxies as alive", cfg.Victim), gone},
+			{fmt.Sprintf("%s's proxies ready until every proxy sees every other (peer links up)", cfg.Victim), ms(res.rejoined)},
+		}}
+
+	rep := Report{Scenario: "region-loss", Tables: []Table{steady, rehome, sessions, gossip}}
+	if len(res.timeline) >= 2 {
+		var series []plot.Series
+		for _, r := range regionLossRegions {
+			series = append(series, plot.Series{Name: "tunnels on " + r + "'s proxies", Values: res.perRegion[r]})
+		}
+		rep.Plots = append(rep.Plots, Plot{Name: "region-loss-timeline", Render: func(w io.Writer) error {
+			return plot.Lines(w, fmt.Sprintf("Fleet agents' tunnels by the region of their proxy (%d agents, 2 tunnels each): proxy-us-1 killed and back, then %s lost and back", 3*cfg.AgentsPerRegion, cfg.Victim),
+				"seconds since steady state", "tunnels", res.timeline, series)
+		}})
+	}
+	if len(cdf) > 0 {
+		rep.Plots = append(rep.Plots, Plot{Name: "region-loss-rehome", Render: func(w io.Writer) error {
+			return plot.CDF(w, "Time to re-home, per agent, by step", "ms", cdf)
+		}})
+	}
+	return rep
+}
