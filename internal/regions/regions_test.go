@@ -194,13 +194,17 @@ func TestSpecIsChecked(t *testing.T) {
 
 // TestRegionLostAndBack: with every proxy of eu killed (SIGKILL), users
 // of the other regions still reach every node, eu's too: its agent, whose
-// seeds list the other regions' proxies after its own, re-homes there.
-// eu's proxies, started again on their addresses, rejoin, and eu's users
-// reach every node again.
+// seeds list the other regions' proxies after its own, re-homes there,
+// to the nearest region (us: 40 ms one-way, ap 90). eu's proxies,
+// started again on their addresses, rejoin, eu's users reach every node
+// again, and eu's agent moves both its tunnels home.
 func TestRegionLostAndBack(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
 	defer cancel()
 	spec := threeRegions()
+	// Probes every 2 s: an agent moves home once its region's proxies
+	// have answered for a probe interval, checked every probe interval.
+	spec.AgentYAML = "probe_interval: 2s\n"
 	c := start(t, ctx, spec)
 	reaches := func(from, resource string) func() (bool, error) {
 		return func() (bool, error) {
@@ -208,6 +212,39 @@ func TestRegionLostAndBack(t *testing.T) {
 			defer cancel()
 			out, _ := c.SSH(sctx, from, resource, "echo ok").Output()
 			return string(out) == "ok\n", nil
+		}
+	}
+	// tunnels counts, per region, the tunnels its running proxies hold.
+	tunnels := func() map[string]int {
+		n := map[string]int{}
+		for _, r := range spec.Regions {
+			for _, p := range c.Proxies(r) {
+				if p.Proc == nil || p.Proc.Exited() {
+					continue
+				}
+				st, err := c.H.Status(p.Proxy)
+				if err != nil {
+					return nil
+				}
+				for _, m := range st {
+					if m.ID == p.ID {
+						n[r] += m.LocalAgents
+					}
+				}
+			}
+		}
+		return n
+	}
+	// Each region's agent holds 2 tunnels; want is where they all are.
+	placed := func(want map[string]int) func() (bool, error) {
+		return func() (bool, error) {
+			got := tunnels()
+			for _, r := range spec.Regions {
+				if got[r] != want[r] {
+					return false, nil
+				}
+			}
+			return true, nil
 		}
 	}
 	c.KillRegion("eu")
@@ -220,6 +257,9 @@ func TestRegionLostAndBack(t *testing.T) {
 		}
 	}
 	t.Logf("eu's proxies killed: every node reachable from us and ap %s later", time.Since(killed).Round(time.Millisecond))
+	if err := harness.Until(ctx, 30*time.Second, 100*time.Millisecond, "agent-eu-1's tunnels on us's proxies", placed(map[string]int{"us": 4, "ap": 2})); err != nil {
+		t.Errorf("%v: tunnels per region %v", err, tunnels())
+	}
 
 	restart := time.Now()
 	if err := c.StartRegion(ctx, "eu"); err != nil {
@@ -235,4 +275,8 @@ func TestRegionLostAndBack(t *testing.T) {
 		}
 	}
 	t.Logf("eu's proxies started again and rejoined in %s; every node reachable from eu %s after", back.Sub(restart).Round(time.Millisecond), time.Since(back).Round(time.Millisecond))
+	if err := harness.Until(ctx, 60*time.Second, 100*time.Millisecond, "agent-eu-1's tunnels home", placed(map[string]int{"us": 2, "eu": 2, "ap": 2})); err != nil {
+		t.Fatalf("%v: tunnels per region %v", err, tunnels())
+	}
+	t.Logf("agent-eu-1 had both tunnels home %s after its region's proxies rejoined", time.Since(back).Round(time.Millisecond))
 }
