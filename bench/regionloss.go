@@ -73,6 +73,8 @@ type RegionLossConfig struct {
 	Pause, Lead      time.Duration
 	// Gossip is the proxies' membership profile.
 	Gossip string
+	// Setup bounds the wait for every agent to be home at the start.
+	Setup time.Duration
 }
 
 // DefaultRegionLossConfig is the full run: 1,200 agents, about 4 minutes.
@@ -81,7 +83,7 @@ func DefaultRegionLossConfig() RegionLossConfig {
 		AgentsPerRegion: 400, Resources: 100, Probe: 5 * time.Second, Victim: "eu",
 		ProxyOutage: 20 * time.Second, Outage: 40 * time.Second, Return: 45 * time.Second,
 		Clients: 4, Workers: 8, Pause: 50 * time.Millisecond, Lead: 10 * time.Second,
-		Gossip: model.ProfileLAN,
+		Gossip: model.ProfileLAN, Setup: 6 * time.Minute,
 	}
 }
 
@@ -90,9 +92,9 @@ func DefaultRegionLossConfig() RegionLossConfig {
 func TinyRegionLossConfig() RegionLossConfig {
 	return RegionLossConfig{
 		AgentsPerRegion: 10, Resources: 5, Probe: 2 * time.Second, Victim: "eu",
-		ProxyOutage: 5 * time.Second, Outage: 14 * time.Second, Return: 14 * time.Second,
+		ProxyOutage: 5 * time.Second, Outage: 12 * time.Second, Return: 12 * time.Second,
 		Clients: 2, Workers: 2, Pause: 50 * time.Millisecond, Lead: 3 * time.Second,
-		Gossip: model.ProfileLAN,
+		Gossip: model.ProfileLAN, Setup: 2 * time.Minute,
 	}
 }
 
@@ -119,8 +121,8 @@ func (c RegionLossConfig) Validate() error {
 	if !slices.Contains(regionLossRegions, c.Victim) || c.Victim == "us" {
 		errs = append(errs, fmt.Errorf("--victim %q: name eu or ap (step 2 kills a proxy of us)", c.Victim))
 	}
-	if c.ProxyOutage < time.Second || c.Outage < time.Second || c.Return < time.Second || c.Lead < time.Second {
-		errs = append(errs, errors.New("--proxy-outage, --outage, --return and --lead must be at least 1s"))
+	if c.ProxyOutage < time.Second || c.Outage < time.Second || c.Return < time.Second || c.Lead < time.Second || c.Setup < time.Second {
+		errs = append(errs, errors.New("--proxy-outage, --outage, --return, --lead and --setup must be at least 1s"))
 	}
 	if c.Clients < 1 || c.Workers < 1 || c.Pause < 0 {
 		errs = append(errs, errors.New("--clients and --workers must be at least 1, --pause not negative"))
@@ -148,6 +150,7 @@ func regionLossFlags(fs *flag.FlagSet, tiny bool) func(context.Context, Env) (Re
 	fs.DurationVar(&c.Pause, "pause", c.Pause, "pause between one worker's sessions")
 	fs.DurationVar(&c.Lead, "lead", c.Lead, "how long the load runs before the region's loss")
 	fs.StringVar(&c.Gossip, "gossip", c.Gossip, "the proxies' membership profile")
+	fs.DurationVar(&c.Setup, "setup", c.Setup, "how long to wait for every agent to be home at the start")
 	return func(ctx context.Context, env Env) (Report, error) { return RunRegionLoss(ctx, env, c) }
 }
 
@@ -343,9 +346,9 @@ func startRegionLossBed(ctx context.Context, env Env, cfg RegionLossConfig) (_ *
 			b.regionOf[p.ID] = r
 		}
 	}
-	tokens, err := b.c.H.Auth.JoinTokens()
-	if err != nil || len(tokens) == 0 {
-		return nil, fmt.Errorf("region-loss: no static join token: %v", err)
+	token, err := b.joinToken()
+	if err != nil {
+		return nil, err
 	}
 	fctx, stopFollow := context.WithCancel(context.Background())
 	var following sync.WaitGroup
@@ -367,7 +370,7 @@ func startRegionLossBed(ctx context.Context, env Env, cfg RegionLossConfig) (_ *
 			tunnels = append(tunnels, p.Tunnel)
 		}
 		args := []string{"bench", "fleet", "--agents", strconv.Itoa(cfg.AgentsPerRegion), "--prefix", "agent-" + r,
-			"--proxies", strings.Join(tunnels, ","), "--token", tokens[0], "--ca-pin", b.c.H.Pin,
+			"--proxies", strings.Join(tunnels, ","), "--token", token, "--ca-pin", b.c.H.Pin,
 			"--upstream", ln.Addr().String(), "--data", filepath.Join(b.dir, "fleet-"+r),
 			"--region", r, "--connections", "2", "--probe", cfg.Probe.String(),
 			"--resources", strconv.Itoa(cfg.Resources), "--resource-prefix", "svc", "--events", "--concurrency", "16"}
@@ -398,7 +401,7 @@ func (b *regionLossBed) fleetFailure() error {
 // waitAll waits until every agent of the regions satisfies ok, or
 // timeout; it returns how many do not.
 func (b *regionLossBed) waitAll(ctx context.Context, timeout time.Duration, regs []string, ok func(region string) func([]string) bool) (int, error) {
-	deadline := time.Now().Add(timeout)
+	deadline, said := time.Now().Add(timeout), time.Now()
 	for {
 		missing := 0
 		for _, r := range regs {
@@ -413,6 +416,10 @@ func (b *regionLossBed) waitAll(ctx context.Context, timeout time.Duration, regs
 		}
 		if missing == 0 || time.Now().After(deadline) {
 			return missing, nil
+		}
+		if time.Since(said) >= 15*time.Second {
+			b.env.progress("region-loss: %d agents of %v not there yet", missing, regs)
+			said = time.Now()
 		}
 		if err := b.fleetFailure(); err != nil {
 			return missing, err
@@ -496,6 +503,37 @@ func (b *regionLossBed) moves(s *step, agents []string, t time.Time, region stri
 	}
 }
 
+// churn counts, between from and to, the tunnels the victim region's
+// agents opened and those the other regions' agents lost: a re-homing
+// storm that starved the live proxies would cost the latter tunnels.
+func (b *regionLossBed) churn(from, to time.Time) (opened, lost int) {
+	for _, r := range regionLossRegions {
+		for _, a := range b.events.agents(r) {
+			prev, changes := b.events.since(a, from)
+			for _, h := range changes {
+				if h.at.After(to) {
+					break
+				}
+				if r == b.cfg.Victim {
+					for _, id := range h.ids {
+						if !slices.Contains(prev, id) {
+							opened++
+						}
+					}
+				} else {
+					for _, id := range prev {
+						if !slices.Contains(h.ids, id) {
+							lost++
+						}
+					}
+				}
+				prev = h.ids
+			}
+		}
+	}
+	return opened, lost
+}
+
 // gossipWatch polls the live proxies' views of each other while a region
 // is lost: a live proxy another live one calls anything but alive is a
 // false death (gossip starved by the re-homing storm).
@@ -557,29 +595,60 @@ type userLoad struct {
 
 func (b *regionLossBed) dialUsers(region string) (*userLoad, error) {
 	l := &userLoad{region: region}
+	ps := b.c.Proxies(region)
+	for i := range b.cfg.Clients {
+		p := ps[i%len(ps)]
+		c, err := b.dialUser(region, p)
+		if err != nil {
+			return l, err
+		}
+		l.clients = append(l.clients, c)
+		l.via = append(l.via, p.ID)
+	}
+	return l, nil
+}
+
+// dialUser connects region's user (alice, an admin) to proxy p.
+func (b *regionLossBed) dialUser(region string, p *regions.Proxy) (*ssh.Client, error) {
 	cfg := &ssh.ClientConfig{
 		User: b.c.User.Name, Auth: []ssh.AuthMethod{ssh.PublicKeys(b.c.User.Signer)},
 		HostKeyCallback: pki.HostKeyCallback([]ssh.PublicKey{b.c.H.Auth.HostCA.PublicKey()}, nil, nil),
 		Timeout:         15 * time.Second,
 	}
-	ps := b.c.Proxies(region)
-	for i := range b.cfg.Clients {
-		p := ps[i%len(ps)]
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		conn, err := b.c.Net.DialContext(ctx, region+"-user", "tcp", p.User)
-		cancel()
-		if err != nil {
-			return l, fmt.Errorf("connect %s's user to %s: %w", region, p.ID, err)
-		}
-		cc, chans, reqs, err := ssh.NewClientConn(conn, p.User, cfg)
-		if err != nil {
-			conn.Close()
-			return l, fmt.Errorf("ssh to %s as %s: %w", p.ID, b.c.User.Name, err)
-		}
-		l.clients = append(l.clients, ssh.NewClient(cc, chans, reqs))
-		l.via = append(l.via, p.ID)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	conn, err := b.c.Net.DialContext(ctx, region+"-user", "tcp", p.User)
+	if err != nil {
+		return nil, fmt.Errorf("connect %s's user to %s: %w", region, p.ID, err)
 	}
-	return l, nil
+	cc, chans, reqs, err := ssh.NewClientConn(conn, p.User, cfg)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("ssh to %s as %s: %w", p.ID, b.c.User.Name, err)
+	}
+	return ssh.NewClient(cc, chans, reqs), nil
+}
+
+// joinToken makes the fleets' join token: one that grants the svc-*
+// names, since a name one agent claimed is served by another only if its
+// token grants it (the regions' replicas of one resource).
+func (b *regionLossBed) joinToken() (string, error) {
+	p := b.c.Proxies("us")[0]
+	c, err := b.dialUser("us", p)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	sess, err := c.NewSession()
+	if err != nil {
+		return "", err
+	}
+	defer sess.Close()
+	out, err := sess.Output("token add --ttl 24h --resources svc-*")
+	if err != nil {
+		return "", fmt.Errorf("create a join token on %s: %w", p.ID, err)
+	}
+	return strings.TrimSpace(string(out)), nil
 }
 
 func (l *userLoad) close() {
@@ -628,10 +697,13 @@ type regionLossResult struct {
 	restarted time.Time // the victim's proxies ready again
 	gossip    *gossipWatch
 	rejoined  time.Duration // StartRegion until every proxy saw every other
-	timeline  []float64     // seconds since steady state
-	perRegion map[string][]float64
-	events    []string // "+12.3 s: SIGKILL proxy-us-1"
-	failed    []string // the fleets' failed agents
+	// During the outage: tunnels the victim's agents opened, and tunnels
+	// the other regions' agents lost.
+	opened, lost int
+	timeline     []float64 // seconds since steady state
+	perRegion    map[string][]float64
+	events       []string // "+12.3 s: SIGKILL proxy-us-1"
+	failed       []string // the fleets' failed agents
 }
 
 // RunRegionLoss runs the scenario once.
@@ -661,8 +733,44 @@ func (b *regionLossBed) run(ctx context.Context) (*regionLossResult, error) {
 	// 1. Steady state.
 	fleetsAt := time.Now()
 	b.env.progress("region-loss: %d fleets of %d agents started; waiting until every agent holds 2 tunnels in its region", len(b.fleets), cfg.AgentsPerRegion)
-	if missing, err := b.waitAll(ctx, 3*time.Minute, regionLossRegions, home); err != nil || missing > 0 {
-		return nil, fmt.Errorf("steady state: %d agents not home after 3 minutes (%v)", missing, err)
+	if missing, err := b.waitAll(ctx, cfg.Setup, regionLossRegions, home); err != nil || missing > 0 {
+		return nil, fmt.Errorf("steady state: %d agents not home after %s (%v)", missing, cfg.Setup, err)
+	}
+	// And every proxy lists every resource with every replica healthy.
+	want := 3 * (cfg.AgentsPerRegion / cfg.Resources)
+	replicas := map[string][2]int{} // proxy region → fewest, most healthy replicas of a resource
+	err := waitUntil(ctx, cfg.Setup, time.Second, "every replica healthy on every proxy", func() bool {
+		clear(replicas)
+		for _, r := range regionLossRegions {
+			mm := [2]int{-1, 0}
+			for _, p := range b.c.Proxies(r) {
+				sums, err := b.c.H.Resources(p.Proxy)
+				if err != nil {
+					return false
+				}
+				n := 0
+				for _, sum := range sums {
+					if strings.HasPrefix(sum.Name, "svc-") {
+						n++
+						if mm[0] < 0 || sum.Healthy < mm[0] {
+							mm[0] = sum.Healthy
+						}
+						mm[1] = max(mm[1], sum.Healthy)
+					}
+				}
+				if n < cfg.Resources {
+					mm[0] = 0
+				}
+			}
+			replicas[r] = mm
+			if mm[0] < want {
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: healthy replicas per resource by proxy region %v, want %d", err, replicas, want)
 	}
 	steadyAt := time.Now()
 	res.setup = steadyAt.Sub(fleetsAt)
@@ -690,7 +798,8 @@ func (b *regionLossBed) run(ctx context.Context) (*regionLossResult, error) {
 			}
 		}
 		res.steady = append(res.steady, []string{r, strconv.Itoa(len(agents)), b.placement(agents, steadyAt, ""),
-			fmt.Sprintf("%d of %d", homed, len(agents)), strconv.Itoa(local[r])})
+			fmt.Sprintf("%d of %d", homed, len(agents)), strconv.Itoa(local[r]),
+			fmt.Sprintf("%d–%d of %d", replicas[r][0], replicas[r][1], want)})
 	}
 	mark := func(format string, args ...any) time.Time {
 		now := time.Now()
@@ -796,6 +905,8 @@ func (b *regionLossBed) run(ctx context.Context) (*regionLossResult, error) {
 	s.where = "at the end of the outage: " + b.placement(victims, time.Now(), "")
 	res.steps = append(res.steps, s)
 
+	res.opened, res.lost = b.churn(res.kill, time.Now())
+
 	// 4. The region returns.
 	if err := b.c.StartRegion(ctx, cfg.Victim); err != nil {
 		stopGossip()
@@ -863,9 +974,9 @@ func sessionBuckets(lead, last time.Duration) [][2]time.Duration {
 func regionLossReport(res *regionLossResult) Report {
 	cfg := res.cfg
 	steady := Table{Name: "region-loss-steady", Title: "Region loss: steady state (every agent's tunnels, from the fleets)",
-		Header: []string{"fleet region", "agents", "their tunnels by proxy region", "agents with both tunnels home", "tunnels the region's proxies hold (API)"},
+		Header: []string{"fleet region", "agents", "their tunnels by proxy region", "agents with both tunnels home", "tunnels the region's proxies hold (API)", "healthy replicas per resource on its proxies (API)"},
 		Rows:   res.steady,
-		Notes: []string{fmt.Sprintf("3 regions (one-way us–eu 40 ms, us–ap 60 ms, eu–ap 90 ms, 0.5 ms inside), 2 proxies each (zones a and b, gossip profile %s), one `warren bench fleet` process of %d real agents per region on its own host (region set, connection_count 2, probe_interval %s, seeds: its region's 2 proxies), agent i serving tcp resource svc-(i mod %d): every resource has %d replicas in every region. Every agent was home %s after the fleets started (joins included). The proxies' count includes the one `warren agent` per region that internal/regions starts (2 tunnels each).",
+		Notes: []string{fmt.Sprintf("3 regions (one-way us–eu 40 ms, us–ap 60 ms, eu–ap 90 ms, 0.5 ms inside), 2 proxies each (zones a and b, gossip profile %s), one `warren bench fleet` process of %d real agents per region on its own host (region set, connection_count 2, probe_interval %s, seeds: its region's 2 proxies), agent i serving tcp resource svc-(i mod %d): every resource has %d replicas in every region (the fleets join with a token that grants svc-*: a name one agent claimed is served by another only if its token grants it). Every agent was home, and every replica healthy on every proxy, %s after the fleets started (joins included). The proxies' count includes the one `warren agent` per region that internal/regions starts (2 tunnels each).",
 			cfg.Gossip, cfg.AgentsPerRegion, cfg.Probe, cfg.Resources, cfg.AgentsPerRegion/cfg.Resources, res.setup.Round(100*time.Millisecond))},
 	}
 	rehome := Table{Name: "region-loss-rehome", Title: "Region loss: agents re-homing, from the fault (or the restart) to the state named",
@@ -949,12 +1060,14 @@ func regionLossReport(res *regionLossResult) Report {
 	if len(g.falseDead) > 0 {
 		falseDead = strings.Join(g.falseDead, "; ")
 	}
-	gossip := Table{Name: "region-loss-gossip", Title: "Region loss: membership during the re-homing",
+	gossip := Table{Name: "region-loss-gossip", Title: "Region loss: membership and tunnel churn during the outage",
 		Header: []string{"what", "measured"},
 		Rows: [][]string{
 			{fmt.Sprintf("live proxies' status polls during the outage (every 250 ms, each of the %d live proxies)", 4), strconv.Itoa(g.polls)},
 			{"a live proxy seen as anything but alive by another live proxy", falseDead},
 			{fmt.Sprintf("until no live proxy lists %s's proxies as alive", cfg.Victim), gone},
+			{fmt.Sprintf("tunnels %s's agents opened during the outage (%d agents, 2 each)", cfg.Victim, cfg.AgentsPerRegion), strconv.Itoa(res.opened)},
+			{"tunnels the other regions' agents lost during the outage", strconv.Itoa(res.lost)},
 			{fmt.Sprintf("%s's proxies ready until every proxy sees every other (peer links up)", cfg.Victim), ms(res.rejoined)},
 		}}
 

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"fmt"
 	"os"
 	"slices"
 	"strconv"
@@ -20,6 +21,14 @@ func TestRegionLossTiny(t *testing.T) {
 		t.Skip("the emulated WAN needs root (network namespaces and TUN devices)")
 	}
 	rep := runTiny(t, "region-loss")
+	steady := tableNamed(t, rep, "region-loss-steady")
+	want := 3 * TinyRegionLossConfig().AgentsPerRegion / TinyRegionLossConfig().Resources
+	for i := range steady.Rows {
+		col := rowOf(t, steady, i)
+		if got := col("healthy replicas per resource on its proxies (API)"); !strings.HasPrefix(got, fmt.Sprintf("%d–", want)) {
+			t.Errorf("%s's proxies: healthy replicas per resource %q, want %d for every resource", col("fleet region"), got, want)
+		}
+	}
 	rehome := tableNamed(t, rep, "region-loss-rehome")
 	for i := range rehome.Rows {
 		col := rowOf(t, rehome, i)
