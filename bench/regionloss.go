@@ -1,14 +1,11 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -18,7 +15,6 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/warren-proxy/warren/bench/plot"
 	"github.com/warren-proxy/warren/internal/echo"
 	"github.com/warren-proxy/warren/internal/harness"
 	"github.com/warren-proxy/warren/internal/model"
@@ -152,135 +148,6 @@ func regionLossFlags(fs *flag.FlagSet, tiny bool) func(context.Context, Env) (Re
 	fs.StringVar(&c.Gossip, "gossip", c.Gossip, "the proxies' membership profile")
 	fs.DurationVar(&c.Setup, "setup", c.Setup, "how long to wait for every agent to be home at the start")
 	return func(ctx context.Context, env Env) (Report, error) { return RunRegionLoss(ctx, env, c) }
-}
-
-// holdEvent is where one agent's tunnels were from at on: the proxies'
-// ids, sorted.
-type holdEvent struct {
-	at  time.Time
-	ids []string
-}
-
-// fleetEvents follows the event lines of the fleets' logs as they are
-// written.
-type fleetEvents struct {
-	mu      sync.Mutex             // guards the fields below
-	history map[string][]holdEvent // agent name → its changes, oldest first
-	region  map[string]string      // agent name → its fleet's region
-	up      map[string]int         // fleet region → its last "up N"
-	failed  []string               // "failed NAME: ERR" lines
-}
-
-func newFleetEvents() *fleetEvents {
-	return &fleetEvents{history: map[string][]holdEvent{}, region: map[string]string{}, up: map[string]int{}}
-}
-
-// follow reads path, written by region's fleet, until ctx ends.
-func (e *fleetEvents) follow(ctx context.Context, region, path string) {
-	var f *os.File
-	for f == nil {
-		var err error
-		if f, err = os.Open(path); err != nil && !sleepCtx(ctx, 100*time.Millisecond) {
-			return
-		}
-	}
-	defer f.Close()
-	r := bufio.NewReader(f)
-	var partial string
-	for {
-		line, err := r.ReadString('\n')
-		if err == nil {
-			e.parse(region, partial+strings.TrimSuffix(line, "\n"))
-			partial = ""
-			continue
-		}
-		partial += line
-		if !sleepCtx(ctx, 100*time.Millisecond) {
-			return
-		}
-	}
-}
-
-// parse takes one line of region's fleet.
-func (e *fleetEvents) parse(region, line string) {
-	fs := strings.Fields(line)
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	switch {
-	case len(fs) == 4 && fs[0] == "proxies":
-		ns, err := strconv.ParseInt(fs[3], 10, 64)
-		if err != nil {
-			return
-		}
-		var ids []string
-		if fs[2] != "-" {
-			ids = strings.Split(fs[2], ",")
-		}
-		e.history[fs[1]] = append(e.history[fs[1]], holdEvent{time.Unix(0, ns), ids})
-		e.region[fs[1]] = region
-	case len(fs) == 2 && fs[0] == "up":
-		e.up[region], _ = strconv.Atoi(fs[1])
-	case len(fs) >= 2 && fs[0] == "failed":
-		e.failed = append(e.failed, line)
-	}
-}
-
-// agents returns the names of region's agents that reported, sorted.
-func (e *fleetEvents) agents(region string) []string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	var out []string
-	for name, r := range e.region {
-		if r == region {
-			out = append(out, name)
-		}
-	}
-	slices.Sort(out)
-	return out
-}
-
-// at returns where agent's tunnels were at t.
-func (e *fleetEvents) at(agent string, t time.Time) []string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	var ids []string
-	for _, h := range e.history[agent] {
-		if h.at.After(t) {
-			break
-		}
-		ids = h.ids
-	}
-	return ids
-}
-
-// since returns agent's changes at or after t, and where its tunnels were
-// just before t.
-func (e *fleetEvents) since(agent string, t time.Time) (before []string, changes []holdEvent) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for _, h := range e.history[agent] {
-		if h.at.Before(t) {
-			before = h.ids
-		} else {
-			changes = append(changes, h)
-		}
-	}
-	return before, changes
-}
-
-// firstAfter returns how long after t agent's tunnels first satisfied ok
-// (0 if they did at t), or -1.
-func (e *fleetEvents) firstAfter(agent string, t time.Time, ok func([]string) bool) time.Duration {
-	before, changes := e.since(agent, t)
-	if ok(before) {
-		return 0
-	}
-	for _, h := range changes {
-		if ok(h.ids) {
-			return h.at.Sub(t)
-		}
-	}
-	return -1
 }
 
 // regionLossBed is the running cluster, its fleets and what they report.
@@ -863,8 +730,8 @@ func (b *regionLossBed) run(ctx context.Context) (*regionLossResult, error) {
 		}
 	}
 	lctx, stopLoad := context.WithCancel(ctx)
-	defer stopLoad()
 	var loading sync.WaitGroup
+	defer func() { stopLoad(); loading.Wait() }() // before the clients close
 	for _, l := range loads {
 		loading.Go(func() { l.run(lctx, cfg) })
 	}
@@ -875,11 +742,11 @@ func (b *regionLossBed) run(ctx context.Context) (*regionLossResult, error) {
 	victims := b.events.agents(cfg.Victim)
 	gctx, stopGossip := context.WithCancel(ctx)
 	var watching sync.WaitGroup
+	defer func() { stopGossip(); watching.Wait() }()
 	b.c.KillRegion(cfg.Victim)
 	res.kill = mark("SIGKILL every proxy of %s", cfg.Victim)
 	watching.Go(func() { b.watchGossip(gctx, res.kill, res.gossip) })
 	if !sleepCtx(ctx, cfg.Outage) {
-		stopGossip()
 		return nil, ctx.Err()
 	}
 	elsewhere := b.inRegion(1, true, cfg.Victim)
@@ -909,7 +776,6 @@ func (b *regionLossBed) run(ctx context.Context) (*regionLossResult, error) {
 
 	// 4. The region returns.
 	if err := b.c.StartRegion(ctx, cfg.Victim); err != nil {
-		stopGossip()
 		return nil, err
 	}
 	res.restarted = mark("%s's proxies started again and ready", cfg.Victim)
@@ -952,140 +818,4 @@ func (b *regionLossBed) run(ctx context.Context) (*regionLossResult, error) {
 	res.failed = slices.Clone(b.events.failed)
 	b.events.mu.Unlock()
 	return res, nil
-}
-
-// sessionBuckets are the sessions table's rows, as offsets from the
-// region's loss: 2 s wide from lead before it until 12 s after (the goal
-// counts from 10 s), then 5 s wide until last.
-func sessionBuckets(lead, last time.Duration) [][2]time.Duration {
-	var out [][2]time.Duration
-	from := -(lead + 2*time.Second - 1).Truncate(2 * time.Second)
-	for from <= last && len(out) < 200 {
-		width := 5 * time.Second
-		if from < 12*time.Second {
-			width = 2 * time.Second
-		}
-		out = append(out, [2]time.Duration{from, from + width})
-		from += width
-	}
-	return out
-}
-
-func regionLossReport(res *regionLossResult) Report {
-	cfg := res.cfg
-	steady := Table{Name: "region-loss-steady", Title: "Region loss: steady state (every agent's tunnels, from the fleets)",
-		Header: []string{"fleet region", "agents", "their tunnels by proxy region", "agents with both tunnels home", "tunnels the region's proxies hold (API)", "healthy replicas per resource on its proxies (API)"},
-		Rows:   res.steady,
-		Notes: []string{fmt.Sprintf("3 regions (one-way us–eu 40 ms, us–ap 60 ms, eu–ap 90 ms, 0.5 ms inside), 2 proxies each (zones a and b, gossip profile %s), one `warren bench fleet` process of %d real agents per region on its own host (region set, connection_count 2, probe_interval %s, seeds: its region's 2 proxies), agent i serving tcp resource svc-(i mod %d): every resource has %d replicas in every region (the fleets join with a token that grants svc-*: a name one agent claimed is served by another only if its token grants it). Every agent was home, and every replica healthy on every proxy, %s after the fleets started (joins included). The proxies' count includes the one `warren agent` per region that internal/regions starts (2 tunnels each).",
-			cfg.Gossip, cfg.AgentsPerRegion, cfg.Probe, cfg.Resources, cfg.AgentsPerRegion/cfg.Resources, res.setup.Round(100*time.Millisecond))},
-	}
-	rehome := Table{Name: "region-loss-rehome", Title: "Region loss: agents re-homing, from the fault (or the restart) to the state named",
-		Header: []string{"step", "agents", "reached it", "p50", "p99", "max", "where", "moves per agent (mean / max)", "left home again"}}
-	var cdf []plot.Series
-	for _, s := range res.steps {
-		q := func(p float64) string {
-			if len(s.took) == 0 {
-				return "-"
-			}
-			return ms(s.took.Quantile(p))
-		}
-		flaps := "-"
-		if s.moves != "-" {
-			flaps = strconv.Itoa(s.flaps)
-		}
-		rehome.Rows = append(rehome.Rows, []string{s.name, strconv.Itoa(s.agents), strconv.Itoa(len(s.took)), q(0.5), q(0.99), q(1), s.where, s.moves, flaps})
-		if len(s.took) > 0 {
-			cdf = append(cdf, plot.Series{Name: s.name, Values: s.took.Millis()})
-		}
-	}
-	rehome.Notes = append(rehome.Notes,
-		"Times come from each agent's own view (its tunnels' proxies, sampled every 100 ms in the fleet process): they include up to 100 ms of sampling. **hold 2 tunnels again** after a proxy's death: the agent's slot on the dead proxy opened a tunnel to another proxy (its region's other proxy is held by its other slot, so elsewhere: the nearest region). **a tunnel elsewhere** after the region's loss: the first tunnel up to a proxy of another region; **where** counts those first tunnels by region (the nearest is the goal). **both tunnels home**: from the restarted proxies being ready; an agent moves a slot home once a proxy of its region has answered its probes for probe_interval (Settle), checked every probe_interval, new tunnel first. **moves**: proxies newly held per agent in the step (2 = each slot moved once); **left home again**: agents that, once home, opened a tunnel elsewhere again (flapping).")
-	rehome.Notes = append(rehome.Notes, "Timeline: "+strings.Join(res.events, "; ")+".")
-	if len(res.failed) > 0 {
-		rehome.Notes = append(rehome.Notes, fmt.Sprintf("Agents that failed to start: %d, first: %s.", len(res.failed), res.failed[0]))
-	}
-
-	sessions := Table{Name: "region-loss-sessions", Title: fmt.Sprintf("Region loss: new sessions from the other regions' users, by time since %s's loss", cfg.Victim),
-		Header: []string{"from", "to", "sessions", "failed", "broke", "p50", "p99"}}
-	var late, lateFailed int
-	var errs []string
-	var last time.Time
-	for _, s := range res.sessions {
-		if s.Start.After(last) {
-			last = s.Start
-		}
-	}
-	for _, b := range sessionBuckets(cfg.Lead, last.Sub(res.kill)) {
-		lo, hi := res.kill.Add(b[0]), res.kill.Add(b[1])
-		var in []Session
-		for _, s := range res.sessions {
-			if !s.Start.Before(lo) && s.Start.Before(hi) {
-				in = append(in, s)
-			}
-		}
-		ok, failed, broken := summarize(in, time.Time{}, time.Time{})
-		slices.Sort(ok)
-		row := []string{fmt.Sprintf("%+.0f s", b[0].Seconds()), fmt.Sprintf("%+.0f s", b[1].Seconds()),
-			strconv.Itoa(len(in)), strconv.Itoa(failed), strconv.Itoa(broken), "-", "-"}
-		if len(ok) > 0 {
-			row[5], row[6] = ms(ok.Median()), ms(ok.Quantile(0.99))
-		}
-		sessions.Rows = append(sessions.Rows, row)
-	}
-	for _, s := range res.sessions {
-		if s.Start.Sub(res.kill) >= 10*time.Second {
-			late++
-			if s.Err != nil || s.IOErr != nil {
-				lateFailed++
-			}
-		}
-		if e := s.Err; e != nil && len(errs) < 4 && !slices.ContainsFunc(errs, func(x string) bool { return strings.HasSuffix(x, ": "+e.Error()) }) {
-			errs = append(errs, fmt.Sprintf("%+.1f s: %v", s.Start.Sub(res.kill).Seconds(), e))
-		}
-	}
-	sessions.Notes = append(sessions.Notes,
-		fmt.Sprintf("Users of the regions left (%d SSH connections each, over their region's two proxies, Go's x/crypto/ssh with alice's certificate) open %d direct-tcpip sessions at once, each to the next of the %d resources, that carry one byte there and back (10 s limit), %s apart per worker. %s's proxies were started again at %+.1f s. Rows by session start; **failed**: could not open; **broke**: opened, then lost its byte.",
-			cfg.Clients, cfg.Workers, cfg.Resources, cfg.Pause, cfg.Victim, res.restarted.Sub(res.kill).Seconds()),
-		fmt.Sprintf("**From 10 s after the loss on: %d of %d sessions failed or broke** (the goal is none).", lateFailed, late))
-	if len(errs) > 0 {
-		sessions.Notes = append(sessions.Notes, "First distinct failures: "+strings.Join(errs, "; ")+".")
-	}
-
-	g := res.gossip
-	gone := "never, within the outage"
-	if !g.victimGone.IsZero() {
-		gone = fmt.Sprintf("%.1f s", g.victimGone.Sub(res.kill).Seconds())
-	}
-	falseDead := "none"
-	if len(g.falseDead) > 0 {
-		falseDead = strings.Join(g.falseDead, "; ")
-	}
-	gossip := Table{Name: "region-loss-gossip", Title: "Region loss: membership and tunnel churn during the outage",
-		Header: []string{"what", "measured"},
-		Rows: [][]string{
-			{fmt.Sprintf("live proxies' status polls during the outage (every 250 ms, each of the %d live proxies)", 4), strconv.Itoa(g.polls)},
-			{"a live proxy seen as anything but alive by another live proxy", falseDead},
-			{fmt.Sprintf("until no live proxy lists %s's proxies as alive", cfg.Victim), gone},
-			{fmt.Sprintf("tunnels %s's agents opened during the outage (%d agents, 2 each)", cfg.Victim, cfg.AgentsPerRegion), strconv.Itoa(res.opened)},
-			{"tunnels the other regions' agents lost during the outage", strconv.Itoa(res.lost)},
-			{fmt.Sprintf("%s's proxies ready until every proxy sees every other (peer links up)", cfg.Victim), ms(res.rejoined)},
-		}}
-
-	rep := Report{Scenario: "region-loss", Tables: []Table{steady, rehome, sessions, gossip}}
-	if len(res.timeline) >= 2 {
-		var series []plot.Series
-		for _, r := range regionLossRegions {
-			series = append(series, plot.Series{Name: "tunnels on " + r + "'s proxies", Values: res.perRegion[r]})
-		}
-		rep.Plots = append(rep.Plots, Plot{Name: "region-loss-timeline", Render: func(w io.Writer) error {
-			return plot.Lines(w, fmt.Sprintf("Fleet agents' tunnels by the region of their proxy (%d agents, 2 tunnels each): proxy-us-1 killed and back, then %s lost and back", 3*cfg.AgentsPerRegion, cfg.Victim),
-				"seconds since steady state", "tunnels", res.timeline, series)
-		}})
-	}
-	if len(cdf) > 0 {
-		rep.Plots = append(rep.Plots, Plot{Name: "region-loss-rehome", Render: func(w io.Writer) error {
-			return plot.CDF(w, "Time to re-home, per agent, by step", "ms", cdf)
-		}})
-	}
-	return rep
 }
