@@ -73,7 +73,9 @@ type RegionLossConfig struct {
 	Setup time.Duration
 }
 
-// DefaultRegionLossConfig is the full run: 1,200 agents, about 4 minutes.
+// DefaultRegionLossConfig is the full size, 1,200 agents: on the 2-core
+// benchmark machine it did not settle (bench/RESULTS.md); 100 per region
+// took 2m34s.
 func DefaultRegionLossConfig() RegionLossConfig {
 	return RegionLossConfig{
 		AgentsPerRegion: 400, Resources: 100, Probe: 5 * time.Second, Victim: "eu",
