@@ -3,7 +3,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: build test race lint bench demo clean proto sshd client-servers bench-path bench-interactive bench-setup-rate bench-scale bench-failover bench-clients bench-wan bench-gossip bench-regions bench-all
+.PHONY: build test race lint bench demo clean proto sshd client-servers bench-path bench-interactive bench-setup-rate bench-scale bench-failover bench-clients bench-wan bench-gossip bench-regions bench-region-loss bench-all
 
 build:
 	$(GO) build -o bin/warren ./cmd/warren
@@ -64,6 +64,9 @@ bench-gossip: build
 
 bench-regions: build sshd
 	./bin/warren bench regions --out $(BENCH_OUT)
+
+bench-region-loss: build
+	./bin/warren bench region-loss --out $(BENCH_OUT)
 
 bench-all: build sshd client-servers
 	./bin/warren bench all --out $(BENCH_OUT)

@@ -134,6 +134,8 @@ func agentName(prefix string, i int) string { return fmt.Sprintf("%s-%05d", pref
 //	up N                      agents with a live tunnel now (printed on change)
 //	tunnel NAME up|down NS    with --events: a tunnel came up or went down at NS (Unix ns)
 //	tunnels NAME N NS         with --events and --connections above 1: the agent holds N tunnels from NS
+//	proxies NAME IDS NS       with --events: the ids of the proxies the agent holds a tunnel to
+//	                          (comma-separated, sorted; "-" for none) from NS
 //	stopped N                 agents closed at the end
 func RunFleet(ctx context.Context, args []string, stdout io.Writer) error {
 	cfg, err := fleetFlags(args, stdout)
@@ -258,6 +260,7 @@ func (f *fleet) watch(ctx context.Context) {
 	defer t.Stop()
 	up := make([]bool, len(f.agents))
 	tunnels := make([]int, len(f.agents))
+	holders := make([]string, len(f.agents))
 	count, printed, startedPrinted := 0, -1, int64(0)
 	var lastPrint time.Time
 	for {
@@ -277,6 +280,16 @@ func (f *fleet) watch(ctx context.Context) {
 				f.printf("tunnels %s %d %d", agentName(f.cfg.Prefix, f.cfg.Offset+i), n, now.UnixNano())
 			}
 			tunnels[i] = n
+			if f.cfg.Events {
+				ids := strings.Join(a.TunnelProxies(), ",")
+				if ids == "" {
+					ids = "-"
+				}
+				if ids != holders[i] {
+					f.printf("proxies %s %s %d", agentName(f.cfg.Prefix, f.cfg.Offset+i), ids, now.UnixNano())
+					holders[i] = ids
+				}
+			}
 			if is := n > 0; is != up[i] {
 				up[i] = is
 				state := "down"

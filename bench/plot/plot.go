@@ -1,6 +1,6 @@
 // Package plot renders benchmark charts as PNG images with
-// gonum.org/v1/plot: cumulative distributions of samples (CDF) and
-// grouped horizontal bar charts (Bars).
+// gonum.org/v1/plot: cumulative distributions of samples (CDF), grouped
+// horizontal bar charts (Bars) and lines over time (Lines).
 //
 // Charts are 1000 pixels wide (CDFs 600 tall, bar charts as tall as their
 // labels need), white, with the title and the legend above the plot, text
@@ -205,6 +205,61 @@ func Bars(w io.Writer, title, unit string, labels []string, series []Series) err
 	zero.LineStyle = draw.LineStyle{Color: ink, Width: vg.Points(0.75)}
 	p.Add(zero)
 	return render(w, head, p, h)
+}
+
+// Lines writes a PNG of series sampled at the same x values, xs (in
+// xUnit, ascending: seconds since an event, say), one coloured step line
+// per series, with the y axis (yUnit) from 0, a legend and a title: a
+// count over time, such as tunnels per region. Each series has one value
+// per x; a value holds until the next x.
+func Lines(w io.Writer, title, xUnit, yUnit string, xs []float64, series []Series) error {
+	if len(xs) < 2 {
+		return errors.New("plot: lines need at least two x values")
+	}
+	if !slices.IsSorted(xs) {
+		return errors.New("plot: the x values are not in ascending order")
+	}
+	if err := check(series); err != nil {
+		return err
+	}
+	if err := check([]Series{{Name: "x", Values: xs}}); err != nil {
+		return err
+	}
+	hi := 0.0
+	for i, s := range series {
+		if len(s.Values) != len(xs) {
+			return fmt.Errorf("plot: series %d (%q) has %d values for %d x values", i, s.Name, len(s.Values), len(xs))
+		}
+		hi = max(hi, slices.Max(s.Values))
+	}
+	if err := spans(xs[0], xs[len(xs)-1]); err != nil {
+		return err
+	}
+	if err := spans(0, hi); err != nil {
+		return err
+	}
+	p := newPlot(xUnit, true)
+	p.X.Tick.Marker, p.X.AutoRescale = linearTicks{10}, true
+	p.X.Min, p.X.Max = xs[0], xs[len(xs)-1]
+	p.Y.Label.Text = yUnit
+	p.Y.Tick.Marker, p.Y.AutoRescale = linearTicks{8}, true
+	p.Y.Min, p.Y.Max = 0, max(hi*1.05, 1)
+	legend := make([]entry, len(series))
+	for i, s := range series {
+		xys := make(plotter.XYs, len(xs))
+		for j, x := range xs {
+			xys[j] = plotter.XY{X: x, Y: s.Values[j]}
+		}
+		l, err := plotter.NewLine(xys)
+		if err != nil {
+			return fmt.Errorf("plot: series %d (%q): %w", i, s.Name, err)
+		}
+		l.StepStyle = plotter.PostStep
+		l.LineStyle = draw.LineStyle{Color: colour(i), Width: pixels(2)}
+		p.Add(l)
+		legend[i] = entry{name(i, s), l}
+	}
+	return render(w, newHeader(title, legend, pixels(width-2*margin)), p, height)
 }
 
 // name is how the legend calls series i.

@@ -221,6 +221,33 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
+func TestLines(t *testing.T) {
+	xs := []float64{-10, -5, 0, 5, 10, 15}
+	series := []Series{{"us", []float64{800, 800, 800, 1200, 1200, 800}}, {"eu", []float64{800, 800, 0, 0, 400, 800}}}
+	img, _ := decode(t, height, height, func(b *bytes.Buffer) error { return Lines(b, "tunnels per region", "s", "tunnels", xs, series) })
+	for i := range series {
+		if n := count(img, colour(i)); n < 100 {
+			t.Errorf("series %d: got %d pixels of its colour, want a line", i, n)
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		xs     []float64
+		series []Series
+	}{
+		{"one x", []float64{1}, []Series{{"a", []float64{1}}}},
+		{"descending", []float64{2, 1}, []Series{{"a", []float64{1, 2}}}},
+		{"no series", xs, nil},
+		{"too few values", xs, []Series{{"a", []float64{1}}}},
+		{"NaN", []float64{1, 2}, []Series{{"a", []float64{1, math.NaN()}}}},
+	} {
+		var buf bytes.Buffer
+		if err := Lines(&buf, "t", "s", "n", tc.xs, tc.series); err == nil || buf.Len() != 0 {
+			t.Errorf("%s: got %v and %d bytes, want an error and nothing written", tc.name, err, buf.Len())
+		}
+	}
+}
+
 func TestCompact(t *testing.T) {
 	for _, tc := range []struct {
 		v    float64
