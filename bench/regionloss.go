@@ -81,7 +81,7 @@ func DefaultRegionLossConfig() RegionLossConfig {
 		AgentsPerRegion: 400, Resources: 100, Probe: 5 * time.Second, Victim: "eu",
 		ProxyOutage: 20 * time.Second, Outage: 40 * time.Second, Return: 45 * time.Second,
 		Clients: 4, Workers: 8, Pause: 50 * time.Millisecond, Lead: 10 * time.Second,
-		Gossip: model.ProfileLAN, Setup: 6 * time.Minute,
+		Gossip: model.ProfileWAN, Setup: 6 * time.Minute,
 	}
 }
 
@@ -92,7 +92,7 @@ func TinyRegionLossConfig() RegionLossConfig {
 		AgentsPerRegion: 10, Resources: 5, Probe: 2 * time.Second, Victim: "eu",
 		ProxyOutage: 5 * time.Second, Outage: 12 * time.Second, Return: 12 * time.Second,
 		Clients: 2, Workers: 2, Pause: 50 * time.Millisecond, Lead: 3 * time.Second,
-		Gossip: model.ProfileLAN, Setup: 2 * time.Minute,
+		Gossip: model.ProfileWAN, Setup: 2 * time.Minute,
 	}
 }
 
