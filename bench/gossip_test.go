@@ -11,6 +11,7 @@ import (
 // namespaces: it skips without them unless CI says it must run. The
 // figures are not checked: timings belong in RESULTS.md, not in tests.
 func TestGossipTiny(t *testing.T) {
+	t.Parallel() // waits on the emulated WAN's delays, mostly: beside the others
 	if os.Geteuid() != 0 && os.Getenv("WARREN_REQUIRE_NETNS") == "" {
 		t.Skip("the emulated WAN needs root")
 	}

@@ -56,6 +56,7 @@ func TestSetupRateTiny(t *testing.T) {
 // regions, every figure measured. It needs root and network namespaces:
 // it skips without them unless CI says it must run.
 func TestWANTiny(t *testing.T) {
+	t.Parallel() // waits on the emulated WAN's delays, mostly: beside the others
 	if os.Geteuid() != 0 && os.Getenv("WARREN_REQUIRE_NETNS") == "" {
 		t.Skip("the emulated WAN needs root")
 	}
@@ -84,6 +85,7 @@ func measured(t *testing.T, tab Table, first int) {
 // needs root and network namespaces: it skips without them unless CI says
 // it must run (WARREN_REQUIRE_NETNS=1), and then it fails.
 func TestRegionsTiny(t *testing.T) {
+	t.Parallel() // waits on the emulated WAN's delays, mostly: beside the others
 	if os.Geteuid() != 0 && os.Getenv("WARREN_REQUIRE_NETNS") == "" {
 		t.Skip("the emulated WAN needs root")
 	}

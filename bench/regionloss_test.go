@@ -17,6 +17,7 @@ import (
 // lost region, and every one came home after it returned. The timings
 // are reported, never asserted.
 func TestRegionLossTiny(t *testing.T) {
+	t.Parallel() // waits on the emulated WAN's delays, mostly: beside the others
 	if os.Geteuid() != 0 && os.Getenv("WARREN_REQUIRE_NETNS") == "" {
 		t.Skip("the emulated WAN needs root (network namespaces and TUN devices)")
 	}

@@ -88,6 +88,7 @@ func threeRegions() Spec {
 // serves (the user host's address, as the entry proxy saw it); an exit
 // status crosses the longest path.
 func TestSSHAcrossRegions(t *testing.T) {
+	t.Parallel() // waits on the emulated WAN's delays, mostly: beside the others
 	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
 	defer cancel()
 	spec := threeRegions()
@@ -187,6 +188,7 @@ func TestSpecIsChecked(t *testing.T) {
 // eu's proxies, started again on their addresses, rejoin, and eu's users
 // reach every node again.
 func TestRegionLostAndBack(t *testing.T) {
+	t.Parallel() // waits on the emulated WAN's delays, mostly: beside the others
 	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
 	defer cancel()
 	spec := threeRegions()
@@ -273,6 +275,7 @@ func waitTunnels(t *testing.T, ctx context.Context, c *Cluster, what string, wan
 // trip would flip between them; the agent's moves at most once. eu's and
 // ap's agents put their second tunnel in us, far nearer than the other.
 func TestAgentHomeUnderJitter(t *testing.T) {
+	t.Parallel() // waits on the emulated WAN's delays, mostly: beside the others
 	ctx, cancel := context.WithTimeout(t.Context(), 150*time.Second)
 	defer cancel()
 	spec := threeRegions()
