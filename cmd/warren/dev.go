@@ -258,7 +258,10 @@ func startDev(ctx context.Context, c devConfig) (_ *devCluster, err error) {
 			agents = append(agents, agentSpec{"agent-" + r, fmt.Sprintf("region: %q\nconnection_count: %d\nresources:\n  - {name: %q, kind: ssh, labels: {env: dev, region: %q}}\n",
 				r, min(2, c.Proxies), node, r), seeds})
 		}
-		agents = append(agents, agentSpec{"agent-echo", fmt.Sprintf("region: %q\n", c.Regions[0]) + echoYAML, []string{d.proxies[0].TunnelAddr()}})
+		// agent-2, as without regions: its identity, kept in the same
+		// directory, holds the name echo (a dev token grants no names, so
+		// only the agent that claimed one may serve it).
+		agents = append(agents, agentSpec{"agent-2", fmt.Sprintf("region: %q\n", c.Regions[0]) + echoYAML, []string{d.proxies[0].TunnelAddr()}})
 	}
 	for _, spec := range agents {
 		ha := &harness.Agent{Name: spec.name, Proxies: spec.seeds, Token: toks[0], Extra: spec.resources}
@@ -477,18 +480,21 @@ func (d *devCluster) waitRoutes(ctx context.Context, names ...string) error {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	for {
-		ok := true
-		for _, p := range d.proxies {
-			for _, n := range names {
-				ok = ok && p.routes(d.h, n)
+		var missing []string
+		for _, n := range names {
+			for _, p := range d.proxies {
+				if !p.routes(d.h, n) {
+					missing = append(missing, n)
+					break
+				}
 			}
 		}
-		if ok {
+		if len(missing) == 0 {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("dev cluster: resources %v not routed in time", names)
+			return fmt.Errorf("dev cluster: %s not routed in time (the agents' log lines above say why)", strings.Join(missing, ", "))
 		case <-t.C:
 		}
 	}

@@ -34,9 +34,14 @@ func runBannerLine(t *testing.T, line string) {
 
 // `warren dev --regions us,eu,ap`: a proxy and an agent per region on
 // loopback; the banner's ssh lines enter one region and reach another's
-// node, and the cluster's status shows the three regions.
+// node, and the cluster's status shows the three regions. The directory
+// is one a plain `warren dev` ran in first: the agent serving echo there
+// serves it here too (another would be refused the name).
 func TestDevRegions(t *testing.T) {
 	dir := t.TempDir()
+	plain := start(t, "dev", "--dir", dir, "--user-port", "0", "--tunnel-port", "0", "--http-port", "0")
+	waitFor(t, "plain dev cluster up", func() bool { return strings.Contains(plain.stdout.String(), "is up") })
+	plain.stop(t)
 	p := start(t, "dev", "--dir", dir, "--regions", "us,eu,ap", "--user-port", "0", "--tunnel-port", "0", "--http-port", "0")
 	waitFor(t, "dev cluster up", func() bool { return strings.Contains(p.stdout.String(), "is up") })
 	banner := p.stdout.String()
