@@ -35,19 +35,8 @@ func TestAcceptTunnelsSurvivesEMFILE(t *testing.T) {
 	fl := &accepttest.EMFILEListener{Listener: ln, Fail: fails}
 	var logs syncBuffer
 	p := acceptProxy(t, fl, &logs)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
 	start := time.Now()
-	go func() {
-		defer close(done)
-		p.acceptTunnels(ctx)
-	}()
-	defer func() {
-		cancel()
-		ln.Close()
-		<-done
-		p.wg.Wait()
-	}()
+	defer serveTunnels(p, ln)()
 
 	c, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
 	if err != nil {
@@ -125,18 +114,7 @@ func TestProbesAreNotLoggedAsRefusals(t *testing.T) {
 	// Room for every connection at once: the probes' handshakes may not
 	// have ended when the garbage comes.
 	p.tunnelGate = &gate.Gate{Max: 16, MaxPerIP: 16}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		p.acceptTunnels(ctx)
-	}()
-	defer func() {
-		cancel()
-		ln.Close()
-		<-done
-		p.wg.Wait()
-	}()
+	defer serveTunnels(p, ln)()
 	for range 5 {
 		c, err := net.Dial("tcp", ln.Addr().String())
 		if err != nil {
@@ -157,6 +135,23 @@ func TestProbesAreNotLoggedAsRefusals(t *testing.T) {
 	}
 	if got := strings.Count(logs.String(), "tunnel refused"); got != 1 {
 		t.Errorf("%d connections logged as refused tunnels, want 1 (the garbage, not the 5 probes):\n%s", got, logs.String())
+	}
+}
+
+// serveTunnels runs p's tunnel accept loop on ln; the function it returns
+// stops it and waits for every handshake.
+func serveTunnels(p *Proxy, ln net.Listener) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.acceptTunnels(ctx)
+	}()
+	return func() {
+		cancel()
+		ln.Close()
+		<-done
+		p.wg.Wait()
 	}
 }
 
