@@ -45,7 +45,9 @@ type GossipConfig struct {
 	DetectWait time.Duration
 	// Variants are the timings compared: a profile ("lan", "wan"), with
 	// overrides after slashes: "lan/probe=700ms/timeout=350ms/mult=2/maxmult=1/gossip=100ms",
-	// and a name before "=" if wanted: "wan-old=lan/probe=5s/...".
+	// and a name before "=" if wanted: "wan-old=lan/probe=5s/...";
+	// "region=lan" adds a pool per region with that profile's timings
+	// (membership.Config.RegionBindAddr).
 	Variants []string
 }
 
@@ -57,9 +59,13 @@ func DefaultGossipConfig() GossipConfig {
 		OneWay: 75 * time.Millisecond, Inside: 500 * time.Microsecond, Loss: 0.01,
 		Storm: 300, StormBytes: 512,
 		Soak: 10 * time.Minute, Kills: 6, DetectWait: 2 * time.Minute,
-		Variants: []string{model.ProfileLAN, model.ProfileWAN, OldWANVariant},
+		Variants: []string{model.ProfileWAN, RegionPoolVariant},
 	}
 }
+
+// RegionPoolVariant is what proxies with gossip profile wan run: the wan
+// pool of every proxy, and a pool per region with lan's timings.
+const RegionPoolVariant = "wan+region=wan/region=lan"
 
 // OldWANVariant is the wan preset before this benchmark: memberlist's
 // DefaultWANConfig, but for its GossipNodes (4), TCP timeout (30 s) and
@@ -70,7 +76,7 @@ const OldWANVariant = "wan-memberlist=lan/probe=5s/timeout=3s/mult=6/maxmult=6/g
 func TinyGossipConfig() GossipConfig {
 	c := DefaultGossipConfig()
 	c.Storm, c.Soak, c.Kills, c.DetectWait = 50, 3*time.Second, 1, 30*time.Second
-	c.Variants = []string{model.ProfileWAN}
+	c.Variants = []string{RegionPoolVariant}
 	return c
 }
 
@@ -126,8 +132,13 @@ func parseVariant(s string) (string, membership.Config, error) {
 			c.SuspicionMult, err = strconv.Atoi(v)
 		case "maxmult":
 			c.SuspicionMaxMult, err = strconv.Atoi(v)
+		case "region":
+			c.RegionProfile = v
+			if err = model.CheckProfile(v); err == nil {
+				c.RegionBindAddr = "127.0.0.1:0" // a marker: startNode binds it on the host
+			}
 		default:
-			err = errors.New("unknown key (probe, timeout, gossip, pushpull, mult, maxmult)")
+			err = errors.New("unknown key (probe, timeout, gossip, pushpull, mult, maxmult, region)")
 		}
 		if err != nil {
 			return "", c, fmt.Errorf("variant %q: %s: %w", s, k, err)
@@ -140,7 +151,7 @@ func parseVariant(s string) (string, membership.Config, error) {
 type gossipVariant struct {
 	name    string
 	tmpl    membership.Config // timings only
-	timings membership.Timings
+	timings string            // as the table prints them
 	port    int
 
 	suspects, refutes, refutedDead atomic.Int64 // memberlist's log lines, during the soak
@@ -188,12 +199,20 @@ func RunGossip(ctx context.Context, env Env, c GossipConfig) (Report, error) {
 			return Report{}, fmt.Errorf("gossip: %w", err)
 		}
 		full := tmpl // Timings checks a whole Config
-		full.Meta.ProxyID, full.BindAddr = "x", "127.0.0.1:0"
+		full.Meta.ProxyID, full.Meta.Region, full.BindAddr = "x", "r", "127.0.0.1:0"
 		tm, err := full.Timings()
 		if err != nil {
 			return Report{}, fmt.Errorf("gossip: variant %q: %w", s, err)
 		}
-		r.variants = append(r.variants, &gossipVariant{name: name, tmpl: tmpl, timings: tm, port: 7946 + i,
+		desc := tm.String()
+		if tmpl.RegionProfile != "" {
+			rt, err := membership.Config{Meta: full.Meta, BindAddr: full.BindAddr, Profile: tmpl.RegionProfile}.Timings()
+			if err != nil {
+				return Report{}, fmt.Errorf("gossip: variant %q: %w", s, err)
+			}
+			desc += "; a pool per region: " + rt.String()
+		}
+		r.variants = append(r.variants, &gossipVariant{name: name, tmpl: tmpl, timings: desc, port: 7946 + i,
 			nodes: map[string]*membership.Membership{}, killed: map[string]time.Time{}, seen: map[string]time.Duration{}})
 	}
 	topo := wan.Topology{
@@ -294,6 +313,9 @@ func (r *gossipRun) startNode(ctx context.Context, v *gossipVariant, h wan.Host)
 	addr := r.n.Addr(h.Name).String()
 	cfg.Meta = membership.Meta{ProxyID: h.Name, Region: h.Region}
 	cfg.BindAddr = net.JoinHostPort(addr, strconv.Itoa(v.port))
+	if cfg.RegionBindAddr != "" {
+		cfg.RegionBindAddr = net.JoinHostPort(addr, strconv.Itoa(v.port+100))
+	}
 	for _, reg := range r.cfg.Regions {
 		cfg.Seeds = append(cfg.Seeds, net.JoinHostPort(r.n.Addr(reg+"-1").String(), strconv.Itoa(v.port)))
 	}
@@ -529,7 +551,7 @@ func (r *gossipRun) report(st *stormStats, soakStart, soakEnd time.Duration) Rep
 	var falses []string
 	r.mu.Lock()
 	for _, v := range r.variants {
-		sum.Rows = append(sum.Rows, []string{v.name, v.timings.String(), strconv.Itoa(v.falseSoak), strconv.Itoa(v.falseKills),
+		sum.Rows = append(sum.Rows, []string{v.name, v.timings, strconv.Itoa(v.falseSoak), strconv.Itoa(v.falseKills),
 			strconv.FormatInt(v.suspects.Load(), 10), strconv.FormatInt(v.refutes.Load()+v.refutedDead.Load(), 10),
 			secs(v.same.Median(), len(v.same) > 0), secs(v.same.Quantile(1), len(v.same) > 0),
 			secs(v.other.Median(), len(v.other) > 0), secs(v.other.Quantile(1), len(v.other) > 0), strconv.Itoa(v.undetected)})

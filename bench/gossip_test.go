@@ -29,3 +29,13 @@ func TestGossipTiny(t *testing.T) {
 		}
 	}
 }
+
+func TestParseVariantRegionPool(t *testing.T) {
+	name, c, err := parseVariant(RegionPoolVariant)
+	if err != nil || name != "wan+region" || c.Profile != "wan" || c.RegionProfile != "lan" || c.RegionBindAddr == "" {
+		t.Errorf("parseVariant(%q) = %q, %+v, %v", RegionPoolVariant, name, c, err)
+	}
+	if _, _, err := parseVariant("wan/region=fast"); err == nil {
+		t.Errorf("a region pool with an unknown profile was accepted")
+	}
+}

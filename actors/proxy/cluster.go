@@ -183,12 +183,14 @@ func (p *Proxy) startMembership(ctx context.Context) error {
 			UserAddr:   p.publicAddr,
 			HTTPAddr:   httpAddr,
 		},
-		BindAddr:      p.cfg.Gossip.Listen,
-		AdvertiseAddr: p.cfg.Gossip.Advertise,
-		Seeds:         p.cfg.Gossip.Seeds,
-		SecretKey:     key,
-		Profile:       p.cfg.Gossip.Profile,
-		Logger:        p.log.With("component", "gossip"),
+		BindAddr:            p.cfg.Gossip.Listen,
+		AdvertiseAddr:       p.cfg.Gossip.Advertise,
+		RegionBindAddr:      p.cfg.Gossip.RegionListen,
+		RegionAdvertiseAddr: p.cfg.Gossip.RegionAdvertise,
+		Seeds:               p.cfg.Gossip.Seeds,
+		SecretKey:           key,
+		Profile:             p.cfg.Gossip.Profile,
+		Logger:              p.log.With("component", "gossip"),
 	})
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/warren-proxy/warren/internal/conf"
@@ -95,6 +96,63 @@ type GossipConfig struct {
 	SecretKey string `yaml:"secret_key"`
 	// Profile picks membership timings: lan (default), wan or local.
 	Profile string `yaml:"profile"`
+	// RegionListen is the region's gossip pool (TCP and UDP): only the
+	// proxies of this proxy's region join it, with lan timings, and its
+	// verdict that one of them is dead takes it out at once, where the
+	// cluster's pool must allow for round trips across oceans. Default:
+	// with profile wan, the IP of listen at port 3022 (port 0 when
+	// listen's is 0); otherwise none. "off" turns it off.
+	RegionListen string `yaml:"region_listen"`
+	// RegionAdvertise is the address the region's proxies use for it,
+	// when RegionListen is not; default: the IP of advertise, if set.
+	RegionAdvertise string `yaml:"region_advertise"`
+}
+
+// RegionGossipOff turns the region's gossip pool off (gossip.region_listen).
+const RegionGossipOff = "off"
+
+// resolveRegionGossip fills in the region pool's addresses: on by default
+// with profile wan only (one region needs none: its one pool has lan
+// timings already).
+func (c *Config) resolveRegionGossip(errs *conf.Errors) {
+	g := &c.Gossip
+	switch g.RegionListen {
+	case RegionGossipOff:
+		g.RegionListen, g.RegionAdvertise = "", ""
+		return
+	case "":
+		if g.Profile != model.ProfileWAN {
+			return
+		}
+		host, port, err := net.SplitHostPort(g.Listen)
+		if err != nil {
+			return // reported for gossip.listen
+		}
+		if port != "0" {
+			port = model.PortRegionGossip
+		}
+		g.RegionListen = net.JoinHostPort(host, port)
+	default:
+		host, _, err := net.SplitHostPort(g.RegionListen)
+		if err != nil {
+			errs.Addf("gossip.region_listen", "%q is not IP:port (or %q)", g.RegionListen, RegionGossipOff)
+			return
+		}
+		if _, err := netip.ParseAddr(host); host != "" && err != nil {
+			errs.Addf("gossip.region_listen", "%q: the host must be an IP address, like 0.0.0.0:%s", g.RegionListen, model.PortRegionGossip)
+			return
+		}
+		if g.RegionListen == g.Listen {
+			errs.Addf("gossip.region_listen", "%q is gossip.listen's address: the region's pool needs a port of its own", g.RegionListen)
+		}
+	}
+	if g.RegionAdvertise == "" && g.Advertise != "" {
+		if host, _, err := net.SplitHostPort(g.Advertise); err == nil {
+			g.RegionAdvertise = host
+		} else {
+			g.RegionAdvertise = g.Advertise
+		}
+	}
 }
 
 // PeerConfig places the proxy's peer endpoint: protoactor remote for
@@ -176,6 +234,7 @@ func (c Config) CheckAndSetDefaults() (Config, error) {
 			errs.Addf("gossip.secret_key", "%v", err)
 		}
 	}
+	c.resolveRegionGossip(&errs)
 	for i, seed := range c.Gossip.Seeds {
 		if _, _, err := net.SplitHostPort(seed); err != nil {
 			errs.Addf(fmt.Sprintf("gossip.seeds[%d]", i), "%q is not host:port", seed)

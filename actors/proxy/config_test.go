@@ -62,3 +62,40 @@ func TestConfigBounds(t *testing.T) {
 		t.Errorf("the minimal config: %v", err)
 	}
 }
+
+// TestRegionGossipDefaults: the region's pool is on with profile wan, at
+// gossip's IP and port 3022 (0 stays 0), takes its advertised IP from
+// gossip.advertise, can be turned off, and a bad address is named.
+func TestRegionGossipDefaults(t *testing.T) {
+	base := Config{ID: "p1", DataDir: "/d", AuthDir: "/a"}
+	for _, tt := range []struct {
+		name                   string
+		gossip                 GossipConfig
+		wantListen, wantAdvert string
+		wantErr                string
+	}{
+		{name: "lan: none", gossip: GossipConfig{}},
+		{name: "wan: port 3022", gossip: GossipConfig{Profile: "wan", Listen: "10.0.0.5:3020"}, wantListen: "10.0.0.5:3022"},
+		{name: "wan: port 0", gossip: GossipConfig{Profile: "wan", Listen: "127.0.0.1:0"}, wantListen: "127.0.0.1:0"},
+		{name: "wan: advertise", gossip: GossipConfig{Profile: "wan", Advertise: "203.0.113.7:3020"}, wantListen: "0.0.0.0:3022", wantAdvert: "203.0.113.7"},
+		{name: "wan: off", gossip: GossipConfig{Profile: "wan", RegionListen: "off", Advertise: "203.0.113.7:3020"}},
+		{name: "lan: asked for", gossip: GossipConfig{RegionListen: "10.0.0.5:4022"}, wantListen: "10.0.0.5:4022"},
+		{name: "not an address", gossip: GossipConfig{Profile: "wan", RegionListen: "3022"}, wantErr: "gossip.region_listen: \"3022\" is not IP:port"},
+		{name: "a hostname", gossip: GossipConfig{Profile: "wan", RegionListen: "gossip.local:3022"}, wantErr: "gossip.region_listen: \"gossip.local:3022\": the host must be an IP address"},
+		{name: "gossip's own", gossip: GossipConfig{Listen: "10.0.0.5:3020", RegionListen: "10.0.0.5:3020"}, wantErr: "needs a port of its own"},
+	} {
+		c := base
+		c.Gossip = tt.gossip
+		out, err := c.CheckAndSetDefaults()
+		switch {
+		case tt.wantErr != "":
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("%s: got %v, want an error with %q", tt.name, err, tt.wantErr)
+			}
+		case err != nil:
+			t.Errorf("%s: %v", tt.name, err)
+		case out.Gossip.RegionListen != tt.wantListen || out.Gossip.RegionAdvertise != tt.wantAdvert:
+			t.Errorf("%s: region_listen %q, region_advertise %q; want %q, %q", tt.name, out.Gossip.RegionListen, out.Gossip.RegionAdvertise, tt.wantListen, tt.wantAdvert)
+		}
+	}
+}

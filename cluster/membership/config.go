@@ -35,6 +35,10 @@ type Meta struct {
 	PeerAddr   string `json:"peer,omitempty"`   // peer gRPC (protoactor remote + data streams)
 	UserAddr   string `json:"user,omitempty"`   // users' SSH
 	HTTPAddr   string `json:"http,omitempty"`
+	// RegionGossip is the proxy's address in its region's gossip pool
+	// (Config.RegionBindAddr). Membership sets it and overwrites whatever
+	// New or UpdateMeta is given.
+	RegionGossip string `json:"rgossip,omitempty"`
 }
 
 // Validate reports every problem with m at once, each naming its field.
@@ -53,7 +57,7 @@ func (m Meta) check(errs *conf.Errors, prefix string) {
 	}
 	for _, a := range []struct{ field, v string }{
 		{"TunnelAddr", m.TunnelAddr}, {"PeerAddr", m.PeerAddr},
-		{"UserAddr", m.UserAddr}, {"HTTPAddr", m.HTTPAddr},
+		{"UserAddr", m.UserAddr}, {"HTTPAddr", m.HTTPAddr}, {"RegionGossip", m.RegionGossip},
 	} {
 		if a.v == "" {
 			continue
@@ -104,6 +108,20 @@ type Config struct {
 	// the suspicion (see Timings).
 	ProbeInterval, ProbeTimeout, GossipInterval, PushPullInterval time.Duration
 	SuspicionMult, SuspicionMaxMult                               int
+	// RegionBindAddr, if set (host:port, port 0 for a free one), starts a
+	// second gossip pool beside the cluster's: only the proxies of
+	// Meta.Region join it, with RegionProfile's timings (default lan), and
+	// its verdict that a proxy of this region is dead or left removes that
+	// proxy from this view at once, before the cluster pool, whose timings
+	// must tolerate ocean round trips, has decided. Seeds are not needed:
+	// the region's pool is joined at the addresses the cluster pool's
+	// members advertise (Meta.RegionGossip). The package doc has the rule.
+	RegionBindAddr string
+	// RegionAdvertiseAddr is the IP (or IP:port) the region's proxies reach
+	// this one at in the region's pool; default as for AdvertiseAddr.
+	RegionAdvertiseAddr string
+	// RegionProfile picks the region pool's timings (default lan).
+	RegionProfile string
 	// RejoinInterval is how often seeds are retried while this proxy is
 	// alone (default 2s); see the package doc for the other retries.
 	RejoinInterval time.Duration
@@ -171,6 +189,19 @@ func (c Config) resolve() (settings, error) {
 	for i, seed := range c.Seeds {
 		if host, port, err := net.SplitHostPort(seed); err != nil || host == "" || port == "" {
 			errs.Addf("Seeds["+strconv.Itoa(i)+"]", "%q is not host:port", seed)
+		}
+	}
+	if c.RegionBindAddr != "" {
+		if c.Meta.Region == "" {
+			errs.Addf("RegionBindAddr", "a region's pool needs Meta.Region: the region whose proxies join it")
+		}
+		if _, _, err := splitIPPort(c.RegionBindAddr); err != nil {
+			errs.Addf("RegionBindAddr", "%v", err)
+		}
+		if c.RegionProfile != "" {
+			if err := model.CheckProfile(c.RegionProfile); err != nil {
+				errs.Addf("RegionProfile", "%v", err)
+			}
 		}
 	}
 	switch len(c.SecretKey) {

@@ -2,10 +2,13 @@ package membership
 
 import (
 	"encoding/json"
+	"fmt"
 	"time"
 	"unsafe"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/warren-proxy/warren/internal/model"
 )
 
 // delegate implements memberlist's Delegate, EventDelegate and
@@ -18,6 +21,7 @@ var (
 	_ memberlist.Delegate         = delegate{}
 	_ memberlist.EventDelegate    = delegate{}
 	_ memberlist.ConflictDelegate = delegate{}
+	_ memberlist.AliveDelegate    = delegate{}
 )
 
 // NodeMeta returns our Meta as JSON; Validate and UpdateMeta keep it under
@@ -53,6 +57,18 @@ func (d delegate) MergeRemoteState(buf []byte, join bool) {
 func (d delegate) NotifyJoin(n *memberlist.Node)   { d.m.onNodeEvent(EventJoin, n) }
 func (d delegate) NotifyUpdate(n *memberlist.Node) { d.m.onNodeEvent(EventUpdate, n) }
 func (d delegate) NotifyLeave(n *memberlist.Node)  { d.m.onNodeEvent(EventLeave, n) }
+
+// NotifyAlive, set only in a region's pool, refuses a proxy of another
+// region (or one whose metadata does not say): the pool is for one
+// region's proxies, and the cluster pool's view trusts its verdicts on
+// them.
+func (d delegate) NotifyAlive(n *memberlist.Node) error {
+	var meta Meta
+	if err := json.Unmarshal(n.Meta, &meta); err != nil || meta.Region != d.m.onlyRegion {
+		return fmt.Errorf("proxy %s (%s) is not in region %s: only that region's proxies join its gossip pool", model.Quote(n.Name), n.Address(), model.Quote(d.m.onlyRegion))
+	}
+	return nil
+}
 
 // NotifyConflict is called when a node announces a name that another
 // address already holds: two proxies configured with the same id. memberlist

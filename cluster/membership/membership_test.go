@@ -523,6 +523,9 @@ func TestConfigValidate(t *testing.T) {
 		{"profile", func(c *Config) { c.Profile = "fast" }, []string{"Profile:", `"fast"`}},
 		{"negative", func(c *Config) { c.ProbeInterval = -time.Second; c.SuspicionMult = -1 }, []string{"ProbeInterval: must not be negative", "SuspicionMult:"}},
 		{"timeout", func(c *Config) { c.ProbeTimeout = time.Second }, []string{"ProbeTimeout:", "shorter than ProbeInterval"}},
+		{"region pool without region", func(c *Config) { c.RegionBindAddr = "0.0.0.0:3022" }, []string{"RegionBindAddr:", "Meta.Region"}},
+		{"region pool bind", func(c *Config) { c.Meta.Region = "eu"; c.RegionBindAddr = "eu:3022" }, []string{"RegionBindAddr:", "IP address"}},
+		{"region profile", func(c *Config) { c.Meta.Region = "eu"; c.RegionBindAddr = ":3022"; c.RegionProfile = "far" }, []string{"RegionProfile:", `"far"`}},
 		{"all at once", func(c *Config) { c.Meta.ProxyID = ""; c.BindAddr = ""; c.SecretKey = []byte{1} },
 			[]string{"Meta.ProxyID", "BindAddr", "SecretKey"}},
 	} {

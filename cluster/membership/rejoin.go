@@ -158,7 +158,16 @@ func (r *rejoiner) tick(now time.Time, first, paused bool) {
 	m.mu.Unlock()
 
 	var resolveErrs []error
-	for _, seed := range m.cfg.Seeds {
+	seeds := m.cfg.Seeds
+	if m.seeds != nil { // a region's pool: where the cluster says its proxies are
+		seeds = append(slices.Clip(seeds), m.seeds()...)
+		for s := range r.seeds {
+			if !slices.Contains(seeds, s) {
+				delete(r.seeds, s)
+			}
+		}
+	}
+	for _, seed := range seeds {
 		st := r.seeds[seed]
 		if st == nil {
 			st = &retryState{}

@@ -42,11 +42,12 @@ func CheckStrategy(s string) error {
 // source for the proxy's defaults and for harnesses that run each proxy
 // alone on its own (emulated) host.
 const (
-	PortGossip = "3020" // TCP and UDP
-	PortPeer   = "3021"
-	PortUser   = "3023"
-	PortTunnel = "3024"
-	PortHTTP   = "3080"
+	PortGossip       = "3020" // TCP and UDP
+	PortPeer         = "3021"
+	PortRegionGossip = "3022" // TCP and UDP: the region's pool (gossip profile wan)
+	PortUser         = "3023"
+	PortTunnel       = "3024"
+	PortHTTP         = "3080"
 )
 
 // Gossip profiles: the membership timing presets (proxy config
