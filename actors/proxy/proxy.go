@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -363,12 +364,11 @@ func (p *Proxy) acceptTunnels(ctx context.Context) {
 			continue
 		}
 		backoff.Reset()
-		// Checked before a goroutine exists, so a flood costs an accept
-		// and a close per connection.
+		// Checked before a goroutine exists, so a flood costs an accept,
+		// a write and a close per connection.
 		leave, refusal := p.tunnelGate.Enter(nc.RemoteAddr())
 		if refusal != "" {
-			nc.Close()
-			p.refusedConns.Event("remote", nc.RemoteAddr().String(), "reason", refusal)
+			p.turnAway(nc, refusal)
 			continue
 		}
 		p.wg.Add(1)
@@ -381,12 +381,35 @@ func (p *Proxy) acceptTunnels(ctx context.Context) {
 
 // Bounds on agents' connections still in their handshake: enough for a
 // fleet behind one NAT address reconnecting at once (an agent turned away
-// retries with backoff), small enough that idle connections cannot take
-// the proxy's memory.
+// is told the proxy is busy, and comes back after a jittered wait), small
+// enough that idle connections cannot take the proxy's memory.
 const (
 	maxTunnelHandshakes      = 512
 	maxTunnelHandshakesPerIP = 64
 )
+
+// busyRetryAfter is the middle of the waits a busy line asks for: the
+// hints spread over [busyRetryAfter/2, busyRetryAfter*3/2), so that a
+// fleet turned away at once comes back spread over a second, about the
+// time the handshakes admitted meanwhile take on a long path.
+const busyRetryAfter = time.Second
+
+// busyHint returns the wait to ask of an agent turned away now.
+func busyHint() time.Duration {
+	return busyRetryAfter/2 + mrand.N(busyRetryAfter)
+}
+
+// turnAway closes a tunnel connection the handshake caps refuse, after a
+// busy line (revtunnel.WriteBusy: at most a few milliseconds, on the
+// accept loop's goroutine; a connection just accepted has room for it)
+// that tells an agent to come back soon rather than take this proxy for
+// failed. The refusal is logged, sampled: anyone can repeat it at will.
+func (p *Proxy) turnAway(nc net.Conn, refusal string) {
+	hint := busyHint()
+	told := revtunnel.WriteBusy(nc, hint) == nil
+	nc.Close()
+	p.refusedConns.Event("remote", nc.RemoteAddr().String(), "reason", refusal, "told_busy", told, "retry_after", hint.Round(time.Millisecond))
+}
 
 // handshakeTunnel authenticates an agent's connection and, for a tunnel,
 // spawns its actor; leave frees its place under the handshake caps.
