@@ -334,7 +334,7 @@ func TestGarbageBeforeTheVersionIsAFailure(t *testing.T) {
 }
 
 // The wait for a busy proxy is its hint within [minBusyWait,
-// MaxBusyRetryAfter] plus at most a quarter of jitter, however large the
+// MaxBusyRetryAfter] plus at most a tenth of jitter, however large the
 // hint; anything but a busy answer is none.
 func TestBusyWaitIsCapped(t *testing.T) {
 	huge, ok := revtunnel.ParseBusy([]byte("warren-busy retry-after-ms=" + strings.Repeat("9", 40) + "\r\n"))
@@ -342,11 +342,11 @@ func TestBusyWaitIsCapped(t *testing.T) {
 		t.Fatal("a busy line with a huge hint is not read as busy")
 	}
 	for _, c := range []struct{ hint, lo, hi time.Duration }{
-		{huge, revtunnel.MaxBusyRetryAfter, revtunnel.MaxBusyRetryAfter * 5 / 4},
-		{24 * time.Hour, revtunnel.MaxBusyRetryAfter, revtunnel.MaxBusyRetryAfter * 5 / 4},
-		{0, minBusyWait, minBusyWait * 5 / 4},
-		{-time.Second, minBusyWait, minBusyWait * 5 / 4},
-		{time.Second, time.Second, time.Second * 5 / 4},
+		{huge, revtunnel.MaxBusyRetryAfter, revtunnel.MaxBusyRetryAfter * 11 / 10},
+		{24 * time.Hour, revtunnel.MaxBusyRetryAfter, revtunnel.MaxBusyRetryAfter * 11 / 10},
+		{0, minBusyWait, minBusyWait * 11 / 10},
+		{-time.Second, minBusyWait, minBusyWait * 11 / 10},
+		{time.Second, time.Second, time.Second * 11 / 10},
 	} {
 		for range 100 {
 			d, ok := busyWait(errors.Join(errors.New("x"), &revtunnel.BusyError{RetryAfter: c.hint}))

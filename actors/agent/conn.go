@@ -273,9 +273,9 @@ func (c *conn) run(ctx context.Context) {
 // Bounds on retrying a busy proxy: the consecutive busy answers a slot
 // takes from one proxy before it takes it for failed, and the wait per
 // answer (the proxy's hint, capped by revtunnel at MaxBusyRetryAfter,
-// plus up to a quarter more of jitter). With the proxy's own hints
-// (about a second) that is about ten seconds of trying one proxy; with
-// the longest, under a minute.
+// plus up to a tenth more of jitter: the proxy jitters its hints, and
+// spaces them to its pace of admission). With the longest hints that is
+// under a minute of trying one proxy.
 const (
 	maxBusyRetries = 8
 	minBusyWait    = 100 * time.Millisecond
@@ -290,7 +290,7 @@ func busyWait(err error) (time.Duration, bool) {
 		return 0, false
 	}
 	d := min(max(be.RetryAfter, minBusyWait), revtunnel.MaxBusyRetryAfter)
-	return d + rand.N(d/4+1), true
+	return d + rand.N(d/10+1), true
 }
 
 // waitChange waits d, or less if the proxy set changes (changed closes);

@@ -225,8 +225,8 @@ func TestRefusedTunnelConnectionIsToldBusy(t *testing.T) {
 		if !ok || !strings.HasPrefix(string(got), "warren-busy retry-after-ms=") || !strings.HasSuffix(string(got), "\r\n") || strings.Count(string(got), "\n") != 1 {
 			t.Fatalf("a refused connection got %q, want one busy line and the close", got)
 		}
-		if hint < busyRetryAfter/2 || hint >= busyRetryAfter*3/2 {
-			t.Errorf("hint %s, want within [%s, %s)", hint, busyRetryAfter/2, busyRetryAfter*3/2)
+		if lo, hi := busyMinWait*9/10, revtunnel.MaxBusyRetryAfter*11/10; hint < lo || hint > hi {
+			t.Errorf("hint %s, want within [%s, %s]", hint, lo, hi)
 		}
 	}
 
@@ -365,14 +365,17 @@ func (c *stuckConn) Write([]byte) (int, error) {
 // deadline, a few milliseconds; its connection is closed all the same.
 func TestTurnAwayDoesNotWaitOnThePeer(t *testing.T) {
 	var logs syncBuffer
-	p := &Proxy{refusedConns: logsample.New(slog.New(slog.NewTextHandler(&logs, nil)), "refused", logsample.Every)}
+	p := &Proxy{
+		tunnelGate:   &gate.Gate{Max: 1, MaxPerIP: 1},
+		refusedConns: logsample.New(slog.New(slog.NewTextHandler(&logs, nil)), "refused", logsample.Every),
+	}
 	server, client := net.Pipe()
 	defer client.Close()
 	done := make(chan struct{})
 	start := time.Now()
 	go func() {
 		defer close(done)
-		p.turnAway(&stuckConn{Conn: server}, "too many")
+		p.turnAway(&stuckConn{Conn: server}, gate.RefusedPerIP)
 	}()
 	select {
 	case <-done:

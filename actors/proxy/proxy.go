@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -63,6 +62,7 @@ type Proxy struct {
 	refusedPeers *logsample.Sampler // peer calls from proxies that are not members
 	tunnelGate   *gate.Gate         // agents' connections before they authenticate
 	refusedConns *logsample.Sampler // tunnel connections over tunnelGate
+	busy         busyQueue          // when those are asked to come back
 	// policy is the stored roles and user locks, as agents were last told.
 	policy atomic.Pointer[revtunnel.PolicySet]
 	system *actor.ActorSystem
@@ -381,35 +381,12 @@ func (p *Proxy) acceptTunnels(ctx context.Context) {
 
 // Bounds on agents' connections still in their handshake: enough for a
 // fleet behind one NAT address reconnecting at once (an agent turned away
-// is told the proxy is busy, and comes back after a jittered wait), small
-// enough that idle connections cannot take the proxy's memory.
+// is told the proxy is busy and when to come back: busy.go), small enough
+// that idle connections cannot take the proxy's memory.
 const (
 	maxTunnelHandshakes      = 512
 	maxTunnelHandshakesPerIP = 64
 )
-
-// busyRetryAfter is the middle of the waits a busy line asks for: the
-// hints spread over [busyRetryAfter/2, busyRetryAfter*3/2), so that a
-// fleet turned away at once comes back spread over a second, about the
-// time the handshakes admitted meanwhile take on a long path.
-const busyRetryAfter = time.Second
-
-// busyHint returns the wait to ask of an agent turned away now.
-func busyHint() time.Duration {
-	return busyRetryAfter/2 + mrand.N(busyRetryAfter)
-}
-
-// turnAway closes a tunnel connection the handshake caps refuse, after a
-// busy line (revtunnel.WriteBusy: at most a few milliseconds, on the
-// accept loop's goroutine; a connection just accepted has room for it)
-// that tells an agent to come back soon rather than take this proxy for
-// failed. The refusal is logged, sampled: anyone can repeat it at will.
-func (p *Proxy) turnAway(nc net.Conn, refusal string) {
-	hint := busyHint()
-	told := revtunnel.WriteBusy(nc, hint) == nil
-	nc.Close()
-	p.refusedConns.Event("remote", nc.RemoteAddr().String(), "reason", refusal, "told_busy", told, "retry_after", hint.Round(time.Millisecond))
-}
 
 // handshakeTunnel authenticates an agent's connection and, for a tunnel,
 // spawns its actor; leave frees its place under the handshake caps.
@@ -419,8 +396,14 @@ func (p *Proxy) handshakeTunnel(ctx context.Context, nc net.Conn, leave func()) 
 		_ = tc.SetKeepAlive(true)
 	}
 	counted := &countingConn{Conn: nc}
+	start := time.Now()
 	conn, err := p.tunnelSrv.Handshake(ctx, counted)
 	leave()
+	if err == nil || errors.Is(err, revtunnel.ErrJoined) {
+		// An agent's whole handshake: how long one holds its place under
+		// the caps, which paces those turned away meanwhile.
+		p.busy.observe(time.Since(start))
+	}
 	if err != nil {
 		switch {
 		case errors.Is(err, revtunnel.ErrJoined):
