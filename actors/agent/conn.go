@@ -163,13 +163,20 @@ func (c *conn) run(ctx context.Context) {
 	a := c.a
 	// failures counts failed attempts in a row, taken the proxies found
 	// held by another slot, idle the waits for a proxy of its own; each
-	// sets the backoff of its case.
-	failures, taken, idle := 0, 0, 0
+	// sets the backoff of its case. busy counts the busy answers in a row
+	// (see below), and retry is the busy proxy to dial again rather than
+	// pick anew.
+	failures, taken, idle, busy := 0, 0, 0, 0
+	retry := ""
 	for ctx.Err() == nil {
 		// Taken before target: a proxy set that changes in between
 		// wakes the wait below at once.
 		changed := a.dir.changes()
 		addr := c.target()
+		if retry != "" && addr != "" && c.proxyID == "" && a.dir.dialable(retry) {
+			addr = retry
+		}
+		retry = ""
 		if addr == "" {
 			if c.proxyID != "" || c.slot == slotBootstrap {
 				return
@@ -203,12 +210,35 @@ func (c *conn) run(ctx context.Context) {
 				// other slots' tunnels bring a new proxy set.
 				wait := c.backoff(taken)
 				taken++
+				busy = 0
 				a.log.Debug("proxy held by another tunnel slot; trying again", "slot", c.slot, "addr", addr, "in", wait.Round(time.Millisecond), "err", err)
 				if !waitChange(ctx, changed, wait) {
 					return
 				}
 				continue
 			}
+			if d, ok := busyWait(err); ok && busy < maxBusyRetries {
+				// The proxy turned the connection away before its
+				// handshake, too many others logging in (a fleet behind
+				// one address re-homing at once): it is not failing, and
+				// is still the best proxy to have. Try it again after the
+				// wait it asked for, not another, farther one, and do not
+				// avoid it. The busy line is unauthenticated (anyone who
+				// can answer at addr can send it), so all it may cost is
+				// this bounded wait: at most maxBusyRetries of them in a
+				// row, each capped, before the proxy is taken for failed
+				// as below. It chooses nothing else.
+				busy++
+				a.log.Debug("proxy busy; trying it again", "slot", c.slot, "proxy", addr, "in", d.Round(time.Millisecond), "busy", busy)
+				// Not woken by a change of the proxy set: a fleet turned
+				// away together would come back together.
+				if !sleep(ctx, d) {
+					return
+				}
+				retry = addr
+				continue
+			}
+			busy = 0
 			wait := c.backoff(failures)
 			a.log.Warn("tunnel failed; retrying", "slot", c.slot, "proxy", addr, "in", wait.Round(time.Millisecond), "err", err)
 			a.dir.fail(addr, a.cfg.Clock())
@@ -220,7 +250,7 @@ func (c *conn) run(ctx context.Context) {
 			}
 			continue
 		}
-		failures, taken = 0, 0
+		failures, taken, busy = 0, 0, 0
 		a.dir.up(c.slot, a.cfg.Clock())
 		c.took(reply)
 		a.connected.Add(1)
@@ -238,6 +268,29 @@ func (c *conn) run(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// Bounds on retrying a busy proxy: the consecutive busy answers a slot
+// takes from one proxy before it takes it for failed, and the wait per
+// answer (the proxy's hint, capped by revtunnel at MaxBusyRetryAfter,
+// plus up to a tenth more of jitter: the proxy jitters its hints, and
+// spaces them to its pace of admission). With the longest hints that is
+// under a minute of trying one proxy.
+const (
+	maxBusyRetries = 8
+	minBusyWait    = 100 * time.Millisecond
+)
+
+// busyWait reports whether err is a proxy's busy answer, and the wait
+// before trying it again: its hint within [minBusyWait,
+// MaxBusyRetryAfter], plus jitter.
+func busyWait(err error) (time.Duration, bool) {
+	var be *revtunnel.BusyError
+	if !errors.As(err, &be) {
+		return 0, false
+	}
+	d := min(max(be.RetryAfter, minBusyWait), revtunnel.MaxBusyRetryAfter)
+	return d + rand.N(d/10+1), true
 }
 
 // waitChange waits d, or less if the proxy set changes (changed closes);
@@ -304,6 +357,12 @@ func (c *conn) serve(ctx context.Context, tun *revtunnel.ClientConn, proxyID str
 		if err != nil {
 			if claimed {
 				a.dir.release(c.slot + nextSuffix)
+			}
+			if _, busy := busyWait(err); busy && ctx.Err() == nil {
+				// Full of handshakes now, not failing: the next check
+				// may move there.
+				a.log.Debug("nearer proxy busy; staying for now", "slot", c.slot, "proxy", proxyID, "to", to)
+				continue
 			}
 			if ctx.Err() == nil && !errors.Is(err, revtunnel.ErrProxyTaken) {
 				a.dir.fail(addr, a.cfg.Clock())

@@ -232,6 +232,19 @@ func (d *directory) release(slot string) {
 	delete(d.since, slot)
 }
 
+// dialable reports whether addr is still an address to dial: a known
+// proxy's, or a seed.
+func (d *directory) dialable(addr string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, p := range d.proxies {
+		if p.TunnelAddr == addr {
+			return true
+		}
+	}
+	return slices.Contains(d.seeds, addr)
+}
+
 // fail remembers a failed proxy (by id when known, else by address).
 func (d *directory) fail(key string, now time.Time) {
 	d.mu.Lock()

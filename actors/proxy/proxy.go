@@ -62,6 +62,7 @@ type Proxy struct {
 	refusedPeers *logsample.Sampler // peer calls from proxies that are not members
 	tunnelGate   *gate.Gate         // agents' connections before they authenticate
 	refusedConns *logsample.Sampler // tunnel connections over tunnelGate
+	busy         busyQueue          // when those are asked to come back
 	// policy is the stored roles and user locks, as agents were last told.
 	policy atomic.Pointer[revtunnel.PolicySet]
 	system *actor.ActorSystem
@@ -363,12 +364,11 @@ func (p *Proxy) acceptTunnels(ctx context.Context) {
 			continue
 		}
 		backoff.Reset()
-		// Checked before a goroutine exists, so a flood costs an accept
-		// and a close per connection.
+		// Checked before a goroutine exists, so a flood costs an accept,
+		// a write and a close per connection.
 		leave, refusal := p.tunnelGate.Enter(nc.RemoteAddr())
 		if refusal != "" {
-			nc.Close()
-			p.refusedConns.Event("remote", nc.RemoteAddr().String(), "reason", refusal)
+			p.turnAway(nc, refusal)
 			continue
 		}
 		p.wg.Add(1)
@@ -381,8 +381,8 @@ func (p *Proxy) acceptTunnels(ctx context.Context) {
 
 // Bounds on agents' connections still in their handshake: enough for a
 // fleet behind one NAT address reconnecting at once (an agent turned away
-// retries with backoff), small enough that idle connections cannot take
-// the proxy's memory.
+// is told the proxy is busy and when to come back: busy.go), small enough
+// that idle connections cannot take the proxy's memory.
 const (
 	maxTunnelHandshakes      = 512
 	maxTunnelHandshakesPerIP = 64
@@ -396,8 +396,14 @@ func (p *Proxy) handshakeTunnel(ctx context.Context, nc net.Conn, leave func()) 
 		_ = tc.SetKeepAlive(true)
 	}
 	counted := &countingConn{Conn: nc}
+	start := time.Now()
 	conn, err := p.tunnelSrv.Handshake(ctx, counted)
 	leave()
+	if err == nil || errors.Is(err, revtunnel.ErrJoined) {
+		// An agent's whole handshake: how long one holds its place under
+		// the caps, which paces those turned away meanwhile.
+		p.busy.observe(time.Since(start))
+	}
 	if err != nil {
 		switch {
 		case errors.Is(err, revtunnel.ErrJoined):

@@ -18,7 +18,15 @@ type Gate struct {
 	perIP map[string]int
 }
 
-// Enter admits a connection from addr, or says why not ("" when admitted).
+// The refusals Enter gives: the overall cap (Max) is full, or the cap
+// for the connection's address (MaxPerIP).
+const (
+	RefusedOverall = "too many connections are logging in to this proxy"
+	RefusedPerIP   = "too many connections from your address are logging in"
+)
+
+// Enter admits a connection from addr, or says why not ("" when admitted):
+// RefusedOverall or RefusedPerIP.
 // An admitted connection must call the returned leave once, when its
 // handshake ends.
 func (g *Gate) Enter(addr net.Addr) (leave func(), refusal string) {
@@ -27,9 +35,9 @@ func (g *Gate) Enter(addr net.Addr) (leave func(), refusal string) {
 	defer g.mu.Unlock()
 	switch {
 	case g.n >= g.Max:
-		return nil, "too many connections are logging in to this proxy"
+		return nil, RefusedOverall
 	case g.perIP[key] >= g.MaxPerIP:
-		return nil, "too many connections from your address are logging in"
+		return nil, RefusedPerIP
 	}
 	if g.perIP == nil {
 		g.perIP = map[string]int{}

@@ -164,6 +164,8 @@ type sshConn struct {
 	reqs  <-chan *ssh.Request
 }
 
+// dialSSH opens an SSH connection to addr. When the proxy turned it away
+// with a busy line, the error wraps a *BusyError.
 func dialSSH(ctx context.Context, addr string, cfg *ssh.ClientConfig) (*sshConn, error) {
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "tcp", addr)
@@ -178,14 +180,17 @@ func dialSSH(ctx context.Context, addr string, cfg *ssh.ClientConfig) (*sshConn,
 		_ = nc.SetDeadline(d)
 	}
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
-	c, chans, reqs, err := ssh.NewClientConn(nc, addr, cfg)
+	// What the proxy sends first is kept (a few hundred bytes): a proxy
+	// that turns the connection away says so in a busy line there.
+	pc := &prefaceConn{Conn: nc}
+	c, chans, reqs, err := ssh.NewClientConn(pc, addr, cfg)
 	stop()
 	if err != nil {
 		nc.Close()
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, err
+		return nil, pc.busy(err)
 	}
 	_ = nc.SetDeadline(time.Time{})
 	return &sshConn{Conn: c, chans: chans, reqs: reqs}, nil

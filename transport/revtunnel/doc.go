@@ -38,6 +38,13 @@
 //     no reply) whenever the cluster's dynamic resources change; the hello
 //     reply carries them too. Agents serve those their label watchers match.
 //
+// A proxy with too many connections still in their handshake turns a new
+// one away before the SSH version exchange: it writes one busy line,
+// "warren-busy retry-after-ms=NNN" (RFC 4253 §4.2 allows lines before the
+// version line), and closes. Dial and Join then fail with a *BusyError:
+// the agent tries the same proxy again after a bounded wait instead of
+// taking it for failed (see busy.go for the form and what it may cost).
+//
 // Every payload is one JSON object; unknown fields are ignored, so either
 // side can add fields without breaking the other.
 package revtunnel
