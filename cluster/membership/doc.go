@@ -152,7 +152,7 @@
 // its own queue, after the fact; one its current view contradicts is
 // stale and ignored. Leave leaves both pools at once; Close closes both.
 // bench gossip measures "wan+region" (RegionPoolVariant) beside wan.
-
+//
 // # Limits
 //
 // memberlist v0.7.0 hands its EventDelegate a *Node that is the first
