@@ -65,5 +65,19 @@ func mibps(bytes int64, d time.Duration) string {
 	if d <= 0 {
 		return "-"
 	}
-	return fmt.Sprintf("%.0f MiB/s", float64(bytes)/(1<<20)/d.Seconds())
+	return rateMiB(float64(bytes) / d.Seconds())
+}
+
+// rateMiB formats bytes per second in MiB/s, with two significant digits
+// below 10 MiB/s: a slow path (a starved emulator, a window across an
+// ocean) shows as 0.31 MiB/s, not as 0.
+func rateMiB(perSec float64) string {
+	v := perSec / (1 << 20)
+	switch {
+	case v >= 10:
+		return fmt.Sprintf("%.0f MiB/s", v)
+	case v >= 1:
+		return fmt.Sprintf("%.1f MiB/s", v)
+	}
+	return fmt.Sprintf("%.2f MiB/s", v)
 }

@@ -148,7 +148,7 @@ func rate(r int64) string {
 	if r == 0 {
 		return "none"
 	}
-	return fmt.Sprintf("%.0f MiB/s", float64(r)/(1<<20))
+	return rateMiB(float64(r))
 }
 
 // serveWANProbe echoes single bytes; a byte 2 starts a transfer: an
