@@ -104,19 +104,27 @@ func acceptProxy(t *testing.T, ln net.Listener, logs *syncBuffer) *Proxy {
 	return p
 }
 
-// An agent's probe (a connection reset before a byte) is not logged as a
-// refused tunnel; garbage on the socket is.
-func TestProbesAreNotLoggedAsRefusals(t *testing.T) {
+// servingProxy is an acceptProxy under gate g, its accept loop serving on
+// 127.0.0.1 until the test ends.
+func servingProxy(t *testing.T, g *gate.Gate) (p *Proxy, ln net.Listener, logs *syncBuffer) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
-	p := acceptProxy(t, ln, &logs)
+	logs = &syncBuffer{}
+	p = acceptProxy(t, ln, logs)
+	p.tunnelGate = g
+	t.Cleanup(serveTunnels(p, ln))
+	return p, ln, logs
+}
+
+// An agent's probe (a connection reset before a byte) is not logged as a
+// refused tunnel; garbage on the socket is.
+func TestProbesAreNotLoggedAsRefusals(t *testing.T) {
 	// Room for every connection at once: the probes' handshakes may not
 	// have ended when the garbage comes.
-	p.tunnelGate = &gate.Gate{Max: 16, MaxPerIP: 16}
-	defer serveTunnels(p, ln)()
+	_, ln, logs := servingProxy(t, &gate.Gate{Max: 16, MaxPerIP: 16})
 	for range 5 {
 		c, err := net.Dial("tcp", ln.Addr().String())
 		if err != nil {
@@ -200,14 +208,7 @@ func holdSlot(t *testing.T, local, addr string) net.Conn {
 // range) and the close, nothing else; an agent dialing in sees a
 // *revtunnel.BusyError. The refusals are still logged, sampled.
 func TestRefusedTunnelConnectionIsToldBusy(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var logs syncBuffer
-	p := acceptProxy(t, ln, &logs)
-	p.tunnelGate = &gate.Gate{Max: 16, MaxPerIP: 1}
-	defer serveTunnels(p, ln)()
+	_, ln, logs := servingProxy(t, &gate.Gate{Max: 16, MaxPerIP: 1})
 	defer holdSlot(t, "127.0.0.1", ln.Addr().String()).Close()
 
 	for range 5 {
@@ -252,14 +253,7 @@ func TestRefusedTunnelConnectionIsToldBusy(t *testing.T) {
 // line), an agent from another address is still served at once, and
 // every flooding connection was answered and closed.
 func TestBusyFloodDoesNotBlockTheAcceptLoop(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var logs syncBuffer
-	p := acceptProxy(t, ln, &logs)
-	p.tunnelGate = &gate.Gate{Max: 16, MaxPerIP: 1}
-	defer serveTunnels(p, ln)()
+	_, ln, _ := servingProxy(t, &gate.Gate{Max: 16, MaxPerIP: 1})
 	addr := ln.Addr().String()
 	defer holdSlot(t, "127.0.0.1", addr).Close()
 
