@@ -18,6 +18,13 @@ import (
 // goClient opens an x/crypto/ssh connection to the proxy as the test user.
 func goClient(t *testing.T, c *Cluster) *ssh.Client {
 	t.Helper()
+	return goClientTo(t, c, c.Proxy.UserAddr())
+}
+
+// goClientTo opens an x/crypto/ssh connection to the proxy at addr as the
+// test user.
+func goClientTo(t *testing.T, c *Cluster, addr string) *ssh.Client {
+	t.Helper()
 	key, err := ssh.ParsePrivateKey(mustRead(t, c.Identity))
 	if err != nil {
 		t.Fatal(err)
@@ -34,7 +41,7 @@ func goClient(t *testing.T, c *Cluster) *ssh.Client {
 	checker := &ssh.CertChecker{IsHostAuthority: func(auth ssh.PublicKey, _ string) bool {
 		return string(auth.Marshal()) == string(hostCA.Marshal())
 	}}
-	cl, err := ssh.Dial("tcp", c.Proxy.UserAddr(), &ssh.ClientConfig{
+	cl, err := ssh.Dial("tcp", addr, &ssh.ClientConfig{
 		User: c.User, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, HostKeyCallback: checker.CheckHostKey,
 	})
 	if err != nil {
