@@ -223,6 +223,10 @@ func TestSSHClient(t *testing.T) {
 	// it runs and restored however the session ends.
 	t.Run("terminal: shell exit", func(t *testing.T) {
 		tm := startInTerminal(t, sshArgs("node1")...)
+		// Typed before the remote shell runs, the exit may be lost (a
+		// loaded machine showed it): wait for the shell's own output.
+		tm.type_(t, "echo rea''dy\r")
+		waitFor(t, "remote shell ready", func() bool { return strings.Contains(tm.out.String(), "ready") })
 		tm.type_(t, "exit 5\r")
 		if code := waitExit(t, tm.cmd); code != 5 {
 			t.Fatalf("got code %d, want 5; terminal output %q", code, tm.out.String())
