@@ -3,6 +3,7 @@ package clustertest
 import (
 	"io"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -26,14 +27,25 @@ func startFirehose(t *testing.T) *firehose {
 	}
 	f := &firehose{addr: ln.Addr().String()}
 	chunk := make([]byte, 32<<10)
-	go func() {
+	var wg sync.WaitGroup
+	var mu sync.Mutex // guards conns and closed
+	var conns []net.Conn
+	closed := false
+	wg.Go(func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
+			mu.Lock()
+			if closed {
+				mu.Unlock()
+				c.Close()
+				return
+			}
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Go(func() {
 				for {
 					n, err := c.Write(chunk)
 					f.wrote.Add(int64(n))
@@ -41,10 +53,19 @@ func startFirehose(t *testing.T) *firehose {
 						return
 					}
 				}
-			}()
+			})
 		}
-	}()
-	t.Cleanup(func() { ln.Close() })
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		closed = true
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
 	return f
 }
 
