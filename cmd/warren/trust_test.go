@@ -61,12 +61,17 @@ func newTrustCluster(t *testing.T) *trustCluster {
 	fmt.Fprintf(f, "http:\n  idle_timeout: 1s\n")
 	f.Close()
 	c.proxy = start(t, "proxy", "--config", c.proxyCfg)
+	// Both listeners: tests dial the tunnel port too (a join), and the
+	// user port may answer a moment before it.
 	waitFor(t, "proxy ready", func() bool {
-		cn, err := net.Dial("tcp", c.user)
-		if err == nil {
+		for _, addr := range []string{c.user, c.tunnel} {
+			cn, err := net.Dial("tcp", addr)
+			if err != nil {
+				return false
+			}
 			cn.Close()
 		}
-		return err == nil
+		return true
 	})
 	return c
 }
