@@ -398,10 +398,13 @@ func (h *harness) runEnv(env []string, stdin io.Reader, name string, args ...str
 	cmd.Dir = h.dir
 	cmd.Stdin = stdin
 	cmd.WaitDelay = 5 * time.Second
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	// The client writes into files, not pipes: a pipe needs a goroutine in
+	// this process to drain it, and under CI load that goroutine once fell
+	// more than WaitDelay behind a 16 MiB download.
+	stdout, stderr := h.outputFile("stdout"), h.outputFile("stderr")
+	cmd.Stdout, cmd.Stderr = stdout, stderr
 	err := cmd.Run()
-	res := result{stdout: stdout.String(), stderr: stderr.String()}
+	res := result{stdout: readOutput(h.t, stdout), stderr: readOutput(h.t, stderr)}
 	var ee *exec.ExitError
 	switch {
 	case err == nil:
@@ -411,6 +414,28 @@ func (h *harness) runEnv(env []string, stdin io.Reader, name string, args ...str
 		h.t.Fatalf("%s %s: %v (ctx: %v)\nstderr: %s", name, strings.Join(args, " "), err, ctx.Err(), res.stderr)
 	}
 	return res
+}
+
+// outputFile is a fresh file in the test's directory for a client's
+// output; it is closed when the test ends.
+func (h *harness) outputFile(name string) *os.File {
+	h.t.Helper()
+	f, err := os.CreateTemp(h.dir, name+"-*")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { f.Close() })
+	return f
+}
+
+// readOutput reads back what a finished client wrote into f.
+func readOutput(t testing.TB, f *os.File) string {
+	t.Helper()
+	b, err := os.ReadFile(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 // ssh runs the ssh client as the harness login with the good key.
