@@ -3,7 +3,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: build test race lint bench demo clean proto sshd client-servers bench-path bench-interactive bench-setup-rate bench-scale bench-failover bench-clients bench-wan bench-gossip bench-regions bench-region-loss bench-all
+.PHONY: build test race lint bench demo clean proto sshd client-servers bench-path bench-interactive bench-setup-rate bench-scale bench-failover bench-clients bench-wan bench-gossip bench-regions bench-wan-load bench-region-loss bench-all
 
 build:
 	$(GO) build -o bin/warren ./cmd/warren
@@ -68,6 +68,9 @@ bench-gossip: build
 
 bench-regions: build sshd
 	./bin/warren bench regions --out $(BENCH_OUT)
+
+bench-wan-load: build sshd
+	./bin/warren bench wan-load --out $(BENCH_OUT)
 
 bench-region-loss: build
 	./bin/warren bench region-loss --out $(BENCH_OUT)

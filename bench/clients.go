@@ -370,8 +370,7 @@ func (b *clientsBed) forward(ctx context.Context, path clientPath, server string
 	b.forwardLog++
 	log := filepath.Join(b.dir, fmt.Sprintf("ssh-forward-%d.log", b.forwardLog))
 	p, local, err := startOnFreePort("127.0.0.1", func(local string) (*Proc, error) {
-		p, err := startProc("ssh -L", log, "ssh", "-F", b.sshConfig, "-N", "-T", "-o", "ExitOnForwardFailure=yes",
-			"-L", local+":"+path.target(server), path.Host)
+		p, err := sshClient{config: b.sshConfig}.startForward(log, local+":"+path.target(server), path.Host)
 		if err != nil {
 			return nil, err
 		}

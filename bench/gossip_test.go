@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"os"
 	"testing"
 )
 
@@ -12,9 +11,7 @@ import (
 // figures are not checked: timings belong in RESULTS.md, not in tests.
 func TestGossipTiny(t *testing.T) {
 	t.Parallel() // waits on the emulated WAN's delays, mostly: beside the others
-	if os.Geteuid() != 0 && os.Getenv("WARREN_REQUIRE_NETNS") == "" {
-		t.Skip("the emulated WAN needs root")
-	}
+	needNetns(t)
 	rep := runTiny(t, "gossip")
 	sum := rep.Tables[0]
 	if len(sum.Rows) != len(TinyGossipConfig().Variants) {

@@ -55,20 +55,23 @@ func RunInteractive(ctx context.Context, env Env, cfg InteractiveConfig) (Report
 	block := randomBlock()
 	for _, r := range res {
 		env.progress("round trips on %s → %s: %d idle, then %d under an upload", r.route.Name, r.route.Target, cfg.RoundTrips, cfg.RoundTrips)
-		if err := measureUnderLoad(ctx, bed.client, r, cfg.RoundTrips, block); err != nil {
+		if err := measureUnderLoad(ctx, bed.client, r, cfg.RoundTrips, min(100, cfg.RoundTrips), 300*time.Millisecond, block); err != nil {
 			return Report{}, err
 		}
 	}
 	return interactiveReport(cfg, res), nil
 }
 
-func measureUnderLoad(ctx context.Context, c sshClient, r *interactiveResult, n int, block []byte) error {
+// measureUnderLoad takes n round trips on a session of r's route after
+// warm to warm up, then starts the upload on r.bulkArgs and, settle
+// later (for it to reach its speed), n more.
+func measureUnderLoad(ctx context.Context, c sshClient, r *interactiveResult, n, warm int, settle time.Duration, block []byte) error {
 	s, err := c.startInteractive(ctx, r.route.Args)
 	if err != nil {
 		return err
 	}
 	defer s.close()
-	if _, err := s.roundTrips(min(100, n)); err != nil {
+	if _, err := s.roundTrips(warm); err != nil {
 		return err
 	}
 	if r.idle, err = s.roundTrips(n); err != nil {
@@ -90,7 +93,12 @@ func measureUnderLoad(ctx context.Context, c sshClient, r *interactiveResult, n 
 		done <- sent{n, err}
 	}()
 	// Let the upload reach full speed before sampling.
-	time.Sleep(300 * time.Millisecond)
+	if !sleepCtx(ctx, settle) {
+		close(stop)
+		<-done
+		b.finish()
+		return ctx.Err()
+	}
 	r.loaded, err = s.roundTrips(n)
 	close(stop)
 	up := <-done

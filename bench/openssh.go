@@ -194,6 +194,18 @@ func (c sshClient) command(ctx context.Context, args []string, remote string) *e
 	return cmd
 }
 
+// startForward runs `ssh -N -L spec` with args (the host to forward
+// through, after -J … where wanted) as a process of its own, output to
+// log, until Stop: a local forward, as a user keeps one open.
+func (c sshClient) startForward(log, spec string, args ...string) (*Proc, error) {
+	full := append([]string{"-F", c.config, "-N", "-T", "-o", "ExitOnForwardFailure=yes", "-L", spec}, args...)
+	cmd := harness.Command{Name: "ssh -L", Log: log, Bin: "ssh", Args: full}
+	if c.netns != "" {
+		cmd.Bin, cmd.Args = "ip", append([]string{"netns", "exec", c.netns, "ssh"}, full...)
+	}
+	return harness.Start(cmd)
+}
+
 // setup times one `ssh … true` from spawn to exit.
 func (c sshClient) setup(ctx context.Context, args []string) (time.Duration, error) {
 	cmd := c.command(ctx, args, "true")

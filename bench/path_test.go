@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"flag"
 	"os"
 	"strings"
 	"testing"
@@ -16,6 +17,17 @@ func needSshd(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Skip(err)
+	}
+}
+
+// needNetns skips a test of the emulated WAN when this process is not
+// root (it makes network namespaces and TUN devices), unless CI says it
+// must run (WARREN_REQUIRE_NETNS=1): then the test goes on, and fails
+// where the emulator cannot start.
+func needNetns(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 && os.Getenv("WARREN_REQUIRE_NETNS") == "" {
+		t.Skip("the emulated WAN needs root (network namespaces and TUN devices)")
 	}
 }
 
@@ -57,9 +69,7 @@ func TestSetupRateTiny(t *testing.T) {
 // it skips without them unless CI says it must run.
 func TestWANTiny(t *testing.T) {
 	t.Parallel() // waits on the emulated WAN's delays, mostly: beside the others
-	if os.Geteuid() != 0 && os.Getenv("WARREN_REQUIRE_NETNS") == "" {
-		t.Skip("the emulated WAN needs root")
-	}
+	needNetns(t)
 	rep := runTiny(t, "wan")
 	if rows := rep.Tables[0].Rows; len(rows) != 9 {
 		t.Fatalf("%d pairs, want 9 (3 regions)", len(rows))
@@ -86,9 +96,7 @@ func measured(t *testing.T, tab Table, first int) {
 // it must run (WARREN_REQUIRE_NETNS=1), and then it fails.
 func TestRegionsTiny(t *testing.T) {
 	t.Parallel() // waits on the emulated WAN's delays, mostly: beside the others
-	if os.Geteuid() != 0 && os.Getenv("WARREN_REQUIRE_NETNS") == "" {
-		t.Skip("the emulated WAN needs root")
-	}
+	needNetns(t)
 	needSshd(t)
 	rep := runTiny(t, "regions")
 	// 2 × 2 pairs, five layouts each.
@@ -107,16 +115,27 @@ func TestRegionsTiny(t *testing.T) {
 // TestRegionsFlags: bad settings get one clear error before anything
 // starts.
 func TestRegionsFlags(t *testing.T) {
-	for _, tc := range []struct {
-		args []string
-		want string
-	}{
+	flagErrors(t, "regions", regionsFlags, []flagCase{
 		{[]string{"--before", "mars"}, `--before "mars" is not one of the regions`},
 		{[]string{"--round-trips", "0"}, "must be at least 1"},
 		{[]string{"--pace", "-1s"}, "--pace must not be negative"},
-	} {
-		fs := flagSet("regions")
-		run := regionsFlags(fs, true)
+	})
+}
+
+// flagCase is a scenario's flags and the error they must get.
+type flagCase struct {
+	args []string
+	want string
+}
+
+// flagErrors checks that each case's flags get an error with its want
+// from the scenario's run function (of its tiny configuration), which
+// must come before anything starts: the Env is empty.
+func flagErrors(t *testing.T, name string, flags func(*flag.FlagSet, bool) func(context.Context, Env) (Report, error), cases []flagCase) {
+	t.Helper()
+	for _, tc := range cases {
+		fs := flagSet(name)
+		run := flags(fs, true)
 		if err := fs.Parse(tc.args); err != nil {
 			t.Fatal(err)
 		}

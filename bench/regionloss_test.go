@@ -2,7 +2,6 @@ package bench
 
 import (
 	"fmt"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,9 +17,7 @@ import (
 // are reported, never asserted.
 func TestRegionLossTiny(t *testing.T) {
 	t.Parallel() // waits on the emulated WAN's delays, mostly: beside the others
-	if os.Geteuid() != 0 && os.Getenv("WARREN_REQUIRE_NETNS") == "" {
-		t.Skip("the emulated WAN needs root (network namespaces and TUN devices)")
-	}
+	needNetns(t)
 	rep := runTiny(t, "region-loss")
 	steady := tableNamed(t, rep, "region-loss-steady")
 	want := 3 * TinyRegionLossConfig().AgentsPerRegion / TinyRegionLossConfig().Resources

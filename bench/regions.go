@@ -24,7 +24,7 @@ import (
 // nodes in every region of the emulated WAN, over each layout.
 type RegionsConfig struct {
 	// WAN gives the regions, their one-way delays and the delay inside a
-	// region (the wan scenario's matrix; its rate cap is not used).
+	// region (the wan scenario's matrix; its rate cap only with Capped).
 	WAN WANConfig
 	// Before is the one region whose proxies every user enters in the
 	// single-region layout.
@@ -38,6 +38,15 @@ type RegionsConfig struct {
 	// one route's keystrokes, a fast typist's.
 	Parallel int
 	Pace     time.Duration
+	// What the wan-load scenario changes on the same bed (the regions
+	// scenario leaves them zero). Capped applies WAN.Rate and WAN.Queue
+	// between regions. Tunnels is the connection_count of each node
+	// host's agent (0: 2). Sources adds a byte source on every node host
+	// (sourcePort), served by its agent as the tcp resource
+	// source-REGION.
+	Capped  bool
+	Tunnels int
+	Sources bool
 }
 
 // DefaultRegionsConfig is the full run; TinyRegionsConfig only checks it
@@ -99,7 +108,8 @@ func (r *regionRoute) String() string {
 // the user host, and two extra hosts: REGION-bastion (a stock sshd) and
 // REGION-node, the node every layout ends at: a stock sshd on port 22, a
 // Warren agent serving it as tcp resource sshd-REGION, and an echo server
-// on port 7 for the network's own round trip.
+// on port 7 for the network's own round trip (and, for wan-load, a byte
+// source on sourcePort, served as tcp resource source-REGION).
 type regionsBed struct {
 	cfg     RegionsConfig
 	cluster *regions.Cluster
@@ -131,9 +141,13 @@ func startRegionsBed(ctx context.Context, env Env, cfg RegionsConfig) (_ *region
 	}
 	env.progress("starting Warren in %v (%d proxies each), with a bastion and a node per region, in %s", cfg.WAN.Regions, cfg.ProxiesPerRegion, dir)
 	began := time.Now()
-	b.cluster, err = regions.Start(ctx, regions.Spec{Bin: env.Binary, Dir: dir, Regions: cfg.WAN.Regions,
+	spec := regions.Spec{Bin: env.Binary, Dir: dir, Regions: cfg.WAN.Regions,
 		ProxiesPerRegion: cfg.ProxiesPerRegion, Delays: delays, Inside: cfg.WAN.Inside,
-		ExtraHosts: []string{bastionHost, nodeHost}})
+		ExtraHosts: []string{bastionHost, nodeHost}}
+	if cfg.Capped {
+		spec.Rate, spec.Queue = cfg.WAN.Rate, cfg.WAN.Queue
+	}
+	b.cluster, err = regions.Start(ctx, spec)
 	if err != nil {
 		return nil, fmt.Errorf("regions: %w (the emulated WAN needs root, iproute2 and /dev/net/tun)", err)
 	}
@@ -167,6 +181,17 @@ func startRegionsBed(ctx context.Context, env Env, cfg RegionsConfig) (_ *region
 		}
 		b.stop.add(func() { ln.Close() })
 		go serveWANProbe(ln)
+		if cfg.Sources {
+			if err := c.Net.Do(node, func() (err error) {
+				ln, err = net.Listen("tcp", net.JoinHostPort(c.Net.Addr(node).String(), sourcePort))
+				return err
+			}); err != nil {
+				return nil, err
+			}
+			src := ln
+			b.stop.add(func() { src.Close() })
+			go serveSource(src, randomBlock())
+		}
 		if err := b.startAgent(r, tokens[0]); err != nil {
 			return nil, err
 		}
@@ -174,11 +199,11 @@ func startRegionsBed(ctx context.Context, env Env, cfg RegionsConfig) (_ *region
 			hosts = append(hosts, clientHost{Name: p.ID, Addr: p.User, User: c.User.Name})
 		}
 	}
-	if err := harness.Until(ctx, time.Minute, 100*time.Millisecond, "every node's sshd resource healthy on every proxy", func() (bool, error) {
+	if err := harness.Until(ctx, time.Minute, 100*time.Millisecond, "every node's resources healthy on every proxy", func() (bool, error) {
 		for _, r := range cfg.WAN.Regions {
 			for _, o := range cfg.WAN.Regions {
 				for _, p := range c.Proxies(o) {
-					if c.H.Healthy(p.Proxy, "sshd-"+r) < 1 {
+					if c.H.Healthy(p.Proxy, "sshd-"+r) < 1 || cfg.Sources && c.H.Healthy(p.Proxy, "source-"+r) < 1 {
 						return false, nil
 					}
 				}
@@ -239,8 +264,9 @@ func (b *regionsBed) startSshd(ctx context.Context, o *openssh, host, addr strin
 }
 
 // startAgent runs an agent on region's node host serving its sshd as
-// sshd-REGION, tunneled to two proxies, its own region's first (as the
-// cluster's own agents).
+// sshd-REGION (and its byte source as source-REGION, with
+// RegionsConfig.Sources), tunneled to two proxies (RegionsConfig.Tunnels),
+// its own region's first (as the cluster's own agents).
 func (b *regionsBed) startAgent(region, token string) error {
 	c := b.cluster
 	var tunnels []string
@@ -255,9 +281,17 @@ func (b *regionsBed) startAgent(region, token string) error {
 		}
 	}
 	host := regions.ExtraHost(region, nodeHost)
-	a := &harness.Agent{Name: "agent-" + host, Proxies: tunnels, Token: token,
-		Extra: fmt.Sprintf("region: %q\nconnection_count: 2\nresources:\n  - {name: %q, kind: tcp, addr: %q}\n",
-			region, "sshd-"+region, net.JoinHostPort(c.Net.Addr(host).String(), "22"))}
+	ip := c.Net.Addr(host).String()
+	count := b.cfg.Tunnels
+	if count == 0 {
+		count = 2
+	}
+	extra := fmt.Sprintf("region: %q\nconnection_count: %d\nresources:\n  - {name: %q, kind: tcp, addr: %q}\n",
+		region, count, "sshd-"+region, net.JoinHostPort(ip, "22"))
+	if b.cfg.Sources {
+		extra += fmt.Sprintf("  - {name: %q, kind: tcp, addr: %q}\n", "source-"+region, net.JoinHostPort(ip, sourcePort))
+	}
+	a := &harness.Agent{Name: "agent-" + host, Proxies: tunnels, Token: token, Extra: extra}
 	if err := c.H.WriteAgentConfig(a); err != nil {
 		return err
 	}

@@ -27,6 +27,7 @@ func Scenarios() []Scenario {
 		{Name: "wan", Summary: "the emulated WAN (network namespaces, as root): measured round trip and throughput between every pair of regions against the configuration", Flags: wanFlags},
 		{Name: "gossip", Summary: "membership in 3 regions over the emulated WAN (as root), 150 ms apart, 1% loss, a connection storm: false deaths and detection time per timing preset", Flags: gossipFlags},
 		{Name: "regions", Summary: "users in every region to nodes in every region of the emulated WAN (as root): Warren by the nearest proxy, by one region's proxies, ssh -J a bastion, direct, and the network itself", Flags: regionsFlags},
+		{Name: "wan-load", Summary: "a user in eu, a node in ap, 200 Mbit/s between them on the emulated WAN (as root): keystroke round trip idle and under an upload on the same route, and an ssh -L download against plain TCP; Warren against ssh -J a bastion", Flags: wanLoadFlags},
 		{Name: "clients", Summary: "pgbench and redis-benchmark through ssh -L: Warren against a stock sshd bastion and direct", Flags: clientsFlags},
 	}
 }

@@ -103,6 +103,11 @@ type Spec struct {
 	// 1) apply between regions.
 	Jitter time.Duration
 	Loss   float64
+	// Rate caps each direction between two regions, in bytes per second,
+	// behind a queue of Queue bytes (wan.Link's; 0: no cap, and the
+	// emulator's default queue): for benchmarks that load the ocean.
+	Rate  int64
+	Queue int
 	// Gossip is the proxies' membership profile (default wan, the one for
 	// proxies in several regions).
 	Gossip string
@@ -168,6 +173,9 @@ func (s Spec) CheckAndSetDefaults() (Spec, error) {
 	if s.Loss < 0 || s.Loss > 1 {
 		errs.Addf("Loss", "%g is outside 0 to 1", s.Loss)
 	}
+	if s.Rate < 0 || s.Queue < 0 {
+		errs.Addf("Rate", "Rate (%d) and Queue (%d) must not be negative", s.Rate, s.Queue)
+	}
 	for i, n := range s.ExtraHosts {
 		if n == "" || len(n) > 12 || strings.Trim(n, "abcdefghijklmnopqrstuvwxyz0123456789") != "" || n == "user" ||
 			slices.Index(s.ExtraHosts, n) != i {
@@ -196,7 +204,7 @@ func (s Spec) CheckAndSetDefaults() (Spec, error) {
 // are the proxies').
 func (s Spec) topology() wan.Topology {
 	t := wan.Topology{Inside: wan.Link{Delay: s.Inside}, Between: map[[2]string]wan.Link{},
-		Default: wan.Link{Jitter: s.Jitter, Loss: s.Loss}}
+		Default: wan.Link{Jitter: s.Jitter, Loss: s.Loss, Rate: s.Rate, Queue: s.Queue}}
 	for _, r := range s.Regions {
 		for i := 1; i <= s.ProxiesPerRegion; i++ {
 			t.Hosts = append(t.Hosts, wan.Host{Name: fmt.Sprintf("%s-p%d", r, i), Region: r})
@@ -210,7 +218,7 @@ func (s Spec) topology() wan.Topology {
 		}
 	}
 	for pair, d := range s.Delays {
-		t.Between[pair] = wan.Link{Delay: d, Jitter: s.Jitter, Loss: s.Loss}
+		t.Between[pair] = wan.Link{Delay: d, Jitter: s.Jitter, Loss: s.Loss, Rate: s.Rate, Queue: s.Queue}
 	}
 	return t
 }

@@ -171,6 +171,7 @@ func TestSpecIsChecked(t *testing.T) {
 		{func(s *Spec) { s.ProxiesPerRegion = 10 }, "ProxiesPerRegion"},
 		{func(s *Spec) { s.Delays = map[[2]string]time.Duration{{"us", "mars"}: time.Second} }, "us-mars"},
 		{func(s *Spec) { s.Loss = 2 }, "Loss"},
+		{func(s *Spec) { s.Queue = -1 }, "Queue"},
 		{func(s *Spec) { s.Gossip = "fast" }, "Gossip"},
 	} {
 		s := threeRegions()
