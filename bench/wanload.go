@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -135,6 +136,7 @@ type wanLoadRun struct {
 	keystrokes []*wanKeystrokes
 	downloads  []*wanDownload
 	drops      map[string]int
+	tcp        string // the node host's TCP settings, as its namespace has them
 }
 
 // RunWANLoad measures keystrokes idle and under an upload on the same
@@ -148,7 +150,7 @@ func RunWANLoad(ctx context.Context, env Env, cfg WANLoadConfig) (Report, error)
 		return Report{}, fmt.Errorf("wan-load: %w", err)
 	}
 	defer bed.close()
-	r := &wanLoadRun{cfg: cfg, env: env, bed: bed}
+	r := &wanLoadRun{cfg: cfg, env: env, bed: bed, tcp: tcpSettings(bed, regions.ExtraHost(cfg.Node, nodeHost))}
 	if err := r.measureKeystrokes(ctx); err != nil {
 		return Report{}, fmt.Errorf("wan-load: %w", err)
 	}
@@ -157,6 +159,23 @@ func RunWANLoad(ctx context.Context, env Env, cfg WANLoadConfig) (Report, error)
 	}
 	r.drops = bed.cluster.Net.Dropped()
 	return r.report(time.Since(began), load), nil
+}
+
+// tcpSettings are host's congestion control and socket buffer limits:
+// a namespace's own copies of the machine's, which bound what one stream
+// keeps in flight across the ocean.
+func tcpSettings(bed *regionsBed, host string) string {
+	var out []string
+	bed.cluster.Net.Do(host, func() error {
+		// /proc/sys/net is the reading thread's namespace's.
+		for _, k := range []string{"tcp_congestion_control", "tcp_wmem", "tcp_rmem"} {
+			if b, err := os.ReadFile("/proc/sys/net/ipv4/" + k); err == nil {
+				out = append(out, k+" "+strings.Join(strings.Fields(string(b)), " "))
+			}
+		}
+		return nil
+	})
+	return orNone(strings.Join(out, ", "))
 }
 
 // warrenArgs and bastionArgs are the ssh arguments of the two SSH routes
@@ -366,8 +385,8 @@ func (r *wanLoadRun) report(took time.Duration, load string) Report {
 	down.Notes = []string{
 		fmt.Sprintf("The node's host runs a byte source (port %s) that sends what a client asks for; the agent on that host serves it as the `kind: tcp` resource source-%s. Each download asks for %s and is timed from the request to its last byte, so it includes a round trip and TCP's ramp-up; %d per path, the paths in turn round by round, one at a time. The forwards stay up across rounds and were checked with a 1 KiB download first.",
 			sourcePort, cfg.Node, sizeName(cfg.DownloadBytes), cfg.Downloads),
-		fmt.Sprintf("Plain TCP is one connection from the user's host to the source, with the kernel's default buffers: the limit of one stream on this path (its window may hold it under the %s cap). Warren's `ssh -L` ends the user's SSH at %s, in the user's region, so the ocean is crossed on Warren's peer link and the bytes leave the node's region on its agent tunnel. The bastion's `ssh -J … -L` runs one SSH session end to end with the node's sshd, which connects to the source: OpenSSH's 2 MiB channel window across the path's round trip holds it to about 2 MiB per %s.",
-			mbit(cfg.Bed.WAN.Rate), r.entry(), ms(rtt)),
+		fmt.Sprintf("Plain TCP is one connection from the user's host to the source, with the kernel's default buffers: the limit of one stream on this path, whose window may hold it under the %s cap (the node host's TCP: %s; the sender's buffer, tcp_wmem's last figure, bounds what it keeps in flight). Warren's `ssh -L` ends the user's SSH at %s, in the user's region, so the ocean is crossed on Warren's peer link and the bytes leave the node's region on its agent tunnel. The bastion's `ssh -J … -L` runs one SSH session end to end with the node's sshd, which connects to the source: OpenSSH's 2 MiB channel window across the path's round trip holds it to about 2 MiB per %s.",
+			mbit(cfg.Bed.WAN.Rate), r.tcp, r.entry(), ms(rtt)),
 	}
 	return Report{
 		Scenario: "wan-load",
@@ -380,7 +399,7 @@ func (r *wanLoadRun) report(took time.Duration, load string) Report {
 				return plot.CDF(w, fmt.Sprintf("Keystroke round trip %s, idle and under an upload", pair), "ms", cdfs)
 			}},
 			{Name: "wan-load-download", Render: func(w io.Writer) error {
-				return plot.Bars(w, fmt.Sprintf("Download of %s, %s, median of %d", sizeName(cfg.DownloadBytes), pair, cfg.Downloads), "MiB/s", names, []plot.Series{rates})
+				return plot.Bars(w, fmt.Sprintf("Download of %s from a node in %s to a user in %s, median of %d", sizeName(cfg.DownloadBytes), cfg.Node, cfg.User, cfg.Downloads), "MiB/s", names, []plot.Series{rates})
 			}},
 		},
 	}

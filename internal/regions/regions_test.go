@@ -183,6 +183,26 @@ func TestSpecIsChecked(t *testing.T) {
 	}
 }
 
+// TestTopologyCaps: a rate cap and its queue apply to every link between
+// two regions, given or not, and never inside a region.
+func TestTopologyCaps(t *testing.T) {
+	s := threeRegions()
+	s.Rate, s.Queue = 25e6, 5<<20
+	delete(s.Delays, [2]string{"us", "ap"})
+	topo := s.topology()
+	for pair, l := range topo.Between {
+		if l.Rate != s.Rate || l.Queue != s.Queue {
+			t.Errorf("%v: rate %d, queue %d; want %d and %d", pair, l.Rate, l.Queue, s.Rate, s.Queue)
+		}
+	}
+	if topo.Default.Rate != s.Rate || topo.Default.Queue != s.Queue {
+		t.Errorf("a pair without a delay: rate %d, queue %d; want %d and %d", topo.Default.Rate, topo.Default.Queue, s.Rate, s.Queue)
+	}
+	if topo.Inside.Rate != 0 {
+		t.Errorf("inside a region: rate %d, want no cap", topo.Inside.Rate)
+	}
+}
+
 // TestRegionLostAndBack: with every proxy of eu killed (SIGKILL), users
 // of the other regions still reach every node, eu's too: its agent, whose
 // seeds list the other regions' proxies after its own, re-homes there.
