@@ -132,16 +132,25 @@ func RunWAN(ctx context.Context, env Env, c WANConfig) (Report, error) {
 			tab.Rows = append(tab.Rows, append([]string{a + " → " + b, ms(2 * c.oneWay(a, b))}, row...))
 		}
 	}
-	var drops []string
-	for k, v := range n.Dropped() {
-		drops = append(drops, fmt.Sprintf("%s %d", k, v))
-	}
-	slices.Sort(drops)
 	tab.Notes = append(tab.Notes,
 		fmt.Sprintf("Two hosts per region, each in its own network namespace; every packet between them passes through Warren's user-space emulator (internal/wan): one-way delay per pair of regions, %s inside a region, a cap of %s between regions behind a %d KiB queue. TCP: per pair, %d one-byte round trips, then %d MiB one way over one connection, then over four at once (one connection across an ocean is held back by its window, not by the cap); then the same in UDP datagrams of 1400 bytes paced at 1.2× the cap (100 MiB/s where there is none): what arrives, and how fast, is the cap itself.",
 			ms(c.Inside), rate(c.Rate), c.Queue>>10, c.Probes, c.Bytes>>20),
-		"Packets dropped by the emulator: "+strings.Join(drops, ", ")+" (queue: the cap's tail drop, as TCP finds the rate; not IPv4: the hosts' IPv6 chatter).")
+		"Packets dropped by the emulator: "+dropsText(n.Dropped())+" (queue: the cap's tail drop, as TCP finds the rate; not IPv4: the hosts' IPv6 chatter).")
 	return Report{Scenario: "wan", Tables: []Table{tab}}, nil
+}
+
+// dropsText lists the packets an emulator dropped, by reason in order
+// ("none" for none).
+func dropsText(drops map[string]int) string {
+	var out []string
+	for k, v := range drops {
+		out = append(out, fmt.Sprintf("%s %d", k, v))
+	}
+	if len(out) == 0 {
+		return "none"
+	}
+	slices.Sort(out)
+	return strings.Join(out, ", ")
 }
 
 func rate(r int64) string {

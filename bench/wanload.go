@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -175,7 +174,10 @@ func tcpSettings(bed *regionsBed, host string) string {
 		}
 		return nil
 	})
-	return orNone(strings.Join(out, ", "))
+	if len(out) == 0 {
+		return "unknown"
+	}
+	return strings.Join(out, ", ")
 }
 
 // warrenArgs and bastionArgs are the ssh arguments of the two SSH routes
@@ -343,15 +345,10 @@ func (r *wanLoadRun) report(took time.Duration, load string) Report {
 	}
 	oneWay := cfg.Bed.WAN.oneWay(cfg.User, cfg.Node)
 	bdp := float64(cfg.Bed.WAN.Rate) * (2 * oneWay).Seconds()
-	var drops []string
-	for k, v := range r.drops {
-		drops = append(drops, fmt.Sprintf("%s %d", k, v))
-	}
-	slices.Sort(drops)
 	keys.Notes = []string{
 		fmt.Sprintf("One run, %s from start to end (cluster start included). The emulated WAN (internal/wan through the regions bed): regions %s, %s one way between them, %s inside a region; each direction between the regions capped at %s behind a %d KiB queue, %.2f× the path's bandwidth-delay product (%s × %s RTT = %.0f KiB); no loss, no jitter. Packets the emulator dropped over the whole run: %s (queue: the cap's tail drop; not IPv4: the hosts' IPv6 chatter).",
 			took.Round(time.Second), strings.Join(cfg.Bed.WAN.Regions, " and "), oneWay, cfg.Bed.WAN.Inside, mbit(cfg.Bed.WAN.Rate), cfg.Bed.WAN.Queue>>10,
-			float64(cfg.Bed.WAN.Queue)/bdp, mbit(cfg.Bed.WAN.Rate), 2*oneWay, bdp/1024, orNone(strings.Join(drops, ", "))),
+			float64(cfg.Bed.WAN.Queue)/bdp, mbit(cfg.Bed.WAN.Rate), 2*oneWay, bdp/1024, dropsText(r.drops)),
 		fmt.Sprintf("One route for Warren's sessions: the user (stock OpenSSH on %s) enters %s, the only proxy of %s; the session crosses the one peer link to %s's proxy and the one tunnel of the agent on %s (connection_count 1, to its own region's proxy) to the node's stock sshd, a `kind: tcp` resource (`ssh -J %s sshd-%s`). The upload (`ssh … 'cat >/dev/null'` fed random bytes without pause) takes the same arguments, so the same entry proxy, peer link and agent tunnel; only the user's SSH connections to the entry proxy are its own. The anchor: `ssh -J %s %s`, keystrokes and upload through the same stock sshd bastion, each on connections of its own. Cipher %s on every SSH hop.",
 			regions.UserHost(cfg.User), r.entry(), cfg.User, cfg.Node, regions.ExtraHost(cfg.Node, nodeHost), r.entry(), cfg.Node,
 			regions.ExtraHost(cfg.Node, bastionHost), regions.ExtraHost(cfg.Node, nodeHost), Cipher),
@@ -408,13 +405,6 @@ func (r *wanLoadRun) report(took time.Duration, load string) Report {
 // mbit formats bytes per second as a link's rate.
 func mbit(bytesPerSec int64) string {
 	return fmt.Sprintf("%g Mbit/s", float64(bytesPerSec)*8/1e6)
-}
-
-func orNone(s string) string {
-	if s == "" {
-		return "none"
-	}
-	return s
 }
 
 func wanLoadFlags(fs *flag.FlagSet, tiny bool) func(context.Context, Env) (Report, error) {
