@@ -28,7 +28,8 @@ const (
 )
 
 // DialOptions returns grpc dial options for protoactor remote's client side
-// (TLS creds, keepalive, window sizes, a reconnect backoff capped at 5 s). A
+// (TLS creds, keepalive, a reconnect backoff capped at 5 s; windows are
+// left to gRPC's BDP estimation). A
 // Dialer uses the same. The TLS creds read the server's first bytes before
 // handing the connection to gRPC, so a server's refusal of our certificate
 // is reported with its alert (see clientCreds).
@@ -40,8 +41,6 @@ func DialOptions(id Identity) []grpc.DialOption {
 			Timeout:             5 * time.Second,
 			PermitWithoutStream: true,
 		}),
-		grpc.WithStaticStreamWindowSize(streamWindow),
-		grpc.WithStaticConnWindowSize(connWindow),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxControlMsgSize)),
 		// A restarted peer is back within seconds; gRPC's default backoff
 		// grows to two minutes.

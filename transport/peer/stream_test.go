@@ -290,9 +290,7 @@ func TestCloseUnblocks(t *testing.T) {
 				}
 			}()
 			// The client never reads: the writer stalls on the window.
-			for wrote.Load() < streamWindow {
-				time.Sleep(time.Millisecond)
-			}
+			waitStalled(wrote, initialWindow)
 			s.Close()
 			results <- result{"server Write", <-done}
 			return nil
@@ -365,10 +363,26 @@ func TestCloseUnblocks(t *testing.T) {
 	if err != nil {
 		t.Errorf("client reading after the server's Close: %v", err)
 	}
-	if n > wrote.Load() || n < streamWindow {
+	if n > wrote.Load() || n < initialWindow {
 		t.Errorf("client read %d bytes, server wrote %d", n, wrote.Load())
 	}
 	s2.Close()
+}
+
+// waitStalled returns once a writer counting into wrote has written at
+// least least bytes and then made no progress for 200 ms (or after 20 s).
+func waitStalled(wrote *atomic.Int64, least int64) {
+	last, since := int64(-1), time.Now()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		n := wrote.Load()
+		if n != last {
+			last, since = n, time.Now()
+			continue
+		}
+		if n >= least && time.Since(since) >= 200*time.Millisecond {
+			return
+		}
+	}
 }
 
 // TestMemoryBounded pushes a large transfer each way through one stream
