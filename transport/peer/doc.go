@@ -8,7 +8,7 @@
 // cluster CA, interceptors that check the calling proxy and refuse
 // protoactor's two unimplemented unary calls (which would otherwise panic and
 // kill the process), a recover for any other panic, keepalive enforcement,
-// and an unknown-service handler that serves
+// static flow-control windows, and an unknown-service handler that serves
 // [StreamMethod] next to protoactor's own service. [DialOptions] is the
 // matching client side for protoactor's connections; a [Dialer] keeps its own
 // pool of connections for data streams so bulk bytes never queue behind (or
@@ -55,20 +55,28 @@
 // The client never sends 'E' (END_STREAM says it), and the server never
 // sends hello; any other frame out of place is a [ProtocolError].
 //
-// Memory is bounded by HTTP/2 flow control, never by buffering here. The
-// windows follow the path: gRPC's BDP estimation starts every window at
-// 64 KiB and, while a stream is limited by its window, grows them to twice
-// the bytes received in one ping's round trip, up to 16 MiB. One session
-// across an ocean is thus not held to a fixed window per round trip (a
-// static 1 MiB window was 7 MiB/s at 150 ms), while on a short path the
-// windows stay small, and fewer bulk bytes queue in the shared connection
-// in front of a keystroke. A slow reader stops its writer after at most
-// one window of unread bytes: 16 MiB per stream at the most (the
+// Memory is bounded by HTTP/2 flow control, never by buffering here: a
+// slow reader stops its writer after at most one stream window of unread
+// bytes, and each stream holds at most one received frame beyond that (the
 // connection-level window is acknowledged on receipt and bounds nothing
-// unread). Each stream holds at most one received frame beyond that.
-// Setting any window option would turn the estimation off
-// (grpc/grpc-go#9078, #9090 moved which ones do); TestWindowFollowsThePath
-// pins the behaviour.
+// unread). The windows depend on the path:
+//
+//   - Inside a region, and on every connection the server accepts or
+//     protoactor dials: a static stream window of 1 MiB and connection
+//     window of 4 MiB (BDP estimation off). Small windows keep few bulk
+//     bytes queued in a shared link in front of a keystroke.
+//   - A [Dialer]'s connection to another region ([WithFar]) sets no window:
+//     gRPC's BDP estimation starts them at 64 KiB and, while a stream is
+//     limited by its window, grows them to twice the bytes received in one
+//     ping's round trip, up to 16 MiB. A download across an ocean is thus
+//     not held to 1 MiB per round trip (7 MiB/s at 150 ms); a stalled
+//     reader holds at most 16 MiB. Bytes sent to the far proxy (an upload)
+//     are still held to its static 1 MiB window: the server's windows
+//     are one setting for all its connections.
+//
+// Setting any window option turns gRPC's estimation off (grpc/grpc-go#9078
+// and #9090 changed which options do); TestWindowFollowsThePath pins the
+// behaviour of both kinds of connection.
 //
 // # Goroutines
 //

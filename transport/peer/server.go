@@ -64,11 +64,18 @@ func (c ServerConfig) Validate() error {
 }
 
 const (
-	// initialWindow is where gRPC's flow-control windows start, and
-	// maxWindow the most they grow to by its BDP estimation (grpc-go's
-	// bdpLimit): the most unread bytes one stream can hold. No window
-	// option may be set, or gRPC turns the estimation off (see the package
-	// doc and TestWindowFollowsThePath).
+	// streamWindow and connWindow are the static HTTP/2 flow-control windows
+	// of every connection but a Dialer's to another region (BDP estimation
+	// off): the most unread bytes a stream, or a connection, can have in
+	// flight. Small windows keep few bulk bytes queued in a shared link in
+	// front of a keystroke.
+	streamWindow = 1 << 20
+	connWindow   = 4 << 20
+	// initialWindow is where gRPC's windows start on a connection to
+	// another region, and maxWindow the most its BDP estimation grows them
+	// to (grpc-go's bdpLimit). No window option may be set on such a
+	// connection, or gRPC turns the estimation off (see the package doc and
+	// TestWindowFollowsThePath).
 	initialWindow = 64 << 10
 	maxWindow     = 16 << 20
 
@@ -93,7 +100,7 @@ const protoactorService = "/remote.Remoting/"
 // TLS creds, interceptors that refuse protoactor's unimplemented unary calls
 // (ListProcesses, GetProcessDiagnostics — every unary call of its service)
 // with codes.Unimplemented instead of panicking, a recover for any panic in
-// a handler, peer-id checks, keepalive enforcement, and the
+// a handler, peer-id checks, keepalive enforcement, static windows, and the
 // UnknownServiceHandler that serves [StreamMethod].
 func ServerOptions(cfg ServerConfig) ([]grpc.ServerOption, error) {
 	if err := cfg.Validate(); err != nil {
@@ -118,6 +125,8 @@ func ServerOptions(cfg ServerConfig) ([]grpc.ServerOption, error) {
 			MinTime:             5 * time.Second,
 			PermitWithoutStream: true,
 		}),
+		grpc.StaticStreamWindowSize(streamWindow),
+		grpc.StaticConnWindowSize(connWindow),
 		grpc.MaxRecvMsgSize(MaxControlMsgSize),
 	}, nil
 }

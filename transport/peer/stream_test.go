@@ -290,7 +290,7 @@ func TestCloseUnblocks(t *testing.T) {
 				}
 			}()
 			// The client never reads: the writer stalls on the window.
-			waitStalled(wrote, initialWindow)
+			waitStalled(wrote, streamWindow)
 			s.Close()
 			results <- result{"server Write", <-done}
 			return nil
@@ -363,7 +363,7 @@ func TestCloseUnblocks(t *testing.T) {
 	if err != nil {
 		t.Errorf("client reading after the server's Close: %v", err)
 	}
-	if n > wrote.Load() || n < initialWindow {
+	if n > wrote.Load() || n < streamWindow {
 		t.Errorf("client read %d bytes, server wrote %d", n, wrote.Load())
 	}
 	s2.Close()

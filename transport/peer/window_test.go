@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,17 +13,16 @@ import (
 )
 
 // TestWindowFollowsThePath pins the flow control that the package doc
-// promises and that a gRPC upgrade could silently change: on a long path
-// the windows grow past any fixed size by gRPC's BDP estimation, and a
-// stalled reader still holds no more than the largest window.
+// promises and that a gRPC upgrade could silently change: a Dialer's
+// connection to another region grows the windows of what it receives past
+// any fixed size by gRPC's BDP estimation, and a stalled reader still holds
+// no more than the largest window; every other window stays static.
 //
-// Both directions run over a relay that delays every byte by 100 ms each
-// way. The writer first pushes warm bytes that the reader takes as they
-// come (the windows limit the flow, so gRPC grows them); then the reader
-// stops, and the writer goes on until flow control stops it. What it got
-// out after the stop is the window: more than 1 MiB (the static window
-// this package used to set, which capped a session at 1 MiB per round
-// trip) and at most 16 MiB plus gRPC's write quota and one frame.
+// Each case runs over a relay that delays every byte by 100 ms each way.
+// The writer first pushes warm bytes that the reader takes as they come
+// (the windows limit the flow, so an estimating gRPC grows them); then the
+// reader stops, and the writer goes on until flow control stops it. What
+// it got out after the stop is the reader's window.
 func TestWindowFollowsThePath(t *testing.T) {
 	t.Parallel() // it waits on the relay's delay, mostly
 	warm := int64(24 << 20)
@@ -30,31 +30,39 @@ func TestWindowFollowsThePath(t *testing.T) {
 		warm = 12 << 20
 	}
 	const (
-		oneWay    = 100 * time.Millisecond
-		fixed     = 1 << 20                           // the old static stream window
-		mostHeld  = maxWindow + 64<<10 + MaxFrameData // window, gRPC's write quota, a frame
-		leastSeen = fixed + 64<<10 + MaxFrameData + 1 // more than the old window could take
-		chunk     = MaxFrameData
+		oneWay = 100 * time.Millisecond
+		slack  = 64<<10 + MaxFrameData // gRPC's write quota and a frame
+		chunk  = MaxFrameData
 	)
-	ca := newCA(t)
 	type side struct {
 		wrote   atomic.Int64
 		stopped chan struct{} // closed when the reader stopped reading
 		release chan struct{} // closed when the test is done with the stream
 	}
-	sides := map[string]*side{}
-	for _, dir := range []string{"client-writes", "server-writes"} {
-		sides[dir] = &side{stopped: make(chan struct{}), release: make(chan struct{})}
+	cases := []struct {
+		token             string
+		far, serverWrites bool
+		least, most       int64 // bytes the stopped reader may hold
+	}{
+		// The far proxy's downloads: the Dialer's window grows.
+		{"far-download", true, true, streamWindow + slack + 1, maxWindow + slack},
+		// Inside the region, and the far proxy's uploads: static windows.
+		{"near-download", false, true, 0, streamWindow + slack},
+		{"far-upload", true, false, 0, streamWindow + slack},
 	}
-	// writeUntilStopped writes until flow control holds it and the test
-	// releases it; readWarmThenStop reads warm bytes, then stops.
-	writeUntilStopped := func(s Stream, sd *side) error {
+	sides := map[string]*side{}
+	for _, c := range cases {
+		sides[c.token] = &side{stopped: make(chan struct{}), release: make(chan struct{})}
+	}
+	// writeUntilStopped writes until flow control holds it and the stream
+	// closes; readWarmThenStop reads warm bytes, then stops until released.
+	writeUntilStopped := func(s Stream, sd *side) {
 		buf := make([]byte, chunk)
 		for {
 			n, err := s.Write(buf)
 			sd.wrote.Add(int64(n))
 			if err != nil {
-				return err
+				return
 			}
 		}
 	}
@@ -64,6 +72,7 @@ func TestWindowFollowsThePath(t *testing.T) {
 		<-sd.release
 		return err
 	}
+	ca := newCA(t)
 	handler := func(ctx context.Context, peerID, token string, s Stream) error {
 		sd := sides[token]
 		if sd == nil {
@@ -72,38 +81,45 @@ func TestWindowFollowsThePath(t *testing.T) {
 		if err := Accept(s); err != nil {
 			return err
 		}
-		if token == "client-writes" {
+		if strings.HasSuffix(token, "-upload") {
 			return readWarmThenStop(s, sd)
 		}
-		go writeUntilStopped(s, sd) // ends when the stream closes
+		go writeUntilStopped(s, sd)
 		<-sd.release
 		return nil
 	}
 	addr, _ := startServer(t, ServerConfig{Identity: newIdentity(t, ca, "proxy-b"), Handler: handler})
 	far := delayRelay(t, addr, oneWay)
-	d := newDialer(t, newIdentity(t, ca, "proxy-a"))
+	near := delayRelay(t, addr, oneWay) // as slow, but the Dialer takes it for its own region
+	id := newIdentity(t, ca, "proxy-a")
+	d := NewDialer(id, nil, WithFar(func(a string) bool { return a == far }))
+	t.Cleanup(func() { d.Close() })
 
-	for _, dir := range []string{"client-writes", "server-writes"} {
-		sd := sides[dir]
-		s := mustOpen(t, d, far, dir)
-		if dir == "client-writes" {
-			go writeUntilStopped(s, sd) // ends when the stream closes
-		} else {
+	for _, c := range cases {
+		sd := sides[c.token]
+		to := near
+		if c.far {
+			to = far
+		}
+		s := mustOpen(t, d, to, c.token)
+		if c.serverWrites {
 			go readWarmThenStop(s, sd)
+		} else {
+			go writeUntilStopped(s, sd)
 		}
 		select {
 		case <-sd.stopped:
 		case <-time.After(2 * time.Minute):
-			t.Fatalf("%s: the warm bytes did not arrive within 2 minutes (%d written)", dir, sd.wrote.Load())
+			t.Fatalf("%s: the warm bytes did not arrive within 2 minutes (%d written)", c.token, sd.wrote.Load())
 		}
 		waitStalled(&sd.wrote, warm)
 		held := sd.wrote.Load() - warm
-		t.Logf("%s over %v each way: %d bytes held by the stopped reader", dir, oneWay, held)
-		if held < leastSeen {
-			t.Errorf("%s: the stopped reader took %d bytes, want more than %d: the window did not grow past a fixed 1 MiB (is gRPC's BDP estimation off?)", dir, held, leastSeen)
+		t.Logf("%s over %v each way: %d bytes held by the stopped reader", c.token, oneWay, held)
+		if held < c.least {
+			t.Errorf("%s: the stopped reader took %d bytes, want more than %d: the window did not grow past the static 1 MiB (is gRPC's BDP estimation off?)", c.token, held, c.least-1)
 		}
-		if held > mostHeld {
-			t.Errorf("%s: the stopped reader took %d bytes, want at most %d: the window is not bounded", dir, held, mostHeld)
+		if held > c.most {
+			t.Errorf("%s: the stopped reader took %d bytes, want at most %d", c.token, held, c.most)
 		}
 		close(sd.release)
 		s.Close()
