@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"flag"
+	"math"
 	"os"
 	"strings"
 	"testing"
@@ -47,9 +48,34 @@ func TestPathTiny(t *testing.T) {
 func TestInteractiveTiny(t *testing.T) {
 	needSshd(t)
 	rep := runTiny(t, "interactive-under-load")
-	// The anchor, Warren's four routes, and two with the upload on another tunnel.
-	if rows := rep.Tables[0].Rows; len(rows) != 7 {
-		t.Fatalf("%d routes, want 7", len(rows))
+	// The anchor, Warren's four routes, two with the upload on another
+	// tunnel, and the anchor and Warren's two tcp-resource routes under
+	// several uploads.
+	rows := rep.Tables[0].Rows
+	if len(rows) != 10 {
+		t.Fatalf("%d routes, want 10", len(rows))
+	}
+	measured(t, rep.Tables[0], 3)
+	for _, row := range rows[7:] {
+		if j := row[len(row)-1]; j == "—" || j == "" {
+			t.Errorf("%s (%s): Jain's index %q, want a figure", row[0], row[2], j)
+		}
+	}
+}
+
+func TestJainIndex(t *testing.T) {
+	for _, tc := range []struct {
+		shares []int64
+		want   float64
+	}{
+		{[]int64{5, 5, 5, 5}, 1},
+		{[]int64{8, 0, 0, 0}, 0.25},
+		{[]int64{3, 1}, 0.8}, // 16 / (2·10)
+		{[]int64{0, 0}, 0},
+	} {
+		if got := jainIndex(tc.shares); math.Abs(got-tc.want) > 1e-9 {
+			t.Errorf("jainIndex(%v) = %v, want %v", tc.shares, got, tc.want)
+		}
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/warren-proxy/warren/actors/agent"
+	"github.com/warren-proxy/warren/transport/peer"
 )
 
 // An agent of region us, configured with a proxy of eu only, homes to
@@ -49,6 +50,10 @@ func TestAgentHomesToItsRegion(t *testing.T) {
 	homeAt("proxy-2", "its region's proxy learned")
 	if err := session(c, "proxy-1"); err != nil {
 		t.Fatalf("through eu, with the tunnel in us: %v", err)
+	}
+	// eu's proxy reached us's over a data link for the other region.
+	if n := c.ProxyLogCount(peer.FarLinkMsg); n != 1 {
+		t.Errorf("%d data links to another region logged, want 1 (eu's to us's)", n)
 	}
 
 	// us's proxy goes: the agent re-homes to eu.

@@ -121,8 +121,23 @@ func (p *Proxy) startPeer() error {
 			p.system.Root.Send(p.router, &router.PeerUnreachable{Addr: ev.Address})
 		}
 	})
-	p.dialer = peer.NewDialer(id, p.log)
+	p.dialer = peer.NewDialer(id, p.log, peer.WithFar(p.otherRegion))
 	return nil
+}
+
+// otherRegion reports whether the peer address is a member of another
+// region: the data streams to it get windows sized by gRPC's BDP estimation
+// rather than the static ones of links inside the region.
+func (p *Proxy) otherRegion(peerAddr string) bool {
+	if p.members == nil {
+		return false
+	}
+	for _, m := range p.members.Members() {
+		if m.PeerAddr == peerAddr {
+			return m.Region != p.cfg.Region
+		}
+	}
+	return false
 }
 
 // peerRemoteConfig is protoactor remote's configuration for the peer

@@ -55,10 +55,28 @@
 // The client never sends 'E' (END_STREAM says it), and the server never
 // sends hello; any other frame out of place is a [ProtocolError].
 //
-// Memory is bounded by HTTP/2 flow control, never by buffering here: a stream
-// window of 1 MiB and a connection window of 4 MiB, both static (no BDP
-// growth), so a slow reader stops its writer after at most a window of
-// unread bytes; each stream holds at most one received frame.
+// Memory is bounded by HTTP/2 flow control, never by buffering here: a
+// slow reader stops its writer after at most one stream window of unread
+// bytes, and each stream holds at most one received frame beyond that (the
+// connection-level window is acknowledged on receipt and bounds nothing
+// unread). The windows depend on the path:
+//
+//   - Inside a region, and on every connection the server accepts or
+//     protoactor dials: a static stream window of 1 MiB and connection
+//     window of 4 MiB (BDP estimation off). Small windows keep few bulk
+//     bytes queued in a shared link in front of a keystroke.
+//   - A [Dialer]'s connection to another region ([WithFar]) sets no window:
+//     gRPC's BDP estimation starts them at 64 KiB and, while a stream is
+//     limited by its window, grows them to twice the bytes received in one
+//     ping's round trip, up to 16 MiB. A download across an ocean is thus
+//     not held to 1 MiB per round trip (7 MiB/s at 150 ms); a stalled
+//     reader holds at most 16 MiB. Bytes sent to the far proxy (an upload)
+//     are still held to its static 1 MiB window: the server's windows
+//     are one setting for all its connections.
+//
+// Setting any window option turns gRPC's estimation off (grpc/grpc-go#9078
+// and #9090 changed which options do); TestWindowFollowsThePath pins the
+// behaviour of both kinds of connection.
 //
 // # Goroutines
 //

@@ -65,10 +65,19 @@ func (c ServerConfig) Validate() error {
 
 const (
 	// streamWindow and connWindow are the static HTTP/2 flow-control windows
-	// (BDP estimation off): the most unread bytes a stream, or a connection,
-	// can have in flight.
+	// of every connection but a Dialer's to another region (BDP estimation
+	// off): the most unread bytes a stream, or a connection, can have in
+	// flight. Small windows keep few bulk bytes queued in a shared link in
+	// front of a keystroke.
 	streamWindow = 1 << 20
 	connWindow   = 4 << 20
+	// initialWindow is where gRPC's windows start on a connection to
+	// another region, and maxWindow the most its BDP estimation grows them
+	// to (grpc-go's bdpLimit). No window option may be set on such a
+	// connection, or gRPC turns the estimation off (see the package doc and
+	// TestWindowFollowsThePath).
+	initialWindow = 64 << 10
+	maxWindow     = 16 << 20
 
 	// MaxControlMsgSize is the largest gRPC message the peer server takes.
 	// It is sized for protoactor's message batches (up to a thousand

@@ -290,9 +290,7 @@ func TestCloseUnblocks(t *testing.T) {
 				}
 			}()
 			// The client never reads: the writer stalls on the window.
-			for wrote.Load() < streamWindow {
-				time.Sleep(time.Millisecond)
-			}
+			waitStalled(wrote, streamWindow)
 			s.Close()
 			results <- result{"server Write", <-done}
 			return nil
@@ -369,6 +367,22 @@ func TestCloseUnblocks(t *testing.T) {
 		t.Errorf("client read %d bytes, server wrote %d", n, wrote.Load())
 	}
 	s2.Close()
+}
+
+// waitStalled returns once a writer counting into wrote has written at
+// least least bytes and then made no progress for 200 ms (or after 20 s).
+func waitStalled(wrote *atomic.Int64, least int64) {
+	last, since := int64(-1), time.Now()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		n := wrote.Load()
+		if n != last {
+			last, since = n, time.Now()
+			continue
+		}
+		if n >= least && time.Since(since) >= 200*time.Millisecond {
+			return
+		}
+	}
 }
 
 // TestMemoryBounded pushes a large transfer each way through one stream

@@ -1,0 +1,208 @@
+package peer
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestWindowFollowsThePath pins the flow control that the package doc
+// promises and that a gRPC upgrade could silently change: a Dialer's
+// connection to another region grows the windows of what it receives past
+// any fixed size by gRPC's BDP estimation, and a stalled reader still holds
+// no more than the largest window; every other window stays static.
+//
+// Each case runs over a relay that delays every byte by 100 ms each way.
+// The writer first pushes warm bytes that the reader takes as they come
+// (the windows limit the flow, so an estimating gRPC grows them); then the
+// reader stops, and the writer goes on until flow control stops it. What
+// it got out after the stop is the reader's window.
+func TestWindowFollowsThePath(t *testing.T) {
+	t.Parallel() // it waits on the relay's delay, mostly
+	warm := int64(24 << 20)
+	if raceEnabled || testing.Short() {
+		warm = 12 << 20
+	}
+	const (
+		oneWay = 100 * time.Millisecond
+		slack  = 64<<10 + MaxFrameData // gRPC's write quota and a frame
+		chunk  = MaxFrameData
+	)
+	type side struct {
+		wrote   atomic.Int64
+		stopped chan struct{} // closed when the reader stopped reading
+		release chan struct{} // closed when the test is done with the stream
+	}
+	cases := []struct {
+		token             string
+		far, serverWrites bool
+		least, most       int64 // bytes the stopped reader may hold
+	}{
+		// The far proxy's downloads: the Dialer's window grows.
+		{"far-download", true, true, streamWindow + slack + 1, maxWindow + slack},
+		// Inside the region, and the far proxy's uploads: static windows.
+		{"near-download", false, true, 0, streamWindow + slack},
+		{"far-upload", true, false, 0, streamWindow + slack},
+	}
+	sides := map[string]*side{}
+	for _, c := range cases {
+		sides[c.token] = &side{stopped: make(chan struct{}), release: make(chan struct{})}
+	}
+	// writeUntilStopped writes until flow control holds it and the stream
+	// closes; readWarmThenStop reads warm bytes, then stops until released.
+	writeUntilStopped := func(s Stream, sd *side) {
+		buf := make([]byte, chunk)
+		for {
+			n, err := s.Write(buf)
+			sd.wrote.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	}
+	readWarmThenStop := func(s Stream, sd *side) error {
+		_, err := io.CopyN(io.Discard, s, warm)
+		close(sd.stopped)
+		<-sd.release
+		return err
+	}
+	ca := newCA(t)
+	handler := func(ctx context.Context, peerID, token string, s Stream) error {
+		sd := sides[token]
+		if sd == nil {
+			return errors.New("unknown token")
+		}
+		if err := Accept(s); err != nil {
+			return err
+		}
+		if strings.HasSuffix(token, "-upload") {
+			return readWarmThenStop(s, sd)
+		}
+		go writeUntilStopped(s, sd)
+		<-sd.release
+		return nil
+	}
+	addr, _ := startServer(t, ServerConfig{Identity: newIdentity(t, ca, "proxy-b"), Handler: handler})
+	far := delayRelay(t, addr, oneWay)
+	near := delayRelay(t, addr, oneWay) // as slow, but the Dialer takes it for its own region
+	id := newIdentity(t, ca, "proxy-a")
+	d := NewDialer(id, nil, WithFar(func(a string) bool { return a == far }))
+	t.Cleanup(func() { d.Close() })
+
+	for _, c := range cases {
+		sd := sides[c.token]
+		to := near
+		if c.far {
+			to = far
+		}
+		s := mustOpen(t, d, to, c.token)
+		if c.serverWrites {
+			go readWarmThenStop(s, sd)
+		} else {
+			go writeUntilStopped(s, sd)
+		}
+		select {
+		case <-sd.stopped:
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("%s: the warm bytes did not arrive within 2 minutes (%d written)", c.token, sd.wrote.Load())
+		}
+		waitStalled(&sd.wrote, warm)
+		held := sd.wrote.Load() - warm
+		t.Logf("%s over %v each way: %d bytes held by the stopped reader", c.token, oneWay, held)
+		if held < c.least {
+			t.Errorf("%s: the stopped reader took %d bytes, want more than %d: the window did not grow past the static 1 MiB (is gRPC's BDP estimation off?)", c.token, held, c.least-1)
+		}
+		if held > c.most {
+			t.Errorf("%s: the stopped reader took %d bytes, want at most %d", c.token, held, c.most)
+		}
+		close(sd.release)
+		s.Close()
+	}
+}
+
+// delayRelay forwards connections to target through 127.0.0.1, delaying
+// every byte by oneWay in each direction (bandwidth is not limited). It
+// stops with the test.
+func delayRelay(t *testing.T, target string, oneWay time.Duration) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, in, out)
+			mu.Unlock()
+			wg.Add(2)
+			go func() { defer wg.Done(); delayCopy(out, in, oneWay) }()
+			go func() { defer wg.Done(); delayCopy(in, out, oneWay) }()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// delayCopy copies src to dst, each read written oneWay after it arrived.
+// The queue between them is bounded by what gRPC's flow control lets be
+// in flight, plus TCP's buffers.
+func delayCopy(dst, src net.Conn, oneWay time.Duration) {
+	type piece struct {
+		due  time.Time
+		data []byte
+	}
+	q := make(chan piece, 4096)
+	go func() {
+		defer close(q)
+		for {
+			b := make([]byte, 64<<10)
+			n, err := src.Read(b)
+			if n > 0 {
+				q <- piece{time.Now().Add(oneWay), b[:n]}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	for p := range q {
+		time.Sleep(time.Until(p.due))
+		if _, err := dst.Write(p.data); err != nil {
+			src.Close()
+			for range q { // let the reader end
+			}
+			return
+		}
+	}
+	if tc, ok := dst.(*net.TCPConn); ok {
+		tc.CloseWrite()
+	}
+}
