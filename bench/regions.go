@@ -172,25 +172,14 @@ func startRegionsBed(ctx context.Context, env Env, cfg RegionsConfig) (_ *region
 			hosts = append(hosts, clientHost{Name: host, Addr: addr})
 		}
 		node := regions.ExtraHost(r, nodeHost)
-		var ln net.Listener
-		if err := c.Net.Do(node, func() (err error) {
-			ln, err = net.Listen("tcp", net.JoinHostPort(c.Net.Addr(node).String(), "7"))
-			return err
-		}); err != nil {
+		if err := b.serve(node, "7", serveWANProbe); err != nil {
 			return nil, err
 		}
-		b.stop.add(func() { ln.Close() })
-		go serveWANProbe(ln)
 		if cfg.Sources {
-			if err := c.Net.Do(node, func() (err error) {
-				ln, err = net.Listen("tcp", net.JoinHostPort(c.Net.Addr(node).String(), sourcePort))
-				return err
-			}); err != nil {
+			block := randomBlock()
+			if err := b.serve(node, sourcePort, func(ln net.Listener) { serveSource(ln, block) }); err != nil {
 				return nil, err
 			}
-			src := ln
-			b.stop.add(func() { src.Close() })
-			go serveSource(src, randomBlock())
 		}
 		if err := b.startAgent(r, tokens[0]); err != nil {
 			return nil, err
@@ -231,6 +220,22 @@ func startRegionsBed(ctx context.Context, env Env, cfg RegionsConfig) (_ *region
 	}
 	env.progress("up in %s", time.Since(began).Round(time.Millisecond))
 	return b, nil
+}
+
+// serve listens on port of host's address, in host's namespace, and runs
+// server on the listener until the bed closes it.
+func (b *regionsBed) serve(host, port string, server func(net.Listener)) error {
+	c := b.cluster
+	var ln net.Listener
+	if err := c.Net.Do(host, func() (err error) {
+		ln, err = net.Listen("tcp", net.JoinHostPort(c.Net.Addr(host).String(), port))
+		return err
+	}); err != nil {
+		return fmt.Errorf("listen on %s port %s: %w", host, port, err)
+	}
+	b.stop.add(func() { ln.Close() })
+	go server(ln)
+	return nil
 }
 
 // startSshd runs a stock sshd on host, listening on addr. The sessions
