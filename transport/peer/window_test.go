@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/warren-proxy/warren/internal/slowlink"
 )
 
 // TestWindowFollowsThePath pins the flow control that the package doc
@@ -89,8 +89,8 @@ func TestWindowFollowsThePath(t *testing.T) {
 		return nil
 	}
 	addr, _ := startServer(t, ServerConfig{Identity: newIdentity(t, ca, "proxy-b"), Handler: handler})
-	far := delayRelay(t, addr, oneWay)
-	near := delayRelay(t, addr, oneWay) // as slow, but the Dialer takes it for its own region
+	far := slowlink.Start(t, addr, oneWay)
+	near := slowlink.Start(t, addr, oneWay) // as slow, but the Dialer takes it for its own region
 	id := newIdentity(t, ca, "proxy-a")
 	d := NewDialer(id, nil, WithFar(func(a string) bool { return a == far }))
 	t.Cleanup(func() { d.Close() })
@@ -123,86 +123,5 @@ func TestWindowFollowsThePath(t *testing.T) {
 		}
 		close(sd.release)
 		s.Close()
-	}
-}
-
-// delayRelay forwards connections to target through 127.0.0.1, delaying
-// every byte by oneWay in each direction (bandwidth is not limited). It
-// stops with the test.
-func delayRelay(t *testing.T, target string, oneWay time.Duration) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.Dial("tcp", target)
-			if err != nil {
-				in.Close()
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, in, out)
-			mu.Unlock()
-			wg.Add(2)
-			go func() { defer wg.Done(); delayCopy(out, in, oneWay) }()
-			go func() { defer wg.Done(); delayCopy(in, out, oneWay) }()
-		}
-	}()
-	return ln.Addr().String()
-}
-
-// delayCopy copies src to dst, each read written oneWay after it arrived.
-// The queue between them is bounded by what gRPC's flow control lets be
-// in flight, plus TCP's buffers.
-func delayCopy(dst, src net.Conn, oneWay time.Duration) {
-	type piece struct {
-		due  time.Time
-		data []byte
-	}
-	q := make(chan piece, 4096)
-	go func() {
-		defer close(q)
-		for {
-			b := make([]byte, 64<<10)
-			n, err := src.Read(b)
-			if n > 0 {
-				q <- piece{time.Now().Add(oneWay), b[:n]}
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	for p := range q {
-		time.Sleep(time.Until(p.due))
-		if _, err := dst.Write(p.data); err != nil {
-			src.Close()
-			for range q { // let the reader end
-			}
-			return
-		}
-	}
-	if tc, ok := dst.(*net.TCPConn); ok {
-		tc.CloseWrite()
 	}
 }
