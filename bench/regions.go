@@ -478,7 +478,8 @@ func RunRegions(ctx context.Context, env Env, cfg RegionsConfig) (Report, error)
 		_, err := bed.setup(ctx, r)
 		return err
 	}); err != nil {
-		return Report{}, err
+		// The client only says the forward failed; the proxies say why.
+		return Report{}, fmt.Errorf("%w\n%s", err, bed.cluster.Logs(15))
 	}
 	for n := range cfg.Setups {
 		env.progress("session setup %d/%d: %d routes, %d at a time", n+1, cfg.Setups, len(routes), cfg.Parallel)

@@ -191,8 +191,12 @@ func TestDialContext(t *testing.T) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	if _, err := n.DialContext(ctx, "ap-1", "tcp", far); !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("ap-1 → eu-1 over a link with total loss: got %v, want the context's deadline", err)
+	// The deadline is the context's; net reports it as the context's error
+	// or, when it struck inside the connect call, as the socket's i/o
+	// timeout (seen under CI load).
+	var ne net.Error
+	if _, err := n.DialContext(ctx, "ap-1", "tcp", far); !errors.Is(err, context.DeadlineExceeded) && !(errors.As(err, &ne) && ne.Timeout()) {
+		t.Errorf("ap-1 → eu-1 over a link with total loss: got %v, want a timeout at the context's deadline", err)
 	}
 	if took := time.Since(start); took > 2*time.Second {
 		t.Errorf("the dial ended %s after its 300ms deadline", took)

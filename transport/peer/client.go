@@ -25,6 +25,12 @@ const (
 	// idleTimeout lets a Dialer's connection to a peer with no streams go
 	// idle (no socket, no reconnect attempts); the next Open reconnects.
 	idleTimeout = 2 * time.Minute
+	// maxFarConns bounds a Dialer's connections to one proxy of another
+	// region: past it, new streams share the connection with the fewest.
+	// maxFarIdle is how many connections without a stream it keeps ready
+	// for the next sessions (one is dialled ahead whenever none is left).
+	maxFarConns = 64
+	maxFarIdle  = 2
 )
 
 // DialOptions returns grpc dial options for protoactor remote's client side
@@ -64,9 +70,13 @@ func pathDialOptions(id Identity) []grpc.DialOption {
 	}
 }
 
-// Dialer opens data streams to peers, one pooled grpc.ClientConn per address
-// (separate from protoactor's connections, so bulk bytes don't delay control
-// messages). It is safe for concurrent use.
+// Dialer opens data streams to peers (separate from protoactor's
+// connections, so bulk bytes don't delay control messages). Streams to a
+// proxy of its own region share one pooled grpc.ClientConn per address;
+// streams to a proxy of another region ([WithFar]) get a connection each,
+// up to maxFarConns per address, so that a keystroke never waits behind
+// another session's bytes in a shared TCP connection's congestion window
+// across an ocean. It is safe for concurrent use.
 type Dialer struct {
 	opts    []grpc.DialOption // to a proxy of this region
 	farOpts []grpc.DialOption // to a proxy of another region
@@ -75,25 +85,39 @@ type Dialer struct {
 
 	mu      sync.Mutex // guards the fields below
 	conns   map[string]*grpc.ClientConn
+	farPool map[string]*farPool
 	closed  bool
 	lingers sync.WaitGroup // closing streams waiting for their status; Add only under mu while !closed
 }
 
-// FarLinkMsg is logged when a Dialer makes a connection to another region.
-const FarLinkMsg = "peer: data link to another region, windows sized by BDP estimation"
+// farPool is a Dialer's connections to one proxy of another region.
+type farPool struct {
+	all  map[*farConn]struct{}
+	idle []*farConn // connections without a stream, the newest last
+}
+
+// farConn is one connection of a farPool and its number of open streams.
+type farConn struct {
+	cc      *grpc.ClientConn
+	streams int
+}
+
+// FarLinkMsg is logged when a Dialer makes its first connection to a proxy
+// of another region.
+const FarLinkMsg = "peer: data links to another region, a connection per session, windows sized by BDP estimation"
 
 // DialerOption configures a Dialer.
 type DialerOption func(*Dialer)
 
 // WithFar tells the Dialer which peer addresses are far: proxies of another
-// region. Its connection to a far proxy lets gRPC's BDP estimation size the
-// windows of the bytes it receives (64 KiB growing to 16 MiB), so a download
-// across an ocean is not held to a fixed window per round trip; connections
-// inside the region keep the static windows, which queue fewer bulk bytes
-// in front of a keystroke (on loopback the estimation grew them to about
-// 8 MiB under a bulk transfer and made a keystroke beside it slower). far is
-// asked once per connection, when it is made; it must be quick and safe for
-// concurrent use.
+// region. Each stream to a far proxy gets a connection of its own (see
+// Dialer), whose windows for the bytes it receives gRPC's BDP estimation
+// sizes (64 KiB growing to 16 MiB), so a download across an ocean is not
+// held to a fixed window per round trip; connections inside the region keep
+// the static windows, which queue fewer bulk bytes in front of a keystroke
+// (on loopback the estimation grew them to about 8 MiB under a bulk
+// transfer and made a keystroke beside it slower). far is asked on every
+// Open; it must be quick and safe for concurrent use.
 func WithFar(far func(addr string) bool) DialerOption {
 	return func(d *Dialer) { d.far = far }
 }
@@ -109,6 +133,7 @@ func NewDialer(id Identity, logger *slog.Logger, opts ...DialerOption) *Dialer {
 		farOpts: append(pathDialOptions(id), common...),
 		log:     logger,
 		conns:   make(map[string]*grpc.ClientConn),
+		farPool: make(map[string]*farPool),
 	}
 	for _, o := range opts {
 		o(d)
@@ -126,11 +151,12 @@ func (d *Dialer) Open(ctx context.Context, addr, token string) (Stream, error) {
 	if token == "" || len(token) > maxTokenLen {
 		return nil, fmt.Errorf("open peer stream to %s: the token must be 1 to %d bytes, got %d", addr, maxTokenLen, len(token))
 	}
-	cc, err := d.conn(addr)
+	cc, release, err := d.acquire(addr)
 	if err != nil {
 		return nil, fmt.Errorf("open peer stream to %s: %w", addr, err)
 	}
-	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	sctx, cancelRPC := context.WithCancel(context.WithoutCancel(ctx))
+	cancel := sync.OnceFunc(func() { cancelRPC(); release() })
 	stop := context.AfterFunc(ctx, cancel)
 	s, err := d.open(sctx, cc, addr, token)
 	if !stop() && err == nil {
@@ -148,6 +174,86 @@ func (d *Dialer) Open(ctx context.Context, addr, token string) (Stream, error) {
 	return s, nil
 }
 
+// acquire returns the connection a new stream to addr goes on, and the
+// function to call once when the stream is over.
+func (d *Dialer) acquire(addr string) (*grpc.ClientConn, func(), error) {
+	if d.far == nil || !d.far(addr) {
+		cc, err := d.conn(addr)
+		return cc, func() {}, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil, nil, ErrClosed
+	}
+	p := d.farPool[addr]
+	if p == nil {
+		p = &farPool{all: make(map[*farConn]struct{})}
+		d.farPool[addr] = p
+		d.log.Info(FarLinkMsg, "addr", addr)
+	}
+	var fc *farConn
+	switch {
+	case len(p.idle) > 0:
+		fc = p.idle[len(p.idle)-1]
+		p.idle = p.idle[:len(p.idle)-1]
+	case len(p.all) < maxFarConns:
+		var err error
+		if fc, err = d.newFarConn(p, addr); err != nil {
+			return nil, nil, err
+		}
+	default:
+		for c := range p.all {
+			if fc == nil || c.streams < fc.streams {
+				fc = c
+			}
+		}
+	}
+	fc.streams++
+	// Dial the next session's connection now, off its critical path.
+	if len(p.idle) == 0 && len(p.all) < maxFarConns {
+		if spare, err := d.newFarConn(p, addr); err == nil {
+			spare.cc.Connect()
+			p.idle = append(p.idle, spare)
+		}
+	}
+	return fc.cc, sync.OnceFunc(func() { d.releaseFar(p, fc) }), nil
+}
+
+// newFarConn adds a new connection to p; d.mu is held.
+func (d *Dialer) newFarConn(p *farPool, addr string) (*farConn, error) {
+	cc, err := grpc.NewClient("passthrough:///"+addr, d.farOpts...)
+	if err != nil {
+		return nil, err
+	}
+	fc := &farConn{cc: cc}
+	p.all[fc] = struct{}{}
+	return fc, nil
+}
+
+// releaseFar ends a stream's use of fc: a connection left without a
+// stream waits for the next one, or closes when enough already wait.
+func (d *Dialer) releaseFar(p *farPool, fc *farConn) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return // Close closed it
+	}
+	if fc.streams--; fc.streams > 0 {
+		return
+	}
+	if len(p.idle) < maxFarIdle {
+		p.idle = append(p.idle, fc)
+		return
+	}
+	delete(p.all, fc)
+	d.lingers.Add(1) // d.mu is held and d is open
+	go func() {
+		defer d.lingers.Done()
+		fc.cc.Close()
+	}()
+}
+
 func (d *Dialer) conn(addr string) (*grpc.ClientConn, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -159,12 +265,7 @@ func (d *Dialer) conn(addr string) (*grpc.ClientConn, error) {
 	}
 	// passthrough: addr is dialled as it is, like net.Dial, with no
 	// resolver of its own.
-	opts := d.opts
-	if d.far != nil && d.far(addr) {
-		opts = d.farOpts
-		d.log.Info(FarLinkMsg, "addr", addr)
-	}
-	cc, err := grpc.NewClient("passthrough:///"+addr, opts...)
+	cc, err := grpc.NewClient("passthrough:///"+addr, d.opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -217,11 +318,20 @@ func (d *Dialer) Close() error {
 	d.closed = true
 	conns := d.conns
 	d.conns = nil
+	pools := d.farPool
+	d.farPool = nil
 	d.mu.Unlock()
 	var errs []error
 	for addr, cc := range conns {
 		if err := cc.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close connection to %s: %w", addr, err))
+		}
+	}
+	for addr, p := range pools {
+		for fc := range p.all {
+			if err := fc.cc.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close connection to %s: %w", addr, err))
+			}
 		}
 	}
 	d.lingers.Wait()

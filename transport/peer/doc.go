@@ -65,10 +65,10 @@
 //     protoactor dials: a static stream window of 1 MiB and connection
 //     window of 4 MiB (BDP estimation off). Small windows keep few bulk
 //     bytes queued in a shared link in front of a keystroke.
-//   - A [Dialer]'s connection to another region ([WithFar]) sets no window:
-//     gRPC's BDP estimation starts them at 64 KiB and, while a stream is
-//     limited by its window, grows them to twice the bytes received in one
-//     ping's round trip, up to 16 MiB. A download across an ocean is thus
+//   - A [Dialer]'s connections to another region ([WithFar]), one per
+//     stream, set no window: gRPC's BDP estimation starts them at 64 KiB
+//     and, while a stream is limited by its window, grows them to twice the
+//     bytes received in one ping's round trip, up to 16 MiB. A download across an ocean is thus
 //     not held to 1 MiB per round trip (7 MiB/s at 150 ms); a stalled
 //     reader holds at most 16 MiB. Bytes sent to the far proxy (an upload)
 //     are still held to its static 1 MiB window: the server's windows
