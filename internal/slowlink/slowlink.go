@@ -11,20 +11,43 @@ import (
 	"time"
 )
 
+// Link is a running relay.
+type Link struct {
+	addr   string
+	frozen chan struct{} // closed by Freeze
+	done   chan struct{} // closed when the test ends
+	once   sync.Once
+}
+
+// Addr is the address to dial instead of the target.
+func (l *Link) Addr() string { return l.addr }
+
+// Freeze makes the link silent, as a lost network is: from now on it
+// passes no byte either way and closes nothing, until the test ends.
+func (l *Link) Freeze() { l.once.Do(func() { close(l.frozen) }) }
+
 // Start forwards connections to target through a new listener on
 // 127.0.0.1, delaying every byte by oneWay in each direction (bandwidth is
 // not limited), and returns its address. It stops with the test, closing
 // every connection it made.
 func Start(t testing.TB, target string, oneWay time.Duration) string {
 	t.Helper()
+	return New(t, target, oneWay).Addr()
+}
+
+// New is Start, returning the Link.
+func New(t testing.TB, target string, oneWay time.Duration) *Link {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	l := &Link{addr: ln.Addr().String(), frozen: make(chan struct{}), done: make(chan struct{})}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var conns []net.Conn
 	t.Cleanup(func() {
+		close(l.done)
 		ln.Close()
 		mu.Lock()
 		for _, c := range conns {
@@ -50,18 +73,19 @@ func Start(t testing.TB, target string, oneWay time.Duration) string {
 			conns = append(conns, in, out)
 			mu.Unlock()
 			wg.Add(2)
-			go func() { defer wg.Done(); delayCopy(out, in, oneWay) }()
-			go func() { defer wg.Done(); delayCopy(in, out, oneWay) }()
+			go func() { defer wg.Done(); l.delayCopy(out, in, oneWay) }()
+			go func() { defer wg.Done(); l.delayCopy(in, out, oneWay) }()
 		}
 	}()
-	return ln.Addr().String()
+	return l
 }
 
 // delayCopy copies src to dst, each read written oneWay after it arrived.
 // Reads are not held back while earlier ones wait, so the delay does not
 // cap the rate; the queue between the two is bounded by what the
-// endpoints' flow control lets be in flight.
-func delayCopy(dst, src net.Conn, oneWay time.Duration) {
+// endpoints' flow control lets be in flight. Once the link is frozen
+// neither side moves until the test ends.
+func (l *Link) delayCopy(dst, src net.Conn, oneWay time.Duration) {
 	type piece struct {
 		due  time.Time
 		data []byte
@@ -72,6 +96,12 @@ func delayCopy(dst, src net.Conn, oneWay time.Duration) {
 		for {
 			b := make([]byte, 64<<10)
 			n, err := src.Read(b)
+			select {
+			case <-l.frozen:
+				<-l.done
+				return
+			default:
+			}
 			if n > 0 {
 				q <- piece{time.Now().Add(oneWay), b[:n]}
 			}
@@ -82,9 +112,17 @@ func delayCopy(dst, src net.Conn, oneWay time.Duration) {
 	}()
 	for p := range q {
 		time.Sleep(time.Until(p.due))
+		select {
+		case <-l.frozen:
+			<-l.done
+			for range q { // let the reader end
+			}
+			return
+		default:
+		}
 		if _, err := dst.Write(p.data); err != nil {
 			src.Close()
-			for range q { // let the reader end
+			for range q {
 			}
 			return
 		}

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/warren-proxy/warren/internal/model"
+	"github.com/warren-proxy/warren/internal/slowlink"
 	"github.com/warren-proxy/warren/transport/pki"
 )
 
@@ -855,83 +856,6 @@ func TestDial(t *testing.T) {
 	})
 }
 
-// relay forwards TCP between an agent and a proxy and can freeze: it then
-// stops passing bytes without closing anything, as a lost network does.
-type relay struct {
-	addr   string
-	frozen chan struct{}
-	once   sync.Once
-}
-
-func startRelay(t *testing.T, target string) *relay {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &relay{addr: ln.Addr().String(), frozen: make(chan struct{})}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.Dial("tcp", target)
-			if err != nil {
-				in.Close()
-				continue
-			}
-			mu.Lock()
-			conns = append(conns, in, out)
-			mu.Unlock()
-			pass := func(dst, src net.Conn) {
-				defer wg.Done()
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := src.Read(buf)
-					select {
-					case <-r.frozen:
-						<-done
-						return
-					default:
-					}
-					if n > 0 {
-						if _, werr := dst.Write(buf[:n]); werr != nil {
-							return
-						}
-					}
-					if err != nil {
-						dst.Close()
-						return
-					}
-				}
-			}
-			wg.Add(2)
-			go pass(out, in)
-			go pass(in, out)
-		}
-	}()
-	t.Cleanup(func() {
-		close(done)
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return r
-}
-
-func (r *relay) freeze() { r.once.Do(func() { close(r.frozen) }) }
-
 func TestKeepalive(t *testing.T) {
 	a := newAuthority(t)
 	p := startProxy(t, baseServerConfig(t, a))
@@ -954,13 +878,14 @@ func TestKeepalive(t *testing.T) {
 	})
 
 	t.Run("agent silent", func(t *testing.T) {
-		r := startRelay(t, p.addr)
-		rp := &proxy{addr: r.addr, conns: p.conns, errs: p.errs}
+		// A relay that goes silent, as a lost network does.
+		r := slowlink.New(t, p.addr, 0)
+		rp := &proxy{addr: r.Addr(), conns: p.conns, errs: p.errs}
 		_, sc, _ := tunnel(t, rp, agentSigner(t, a, "agent-1"), "agent-1", Trust{CA: a.HostCA.PublicKey()}, &recHandler{}, Hello{})
 		if err := sc.Keepalive(waitFor); err != nil {
 			t.Fatalf("keepalive through the relay: %v", err)
 		}
-		r.freeze()
+		r.Freeze()
 		const timeout = 200 * time.Millisecond
 		err := sc.Keepalive(timeout)
 		if err == nil || !strings.Contains(err.Error(), "no keepalive reply in "+timeout.String()) {
