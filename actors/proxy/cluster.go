@@ -126,8 +126,8 @@ func (p *Proxy) startPeer() error {
 }
 
 // otherRegion reports whether the peer address is a member of another
-// region: the data streams to it get windows sized by gRPC's BDP estimation
-// rather than the static ones of links inside the region.
+// region: each data stream to it gets a connection of its own, with windows
+// sized by gRPC's BDP estimation (see peer.WithFar).
 func (p *Proxy) otherRegion(peerAddr string) bool {
 	if p.members == nil {
 		return false

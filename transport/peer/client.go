@@ -36,10 +36,9 @@ const (
 // DialOptions returns grpc dial options for protoactor remote's client side
 // (TLS creds, keepalive, static window sizes, a reconnect backoff capped at
 // 5 s). A Dialer uses the same, but for the windows of its connections to
-// another region (see [WithFar]). A
-// Dialer uses the same. The TLS creds read the server's first bytes before
-// handing the connection to gRPC, so a server's refusal of our certificate
-// is reported with its alert (see clientCreds).
+// another region (see [WithFar]). The TLS creds read the server's first
+// bytes before handing the connection to gRPC, so a server's refusal of our
+// certificate is reported with its alert (see clientCreds).
 func DialOptions(id Identity) []grpc.DialOption {
 	return append(pathDialOptions(id),
 		grpc.WithStaticStreamWindowSize(streamWindow),

@@ -71,13 +71,10 @@ const (
 	// front of a keystroke.
 	streamWindow = 1 << 20
 	connWindow   = 4 << 20
-	// initialWindow is where gRPC's windows start on a connection to
-	// another region, and maxWindow the most its BDP estimation grows them
-	// to (grpc-go's bdpLimit). No window option may be set on such a
-	// connection, or gRPC turns the estimation off (see the package doc and
-	// TestWindowFollowsThePath).
-	initialWindow = 64 << 10
-	maxWindow     = 16 << 20
+	// A Dialer's connections to another region set no window: gRPC's BDP
+	// estimation starts them at 64 KiB and grows them to 16 MiB at most
+	// (grpc-go's bdpLimit). Any window option would turn the estimation off
+	// (see the package doc and TestWindowFollowsThePath).
 
 	// MaxControlMsgSize is the largest gRPC message the peer server takes.
 	// It is sized for protoactor's message batches (up to a thousand

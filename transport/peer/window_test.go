@@ -30,9 +30,10 @@ func TestWindowFollowsThePath(t *testing.T) {
 		warm = 12 << 20
 	}
 	const (
-		oneWay = 100 * time.Millisecond
-		slack  = 64<<10 + MaxFrameData // gRPC's write quota and a frame
-		chunk  = MaxFrameData
+		maxWindow = 16 << 20 // grpc-go's bdpLimit: the most BDP estimation grows a window to
+		oneWay    = 100 * time.Millisecond
+		slack     = 64<<10 + MaxFrameData // gRPC's write quota and a frame
+		chunk     = MaxFrameData
 	)
 	type side struct {
 		wrote   atomic.Int64
