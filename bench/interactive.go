@@ -43,7 +43,7 @@ type interactiveResult struct {
 // client's connection to the entry proxy, the peer link and the agent's
 // tunnel; on the anchor they share nothing but the machine.
 func RunInteractive(ctx context.Context, env Env, cfg InteractiveConfig) (Report, error) {
-	bed, err := startPathBed(ctx, env, "interactive")
+	bed, err := startPathBed(ctx, env, "interactive", false)
 	if err != nil {
 		return Report{}, err
 	}

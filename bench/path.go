@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -18,6 +19,12 @@ type PathConfig struct {
 	RoundTrips int   // one-byte round trips per row
 	BulkBytes  int64 // bytes per upload
 	BulkRuns   int   // uploads per row; the median is reported
+	// Profiles, if set, is a directory for CPU profiles of the entry
+	// proxy, the peer proxy and the agent, taken over ProfileSeconds of
+	// the first upload through Warren to the stock sshd (tunnel on the
+	// entry proxy, and through a peer).
+	Profiles       string
+	ProfileSeconds int
 }
 
 // DefaultPathConfig is the full run; TinyPathConfig only checks it works.
@@ -44,10 +51,20 @@ type pathBed struct {
 	cluster *Cluster
 	client  sshClient
 	routes  []route
-	stop    cleanups
+	// profiled are the routes whose processes are profiled (with
+	// --profiles), by index in routes: a name and the processes.
+	profiled map[int]profiledRoute
+	stop     cleanups
 }
 
-func startPathBed(ctx context.Context, env Env, name string) (_ *pathBed, err error) {
+type profiledRoute struct {
+	name    string
+	targets []profileTarget
+}
+
+// startPathBed starts the bed; with profiles, agent-a serves its profiles
+// and b.profiled says whose to take on which route.
+func startPathBed(ctx context.Context, env Env, name string, profiles bool) (_ *pathBed, err error) {
 	dir, err := env.scratch(name)
 	if err != nil {
 		return nil, err
@@ -79,12 +96,18 @@ func startPathBed(ctx context.Context, env Env, name string) (_ *pathBed, err er
 	if err != nil {
 		return nil, err
 	}
+	debug, agentToken := "", ""
+	if profiles {
+		if debug, agentToken, err = agentDebugExtra(dir); err != nil {
+			return nil, err
+		}
+	}
 	// One tunnel, to proxy-1: sessions entering proxy-2 cross the peer link.
 	if _, err := b.cluster.StartAgent("agent-a", AgentConfig{Proxies: []int{0}, Extra: fmt.Sprintf(`connection_count: 1
 resources:
   - {name: sshd, kind: tcp, addr: "%s"}
   - {name: node, kind: ssh}
-`, target.Addr)}); err != nil {
+`, target.Addr) + debug}); err != nil {
 		return nil, err
 	}
 	// A second agent, also tunneled to proxy-1, serving the same sshd: the
@@ -123,6 +146,16 @@ resources:
 		{"Warren, tunnel on entry proxy", "embedded SSH server", []string{"-J", p1.ID, "node"}},
 		{"Warren, through a peer proxy", "embedded SSH server", []string{"-J", p2.ID, "node"}},
 	}
+	if profiles {
+		proxy := func(role string, p *ProxyProc) profileTarget {
+			return profileTarget{role, "http://" + p.HTTP + "/debug/pprof/profile", b.cluster.APIToken}
+		}
+		agent := profileTarget{"agent", "http://" + profileAgentAddr + "/debug/pprof/profile", agentToken}
+		b.profiled = map[int]profiledRoute{
+			3: {"local", []profileTarget{proxy("entry-proxy", p1), agent}},
+			4: {"peer", []profileTarget{proxy("entry-proxy", p2), proxy("peer-proxy", p1), agent}},
+		}
+	}
 	// Every route works before anything is measured.
 	for _, r := range b.routes {
 		if _, err := b.client.setup(ctx, r.Args); err != nil {
@@ -154,7 +187,7 @@ type pathResult struct {
 // RunPath measures session setup, keystroke round trip and bulk upload on
 // every route, one after another on the same machine in the same run.
 func RunPath(ctx context.Context, env Env, cfg PathConfig) (Report, error) {
-	bed, err := startPathBed(ctx, env, "path")
+	bed, err := startPathBed(ctx, env, "path", cfg.Profiles != "")
 	if err != nil {
 		return Report{}, err
 	}
@@ -193,9 +226,17 @@ func RunPath(ctx context.Context, env Env, cfg PathConfig) (Report, error) {
 	}
 	block := randomBlock()
 	for run := 0; run < cfg.BulkRuns; run++ {
-		for _, r := range res {
+		for i, r := range res {
 			env.progress("upload %d/%d: %d MiB on %s → %s", run+1, cfg.BulkRuns, cfg.BulkBytes>>20, r.route.Name, r.route.Target)
+			wait := func() error { return nil }
+			if p, ok := bed.profiled[i]; ok && run == 0 {
+				env.progress("taking %d s CPU profiles of the %s route's processes into %s", cfg.ProfileSeconds, p.name, cfg.Profiles)
+				wait = takeProfiles(ctx, cfg.Profiles, p.name, cfg.ProfileSeconds, p.targets)
+			}
 			d, err := bed.client.upload(ctx, r.route.Args, cfg.BulkBytes, block)
+			if perr := wait(); err == nil {
+				err = perr
+			}
 			if err != nil {
 				return Report{}, err
 			}
@@ -309,10 +350,20 @@ func pathFlags(fs *flag.FlagSet, tiny bool) func(context.Context, Env) (Report, 
 	fs.IntVar(&c.RoundTrips, "round-trips", c.RoundTrips, "one-byte round trips per route")
 	mib := fs.Int64("bulk-mib", c.BulkBytes>>20, "MiB per upload")
 	fs.IntVar(&c.BulkRuns, "bulk-runs", c.BulkRuns, "uploads per route (the median is reported)")
+	fs.StringVar(&c.Profiles, "profiles", "", "a directory for CPU profiles of the entry proxy, the peer proxy and the agent during the first upload through Warren to the stock sshd (local-*.pprof, peer-*.pprof; `go tool pprof FILE`); the profile ends before the upload if --profile-seconds is shorter")
+	fs.IntVar(&c.ProfileSeconds, "profile-seconds", 5, "length of each CPU profile (with --profiles)")
 	return func(ctx context.Context, env Env) (Report, error) {
 		c.BulkBytes = *mib << 20
 		if c.Setups < 1 || c.RoundTrips < 1 || c.BulkBytes < 1 || c.BulkRuns < 1 {
 			return Report{}, fmt.Errorf("path: --setups, --round-trips, --bulk-mib and --bulk-runs must be at least 1")
+		}
+		if c.Profiles != "" {
+			if c.ProfileSeconds < 1 || c.ProfileSeconds > 300 {
+				return Report{}, fmt.Errorf("path: --profile-seconds %d is outside 1 to 300", c.ProfileSeconds)
+			}
+			if err := os.MkdirAll(c.Profiles, 0o755); err != nil {
+				return Report{}, fmt.Errorf("path: --profiles: %w", err)
+			}
 		}
 		return RunPath(ctx, env, c)
 	}

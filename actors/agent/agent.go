@@ -10,6 +10,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -49,6 +51,9 @@ type Agent struct {
 	// shuts it down on Close.
 	ownSystem bool
 	pool      *actor.PID
+	// debugSrv serves profiles on debug_listen (nil when unset).
+	debugSrv  *http.Server
+	debugAddr net.Addr
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -84,6 +89,9 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	}()
 	if err := os.MkdirAll(a.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
+	}
+	if err := a.startDebug(); err != nil {
+		return err
 	}
 	if a.store, err = identity.Open(filepath.Join(a.cfg.DataDir, "identity.db")); err != nil {
 		return err
@@ -217,6 +225,9 @@ func (a *Agent) Close() error {
 	a.mu.Unlock()
 	if a.cancel != nil {
 		a.cancel()
+	}
+	if a.debugSrv != nil {
+		a.debugSrv.Close()
 	}
 	if a.pool != nil {
 		_ = a.system.Root.StopFuture(a.pool).Wait()

@@ -61,6 +61,12 @@ type Config struct {
 	// Watch serves the cluster's dynamic resources whose labels hold all
 	// the labels of any watcher.
 	Watch []Watcher `yaml:"watch"`
+	// DebugListen, if set, serves Go's profiles (/debug/pprof/, for `go
+	// tool pprof`) on this address, to requests that carry the token in
+	// DebugTokenFile (Authorization: Bearer …), which it requires. Off by
+	// default; keep it on loopback or a management network.
+	DebugListen    string `yaml:"debug_listen"`
+	DebugTokenFile string `yaml:"debug_token_file"`
 
 	// SFTPCommand serves the sftp subsystem as the login user (see
 	// nodessh.Config); empty serves it in-process.
@@ -112,6 +118,16 @@ func (c Config) CheckAndSetDefaults() (Config, error) {
 		if _, _, err := net.SplitHostPort(p); err != nil {
 			errs.Addf("proxies["+strconv.Itoa(i)+"]", "%q is not host:port", p)
 		}
+	}
+	if c.DebugListen != "" {
+		if _, _, err := net.SplitHostPort(c.DebugListen); err != nil {
+			errs.Addf("debug_listen", "%q is not host:port, like 127.0.0.1:3081", c.DebugListen)
+		}
+		if c.DebugTokenFile == "" {
+			errs.Addf("debug_token_file", "required with debug_listen: a file (mode 600) holding the bearer token the profiles require")
+		}
+	} else if c.DebugTokenFile != "" {
+		errs.Addf("debug_token_file", "set without debug_listen, which it is for")
 	}
 	if c.JoinToken != "" && c.JoinTokenFile != "" {
 		errs.Addf("join_token_file", "set join_token or join_token_file, not both")

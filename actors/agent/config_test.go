@@ -85,7 +85,7 @@ func TestJoinTokenFile(t *testing.T) {
 		os.Chmod(p, mode)
 		return p
 	}
-	if tok, err := readTokenFile(write("ok", "# from warren token add\n\n  abc123  \n", 0o600)); err != nil || tok != "abc123" {
+	if tok, err := readTokenFile("join_token_file", write("ok", "# from warren token add\n\n  abc123  \n", 0o600), "from `warren token add`"); err != nil || tok != "abc123" {
 		t.Errorf("a good file: got %q, %v", tok, err)
 	}
 	for _, tt := range []struct {
@@ -96,7 +96,7 @@ func TestJoinTokenFile(t *testing.T) {
 		{write("none", "# only a comment\n", 0o600), "holds 0 tokens"},
 		{filepath.Join(dir, "missing"), "no such file"},
 	} {
-		if _, err := readTokenFile(tt.path); err == nil || !strings.Contains(err.Error(), tt.want) {
+		if _, err := readTokenFile("join_token_file", tt.path, "from `warren token add`"); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: got %v, want an error with %q", filepath.Base(tt.path), err, tt.want)
 		}
 	}

@@ -18,7 +18,7 @@ import (
 
 func (a *Agent) joinToken() (string, error) {
 	if a.cfg.JoinTokenFile != "" {
-		return readTokenFile(a.cfg.JoinTokenFile)
+		return readTokenFile("join_token_file", a.cfg.JoinTokenFile, "from `warren token add`")
 	}
 	if a.cfg.JoinToken == "" {
 		return "", errors.New("this agent has not joined yet and its config has no join_token: add one from the cluster's join_tokens file")
@@ -26,26 +26,27 @@ func (a *Agent) joinToken() (string, error) {
 	return a.cfg.JoinToken, nil
 }
 
-// readTokenFile reads a join token from a file only its owner may read, as
-// the proxy's own token files: a token others can read is a token others
-// can use. Comment lines ('#') and blank lines are skipped; the file must
-// hold exactly one token.
-func readTokenFile(path string) (string, error) {
+// readTokenFile reads a token (the join token, the debug listener's) from
+// the file the config's field names, which only its owner may read, as the
+// proxy's own token files: a token others can read is a token others can
+// use. Comment lines ('#') and blank lines are skipped; the file must hold
+// exactly one token; from says where a token comes from.
+func readTokenFile(field, path, from string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return "", fmt.Errorf("read join_token_file: %w", err)
+		return "", fmt.Errorf("read %s: %w", field, err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return "", fmt.Errorf("read join_token_file: %w", err)
+		return "", fmt.Errorf("read %s: %w", field, err)
 	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return "", fmt.Errorf("join_token_file %s has mode %04o; run chmod 600 %s so that only its owner can read it", path, perm, path)
+		return "", fmt.Errorf("%s %s has mode %04o; run chmod 600 %s so that only its owner can read it", field, path, perm, path)
 	}
 	b, err := io.ReadAll(io.LimitReader(f, 64<<10))
 	if err != nil {
-		return "", fmt.Errorf("read join_token_file: %w", err)
+		return "", fmt.Errorf("read %s: %w", field, err)
 	}
 	var toks []string
 	for line := range strings.Lines(string(b)) {
@@ -54,7 +55,7 @@ func readTokenFile(path string) (string, error) {
 		}
 	}
 	if len(toks) != 1 {
-		return "", fmt.Errorf("join_token_file %s holds %d tokens; put exactly one token in it (from `warren token add`)", path, len(toks))
+		return "", fmt.Errorf("%s %s holds %d tokens; put exactly one token in it (%s)", field, path, len(toks), from)
 	}
 	return toks[0], nil
 }

@@ -39,7 +39,7 @@ func Handler(p Proxy) http.Handler {
 		}
 		w.Write([]byte("ready\n"))
 	})
-	auth := func(next http.HandlerFunc) http.Handler { return requireToken(p, next) }
+	auth := func(next http.HandlerFunc) http.Handler { return requireToken(p.CheckAPIToken, apiTokenHint, next) }
 	// Every resource, or with ?name=A&name=B only those: a client that
 	// watches a few names among thousands need not fetch them all.
 	mux.Handle("GET /api/v1/resources", auth(func(w http.ResponseWriter, r *http.Request) {
@@ -61,18 +61,32 @@ func Handler(p Proxy) http.Handler {
 	}))
 	// Profiles for operators (`go tool pprof -http=: URL` with the same
 	// bearer token): what a proxy spends its CPU and memory on.
-	mux.Handle("GET /debug/pprof/", auth(pprof.Index))
-	mux.Handle("GET /debug/pprof/profile", auth(pprof.Profile))
-	mux.Handle("GET /debug/pprof/trace", auth(pprof.Trace))
+	mux.Handle("GET /debug/pprof/", Profiles(p.CheckAPIToken, apiTokenHint))
 	return mux
 }
 
-func requireToken(p Proxy, next http.HandlerFunc) http.Handler {
+// apiTokenHint is what a request without the proxy's token is told.
+const apiTokenHint = "missing or wrong API token: send Authorization: Bearer <contents of the cluster's api_token file>"
+
+// Profiles serves Go's profiles under /debug/pprof/ (the index, every
+// named profile, a CPU profile and an execution trace) to requests whose
+// bearer token check accepts; others get 401 with hint, which says where
+// the token is. A proxy serves them on its HTTP port, an agent on its
+// debug_listen.
+func Profiles(check func(tok string) bool, hint string) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	return requireToken(check, hint, mux.ServeHTTP)
+}
+
+func requireToken(check func(string) bool, hint string, next http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || !p.CheckAPIToken(tok) {
+		if !ok || !check(tok) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="warren"`)
-			http.Error(w, "missing or wrong API token: send Authorization: Bearer <contents of the cluster's api_token file>", http.StatusUnauthorized)
+			http.Error(w, hint, http.StatusUnauthorized)
 			return
 		}
 		next(w, r)
