@@ -311,6 +311,28 @@ func (c *Cluster) StopProxy(id string) {
 	c.WriteSSHConfig()
 }
 
+// ProxyLogValues returns the values of field in the proxies' JSON log
+// records whose message is msg, in log order per proxy.
+func (c *Cluster) ProxyLogValues(msg, field string) []string {
+	var out []string
+	for _, path := range c.proxyLogs {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		for line := range bytes.Lines(b) {
+			var rec map[string]any
+			if json.Unmarshal(line, &rec) != nil || rec["msg"] != msg {
+				continue
+			}
+			if v, ok := rec[field].(string); ok {
+				out = append(out, v)
+			}
+		}
+	}
+	return out
+}
+
 // ProxyLogCount counts the records of every proxy process's logs so far
 // with message msg, or with msg and reason when key is "msg: reason".
 func (c *Cluster) ProxyLogCount(key string) int {

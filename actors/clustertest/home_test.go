@@ -51,9 +51,14 @@ func TestAgentHomesToItsRegion(t *testing.T) {
 	if err := session(c, "proxy-1"); err != nil {
 		t.Fatalf("through eu, with the tunnel in us: %v", err)
 	}
-	// eu's proxy reached us's over a data link for the other region.
+	// eu's proxy reached us's over a data link for the other region, on
+	// us's far port (windows by BDP at both ends).
 	if n := c.ProxyLogCount(peer.FarLinkMsg); n != 1 {
 		t.Errorf("%d data links to another region logged, want 1 (eu's to us's)", n)
+	}
+	farPorts := c.ProxyLogValues("proxy started", "far_peer")
+	if linked := c.ProxyLogValues(peer.FarLinkMsg, "addr"); len(linked) != 1 || !slices.Contains(farPorts, linked[0]) || linked[0] == "" {
+		t.Errorf("the data link to another region went to %q, want a proxy's far port (one of %q)", linked, farPorts)
 	}
 
 	// us's proxy goes: the agent re-homes to eu.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"sort"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/remote"
+	"google.golang.org/grpc"
 
 	"github.com/warren-proxy/warren/actors/forward"
 	"github.com/warren-proxy/warren/actors/router"
@@ -72,12 +74,13 @@ func (p *Proxy) startPeer() error {
 		return fmt.Errorf("load peer certificate: %w", err)
 	}
 	id := peer.Identity{Cert: cert, CAs: p.auth.TLSCertPool()}
-	opts, err := peer.ServerOptions(peer.ServerConfig{
+	scfg := peer.ServerConfig{
 		Identity:  id,
 		Handler:   forward.Server{Rendezvous: p.rendezvous, Logger: p.log}.ServeStream,
 		AllowPeer: p.isPeer,
 		Logger:    p.log,
-	})
+	}
+	opts, err := peer.ServerOptions(scfg)
 	if err != nil {
 		return err
 	}
@@ -121,23 +124,61 @@ func (p *Proxy) startPeer() error {
 			p.system.Root.Send(p.router, &router.PeerUnreachable{Addr: ev.Address})
 		}
 	})
+	if err := p.startFarPeer(scfg); err != nil {
+		return err
+	}
 	p.dialer = peer.NewDialer(id, p.log, peer.WithFar(p.otherRegion))
 	return nil
 }
 
+// startFarPeer serves the data streams of proxies of other regions on
+// peer.far_listen, a gRPC server of its own whose windows follow the path
+// (peer.FarServerOptions), and sets the address to advertise for it.
+func (p *Proxy) startFarPeer(scfg peer.ServerConfig) error {
+	if p.cfg.Peer.FarListen == "" {
+		return nil
+	}
+	opts, err := peer.FarServerOptions(scfg)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", p.cfg.Peer.FarListen)
+	if err != nil {
+		return fmt.Errorf("listen for peers of other regions on %s (peer.far_listen; %q turns it off): %w", p.cfg.Peer.FarListen, FarListenOff, err)
+	}
+	p.farAddr = p.cfg.Peer.FarAdvertise
+	if p.farAddr == "" {
+		host, _, _ := net.SplitHostPort(p.peerAddr)
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		p.farAddr = net.JoinHostPort(host, port)
+	}
+	p.farSrv = grpc.NewServer(opts...)
+	p.farDone = make(chan struct{})
+	// Not in p.wg: Close stops this server with protoactor's, after the
+	// sessions, whose streams it carries.
+	go func() {
+		defer close(p.farDone)
+		if err := p.farSrv.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			p.log.Error("far peer listener stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
 // otherRegion reports whether the peer address is a member of another
-// region: each data stream to it gets a connection of its own, with windows
-// sized by gRPC's BDP estimation (see peer.WithFar).
-func (p *Proxy) otherRegion(peerAddr string) bool {
+// region, and the address of its far port: each data stream to it gets a
+// connection of its own, with windows sized by gRPC's BDP estimation at
+// both ends (see peer.WithFar).
+func (p *Proxy) otherRegion(peerAddr string) (string, bool) {
 	if p.members == nil {
-		return false
+		return "", false
 	}
 	for _, m := range p.members.Members() {
 		if m.PeerAddr == peerAddr {
-			return m.Region != p.cfg.Region
+			return m.FarPeerAddr, m.Region != p.cfg.Region
 		}
 	}
-	return false
+	return "", false
 }
 
 // peerRemoteConfig is protoactor remote's configuration for the peer
@@ -189,14 +230,15 @@ func (p *Proxy) startMembership(ctx context.Context) error {
 	p.tunnelAddr = tunnelAddr
 	p.members, err = membership.New(membership.Config{
 		Meta: membership.Meta{
-			ProxyID:    p.cfg.ID,
-			Region:     p.cfg.Region,
-			Zone:       p.cfg.Zone,
-			Version:    Version,
-			TunnelAddr: tunnelAddr,
-			PeerAddr:   p.peerAddr,
-			UserAddr:   p.publicAddr,
-			HTTPAddr:   httpAddr,
+			ProxyID:     p.cfg.ID,
+			Region:      p.cfg.Region,
+			Zone:        p.cfg.Zone,
+			Version:     Version,
+			TunnelAddr:  tunnelAddr,
+			PeerAddr:    p.peerAddr,
+			FarPeerAddr: p.farAddr,
+			UserAddr:    p.publicAddr,
+			HTTPAddr:    httpAddr,
 		},
 		BindAddr:            p.cfg.Gossip.Listen,
 		AdvertiseAddr:       p.cfg.Gossip.Advertise,

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/warren-proxy/warren/internal/conf"
@@ -114,6 +115,40 @@ const RegionGossipOff = "off"
 // resolveRegionGossip fills in the region pool's addresses: on by default
 // with profile wan only (one region needs none: its one pool has lan
 // timings already).
+// resolveFarListen fills in peer.far_listen: peer.listen's host on the
+// default port (or port 0, picked by the system, when peer.listen's is),
+// "" when off.
+func (c *Config) resolveFarListen(errs *conf.Errors) {
+	pc := &c.Peer
+	switch pc.FarListen {
+	case FarListenOff:
+		pc.FarListen, pc.FarAdvertise = "", ""
+		return
+	case "":
+		host, port, err := net.SplitHostPort(pc.Listen)
+		if err != nil {
+			return // reported for peer.listen
+		}
+		if port != "0" {
+			port = model.PortPeerFar
+		}
+		pc.FarListen = net.JoinHostPort(host, port)
+	default:
+		if _, _, err := net.SplitHostPort(pc.FarListen); err != nil {
+			errs.Addf("peer.far_listen", "%q is not host:port (or %q)", pc.FarListen, FarListenOff)
+			return
+		}
+	}
+	if pc.FarListen == pc.Listen && !strings.HasSuffix(pc.Listen, ":0") {
+		errs.Addf("peer.far_listen", "%q is peer.listen's address: the far port needs a port of its own", pc.FarListen)
+	}
+	if pc.FarAdvertise != "" {
+		if _, _, err := net.SplitHostPort(pc.FarAdvertise); err != nil {
+			errs.Addf("peer.far_advertise", "%q is not host:port", pc.FarAdvertise)
+		}
+	}
+}
+
 func (c *Config) resolveRegionGossip(errs *conf.Errors) {
 	g := &c.Gossip
 	switch g.RegionListen {
@@ -164,7 +199,20 @@ type PeerConfig struct {
 	// (required when Listen is on all interfaces and public_addr names no
 	// host).
 	Advertise string `yaml:"advertise"`
+	// FarListen is a second port for the data streams of proxies of other
+	// regions, whose windows follow the path's bandwidth-delay product
+	// (peer.listen's are fixed at 1 MiB a stream, which held an upload
+	// across an ocean to 1 MiB per round trip). Default: peer.listen's
+	// host, port 3025; "off" turns it off (such streams then come to
+	// peer.listen).
+	FarListen string `yaml:"far_listen"`
+	// FarAdvertise is the address other proxies dial for FarListen
+	// (default: the host of the advertised peer address, FarListen's port).
+	FarAdvertise string `yaml:"far_advertise"`
 }
+
+// FarListenOff is peer.far_listen's value that turns the far port off.
+const FarListenOff = "off"
 
 // SessionConfig tunes user sessions.
 type SessionConfig struct {
@@ -224,6 +272,7 @@ func (c Config) CheckAndSetDefaults() (Config, error) {
 	if c.Peer.Listen == "" {
 		c.Peer.Listen = DefaultPeerAddr
 	}
+	c.resolveFarListen(&errs)
 	if c.Gossip.Profile == "" {
 		c.Gossip.Profile = model.ProfileLAN
 	} else if err := model.CheckProfile(c.Gossip.Profile); err != nil {

@@ -99,3 +99,41 @@ func TestRegionGossipDefaults(t *testing.T) {
 		}
 	}
 }
+
+// TestFarListenDefaults: the far port is on by default, at peer.listen's
+// host and port 3025 (0 stays 0), can be turned off, and a bad or shared
+// address is named.
+func TestFarListenDefaults(t *testing.T) {
+	base := Config{ID: "p1", DataDir: "/d", AuthDir: "/a"}
+	for _, tt := range []struct {
+		name       string
+		peer       PeerConfig
+		wantListen string
+		wantErr    string
+	}{
+		{name: "default", peer: PeerConfig{}, wantListen: "0.0.0.0:3025"},
+		{name: "peer's host", peer: PeerConfig{Listen: "10.0.0.5:3021"}, wantListen: "10.0.0.5:3025"},
+		{name: "port 0", peer: PeerConfig{Listen: "127.0.0.1:0"}, wantListen: "127.0.0.1:0"},
+		{name: "asked for", peer: PeerConfig{FarListen: "10.0.0.5:4025", FarAdvertise: "far.example.com:4025"}, wantListen: "10.0.0.5:4025"},
+		{name: "off", peer: PeerConfig{FarListen: "off", FarAdvertise: "far.example.com:4025"}},
+		{name: "not an address", peer: PeerConfig{FarListen: "3025"}, wantErr: `peer.far_listen: "3025" is not host:port (or "off")`},
+		{name: "peer's own", peer: PeerConfig{Listen: "10.0.0.5:3021", FarListen: "10.0.0.5:3021"}, wantErr: "peer.far_listen: \"10.0.0.5:3021\" is peer.listen's address"},
+		{name: "bad advertise", peer: PeerConfig{FarAdvertise: "far.example.com"}, wantErr: `peer.far_advertise: "far.example.com" is not host:port`},
+	} {
+		c := base
+		c.Peer = tt.peer
+		out, err := c.CheckAndSetDefaults()
+		switch {
+		case tt.wantErr != "":
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("%s: got %v, want an error with %q", tt.name, err, tt.wantErr)
+			}
+		case err != nil:
+			t.Errorf("%s: %v", tt.name, err)
+		case out.Peer.FarListen != tt.wantListen:
+			t.Errorf("%s: far_listen %q, want %q", tt.name, out.Peer.FarListen, tt.wantListen)
+		case tt.wantListen == "" && out.Peer.FarAdvertise != "":
+			t.Errorf("%s: far_advertise %q kept with the far port off", tt.name, out.Peer.FarAdvertise)
+		}
+	}
+}

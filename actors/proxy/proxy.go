@@ -25,6 +25,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/remote"
 	"golang.org/x/crypto/ssh"
+	"google.golang.org/grpc"
 
 	"github.com/warren-proxy/warren/actors/forward"
 	"github.com/warren-proxy/warren/actors/httpapi"
@@ -77,6 +78,9 @@ type Proxy struct {
 
 	remote     *remote.Remote
 	peerAddr   string              // where peers reach this proxy (protoactor remote + streams)
+	farAddr    string              // where peers of other regions open streams ("" when off)
+	farSrv     *grpc.Server        // serves them (nil when off)
+	farDone    chan struct{}       // closed when farSrv has stopped serving
 	tunnelAddr string              // where agents reach this proxy
 	dialer     *peer.Dialer        // opens data streams to peers
 	rendezvous *forward.Rendezvous // channels tunnels opened, until their session claims them
@@ -215,7 +219,7 @@ func (p *Proxy) Start(ctx context.Context) (err error) {
 	p.mu.Lock()
 	p.ready = true
 	p.mu.Unlock()
-	p.log.Info("proxy started", "user", p.userLn.Addr().String(), "tunnel", p.tunnelLn.Addr().String(), "http", p.httpLn.Addr().String())
+	p.log.Info("proxy started", "user", p.userLn.Addr().String(), "tunnel", p.tunnelLn.Addr().String(), "http", p.httpLn.Addr().String(), "peer", p.peerAddr, "far_peer", p.farAddr)
 	return nil
 }
 
@@ -527,6 +531,10 @@ func (p *Proxy) Close() error {
 		p.rendezvous.Close()
 		if p.dialer != nil {
 			p.dialer.Close()
+		}
+		if p.farSrv != nil {
+			p.farSrv.Stop()
+			<-p.farDone
 		}
 		if p.remote != nil {
 			p.remote.Shutdown(false)

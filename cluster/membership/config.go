@@ -33,8 +33,11 @@ type Meta struct {
 	Version    string `json:"version,omitempty"`
 	TunnelAddr string `json:"tunnel,omitempty"` // agents' tunnel address
 	PeerAddr   string `json:"peer,omitempty"`   // peer gRPC (protoactor remote + data streams)
-	UserAddr   string `json:"user,omitempty"`   // users' SSH
-	HTTPAddr   string `json:"http,omitempty"`
+	// FarPeerAddr is where proxies of other regions open data streams
+	// (windows by BDP); "" when the proxy has no such port.
+	FarPeerAddr string `json:"farpeer,omitempty"`
+	UserAddr    string `json:"user,omitempty"` // users' SSH
+	HTTPAddr    string `json:"http,omitempty"`
 	// RegionGossip is the proxy's address in its region's gossip pool
 	// (Config.RegionBindAddr). Membership sets it and overwrites whatever
 	// New or UpdateMeta is given.
@@ -56,7 +59,7 @@ func (m Meta) check(errs *conf.Errors, prefix string) {
 		errs.Addf(prefix+".ProxyID", "%s is not valid: %s", model.Quote(m.ProxyID), model.NameRule)
 	}
 	for _, a := range []struct{ field, v string }{
-		{"TunnelAddr", m.TunnelAddr}, {"PeerAddr", m.PeerAddr},
+		{"TunnelAddr", m.TunnelAddr}, {"PeerAddr", m.PeerAddr}, {"FarPeerAddr", m.FarPeerAddr},
 		{"UserAddr", m.UserAddr}, {"HTTPAddr", m.HTTPAddr}, {"RegionGossip", m.RegionGossip},
 	} {
 		if a.v == "" {

@@ -188,7 +188,7 @@ func writeHarness(t *testing.T) (*harness.Cluster, *harness.Proxy, *harness.Agen
 		}
 	}
 	p := h.NewProxy(1, "127.0.0.1", "local", "zone-1")
-	p.User, p.Tunnel, p.HTTP, p.Gossip, p.Peer = freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+	p.User, p.Tunnel, p.HTTP, p.Gossip, p.Peer, p.Far = freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
 	p.Extra = "tunnel: {keepalive_interval: 1s}"
 	if err := h.WriteConfig(p); err != nil {
 		t.Fatal(err)

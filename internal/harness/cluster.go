@@ -115,6 +115,7 @@ type Proxy struct {
 	// picks free ports first, since a process cannot report them, unless
 	// FixedPorts.
 	User, Tunnel, HTTP, Gossip, Peer string
+	Far                              string   // peer.far_listen
 	Seeds                            []string // gossip addresses it joins through
 	GossipKey                        string   // gossip.secret_key, if not the auth directory's
 	DataDir                          string
@@ -139,7 +140,7 @@ func (c *Cluster) NewProxy(i int, ip, region, zone string) *Proxy {
 func (c *Cluster) NewProxyID(id, ip, region, zone string) *Proxy {
 	p := &Proxy{ID: id, Region: region, Zone: zone, IP: ip,
 		DataDir: filepath.Join(c.Dir, id), Config: filepath.Join(c.Dir, id+".yaml")}
-	p.User, p.Tunnel, p.HTTP, p.Gossip, p.Peer = ip+":0", ip+":0", ip+":0", ip+":0", ip+":0"
+	p.User, p.Tunnel, p.HTTP, p.Gossip, p.Peer, p.Far = ip+":0", ip+":0", ip+":0", ip+":0", ip+":0", ip+":0"
 	return p
 }
 
@@ -150,7 +151,7 @@ func (c *Cluster) NewProxyID(id, ip, region, zone string) *Proxy {
 func (p *Proxy) DefaultPorts() {
 	at := func(port string) string { return net.JoinHostPort(p.IP, port) }
 	p.User, p.Tunnel, p.HTTP = at(model.PortUser), at(model.PortTunnel), at(model.PortHTTP)
-	p.Gossip, p.Peer = at(model.PortGossip), at(model.PortPeer)
+	p.Gossip, p.Peer, p.Far = at(model.PortGossip), at(model.PortPeer), at(model.PortPeerFar)
 	p.FixedPorts = true
 }
 
@@ -169,10 +170,10 @@ data_dir: %q
 auth_dir: %q
 listen: {user: %q, tunnel: %q, http: %q}
 gossip: {listen: %q, %s, profile: %q}
-peer: {listen: %q}
+peer: {listen: %q, far_listen: %q}
 %s
 %s
-`, p.ID, p.Region, p.Zone, p.DataDir, c.AuthDir, p.User, p.Tunnel, p.HTTP, p.Gossip, gossip, c.Gossip, p.Peer, c.ProxyExtra, p.Extra)
+`, p.ID, p.Region, p.Zone, p.DataDir, c.AuthDir, p.User, p.Tunnel, p.HTTP, p.Gossip, gossip, c.Gossip, p.Peer, p.Far, c.ProxyExtra, p.Extra)
 	return writeFile(p.Config, text, mode)
 }
 
@@ -278,7 +279,7 @@ func (c *Cluster) StartProxy(ctx context.Context, p *Proxy, command func(config 
 func (c *Cluster) startProxy(ctx context.Context, p *Proxy, command func(string) Command) error {
 	p.Proc = nil
 	if !p.FixedPorts {
-		for _, a := range []*string{&p.User, &p.Tunnel, &p.HTTP, &p.Gossip, &p.Peer} {
+		for _, a := range []*string{&p.User, &p.Tunnel, &p.HTTP, &p.Gossip, &p.Peer, &p.Far} {
 			var err error
 			if *a, err = FreePort(p.IP); err != nil {
 				return err

@@ -47,6 +47,7 @@ const (
 	PortRegionGossip = "3022" // TCP and UDP: the region's pool (gossip profile wan)
 	PortUser         = "3023"
 	PortTunnel       = "3024"
+	PortPeerFar      = "3025" // data streams from proxies of other regions
 	PortHTTP         = "3080"
 )
 

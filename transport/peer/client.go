@@ -79,7 +79,7 @@ func pathDialOptions(id Identity) []grpc.DialOption {
 type Dialer struct {
 	opts    []grpc.DialOption // to a proxy of this region
 	farOpts []grpc.DialOption // to a proxy of another region
-	far     func(addr string) bool
+	far     func(addr string) (dial string, ok bool)
 	log     *slog.Logger
 
 	mu      sync.Mutex // guards the fields below
@@ -108,16 +108,18 @@ const FarLinkMsg = "peer: data links to another region, a connection per session
 // DialerOption configures a Dialer.
 type DialerOption func(*Dialer)
 
-// WithFar tells the Dialer which peer addresses are far: proxies of another
-// region. Each stream to a far proxy gets a connection of its own (see
-// Dialer), whose windows for the bytes it receives gRPC's BDP estimation
-// sizes (64 KiB growing to 16 MiB), so a download across an ocean is not
-// held to a fixed window per round trip; connections inside the region keep
-// the static windows, which queue fewer bulk bytes in front of a keystroke
-// (on loopback the estimation grew them to about 8 MiB under a bulk
-// transfer and made a keystroke beside it slower). far is asked on every
-// Open; it must be quick and safe for concurrent use.
-func WithFar(far func(addr string) bool) DialerOption {
+// WithFar tells the Dialer which peer addresses are far, proxies of another
+// region, and where their far server listens (dial; "" for addr itself, a
+// proxy without one). Each stream to a far proxy gets a connection of its
+// own (see Dialer) to that server, and both ends size their windows by
+// gRPC's BDP estimation (64 KiB growing to 16 MiB; the far server's side
+// by [FarServerOptions]), so neither a download nor an upload across an
+// ocean is held to a fixed window per round trip. Connections inside the
+// region keep the static windows, which queue fewer bulk bytes in front
+// of a keystroke (on loopback the estimation grew them to about 8 MiB
+// under a bulk transfer and made a keystroke beside it slower). far is
+// asked on every Open; it must be quick and safe for concurrent use.
+func WithFar(far func(addr string) (dial string, ok bool)) DialerOption {
 	return func(d *Dialer) { d.far = far }
 }
 
@@ -176,10 +178,20 @@ func (d *Dialer) Open(ctx context.Context, addr, token string) (Stream, error) {
 // acquire returns the connection a new stream to addr goes on, and the
 // function to call once when the stream is over.
 func (d *Dialer) acquire(addr string) (*grpc.ClientConn, func(), error) {
-	if d.far == nil || !d.far(addr) {
+	var dial string
+	if d.far != nil {
+		var far bool
+		if dial, far = d.far(addr); !far {
+			dial = ""
+		} else if dial == "" {
+			dial = addr
+		}
+	}
+	if dial == "" {
 		cc, err := d.conn(addr)
 		return cc, func() {}, err
 	}
+	addr = dial // the pool is the far server's
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {

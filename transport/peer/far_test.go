@@ -43,7 +43,7 @@ func TestFarStreamsHaveConnectionsOfTheirOwn(t *testing.T) {
 	// Both ways lead to the same server; the Dialer takes the relay for a
 	// proxy of another region.
 	far := slowlink.Start(t, addr, time.Millisecond)
-	d := NewDialer(newIdentity(t, ca, "proxy-a"), nil, WithFar(func(a string) bool { return a == far }))
+	d := NewDialer(newIdentity(t, ca, "proxy-a"), nil, WithFar(func(a string) (string, bool) { return "", a == far }))
 	t.Cleanup(func() { d.Close() })
 	seen := func(token string) string {
 		t.Helper()

@@ -74,9 +74,20 @@ func (w tWriter) Write(p []byte) (int, error) {
 // is stopped in t.Cleanup (and may be stopped earlier with the returned func).
 func startServer(t testing.TB, cfg ServerConfig) (addr string, stop func()) {
 	t.Helper()
-	opts, err := ServerOptions(cfg)
+	return serve(t, cfg, ServerOptions)
+}
+
+// startFarServer starts a server with FarServerOptions: a proxy's far port.
+func startFarServer(t testing.TB, cfg ServerConfig) (addr string, stop func()) {
+	t.Helper()
+	return serve(t, cfg, FarServerOptions)
+}
+
+func serve(t testing.TB, cfg ServerConfig, options func(ServerConfig) ([]grpc.ServerOption, error)) (addr string, stop func()) {
+	t.Helper()
+	opts, err := options(cfg)
 	if err != nil {
-		t.Fatalf("ServerOptions: %v", err)
+		t.Fatalf("server options: %v", err)
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -65,16 +65,17 @@ func (c ServerConfig) Validate() error {
 
 const (
 	// streamWindow and connWindow are the static HTTP/2 flow-control windows
-	// of every connection but a Dialer's to another region (BDP estimation
-	// off): the most unread bytes a stream, or a connection, can have in
-	// flight. Small windows keep few bulk bytes queued in a shared link in
-	// front of a keystroke.
+	// of every connection but those to and from another region (BDP
+	// estimation off): the most unread bytes a stream, or a connection, can
+	// have in flight. Small windows keep few bulk bytes queued in a shared
+	// link in front of a keystroke.
 	streamWindow = 1 << 20
 	connWindow   = 4 << 20
-	// A Dialer's connections to another region set no window: gRPC's BDP
-	// estimation starts them at 64 KiB and grows them to 16 MiB at most
-	// (grpc-go's bdpLimit). Any window option would turn the estimation off
-	// (see the package doc and TestWindowFollowsThePath).
+	// A Dialer's connections to another region, and the far server
+	// (FarServerOptions), set no window: gRPC's BDP estimation starts them
+	// at 64 KiB and grows them to 16 MiB at most (grpc-go's bdpLimit). Any
+	// window option would turn the estimation off (see the package doc and
+	// TestWindowFollowsThePath).
 
 	// MaxControlMsgSize is the largest gRPC message the peer server takes.
 	// It is sized for protoactor's message batches (up to a thousand
@@ -100,6 +101,31 @@ const protoactorService = "/remote.Remoting/"
 // a handler, peer-id checks, keepalive enforcement, static windows, and the
 // UnknownServiceHandler that serves [StreamMethod].
 func ServerOptions(cfg ServerConfig) ([]grpc.ServerOption, error) {
+	opts, err := serverOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return append(opts,
+		grpc.StaticStreamWindowSize(streamWindow),
+		grpc.StaticConnWindowSize(connWindow),
+	), nil
+}
+
+// FarServerOptions returns the options of a second gRPC server of the
+// proxy, on a port of its own, for the data streams of proxies of other
+// regions ([WithFar] dials it): the same guard and handler as
+// [ServerOptions] (it serves [StreamMethod] alone; protoactor's service is
+// not on it), and no window option, so gRPC's BDP estimation sizes what it
+// receives (64 KiB growing to 16 MiB per stream), as the Dialer's far
+// connections size what they receive. A gRPC server has one set of windows
+// for all its connections: on the shared peer port the static windows
+// held an upload across an ocean to 1 MiB per round trip.
+func FarServerOptions(cfg ServerConfig) ([]grpc.ServerOption, error) {
+	return serverOptions(cfg)
+}
+
+// serverOptions are the options both servers share.
+func serverOptions(cfg ServerConfig) ([]grpc.ServerOption, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -122,8 +148,6 @@ func ServerOptions(cfg ServerConfig) ([]grpc.ServerOption, error) {
 			MinTime:             5 * time.Second,
 			PermitWithoutStream: true,
 		}),
-		grpc.StaticStreamWindowSize(streamWindow),
-		grpc.StaticConnWindowSize(connWindow),
 		grpc.MaxRecvMsgSize(MaxControlMsgSize),
 	}, nil
 }

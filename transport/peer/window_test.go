@@ -14,9 +14,11 @@ import (
 
 // TestWindowFollowsThePath pins the flow control that the package doc
 // promises and that a gRPC upgrade could silently change: a Dialer's
-// connection to another region grows the windows of what it receives past
-// any fixed size by gRPC's BDP estimation, and a stalled reader still holds
-// no more than the largest window; every other window stays static.
+// connection to another region, and the far server it dials, grow the
+// windows of what they receive past any fixed size by gRPC's BDP
+// estimation, and a stalled reader still holds no more than the largest
+// window; every other window stays static, the peer port's server's
+// included.
 //
 // Each case runs over a relay that delays every byte by 100 ms each way.
 // The writer first pushes warm bytes that the reader takes as they come
@@ -45,11 +47,13 @@ func TestWindowFollowsThePath(t *testing.T) {
 		far, serverWrites bool
 		least, most       int64 // bytes the stopped reader may hold
 	}{
-		// The far proxy's downloads: the Dialer's window grows.
+		// Downloads from the far proxy: the Dialer's window grows; uploads
+		// to it: the far server's.
 		{"far-download", true, true, streamWindow + slack + 1, maxWindow + slack},
-		// Inside the region, and the far proxy's uploads: static windows.
+		{"far-upload", true, false, streamWindow + slack + 1, maxWindow + slack},
+		// Inside the region, both ways: static windows.
 		{"near-download", false, true, 0, streamWindow + slack},
-		{"far-upload", true, false, 0, streamWindow + slack},
+		{"near-upload", false, false, 0, streamWindow + slack},
 	}
 	sides := map[string]*side{}
 	for _, c := range cases {
@@ -89,11 +93,17 @@ func TestWindowFollowsThePath(t *testing.T) {
 		<-sd.release
 		return nil
 	}
-	addr, _ := startServer(t, ServerConfig{Identity: newIdentity(t, ca, "proxy-b"), Handler: handler})
+	cfg := ServerConfig{Identity: newIdentity(t, ca, "proxy-b"), Handler: handler}
+	addr, _ := startServer(t, cfg)
+	farAddr, _ := startFarServer(t, cfg)
+	// The far proxy's peer port, and its far server, which the Dialer dials
+	// for it; the near proxy is as slow, but the Dialer takes it for its own
+	// region.
 	far := slowlink.Start(t, addr, oneWay)
-	near := slowlink.Start(t, addr, oneWay) // as slow, but the Dialer takes it for its own region
+	farServer := slowlink.Start(t, farAddr, oneWay)
+	near := slowlink.Start(t, addr, oneWay)
 	id := newIdentity(t, ca, "proxy-a")
-	d := NewDialer(id, nil, WithFar(func(a string) bool { return a == far }))
+	d := NewDialer(id, nil, WithFar(func(a string) (string, bool) { return farServer, a == far }))
 	t.Cleanup(func() { d.Close() })
 
 	for _, c := range cases {
