@@ -77,14 +77,7 @@ func TestConfigBounds(t *testing.T) {
 // proxy refuses its own; comments and blank lines are skipped; one token.
 func TestJoinTokenFile(t *testing.T) {
 	dir := t.TempDir()
-	write := func(name, text string, mode os.FileMode) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(text), mode); err != nil {
-			t.Fatal(err)
-		}
-		os.Chmod(p, mode)
-		return p
-	}
+	write := fileWriter(t, dir)
 	if tok, err := readTokenFile("join_token_file", write("ok", "# from warren token add\n\n  abc123  \n", 0o600), "from `warren token add`"); err != nil || tok != "abc123" {
 		t.Errorf("a good file: got %q, %v", tok, err)
 	}
@@ -99,5 +92,21 @@ func TestJoinTokenFile(t *testing.T) {
 		if _, err := readTokenFile("join_token_file", tt.path, "from `warren token add`"); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: got %v, want an error with %q", filepath.Base(tt.path), err, tt.want)
 		}
+	}
+}
+
+// fileWriter returns a function that writes a file of text into dir with
+// exactly mode (whatever the umask) and returns its path.
+func fileWriter(t *testing.T, dir string) func(name, text string, mode os.FileMode) string {
+	return func(name, text string, mode os.FileMode) string {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
 	}
 }

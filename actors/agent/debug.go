@@ -1,8 +1,6 @@
 package agent
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net"
@@ -10,6 +8,7 @@ import (
 	"time"
 
 	"github.com/warren-proxy/warren/actors/httpapi"
+	"github.com/warren-proxy/warren/transport/pki"
 )
 
 // startDebug serves Go's profiles on debug_listen, if set, behind the
@@ -27,12 +26,7 @@ func (a *Agent) startDebug() error {
 	if len(tok) < 16 {
 		return fmt.Errorf("debug_token_file %s holds a token of %d characters; use 16 or more (e.g. `openssl rand -hex 32`)", a.cfg.DebugTokenFile, len(tok))
 	}
-	want := sha256.Sum256([]byte(tok))
-	check := func(got string) bool {
-		// Digests, so the comparison takes the same time whatever got's length.
-		sum := sha256.Sum256([]byte(got))
-		return subtle.ConstantTimeCompare(sum[:], want[:]) == 1
-	}
+	check := func(got string) bool { return pki.MatchToken(got, tok) }
 	ln, err := net.Listen("tcp", a.cfg.DebugListen)
 	if err != nil {
 		return fmt.Errorf("debug_listen: %w", err)

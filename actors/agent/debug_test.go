@@ -83,15 +83,7 @@ func TestDebugListenServesProfilesBehindItsToken(t *testing.T) {
 // TestDebugListenRefusesBadSettings: each bad setting gets one error that
 // names the field and what to do, before anything listens.
 func TestDebugListenRefusesBadSettings(t *testing.T) {
-	dir := t.TempDir()
-	write := func(name, text string, mode os.FileMode) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(text), mode); err != nil {
-			t.Fatal(err)
-		}
-		os.Chmod(p, mode)
-		return p
-	}
+	write := fileWriter(t, t.TempDir())
 	base := Config{DataDir: t.TempDir(), Proxies: []string{"127.0.0.1:1"}, JoinToken: "x",
 		Resources: []ResourceConfig{{Name: "svc", Kind: "tcp", Addr: "127.0.0.1:9"}}}
 	for _, tt := range []struct {

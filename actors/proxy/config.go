@@ -125,14 +125,10 @@ func (c *Config) resolveFarListen(errs *conf.Errors) {
 		pc.FarListen, pc.FarAdvertise = "", ""
 		return
 	case "":
-		host, port, err := net.SplitHostPort(pc.Listen)
-		if err != nil {
+		var ok bool
+		if pc.FarListen, ok = beside(pc.Listen, model.PortPeerFar); !ok {
 			return // reported for peer.listen
 		}
-		if port != "0" {
-			port = model.PortPeerFar
-		}
-		pc.FarListen = net.JoinHostPort(host, port)
 	default:
 		if _, _, err := net.SplitHostPort(pc.FarListen); err != nil {
 			errs.Addf("peer.far_listen", "%q is not host:port (or %q)", pc.FarListen, FarListenOff)
@@ -149,6 +145,20 @@ func (c *Config) resolveFarListen(errs *conf.Errors) {
 	}
 }
 
+// beside is the default address of a second listener next to listen: its
+// host on port, or port 0 when listen's is 0 (the system picks both, as in
+// tests). ok is false when listen is not host:port.
+func beside(listen, port string) (addr string, ok bool) {
+	host, p, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", false
+	}
+	if p == "0" {
+		port = "0"
+	}
+	return net.JoinHostPort(host, port), true
+}
+
 func (c *Config) resolveRegionGossip(errs *conf.Errors) {
 	g := &c.Gossip
 	switch g.RegionListen {
@@ -159,14 +169,10 @@ func (c *Config) resolveRegionGossip(errs *conf.Errors) {
 		if g.Profile != model.ProfileWAN {
 			return
 		}
-		host, port, err := net.SplitHostPort(g.Listen)
-		if err != nil {
+		var ok bool
+		if g.RegionListen, ok = beside(g.Listen, model.PortRegionGossip); !ok {
 			return // reported for gossip.listen
 		}
-		if port != "0" {
-			port = model.PortRegionGossip
-		}
-		g.RegionListen = net.JoinHostPort(host, port)
 	default:
 		host, _, err := net.SplitHostPort(g.RegionListen)
 		if err != nil {

@@ -64,7 +64,7 @@ func (a *Authority) CheckJoinToken(tok string) bool {
 		slog.Warn("cannot read join tokens; refusing the join", "path", filepath.Join(a.Dir, FileJoinTokens), "err", err)
 		return false
 	}
-	return matchAny(tok, toks)
+	return MatchToken(tok, toks...)
 }
 
 // APIToken reads the API bearer token file again and returns its token.
@@ -96,12 +96,13 @@ func (a *Authority) CheckAPIToken(tok string) bool {
 		slog.Warn("cannot read the API token; refusing the request", "path", filepath.Join(a.Dir, FileAPIToken), "err", err)
 		return false
 	}
-	return matchAny(tok, []string{want})
+	return MatchToken(tok, want)
 }
 
-// matchAny compares SHA-256 digests rather than the tokens themselves, so the
-// comparison takes the same time whatever the lengths, and visits every token.
-func matchAny(tok string, toks []string) bool {
+// MatchToken reports whether tok is one of toks. It compares SHA-256
+// digests rather than the tokens themselves, so the comparison takes the
+// same time whatever the lengths, and visits every token.
+func MatchToken(tok string, toks ...string) bool {
 	h := sha256.Sum256([]byte(tok))
 	match := 0
 	for _, t := range toks {
