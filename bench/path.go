@@ -350,7 +350,7 @@ func pathFlags(fs *flag.FlagSet, tiny bool) func(context.Context, Env) (Report, 
 	fs.IntVar(&c.RoundTrips, "round-trips", c.RoundTrips, "one-byte round trips per route")
 	mib := fs.Int64("bulk-mib", c.BulkBytes>>20, "MiB per upload")
 	fs.IntVar(&c.BulkRuns, "bulk-runs", c.BulkRuns, "uploads per route (the median is reported)")
-	fs.StringVar(&c.Profiles, "profiles", "", "a directory for CPU profiles of the entry proxy, the peer proxy and the agent during the first upload through Warren to the stock sshd (local-*.pprof, peer-*.pprof; `go tool pprof FILE`); the profile ends before the upload if --profile-seconds is shorter")
+	fs.StringVar(&c.Profiles, "profiles", "", "`DIR`: a directory for CPU profiles of the entry proxy, the peer proxy and the agent during the first upload through Warren to the stock sshd (local-*.pprof, peer-*.pprof, for go tool pprof); the profile ends before the upload if --profile-seconds is shorter")
 	fs.IntVar(&c.ProfileSeconds, "profile-seconds", 5, "length of each CPU profile (with --profiles)")
 	return func(ctx context.Context, env Env) (Report, error) {
 		c.BulkBytes = *mib << 20
