@@ -2,7 +2,6 @@ package harness
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -88,7 +87,15 @@ func (p *Proc) Stop() { p.StopWith(syscall.SIGTERM) }
 
 // StopWith is Stop with another signal than SIGTERM (PostgreSQL's fast
 // shutdown is SIGINT).
+//
+// What the process started and left running when it ended (a stock
+// sshd's per-connection children, which run in sessions of their own) is
+// stopped too, by the ids seen before the signal.
 func (p *Proc) StopWith(sig syscall.Signal) {
+	var below []procInfo
+	if !p.Exited() {
+		below = descendants(processes(), p.PID())
+	}
 	_ = p.cmd.Process.Signal(sig)
 	_ = p.cmd.Process.Signal(syscall.SIGCONT)
 	select {
@@ -96,6 +103,7 @@ func (p *Proc) StopWith(sig syscall.Signal) {
 	case <-time.After(10 * time.Second):
 		p.Kill()
 	}
+	stopLeftBehind(below)
 }
 
 // Signal sends sig to the process.
@@ -139,19 +147,9 @@ const clockTicks = 100
 // CPUOf is the user plus system time so far of process pid and of its
 // children that have ended.
 func CPUOf(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	f, err := statFields(pid)
 	if err != nil {
 		return 0, err
-	}
-	// The command name may hold spaces; fields start after its ')'.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, errors.New("malformed /proc stat")
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 15 {
-		return 0, errors.New("short /proc stat")
 	}
 	// Fields 14–17 of stat (utime, stime, cutime, cstime) are 11–14 here.
 	var ticks int64
