@@ -298,6 +298,8 @@ func (p *Proxy) followMembers() {
 		case membership.EventLeave:
 			p.system.Root.Send(p.router, &router.MemberDown{ID: m.ProxyID, Reason: ev.Reason})
 			p.prober.Forget(m.ProxyID)
+			// Its data links close as their last streams end.
+			p.dialer.Forget(m.PeerAddr, m.FarPeerAddr)
 		}
 		p.pushProxySet()
 	}

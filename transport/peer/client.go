@@ -82,21 +82,26 @@ type Dialer struct {
 	far     func(addr string) (dial string, ok bool)
 	log     *slog.Logger
 
-	mu      sync.Mutex // guards the fields below
-	conns   map[string]*grpc.ClientConn
+	mu      sync.Mutex           // guards the fields below
+	conns   map[string]*peerConn // to proxies of this region, one per address
 	farPool map[string]*farPool
-	closed  bool
-	lingers sync.WaitGroup // closing streams waiting for their status; Add only under mu while !closed
+	// forgotten are connections Forget took out while they carried
+	// streams: each closes with its last stream, or with Close.
+	forgotten map[*peerConn]string
+	closed    bool
+	lingers   sync.WaitGroup // closing streams waiting for their status; Add only under mu while !closed
 }
 
 // farPool is a Dialer's connections to one proxy of another region.
 type farPool struct {
-	all  map[*farConn]struct{}
-	idle []*farConn // connections without a stream, the newest last
+	all  map[*peerConn]struct{}
+	idle []*peerConn // connections without a stream, the newest last
+	gone bool        // Forget took it out: its connections close as their streams end
 }
 
-// farConn is one connection of a farPool and its number of open streams.
-type farConn struct {
+// peerConn is one pooled connection and its number of open streams (the
+// one connection to a proxy of this region is counted the same way).
+type peerConn struct {
 	cc      *grpc.ClientConn
 	streams int
 }
@@ -130,11 +135,12 @@ func NewDialer(id Identity, logger *slog.Logger, opts ...DialerOption) *Dialer {
 	}
 	common := []grpc.DialOption{grpc.WithIdleTimeout(idleTimeout), grpc.WithUserAgent("warren-peer")}
 	d := &Dialer{
-		opts:    append(DialOptions(id), common...),
-		farOpts: append(pathDialOptions(id), common...),
-		log:     logger,
-		conns:   make(map[string]*grpc.ClientConn),
-		farPool: make(map[string]*farPool),
+		opts:      append(DialOptions(id), common...),
+		farOpts:   append(pathDialOptions(id), common...),
+		log:       logger,
+		conns:     make(map[string]*peerConn),
+		farPool:   make(map[string]*farPool),
+		forgotten: make(map[*peerConn]string),
 	}
 	for _, o := range opts {
 		o(d)
@@ -188,8 +194,7 @@ func (d *Dialer) acquire(addr string) (*grpc.ClientConn, func(), error) {
 		}
 	}
 	if dial == "" {
-		cc, err := d.conn(addr)
-		return cc, func() {}, err
+		return d.conn(addr)
 	}
 	addr = dial // the pool is the far server's
 	d.mu.Lock()
@@ -199,11 +204,11 @@ func (d *Dialer) acquire(addr string) (*grpc.ClientConn, func(), error) {
 	}
 	p := d.farPool[addr]
 	if p == nil {
-		p = &farPool{all: make(map[*farConn]struct{})}
+		p = &farPool{all: make(map[*peerConn]struct{})}
 		d.farPool[addr] = p
 		d.log.Info(FarLinkMsg, "addr", addr)
 	}
-	var fc *farConn
+	var fc *peerConn
 	switch {
 	case len(p.idle) > 0:
 		fc = p.idle[len(p.idle)-1]
@@ -232,19 +237,19 @@ func (d *Dialer) acquire(addr string) (*grpc.ClientConn, func(), error) {
 }
 
 // newFarConn adds a new connection to p; d.mu is held.
-func (d *Dialer) newFarConn(p *farPool, addr string) (*farConn, error) {
+func (d *Dialer) newFarConn(p *farPool, addr string) (*peerConn, error) {
 	cc, err := grpc.NewClient("passthrough:///"+addr, d.farOpts...)
 	if err != nil {
 		return nil, err
 	}
-	fc := &farConn{cc: cc}
+	fc := &peerConn{cc: cc}
 	p.all[fc] = struct{}{}
 	return fc, nil
 }
 
 // releaseFar ends a stream's use of fc: a connection left without a
 // stream waits for the next one, or closes when enough already wait.
-func (d *Dialer) releaseFar(p *farPool, fc *farConn) {
+func (d *Dialer) releaseFar(p *farPool, fc *peerConn) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
@@ -253,35 +258,96 @@ func (d *Dialer) releaseFar(p *farPool, fc *farConn) {
 	if fc.streams--; fc.streams > 0 {
 		return
 	}
-	if len(p.idle) < maxFarIdle {
+	if !p.gone && len(p.idle) < maxFarIdle {
 		p.idle = append(p.idle, fc)
 		return
 	}
 	delete(p.all, fc)
-	d.lingers.Add(1) // d.mu is held and d is open
+	delete(d.forgotten, fc)
+	d.closeConn(fc)
+}
+
+// closeConn closes fc in the background (its streams' final statuses
+// are awaited by Close); d.mu is held and d is open.
+func (d *Dialer) closeConn(fc *peerConn) {
+	d.lingers.Add(1)
 	go func() {
 		defer d.lingers.Done()
 		fc.cc.Close()
 	}()
 }
 
-func (d *Dialer) conn(addr string) (*grpc.ClientConn, error) {
+// conn returns the one connection to a proxy of this region at addr, and
+// the function to call once when the stream is over.
+func (d *Dialer) conn(addr string) (*grpc.ClientConn, func(), error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
-		return nil, ErrClosed
+		return nil, nil, ErrClosed
 	}
-	if cc := d.conns[addr]; cc != nil {
-		return cc, nil
+	fc := d.conns[addr]
+	if fc == nil {
+		// passthrough: addr is dialled as it is, like net.Dial, with no
+		// resolver of its own.
+		cc, err := grpc.NewClient("passthrough:///"+addr, d.opts...)
+		if err != nil {
+			return nil, nil, err
+		}
+		fc = &peerConn{cc: cc}
+		d.conns[addr] = fc
 	}
-	// passthrough: addr is dialled as it is, like net.Dial, with no
-	// resolver of its own.
-	cc, err := grpc.NewClient("passthrough:///"+addr, d.opts...)
-	if err != nil {
-		return nil, err
+	fc.streams++
+	return fc.cc, sync.OnceFunc(func() { d.releaseNear(addr, fc) }), nil
+}
+
+// releaseNear ends a stream's use of the connection to a proxy of this
+// region; one that Forget took out closes with its last stream.
+func (d *Dialer) releaseNear(addr string, fc *peerConn) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return // Close closed it
 	}
-	d.conns[addr] = cc
-	return cc, nil
+	if fc.streams--; fc.streams == 0 && d.conns[addr] != fc {
+		delete(d.forgotten, fc)
+		d.closeConn(fc)
+	}
+}
+
+// Forget drops what d keeps for a proxy that left the cluster, under
+// every address it was dialled at (its peer address, and its far port's):
+// connections without a stream close now, the others when their last
+// stream ends, and the next Open to one of these addresses dials afresh.
+// Without it a Dialer would keep a gRPC client (and its goroutines) for
+// every address a proxy ever had.
+func (d *Dialer) Forget(addrs ...string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return
+	}
+	for _, addr := range addrs {
+		if fc := d.conns[addr]; fc != nil {
+			delete(d.conns, addr)
+			if fc.streams == 0 {
+				d.closeConn(fc)
+			} else {
+				d.forgotten[fc] = addr
+			}
+		}
+		if p := d.farPool[addr]; p != nil {
+			delete(d.farPool, addr)
+			p.gone = true
+			for _, fc := range p.idle {
+				delete(p.all, fc)
+				d.closeConn(fc)
+			}
+			p.idle = nil
+			for fc := range p.all {
+				d.forgotten[fc] = addr
+			}
+		}
+	}
 }
 
 func (d *Dialer) open(ctx context.Context, cc *grpc.ClientConn, addr, token string) (*clientStream, error) {
@@ -331,10 +397,12 @@ func (d *Dialer) Close() error {
 	d.conns = nil
 	pools := d.farPool
 	d.farPool = nil
+	forgotten := d.forgotten
+	d.forgotten = nil
 	d.mu.Unlock()
 	var errs []error
-	for addr, cc := range conns {
-		if err := cc.Close(); err != nil {
+	for addr, fc := range conns {
+		if err := fc.cc.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close connection to %s: %w", addr, err))
 		}
 	}
@@ -343,6 +411,11 @@ func (d *Dialer) Close() error {
 			if err := fc.cc.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close connection to %s: %w", addr, err))
 			}
+		}
+	}
+	for fc, addr := range forgotten {
+		if err := fc.cc.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close connection to %s: %w", addr, err))
 		}
 	}
 	d.lingers.Wait()

@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	grpcpeer "google.golang.org/grpc/peer"
 
 	"github.com/warren-proxy/warren/internal/slowlink"
@@ -101,4 +104,81 @@ func TestFarStreamsHaveConnectionsOfTheirOwn(t *testing.T) {
 			t.Errorf("a later stream came on a new connection %s; the idle ones were %v", a, conns)
 		}
 	}
+}
+
+// TestForgetDropsADepartedPeer: once a proxy leaves the cluster, the
+// Dialer closes its connections to it that carry no stream at once, and
+// the others when their last stream ends, without breaking those streams;
+// nothing of it stays behind (goroutines back to where they were, with
+// the Dialer still open), and a later Open dials afresh.
+func TestForgetDropsADepartedPeer(t *testing.T) {
+	ca := newCA(t)
+	addr, _ := startServer(t, ServerConfig{Identity: newIdentity(t, ca, "proxy-b"),
+		Handler: echoHandler("near", "far", "idle", "after")})
+	far := slowlink.Start(t, addr, time.Millisecond)
+	d := NewDialer(newIdentity(t, ca, "proxy-a"), nil, WithFar(func(a string) (string, bool) { return "", a == far }))
+	t.Cleanup(func() { d.Close() })
+	base := runtime.NumGoroutine()
+
+	near, farS := mustOpen(t, d, addr, "near"), mustOpen(t, d, far, "far")
+	mustOpen(t, d, far, "idle").Close() // leaves idle connections in the pool
+	echo := func(s Stream, b byte) {
+		t.Helper()
+		if _, err := s.Write([]byte{b}); err != nil {
+			t.Fatalf("write after Forget: %v", err)
+		}
+		got := []byte{0}
+		if _, err := io.ReadFull(s, got); err != nil || got[0] != b {
+			t.Fatalf("echo after Forget: %v %q", err, got)
+		}
+	}
+	d.mu.Lock()
+	var ccs []*grpc.ClientConn
+	for _, fc := range d.conns {
+		ccs = append(ccs, fc.cc)
+	}
+	for _, p := range d.farPool {
+		for fc := range p.all {
+			ccs = append(ccs, fc.cc)
+		}
+	}
+	d.mu.Unlock()
+	if len(ccs) < 3 {
+		t.Fatalf("%d connections before Forget, want the near one, the far stream's and an idle one", len(ccs))
+	}
+
+	d.Forget(addr, far, "")
+	echo(near, 1)
+	echo(farS, 2)
+	d.mu.Lock()
+	kept, pools, forgotten := len(d.conns), len(d.farPool), len(d.forgotten)
+	d.mu.Unlock()
+	if kept != 0 || pools != 0 || forgotten != 2 {
+		t.Errorf("after Forget: %d connections and %d pools kept, %d waiting for their streams; want 0, 0, 2", kept, pools, forgotten)
+	}
+	near.Close()
+	farS.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for _, cc := range ccs {
+		for cc.GetState() != connectivity.Shutdown {
+			if time.Now().After(deadline) {
+				t.Fatalf("a connection to the departed peer is %v, want closed", cc.GetState())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	d.mu.Lock()
+	forgotten = len(d.forgotten)
+	d.mu.Unlock()
+	if forgotten != 0 {
+		t.Errorf("%d connections still kept after their streams ended", forgotten)
+	}
+	for n := runtime.NumGoroutine(); n > base; n = runtime.NumGoroutine() {
+		if time.Now().After(deadline) {
+			t.Fatalf("goroutines: %d with the Dialer open after Forget, want at most %d as before the peer was dialled", n, base)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The address may come back (a proxy restarted): it is dialled again.
+	echo(mustOpen(t, d, addr, "after"), 3)
 }
