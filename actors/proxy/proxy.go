@@ -42,6 +42,7 @@ import (
 	"github.com/warren-proxy/warren/transport/peer"
 	"github.com/warren-proxy/warren/transport/pki"
 	"github.com/warren-proxy/warren/transport/revtunnel"
+	"github.com/warren-proxy/warren/transport/streams"
 	"github.com/warren-proxy/warren/transport/usersh"
 )
 
@@ -403,6 +404,9 @@ func (p *Proxy) handshakeTunnel(ctx context.Context, nc net.Conn, leave func()) 
 	start := time.Now()
 	conn, err := p.tunnelSrv.Handshake(ctx, counted)
 	leave()
+	if err == nil {
+		streams.Shallow(nc)
+	}
 	if err == nil || errors.Is(err, revtunnel.ErrJoined) {
 		// An agent's whole handshake: how long one holds its place under
 		// the caps, which paces those turned away meanwhile.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/transport/pki"
+	"github.com/warren-proxy/warren/transport/streams"
 )
 
 // ErrJoinRefused means the proxy did not accept the join token.
@@ -193,6 +194,7 @@ func dialSSH(ctx context.Context, addr string, cfg *ssh.ClientConfig) (*sshConn,
 		return nil, pc.busy(err)
 	}
 	_ = nc.SetDeadline(time.Time{})
+	streams.Shallow(nc)
 	return &sshConn{Conn: c, chans: chans, reqs: reqs}, nil
 }
 
