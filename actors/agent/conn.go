@@ -125,17 +125,27 @@ func (c *conn) beforeHello(key string, claimed *bool) func(proxyID string) error
 // dial opens a tunnel to addr whose proxy is claimed under key before
 // the hello; claimed says whether the claim was made (release it if the
 // dial failed).
-func (c *conn) dial(ctx context.Context, addr, key string) (tun *revtunnel.ClientConn, reply revtunnel.HelloReply, claimed bool, err error) {
+//
+// leave is told when the proxy says it is shutting down.
+func (c *conn) dial(ctx context.Context, addr, key string, leave *leaveSignal) (tun *revtunnel.ClientConn, reply revtunnel.HelloReply, claimed bool, err error) {
 	a := c.a
 	hostname, _ := os.Hostname()
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	tun, reply, err = revtunnel.Dial(dctx, revtunnel.ClientConfig{
-		Addr:      addr,
-		AgentID:   a.id.AgentID,
-		Signer:    a.signer,
-		Trust:     revtunnel.Trust{CA: a.hostCA, Clock: a.cfg.Clock},
-		OnProxies: func(set revtunnel.ProxySet) { c.learned(set.Proxies) },
+		Addr:    addr,
+		AgentID: a.id.AgentID,
+		Signer:  a.signer,
+		Trust:   revtunnel.Trust{CA: a.hostCA, Clock: a.cfg.Clock},
+		OnProxies: func(set revtunnel.ProxySet) {
+			if set.Leaving {
+				// Before the set that leaves the proxy out, so that no
+				// slot picks its address meanwhile.
+				a.dir.left(a.cfg.Clock(), addr)
+				leave.fire()
+			}
+			c.learned(set.Proxies)
+		},
 		OnDefinitions: func(d revtunnel.Definitions) {
 			if a.definitionsLearned(d.Definitions) {
 				c.system.Root.Send(c.pool, resourcesChanged{})
@@ -195,7 +205,8 @@ func (c *conn) run(ctx context.Context) {
 			continue
 		}
 		idle = 0
-		tun, reply, claimed, err := c.dial(ctx, addr, c.slot)
+		leave := newLeaveSignal()
+		tun, reply, claimed, err := c.dial(ctx, addr, c.slot, leave)
 		if err != nil {
 			if claimed {
 				a.dir.release(c.slot)
@@ -255,7 +266,7 @@ func (c *conn) run(ctx context.Context) {
 		c.took(reply)
 		a.connected.Add(1)
 		a.log.Info("tunnel up", "slot", c.slot, "proxy", reply.ProxyID, "addr", addr)
-		proxyID := c.serve(ctx, tun, reply.ProxyID)
+		proxyID := c.serve(ctx, tun, reply.ProxyID, leave)
 		a.connected.Add(-1)
 		a.dir.release(c.slot)
 		a.log.Info("tunnel down", "slot", c.slot, "proxy", proxyID)
@@ -328,14 +339,19 @@ func sleep(ctx context.Context, d time.Duration) bool {
 
 // serve runs the slot's tunnel until it ends or ctx ends, and returns
 // the id of the proxy it ended on. A peering slot asks the directory now
-// and then whether to move to a nearer proxy (the home rule); to move, it
+// and then whether to move to a nearer proxy (the home rule), and moves
+// at once when its proxy says it is shutting down (leave), trying again
+// every leaveRetry until it has moved or the tunnel ends. To move, it
 // opens its tunnel there first, then serves that one and retires the old
 // one, whose sessions in flight go on to their end.
-func (c *conn) serve(ctx context.Context, tun *revtunnel.ClientConn, proxyID string) string {
+func (c *conn) serve(ctx context.Context, tun *revtunnel.ClientConn, proxyID string, leave *leaveSignal) string {
 	a := c.a
 	s := c.startServing(ctx, tun)
 	check := time.NewTicker(a.cfg.ProbeInterval)
 	defer check.Stop()
+	left := leave.done()
+	var again <-chan time.Time // while leaving: the next try
+	leaving := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -345,18 +361,34 @@ func (c *conn) serve(ctx context.Context, tun *revtunnel.ClientConn, proxyID str
 			s.close()
 			return proxyID
 		case <-check.C:
+		case <-left:
+			left, leaving = nil, true
+			a.dir.left(a.cfg.Clock(), proxyID)
+		case <-again:
 		}
+		again = nil
 		if c.proxyID != "" || c.slot == slotBootstrap {
 			continue // mesh slots stay with their proxy
 		}
-		addr, to := a.dir.move(c.slot, a.cfg.Clock())
-		if addr == "" {
+		var addr, to string
+		if leaving {
+			addr = a.dir.pick(c.slot, a.cfg.Clock())
+			to = addr
+			if addr == "" {
+				again = time.After(leaveRetry)
+				continue
+			}
+		} else if addr, to = a.dir.move(c.slot, a.cfg.Clock()); addr == "" {
 			continue
 		}
-		ntun, reply, claimed, err := c.dial(ctx, addr, c.slot+nextSuffix)
+		nleave := newLeaveSignal()
+		ntun, reply, claimed, err := c.dial(ctx, addr, c.slot+nextSuffix, nleave)
 		if err != nil {
 			if claimed {
 				a.dir.release(c.slot + nextSuffix)
+			}
+			if leaving {
+				again = time.After(leaveRetry)
 			}
 			if _, busy := busyWait(err); busy && ctx.Err() == nil {
 				// Full of handshakes now, not failing: the next check
@@ -366,12 +398,16 @@ func (c *conn) serve(ctx context.Context, tun *revtunnel.ClientConn, proxyID str
 			}
 			if ctx.Err() == nil && !errors.Is(err, revtunnel.ErrProxyTaken) {
 				a.dir.fail(addr, a.cfg.Clock())
-				a.log.Info("could not move tunnel to a nearer proxy; staying", "slot", c.slot, "proxy", proxyID, "to", to, "err", err)
+				a.log.Info("could not move tunnel to another proxy; staying", "slot", c.slot, "proxy", proxyID, "to", to, "leaving", leaving, "err", err)
 			}
 			continue
 		}
 		retiring := a.dir.promote(c.slot, a.cfg.Clock())
-		a.log.Info("tunnel moved to a nearer proxy", "slot", c.slot, "from", proxyID, "to", reply.ProxyID, "addr", addr)
+		if leaving {
+			a.log.Info("tunnel moved off a proxy that is shutting down", "slot", c.slot, "from", proxyID, "to", reply.ProxyID, "addr", addr)
+		} else {
+			a.log.Info("tunnel moved to a nearer proxy", "slot", c.slot, "from", proxyID, "to", reply.ProxyID, "addr", addr)
+		}
 		c.took(reply)
 		old := s
 		c.wg.Add(1)
@@ -380,8 +416,25 @@ func (c *conn) serve(ctx context.Context, tun *revtunnel.ClientConn, proxyID str
 			c.retire(ctx, old, retiring)
 		}()
 		s, proxyID = c.startServing(ctx, ntun), reply.ProxyID
+		left, leaving = nleave.done(), false
 	}
 }
+
+// leaveRetry is how often a slot whose proxy is shutting down tries again
+// to open its tunnel elsewhere.
+const leaveRetry = time.Second
+
+// leaveSignal is fired when a tunnel's proxy says it is shutting down.
+type leaveSignal struct {
+	once sync.Once
+	ch   chan struct{}
+}
+
+func newLeaveSignal() *leaveSignal { return &leaveSignal{ch: make(chan struct{})} }
+
+func (l *leaveSignal) fire() { l.once.Do(func() { close(l.ch) }) }
+
+func (l *leaveSignal) done() <-chan struct{} { return l.ch }
 
 // serving is one tunnel being served: its heartbeats, and the dials that
 // come through it.

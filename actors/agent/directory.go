@@ -40,6 +40,7 @@ type directory struct {
 	held    map[string]holding   // slot → the proxy it claimed
 	failed  map[string]time.Time // proxy id or address → last failure
 	since   map[string]time.Time // slot → when its tunnel came up
+	leaving map[string]time.Time // proxy id or address → when it said it is shutting down
 	rtt     *rtts                // the prober's measurements
 	next    int                  // round-robin over seeds
 	// changed is closed, and replaced, when the proxy set changes: slots
@@ -57,13 +58,43 @@ func newDirectory(region string, seeds []string, rule homeRule) *directory {
 	return &directory{
 		region: region, seeds: seeds,
 		proxies: map[string]revtunnel.ProxyInfo{}, held: map[string]holding{}, failed: map[string]time.Time{},
-		since: map[string]time.Time{}, rtt: newRTTs(rule),
+		since: map[string]time.Time{}, leaving: map[string]time.Time{}, rtt: newRTTs(rule),
 		changed: make(chan struct{}),
 	}
 }
 
 // failMemory is how long a failed proxy is avoided when others exist.
 const failMemory = 10 * time.Second
+
+// leaveMemory is how long a proxy that said it is shutting down is not
+// chosen: long enough to cover its shutdown (its hand-off, at most 5 s,
+// and its leave of the gossip), while proxy sets from its peers may still
+// list it; short enough that a proxy restarted in a rolling upgrade is
+// soon chosen again.
+const leaveMemory = 10 * time.Second
+
+// left records that a proxy said it is shutting down, by its id or the
+// address its tunnel was dialled at (keys; "" is skipped).
+func (d *directory) left(now time.Time, keys ...string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, k := range keys {
+		if k != "" {
+			d.leaving[k] = now
+		}
+	}
+}
+
+// isLeaving reports whether the proxy of id or address key said it is
+// shutting down within leaveMemory. Called with d.mu held.
+func (d *directory) isLeaving(key string, now time.Time) bool {
+	at, ok := d.leaving[key]
+	if ok && now.Sub(at) > leaveMemory {
+		delete(d.leaving, key)
+		return false
+	}
+	return ok
+}
 
 // update replaces the proxy set; it reports whether it changed.
 func (d *directory) update(set []revtunnel.ProxyInfo) bool {
@@ -154,7 +185,7 @@ func (d *directory) pick(slot string, now time.Time) string {
 	sort.Strings(ids)
 	for i := range ids {
 		p := d.proxies[ids[(i+d.next)%len(ids)]]
-		if heldIDs[p.ID] {
+		if heldIDs[p.ID] || d.isLeaving(p.ID, now) || d.isLeaving(p.TunnelAddr, now) {
 			continue
 		}
 		score := 0
@@ -180,7 +211,7 @@ func (d *directory) pick(slot string, now time.Time) string {
 			addrs[p.TunnelAddr] = true
 		}
 		for i := range d.seeds {
-			if s := d.seeds[(d.next+i)%len(d.seeds)]; !addrs[s] && now.Sub(d.failed[s]) > failMemory {
+			if s := d.seeds[(d.next+i)%len(d.seeds)]; !addrs[s] && now.Sub(d.failed[s]) > failMemory && !d.isLeaving(s, now) {
 				return s
 			}
 		}
@@ -341,7 +372,7 @@ func (d *directory) move(slot string, now time.Time) (addr, id string) {
 	var best *revtunnel.ProxyInfo
 	bestWhy, bestRTT := none, time.Duration(0)
 	for _, p := range d.proxies {
-		if heldIDs[p.ID] || d.shunned(p, now) || !d.rtt.settled(p.ID, now) {
+		if heldIDs[p.ID] || d.shunned(p, now) || !d.rtt.settled(p.ID, now) || d.isLeaving(p.ID, now) {
 			continue
 		}
 		rtt, _ := d.rtt.latency(p.ID, now)

@@ -325,3 +325,28 @@ func TestDirectorySlots(t *testing.T) {
 		})
 	}
 }
+
+// TestDirectoryAvoidsALeavingProxy: a proxy that said it is shutting down
+// is not picked, by id nor as a seed address, even when a newer proxy set
+// (from a proxy that has not seen it leave) still lists it, until
+// leaveMemory has passed; with no other proxy, the slot waits.
+func TestDirectoryAvoidsALeavingProxy(t *testing.T) {
+	now := time.Unix(1000, 0)
+	d := newDirectory("", []string{"p1:3024"}, newHomeRule(time.Second))
+	d.update(proxyInfos("p1", "p2"))
+	d.left(now, "p1", "p1:3024")
+	for i := range 4 {
+		if got := d.pick("peer-0", now); got != "p2:3024" {
+			t.Fatalf("pick %d with p1 leaving: %q, want p2:3024", i, got)
+		}
+	}
+	if err := d.claim("peer-1", "p2"); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.pick("peer-0", now); got != "" {
+		t.Errorf("pick with p1 leaving and p2 held: %q, want none (wait)", got)
+	}
+	if got := d.pick("peer-0", now.Add(leaveMemory+time.Second)); got != "p1:3024" {
+		t.Errorf("pick after leaveMemory: %q, want p1:3024 again (a restarted proxy)", got)
+	}
+}

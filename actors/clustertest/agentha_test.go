@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/warren-proxy/warren/actors/agent"
+	"github.com/warren-proxy/warren/actors/proxy"
 )
 
 // logCounter counts log records by message, and those with a "reason"
@@ -421,5 +422,72 @@ func TestAgentMeshProxiesComeAndGo(t *testing.T) {
 	}
 	if n := c.ProxyLogCount(superseded); n != 0 {
 		t.Errorf("proxies closed %d tunnels as %q; want none", n, superseded)
+	}
+}
+
+// TestProxyShutdownHandsTunnelsOff: a proxy stopped with SIGTERM first
+// tells its agents it is leaving; the agent opens its tunnel on the spare
+// proxy before it withdraws its routes from the leaving one (make before
+// break), so that the proxy sees no route left before it shuts down, and
+// the agent never has fewer than its two tunnels. Sessions through
+// another proxy never fail meanwhile.
+func TestProxyShutdownHandsTunnelsOff(t *testing.T) {
+	agentLogs := newLogCounter()
+	c := New(t, haOptions(t, 3, agentLogs))
+	a := c.Agents["agent-1"]
+	c.WaitFor("two tunnels", func() bool { return distinctTunnels(a, 2) })
+	held := a.TunnelProxies()
+	leaving, staying := held[0], held[1]
+	var spare string
+	for _, p := range c.Proxies {
+		if !slices.Contains(held, p.ID()) {
+			spare = p.ID()
+		}
+	}
+	c.WaitFor("every proxy routes echo", func() bool {
+		for _, p := range c.Proxies {
+			if !p.Routable("echo") {
+				return false
+			}
+		}
+		return true
+	})
+	stopWatch := make(chan struct{})
+	watched := watchTunnels(a, stopWatch)
+	fewest := make(chan int, 1)
+	go func() {
+		least := 2
+		for {
+			select {
+			case <-stopWatch:
+				fewest <- least
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			least = min(least, len(a.TunnelProxies()))
+		}
+	}()
+	stop := background(c, staying)
+
+	c.StopProxy(leaving)
+	if n := c.ProxyLogCount(proxy.HandedOffMsg); n != 1 {
+		t.Errorf("%d proxies logged %q, want the one stopped", n, proxy.HandedOffMsg)
+	}
+	if n := agentLogs.get("tunnel moved off a proxy that is shutting down"); n != 1 {
+		t.Errorf("the agent moved %d tunnels off the leaving proxy, want 1", n)
+	}
+	if got := a.TunnelProxies(); !slices.Equal(got, []string{spare, staying}) && !slices.Equal(got, []string{staying, spare}) {
+		t.Errorf("tunnels to %v once %s stopped, want %s and %s", got, leaving, staying, spare)
+	}
+	for _, err := range stop() {
+		t.Errorf("a session through %s while %s shut down: %v", staying, leaving, err)
+	}
+	sessions(t, c, spare, 3, "through the proxy that took the tunnel")
+	close(stopWatch)
+	if least := <-fewest; least < 2 {
+		t.Errorf("the agent had %d tunnels up at one point, want never fewer than 2", least)
+	}
+	if _, dup := watched(); dup != nil {
+		t.Errorf("two tunnels to one proxy at once: %v", dup)
 	}
 }

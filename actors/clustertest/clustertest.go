@@ -553,8 +553,11 @@ func (c *Cluster) WriteSSHConfig() {
 	}
 	// Tests must never hang on a prompt or reuse a connection.
 	buf.WriteString("\nHost *\n    BatchMode yes\n    ConnectTimeout 10\n    ServerAliveInterval 5\n    ControlMaster no\n")
-	// Replaced in one step: ssh clients of a test may be reading it.
-	c.SSHConfig = filepath.Join(c.Dir, "ssh_config")
+	// Replaced in one step: ssh clients of a test may be reading it. Its
+	// path is set once: sessions running in the background read it.
+	if path := filepath.Join(c.Dir, "ssh_config"); c.SSHConfig != path {
+		c.SSHConfig = path
+	}
 	if err := os.WriteFile(c.SSHConfig+".new", buf.Bytes(), 0o644); err != nil {
 		c.t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -40,26 +41,42 @@ func startEcho(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	conns := make(chan net.Conn, 128)
-	go func() {
-		defer close(done)
+	var wg sync.WaitGroup
+	var mu sync.Mutex // guards conns and closed
+	conns := map[net.Conn]struct{}{}
+	closed := false
+	wg.Go(func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			conns <- c
-			go func() { io.Copy(c, c); c.Close() }()
+			mu.Lock()
+			if closed {
+				mu.Unlock()
+				c.Close()
+				return
+			}
+			conns[c] = struct{}{}
+			mu.Unlock()
+			wg.Go(func() {
+				io.Copy(c, c)
+				c.Close()
+				mu.Lock()
+				delete(conns, c)
+				mu.Unlock()
+			})
 		}
-	}()
+	})
 	t.Cleanup(func() {
 		ln.Close()
-		<-done
-		close(conns)
+		mu.Lock()
+		closed = true
 		for c := range conns {
 			c.Close()
 		}
+		mu.Unlock()
+		wg.Wait()
 	})
 	return ln.Addr().String()
 }

@@ -360,6 +360,91 @@ func (p *Proxy) pushProxySet() {
 	}
 }
 
+// handOffWait bounds how long a proxy that shuts down waits for its
+// agents to open their tunnels elsewhere.
+const handOffWait = 5 * time.Second
+
+// handOff, the first step of a shutdown, tells every local agent that
+// this proxy is leaving (a proxy set without it, marked Leaving), and
+// waits, at most handOffWait, until none of them serves a resource
+// through it any more: each opens a tunnel to another proxy first, then
+// withdraws its routes here (make before break). Meanwhile this proxy
+// still forwards every session. It does not wait for an agent that has
+// nowhere to go (a tunnel on every other live proxy already). Agents
+// older than the Leaving flag, and mesh slots (a tunnel to every proxy),
+// keep their routes here until the tunnel closes.
+func (p *Proxy) handOff() {
+	if p.system == nil || p.members == nil || p.router == nil {
+		return
+	}
+	var others []revtunnel.ProxyInfo
+	for _, info := range p.proxySet() {
+		if info.ID != p.cfg.ID {
+			others = append(others, info)
+		}
+	}
+	// waiting counts the agents that serve resources through a tunnel
+	// here and have a proxy to move to: another live one without a tunnel
+	// of theirs. An agent with a tunnel on every other proxy already (two
+	// tunnels and two proxies) stays until its tunnel here closes.
+	waiting := func() int {
+		snap := p.table.Snapshot()
+		here := map[string]bool{}
+		for _, eps := range snap.Resources {
+			for _, e := range eps {
+				if e.Local && e.Online {
+					here[e.AgentID] = true
+				}
+			}
+		}
+		on := map[string]map[string]bool{} // agent → proxies with its tunnel
+		for _, r := range snap.Routes {
+			if r.Online && here[r.ID] {
+				if on[r.ID] == nil {
+					on[r.ID] = map[string]bool{}
+				}
+				on[r.ID][r.ProxyID] = true
+			}
+		}
+		n := 0
+		for id := range here {
+			for _, o := range others {
+				if !on[id][o.ID] {
+					n++
+					break
+				}
+			}
+		}
+		return n
+	}
+	before := waiting()
+	if len(others) == 0 || before == 0 {
+		return
+	}
+	set := &tunnel.ProxySet{Set: revtunnel.ProxySet{Proxies: others, Leaving: true}}
+	p.mu.Lock()
+	for pid := range p.tunPIDs {
+		p.system.Root.Send(pid, set)
+	}
+	p.mu.Unlock()
+	start := time.Now()
+	left := before
+	for left > 0 && time.Since(start) < handOffWait {
+		time.Sleep(20 * time.Millisecond)
+		left = waiting()
+	}
+	took := time.Since(start).Round(time.Millisecond).String()
+	if left == 0 {
+		p.log.Info(HandedOffMsg, "agents", before, "took", took)
+		return
+	}
+	p.log.Warn("shutting down with agents still routed here that could have moved (each reconnects once its tunnel closes): agents older than the hand-off, mesh slots, or proxies too busy to take them", "agents", left, "of", before, "waited", took)
+}
+
+// HandedOffMsg is logged when a proxy that shuts down has seen every
+// agent's routes through it move to another proxy.
+const HandedOffMsg = "every agent opened its tunnel elsewhere before this proxy shuts down"
+
 // pushDefinitions tells every local agent the dynamic resource
 // definitions (called by the router when they change).
 func (p *Proxy) pushDefinitions(defs []model.Definition) {

@@ -495,6 +495,7 @@ func (p *Proxy) Close() error {
 	}
 	p.closed, p.ready = true, false
 	p.mu.Unlock()
+	p.handOff()
 	if p.members != nil {
 		// Others see a graceful leave at once and drop our routes.
 		if err := p.members.Leave(2 * time.Second); err != nil {

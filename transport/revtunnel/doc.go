@@ -33,7 +33,10 @@
 //     the login the session used.
 //  7. Proxy set. The proxy sends "proxies@warren.dev" (ProxySet, no reply)
 //     whenever the cluster's proxies change, so agents re-home to live
-//     proxies and, in mesh mode, follow joins and leaves.
+//     proxies and, in mesh mode, follow joins and leaves. A proxy that is
+//     shutting down sends one without itself, marked Leaving: a peering
+//     slot opens its tunnel elsewhere first, then withdraws its routes
+//     here with an empty heartbeat.
 //  8. Definitions. The proxy sends "definitions@warren.dev" (Definitions,
 //     no reply) whenever the cluster's dynamic resources change; the hello
 //     reply carries them too. Agents serve those their label watchers match.

@@ -135,6 +135,12 @@ type ProxyInfo struct {
 // whenever the cluster's proxies change.
 type ProxySet struct {
 	Proxies []ProxyInfo `json:"proxies"`
+	// Leaving says the proxy sending the set is shutting down (the set
+	// leaves it out): the agent opens a tunnel to another proxy first, then
+	// withdraws its routes from this one, whose sessions in flight end on
+	// their own (make before break). Older agents ignore it, and reconnect
+	// once the tunnel closes.
+	Leaving bool `json:"leaving,omitempty"`
 }
 
 // Heartbeat is the payload of ReqHeartbeat: the whole set of resources the
