@@ -352,11 +352,15 @@ func (p *Proxy) proxySet() []revtunnel.ProxyInfo {
 
 // pushProxySet tells every local agent the current proxy set.
 func (p *Proxy) pushProxySet() {
-	set := &tunnel.ProxySet{Set: revtunnel.ProxySet{Proxies: p.proxySet()}}
+	p.toAgents(&tunnel.ProxySet{Set: revtunnel.ProxySet{Proxies: p.proxySet()}})
+}
+
+// toAgents sends msg to the actor of every tunnel on this proxy.
+func (p *Proxy) toAgents(msg any) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for pid := range p.tunPIDs {
-		p.system.Root.Send(pid, set)
+		p.system.Root.Send(pid, msg)
 	}
 }
 
@@ -421,12 +425,7 @@ func (p *Proxy) handOff() {
 	if len(others) == 0 || before == 0 {
 		return
 	}
-	set := &tunnel.ProxySet{Set: revtunnel.ProxySet{Proxies: others, Leaving: true}}
-	p.mu.Lock()
-	for pid := range p.tunPIDs {
-		p.system.Root.Send(pid, set)
-	}
-	p.mu.Unlock()
+	p.toAgents(&tunnel.ProxySet{Set: revtunnel.ProxySet{Proxies: others, Leaving: true}})
 	start := time.Now()
 	left := before
 	for left > 0 && time.Since(start) < handOffWait {
@@ -448,12 +447,7 @@ const HandedOffMsg = "every agent opened its tunnel elsewhere before this proxy 
 // pushDefinitions tells every local agent the dynamic resource
 // definitions (called by the router when they change).
 func (p *Proxy) pushDefinitions(defs []model.Definition) {
-	msg := &tunnel.Definitions{Set: revtunnel.Definitions{Definitions: defs}}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for pid := range p.tunPIDs {
-		p.system.Root.Send(pid, msg)
-	}
+	p.toAgents(&tunnel.Definitions{Set: revtunnel.Definitions{Definitions: defs}})
 }
 
 // pushPolicy tells every local agent the cluster's roles and user locks
@@ -478,12 +472,7 @@ func (p *Proxy) pushPolicy(pol *access.Policy) {
 	if old := p.policy.Swap(&set); old != nil && string(old.Roles) == string(set.Roles) && string(old.Locks) == string(set.Locks) {
 		return
 	}
-	msg := &tunnel.Policy{Set: set}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for pid := range p.tunPIDs {
-		p.system.Root.Send(pid, msg)
-	}
+	p.toAgents(&tunnel.Policy{Set: set})
 }
 
 // policySet is what a new tunnel's hello reply carries.

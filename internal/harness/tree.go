@@ -97,7 +97,7 @@ func leftBehind(before []procInfo, now []procInfo) []procInfo {
 	for _, p := range now {
 		if start, ok := seen[p.pid]; ok && start == p.start {
 			out = append(out, p)
-		} else if leaders[p.sid] && seen[p.sid] != "" {
+		} else if leaders[p.sid] {
 			out = append(out, p)
 		}
 	}
