@@ -25,8 +25,12 @@ import (
 	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/storage/identity"
 	"github.com/warren-proxy/warren/transport/nodessh"
+	"github.com/warren-proxy/warren/transport/resume"
 	"github.com/warren-proxy/warren/transport/revtunnel"
 )
+
+// maxHeldSessions bounds the resumable sessions one agent serves at once.
+const maxHeldSessions = 8192
 
 // Version is sent to proxies in the hello.
 var Version = "0.1.0-dev"
@@ -55,7 +59,11 @@ type Agent struct {
 	debugSrv  *http.Server
 	debugAddr net.Addr
 
+	// ctx lives as long as the agent; resumable sessions run under it.
+	ctx    context.Context
 	cancel context.CancelFunc
+	// held are the resumable sessions the agent serves, by id.
+	held   *resume.Registry
 	wg     sync.WaitGroup
 	mu     sync.Mutex // guards closed
 	closed bool
@@ -132,6 +140,8 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		}
 	}
 	ctx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	a.ctx = ctx
+	a.held = resume.NewRegistry(a.id.AgentID, maxHeldSessions)
 	static := append([]ResourceConfig(nil), a.cfg.Resources...)
 	a.served.Store(&static)
 	a.health = newHealth(static, a.cfg.HealthInterval, a.log)
@@ -225,6 +235,9 @@ func (a *Agent) Close() error {
 	a.mu.Unlock()
 	if a.cancel != nil {
 		a.cancel()
+	}
+	if a.held != nil {
+		a.held.Close()
 	}
 	if a.debugSrv != nil {
 		a.debugSrv.Close()

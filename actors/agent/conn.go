@@ -575,8 +575,20 @@ func describeRefused(rs []revtunnel.Refused) string {
 	return strings.Join(parts, "; ")
 }
 
-// serveDial connects one session to the resource it names.
+// serveDial connects one session to the resource it names. A resumable
+// session (transport/resume) runs on the agent, not on the tunnel: its
+// hop is this channel for now, and the session goes on over the next hop
+// when this one breaks.
 func (a *Agent) serveDial(ctx context.Context, tun *revtunnel.ClientConn, req revtunnel.DialRequest, nch ssh.NewChannel) {
+	switch req.Resume {
+	case "", revtunnel.ResumeStart:
+	case revtunnel.ResumeAgain:
+		a.resumeHop(ctx, req, nch)
+		return
+	default:
+		_ = nch.Reject(ssh.ConnectionFailed, fmt.Sprintf("agent %s: unknown resume mode %s", a.id.AgentID, model.Quote(req.Resume)))
+		return
+	}
 	var res *ResourceConfig
 	served := a.resources()
 	for i := range served {
@@ -588,35 +600,92 @@ func (a *Agent) serveDial(ctx context.Context, tun *revtunnel.ClientConn, req re
 		_ = nch.Reject(ssh.ConnectionFailed, fmt.Sprintf("agent %s does not serve %q", a.id.AgentID, req.Resource))
 		return
 	}
-	switch res.Kind {
-	case model.KindTCP:
+	var up net.Conn
+	if res.Kind == model.KindTCP {
 		d := net.Dialer{Timeout: 5 * time.Second}
-		up, err := d.DialContext(ctx, "tcp", res.Addr)
-		if err != nil {
+		var err error
+		if up, err = d.DialContext(ctx, "tcp", res.Addr); err != nil {
 			_ = nch.Reject(ssh.ConnectionFailed, fmt.Sprintf("agent %s: upstream %s of %q: %v", a.id.AgentID, res.Addr, res.Name, err))
 			return
 		}
 		streams.SetNoDelay(up)
-		ch, reqs, err := nch.Accept()
-		if err != nil {
+	}
+	ch, reqs, err := nch.Accept()
+	if err != nil {
+		if up != nil {
 			up.Close()
-			return
 		}
-		go ssh.DiscardRequests(reqs)
-		streams.Pipe(ch, up.(*net.TCPConn))
-	case model.KindSSH:
-		ch, reqs, err := nch.Accept()
+		return
+	}
+	go ssh.DiscardRequests(reqs)
+	var stream streams.Stream = ch
+	if req.Resume == revtunnel.ResumeStart {
+		rc, hopDone, err := a.held.Accept(ch)
 		if err != nil {
+			a.log.Info("refused a resumable session", "session", req.SessionID, "err", err)
+			if up != nil {
+				up.Close()
+			}
 			return
 		}
-		go ssh.DiscardRequests(reqs)
+		// The session runs on the agent from here; this goroutine, which
+		// the tunnel waits for, lasts as long as the channel is its hop.
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			a.serveSession(a.ctx, tun, req, res, rc, up)
+		}()
+		waitHop(ctx, hopDone)
+		return
+	}
+	a.serveSession(ctx, tun, req, res, stream, up)
+}
+
+// serveSession carries one session to its resource: the upstream socket
+// up of a tcp resource, or the embedded SSH server.
+func (a *Agent) serveSession(ctx context.Context, tun *revtunnel.ClientConn, req revtunnel.DialRequest, res *ResourceConfig, s streams.Stream, up net.Conn) {
+	switch res.Kind {
+	case model.KindTCP:
+		stop := context.AfterFunc(ctx, func() { s.Close(); up.Close() })
+		defer stop()
+		streams.Pipe(s, up.(*net.TCPConn))
+	case model.KindSSH:
 		// The node sees the user's address as the entry proxy saw it, and
 		// its own as port 22 here: SSH_CONNECTION and SSH_CLIENT say so.
-		conn := &sessionConn{ChannelConn: streams.ChannelConn{Channel: ch, Remote: tcpAddr(req.ClientAddr), Local: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 22}},
+		conn := &sessionConn{Conn: &streams.Conn{Stream: s, Remote: tcpAddr(req.ClientAddr), Local: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 22}},
 			tun: tun, sessionID: req.SessionID, resource: res.Name}
 		if err := a.node.ServeConn(ctx, conn); err != nil {
 			a.log.Debug("ssh session ended", "session", req.SessionID, "err", err)
 		}
+	}
+}
+
+// resumeHop gives a session the agent holds its new hop.
+func (a *Agent) resumeHop(ctx context.Context, req revtunnel.DialRequest, nch ssh.NewChannel) {
+	if !a.held.Holds(req.SessionID) {
+		_ = nch.Reject(ssh.ConnectionFailed, fmt.Sprintf("agent %s does not hold session %s (it ended, or the agent restarted)", a.id.AgentID, model.Quote(req.SessionID)))
+		return
+	}
+	ch, reqs, err := nch.Accept()
+	if err != nil {
+		return
+	}
+	go ssh.DiscardRequests(reqs)
+	_, hopDone, err := a.held.Accept(ch)
+	if err != nil {
+		a.log.Info("refused to resume a session", "session", req.SessionID, "err", err)
+		return
+	}
+	a.log.Info("session resumed on a new hop", "session", req.SessionID)
+	waitHop(ctx, hopDone)
+}
+
+// waitHop waits until a resumable session stops using a hop, or the tunnel
+// ends (which ends the hop too).
+func waitHop(ctx context.Context, hopDone <-chan struct{}) {
+	select {
+	case <-hopDone:
+	case <-ctx.Done():
 	}
 }
 
@@ -632,7 +701,7 @@ func tcpAddr(s string) net.Addr {
 // sessionConn is one session's channel, as the embedded SSH server sees
 // it; it remembers the session and tunnel so a login can be reported.
 type sessionConn struct {
-	streams.ChannelConn
+	net.Conn
 	tun       *revtunnel.ClientConn
 	sessionID string
 	resource  string

@@ -311,6 +311,24 @@ func (c *Cluster) StopProxy(id string) {
 	c.WriteSSHConfig()
 }
 
+// KillProxy kills proxy id's process with SIGKILL (no drain, no goodbye),
+// drops it from c.Proxies, waits until the others see it gone and
+// rewrites the ssh_config.
+func (c *Cluster) KillProxy(id string) {
+	c.t.Helper()
+	i := slices.IndexFunc(c.Proxies, func(p *Proxy) bool { return p.ID() == id })
+	if i < 0 || c.Proxies[i].H.Proc == nil {
+		c.t.Fatalf("no proxy process %s to kill", id)
+	}
+	p := c.Proxies[i]
+	p.stopped = true
+	p.H.Proc.Kill()
+	c.Proxies = slices.Delete(c.Proxies, i, i+1)
+	c.Proxy = c.Proxies[0].In
+	c.WaitMembers(len(c.Proxies))
+	c.WriteSSHConfig()
+}
+
 // ProxyLogValues returns the values of field in the proxies' JSON log
 // records whose message is msg, in log order per proxy.
 func (c *Cluster) ProxyLogValues(msg, field string) []string {

@@ -11,6 +11,7 @@ import (
 	"github.com/warren-proxy/warren/internal/conf"
 	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/transport/pki"
+	"github.com/warren-proxy/warren/transport/resume"
 )
 
 // Default ports, see DESIGN.md.
@@ -229,6 +230,13 @@ type SessionConfig struct {
 	// the next (default 3s): a stopped agent costs at most this much
 	// before its keepalives catch it.
 	AttemptTimeout time.Duration `yaml:"attempt_timeout"`
+	// ResumeTimeout is how long a session whose path to its agent broke
+	// (a peer proxy died, the agent's tunnel dropped) looks for another
+	// path before it ends (default 1m); the user's SSH client sees a
+	// pause. ResumeOff turns resumable sessions off, for agents older
+	// than the proxies (they cannot serve them).
+	ResumeTimeout time.Duration `yaml:"resume_timeout"`
+	ResumeOff     bool          `yaml:"resume_off"`
 	// Strategy picks an agent for a new session among the healthy ones:
 	// default (this proxy's tunnels, then this region, then any), random,
 	// least_sessions (power of two choices on live sessions), or nearest
@@ -319,6 +327,7 @@ func (c Config) CheckAndSetDefaults() (Config, error) {
 		{"tunnel.cert_ttl", &c.Tunnel.CertTTL, 24 * time.Hour, 10 * time.Minute, pki.MaxHostCertTTL},
 		{"session.dial_timeout", &c.Session.DialTimeout, 15 * time.Second, 100 * time.Millisecond, 5 * time.Minute},
 		{"session.attempt_timeout", &c.Session.AttemptTimeout, 3 * time.Second, 100 * time.Millisecond, 5 * time.Minute},
+		{"session.resume_timeout", &c.Session.ResumeTimeout, time.Minute, time.Second, resume.MaxDetach},
 		{"http.idle_timeout", &c.HTTP.IdleTimeout, 60 * time.Second, 100 * time.Millisecond, time.Hour},
 		{"http.read_header_timeout", &c.HTTP.ReadHeaderTimeout, 10 * time.Second, 100 * time.Millisecond, 5 * time.Minute},
 	}

@@ -54,6 +54,7 @@ func (h userHandler) DirectTCPIP(ctx context.Context, c *usersh.Conn, t usersh.T
 		Load:           p.load,
 		DialTimeout:    p.cfg.Session.DialTimeout,
 		AttemptTimeout: p.cfg.Session.AttemptTimeout,
+		Resume:         p.resumeTimeout(),
 		ListHint:       fmt.Sprintf("; list resources with `warren ls` or `ssh -p %s %s@<proxy> ls`", port, c.Identity.User),
 		Clock:          p.cfg.Clock,
 		Logger:         p.log,
@@ -98,3 +99,12 @@ func (v commandView) ClusterAudit(q *clusterpb.AuditQuery) ([]audit.Event, bool,
 	return v.p.clusterAudit(q)
 }
 func (v commandView) Help() string { return v.p.help() }
+
+// resumeTimeout is how long a session looks for a new path to its agent,
+// or 0 when resumable sessions are off.
+func (p *Proxy) resumeTimeout() time.Duration {
+	if p.cfg.Session.ResumeOff {
+		return 0
+	}
+	return p.cfg.Session.ResumeTimeout
+}

@@ -51,6 +51,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -60,6 +62,8 @@ import (
 	"github.com/warren-proxy/warren/cluster/access"
 	"github.com/warren-proxy/warren/cluster/clusterpb"
 	"github.com/warren-proxy/warren/storage/audit"
+	"github.com/warren-proxy/warren/transport/resume"
+	"github.com/warren-proxy/warren/transport/revtunnel"
 	"github.com/warren-proxy/warren/transport/streams"
 )
 
@@ -112,6 +116,13 @@ type Config struct {
 	// AttemptTimeout bounds one candidate (the proxy's session.* settings).
 	DialTimeout    time.Duration
 	AttemptTimeout time.Duration
+	// Resume, if positive, makes the session resumable (transport/resume):
+	// when a hop between this proxy and the agent breaks, the session
+	// dials the same agent again through any path, and waits at most
+	// Resume for one before it ends. ResumeWindow is its window each way
+	// (resume.DefaultWindow if zero).
+	Resume       time.Duration
+	ResumeWindow int
 	// ListHint is appended to "unknown resource" refusals: how the user
 	// lists resources.
 	ListHint string
@@ -155,6 +166,8 @@ type Session struct {
 	// login is the login the user took on the node, or refused why the
 	// node refused it.
 	login, refused string
+	// resumedPath is the path of the newest hop of a resumable session.
+	resumedPath atomic.Pointer[string]
 }
 
 // New returns a session for cfg, or an error naming what cfg lacks.
@@ -314,7 +327,19 @@ func (s *Session) attempt(ctx context.Context, e router.Endpoint) (streams.Strea
 	if e.Local {
 		dialer = s.cfg.Local
 	}
-	st, err := dialer.Dial(actx, e, s.request())
+	mode := ""
+	if s.cfg.Resume > 0 {
+		mode = revtunnel.ResumeStart
+	}
+	st, err := dialer.Dial(actx, e, s.request(mode))
+	if err == nil && mode != "" {
+		var rc *resume.Client
+		if rc, err = resume.Start(actx, st, s.resumeConfig(e)); err != nil {
+			st.Close()
+		} else {
+			return rc, nil
+		}
+	}
 	switch {
 	case err == nil:
 		return st, nil
@@ -334,8 +359,9 @@ func ctxDeadline(ctx context.Context) time.Time {
 	return time.Now().Add(time.Hour)
 }
 
-// request is what the session asks of a tunnel.
-func (s *Session) request() *clusterpb.DialRequest {
+// request is what the session asks of a tunnel; resume is the hop's
+// revtunnel.Resume* mode, or empty for a plain stream.
+func (s *Session) request(resume string) *clusterpb.DialRequest {
 	req := &clusterpb.DialRequest{
 		SessionId:  s.cfg.ID,
 		Resource:   s.cfg.Resource,
@@ -343,11 +369,73 @@ func (s *Session) request() *clusterpb.DialRequest {
 		User:       s.cfg.User,
 		ClientAddr: s.cfg.ClientAddr,
 		EntryProxy: s.cfg.ProxyID,
+		Resume:     resume,
 	}
 	if s.replyTo != nil {
 		req.ReplyToAddress, req.ReplyToId = s.replyTo.Address, s.replyTo.Id
 	}
 	return req
+}
+
+// resumeConfig makes a session to the agent behind e resumable: a broken
+// hop is replaced by a new one to the same agent, through whichever proxy
+// holds one of its tunnels then.
+func (s *Session) resumeConfig(e router.Endpoint) resume.ClientConfig {
+	agentID := e.AgentID
+	return resume.ClientConfig{
+		SessionID: s.cfg.ID,
+		AgentID:   agentID,
+		Window:    s.cfg.ResumeWindow,
+		Detach:    s.cfg.Resume,
+		Redial:    func(ctx context.Context) (streams.Stream, error) { return s.redial(ctx, agentID) },
+		Detached: func(err error) {
+			s.cfg.Logger.Warn("session lost its path to the agent; looking for another", "session", s.cfg.ID, "resource", s.cfg.Resource, "agent", agentID, "err", err, "wait", s.cfg.Resume.String())
+		},
+		Resumed: func(stalled time.Duration, hops int) {
+			path := s.cfg.ProxyID + ">" + agentID
+			if p := s.resumedPath.Load(); p != nil {
+				path = *p
+			}
+			s.cfg.Logger.Info("session resumed", "session", s.cfg.ID, "resource", s.cfg.Resource, "agent", agentID, "path", path, "stalled", stalled.Round(time.Millisecond), "hops", hops)
+			ev := s.event("session.resumed", "ok", "")
+			ev.AgentID, ev.Path, ev.Duration = agentID, path, stalled
+			if _, err := s.cfg.Audit.Append(ev); err != nil {
+				s.cfg.Logger.Error("audit resume", "session", s.cfg.ID, "err", err)
+			}
+		},
+	}
+}
+
+// redial opens a new hop to the agent that serves this session, through
+// the first of its tunnels that answers: this proxy's, then its peers'.
+func (s *Session) redial(ctx context.Context, agentID string) (streams.Stream, error) {
+	var hops []router.Endpoint
+	for _, e := range s.cfg.Table.Snapshot().Lookup(s.cfg.Resource) {
+		if e.AgentID == agentID && e.Online && e.Tunnel != nil {
+			hops = append(hops, e)
+		}
+	}
+	sort.SliceStable(hops, func(i, j int) bool { return hops[i].Local && !hops[j].Local })
+	last := fmt.Errorf("no proxy holds a tunnel of agent %s now", agentID)
+	for _, e := range hops {
+		dialer := s.cfg.Peer
+		if e.Local {
+			dialer = s.cfg.Local
+		}
+		actx, cancel := context.WithTimeout(ctx, s.cfg.AttemptTimeout)
+		st, err := dialer.Dial(actx, e, s.request(revtunnel.ResumeAgain))
+		cancel()
+		if err == nil {
+			path := s.cfg.ProxyID + ">" + agentID
+			if !e.Local {
+				path = s.cfg.ProxyID + ">" + e.ProxyID + ">" + agentID
+			}
+			s.resumedPath.Store(&path)
+			return st, nil
+		}
+		last = fmt.Errorf("agent %s via proxy %s: %w", agentID, e.ProxyID, err)
+	}
+	return nil, last
 }
 
 // connected records the agent the session now runs on.

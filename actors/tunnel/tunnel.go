@@ -439,7 +439,7 @@ func (a *Actor) onDial(ctx actor.Context, m *clusterpb.DialRequest) {
 	if m.ReplyToId != "" {
 		replyTo = actor.NewPID(m.ReplyToAddress, m.ReplyToId)
 	}
-	req := revtunnel.DialRequest{SessionID: m.SessionId, Resource: m.Resource, Port: m.Port, User: m.User, ClientAddr: m.ClientAddr}
+	req := revtunnel.DialRequest{SessionID: m.SessionId, Resource: m.Resource, Port: m.Port, User: m.User, ClientAddr: m.ClientAddr, Resume: m.Resume}
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()

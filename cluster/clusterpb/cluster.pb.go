@@ -470,8 +470,12 @@ type DialRequest struct {
 	// tunnel sends the agent's login report for this session.
 	ReplyToAddress string `protobuf:"bytes,8,opt,name=reply_to_address,json=replyToAddress,proto3" json:"reply_to_address,omitempty"`
 	ReplyToId      string `protobuf:"bytes,9,opt,name=reply_to_id,json=replyToId,proto3" json:"reply_to_id,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// resume is "start" for the first hop of a resumable session (the agent
+	// answers the entry proxy's Hello on the channel) and "resume" for a
+	// later one (transport/resume); empty for a plain stream.
+	Resume        string `protobuf:"bytes,10,opt,name=resume,proto3" json:"resume,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DialRequest) Reset() {
@@ -563,6 +567,13 @@ func (x *DialRequest) GetReplyToAddress() string {
 func (x *DialRequest) GetReplyToId() string {
 	if x != nil {
 		return x.ReplyToId
+	}
+	return ""
+}
+
+func (x *DialRequest) GetResume() string {
+	if x != nil {
+		return x.Resume
 	}
 	return ""
 }
@@ -1393,7 +1404,7 @@ const file_cluster_clusterpb_cluster_proto_rawDesc = "" +
 	"\x03seq\x18\x03 \x01(\x04R\x03seq\x125\n" +
 	"\x06agents\x18\x04 \x03(\v2\x1d.warren.cluster.v1.AgentRouteR\x06agents\"+\n" +
 	"\vSyncRequest\x12\x1c\n" +
-	"\trequester\x18\x01 \x01(\tR\trequester\"\x9b\x02\n" +
+	"\trequester\x18\x01 \x01(\tR\trequester\"\xb3\x02\n" +
 	"\vDialRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1a\n" +
@@ -1407,7 +1418,9 @@ const file_cluster_clusterpb_cluster_proto_rawDesc = "" +
 	"\n" +
 	"timeout_ms\x18\a \x01(\x03R\ttimeoutMs\x12(\n" +
 	"\x10reply_to_address\x18\b \x01(\tR\x0ereplyToAddress\x12\x1e\n" +
-	"\vreply_to_id\x18\t \x01(\tR\treplyToId\"\x9c\x01\n" +
+	"\vreply_to_id\x18\t \x01(\tR\treplyToId\x12\x16\n" +
+	"\x06resume\x18\n" +
+	" \x01(\tR\x06resume\"\x9c\x01\n" +
 	"\fDialResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12\x18\n" +

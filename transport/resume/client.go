@@ -69,8 +69,8 @@ func Start(ctx context.Context, first streams.Stream, cfg ClientConfig) (*Client
 	}
 	cl.ctx, cl.cancel = context.WithCancel(context.Background())
 	cl.onDetach = cl.detached
-	cl.onDone = cl.cancel
-	if err := cl.attach(first, 0, nil); err != nil {
+	cl.onDone = func(error) { cl.cancel() }
+	if _, err := cl.attach(first, 0, nil); err != nil {
 		cl.cancel()
 		return nil, err
 	}
@@ -117,15 +117,15 @@ func (e *RefusedError) Error() string { return "the agent refused to resume the 
 
 // detached runs when the hop fails: it looks for a new one until the
 // detach time is over.
-func (cl *Client) detached() {
-	go cl.redial()
+func (cl *Client) detached(err error) {
+	go cl.redial(err)
 }
 
-func (cl *Client) redial() {
+func (cl *Client) redial(why error) {
 	start := time.Now()
 	deadline := start.Add(cl.cfg.Detach)
 	if cl.cfg.Detached != nil {
-		cl.cfg.Detached(nil)
+		cl.cfg.Detached(why)
 	}
 	wait := 50 * time.Millisecond
 	var last error
@@ -175,7 +175,7 @@ func (cl *Client) tryOnce(deadline time.Time) error {
 		s.Close()
 		return err
 	}
-	if err := cl.attach(s, w.received, nil); err != nil {
+	if _, err := cl.attach(s, w.received, nil); err != nil {
 		s.Close()
 		return &RefusedError{Reason: err.Error()}
 	}

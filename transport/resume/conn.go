@@ -49,18 +49,19 @@ type Conn struct {
 	closing     bool // Close was called
 
 	// Receiving: [delivered, recv) wait in recvq for the reader.
-	recvq            chunks
-	recv, delivered  uint64
-	ackSent          uint64
-	ackDue           bool
-	finRecv          bool
-	remoteClosed     bool
-	hop              *hop
-	hops             int // hops attached so far
-	detachedAt       time.Time
-	err              error // set once the session has ended
-	done             chan struct{}
-	onDetach, onDone func()
+	recvq           chunks
+	recv, delivered uint64
+	ackSent         uint64
+	ackDue          bool
+	finRecv         bool
+	remoteClosed    bool
+	hop             *hop
+	hops            int // hops attached so far
+	detachedAt      time.Time
+	err             error // set once the session has ended
+	done            chan struct{}
+	onDetach        func(err error)
+	onDone          func(err error)
 }
 
 // hop is one path the session runs over.
@@ -120,18 +121,18 @@ func (c *Conn) Buffered() int {
 // first bytes from how many of the other end's bytes this end holds, taken
 // as the hop is swapped in (bytes from an older hop are dropped from then
 // on).
-func (c *Conn) attach(s streams.Stream, peerReceived uint64, greet func(received uint64) []byte) error {
+func (c *Conn) attach(s streams.Stream, peerReceived uint64, greet func(received uint64) []byte) (*hop, error) {
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
 		c.mu.Unlock()
-		return err
+		return nil, err
 	}
 	if peerReceived < c.acked || peerReceived > c.sent {
 		c.mu.Unlock()
 		err := fmt.Errorf("resume: the other end holds %d bytes, but %d were acknowledged and %d sent", peerReceived, c.acked, c.sent)
 		c.fail(err)
-		return err
+		return nil, err
 	}
 	if old := c.hop; old != nil {
 		c.hop = nil
@@ -151,7 +152,7 @@ func (c *Conn) attach(s streams.Stream, peerReceived uint64, greet func(received
 	go c.readLoop(h)
 	go c.writeLoop(h)
 	go c.watch(h)
-	return nil
+	return h, nil
 }
 
 func (h *hop) drop() {
@@ -192,7 +193,7 @@ func (c *Conn) hopFailed(h *hop, err error) {
 	onDetach := c.onDetach
 	c.mu.Unlock()
 	if onDetach != nil {
-		onDetach()
+		onDetach(err)
 	}
 }
 
@@ -215,7 +216,7 @@ func (c *Conn) fail(err error) {
 		h.drop()
 	}
 	if onDone != nil {
-		onDone()
+		onDone(err)
 	}
 	close(c.done)
 }
@@ -314,7 +315,7 @@ func (c *Conn) Close() error {
 	c.recvq.reset()
 	c.delivered = c.recv
 	c.ackDue = true
-	if c.remoteClosed || (c.hop == nil && c.acked == c.sent) {
+	if c.hop == nil && (c.remoteClosed || c.acked == c.sent) {
 		c.mu.Unlock()
 		c.fail(net.ErrClosed)
 		return nil
@@ -325,9 +326,10 @@ func (c *Conn) Close() error {
 }
 
 // closedUp says whether a closing session is over: its close frame went
-// out on hop h and the other end took every byte before it.
+// out on hop h, and the other end took every byte before it or closed
+// too.
 func (c *Conn) closedUp(h *hop) bool {
-	return c.closing && h.closeSent && c.acked == c.sent
+	return c.closing && h.closeSent && (c.acked == c.sent || c.remoteClosed)
 }
 
 // frames appends what the hop should write next: an ack if one is due,

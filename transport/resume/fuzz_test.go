@@ -59,7 +59,7 @@ func FuzzFrames(f *testing.F) {
 		c := newConn("fuzz", window)
 		near, far := net.Pipe()
 		defer far.Close()
-		if err := c.attach(near, 0, nil); err != nil {
+		if _, err := c.attach(near, 0, nil); err != nil {
 			t.Fatal(err)
 		}
 		go func() { // the session's own frames: read and dropped

@@ -52,7 +52,7 @@ func newRig(t *testing.T) *rig {
 				return
 			}
 			go func() {
-				if s, err := r.reg.Accept(c); err == nil && s != nil {
+				if s, _, err := r.reg.Accept(c); err == nil && s != nil {
 					r.served <- s
 				}
 			}()
@@ -480,5 +480,53 @@ func TestHelloRoundTrip(t *testing.T) {
 	gw, err := readWelcome(bytes.NewReader(w.marshal()))
 	if err != nil || gw != w {
 		t.Fatalf("got %+v, %v; want %+v", gw, err, w)
+	}
+}
+
+// TestEndLostWithItsHop: the agent's end closes cleanly and its last frames
+// are lost with the hop. The entry side resumes only to hear the end: its
+// reader gets every byte and a clean EOF, not an error.
+func TestEndLostWithItsHop(t *testing.T) {
+	r := newRig(t)
+	r.through = true
+	cl, srv := r.start(t, ClientConfig{})
+	if _, err := srv.Write([]byte("bye")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 3)
+	if _, err := io.ReadFull(cl, buf); err != nil {
+		t.Fatal(err)
+	}
+	// Wait for the client's ack, so the agent's end holds nothing.
+	deadline := time.Now().Add(waitFor)
+	for srv.Buffered() > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	r.freeze()
+	srv.CloseWrite()
+	srv.Close()
+	select {
+	case <-srv.Done():
+	case <-time.After(waitFor):
+		t.Fatal("the agent's end did not end")
+	}
+	if r.reg.Len() != 0 || !r.reg.Holds("s1") {
+		t.Fatalf("registry: %d live, holds s1: %v; want the ended session to linger", r.reg.Len(), r.reg.Holds("s1"))
+	}
+	rest, err := io.ReadAll(cl)
+	if err != nil || len(rest) != 0 {
+		t.Fatalf("after the lost end: read %q, %v; want a clean EOF", rest, err)
+	}
+	if cl.Hops() != 2 {
+		t.Errorf("%d hops; want the end learned over a second one", cl.Hops())
+	}
+	cl.Close()
+	select {
+	case <-cl.Done():
+	case <-time.After(waitFor):
+		t.Fatal("the entry's end did not end")
+	}
+	if err := cl.Err(); err != nil {
+		t.Errorf("entry's end: %v", err)
 	}
 }

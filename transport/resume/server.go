@@ -2,7 +2,10 @@ package resume
 
 import (
 	"crypto/hmac"
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"time"
 
@@ -17,6 +20,7 @@ type Registry struct {
 
 	mu       sync.Mutex
 	sessions map[string]*held
+	closed   bool
 }
 
 type held struct {
@@ -25,7 +29,17 @@ type held struct {
 	gen    uint32
 	detach time.Duration
 	timer  *time.Timer
+	// ended: the session ended cleanly at this end, and lingers so that
+	// the entry proxy, if it lost the last frames with a hop, can resume
+	// only to learn so. tail is what such a hop is told: a Welcome with
+	// the bytes this end received, then the end of its stream.
+	ended bool
+	tail  []byte
 }
+
+// linger is how long a session that ended cleanly is remembered (at most
+// its detach time).
+const linger = 10 * time.Second
 
 // NewRegistry returns the registry of the agent agentID, which holds at
 // most max sessions at once.
@@ -33,14 +47,22 @@ func NewRegistry(agentID string, max int) *Registry {
 	return &Registry{agentID: agentID, max: max, sessions: map[string]*held{}}
 }
 
-// Len is how many sessions the registry holds.
+// Len is how many live sessions the registry holds (not counting those
+// that ended and linger).
 func (r *Registry) Len() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(r.sessions)
+	n := 0
+	for _, hs := range r.sessions {
+		if !hs.ended {
+			n++
+		}
+	}
+	return n
 }
 
-// Holds says whether the registry holds session id.
+// Holds says whether the registry holds session id (or remembers it
+// ended).
 func (r *Registry) Holds(id string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -50,8 +72,9 @@ func (r *Registry) Holds(id string) bool {
 // Accept reads a hop's Hello. A new session returns its Conn, which the
 // caller serves (it ends on its own once both ends are done, or after its
 // detach time without a hop); a resumed one returns nil, the session
-// having moved onto the hop. On an error the hop was refused and closed.
-func (r *Registry) Accept(s streams.Stream) (*Conn, error) {
+// having moved onto the hop. hopDone is closed once the session stops
+// using s. On an error the hop was refused and closed.
+func (r *Registry) Accept(s streams.Stream) (c *Conn, hopDone <-chan struct{}, err error) {
 	timer := time.AfterFunc(handshakeWait, func() { s.Close() })
 	h, err := readHello(s)
 	if !timer.Stop() && err == nil {
@@ -59,12 +82,16 @@ func (r *Registry) Accept(s streams.Stream) (*Conn, error) {
 	}
 	if err != nil {
 		s.Close()
-		return nil, err
+		return nil, nil, err
 	}
 	if h.mode == modeStart {
 		return r.start(s, h)
 	}
-	return nil, r.resume(s, h)
+	hp, err := r.resume(s, h)
+	if err != nil {
+		return nil, nil, err
+	}
+	return nil, hp.dead, nil
 }
 
 // refuse answers a hop with a refusal and closes it.
@@ -74,52 +101,65 @@ func refuse(s streams.Stream, reason string) error {
 	return fmt.Errorf("refused hop: %s", reason)
 }
 
-func (r *Registry) start(s streams.Stream, h hello) (*Conn, error) {
+func (r *Registry) start(s streams.Stream, h hello) (*Conn, <-chan struct{}, error) {
 	window := int(h.window)
 	if window < minWindow || window > MaxWindow {
-		return nil, refuse(s, fmt.Sprintf("window %d outside [%d, %d]", window, minWindow, MaxWindow))
+		return nil, nil, refuse(s, fmt.Sprintf("window %d outside [%d, %d]", window, minWindow, MaxWindow))
 	}
 	if h.detach <= 0 || h.detach > MaxDetach {
-		return nil, refuse(s, fmt.Sprintf("detach time %s outside (0, %s]", h.detach, MaxDetach))
+		return nil, nil, refuse(s, fmt.Sprintf("detach time %s outside (0, %s]", h.detach, MaxDetach))
 	}
 	c := newConn(h.id, uint64(window))
 	hs := &held{conn: c, secret: h.token, detach: h.detach}
 	r.mu.Lock()
 	switch {
+	case r.closed:
+		r.mu.Unlock()
+		return nil, nil, refuse(s, "the agent is shutting down")
 	case r.sessions[h.id] != nil:
 		r.mu.Unlock()
-		return nil, refuse(s, fmt.Sprintf("session %s is already held", h.id))
+		return nil, nil, refuse(s, fmt.Sprintf("session %s is already held", h.id))
 	case len(r.sessions) >= r.max:
 		r.mu.Unlock()
-		return nil, refuse(s, fmt.Sprintf("the agent holds %d sessions, its most", r.max))
+		return nil, nil, refuse(s, fmt.Sprintf("the agent holds %d sessions, its most", r.max))
 	}
 	r.sessions[h.id] = hs
 	r.mu.Unlock()
-	c.onDetach = func() { r.detached(hs) }
-	c.onDone = func() { r.forget(hs) }
-	if err := c.attach(s, 0, func(uint64) []byte { return welcome{status: statusOK}.marshal() }); err != nil {
-		return nil, err
+	c.onDetach = func(error) { r.detached(hs) }
+	c.onDone = func(err error) { r.ended(hs, err) }
+	hp, err := c.attach(s, 0, func(uint64) []byte { return welcome{status: statusOK}.marshal() })
+	if err != nil {
+		return nil, nil, err
 	}
-	return c, nil
+	return c, hp.dead, nil
 }
 
-func (r *Registry) resume(s streams.Stream, h hello) error {
+func (r *Registry) resume(s streams.Stream, h hello) (*hop, error) {
 	r.mu.Lock()
 	hs := r.sessions[h.id]
 	if hs == nil {
 		r.mu.Unlock()
-		return refuse(s, fmt.Sprintf("agent %s does not hold session %s (it ended, or the agent restarted)", r.agentID, h.id))
+		return nil, refuse(s, fmt.Sprintf("agent %s does not hold session %s (it ended, or the agent restarted)", r.agentID, h.id))
 	}
 	want := resumeToken(hs.secret, h.id, r.agentID, h.gen)
 	if !hmac.Equal(want[:], h.token[:]) {
 		r.mu.Unlock()
-		return refuse(s, "bad resume token")
+		return nil, refuse(s, "bad resume token")
 	}
 	if h.gen <= hs.gen {
 		r.mu.Unlock()
-		return refuse(s, fmt.Sprintf("resume attempt %d was already used", h.gen))
+		return nil, refuse(s, fmt.Sprintf("resume attempt %d was already used", h.gen))
 	}
 	hs.gen = h.gen
+	if hs.ended {
+		tail := hs.tail
+		r.mu.Unlock()
+		_, _ = s.Write(tail)
+		s.Close()
+		dead := make(chan struct{})
+		close(dead)
+		return &hop{dead: dead}, nil
+	}
 	if hs.timer != nil {
 		hs.timer.Stop()
 		hs.timer = nil
@@ -128,6 +168,25 @@ func (r *Registry) resume(s streams.Stream, h hello) error {
 	return hs.conn.attach(s, h.received, func(received uint64) []byte {
 		return welcome{status: statusOK, received: received}.marshal()
 	})
+}
+
+// Close ends every session the registry holds, and refuses new ones.
+func (r *Registry) Close() {
+	r.mu.Lock()
+	r.closed = true
+	all := make([]*held, 0, len(r.sessions))
+	for id, hs := range r.sessions {
+		if hs.ended {
+			hs.timer.Stop()
+			delete(r.sessions, id)
+			continue
+		}
+		all = append(all, hs)
+	}
+	r.mu.Unlock()
+	for _, hs := range all {
+		hs.conn.fail(errors.New("the agent shut down"))
+	}
 }
 
 // detached starts the session's detach clock.
@@ -153,13 +212,40 @@ func (r *Registry) detached(hs *held) {
 	hs.timer = t
 }
 
+// ended forgets a session that ended with err; one that ended cleanly
+// lingers first.
+func (r *Registry) ended(hs *held, err error) {
+	c := hs.conn
+	c.mu.Lock()
+	tail := welcome{status: statusOK, received: c.recv}.marshal()
+	if c.finWanted && c.acked == c.sent {
+		tail = append(tail, fFin)
+		tail = binary.BigEndian.AppendUint64(tail, c.sent)
+	}
+	tail = append(tail, fClose)
+	c.mu.Unlock()
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if hs.timer != nil {
+		hs.timer.Stop()
+		hs.timer = nil
+	}
+	if r.sessions[c.id] != hs {
+		return
+	}
+	if !errors.Is(err, net.ErrClosed) || r.closed {
+		delete(r.sessions, c.id)
+		return
+	}
+	hs.ended, hs.tail = true, tail
+	hs.timer = time.AfterFunc(min(linger, hs.detach), func() { r.forget(hs) })
+}
+
 func (r *Registry) forget(hs *held) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.sessions[hs.conn.id] == hs {
 		delete(r.sessions, hs.conn.id)
-	}
-	if hs.timer != nil {
-		hs.timer.Stop()
 	}
 }

@@ -178,7 +178,18 @@ type DialRequest struct {
 	Port       uint32 `json:"port,omitempty"`
 	User       string `json:"user,omitempty"`
 	ClientAddr string `json:"client_addr,omitempty"`
+	// Resume is ResumeStart or ResumeAgain for a resumable session
+	// (transport/resume), empty for a plain stream.
+	Resume string `json:"resume,omitempty"`
 }
+
+// DialRequest.Resume values: the first hop of a resumable session, whose
+// channel begins with the entry proxy's Hello, and a later hop of one the
+// agent holds.
+const (
+	ResumeStart = "start"
+	ResumeAgain = "resume"
+)
 
 // Validate checks a heartbeat's contents and its size: at most
 // MaxResources resources and MaxLabelBytes of labels.

@@ -144,3 +144,28 @@ func addrOr(a net.Addr) net.Addr {
 	}
 	return a
 }
+
+// Conn adapts any Stream to net.Conn, as ChannelConn does an SSH channel:
+// a resumable session (transport/resume) that the agent's SSH server runs
+// on. Deadlines are not supported; CloseWrite half-closes when the stream
+// can.
+type Conn struct {
+	Stream
+	Local, Remote net.Addr
+}
+
+var _ net.Conn = (*Conn)(nil)
+
+// CloseWrite half-closes the stream, or closes it if it cannot half-close.
+func (c *Conn) CloseWrite() error {
+	if cw, ok := c.Stream.(closeWriter); ok {
+		return cw.CloseWrite()
+	}
+	return c.Stream.Close()
+}
+
+func (c *Conn) LocalAddr() net.Addr              { return addrOr(c.Local) }
+func (c *Conn) RemoteAddr() net.Addr             { return addrOr(c.Remote) }
+func (c *Conn) SetDeadline(time.Time) error      { return nil }
+func (c *Conn) SetReadDeadline(time.Time) error  { return nil }
+func (c *Conn) SetWriteDeadline(time.Time) error { return nil }
