@@ -3,7 +3,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: build test race lint bench demo clean proto sshd client-servers bench-path bench-interactive bench-setup-rate bench-scale bench-failover bench-clients bench-wan bench-gossip bench-regions bench-wan-load bench-region-loss bench-all
+.PHONY: build test race lint bench demo clean proto sshd client-servers bench-path bench-interactive bench-setup-rate bench-scale bench-failover bench-clients bench-wan bench-gossip bench-regions bench-wan-load bench-region-loss bench-survival bench-all
 
 build:
 	$(GO) build -o bin/warren ./cmd/warren
@@ -74,6 +74,9 @@ bench-wan-load: build sshd
 
 bench-region-loss: build
 	./bin/warren bench region-loss --out $(BENCH_OUT)
+
+bench-survival: build sshd
+	./bin/warren bench survival --out $(BENCH_OUT)
 
 bench-all: build sshd client-servers
 	./bin/warren bench all --out $(BENCH_OUT)

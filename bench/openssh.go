@@ -99,6 +99,21 @@ func (o *openssh) start(name, ip string, stop *cleanups) (*Sshd, error) {
 	return &Sshd{Name: name, Addr: addr, Proc: p}, nil
 }
 
+// startChain starts the anchor's three stock sshd servers: a target on
+// 127.0.2.1 and bastions b1 and b2 on 127.0.2.2-3, for `ssh -J b1,b2`.
+func (o *openssh) startChain(stop *cleanups) (target, b1, b2 *Sshd, err error) {
+	if target, err = o.start("sshd-target", "127.0.2.1", stop); err != nil {
+		return nil, nil, nil, err
+	}
+	if b1, err = o.start("sshd-bastion-1", "127.0.2.2", stop); err != nil {
+		return nil, nil, nil, err
+	}
+	if b2, err = o.start("sshd-bastion-2", "127.0.2.3", stop); err != nil {
+		return nil, nil, nil, err
+	}
+	return target, b1, b2, nil
+}
+
 // writeConfig writes the config of sshd name listening on addr, with
 // extra lines at the end, and returns its path.
 func (o *openssh) writeConfig(name, addr, extra string) (string, error) {

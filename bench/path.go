@@ -84,15 +84,7 @@ func startPathBed(ctx context.Context, env Env, name string, profiles bool) (_ *
 	if err != nil {
 		return nil, err
 	}
-	target, err := o.start("sshd-target", "127.0.2.1", &b.stop)
-	if err != nil {
-		return nil, err
-	}
-	b1, err := o.start("sshd-bastion-1", "127.0.2.2", &b.stop)
-	if err != nil {
-		return nil, err
-	}
-	b2, err := o.start("sshd-bastion-2", "127.0.2.3", &b.stop)
+	target, b1, b2, err := o.startChain(&b.stop)
 	if err != nil {
 		return nil, err
 	}

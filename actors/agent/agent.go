@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"golang.org/x/crypto/ssh"
@@ -142,6 +143,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	ctx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	a.ctx = ctx
 	a.held = resume.NewRegistry(a.id.AgentID, maxHeldSessions)
+	a.held.OnNote = a.tellSession
 	static := append([]ResourceConfig(nil), a.cfg.Resources...)
 	a.served.Store(&static)
 	a.health = newHealth(static, a.cfg.HealthInterval, a.log)
@@ -233,11 +235,13 @@ func (a *Agent) Close() error {
 	}
 	a.closed = true
 	a.mu.Unlock()
+	if a.held != nil {
+		// Before the tunnels close: the entry proxies hear the sessions
+		// end, instead of looking for a new path to this agent.
+		a.held.Close(time.Second)
+	}
 	if a.cancel != nil {
 		a.cancel()
-	}
-	if a.held != nil {
-		a.held.Close()
 	}
 	if a.debugSrv != nil {
 		a.debugSrv.Close()
@@ -256,4 +260,23 @@ func (a *Agent) Close() error {
 		return a.store.Close()
 	}
 	return nil
+}
+
+// tellSession writes an entry proxy's note on the terminal of session id
+// (an ssh resource's; a tcp resource has nowhere to say it), sanitized:
+// one line of printable text.
+func (a *Agent) tellSession(id, text string) {
+	if a.node == nil {
+		return
+	}
+	text = strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, text)
+	a.node.Tell(func(c net.Conn) bool {
+		sc, ok := c.(*sessionConn)
+		return ok && sc.sessionID == id
+	}, "warren: "+text)
 }

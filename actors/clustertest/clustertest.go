@@ -6,6 +6,7 @@ package clustertest
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -95,6 +96,9 @@ type Options struct {
 	Runner Runner
 	// ProxyYAML is appended to every proxy's config file.
 	ProxyYAML string
+	// ShutdownGrace is every proxy's shutdown.grace (2s unless set): a
+	// stopped proxy's harness kills it after 10 s.
+	ShutdownGrace time.Duration
 	// Proxy adjusts each in-process proxy's config before start.
 	Proxy func(*proxy.Config)
 	// Agent adjusts each agent's config before start.
@@ -115,6 +119,7 @@ func New(t testing.TB, opts Options) *Cluster {
 	}
 	c.Auth = c.H.Auth
 	c.H.ProxyExtra = opts.ProxyYAML
+	c.H.ShutdownGrace = cmp.Or(opts.ShutdownGrace, 2*time.Second)
 	n := max(opts.Proxies, 1)
 	switch c.runner = opts.Runner; {
 	case c.runner == RunDefault && n == 1:

@@ -4,11 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,7 +16,7 @@ import (
 	"time"
 
 	"github.com/warren-proxy/warren/actors/agent"
-	"github.com/warren-proxy/warren/storage/audit"
+	"github.com/warren-proxy/warren/actors/proxy"
 )
 
 // shell is a stock `ssh -tt` session whose output the test watches.
@@ -98,46 +95,6 @@ func (sh *shell) roundTrip(t *testing.T, i int) {
 	t.Fatalf("the shell never printed %q; its output:\n%s", want, sh.out.String())
 }
 
-// writeRandom writes n pseudo-random bytes to path and returns their hash.
-func writeRandom(t *testing.T, path string, n int) [32]byte {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var seed [32]byte
-	seed[0] = 42
-	rng := rand.NewChaCha8(seed)
-	h := sha256.New()
-	w := bufio.NewWriterSize(io.MultiWriter(f, h), 1<<20)
-	if _, err := io.CopyN(w, rng, int64(n)); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	var sum [32]byte
-	copy(sum[:], h.Sum(nil))
-	return sum
-}
-
-func fileHash(t *testing.T, path string) [32]byte {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	var sum [32]byte
-	copy(sum[:], h.Sum(nil))
-	return sum
-}
-
 func fileSize(path string) int64 {
 	st, err := os.Stat(path)
 	if err != nil {
@@ -159,6 +116,29 @@ func middleOf(c *Cluster, msg, entry string) []string {
 	return middles
 }
 
+// spareEntry starts 3 proxy processes and agent-1, which serves node1
+// with tunnels on two of them; entry is the third, so every session
+// through it crosses a peer proxy.
+func spareEntry(t *testing.T) (c *Cluster, a *agent.Agent, held []string, entry string) {
+	t.Helper()
+	c = New(t, Options{
+		Proxies: 3,
+		Runner:  RunProcesses,
+		Agents:  map[string][]agent.ResourceConfig{"agent-1": {{Name: "node1", Kind: "ssh"}}},
+		Agent:   func(_ string, cfg *agent.Config) { cfg.ConnectionCount = 2 },
+	})
+	a = c.Agents["agent-1"]
+	c.WaitFor("two tunnels", func() bool { return distinctTunnels(a, 2) })
+	held = a.TunnelProxies()
+	for _, p := range c.Proxies {
+		if !slices.Contains(held, p.ID()) {
+			entry = p.ID()
+		}
+	}
+	c.WaitRoutable("node1")
+	return c, a, held, entry
+}
+
 // TestSessionsSurviveProxyKills: a 256 MiB scp and an interactive `ssh -tt`
 // shell enter through the one proxy that holds no tunnel of the agent, so
 // both cross a peer proxy that holds one of its two tunnels. kill -9 of
@@ -168,27 +148,12 @@ func middleOf(c *Cluster, msg, entry string) []string {
 // tunnel it opens to the entry proxy after re-homing. The file arrives
 // byte-identical and the shell answers every command.
 func TestSessionsSurviveProxyKills(t *testing.T) {
-	c := New(t, Options{
-		Proxies: 3,
-		Runner:  RunProcesses,
-		Agents:  map[string][]agent.ResourceConfig{"agent-1": {{Name: "node1", Kind: "ssh"}}},
-		Agent:   func(_ string, cfg *agent.Config) { cfg.ConnectionCount = 2 },
-	})
-	a := c.Agents["agent-1"]
-	c.WaitFor("two tunnels", func() bool { return distinctTunnels(a, 2) })
-	held := a.TunnelProxies()
-	var entry string
-	for _, p := range c.Proxies {
-		if !slices.Contains(held, p.ID()) {
-			entry = p.ID()
-		}
-	}
-	c.WaitRoutable("node1")
+	c, a, held, entry := spareEntry(t)
 
 	dir := t.TempDir()
 	src, dst := filepath.Join(dir, "src"), filepath.Join(dir, "dst")
 	const size = 256 << 20
-	want := writeRandom(t, src, size)
+	want := randomFile(t, src, size)
 
 	sh := startShell(t, c, entry, "node1")
 	sh.roundTrip(t, 1)
@@ -242,7 +207,7 @@ func TestSessionsSurviveProxyKills(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("scp did not finish")
 	}
-	if got := fileHash(t, dst); got != want {
+	if got := fileSum(t, dst); got != want {
 		t.Fatalf("the copy differs from the source (%d bytes, want %d)", fileSize(dst), size)
 	}
 	fmt.Fprintf(sh.stdin, "exit 7\n")
@@ -262,51 +227,168 @@ func TestSessionsSurviveProxyKills(t *testing.T) {
 	}
 }
 
-// TestDetachedSessionEndsWithAnAuditRecord: when the agent itself is gone
-// no path can come back; the session ends after session.resume_timeout,
-// and its session.end record says why.
-func TestDetachedSessionEndsWithAnAuditRecord(t *testing.T) {
-	const wait = 2 * time.Second
-	c := New(t, Options{
-		Proxies:   2,
-		Agents:    map[string][]agent.ResourceConfig{"agent-1": {{Name: "echo", Kind: "tcp", Addr: startEcho(t)}}},
-		ProxyYAML: fmt.Sprintf("session:\n  resume_timeout: %s\n", wait),
-	})
-	entry := c.Proxies[0]
-	cl := goClientTo(t, c, entry.UserAddr())
-	conn, err := cl.Dial("tcp", "echo:7")
-	if err != nil {
-		t.Fatal(err)
+// TestDrainMovesForwardedSessionsAndWarnsEntered stops (SIGTERM) a proxy
+// that holds one of the agent's two tunnels while two shells run through
+// it: one entered elsewhere and only crosses it, one entered through it.
+// The first moves onto another path and goes on; the second's user reads
+// the proxy's warning on the terminal, and the session ends with the
+// shutdown grace.
+func TestDrainMovesForwardedSessionsAndWarnsEntered(t *testing.T) {
+	c, a, _, entry := spareEntry(t)
+	crossing := startShell(t, c, entry, "node1")
+	crossing.roundTrip(t, 1)
+	middles := middleOf(c, "session started", entry)
+	if len(middles) != 1 {
+		t.Fatalf("the crossing shell's path: %v", middles)
 	}
-	defer conn.Close()
-	if _, err := conn.Write([]byte("x")); err != nil {
-		t.Fatal(err)
+	leaving := middles[0]
+	entered := startShell(t, c, leaving, "node1")
+	entered.roundTrip(t, 1)
+
+	stopped := time.Now()
+	c.StopProxy(leaving)
+	t.Logf("%s stopped in %s", leaving, time.Since(stopped).Round(time.Millisecond))
+	if n := c.ProxyLogCount(proxy.DrainingMsg); n != 1 {
+		t.Errorf("%d proxies logged %q, want the one stopped", n, proxy.DrainingMsg)
 	}
-	if _, err := io.ReadFull(conn, make([]byte, 1)); err != nil {
-		t.Fatal(err)
-	}
-	c.Agents["agent-1"].Close()
-	gone := time.Now()
-	ended := make(chan error, 1)
-	go func() { _, err := io.Copy(io.Discard, conn); ended <- err }()
 	select {
-	case <-ended:
-		t.Logf("the session ended %s after its agent (resume_timeout %s)", time.Since(gone).Round(time.Millisecond), wait)
+	case err := <-entered.done:
+		t.Logf("the shell that entered through %s ended: %v", leaving, err)
 	case <-time.After(30 * time.Second):
-		t.Fatal("the detached session never ended")
+		t.Fatal("the shell that entered through the stopped proxy did not end")
 	}
-	var end *audit.Event
-	c.WaitFor("the session.end record", func() bool {
-		r := c.Run(nil, "ssh", entry.ID(), "audit", "--since", "1h", "--json")
-		for line := range strings.Lines(r.Stdout) {
-			var ev audit.Event
-			if json.Unmarshal([]byte(line), &ev) == nil && ev.Type == "session.end" && ev.Resource == "echo" {
-				end = &ev
+	entered.mu.Lock()
+	out := entered.out.String()
+	entered.mu.Unlock()
+	if !strings.Contains(out, "is shutting down; this session ends within") {
+		t.Errorf("the entered shell's user was not told; its output:\n%s", out)
+	}
+	crossing.roundTrip(t, 2)
+	fmt.Fprintf(crossing.stdin, "exit 5\n")
+	select {
+	case err := <-crossing.done:
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 5 {
+			t.Errorf("the crossing shell ended with %v, want exit 5", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the crossing shell did not exit")
+	}
+	if got := middleOf(c, "session resumed", entry); len(got) == 0 && !slices.Contains(c.ProxyLogValues("session resumed", "path"), entry+">"+a.ID()) {
+		t.Errorf("the crossing shell never resumed; resumed paths %v", c.ProxyLogValues("session resumed", "path"))
+	}
+}
+
+// TestRollingRestart restarts every proxy of a 3-proxy cluster, one after
+// another (SIGTERM: drain; then the same proxy again, same id and data),
+// under load: new sessions all along through the proxies not restarting,
+// and a shell entered through each proxy. No new session fails; a shell
+// goes on through every restart but its own entry proxy's, which ends it
+// with the proxy's warning.
+func TestRollingRestart(t *testing.T) {
+	c := New(t, Options{
+		Proxies: 3,
+		Runner:  RunProcesses,
+		Agents:  map[string][]agent.ResourceConfig{"agent-1": {{Name: "node1", Kind: "ssh"}, {Name: "echo", Kind: "tcp", Addr: startEcho(t)}}},
+		Agent:   func(_ string, cfg *agent.Config) { cfg.ConnectionCount = 2 },
+	})
+	a := c.Agents["agent-1"]
+	c.WaitFor("two tunnels", func() bool { return distinctTunnels(a, 2) })
+	c.WaitRoutable("node1")
+	c.WaitRoutable("echo")
+
+	ids := make([]string, len(c.Proxies))
+	shells := map[string]*shell{}
+	for i, p := range c.Proxies {
+		ids[i] = p.ID()
+		shells[p.ID()] = startShell(t, c, p.ID(), "node1")
+		shells[p.ID()].roundTrip(t, 0)
+	}
+
+	// New sessions, one after another, each through the next proxy that
+	// is not restarting.
+	var mu sync.Mutex
+	restarting := ""
+	var failures []string
+	sessionsRun := 0
+	stop := make(chan struct{})
+	loadDone := make(chan struct{})
+	go func() {
+		defer close(loadDone)
+		for n := 0; ; n++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			mu.Lock()
+			cfg := c.SSHConfig
+			var entries []string
+			for _, id := range ids {
+				if id != restarting {
+					entries = append(entries, id)
+				}
+			}
+			mu.Unlock()
+			entry := entries[n%len(entries)]
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			out, err := exec.CommandContext(ctx, "ssh", "-F", cfg, "-W", "echo:7", entry).Output()
+			cancel()
+			_ = out
+			mu.Lock()
+			sessionsRun++
+			mu.Unlock()
+			// ssh -W with no stdin: the session opens and ends at once; a
+			// refusal or a broken path is a non-zero exit.
+			if err != nil {
+				mu.Lock()
+				failures = append(failures, fmt.Sprintf("through %s: %v", entry, err))
+				mu.Unlock()
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+
+	for i, id := range ids {
+		mu.Lock()
+		restarting = id
+		mu.Unlock()
+		c.StopProxy(id)
+		// Its own shell ended, told why; every other one goes on.
+		select {
+		case <-shells[id].done:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("the shell that entered through %s did not end with it", id)
+		}
+		shells[id].mu.Lock()
+		told := strings.Contains(shells[id].out.String(), "is shutting down")
+		shells[id].mu.Unlock()
+		if !told {
+			t.Errorf("the shell that entered through %s was not told it would end", id)
+		}
+		for other, sh := range shells {
+			if other != id && slices.Index(ids, other) > i {
+				sh.roundTrip(t, 10*(i+1))
 			}
 		}
-		return end != nil
-	})
-	if end.Outcome != "error" || !strings.Contains(end.Error, "no path") {
-		t.Errorf("session.end: outcome %q error %q; want an error that says no path came back", end.Outcome, end.Error)
+		c.AddProxy(i + 1)
+		c.WriteSSHConfig()
+		c.WaitMembers(len(ids))
+		c.WaitRoutable("echo")
+		c.WaitFor("two tunnels again", func() bool { return distinctTunnels(a, 2) })
+		mu.Lock()
+		restarting = ""
+		mu.Unlock()
+		t.Logf("%s restarted", id)
+	}
+	close(stop)
+	<-loadDone
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("%d new sessions during the rolling restart", sessionsRun)
+	if sessionsRun == 0 {
+		t.Fatal("no new session ran")
+	}
+	for _, f := range failures {
+		t.Errorf("a new session failed: %s", f)
 	}
 }

@@ -184,16 +184,26 @@ func tunnelShare(attempt time.Duration) time.Duration {
 
 var errAgentGone = errors.New("its tunnel just closed")
 
-// answerErr turns a tunnel's refusal into an error.
+// answerErr turns a tunnel's refusal into an error: an *AgentRefused
+// when the agent itself refused.
 func answerErr(resp *clusterpb.DialResponse) error {
-	if resp.Ok {
+	switch {
+	case resp.Ok:
 		return nil
-	}
-	if resp.Error == "" {
+	case resp.Error == "":
 		return errors.New("the tunnel refused the dial")
+	case resp.Refused:
+		return &AgentRefused{Reason: resp.Error}
 	}
 	return errors.New(resp.Error)
 }
+
+// AgentRefused is an agent's own refusal of a dial (its upstream failed,
+// or it does not hold the session a dial resumes), as opposed to a path
+// that failed on the way.
+type AgentRefused struct{ Reason string }
+
+func (e *AgentRefused) Error() string { return e.Reason }
 
 // Local dials agents whose tunnel is on this proxy: the tunnel parks the
 // channel in this proxy's rendezvous, and Local claims it in place.
@@ -277,6 +287,10 @@ func (p Peer) Dial(ctx context.Context, e router.Endpoint, req *clusterpb.DialRe
 type Server struct {
 	Rendezvous *Rendezvous
 	Logger     *slog.Logger
+	// Release, once closed, ends every stream served: a draining proxy
+	// sends the sessions it only forwards onto other paths (their entry
+	// proxies resume them).
+	Release <-chan struct{}
 }
 
 // ServeStream joins the stream a peer opened to the channel parked under
@@ -287,8 +301,19 @@ func (s Server) ServeStream(ctx context.Context, peerID, token string, st peer.S
 	if ch == nil {
 		return errors.New("unknown or expired session token")
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	stop := context.AfterFunc(ctx, func() { ch.Close(); st.Close() })
 	defer stop()
+	if s.Release != nil {
+		go func() {
+			select {
+			case <-s.Release:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+	}
 	res := streams.Pipe(st, ch)
 	if s.Logger != nil {
 		s.Logger.Debug("peer stream ended", "peer", peerID, "in", res.AtoB, "out", res.BtoA, "err", res.Err)

@@ -76,7 +76,7 @@ func (p *Proxy) startPeer() error {
 	id := peer.Identity{Cert: cert, CAs: p.auth.TLSCertPool()}
 	scfg := peer.ServerConfig{
 		Identity:  id,
-		Handler:   forward.Server{Rendezvous: p.rendezvous, Logger: p.log}.ServeStream,
+		Handler:   forward.Server{Rendezvous: p.rendezvous, Logger: p.log, Release: p.release}.ServeStream,
 		AllowPeer: p.isPeer,
 		Logger:    p.log,
 	}
@@ -481,4 +481,47 @@ func (p *Proxy) policySet() *revtunnel.PolicySet {
 		return set
 	}
 	return &revtunnel.PolicySet{Roles: json.RawMessage("[]")}
+}
+
+// Log messages of a drain, for operators and tests.
+const (
+	DrainingMsg = "draining: the sessions that entered here have the shutdown grace"
+	DrainedMsg  = "drained: every session that entered here has ended"
+)
+
+// drain runs after the hand-off: the streams this proxy forwards for other
+// proxies' sessions end, so their entry proxies resume them over the
+// agents' new tunnels; the sessions that entered here get shutdown.grace
+// to end, their users told so (an ssh resource's session shows it on the
+// terminal). A second signal (Hurry) or the grace's end stops the wait.
+func (p *Proxy) drain() {
+	p.releaseOnce.Do(func() { close(p.release) })
+	n := p.live.Len()
+	if n == 0 {
+		return
+	}
+	grace := p.cfg.Shutdown.Grace
+	told := p.live.Tell(fmt.Sprintf("proxy %s is shutting down; this session ends within %s. Connect again to go on through another proxy.", p.cfg.ID, grace))
+	p.log.Info(DrainingMsg, "sessions", n, "told", told, "grace", grace.String())
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-t.C:
+			p.log.Warn("shutdown grace over; ending the sessions left", "sessions", p.live.Len())
+			p.live.End()
+			return
+		case <-p.hurry:
+			p.log.Warn("drain cut short; ending the sessions left", "sessions", p.live.Len())
+			p.live.End()
+			return
+		case <-tick.C:
+			if p.live.Len() == 0 {
+				p.log.Info(DrainedMsg)
+				return
+			}
+		}
+	}
 }

@@ -38,12 +38,13 @@ type Config struct {
 	// PublicAddr is the user address as users reach it (host:port); it
 	// goes into hints and the proxy's host certificate. Default: the
 	// user listen address.
-	PublicAddr string        `yaml:"public_addr"`
-	Tunnel     TunnelConfig  `yaml:"tunnel"`
-	HTTP       HTTPConfig    `yaml:"http"`
-	Session    SessionConfig `yaml:"session"`
-	Gossip     GossipConfig  `yaml:"gossip"`
-	Peer       PeerConfig    `yaml:"peer"`
+	PublicAddr string         `yaml:"public_addr"`
+	Tunnel     TunnelConfig   `yaml:"tunnel"`
+	HTTP       HTTPConfig     `yaml:"http"`
+	Session    SessionConfig  `yaml:"session"`
+	Shutdown   ShutdownConfig `yaml:"shutdown"`
+	Gossip     GossipConfig   `yaml:"gossip"`
+	Peer       PeerConfig     `yaml:"peer"`
 
 	Logger *slog.Logger     `yaml:"-"`
 	Clock  func() time.Time `yaml:"-"`
@@ -221,6 +222,15 @@ type PeerConfig struct {
 // FarListenOff is peer.far_listen's value that turns the far port off.
 const FarListenOff = "off"
 
+// ShutdownConfig is how the proxy drains when it is told to stop (SIGTERM,
+// or `warren proxy drain`).
+type ShutdownConfig struct {
+	// Grace is how long the sessions that entered through this proxy may
+	// go on once it drains (default 30s); their users are told when they
+	// end. A second SIGTERM ends them at once.
+	Grace time.Duration `yaml:"grace"`
+}
+
 // SessionConfig tunes user sessions.
 type SessionConfig struct {
 	// DialTimeout bounds the connect phase of a session, over all
@@ -328,6 +338,7 @@ func (c Config) CheckAndSetDefaults() (Config, error) {
 		{"session.dial_timeout", &c.Session.DialTimeout, 15 * time.Second, 100 * time.Millisecond, 5 * time.Minute},
 		{"session.attempt_timeout", &c.Session.AttemptTimeout, 3 * time.Second, 100 * time.Millisecond, 5 * time.Minute},
 		{"session.resume_timeout", &c.Session.ResumeTimeout, time.Minute, time.Second, resume.MaxDetach},
+		{"shutdown.grace", &c.Shutdown.Grace, 30 * time.Second, 100 * time.Millisecond, time.Hour},
 		{"http.idle_timeout", &c.HTTP.IdleTimeout, 60 * time.Second, 100 * time.Millisecond, time.Hour},
 		{"http.read_header_timeout", &c.HTTP.ReadHeaderTimeout, 10 * time.Second, 100 * time.Millisecond, 5 * time.Minute},
 	}

@@ -49,6 +49,8 @@ func (h userHandler) DirectTCPIP(ctx context.Context, c *usersh.Conn, t usersh.T
 		Local:          forward.Local{System: p.system, Rendezvous: p.rendezvous},
 		Peer:           forward.Peer{System: p.system, Streams: p.dialer},
 		Sticky:         c,
+		Live:           &p.live,
+		UserConn:       ctx,
 		Strategy:       p.cfg.Session.Strategy,
 		Region:         p.cfg.Region,
 		Load:           p.load,
@@ -99,6 +101,11 @@ func (v commandView) ClusterAudit(q *clusterpb.AuditQuery) ([]audit.Event, bool,
 	return v.p.clusterAudit(q)
 }
 func (v commandView) Help() string { return v.p.help() }
+
+func (v commandView) Drain(user string) int {
+	v.p.log.Warn("drain asked", "user", user)
+	return v.p.Drain()
+}
 
 // resumeTimeout is how long a session looks for a new path to its agent,
 // or 0 when resumable sessions are off.

@@ -16,10 +16,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -30,6 +32,7 @@ import (
 	"github.com/warren-proxy/warren/actors/forward"
 	"github.com/warren-proxy/warren/actors/httpapi"
 	"github.com/warren-proxy/warren/actors/router"
+	"github.com/warren-proxy/warren/actors/session"
 	"github.com/warren-proxy/warren/actors/tunnel"
 	"github.com/warren-proxy/warren/actors/usercmd"
 	"github.com/warren-proxy/warren/cluster/access"
@@ -92,7 +95,16 @@ type Proxy struct {
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup // accept loops and handshakes
 	sessions sync.WaitGroup // live session actors
-	tunnels  sync.WaitGroup // live tunnel actors
+	// live are the sessions that entered through this proxy and run.
+	live session.Live
+	// Draining: release ends the streams this proxy forwards for other
+	// proxies' sessions; hurry ends the shutdown grace; drainAsked is
+	// closed by Drain.
+	release, hurry, drainAsked        chan struct{}
+	releaseOnce, hurryOnce, drainOnce sync.Once
+	closeOnce                         sync.Once
+	closeErr                          error
+	tunnels                           sync.WaitGroup // live tunnel actors
 
 	mu      sync.Mutex // guards the fields below
 	started bool
@@ -121,6 +133,7 @@ func New(cfg Config) (*Proxy, error) {
 		refusedPeers: logsample.New(log, "peer call refused: not a live member of the cluster", logsample.Every),
 		tunnelGate:   &gate.Gate{Max: maxTunnelHandshakes, MaxPerIP: maxTunnelHandshakesPerIP},
 		refusedConns: logsample.New(log, "tunnel connection refused before its handshake", logsample.Every),
+		release:      make(chan struct{}), hurry: make(chan struct{}), drainAsked: make(chan struct{}),
 	}, nil
 }
 
@@ -480,22 +493,59 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := p.Start(ctx); err != nil {
 		return err
 	}
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-p.drainAsked:
+	}
 	p.log.Info("shutting down")
+	// From here a second SIGTERM (or ^C) ends the sessions at once.
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, syscall.SIGTERM, os.Interrupt)
+	defer signal.Stop(again)
+	closed := make(chan struct{})
+	defer close(closed)
+	go func() {
+		select {
+		case <-again:
+			p.log.Warn("second signal: ending the sessions now")
+			p.Hurry()
+		case <-closed:
+		}
+	}()
 	return p.Close()
 }
 
-// Close stops the proxy: listeners first, then sessions, tunnels, the
-// router (which persists its state), and the stores.
+// Drain makes the proxy drain and stop, as SIGTERM does (`warren proxy
+// drain`): Close, in the background. It returns how many sessions entered
+// through it and get the shutdown grace.
+func (p *Proxy) Drain() int {
+	p.drainOnce.Do(func() {
+		close(p.drainAsked)
+		go p.Close()
+	})
+	return p.live.Len()
+}
+
+// Hurry ends a drain's grace at once: the sessions still running end.
+func (p *Proxy) Hurry() { p.hurryOnce.Do(func() { close(p.hurry) }) }
+
+// Close drains the proxy and stops it: it turns not ready, hands its
+// agents' tunnels to other proxies, sends the sessions it forwards for
+// other proxies onto other paths, gives the sessions that entered through
+// it shutdown.grace to end (their users are told), then stops listeners,
+// sessions, tunnels, the router (which persists its state), and the
+// stores. A second call waits for the first.
 func (p *Proxy) Close() error {
+	p.closeOnce.Do(func() { p.closeErr = p.close() })
+	return p.closeErr
+}
+
+func (p *Proxy) close() error {
 	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return nil
-	}
 	p.closed, p.ready = true, false
 	p.mu.Unlock()
 	p.handOff()
+	p.drain()
 	if p.members != nil {
 		// Others see a graceful leave at once and drop our routes.
 		if err := p.members.Leave(2 * time.Second); err != nil {

@@ -58,6 +58,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/warren-proxy/warren/actors/forward"
 	"github.com/warren-proxy/warren/actors/router"
 	"github.com/warren-proxy/warren/cluster/access"
 	"github.com/warren-proxy/warren/cluster/clusterpb"
@@ -109,6 +110,11 @@ type Config struct {
 	Strategy string
 	Region   string
 	Load     Load
+	// Live, if set, holds the session while it runs.
+	Live *Live
+	// UserConn, if set, ends when the user's SSH connection does; the
+	// session ends with it.
+	UserConn context.Context
 	// Sticky, if set, keeps every session of one user connection to one
 	// resource on one agent.
 	Sticky Sticky
@@ -168,6 +174,33 @@ type Session struct {
 	login, refused string
 	// resumedPath is the path of the newest hop of a resumable session.
 	resumedPath atomic.Pointer[string]
+	// resumable is the session's stream to its agent, once connected, if
+	// it is resumable.
+	resumable atomic.Pointer[resume.Client]
+	// stop ends the session (Run sets it).
+	stop context.CancelCauseFunc
+	// noRoute is when a redial first found no tunnel of the agent on any
+	// proxy (zero while one is found); redial runs on one goroutine.
+	noRoute time.Time
+}
+
+// errUserLeft ends a session whose user's connection ended.
+var errUserLeft = errors.New("the user's connection ended")
+
+// noRouteGiveUp is how long a session waits for its agent to have a
+// tunnel on any proxy again: an agent whose proxy died re-homes within
+// seconds (its other tunnel needs none), one that stopped never does.
+const noRouteGiveUp = 10 * time.Second
+
+// note sends text to the session's user, if the session can: see
+// Live.Tell.
+func (s *Session) note(text string) bool {
+	rc := s.resumable.Load()
+	if rc == nil || s.kind != "ssh" {
+		return false
+	}
+	rc.Note(text)
+	return true
 }
 
 // New returns a session for cfg, or an error naming what cfg lacks.
@@ -200,6 +233,14 @@ func (s *Session) Report(r *clusterpb.LoginReport) {
 // when it has ended: the user's channel is rejected or closed, and every
 // outcome is in the audit log. Cancelling ctx ends the session.
 func (s *Session) Run(ctx context.Context) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	s.stop = cancel
+	if s.cfg.UserConn != nil {
+		// The user's connection ended: so does the session, even while
+		// it waits for a new path to its agent.
+		defer context.AfterFunc(s.cfg.UserConn, func() { cancel(errUserLeft) })()
+	}
 	s.started = s.cfg.Clock()
 	snap := s.cfg.Table.Snapshot()
 
@@ -225,6 +266,13 @@ func (s *Session) Run(ctx context.Context) {
 	if err != nil {
 		s.refuse(fmt.Sprintf("cannot connect to %q: %v", s.cfg.Resource, err))
 		return
+	}
+	if rc, ok := agent.(*resume.Client); ok {
+		s.resumable.Store(rc)
+	}
+	if s.cfg.Live != nil {
+		s.cfg.Live.add(s)
+		defer s.cfg.Live.remove(s)
 	}
 	if s.cfg.Load != nil {
 		defer s.cfg.Load.Add(s.agentID, -1)
@@ -416,24 +464,109 @@ func (s *Session) redial(ctx context.Context, agentID string) (streams.Stream, e
 		}
 	}
 	sort.SliceStable(hops, func(i, j int) bool { return hops[i].Local && !hops[j].Local })
-	last := fmt.Errorf("no proxy holds a tunnel of agent %s now", agentID)
-	for _, e := range hops {
+	if len(hops) == 0 {
+		if s.noRoute.IsZero() {
+			s.noRoute = time.Now()
+		} else if time.Since(s.noRoute) > noRouteGiveUp {
+			return nil, fmt.Errorf("%w: agent %s has had no tunnel on any proxy for %s (it stopped, or lost its network)", resume.ErrGone, agentID, noRouteGiveUp)
+		}
+	} else {
+		s.noRoute = time.Time{}
+	}
+	if len(hops) == 0 {
+		return nil, fmt.Errorf("no proxy holds a tunnel of agent %s now", agentID)
+	}
+	return s.race(ctx, agentID, hops)
+}
+
+// redialStagger is how long a redial waits on one path before it tries the
+// next one too: the route through a proxy that just died may still be
+// listed, and a dial through it can take an attempt's whole timeout.
+const redialStagger = 250 * time.Millisecond
+
+// race dials the agent through hops, in order, starting the next one
+// whenever redialStagger passes without an answer (a staggered race, as
+// Happy Eyeballs does for addresses). The first stream wins; any that
+// come later are closed. An agent's refusal ends the race.
+func (s *Session) race(ctx context.Context, agentID string, hops []router.Endpoint) (streams.Stream, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		e   router.Endpoint
+		st  streams.Stream
+		err error
+	}
+	results := make(chan result, len(hops))
+	dial := func(e router.Endpoint) {
 		dialer := s.cfg.Peer
 		if e.Local {
 			dialer = s.cfg.Local
 		}
-		actx, cancel := context.WithTimeout(ctx, s.cfg.AttemptTimeout)
+		actx, done := context.WithTimeout(ctx, s.cfg.AttemptTimeout)
+		defer done()
 		st, err := dialer.Dial(actx, e, s.request(revtunnel.ResumeAgain))
-		cancel()
-		if err == nil {
-			path := s.cfg.ProxyID + ">" + agentID
-			if !e.Local {
-				path = s.cfg.ProxyID + ">" + e.ProxyID + ">" + agentID
+		results <- result{e, st, err}
+	}
+	started, answered := 0, 0
+	var last error
+	var won streams.Stream
+	stagger := time.NewTimer(0)
+	defer stagger.Stop()
+	for answered < len(hops) {
+		select {
+		case <-stagger.C:
+			if won == nil && started < len(hops) {
+				go dial(hops[started])
+				started++
+				stagger.Reset(redialStagger)
 			}
-			s.resumedPath.Store(&path)
-			return st, nil
+			continue
+		case r := <-results:
+			answered++
+			switch {
+			case r.err == nil && won == nil:
+				won = r.st
+				path := s.cfg.ProxyID + ">" + agentID
+				if !r.e.Local {
+					path = s.cfg.ProxyID + ">" + r.e.ProxyID + ">" + agentID
+				}
+				s.resumedPath.Store(&path)
+			case r.err == nil:
+				r.st.Close() // a slower path: not needed
+			default:
+				var refused *forward.AgentRefused
+				if errors.As(r.err, &refused) && won == nil {
+					// The agent answered, and does not hold the session
+					// (it restarted): no other path will do better.
+					last = &resume.RefusedError{Reason: refused.Reason}
+				} else if last == nil || !errors.As(last, new(*resume.RefusedError)) {
+					last = fmt.Errorf("agent %s via proxy %s: %w", agentID, r.e.ProxyID, r.err)
+				}
+			}
 		}
-		last = fmt.Errorf("agent %s via proxy %s: %w", agentID, e.ProxyID, err)
+		if won != nil || errors.As(last, new(*resume.RefusedError)) {
+			// Stop the dials still running; their streams, if any come,
+			// are closed as they land.
+			cancel()
+			if answered == started {
+				break
+			}
+			go func(n int) {
+				for range n {
+					if r := <-results; r.err == nil {
+						r.st.Close()
+					}
+				}
+			}(started - answered)
+			break
+		}
+		if answered == started && started < len(hops) {
+			// Every path tried so far failed: the next one at once.
+			stagger.Reset(0)
+		}
+	}
+	if won != nil {
+		return won, nil
 	}
 	return nil, last
 }
@@ -470,7 +603,7 @@ func (s *Session) pipe(ctx context.Context, user ssh.Channel, agent streams.Stre
 			done = true
 		}
 	}
-	if ctx.Err() != nil && res.Err == nil {
+	if ctx.Err() != nil && res.Err == nil && !errors.Is(context.Cause(ctx), errUserLeft) {
 		res.Err = errors.New("the proxy ended the session (shutting down)")
 	}
 	if s.kind == "ssh" && s.login == "" && s.refused == "" {

@@ -71,8 +71,20 @@ func (c Commands) Run(user usersh.Identity, args []string, stdin io.Reader, stdo
 	case "help":
 		fmt.Fprint(stdout, c.P.Help())
 		return 0
+	case "drain":
+		if d := pol.Can(id, "admin"); !d.Allowed {
+			fmt.Fprintln(stderr, "warren: "+d.Reason)
+			return 1
+		}
+		if len(args) > 1 {
+			fmt.Fprintln(stderr, "warren: drain takes no arguments")
+			return 2
+		}
+		n := c.P.Drain(user.User)
+		fmt.Fprintf(stdout, "draining: the proxy hands its agents to other proxies, moves the sessions it forwards, gives the %d sessions that entered through it its shutdown grace (shutdown.grace), then stops; this connection ends with it\n", n)
+		return 0
 	default:
-		fmt.Fprintf(stderr, "warren: unknown proxy command %s; commands are ls, status, whoami, known-hosts, audit, resource, token, role, lock, help\n", model.Quote(args[0]))
+		fmt.Fprintf(stderr, "warren: unknown proxy command %s; commands are ls, status, whoami, known-hosts, audit, resource, token, role, lock, drain, help\n", model.Quote(args[0]))
 		return 2
 	}
 }

@@ -41,6 +41,9 @@ type Proxy interface {
 	ClusterAudit(q *clusterpb.AuditQuery) (evs []audit.Event, truncated bool, notes []string)
 	// Help is the text of `help`: how to use this proxy.
 	Help() string
+	// Drain makes this proxy drain and stop (as SIGTERM does), at user's
+	// word, and returns how many sessions entered through it.
+	Drain(user string) int
 }
 
 // Commands runs users' commands on one proxy.

@@ -17,8 +17,9 @@ import (
 // fakeProxy is a proxy with two resources: web (env=prod) and db
 // (env=dev), and one role, dev, that sees env=dev.
 type fakeProxy struct {
-	snap *router.Snapshot
-	puts []string
+	snap    *router.Snapshot
+	puts    []string
+	drained int
 }
 
 func newFakeProxy() *fakeProxy {
@@ -57,6 +58,8 @@ func (f *fakeProxy) ClusterAudit(*clusterpb.AuditQuery) ([]audit.Event, bool, []
 }
 func (f *fakeProxy) Help() string { return "help text\n" }
 
+func (f *fakeProxy) Drain(string) int { f.drained++; return 2 }
+
 func run(f *fakeProxy, user usersh.Identity, stdin string, args ...string) (code int, stdout, stderr string) {
 	var out, errb bytes.Buffer
 	code = Commands{P: f}.Run(user, args, strings.NewReader(stdin), &out, &errb)
@@ -82,14 +85,17 @@ func TestLsShowsOnlyWhatTheUserMayReach(t *testing.T) {
 
 func TestAdminCommandsNeedTheAdminRole(t *testing.T) {
 	f := newFakeProxy()
-	for _, args := range [][]string{{"token", "add"}, {"role", "ls"}, {"lock", "user", "carol"}, {"resource", "rm", "db"}, {"audit"}} {
+	for _, args := range [][]string{{"token", "add"}, {"role", "ls"}, {"lock", "user", "carol"}, {"resource", "rm", "db"}, {"audit"}, {"drain"}} {
 		code, _, errOut := run(f, bob, "", args...)
 		if code != 1 || !strings.Contains(errOut, "warren: ") {
 			t.Errorf("bob %v: exit %d, stderr %q; want refused with a reason", args, code, errOut)
 		}
 	}
-	if len(f.puts) != 0 {
-		t.Errorf("refused commands wrote %v", f.puts)
+	if len(f.puts) != 0 || f.drained != 0 {
+		t.Errorf("refused commands wrote %v, drained %d times", f.puts, f.drained)
+	}
+	if code, out, _ := run(f, admin, "", "drain"); code != 0 || f.drained != 1 || !strings.Contains(out, "draining") {
+		t.Errorf("admin drain: exit %d, drained %d times, out %q", code, f.drained, out)
 	}
 	code, out, errOut := run(f, admin, "left the company", "lock", "user", "carol")
 	if code != 0 || len(f.puts) != 1 || f.puts[0] != "lock/user/carol" || !strings.Contains(out, "user carol locked") {

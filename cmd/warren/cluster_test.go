@@ -53,6 +53,12 @@ func newMulti(t *testing.T, proxies int, gossipKey string) *multi {
 // newMultiIn is newMulti with proxy-i in regions[i-1].
 func newMultiIn(t *testing.T, regions []string, gossipKey string) *multi {
 	t.Helper()
+	return newMultiWith(t, regions, gossipKey, "")
+}
+
+// newMultiWith is newMultiIn with extra YAML in every proxy's config.
+func newMultiWith(t *testing.T, regions []string, gossipKey, extra string) *multi {
+	t.Helper()
 	dir, _, _, _ := writeCluster(t)
 	h, err := harness.Open(dir)
 	if err != nil {
@@ -60,7 +66,7 @@ func newMultiIn(t *testing.T, regions []string, gossipKey string) *multi {
 	}
 	// The production gossip profile, as an operator would run it.
 	h.Gossip = model.ProfileLAN
-	h.ProxyExtra = "tunnel: {keepalive_interval: 1s}"
+	h.ProxyExtra = "tunnel: {keepalive_interval: 1s}\n" + extra
 	m := &multi{t: t, h: h, dir: dir, me: currentLogin(t)}
 	for i, r := range regions {
 		m.addProxyIn(i+1, r, gossipKey)

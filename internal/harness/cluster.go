@@ -27,6 +27,7 @@
 package harness
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -58,6 +59,10 @@ type Cluster struct {
 	Gossip string
 	// ProxyExtra is YAML appended to every proxy's config.
 	ProxyExtra string
+	// ShutdownGrace is every proxy's shutdown.grace: how long a stopping
+	// proxy lets the sessions that entered through it run (5s unless set;
+	// a cluster on one machine has no users to wait for).
+	ShutdownGrace time.Duration
 	// Dial, if set, opens the connections to the proxies' HTTP APIs (for
 	// proxies in network namespaces the caller's has no route to);
 	// otherwise they are dialed from here.
@@ -171,9 +176,10 @@ auth_dir: %q
 listen: {user: %q, tunnel: %q, http: %q}
 gossip: {listen: %q, %s, profile: %q}
 peer: {listen: %q, far_listen: %q}
+shutdown: {grace: %s}
 %s
 %s
-`, p.ID, p.Region, p.Zone, p.DataDir, c.AuthDir, p.User, p.Tunnel, p.HTTP, p.Gossip, gossip, c.Gossip, p.Peer, p.Far, c.ProxyExtra, p.Extra)
+`, p.ID, p.Region, p.Zone, p.DataDir, c.AuthDir, p.User, p.Tunnel, p.HTTP, p.Gossip, gossip, c.Gossip, p.Peer, p.Far, cmp.Or(c.ShutdownGrace, 5*time.Second), c.ProxyExtra, p.Extra)
 	return writeFile(p.Config, text, mode)
 }
 

@@ -202,6 +202,25 @@ func (s *Server) Evict(refuse func(ext map[string]string) string) int {
 	return len(doomed)
 }
 
+// Tell writes line to the stderr of every open session of the connections
+// whose net.Conn (as given to ServeConn) match picks, and returns how many
+// connections it told: a proxy that is shutting down warns the users who
+// entered through it.
+func (s *Server) Tell(match func(net.Conn) bool, line string) int {
+	s.mu.Lock()
+	var told []*connection
+	for c := range s.conns {
+		if match(c.nc) {
+			told = append(told, c)
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range told {
+		c.tell(line)
+	}
+	return len(told)
+}
+
 // enter registers one Serve or ServeConn call with the server, unless the
 // server is closed. Holding mu makes the wg.Add happen before Close waits.
 func (s *Server) enter() bool {

@@ -109,6 +109,10 @@ func exchange(ctx context.Context, s streams.Stream, h hello) (welcome, error) {
 	}
 }
 
+// ErrGone, wrapped in an error from Redial, says no new hop will come
+// (the agent is gone): the session ends at once.
+var ErrGone = errors.New("the other end is gone")
+
 // RefusedError is an agent's refusal of a hop: it does not hold the
 // session, or the token is not good. Another hop would be refused too.
 type RefusedError struct{ Reason string }
@@ -139,7 +143,7 @@ func (cl *Client) redial(why error) {
 		}
 		last = err
 		var refused *RefusedError
-		if errors.As(err, &refused) {
+		if errors.As(err, &refused) || errors.Is(err, ErrGone) {
 			break
 		}
 		t := time.NewTimer(min(wait, time.Until(deadline)))

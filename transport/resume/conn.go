@@ -60,6 +60,8 @@ type Conn struct {
 	detachedAt      time.Time
 	err             error // set once the session has ended
 	done            chan struct{}
+	notes           []string // to send
+	onNote          func(text string)
 	onDetach        func(err error)
 	onDone          func(err error)
 }
@@ -283,6 +285,21 @@ func (c *Conn) Write(p []byte) (int, error) {
 	return written, nil
 }
 
+// Note sends the other end words for the session's user (the agent's SSH
+// server writes them on the session's terminal). At most 4 wait at a time;
+// more are dropped.
+func (c *Conn) Note(text string) {
+	if len(text) > maxNote {
+		text = text[:maxNote]
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err == nil && len(c.notes) < 4 {
+		c.notes = append(c.notes, text)
+		c.kickLocked()
+	}
+}
+
 // CloseWrite tells the other end this end will write no more: its Read
 // returns io.EOF after the bytes before.
 func (c *Conn) CloseWrite() error {
@@ -341,6 +358,12 @@ func (c *Conn) frames(h *hop, b []byte) ([]byte, bool) {
 		b = binary.BigEndian.AppendUint64(b, c.delivered)
 		c.ackSent, c.ackDue = c.delivered, false
 	}
+	for _, n := range c.notes {
+		b = append(b, fNote)
+		b = binary.BigEndian.AppendUint16(b, uint16(len(n)))
+		b = append(b, n...)
+	}
+	c.notes = c.notes[:0]
 	if c.wrote < c.sent {
 		n := min(c.sent-c.wrote, maxData)
 		b = append(b, fData)
@@ -460,6 +483,27 @@ func (c *Conn) readLoop(h *hop) {
 				return
 			}
 		case fPing:
+		case fNote:
+			if _, err := io.ReadFull(r, head[:2]); err != nil {
+				c.hopFailed(h, err)
+				return
+			}
+			n := binary.BigEndian.Uint16(head[:2])
+			if n > maxNote {
+				c.fail(fmt.Errorf("resume: note of %d bytes (at most %d)", n, maxNote))
+				return
+			}
+			text := make([]byte, n)
+			if _, err := io.ReadFull(r, text); err != nil {
+				c.hopFailed(h, err)
+				return
+			}
+			c.mu.Lock()
+			onNote := c.onNote
+			c.mu.Unlock()
+			if onNote != nil {
+				go onNote(string(text))
+			}
 		case fClose:
 			c.mu.Lock()
 			if c.hop == h {

@@ -26,6 +26,7 @@
 //	fin    0x03 total:u64       the sender will write no more; total is the stream's length
 //	ping   0x04                 keeps a quiet hop heard
 //	close  0x05                 the sender closed the session
+//	note   0x06 len:u16 text    words for the user, from the entry proxy (at most 512 bytes)
 //
 // Mode 1 starts a session: token is a fresh 32-byte secret the entry proxy
 // drew for it, carried over the authenticated links only (the peer link's

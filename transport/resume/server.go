@@ -17,6 +17,9 @@ import (
 type Registry struct {
 	agentID string
 	max     int
+	// OnNote, if set before the first Accept, is given the notes the
+	// entry proxies send for their sessions (text the user should read).
+	OnNote func(id, text string)
 
 	mu       sync.Mutex
 	sessions map[string]*held
@@ -126,6 +129,10 @@ func (r *Registry) start(s streams.Stream, h hello) (*Conn, <-chan struct{}, err
 	r.sessions[h.id] = hs
 	r.mu.Unlock()
 	c.onDetach = func(error) { r.detached(hs) }
+	if r.OnNote != nil {
+		id := h.id
+		c.onNote = func(text string) { r.OnNote(id, text) }
+	}
 	c.onDone = func(err error) { r.ended(hs, err) }
 	hp, err := c.attach(s, 0, func(uint64) []byte { return welcome{status: statusOK}.marshal() })
 	if err != nil {
@@ -170,8 +177,11 @@ func (r *Registry) resume(s streams.Stream, h hello) (*hop, error) {
 	})
 }
 
-// Close ends every session the registry holds, and refuses new ones.
-func (r *Registry) Close() {
+// Close ends every session the registry holds, and refuses new ones: each
+// is closed as its app would close it (what it wrote goes out, then the
+// close frame, so the entry proxy ends it at once instead of looking for a
+// new path), for at most wait; those not done by then are cut.
+func (r *Registry) Close(wait time.Duration) {
 	r.mu.Lock()
 	r.closed = true
 	all := make([]*held, 0, len(r.sessions))
@@ -185,7 +195,19 @@ func (r *Registry) Close() {
 	}
 	r.mu.Unlock()
 	for _, hs := range all {
-		hs.conn.fail(errors.New("the agent shut down"))
+		hs.conn.Close()
+	}
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	for _, hs := range all {
+		select {
+		case <-hs.conn.Done():
+		case <-deadline.C:
+			for _, hs := range all {
+				hs.conn.fail(errors.New("the agent shut down"))
+			}
+			return
+		}
 	}
 }
 

@@ -27,6 +27,10 @@ const (
 	fFin   byte = 3
 	fPing  byte = 4
 	fClose byte = 5
+	fNote  byte = 6
+
+	// maxNote bounds a note's text.
+	maxNote = 512
 
 	// maxData is the most bytes one data frame carries.
 	maxData = 32 << 10
