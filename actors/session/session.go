@@ -35,7 +35,13 @@
 //     user's channel is accepted; a proxy that cannot write its audit log
 //     refuses the session.
 //  7. Pipe: bytes flow both ways (transport/streams), with half-close,
-//     until either side ends. The session stays on its agent.
+//     until either side ends. The session stays on its agent. Its stream
+//     to the agent is resumable (transport/resume, unless
+//     session.resume_off): when a hop on the way breaks, [Session.redial]
+//     dials the same agent through whichever proxies hold its tunnels then,
+//     and the bytes go on from where each end is; the session ends only
+//     when no path comes back within session.resume_timeout, or the agent
+//     is gone (no tunnel for 10 s, or it does not hold the session).
 //  8. End: for an ssh resource the node reports the login it let the user
 //     take, or why it refused it, through the tunnel actor to this session
 //     (session.login); then session.end records the bytes, the duration and
@@ -184,9 +190,6 @@ type Session struct {
 	noRoute time.Time
 }
 
-// errUserLeft ends a session whose user's connection ended.
-var errUserLeft = errors.New("the user's connection ended")
-
 // noRouteGiveUp is how long a session waits for its agent to have a
 // tunnel on any proxy again: an agent whose proxy died re-homes within
 // seconds (its other tunnel needs none), one that stopped never does.
@@ -236,11 +239,6 @@ func (s *Session) Run(ctx context.Context) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	s.stop = cancel
-	if s.cfg.UserConn != nil {
-		// The user's connection ended: so does the session, even while
-		// it waits for a new path to its agent.
-		defer context.AfterFunc(s.cfg.UserConn, func() { cancel(errUserLeft) })()
-	}
 	s.started = s.cfg.Clock()
 	snap := s.cfg.Table.Snapshot()
 
@@ -594,6 +592,11 @@ func (s *Session) pipe(ctx context.Context, user ssh.Channel, agent streams.Stre
 	go func() { piped <- streams.Pipe(user, agent) }()
 	stop := context.AfterFunc(ctx, func() { user.Close(); agent.Close() })
 	defer stop()
+	if s.cfg.UserConn != nil {
+		// The user's connection ended: so does the pipe, even while the
+		// session waits for a new path to its agent.
+		defer context.AfterFunc(s.cfg.UserConn, func() { user.Close(); agent.Close() })()
+	}
 	var res streams.Result
 	for done := false; !done; {
 		select {
@@ -603,7 +606,7 @@ func (s *Session) pipe(ctx context.Context, user ssh.Channel, agent streams.Stre
 			done = true
 		}
 	}
-	if ctx.Err() != nil && res.Err == nil && !errors.Is(context.Cause(ctx), errUserLeft) {
+	if ctx.Err() != nil && res.Err == nil {
 		res.Err = errors.New("the proxy ended the session (shutting down)")
 	}
 	if s.kind == "ssh" && s.login == "" && s.refused == "" {

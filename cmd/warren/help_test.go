@@ -56,7 +56,7 @@ func argName(name string) bool {
 // --help` for every subcommand: each prints its usage and exits 0, starts
 // nothing, and shows every flag with a proper argument name.
 func TestHelp(t *testing.T) {
-	cases := [][]string{{"--help"}, {"-h"}, {"help"}, {"user", "-h"}, {"proxy", "-h"}}
+	cases := [][]string{{"--help"}, {"-h"}, {"help"}, {"user", "-h"}, {"proxy", "-h"}, {"proxy", "drain", "--help"}}
 	for _, c := range commands {
 		cases = append(cases, []string{c.name, "--help"})
 		for _, sc := range subcommands[c.name] {

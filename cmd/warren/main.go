@@ -39,7 +39,7 @@ func init() {
 	commands = []command{
 		{"init", "create the cluster's certificate authorities and a join token", runInit},
 		{"user", "issue a user certificate: `warren user add NAME --logins root,ubuntu --roles access`", runUser},
-		{"proxy", "run a proxy: `warren proxy --config proxy.yaml`", runProxy},
+		{"proxy", "run a proxy: `warren proxy --config proxy.yaml`; drain a running one (as SIGTERM does): `warren proxy drain --proxy HOST:PORT`", runProxy},
 		{"agent", "run an agent: `warren agent --config agent.yaml`", runAgent},
 		{"dev", "run a whole local cluster on embedded defaults: `warren dev --dir ./warren-dev`", runDev},
 		{"ls", "list resources", runLs},

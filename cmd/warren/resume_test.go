@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"io"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -64,4 +65,27 @@ func TestDetachedSessionEndsWithAnAuditRecord(t *testing.T) {
 		t.Errorf("session.end: outcome %q error %q; want an error that says no path came back", end.Outcome, end.Error)
 	}
 	t.Logf("session.end: %s", end.Error)
+}
+
+// TestProxyDrainCommand: `warren proxy drain` makes the proxy it reaches
+// drain and exit, as SIGTERM does; a user without the admin role cannot.
+func TestProxyDrainCommand(t *testing.T) {
+	m := newMulti(t, 2, "")
+	m.waitMembers(2, m.proxies)
+	p := m.proxies[1]
+	out, errs, code := runWarren(t, "proxy", "drain", "--proxy", p.User, "-i", filepath.Join(m.dir, "alice"))
+	if code != 0 || !strings.Contains(out, "draining") {
+		t.Fatalf("warren proxy drain: code %d, stdout %q, stderr %q", code, out, errs)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !p.Proc.Exited() && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !p.Proc.Exited() {
+		t.Fatal("the drained proxy did not exit")
+	}
+	if err := p.Proc.Err(); err != nil {
+		t.Errorf("the drained proxy exited with %v", err)
+	}
+	m.waitMembers(1, m.proxies[:1])
 }

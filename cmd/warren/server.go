@@ -162,6 +162,9 @@ func splitList(s string) []string {
 }
 
 func runProxy(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "drain" {
+		return runProxyDrain(ctx, args[1:])
+	}
 	fs := newFlags("proxy", "--config proxy.yaml")
 	path := fs.String("config", "/etc/warren/proxy.yaml", "proxy config file")
 	logger := logFlags(fs)
@@ -178,6 +181,20 @@ func runProxy(ctx context.Context, args []string) error {
 	}
 	cfg.Logger = log
 	return proxy.Run(ctx, cfg)
+}
+
+// runProxyDrain asks a running proxy to drain and stop (the admin command
+// `drain` it runs on itself).
+func runProxyDrain(ctx context.Context, args []string) error {
+	fs := newFlags("proxy drain", "[--proxy HOST:PORT]")
+	cf := addClientFlags(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{"proxy drain takes flags only"}
+	}
+	return cf.proxyCommand(ctx, "drain", os.Stdout)
 }
 
 func runAgent(ctx context.Context, args []string) error {

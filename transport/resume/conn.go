@@ -81,6 +81,7 @@ type hop struct {
 
 func newConn(id string, window uint64) *Conn {
 	c := &Conn{id: id, window: window, done: make(chan struct{})}
+	c.recvq.whole = true
 	c.readable = sync.NewCond(&c.mu)
 	c.writable = sync.NewCond(&c.mu)
 	return c
@@ -248,7 +249,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 	n := c.recvq.read(p)
 	c.delivered += uint64(n)
-	if c.delivered-c.ackSent >= c.window/8 || c.recvq.size == 0 {
+	// Acks free the other end's window: one per eighth of it, and the
+	// rest rides on data going back or replaces the next ping.
+	if c.delivered-c.ackSent >= c.window/8 {
 		c.ackDue = true
 		c.kickLocked()
 	}
@@ -353,7 +356,7 @@ func (c *Conn) closedUp(h *hop) bool {
 // one data frame, the fin, the close.
 func (c *Conn) frames(h *hop, b []byte) ([]byte, bool) {
 	last := false
-	if c.ackDue {
+	if c.ackDue || (c.delivered > c.ackSent && c.wrote < c.sent) {
 		b = append(b, fAck)
 		b = binary.BigEndian.AppendUint64(b, c.delivered)
 		c.ackSent, c.ackDue = c.delivered, false
@@ -411,7 +414,14 @@ func (c *Conn) writeLoop(h *hop) {
 			case <-h.dead:
 				return
 			case <-ping.C:
-				buf = append(buf, fPing)
+				c.mu.Lock()
+				if c.delivered > c.ackSent {
+					c.ackDue = true // an ack is heard as well as a ping
+				} else {
+					buf = append(buf, fPing)
+				}
+				c.mu.Unlock()
+				ping.Reset(pingEvery)
 			}
 			if len(buf) == 0 {
 				continue
@@ -455,7 +465,7 @@ func (c *Conn) readLoop(h *hop) {
 				c.fail(fmt.Errorf("resume: data frame of %d bytes (at most %d)", n, maxData))
 				return
 			}
-			data := make([]byte, n)
+			data := getBlock()[:n]
 			if _, err := io.ReadFull(r, data); err != nil {
 				c.hopFailed(h, err)
 				return
@@ -594,11 +604,27 @@ func (c *Conn) finished(h *hop, total uint64) error {
 }
 
 // chunks is a byte queue in blocks, so a quiet session holds next to
-// nothing and a busy one no more than it has in flight.
+// nothing and a busy one no more than it has in flight. Blocks of
+// chunkSize come from a pool and go back to it once read: a bulk
+// session makes no garbage per frame.
 type chunks struct {
 	bufs [][]byte
 	head int // bytes of bufs[0] already gone
 	size int
+	// whole: every block is dropped once read (a receive queue, whose
+	// blocks are frames), even the last.
+	whole bool
+}
+
+var blocks = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
+
+func getBlock() []byte { return *blocks.Get().(*[]byte) }
+
+func putBlock(b []byte) {
+	if cap(b) == chunkSize {
+		b = b[:chunkSize]
+		blocks.Put(&b)
+	}
 }
 
 const chunkSize = 32 << 10
@@ -609,7 +635,11 @@ func (q *chunks) write(p []byte) {
 		if n == 0 || len(q.bufs[n-1]) == cap(q.bufs[n-1]) {
 			// Blocks as large as the writes, up to chunkSize: keystrokes
 			// share a small one.
-			q.bufs = append(q.bufs, make([]byte, 0, min(chunkSize, max(len(p), 512))))
+			if len(p) >= chunkSize {
+				q.bufs = append(q.bufs, getBlock()[:0])
+			} else {
+				q.bufs = append(q.bufs, make([]byte, 0, max(len(p), 512)))
+			}
 			n++
 		}
 		last := &q.bufs[n-1]
@@ -649,7 +679,8 @@ func (q *chunks) consume(m int) {
 	q.size -= m
 	// A block is dropped once read, unless more may still be appended to
 	// it (the last one, not full).
-	if q.head == len(q.bufs[0]) && (len(q.bufs) > 1 || len(q.bufs[0]) == cap(q.bufs[0])) {
+	if q.head == len(q.bufs[0]) && (q.whole || len(q.bufs) > 1 || len(q.bufs[0]) == cap(q.bufs[0])) {
+		putBlock(q.bufs[0])
 		q.bufs[0] = nil
 		q.bufs = q.bufs[1:]
 		q.head = 0
@@ -675,4 +706,4 @@ func (q *chunks) appendAt(b []byte, off, n int) []byte {
 	return b
 }
 
-func (q *chunks) reset() { *q = chunks{} }
+func (q *chunks) reset() { *q = chunks{whole: q.whole} }

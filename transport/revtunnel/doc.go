@@ -27,7 +27,11 @@
 //  5. Dial. For every session the proxy opens a channel of type
 //     "dial@warren.dev" whose extra data is a DialRequest. The agent either
 //     accepts it and joins it to the resource (its embedded SSH server or
-//     a TCP upstream), or rejects it with a reason the user will read.
+//     a TCP upstream), or rejects it with a reason the user will read. A
+//     DialRequest with Resume set carries a resumable session
+//     (transport/resume): ResumeStart begins one, whose channel opens
+//     with the entry proxy's Hello; ResumeAgain is a new hop of one the
+//     agent holds, which it rejects when it does not.
 //  6. Login. When a user logs in to the agent's SSH server, the agent sends
 //     "login@warren.dev" (Login, no reply) so the proxy's audit log records
 //     the login the session used.
