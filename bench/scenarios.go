@@ -23,7 +23,7 @@ func Scenarios() []Scenario {
 		{Name: "setup-rate", Summary: "new sessions per second through a proxy and a peer hop, and CPU per session", Flags: setupRateFlags},
 		{Name: "scale", Summary: "N agents with a real tunnel each on 3 proxies: memory per tunnel, connect time, route convergence, CPU", Flags: scaleFlags},
 		{Name: "failover", Summary: "SIGKILL an agent, its tunnel's proxy, a forwarding proxy under load: route convergence and failed sessions", Flags: failoverFlags},
-		{Name: "survival", Summary: "SIGKILL the middle proxy, then the agent's other tunnel proxy, under interactive sessions and large transfers: sessions that survived, bytes checked end to end, stall p50/p95/max; ssh -J b1,b2 when b2 dies", Flags: survivalFlags},
+		{Name: "survival", Summary: "kill -9 of the proxy in the middle of many interactive sessions and large transfers (then of the agent's other proxy), against ssh -J b1,b2 when b2 dies; and a rolling restart of every proxy under load: sessions that survived, bytes checked end to end, stalls", Flags: survivalFlags},
 		{Name: "region-loss", Summary: "SIGKILL a proxy, then a whole region, of 3 on the emulated WAN (as root) with 1,200 agents in fleets: re-homing times, new sessions by second, gossip health, the way home", Flags: regionLossFlags},
 		{Name: "wan", Summary: "the emulated WAN (network namespaces, as root): measured round trip and throughput between every pair of regions against the configuration", Flags: wanFlags},
 		{Name: "gossip", Summary: "membership in 3 regions over the emulated WAN (as root), 150 ms apart, 1% loss, a connection storm: false deaths and detection time per timing preset", Flags: gossipFlags},

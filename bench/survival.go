@@ -2,13 +2,16 @@ package bench
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,7 +22,10 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/warren-proxy/warren/bench/plot"
+	"github.com/warren-proxy/warren/internal/harness"
 	"github.com/warren-proxy/warren/internal/model"
 )
 
@@ -41,7 +47,11 @@ import (
 //     again, on E (the only proxy left), then SIGKILL O too; the sessions
 //     resume over the tunnel on E;
 //   - anchor: the same load through `ssh -J b1,b2 -W echo target` (stock
-//     sshd bastions and target), and SIGKILL b2.
+//     sshd bastions and target), and SIGKILL b2;
+//   - rolling: no kill, a rolling restart: every proxy restarted in turn
+//     (SIGTERM, its drain, then the same proxy again) under long sessions
+//     entered through every proxy and new sessions all along (see
+//     runRollingOnce).
 //
 // The load is interactive sessions, each echoing a byte every Tick, and
 // large transfers that send pseudo-random bytes to the echo server and
@@ -74,25 +84,36 @@ type SurvivalConfig struct {
 	Anchor bool
 	// Gossip is the proxies' membership profile.
 	Gossip string
+	// RollingReps is how many times the rolling restart runs (0: not at
+	// all), each on a fresh cluster: every proxy restarted in turn
+	// (SIGTERM, then the same proxy again) under long sessions entered
+	// through every proxy and NewClients clients that each open a short
+	// session every NewEvery through a proxy that is not restarting.
+	RollingReps int
+	NewClients  int
+	NewEvery    time.Duration
 }
 
-// DefaultSurvivalConfig is the full run: about 2.5 minutes on 2 cores.
+// DefaultSurvivalConfig is the full run: about 3.5 minutes on 2 cores.
 func DefaultSurvivalConfig() SurvivalConfig {
 	return SurvivalConfig{
 		Reps: 3, Interactive: 20, Tick: 20 * time.Millisecond,
 		Transfers: 4, TransferBytes: 64 << 20, TransferRate: 5 << 20,
 		Warmup: 3 * time.Second, Window: 4 * time.Second, Drain: 10 * time.Second, Gap: 2 * time.Second,
 		Anchor: true, Gossip: model.ProfileLAN,
+		RollingReps: 2, NewClients: 2, NewEvery: 100 * time.Millisecond,
 	}
 }
 
-// TinySurvivalConfig only checks that the scenario runs (CI): about 30 s.
+// TinySurvivalConfig only checks that the scenario runs (CI): about a
+// minute.
 func TinySurvivalConfig() SurvivalConfig {
 	return SurvivalConfig{
 		Reps: 1, Interactive: 4, Tick: 20 * time.Millisecond,
 		Transfers: 2, TransferBytes: 8 << 20, TransferRate: 1 << 20,
 		Warmup: 1500 * time.Millisecond, Window: 2 * time.Second, Drain: 10 * time.Second, Gap: time.Second,
 		Anchor: true, Gossip: model.ProfileLAN,
+		RollingReps: 1, NewClients: 2, NewEvery: 100 * time.Millisecond,
 	}
 }
 
@@ -125,6 +146,15 @@ func (c SurvivalConfig) Validate() error {
 	}
 	if err := model.CheckProfile(c.Gossip); err != nil {
 		errs = append(errs, fmt.Errorf("--gossip: %w", err))
+	}
+	if c.RollingReps < 0 || c.RollingReps > 20 {
+		errs = append(errs, errors.New("--rolling-reps must be 0 to 20"))
+	}
+	if c.NewClients < 1 || c.NewClients > 32 {
+		errs = append(errs, errors.New("--new-clients must be 1 to 32"))
+	}
+	if c.NewEvery < 10*time.Millisecond || c.NewEvery > 10*time.Second {
+		errs = append(errs, errors.New("--new-every must be between 10ms and 10s"))
 	}
 	return errors.Join(errs...)
 }
@@ -201,8 +231,17 @@ func RunSurvival(ctx context.Context, env Env, cfg SurvivalConfig) (Report, erro
 			runs = append(runs, r)
 		}
 	}
-	env.progress("survival: %d runs in %s", len(runs), time.Since(start).Round(time.Second))
-	return survivalReport(cfg, runs), nil
+	var rolls []*rollingRun
+	for rep := 1; rep <= cfg.RollingReps; rep++ {
+		env.progress("survival: rolling restart, repetition %d of %d", rep, cfg.RollingReps)
+		r, err := runRollingOnce(ctx, env, cfg, rep)
+		if err != nil {
+			return Report{}, fmt.Errorf("rolling restart, repetition %d: %w", rep, err)
+		}
+		rolls = append(rolls, r)
+	}
+	env.progress("survival: %d runs in %s", len(runs)+len(rolls), time.Since(start).Round(time.Second))
+	return survivalReport(cfg, runs, rolls), nil
 }
 
 // survivalBed is one fresh setup for one run: what the sessions cross,
@@ -211,10 +250,13 @@ type survivalBed struct {
 	dir  string
 	open func(ctx context.Context) (*survStream, error)
 	stop cleanups
-	// Warren's: the cluster, the entry proxy and the agent's tunnels'.
+	// Warren's: the cluster, the entry proxy and the agent's tunnels',
+	// the agent, and how to open a session through any proxy.
 	cluster *Cluster
 	entry   *ProxyProc
 	holders []*ProxyProc
+	agent   *Proc
+	openVia func(p *ProxyProc) (*survStream, error)
 	// The anchor's second bastion.
 	b2 *Sshd
 }
@@ -242,7 +284,7 @@ func startWarrenBed(ctx context.Context, env Env, cfg SurvivalConfig, name strin
 		return nil, err
 	}
 	yaml := fmt.Sprintf("tunnel_strategy: proxy_peering\nconnection_count: 2\nresources:\n  - {name: svc, kind: tcp, addr: %q}\n", echo)
-	if _, err := c.StartAgent("agent-1", AgentConfig{Proxies: []int{0, 1, 2}, Extra: yaml}); err != nil {
+	if b.agent, err = c.StartAgent("agent-1", AgentConfig{Proxies: []int{0, 1, 2}, Extra: yaml}); err != nil {
 		return nil, err
 	}
 	if err := c.WaitHealthy(ctx, "svc", 1, 30*time.Second); err != nil {
@@ -288,15 +330,15 @@ func startWarrenBed(ctx context.Context, env Env, cfg SurvivalConfig, name strin
 	if err != nil {
 		return nil, fmt.Errorf("%w (tunnels per proxy: %s; logs in %s)", err, strings.Join(last, ", "), b.dir)
 	}
-	b.open = func(context.Context) (*survStream, error) {
-		cl, err := c.Dial(b.entry)
+	b.openVia = func(p *ProxyProc) (*survStream, error) {
+		cl, err := c.Dial(p)
 		if err != nil {
-			return nil, fmt.Errorf("connect a user to %s: %w", b.entry.ID, err)
+			return nil, fmt.Errorf("connect a user to %s: %w", p.ID, err)
 		}
 		conn, err := cl.Dial("tcp", survivalTarget)
 		if err != nil {
 			cl.Close()
-			return nil, fmt.Errorf("open a session through %s: %w", b.entry.ID, err)
+			return nil, fmt.Errorf("open a session through %s: %w", p.ID, err)
 		}
 		s := &survStream{r: conn, w: conn, close: func() { conn.Close(); cl.Close() }}
 		if cw, ok := conn.(interface{ CloseWrite() error }); ok {
@@ -306,6 +348,7 @@ func startWarrenBed(ctx context.Context, env Env, cfg SurvivalConfig, name strin
 		}
 		return s, nil
 	}
+	b.open = func(context.Context) (*survStream, error) { return b.openVia(b.entry) }
 	return b, nil
 }
 
@@ -418,6 +461,7 @@ func (s *survStream) wrap(err error) error {
 // (its index mod 256) timed until its echo comes back.
 type echoSession struct {
 	s       *survStream
+	entry   string     // the proxy it entered through (the rolling restart)
 	mu      sync.Mutex // guards the fields below
 	sent    []time.Time
 	echoed  []time.Time
@@ -427,9 +471,10 @@ type echoSession struct {
 	closing bool
 }
 
-// openEcho opens an interactive session and times its first byte.
-func openEcho(ctx context.Context, b *survivalBed) (*echoSession, error) {
-	s, err := b.open(ctx)
+// openEcho opens an interactive session with open and times its first
+// byte.
+func openEcho(ctx context.Context, open func(context.Context) (*survStream, error)) (*echoSession, error) {
+	s, err := open(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -588,6 +633,11 @@ type transfer struct {
 	index int
 	size  int64
 	rate  float64
+	// entry is the proxy it entered through (the rolling restart); stop,
+	// if set, ends the sending early: the transfer is then the bytes sent
+	// until it closed (size only bounds it).
+	entry string
+	stop  <-chan struct{}
 
 	mu         sync.Mutex // guards the fields below
 	start      time.Time
@@ -603,10 +653,10 @@ type transfer struct {
 	finishOnce sync.Once
 }
 
-// openTransfer opens a transfer's session and checks it with one byte
-// there and back (not part of the transfer).
-func openTransfer(ctx context.Context, b *survivalBed, index int, cfg SurvivalConfig) (*transfer, error) {
-	s, err := b.open(ctx)
+// openTransfer opens a transfer's session with open and checks it with
+// one byte there and back (not part of the transfer).
+func openTransfer(ctx context.Context, open func(context.Context) (*survStream, error), index int, cfg SurvivalConfig) (*transfer, error) {
+	s, err := open(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -635,19 +685,31 @@ func (t *transfer) run() {
 	t.start = time.Now()
 	t.lastRead = t.start
 	t.mu.Unlock()
-	sent := make(chan [32]byte, 1)
+	type sentSum struct {
+		sum [32]byte
+		n   int64
+	}
+	sent := make(chan sentSum, 1)
 	go func() {
 		h := sha256.New()
 		src := transferSource(t.index)
 		buf := make([]byte, 32<<10)
 		var n int64
+	sending:
 		for n < t.size {
 			if due := t.start.Add(time.Duration(float64(n) / t.rate * float64(time.Second))); time.Until(due) > 0 {
 				select {
 				case <-t.finished:
 					return
+				case <-t.stop: // nil: never
+					break sending
 				case <-time.After(time.Until(due)):
 				}
+			}
+			select {
+			case <-t.stop:
+				break sending
+			default:
 			}
 			chunk := buf[:min(int64(len(buf)), t.size-n)]
 			io.ReadFull(src, chunk)
@@ -660,7 +722,7 @@ func (t *transfer) run() {
 		}
 		var sum [32]byte
 		copy(sum[:], h.Sum(nil))
-		sent <- sum
+		sent <- sentSum{sum, n}
 		if err := t.s.closeWrite(); err != nil {
 			t.end(fmt.Errorf("half-close after sending: %w", err), false, false)
 		}
@@ -691,20 +753,30 @@ func (t *transfer) run() {
 			t.end(fmt.Errorf("read after %d bytes: %w", got, err), false, false)
 			return
 		}
-		if got < t.size {
-			t.end(fmt.Errorf("the session ended after %d of %d bytes", got, t.size), false, false)
-			return
-		}
-		var want [32]byte
+		var (
+			want sentSum
+			have bool
+		)
 		select {
-		case want = <-sent:
+		case want, have = <-sent:
+		default:
+		}
+		switch {
+		case have && got < want.n:
+			t.end(fmt.Errorf("the session ended after %d of %d bytes", got, want.n), false, false)
+		case have && got > want.n:
+			t.end(fmt.Errorf("%d bytes came back of %d sent: bytes duplicated", got, want.n), true, false)
+		case have:
+			var sum [32]byte
+			copy(sum[:], h.Sum(nil))
+			t.end(nil, true, sum == want.sum)
+		case t.stop != nil:
+			t.end(fmt.Errorf("the session ended after %d bytes, before the last was sent", got), false, false)
+		case got < t.size:
+			t.end(fmt.Errorf("the session ended after %d of %d bytes", got, t.size), false, false)
 		default:
 			t.end(errors.New("the stream ended before its last byte was sent"), true, false)
-			return
 		}
-		var sum [32]byte
-		copy(sum[:], h.Sum(nil))
-		t.end(nil, true, sum == want)
 		return
 	}
 }
@@ -837,12 +909,12 @@ func runSurvivalOnce(ctx context.Context, env Env, cfg SurvivalConfig, kind surv
 			var err error
 			if i < cfg.Interactive {
 				var e *echoSession
-				if e, err = openEcho(ctx, b); err == nil {
+				if e, err = openEcho(ctx, b.open); err == nil {
 					run.sessions[i] = e
 				}
 			} else {
 				var t *transfer
-				if t, err = openTransfer(ctx, b, i-cfg.Interactive, cfg); err == nil {
+				if t, err = openTransfer(ctx, b.open, i-cfg.Interactive, cfg); err == nil {
 					run.transfers[i-cfg.Interactive] = t
 				}
 			}
@@ -1250,7 +1322,7 @@ func fmtStall(d time.Duration, n int) string {
 func frac(a, b int) string { return fmt.Sprintf("%d/%d", a, b) }
 
 // survivalReport builds the tables and plots from every run.
-func survivalReport(cfg SurvivalConfig, runs []*survivalRun) Report {
+func survivalReport(cfg SurvivalConfig, runs []*survivalRun, rolls []*rollingRun) Report {
 	summary := Table{
 		Name:  "survival",
 		Title: fmt.Sprintf("Session survival: SIGKILL of a proxy on the path of sessions under way (%d repetitions per case, a fresh cluster each)", cfg.Reps),
@@ -1389,6 +1461,16 @@ func survivalReport(cfg SurvivalConfig, runs []*survivalRun) Report {
 		"Logged stall: the stalled field of the entry proxy's \"session resumed\" lines, its own view of each pause. " +
 		"Agent's tunnel on the entry after: from the first kill of case 2 until the entry proxy's status lists a tunnel of the agent on itself."}
 	rep := Report{Scenario: "survival", Tables: []Table{summary, perRun}}
+	if len(rolls) > 0 {
+		rollSum, rollRuns, stalls := rollingTables(cfg, rolls)
+		rep.Tables = append(rep.Tables, rollSum, rollRuns)
+		if len(stalls) > 0 {
+			rep.Plots = append(rep.Plots, Plot{Name: "survival-rolling-stall", Render: func(w io.Writer) error {
+				return plot.CDF(w, "Rolling restart: stall of interactive sessions entered elsewhere, per restart they crossed", "ms",
+					[]plot.Series{{Name: "sessions entered through another proxy", Values: stalls.Millis()}})
+			}})
+		}
+	}
 	if len(labels) > 0 {
 		rep.Plots = append(rep.Plots, Plot{Name: "survival-survived", Render: func(w io.Writer) error {
 			return plot.Bars(w, "Sessions under way at the SIGKILL that survived it", "%", labels, []plot.Series{interOK, xferOK})
@@ -1424,12 +1506,904 @@ func survivalFlags(fs *flag.FlagSet, tiny bool) func(context.Context, Env) (Repo
 	rate := fs.Float64("transfer-rate", c.TransferRate/(1<<20), "MiB/s per transfer: paced, so that the transfers are under way at every kill")
 	fs.DurationVar(&c.Warmup, "warmup", c.Warmup, "load before the first kill")
 	fs.DurationVar(&c.Window, "window", c.Window, "interactive load after the last kill")
-	fs.DurationVar(&c.Gap, "gap", c.Gap, "least time between the two kills of case 2 (which also waits for the agent's new tunnel and every session's answer)")
+	fs.DurationVar(&c.Gap, "gap", c.Gap, "least time between the two kills of case 2 (which also waits for the agent's new tunnel and every session's answer), and pause between a restarted proxy's return and the next restart")
 	fs.DurationVar(&c.Drain, "drain", c.Drain, "time a session has after the load to answer what is in flight (a transfer: after its paced end) before it counts as broken")
 	fs.BoolVar(&c.Anchor, "anchor", c.Anchor, "also run the ssh -J b1,b2 anchor (needs the stock sshd)")
 	fs.StringVar(&c.Gossip, "gossip", c.Gossip, "proxies' gossip profile: lan (production), local (tests) or wan")
+	fs.IntVar(&c.RollingReps, "rolling-reps", c.RollingReps, "repetitions of the rolling restart (every proxy restarted in turn under load), each on a fresh cluster; 0 skips it")
+	fs.IntVar(&c.NewClients, "new-clients", c.NewClients, "rolling restart: clients that each open a short session every --new-every, through a proxy not restarting")
+	fs.DurationVar(&c.NewEvery, "new-every", c.NewEvery, "rolling restart: interval between one client's new sessions")
 	return func(ctx context.Context, env Env) (Report, error) {
 		c.TransferBytes, c.TransferRate = *mib<<20, *rate*(1<<20)
 		return RunSurvival(ctx, env, c)
 	}
+}
+
+// The rolling restart restarts every proxy of a fresh 3-proxy bed in turn,
+// as the README's "Rolling restart" says: SIGTERM (the drain: not ready,
+// the agent's tunnels handed to other proxies, the streams it forwards
+// for sessions that entered elsewhere ended so that they resume over the
+// agent's new tunnels, shutdown.grace for the sessions that entered
+// through it), wait for the exit, start the same proxy again (same id,
+// data directory and addresses), wait for /readyz, then for the agent to
+// hold two tunnels, then the next proxy.
+//
+// Under load all along: long sessions (interactive and transfers)
+// entered through every proxy; those of a restarted proxy end with it, by
+// design, and as many are opened through it again once it is back. And
+// NewClients clients that each open a short session every NewEvery, each
+// through the next proxy in rotation: a proxy leaves the rotation before
+// its SIGTERM (as a load balancer's health check or `warren connect`
+// takes a proxy that is not ready out) and returns once it is ready.
+
+// restartRecord is one proxy's restart in a rolling run.
+type restartRecord struct {
+	victim string
+	at     time.Time // the SIGTERM
+	held   bool      // it held one of the agent's tunnels at the SIGTERM
+	// crossing counts the sessions entered through other proxies whose
+	// path crossed it at the SIGTERM (by their entry proxies' logs).
+	crossing int
+	// exited, ready and tunnels: when it exited, when it was ready again,
+	// when the agent held two tunnels again (zero: did not happen).
+	exited, ready, tunnels time.Time
+	killed                 bool // it had not exited grace+25s after the SIGTERM: SIGKILL
+	newPorts               bool // an address of its was taken: it started on new ones
+	holdersAfter           []string
+	err                    error // it did not come back (ready)
+	// resumes counts the "session resumed" lines of every proxy from the
+	// SIGTERM until the next one (or the end).
+	resumes int
+}
+
+// back says whether and how the proxy came back.
+func (r restartRecord) back() string {
+	if r.err != nil {
+		return "no: " + r.err.Error()
+	}
+	s := "yes"
+	if r.killed {
+		s += " (SIGKILL: no exit after SIGTERM)"
+	}
+	if r.newPorts {
+		s += " (on new ports)"
+	}
+	return s
+}
+
+// newSession is one short session of the rolling restart's clients.
+type newSession struct {
+	entry string
+	at    time.Time
+	took  time.Duration
+	err   error
+}
+
+// rollingRun is what one rolling restart measured.
+type rollingRun struct {
+	rep            int
+	dir            string
+	grace          time.Duration
+	loadStart, end time.Time
+	restarts       []restartRecord
+	sessions       []*echoSession
+	transfers      []*transfer
+	news           []newSession
+	// early are long sessions that broke before the first restart;
+	// reopenErrs the sessions that could not be opened through a proxy
+	// that was back.
+	early, reopenErrs []string
+}
+
+// rotation is the proxies new sessions enter through: every one but the
+// one out (restarting), in turn.
+type rotation struct {
+	mu       sync.Mutex
+	ids      []string
+	addr     map[string]string // user addresses
+	out      string
+	inflight map[string]int
+	next     int
+}
+
+func newRotation(ps []*ProxyProc) *rotation {
+	r := &rotation{addr: map[string]string{}, inflight: map[string]int{}}
+	for _, p := range ps {
+		r.ids = append(r.ids, p.ID)
+		r.addr[p.ID] = p.User
+	}
+	return r
+}
+
+// pick is the next proxy in rotation and its user address; done must
+// follow once the session through it ended.
+func (r *rotation) pick() (id, addr string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for range r.ids {
+		id := r.ids[r.next%len(r.ids)]
+		r.next++
+		if id != r.out {
+			r.inflight[id]++
+			return id, r.addr[id]
+		}
+	}
+	return "", ""
+}
+
+func (r *rotation) done(id string) {
+	r.mu.Lock()
+	r.inflight[id]--
+	r.mu.Unlock()
+}
+
+// take puts id out of rotation; idle reports whether no new session
+// through it is under way.
+func (r *rotation) take(id string) {
+	r.mu.Lock()
+	r.out = id
+	r.mu.Unlock()
+}
+
+func (r *rotation) idle(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.inflight[id] == 0
+}
+
+// back returns id, now at addr, to the rotation.
+func (r *rotation) back(id, addr string) {
+	r.mu.Lock()
+	r.out, r.addr[id] = "", addr
+	r.mu.Unlock()
+}
+
+// newEchoSession is one short session: a new SSH connection to the proxy
+// at addr, a direct-tcpip channel to the echo resource, payload there and
+// back, closed; 10 s at most.
+func newEchoSession(c *Cluster, addr string, payload []byte) error {
+	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	sc, chans, reqs, err := ssh.NewClientConn(conn, addr, c.clientConfig())
+	if err != nil {
+		return fmt.Errorf("ssh handshake: %w", err)
+	}
+	cl := ssh.NewClient(sc, chans, reqs)
+	defer cl.Close()
+	ch, err := cl.Dial("tcp", survivalTarget)
+	if err != nil {
+		return fmt.Errorf("open the session: %w", err)
+	}
+	defer ch.Close()
+	if _, err := ch.Write(payload); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	back := make([]byte, len(payload))
+	if _, err := io.ReadFull(ch, back); err != nil {
+		return fmt.Errorf("read the echo: %w", err)
+	}
+	if !slices.Equal(back, payload) {
+		return errors.New("the echo came back wrong")
+	}
+	return nil
+}
+
+// agentHolders are the proxies that hold a tunnel of the agent, each by
+// its own status (the bed has one agent); the proxies not running are
+// not asked.
+func agentHolders(c *Cluster) []string {
+	var out []string
+	for _, p := range c.Proxies {
+		if p.Proc == nil || p.Proc.Exited() {
+			continue
+		}
+		st, err := c.Status(p)
+		if err != nil {
+			continue
+		}
+		for _, m := range st {
+			if m.Link == "self" && m.LocalAgents >= 1 {
+				out = append(out, p.ID)
+			}
+		}
+	}
+	return out
+}
+
+// restartProxy starts p again once it has exited: same id, data directory
+// and addresses, joining through the other proxies, and waits until it is
+// ready. An address taken in between by another process of the machine
+// makes it start on new ones instead (newPorts).
+func restartProxy(ctx context.Context, env Env, c *Cluster, p *ProxyProc) (newPorts bool, err error) {
+	p.Seeds = nil
+	for _, q := range c.Proxies {
+		if q != p {
+			p.Seeds = append(p.Seeds, q.Gossip)
+		}
+	}
+	command := func(config string) harness.Command {
+		return harness.Command{Bin: env.Binary, Args: []string{"proxy", "--config", config}}
+	}
+	start := func() error {
+		err := c.h.StartProxy(ctx, p, command)
+		if p.Proc != nil {
+			c.stop.add(p.Proc.Stop)
+		}
+		return err
+	}
+	p.FixedPorts = true
+	err = start()
+	p.FixedPorts = false
+	if err != nil && p.Proc != nil && p.Proc.Exited() && ctx.Err() == nil {
+		newPorts = true
+		err = start()
+	}
+	if err == nil {
+		err = c.h.WaitReady(ctx, p)
+	}
+	return newPorts, err
+}
+
+// perProxy counts the i in [0, n) with i%3 == k: the long sessions of
+// proxy k.
+func perProxy(n, k int) int { return (n - k + 2) / 3 }
+
+// runRollingOnce restarts every proxy of a fresh bed in turn, under load.
+func runRollingOnce(ctx context.Context, env Env, cfg SurvivalConfig, rep int) (*rollingRun, error) {
+	name := fmt.Sprintf("survival-rolling-%d", rep)
+	var (
+		b   *survivalBed
+		err error
+	)
+	for try := 0; ; try++ {
+		b, err = startWarrenBed(ctx, env, cfg, name)
+		if err == nil || try > 0 || ctx.Err() != nil {
+			break
+		}
+		env.progress("survival: setting up failed, once more on a fresh bed: %v", err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer b.stop.run()
+	// The agent stops first, so that the proxies stopped at the end have
+	// no tunnel to hand off.
+	defer b.agent.Stop()
+	c := b.cluster
+	run := &rollingRun{rep: rep, dir: b.dir, grace: cmp.Or(c.h.ShutdownGrace, 5*time.Second)}
+	proxies := slices.Clone(c.Proxies)
+	var ids []string
+	for _, p := range proxies {
+		ids = append(ids, p.ID)
+	}
+	env.progress("survival: rolling restart of %s, in that order; the agent's tunnels on %s (logs in %s)",
+		strings.Join(ids, ", "), strings.Join(agentHolders(c), " and "), b.dir)
+
+	stopSend := make(chan struct{})
+	var (
+		loadWG   sync.WaitGroup
+		nextXfer int
+	)
+	// openLong opens long sessions through p, a few at a time.
+	openLong := func(p *ProxyProc, interactive, transfers int) ([]*echoSession, []*transfer, error) {
+		open := func(context.Context) (*survStream, error) { return b.openVia(p) }
+		es, ts := make([]*echoSession, interactive), make([]*transfer, transfers)
+		var (
+			mu    sync.Mutex
+			errs  []error
+			wg    sync.WaitGroup
+			slots = make(chan struct{}, 4)
+		)
+		for i := range interactive + transfers {
+			index := nextXfer
+			if i >= interactive {
+				nextXfer++
+			}
+			wg.Add(1)
+			slots <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-slots }()
+				var err error
+				if i < interactive {
+					var e *echoSession
+					if e, err = openEcho(ctx, open); err == nil {
+						e.entry = p.ID
+						es[i] = e
+					}
+				} else {
+					var t *transfer
+					if t, err = openTransfer(ctx, open, index, cfg); err == nil {
+						// Open-ended: it sends until the load stops.
+						t.entry, t.stop, t.size = p.ID, stopSend, math.MaxInt64
+						ts[i-interactive] = t
+					}
+				}
+				if err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		return slices.DeleteFunc(es, func(e *echoSession) bool { return e == nil }),
+			slices.DeleteFunc(ts, func(t *transfer) bool { return t == nil }), errors.Join(errs...)
+	}
+	start := func(es []*echoSession, ts []*transfer) {
+		for _, e := range es {
+			loadWG.Add(2)
+			go func() { defer loadWG.Done(); e.read() }()
+			go func() { defer loadWG.Done(); e.send(cfg.Tick, stopSend) }()
+		}
+		for _, t := range ts {
+			loadWG.Add(1)
+			go func() { defer loadWG.Done(); t.run() }()
+		}
+		run.sessions, run.transfers = append(run.sessions, es...), append(run.transfers, ts...)
+	}
+	defer func() {
+		for _, e := range run.sessions {
+			e.shut()
+		}
+		for _, t := range run.transfers {
+			t.shut()
+		}
+	}()
+	type opened struct {
+		es []*echoSession
+		ts []*transfer
+	}
+	var first []opened
+	for k, p := range proxies {
+		es, ts, err := openLong(p, perProxy(cfg.Interactive, k), perProxy(cfg.Transfers, k))
+		first = append(first, opened{es, ts})
+		if err != nil {
+			for _, o := range first {
+				start(o.es, o.ts) // to be shut
+			}
+			close(stopSend)
+			return nil, fmt.Errorf("open the long sessions through %s: %w (logs in %s)", p.ID, err, b.dir)
+		}
+	}
+	stopped := false
+	stopLoad := func() {
+		if !stopped {
+			close(stopSend)
+			stopped = true
+		}
+	}
+	defer stopLoad()
+	run.loadStart = time.Now()
+	for _, o := range first {
+		start(o.es, o.ts)
+	}
+
+	// The new sessions, all along.
+	rot := newRotation(proxies)
+	stopNew := make(chan struct{})
+	var (
+		newWG   sync.WaitGroup
+		newMu   sync.Mutex
+		newDone bool
+	)
+	endNew := func() {
+		if !newDone {
+			close(stopNew)
+			newDone = true
+			newWG.Wait()
+		}
+	}
+	defer endNew()
+	for w := range cfg.NewClients {
+		newWG.Add(1)
+		go func() {
+			defer newWG.Done()
+			// Spread the clients over the interval.
+			select {
+			case <-stopNew:
+				return
+			case <-time.After(cfg.NewEvery * time.Duration(w) / time.Duration(cfg.NewClients)):
+			}
+			for n := 0; ; n++ {
+				t0 := time.Now()
+				id, addr := rot.pick()
+				err := errors.New("no proxy in rotation")
+				if id != "" {
+					err = newEchoSession(c, addr, fmt.Appendf(nil, "client %d, session %d", w, n))
+					rot.done(id)
+				}
+				newMu.Lock()
+				run.news = append(run.news, newSession{entry: id, at: t0, took: time.Since(t0), err: err})
+				newMu.Unlock()
+				select {
+				case <-stopNew:
+					return
+				case <-time.After(time.Until(t0.Add(cfg.NewEvery))):
+				}
+			}
+		}()
+	}
+	if !sleepCtx(ctx, cfg.Warmup) {
+		return nil, ctx.Err()
+	}
+
+	for k, p := range proxies {
+		r := restartRecord{victim: p.ID}
+		// Out of rotation first: no new session enters through it from
+		// here on, and those under way end before the SIGTERM.
+		rot.take(p.ID)
+		_ = waitUntil(ctx, 15*time.Second, 5*time.Millisecond, "the new sessions through "+p.ID+" to end", func() bool { return rot.idle(p.ID) })
+		r.held = slices.Contains(agentHolders(c), p.ID)
+		for _, q := range proxies {
+			if q != p {
+				if el, err := readEntryLog(q.Logs[len(q.Logs)-1]); err == nil {
+					r.crossing += el.crossing(p.ID)
+				}
+			}
+		}
+		r.at = time.Now()
+		if err := p.Proc.Signal(syscall.SIGTERM); err != nil {
+			return nil, fmt.Errorf("SIGTERM %s: %w", p.ID, err)
+		}
+		env.progress("survival: rolling: SIGTERM %s at %s UTC (the agent's tunnel on it: %v; sessions entered elsewhere crossing it: %d)",
+			p.ID, r.at.UTC().Format("15:04:05.000"), r.held, r.crossing)
+		if err := waitUntil(ctx, run.grace+25*time.Second, 10*time.Millisecond, p.ID+" to exit", p.Proc.Exited); err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			p.Proc.Kill()
+			r.killed = true
+		}
+		r.exited = time.Now()
+		r.newPorts, r.err = restartProxy(ctx, env, c, p)
+		if r.err == nil {
+			r.ready = time.Now()
+			rot.back(p.ID, p.User)
+			if waitUntil(ctx, 30*time.Second, 50*time.Millisecond, "the agent's two tunnels", func() bool {
+				h := agentHolders(c)
+				r.holdersAfter = h
+				return len(h) == 2
+			}) == nil {
+				r.tunnels = time.Now()
+			}
+		}
+		run.restarts = append(run.restarts, r)
+		if r.err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			env.progress("survival: rolling: %s did not come back: %v; no further restart", p.ID, r.err)
+			break
+		}
+		env.progress("survival: rolling: %s exited %s after the SIGTERM, ready %s after its start; the agent's tunnels on %s",
+			p.ID, r.exited.Sub(r.at).Round(time.Millisecond), r.ready.Sub(r.exited).Round(time.Millisecond), strings.Join(r.holdersAfter, " and "))
+		// As many long sessions through it as it had.
+		es, ts, err := openLong(p, perProxy(cfg.Interactive, k), perProxy(cfg.Transfers, k))
+		if err != nil {
+			run.reopenErrs = append(run.reopenErrs, fmt.Sprintf("through %s, restarted: %v", p.ID, err))
+		}
+		start(es, ts)
+		if k+1 < len(proxies) {
+			// Every long session has answered since the SIGTERM (or
+			// broke), then Gap.
+			_ = waitUntil(ctx, 10*time.Second, 20*time.Millisecond, "every session to answer after the restart", func() bool {
+				for _, e := range run.sessions {
+					if !e.echoedSince(r.at) {
+						return false
+					}
+				}
+				return true
+			})
+			if !sleepCtx(ctx, cfg.Gap) {
+				return nil, ctx.Err()
+			}
+		}
+	}
+	if !sleepCtx(ctx, cfg.Window) {
+		return nil, ctx.Err()
+	}
+	stopLoad()
+	endNew()
+	run.end = time.Now()
+	_ = waitUntil(ctx, cfg.Drain, 20*time.Millisecond, "the interactive sessions to drain", func() bool {
+		for _, e := range run.sessions {
+			if !e.drained() {
+				return false
+			}
+		}
+		return true
+	})
+	for _, e := range run.sessions {
+		e.shut()
+	}
+	deadline := time.After(cfg.Drain)
+	for _, t := range run.transfers {
+		select {
+		case <-t.finished:
+		case <-deadline:
+			t.shut()
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	for _, t := range run.transfers {
+		t.shut()
+	}
+	loadWG.Wait()
+
+	// Resumes, by the time of each proxy's log line.
+	var logs []string
+	for _, p := range proxies {
+		logs = append(logs, p.Logs...)
+	}
+	resumed, err := logTimes(logs, "session resumed")
+	if err != nil {
+		return nil, err
+	}
+	for i := range run.restarts {
+		for _, at := range resumed {
+			if !at.Before(run.restarts[i].at) && (i+1 == len(run.restarts) || at.Before(run.restarts[i+1].at)) {
+				run.restarts[i].resumes++
+			}
+		}
+	}
+	for i, e := range run.sessions {
+		if at := e.brokeAt(); !at.IsZero() && run.restartIndex(at) < 0 {
+			run.early = append(run.early, fmt.Sprintf("interactive %d (through %s): %v", i, e.entry, e.err))
+		}
+	}
+	for _, t := range run.transfers {
+		if _, _, at, _, _, err := t.outcome(); !at.IsZero() && run.restartIndex(at) < 0 {
+			run.early = append(run.early, fmt.Sprintf("transfer %d (through %s): %v", t.index, t.entry, err))
+		}
+	}
+	return run, nil
+}
+
+// logTimes are the times of the lines of the logs (slog's text format)
+// whose message is msg.
+func logTimes(paths []string, msg string) ([]time.Time, error) {
+	var out []time.Time
+	needle := fmt.Sprintf("msg=%q", msg)
+	for _, path := range paths {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			if line := sc.Text(); strings.Contains(line, needle) {
+				if at, err := time.Parse(time.RFC3339Nano, logfmt(line)["time"]); err == nil {
+					out = append(out, at)
+				}
+			}
+		}
+		err = sc.Err()
+		f.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// restartIndex is the restart an outcome at t belongs to: the last one at
+// or before t (with attribSlack), or -1 before the first.
+func (r *rollingRun) restartIndex(t time.Time) int {
+	idx := -1
+	for i, k := range r.restarts {
+		if !t.Add(attribSlack).Before(k.at) {
+			idx = i
+		}
+	}
+	return idx
+}
+
+// rollingRow is what one restart did to the sessions under way, or the
+// sum of several.
+type rollingRow struct {
+	interUnder, interOK int // long sessions entered elsewhere
+	xferUnder, xferOK   int
+	ended, notEnded     int // long sessions entered through it: ended with it, or not
+	corrupt             int
+	stalls              Durations
+	newTotal, newFailed int
+	newTook             Durations
+	resumes             int
+	errs                []string
+}
+
+func (r *rollingRow) add(o rollingRow) {
+	r.interUnder, r.interOK = r.interUnder+o.interUnder, r.interOK+o.interOK
+	r.xferUnder, r.xferOK = r.xferUnder+o.xferUnder, r.xferOK+o.xferOK
+	r.ended, r.notEnded, r.corrupt = r.ended+o.ended, r.notEnded+o.notEnded, r.corrupt+o.corrupt
+	r.stalls = append(r.stalls, o.stalls...)
+	r.newTotal, r.newFailed = r.newTotal+o.newTotal, r.newFailed+o.newFailed
+	r.newTook = append(r.newTook, o.newTook...)
+	r.resumes += o.resumes
+}
+
+// row tallies restart i: the long sessions under way at its SIGTERM (open
+// and not broken before), split by whether they entered through the
+// restarted proxy; the survivors' stalls from the SIGTERM until the next
+// one (or the end); the new sessions begun from the SIGTERM until the
+// next one (or the end).
+func (r *rollingRun) row(i int) rollingRow {
+	k := r.restarts[i]
+	var echoedBefore, sentBefore, next time.Time
+	if i+1 < len(r.restarts) {
+		echoedBefore, next = r.restarts[i+1].at, r.restarts[i+1].at
+	} else {
+		sentBefore = r.end
+	}
+	row := rollingRow{resumes: k.resumes}
+	for _, e := range r.sessions {
+		if e.sent[0].After(k.at) {
+			continue // opened after it
+		}
+		at := e.brokeAt()
+		idx := r.restartIndex(at)
+		if !at.IsZero() && idx < i {
+			continue // broke before it
+		}
+		if e.entry == k.victim {
+			if !at.IsZero() && idx == i {
+				row.ended++
+			} else {
+				row.notEnded++
+			}
+			continue
+		}
+		row.interUnder++
+		if at.IsZero() || idx > i {
+			row.interOK++
+			row.stalls = append(row.stalls, e.stall(k.at, echoedBefore, sentBefore))
+			continue
+		}
+		e.mu.Lock()
+		if e.corrupt {
+			row.corrupt++
+		}
+		if e.err != nil && len(row.errs) < 3 {
+			row.errs = append(row.errs, fmt.Sprintf("interactive through %s, +%s: %v", e.entry, e.errAt.Sub(k.at).Round(time.Millisecond), e.err))
+		}
+		e.mu.Unlock()
+	}
+	for _, t := range r.transfers {
+		start, done, at, _, _, err := t.outcome()
+		if start.After(k.at) {
+			continue
+		}
+		idx := r.restartIndex(at)
+		if (!at.IsZero() && idx < i) || (at.IsZero() && done.Before(k.at)) {
+			continue
+		}
+		if t.entry == k.victim {
+			if !at.IsZero() && idx == i {
+				row.ended++
+			} else {
+				row.notEnded++
+			}
+			continue
+		}
+		row.xferUnder++
+		if at.IsZero() || idx > i {
+			row.xferOK++
+		} else if err != nil && len(row.errs) < 5 {
+			row.errs = append(row.errs, fmt.Sprintf("transfer through %s, +%s: %v", t.entry, at.Sub(k.at).Round(time.Millisecond), err))
+		}
+	}
+	for _, n := range r.news {
+		if n.at.Before(k.at) || (!next.IsZero() && !n.at.Before(next)) {
+			continue
+		}
+		row.newTotal++
+		row.newTook = append(row.newTook, n.took)
+		if n.err != nil {
+			row.newFailed++
+		}
+	}
+	return row
+}
+
+// totals are the whole run's new sessions (the warm-up's and the
+// window's included), and the long transfers' and sessions' byte checks.
+type rollingTotals struct {
+	newTotal, newFailed int
+	newTook             Durations
+	newErrs             []string
+	xferDone, hashOK    int
+	checked             int64
+	corrupt             int // sessions or transfers whose bytes came back wrong
+	back                int
+	drain, ready, whole Durations // SIGTERM to exit, exit to ready, SIGTERM to ready
+}
+
+func (r *rollingRun) totals() rollingTotals {
+	var t rollingTotals
+	for _, n := range r.news {
+		t.newTotal++
+		t.newTook = append(t.newTook, n.took)
+		if n.err != nil {
+			t.newFailed++
+			if len(t.newErrs) < 5 {
+				when := "before the first restart"
+				if i := r.restartIndex(n.at); i >= 0 {
+					when = fmt.Sprintf("%s after the SIGTERM of %s", n.at.Sub(r.restarts[i].at).Round(time.Millisecond), r.restarts[i].victim)
+				}
+				t.newErrs = append(t.newErrs, fmt.Sprintf("through %s, %s: %v", orDash(n.entry), when, n.err))
+			}
+		}
+	}
+	for _, x := range r.transfers {
+		x.mu.Lock()
+		if x.complete {
+			t.xferDone++
+			if x.hashOK {
+				t.hashOK++
+				t.checked += x.received
+			} else {
+				t.corrupt++
+			}
+		}
+		x.mu.Unlock()
+	}
+	for _, e := range r.sessions {
+		e.mu.Lock()
+		if e.corrupt {
+			t.corrupt++
+		}
+		e.mu.Unlock()
+	}
+	for _, k := range r.restarts {
+		if k.err != nil {
+			continue
+		}
+		t.back++
+		t.drain = append(t.drain, k.exited.Sub(k.at))
+		t.ready = append(t.ready, k.ready.Sub(k.exited))
+		t.whole = append(t.whole, k.ready.Sub(k.at))
+	}
+	return t
+}
+
+// fmtSpan is "p50 / max" of d, "-" without samples.
+func fmtSpan(d Durations) string {
+	if len(d) == 0 {
+		return "-"
+	}
+	return fmtStall(d.Median(), 1) + " / " + fmtStall(slices.Max(d), 1)
+}
+
+// sinceOrDash is to - from, "-" when to is zero.
+func sinceOrDash(from, to time.Time) string {
+	if to.IsZero() {
+		return "-"
+	}
+	return fmtStall(to.Sub(from), 1)
+}
+
+// rollingTables are the rolling restart's summary (a row per repetition,
+// and their sum) and its per-restart table, and every survivor's stall.
+func rollingTables(cfg SurvivalConfig, rolls []*rollingRun) (Table, Table, Durations) {
+	summary := Table{
+		Name:  "survival-rolling",
+		Title: fmt.Sprintf("Rolling restart: every proxy of a 3-proxy cluster restarted in turn (SIGTERM: drain, then the same proxy again), under load (%d repetitions, a fresh cluster each)", len(rolls)),
+		Header: []string{"run", "proxies restarted (back and ready)", "new sessions (total / failed)", "new session p50 / p99",
+			"long sessions entered elsewhere: interactive survived", "transfers survived", "hashes matched", "bytes checked end to end",
+			"ended with their entry (by design)", "stall p50", "stall p95", "stall max", "resumes logged",
+			"SIGTERM to exit (p50 / max)", "exit to ready (p50 / max)", "SIGTERM to ready again (p50 / max)"},
+	}
+	perRestart := Table{
+		Name:  "survival-rolling-restarts",
+		Title: "Rolling restart: every restart",
+		Header: []string{"rep", "restarted", "agent's tunnel on it", "crossing", "new sessions (total / failed)",
+			"interactive survived", "transfers survived", "ended with their entry", "stall p50", "stall p95", "stall max", "resumes logged",
+			"SIGTERM to exit", "exit to ready", "SIGTERM to the agent's 2 tunnels", "agent's tunnels after", "back"},
+	}
+	var (
+		all                            rollingRow
+		allT                           rollingTotals
+		restarted, attempted, notEnded int
+		failures, early                []string
+	)
+	summaryRow := func(name string, sum rollingRow, t rollingTotals, back, of int) []string {
+		return []string{name, frac(back, of), fmt.Sprintf("%d / %d", t.newTotal, t.newFailed),
+			fmtStall(t.newTook.Median(), len(t.newTook)) + " / " + fmtStall(t.newTook.Quantile(0.99), len(t.newTook)),
+			frac(sum.interOK, sum.interUnder), frac(sum.xferOK, sum.xferUnder), frac(t.hashOK, t.xferDone), sizeName(t.checked),
+			fmt.Sprint(sum.ended), fmtStall(sum.stalls.Median(), len(sum.stalls)), fmtStall(sum.stalls.Quantile(0.95), len(sum.stalls)),
+			fmtStall(slices.Max(append(sum.stalls, 0)), len(sum.stalls)), fmt.Sprint(sum.resumes),
+			fmtSpan(t.drain), fmtSpan(t.ready), fmtSpan(t.whole)}
+	}
+	for _, r := range rolls {
+		var sum rollingRow
+		for i, k := range r.restarts {
+			row := r.row(i)
+			sum.add(row)
+			notEnded += row.notEnded
+			held := "no"
+			if k.held {
+				held = "yes"
+			}
+			perRestart.Rows = append(perRestart.Rows, []string{fmt.Sprint(r.rep), k.victim, held, fmt.Sprint(k.crossing),
+				fmt.Sprintf("%d / %d", row.newTotal, row.newFailed), frac(row.interOK, row.interUnder), frac(row.xferOK, row.xferUnder),
+				fmt.Sprint(row.ended), fmtStall(row.stalls.Median(), len(row.stalls)), fmtStall(row.stalls.Quantile(0.95), len(row.stalls)),
+				fmtStall(slices.Max(append(row.stalls, 0)), len(row.stalls)), fmt.Sprint(row.resumes),
+				sinceOrDash(k.at, k.exited), sinceOrDash(k.exited, k.ready), sinceOrDash(k.at, k.tunnels), orDash(strings.Join(k.holdersAfter, ", ")), k.back()})
+			for _, e := range row.errs {
+				failures = append(failures, fmt.Sprintf("rep %d, restart of %s: %s", r.rep, k.victim, e))
+			}
+		}
+		t := r.totals()
+		for _, e := range t.newErrs {
+			failures = append(failures, fmt.Sprintf("rep %d, new session %s", r.rep, e))
+		}
+		for _, e := range r.reopenErrs {
+			failures = append(failures, fmt.Sprintf("rep %d, reopening the long sessions %s", r.rep, e))
+		}
+		for _, e := range r.early {
+			early = append(early, fmt.Sprintf("rep %d, %s", r.rep, e))
+		}
+		summary.Rows = append(summary.Rows, summaryRow(fmt.Sprintf("rep %d", r.rep), sum, t, t.back, 3))
+		all.add(sum)
+		allT.newTotal, allT.newFailed = allT.newTotal+t.newTotal, allT.newFailed+t.newFailed
+		allT.newTook = append(allT.newTook, t.newTook...)
+		allT.xferDone, allT.hashOK, allT.checked, allT.corrupt = allT.xferDone+t.xferDone, allT.hashOK+t.hashOK, allT.checked+t.checked, allT.corrupt+t.corrupt
+		allT.drain, allT.ready, allT.whole = append(allT.drain, t.drain...), append(allT.ready, t.ready...), append(allT.whole, t.whole...)
+		restarted, attempted = restarted+t.back, attempted+3
+	}
+	if len(rolls) > 1 {
+		summary.Rows = append(summary.Rows, summaryRow("all", all, allT, restarted, attempted))
+	}
+	grace := rolls[0].grace
+	goal := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "**not met**"
+	}
+	broken := (all.interUnder - all.interOK) + (all.xferUnder - all.xferOK)
+	summary.Notes = []string{
+		fmt.Sprintf("Setup: the bed of cases 1 and 2 (3 proxies, gossip `%s`, shutdown.grace %s; one agent with `connection_count: 2` serving `svc`, a tcp resource on an echo server). "+
+			"Each proxy in turn, proxy-1 to proxy-3: out of the new sessions' rotation (and the new sessions under way through it have ended), SIGTERM, "+
+			"wait for its exit (SIGKILL after grace + 25 s), start it again with the same id, data directory, addresses and config, joining through the other two, wait for `/readyz`, "+
+			"back in rotation, wait until the agent holds 2 tunnels (each proxy's own status), open as many long sessions through it as it had, wait until every long session has answered and %s more, then the next proxy. "+
+			"The drain: not ready, the agent's tunnel handed to another proxy (new tunnel first), the streams it forwards for sessions entered elsewhere ended (they resume), "+
+			"shutdown.grace for the sessions that entered through it (a tcp session has no terminal to be told on: they run until the grace ends), gossip leave, exit.", cfg.Gossip, grace, cfg.Gap),
+		fmt.Sprintf("Load: long sessions entered through every proxy, %d interactive (one byte every %s, each echo timed) and %d transfers (pseudo-random bytes paced at %s, sent until the load stops, "+
+			"read back and hashed both ways), spread over the proxies in turn; %s of load before the first SIGTERM, %s after the last proxy is back. "+
+			"New sessions: %d clients, each opening one every %s: a new SSH connection (Go's x/crypto/ssh) to the next proxy in rotation, a direct-tcpip channel to `svc`, a few bytes there and back, closed; "+
+			"failed: any error, or no answer within 10 s.",
+			cfg.Interactive, cfg.Tick, cfg.Transfers, rateMiB(cfg.TransferRate), cfg.Warmup, cfg.Window, cfg.NewClients, cfg.NewEvery),
+		"Long sessions entered elsewhere: per restart, the long sessions under way at its SIGTERM that entered through another proxy; survived: did not break from that SIGTERM until the next (or the end); " +
+			"summed over the restarts (a session crosses up to two). Ended with their entry: the long sessions under way that entered through the restarted proxy and ended with it, by design " +
+			"(a new connection goes on through another proxy). Hashes matched: of the transfers that came back whole (every one not ended with its entry), counted once each. " +
+			"Stall, per interactive session entered elsewhere that survived a restart: the longest any byte waited for its echo among those in flight at the SIGTERM or sent after it, until the next SIGTERM (or the end). " +
+			"Crossing: sessions entered through the other proxies whose path crossed the restarted one at the SIGTERM, by their entry proxies' logs. " +
+			"Resumes logged: \"session resumed\" lines of every proxy from the SIGTERM until the next (or the end). New sessions per restart: those begun from its SIGTERM until the next (or the end); the summary counts the whole run.",
+		fmt.Sprintf("Goal (issue), rolling restart of every proxy; measured and reported, never asserted: zero failed new sessions (%d of %d failed: %s); "+
+			"zero broken sessions that did not enter through the restarting proxy (%d broken: %s); every byte of those sessions exact (%d sessions or transfers with bytes wrong: %s).",
+			allT.newFailed, allT.newTotal, goal(allT.newFailed == 0), broken, goal(broken == 0), allT.corrupt, goal(allT.corrupt == 0)),
+	}
+	if notEnded > 0 {
+		summary.Notes = append(summary.Notes, fmt.Sprintf("**%d long sessions that entered through a restarted proxy did not end with it.**", notEnded))
+	}
+	if len(early) > 0 {
+		summary.Notes = append(summary.Notes, "**Long sessions that broke before the first restart** (not counted above): "+strings.Join(early, "; ")+".")
+	}
+	if len(failures) > 0 {
+		if len(failures) > 12 {
+			failures = append(failures[:12], fmt.Sprintf("and %d more", len(failures)-12))
+		}
+		summary.Notes = append(summary.Notes, "Failures, the first per restart and run (time after the SIGTERM): "+strings.Join(failures, "; ")+".")
+	}
+	perRestart.Notes = []string{"Agent's tunnel on it: whether the restarted proxy held one of the agent's two tunnels at the SIGTERM (then the hand-off moves it). " +
+		"SIGTERM to the agent's 2 tunnels: until two proxies report a tunnel of the agent again, after the restarted proxy is ready. Back: whether it came back ready (on its own addresses unless said)."}
+	return summary, perRestart, all.stalls
 }

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -10,9 +11,9 @@ import (
 // TestSurvivalTiny runs the survival scenario's tiny configuration and
 // checks what must hold whatever the machine's speed: every case ran with
 // sessions under way at each kill, every transfer that came back whole
-// matched its hash, and in each Warren case at least one session resumed.
-// How many survived and how long they stalled are reported, never
-// asserted.
+// matched its hash, and in each Warren case at least one session resumed;
+// the rolling restart ran (checkRollingTiny). How many survived and how
+// long they stalled are reported, never asserted.
 func TestSurvivalTiny(t *testing.T) {
 	needSshd(t) // the ssh -J b1,b2 anchor
 	rep := runTiny(t, "survival")
@@ -69,6 +70,52 @@ func TestSurvivalTiny(t *testing.T) {
 			t.Errorf("case %s: no session resumed", c)
 		}
 	}
+	checkRollingTiny(t, rep)
+}
+
+// checkRollingTiny checks the mechanism of the rolling restart, whatever
+// the machine's speed: it ran, every proxy was restarted and came back
+// ready, and new sessions ran during it. How many failed or broke is
+// reported, never asserted.
+func checkRollingTiny(t *testing.T, rep Report) {
+	t.Helper()
+	tables := map[string]*Table{}
+	for i := range rep.Tables {
+		tables[rep.Tables[i].Name] = &rep.Tables[i]
+	}
+	restarts, summary := tables["survival-rolling-restarts"], tables["survival-rolling"]
+	if restarts == nil || summary == nil {
+		t.Fatal("the rolling restart did not run: no survival-rolling tables")
+	}
+	col := func(tb *Table, name string) int {
+		i := slices.Index(tb.Header, name)
+		if i < 0 {
+			t.Fatalf("%s: no column %q", tb.Name, name)
+		}
+		return i
+	}
+	var restarted []string
+	for _, row := range restarts.Rows {
+		id := row[col(restarts, "restarted")]
+		restarted = append(restarted, id)
+		if back := row[col(restarts, "back")]; !strings.HasPrefix(back, "yes") {
+			t.Errorf("%s did not come back: %s", id, back)
+		}
+	}
+	if want := []string{"proxy-1", "proxy-2", "proxy-3"}; !slices.Equal(restarted, want) {
+		t.Errorf("restarted %v, want %v", restarted, want)
+	}
+	for _, row := range summary.Rows {
+		var total, failed int
+		if _, err := fmt.Sscanf(row[col(summary, "new sessions (total / failed)")], "%d / %d", &total, &failed); err != nil {
+			t.Fatalf("new sessions %q: %v", row[col(summary, "new sessions (total / failed)")], err)
+		}
+		if total == 0 {
+			t.Errorf("%s: no new session ran during the rolling restart", row[0])
+		}
+		t.Logf("rolling restart %s: %d new sessions, %d failed; long sessions entered elsewhere survived: interactive %s, transfers %s",
+			row[0], total, failed, row[col(summary, "long sessions entered elsewhere: interactive survived")], row[col(summary, "transfers survived")])
+	}
 }
 
 // TestSurvivalFlags: bad settings get one clear error before anything
@@ -80,5 +127,8 @@ func TestSurvivalFlags(t *testing.T) {
 		{[]string{"--window", "10ms"}, "--window and --drain at least 1s"},
 		{[]string{"--gossip", "fast"}, "--gossip"},
 		{[]string{"--gap", "-1s"}, "--gap must not be negative"},
+		{[]string{"--rolling-reps", "-1"}, "--rolling-reps must be 0 to 20"},
+		{[]string{"--new-clients", "0"}, "--new-clients must be 1 to 32"},
+		{[]string{"--new-every", "1ms"}, "--new-every must be between 10ms and 10s"},
 	})
 }

@@ -111,6 +111,13 @@ func (d *directory) update(set []revtunnel.ProxyInfo) bool {
 		if d.proxies[id] != p {
 			changed = true
 		}
+		if _, known := d.proxies[id]; !known {
+			// Back in the set after it left it: a proxy that said it
+			// was shutting down has restarted (a rolling upgrade), and
+			// may be chosen again at once.
+			delete(d.leaving, id)
+			delete(d.leaving, p.TunnelAddr)
+		}
 	}
 	d.proxies = next
 	ids := make(map[string]bool, len(next))

@@ -350,3 +350,25 @@ func TestDirectoryAvoidsALeavingProxy(t *testing.T) {
 		t.Errorf("pick after leaveMemory: %q, want p1:3024 again (a restarted proxy)", got)
 	}
 }
+
+// TestDirectoryTakesARestartedProxyAtOnce: a proxy that said it was
+// shutting down, left the proxy set and came back in it (a rolling
+// restart) is chosen again at once, not after leaveMemory.
+func TestDirectoryTakesARestartedProxyAtOnce(t *testing.T) {
+	now := time.Unix(1000, 0)
+	d := newDirectory("", []string{"p1:3024"}, newHomeRule(time.Second))
+	d.update(proxyInfos("p1", "p2"))
+	d.left(now, "p1", "p1:3024")
+	if err := d.claim("peer-1", "p2"); err != nil {
+		t.Fatal(err)
+	}
+	d.update(proxyInfos("p1", "p2")) // still in its peers' sets: still leaving
+	if got := d.pick("peer-0", now); got != "" {
+		t.Fatalf("pick while p1 drains: %q, want none", got)
+	}
+	d.update(proxyInfos("p2"))       // it left the cluster
+	d.update(proxyInfos("p1", "p2")) // and joined again
+	if got := d.pick("peer-0", now.Add(time.Second)); got != "p1:3024" {
+		t.Errorf("pick once p1 is back: %q, want p1:3024 at once", got)
+	}
+}
