@@ -261,24 +261,48 @@ type survivalBed struct {
 	b2 *Sshd
 }
 
+// newSurvivalBed begins a bed: its scratch directory, named name, and a
+// Warren cluster there (closed by the bed's stop). It leaves nothing
+// running when it fails.
+func newSurvivalBed(ctx context.Context, env Env, name string, cc ClusterConfig) (*survivalBed, *Cluster, error) {
+	b := &survivalBed{}
+	var err error
+	if b.dir, err = env.scratch(name); err != nil {
+		return nil, nil, err
+	}
+	c, err := StartCluster(ctx, env, b.dir, cc)
+	if err != nil {
+		return nil, nil, err
+	}
+	b.stop.add(c.Close)
+	return b, c, nil
+}
+
+// setUpBed starts a bed with start, and once more on a fresh bed if that
+// fails: a setup can lose a race for a port with other processes (as in
+// the failover scenario).
+func setUpBed(ctx context.Context, env Env, start func() (*survivalBed, error)) (*survivalBed, error) {
+	b, err := start()
+	if err != nil && ctx.Err() == nil {
+		env.progress("survival: setting up failed, once more on a fresh bed: %v", err)
+		b, err = start()
+	}
+	return b, err
+}
+
 // startWarrenBed starts 3 proxies and one agent with two tunnels, and
 // picks the proxy that holds none as the entry.
 func startWarrenBed(ctx context.Context, env Env, cfg SurvivalConfig, name string) (_ *survivalBed, err error) {
-	b := &survivalBed{}
+	b, c, err := newSurvivalBed(ctx, env, name, ClusterConfig{Proxies: 3, Gossip: cfg.Gossip})
+	if err != nil {
+		return nil, err
+	}
 	defer func() {
 		if err != nil {
 			b.stop.run()
 		}
 	}()
-	if b.dir, err = env.scratch(name); err != nil {
-		return nil, err
-	}
-	c, err := StartCluster(ctx, env, b.dir, ClusterConfig{Proxies: 3, Gossip: cfg.Gossip})
-	if err != nil {
-		return nil, err
-	}
 	b.cluster = c
-	b.stop.add(c.Close)
 	echo, err := echoServer("127.0.0.1", &b.stop)
 	if err != nil {
 		return nil, err
@@ -357,20 +381,15 @@ func startWarrenBed(ctx context.Context, env Env, cfg SurvivalConfig, name strin
 // A 1-proxy Warren cluster provides the user CA and certificate the stock
 // servers trust (as in the path scenario); it carries no session.
 func startAnchorBed(ctx context.Context, env Env, name string) (_ *survivalBed, err error) {
-	b := &survivalBed{}
+	b, c, err := newSurvivalBed(ctx, env, name, ClusterConfig{Proxies: 1})
+	if err != nil {
+		return nil, err
+	}
 	defer func() {
 		if err != nil {
 			b.stop.run()
 		}
 	}()
-	if b.dir, err = env.scratch(name); err != nil {
-		return nil, err
-	}
-	c, err := StartCluster(ctx, env, b.dir, ClusterConfig{Proxies: 1})
-	if err != nil {
-		return nil, err
-	}
-	b.stop.add(c.Close)
 	o, err := newOpenSSH(b.dir, c.userCA)
 	if err != nil {
 		return nil, err
@@ -824,6 +843,186 @@ func (t *transfer) outcome() (start, done time.Time, brokeAt time.Time, complete
 	return t.start, t.done, brokeAt, t.complete, t.hashOK, t.err
 }
 
+// openSessions opens interactive sessions and transfers with open, four
+// at a time, the transfers numbered from firstTransfer; each records
+// entry, the proxy it entered through ("" but in the rolling restart). It
+// returns the sessions and transfers that opened, and the errors of those
+// that did not.
+func openSessions(ctx context.Context, cfg SurvivalConfig, open func(context.Context) (*survStream, error), entry string,
+	interactive, transfers, firstTransfer int) ([]*echoSession, []*transfer, error) {
+	es, ts := make([]*echoSession, interactive), make([]*transfer, transfers)
+	var (
+		mu    sync.Mutex
+		errs  []error
+		wg    sync.WaitGroup
+		slots = make(chan struct{}, 4)
+	)
+	for i := range interactive + transfers {
+		wg.Add(1)
+		slots <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			var err error
+			if i < interactive {
+				var e *echoSession
+				if e, err = openEcho(ctx, open); err == nil {
+					e.entry = entry
+					es[i] = e
+				}
+			} else {
+				var t *transfer
+				if t, err = openTransfer(ctx, open, firstTransfer+i-interactive, cfg); err == nil {
+					t.entry = entry
+					ts[i-interactive] = t
+				}
+			}
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return slices.DeleteFunc(es, func(e *echoSession) bool { return e == nil }),
+		slices.DeleteFunc(ts, func(t *transfer) bool { return t == nil }), errors.Join(errs...)
+}
+
+// shutAll closes every session and transfer (see echoSession.shut and
+// transfer.shut).
+func shutAll(sessions []*echoSession, transfers []*transfer) {
+	for _, e := range sessions {
+		e.shut()
+	}
+	for _, t := range transfers {
+		t.shut()
+	}
+}
+
+// everySession reports whether ok holds for every session.
+func everySession(sessions []*echoSession, ok func(e *echoSession) bool) bool {
+	for _, e := range sessions {
+		if !ok(e) {
+			return false
+		}
+	}
+	return true
+}
+
+// waitAnswered waits, 10 s at most, until every session has echoed a byte
+// at or after t (or broke); what names the wait.
+func waitAnswered(ctx context.Context, sessions []*echoSession, t time.Time, what string) {
+	_ = waitUntil(ctx, 10*time.Second, 20*time.Millisecond, what, func() bool {
+		return everySession(sessions, func(e *echoSession) bool { return e.echoedSince(t) })
+	})
+}
+
+// sessionLoad runs the load of long sessions: each interactive session
+// sends a byte every tick and reads its echoes, each transfer runs, until
+// stop (an open-ended transfer's stop channel is stopSend).
+type sessionLoad struct {
+	tick     time.Duration
+	stopSend chan struct{}
+	stopped  bool
+	wg       sync.WaitGroup
+}
+
+func newSessionLoad(tick time.Duration) *sessionLoad {
+	return &sessionLoad{tick: tick, stopSend: make(chan struct{})}
+}
+
+// start sets the sessions and transfers going.
+func (l *sessionLoad) start(sessions []*echoSession, transfers []*transfer) {
+	for _, e := range sessions {
+		l.wg.Add(2)
+		go func() { defer l.wg.Done(); e.read() }()
+		go func() { defer l.wg.Done(); e.send(l.tick, l.stopSend) }()
+	}
+	for _, t := range transfers {
+		l.wg.Add(1)
+		go func() { defer l.wg.Done(); t.run() }()
+	}
+}
+
+// stop ends the sending; calls after the first do nothing.
+func (l *sessionLoad) stop() {
+	if !l.stopped {
+		close(l.stopSend)
+		l.stopped = true
+	}
+}
+
+// finish, after stop, gives what is still in flight its time to come
+// back: the interactive sessions have drain, then are shut; the transfers
+// have drain from then, or from their paced end if pacedEnd is set, and
+// one not finished by then is shut (it counts as broken). It returns once
+// the load's goroutines have ended, or the context's error.
+func (l *sessionLoad) finish(ctx context.Context, sessions []*echoSession, transfers []*transfer, drain time.Duration, pacedEnd time.Time) error {
+	_ = waitUntil(ctx, drain, 20*time.Millisecond, "the interactive sessions to drain", func() bool {
+		return everySession(sessions, (*echoSession).drained)
+	})
+	for _, e := range sessions {
+		e.shut()
+	}
+	wait := drain
+	if !pacedEnd.IsZero() {
+		wait += time.Until(pacedEnd)
+	}
+	deadline := time.After(wait)
+	for _, t := range transfers {
+		select {
+		case <-t.finished:
+		case <-deadline:
+			t.shut()
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	for _, t := range transfers {
+		t.shut() // ends nothing that finished; closes its session
+	}
+	l.wg.Wait()
+	return nil
+}
+
+// brokenEarly lists the sessions and transfers that broke before the
+// first kill or restart (index places their break before it: -1), with
+// their errors; through names the proxy each entered through.
+func brokenEarly(sessions []*echoSession, transfers []*transfer, index func(time.Time) int, through bool) []string {
+	name := func(kind string, i int, entry string) string {
+		if through {
+			return fmt.Sprintf("%s %d (through %s)", kind, i, entry)
+		}
+		return fmt.Sprintf("%s %d", kind, i)
+	}
+	var out []string
+	for i, e := range sessions {
+		if at := e.brokeAt(); !at.IsZero() && index(at) < 0 {
+			out = append(out, fmt.Sprintf("%s: %v", name("interactive", i, e.entry), e.err))
+		}
+	}
+	for _, t := range transfers {
+		if _, _, at, _, _, err := t.outcome(); !at.IsZero() && index(at) < 0 {
+			out = append(out, fmt.Sprintf("%s: %v", name("transfer", t.index, t.entry), err))
+		}
+	}
+	return out
+}
+
+// eventIndex is the event (a kill, a restart) an outcome at t belongs to,
+// of n events, event i at at(i), in order: the last one at or before t
+// (with attribSlack), or -1 before the first.
+func eventIndex(t time.Time, n int, at func(i int) time.Time) int {
+	idx := -1
+	for i := range n {
+		if !t.Add(attribSlack).Before(at(i)) {
+			idx = i
+		}
+	}
+	return idx
+}
+
 // killRecord is one SIGKILL of a run.
 type killRecord struct {
 	at     time.Time
@@ -861,23 +1060,12 @@ type survivalRun struct {
 // runSurvivalOnce runs one case on a fresh bed.
 func runSurvivalOnce(ctx context.Context, env Env, cfg SurvivalConfig, kind survivalCase, rep int) (*survivalRun, error) {
 	name := fmt.Sprintf("survival-%s-%d", kind.key(), rep)
-	var (
-		b   *survivalBed
-		err error
-	)
-	// A setup can lose a race for a port with other processes (as in the
-	// failover scenario): it is retried once on a fresh bed.
-	for try := 0; ; try++ {
+	b, err := setUpBed(ctx, env, func() (*survivalBed, error) {
 		if kind == survAnchor {
-			b, err = startAnchorBed(ctx, env, name)
-		} else {
-			b, err = startWarrenBed(ctx, env, cfg, name)
+			return startAnchorBed(ctx, env, name)
 		}
-		if err == nil || try > 0 || ctx.Err() != nil {
-			break
-		}
-		env.progress("survival: setting up failed, once more on a fresh bed: %v", err)
-	}
+		return startWarrenBed(ctx, env, cfg, name)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -892,76 +1080,17 @@ func runSurvivalOnce(ctx context.Context, env Env, cfg SurvivalConfig, kind surv
 	}
 
 	// Open every session before the clock starts, a few at a time.
-	run.sessions = make([]*echoSession, cfg.Interactive)
-	run.transfers = make([]*transfer, cfg.Transfers)
-	var (
-		openMu   sync.Mutex
-		openErrs []error
-		openWG   sync.WaitGroup
-		slots    = make(chan struct{}, 4)
-	)
-	for i := range cfg.Interactive + cfg.Transfers {
-		openWG.Add(1)
-		slots <- struct{}{}
-		go func() {
-			defer openWG.Done()
-			defer func() { <-slots }()
-			var err error
-			if i < cfg.Interactive {
-				var e *echoSession
-				if e, err = openEcho(ctx, b.open); err == nil {
-					run.sessions[i] = e
-				}
-			} else {
-				var t *transfer
-				if t, err = openTransfer(ctx, b.open, i-cfg.Interactive, cfg); err == nil {
-					run.transfers[i-cfg.Interactive] = t
-				}
-			}
-			if err != nil {
-				openMu.Lock()
-				openErrs = append(openErrs, err)
-				openMu.Unlock()
-			}
-		}()
-	}
-	openWG.Wait()
-	defer func() {
-		for _, e := range run.sessions {
-			if e != nil {
-				e.shut()
-			}
-		}
-		for _, t := range run.transfers {
-			if t != nil {
-				t.shut()
-			}
-		}
-	}()
-	if err := errors.Join(openErrs...); err != nil {
-		return nil, fmt.Errorf("open the sessions: %w (logs in %s)", err, b.dir)
+	var openErr error
+	run.sessions, run.transfers, openErr = openSessions(ctx, cfg, b.open, "", cfg.Interactive, cfg.Transfers, 0)
+	defer func() { shutAll(run.sessions, run.transfers) }()
+	if openErr != nil {
+		return nil, fmt.Errorf("open the sessions: %w (logs in %s)", openErr, b.dir)
 	}
 
-	stopSend := make(chan struct{})
-	var loadWG sync.WaitGroup
+	load := newSessionLoad(cfg.Tick)
 	run.loadStart = time.Now()
-	for _, e := range run.sessions {
-		loadWG.Add(2)
-		go func() { defer loadWG.Done(); e.read() }()
-		go func() { defer loadWG.Done(); e.send(cfg.Tick, stopSend) }()
-	}
-	for _, t := range run.transfers {
-		loadWG.Add(1)
-		go func() { defer loadWG.Done(); t.run() }()
-	}
-	stopped := false
-	stopLoad := func() {
-		if !stopped {
-			close(stopSend)
-			stopped = true
-		}
-	}
-	defer stopLoad()
+	load.start(run.sessions, run.transfers)
+	defer load.stop()
 	if !sleepCtx(ctx, cfg.Warmup) {
 		return nil, ctx.Err()
 	}
@@ -1035,14 +1164,7 @@ func runSurvivalOnce(ctx context.Context, env Env, cfg SurvivalConfig, kind surv
 			}
 			// Every session has answered since the first kill (or
 			// broke), so that the second kill finds them resumed.
-			_ = waitUntil(ctx, 10*time.Second, 20*time.Millisecond, "every session to answer after the first kill", func() bool {
-				for _, e := range run.sessions {
-					if !e.echoedSince(k1) {
-						return false
-					}
-				}
-				return true
-			})
+			waitAnswered(ctx, run.sessions, k1, "every session to answer after the first kill")
 			if !sleepCtx(ctx, time.Until(k1.Add(cfg.Gap))) {
 				return nil, ctx.Err()
 			}
@@ -1054,36 +1176,14 @@ func runSurvivalOnce(ctx context.Context, env Env, cfg SurvivalConfig, kind surv
 	if !sleepCtx(ctx, cfg.Window) {
 		return nil, ctx.Err()
 	}
-	stopLoad()
+	load.stop()
 	run.end = time.Now()
-	// What is still in flight has Drain to come back.
-	_ = waitUntil(ctx, cfg.Drain, 20*time.Millisecond, "the interactive sessions to drain", func() bool {
-		for _, e := range run.sessions {
-			if !e.drained() {
-				return false
-			}
-		}
-		return true
-	})
-	for _, e := range run.sessions {
-		e.shut()
-	}
-	// Transfers have until their paced end, plus Drain.
+	// What is still in flight has Drain to come back; transfers have
+	// until their paced end, plus Drain.
 	paced := run.loadStart.Add(time.Duration(float64(cfg.TransferBytes) / cfg.TransferRate * float64(time.Second)))
-	deadline := time.After(time.Until(paced) + cfg.Drain)
-	for _, t := range run.transfers {
-		select {
-		case <-t.finished:
-		case <-deadline:
-			t.shut()
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+	if err := load.finish(ctx, run.sessions, run.transfers, cfg.Drain, paced); err != nil {
+		return nil, err
 	}
-	for _, t := range run.transfers {
-		t.shut() // ends nothing that finished; closes its session
-	}
-	loadWG.Wait()
 	if logPath != "" {
 		el, err := readEntryLog(logPath)
 		if err != nil {
@@ -1093,16 +1193,7 @@ func runSurvivalOnce(ctx context.Context, env Env, cfg SurvivalConfig, kind surv
 		last.stalls = el.resumed[resumedBefore(run.kills):]
 		last.resumes = len(last.stalls)
 	}
-	for i, e := range run.sessions {
-		if at := e.brokeAt(); !at.IsZero() && run.killIndex(at) < 0 {
-			run.early = append(run.early, fmt.Sprintf("interactive %d: %v", i, e.err))
-		}
-	}
-	for _, t := range run.transfers {
-		if _, _, at, _, _, err := t.outcome(); !at.IsZero() && run.killIndex(at) < 0 {
-			run.early = append(run.early, fmt.Sprintf("transfer %d: %v", t.index, err))
-		}
-	}
+	run.early = brokenEarly(run.sessions, run.transfers, run.killIndex, false)
 	return run, nil
 }
 
@@ -1118,25 +1209,69 @@ func resumedBefore(kills []killRecord) int {
 // killIndex is the kill an outcome at t belongs to: the last one at or
 // before t (with attribSlack), or -1 before the first.
 func (r *survivalRun) killIndex(t time.Time) int {
-	idx := -1
-	for i, k := range r.kills {
-		if !t.Add(attribSlack).Before(k.at) {
-			idx = i
-		}
+	return eventIndex(t, len(r.kills), func(i int) time.Time { return r.kills[i].at })
+}
+
+// survivedTally is what one kill or restart did to the sessions under
+// way, as the SIGKILL cases and the rolling restart both count it: the
+// interactive sessions and transfers under way and those of them that
+// survived, the survivors' stalls, the broken ones whose bytes came back
+// wrong, and the first errors.
+type survivedTally struct {
+	interUnder, interOK int
+	xferUnder, xferOK   int
+	corrupt             int // sessions or transfers whose bytes came back wrong
+	stalls              Durations
+	errs                []string
+}
+
+// countSession counts interactive session e, under way at the kill or
+// restart at from: it survived, with its stall from then on (bounded as
+// echoSession.stall says), or it broke then, its error among the first 3
+// of errs, after label, with its time after from.
+func (t *survivedTally) countSession(e *echoSession, survived bool, from, echoedBefore, sentBefore time.Time, label string) {
+	t.interUnder++
+	if survived {
+		t.interOK++
+		t.stalls = append(t.stalls, e.stall(from, echoedBefore, sentBefore))
+		return
 	}
-	return idx
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.corrupt {
+		t.corrupt++
+	}
+	if e.err != nil && len(t.errs) < 3 {
+		t.errs = append(t.errs, fmt.Sprintf("%s+%s: %v", label, e.errAt.Sub(from).Round(time.Millisecond), e.err))
+	}
+}
+
+// countTransfer counts a transfer under way at the kill or restart at
+// from: it survived, or it broke at brokeAt with err, among the first 5
+// errors, after label.
+func (t *survivedTally) countTransfer(survived bool, from, brokeAt time.Time, err error, label string) {
+	t.xferUnder++
+	if survived {
+		t.xferOK++
+	} else if err != nil && len(t.errs) < 5 {
+		t.errs = append(t.errs, fmt.Sprintf("%s+%s: %v", label, brokeAt.Sub(from).Round(time.Millisecond), err))
+	}
+}
+
+// add sums another tally's counts and stalls (not its errors) into t.
+func (t *survivedTally) add(o survivedTally) {
+	t.interUnder, t.interOK = t.interUnder+o.interUnder, t.interOK+o.interOK
+	t.xferUnder, t.xferOK = t.xferUnder+o.xferUnder, t.xferOK+o.xferOK
+	t.corrupt += o.corrupt
+	t.stalls = append(t.stalls, o.stalls...)
 }
 
 // survivalRow is what one kill of one run did to the sessions under way.
 type survivalRow struct {
-	interUnder, interOK  int
-	xferUnder, xferOK    int
+	survivedTally
 	xferDone, hashOK     int
-	checked              int64 // bytes of the transfers whose hash matched
-	corrupt              int   // sessions or transfers whose bytes came back wrong
-	stalls               Durations
+	checked              int64     // bytes of the transfers whose hash matched
 	before               Durations // round trips in the warm-up (first kill only)
-	errs                 []string
 	crossing, live       int
 	resumes              int
 	loggedStall, rehomed Durations
@@ -1165,20 +1300,7 @@ func (r *survivalRun) row(i int) survivalRow {
 		if !at.IsZero() && r.killIndex(at) < i {
 			continue // broke before this kill
 		}
-		row.interUnder++
-		if at.IsZero() || r.killIndex(at) > i {
-			row.interOK++
-			row.stalls = append(row.stalls, e.stall(k.at, echoedBefore, sentBefore))
-			continue
-		}
-		e.mu.Lock()
-		if e.corrupt {
-			row.corrupt++
-		}
-		if e.err != nil && len(row.errs) < 3 {
-			row.errs = append(row.errs, fmt.Sprintf("+%s: %v", e.errAt.Sub(k.at).Round(time.Millisecond), e.err))
-		}
-		e.mu.Unlock()
+		row.countSession(e, at.IsZero() || r.killIndex(at) > i, k.at, echoedBefore, sentBefore, "")
 	}
 	if i == 0 {
 		for _, e := range r.sessions {
@@ -1190,12 +1312,7 @@ func (r *survivalRun) row(i int) survivalRow {
 		if (!at.IsZero() && r.killIndex(at) < i) || (at.IsZero() && done.Before(k.at)) {
 			continue // broke or finished before this kill
 		}
-		row.xferUnder++
-		if at.IsZero() || r.killIndex(at) > i {
-			row.xferOK++
-		} else if err != nil && len(row.errs) < 5 {
-			row.errs = append(row.errs, fmt.Sprintf("transfer +%s: %v", at.Sub(k.at).Round(time.Millisecond), err))
-		}
+		row.countTransfer(at.IsZero() || r.killIndex(at) > i, k.at, at, err, "transfer ")
 		if complete {
 			row.xferDone++
 			if hashOK {
@@ -1211,11 +1328,10 @@ func (r *survivalRun) row(i int) survivalRow {
 
 // add sums another row into r.
 func (r *survivalRow) add(o survivalRow) {
-	r.interUnder, r.interOK = r.interUnder+o.interUnder, r.interOK+o.interOK
-	r.xferUnder, r.xferOK = r.xferUnder+o.xferUnder, r.xferOK+o.xferOK
-	r.xferDone, r.hashOK, r.corrupt = r.xferDone+o.xferDone, r.hashOK+o.hashOK, r.corrupt+o.corrupt
+	r.survivedTally.add(o.survivedTally)
+	r.xferDone, r.hashOK = r.xferDone+o.xferDone, r.hashOK+o.hashOK
 	r.checked += o.checked
-	r.stalls, r.before = append(r.stalls, o.stalls...), append(r.before, o.before...)
+	r.before = append(r.before, o.before...)
 	r.crossing, r.live, r.resumes = r.crossing+o.crossing, r.live+o.live, r.resumes+o.resumes
 	r.loggedStall, r.rehomed = append(r.loggedStall, o.loggedStall...), append(r.rehomed, o.rehomed...)
 }
@@ -1435,28 +1551,15 @@ func survivalReport(cfg SurvivalConfig, runs []*survivalRun, rolls []*rollingRun
 				"(the harness's Stop: SIGTERM, SIGKILL after 2 s), as when its host dies: a killed listener alone leaves its connections' processes running. Every session crosses b2.")
 	}
 	// The goals, over every Warren kill.
-	goal := func(ok bool) string {
-		if ok {
-			return "met"
-		}
-		return "**not met**"
-	}
 	allSurvived := warren.interOK == warren.interUnder && warren.xferOK == warren.xferUnder
 	summary.Notes = append(summary.Notes, fmt.Sprintf("Goals (issue), over every Warren kill; measured and reported, never asserted: 100%% of sessions survive (%s of interactive, %s of transfers: %s); "+
 		"zero bytes lost or duplicated (%d sessions or transfers with bytes wrong: %s); stall p95 ≤ 3 s (%s: %s), p50 ≤ 1 s (%s: %s).",
-		frac(warren.interOK, warren.interUnder), frac(warren.xferOK, warren.xferUnder), goal(allSurvived),
-		warren.corrupt, goal(warren.corrupt == 0),
-		fmtStall(warren.stalls.Quantile(0.95), len(warren.stalls)), goal(len(warren.stalls) > 0 && warren.stalls.Quantile(0.95) <= 3*time.Second),
-		fmtStall(warren.stalls.Median(), len(warren.stalls)), goal(len(warren.stalls) > 0 && warren.stalls.Median() <= time.Second)))
-	if len(early) > 0 {
-		summary.Notes = append(summary.Notes, "**Sessions that broke before any kill** (not counted above): "+strings.Join(early, "; ")+".")
-	}
-	if len(failures) > 0 {
-		if len(failures) > 12 {
-			failures = append(failures[:12], fmt.Sprintf("and %d more", len(failures)-12))
-		}
-		summary.Notes = append(summary.Notes, "Broken sessions, the first errors per kill (time after the kill): "+strings.Join(failures, "; ")+".")
-	}
+		frac(warren.interOK, warren.interUnder), frac(warren.xferOK, warren.xferUnder), goalMet(allSurvived),
+		warren.corrupt, goalMet(warren.corrupt == 0),
+		fmtStall(warren.stalls.Quantile(0.95), len(warren.stalls)), goalMet(len(warren.stalls) > 0 && warren.stalls.Quantile(0.95) <= 3*time.Second),
+		fmtStall(warren.stalls.Median(), len(warren.stalls)), goalMet(len(warren.stalls) > 0 && warren.stalls.Median() <= time.Second)))
+	summary.Notes = appendListNote(summary.Notes, "**Sessions that broke before any kill** (not counted above): ", early)
+	summary.Notes = appendListNote(summary.Notes, "Broken sessions, the first errors per kill (time after the kill): ", atMost(failures, 12))
 	perRun.Notes = []string{"Killed: the process of the row's kill; crossing: sessions whose path crossed it at the kill, of the entry proxy's live sessions (the anchor: all). " +
 		"Logged stall: the stalled field of the entry proxy's \"session resumed\" lines, its own view of each pause. " +
 		"Agent's tunnel on the entry after: from the first kill of case 2 until the entry proxy's status lists a tunnel of the agent on itself."}
@@ -1482,6 +1585,31 @@ func survivalReport(cfg SurvivalConfig, runs []*survivalRun, rolls []*rollingRun
 		}})
 	}
 	return rep
+}
+
+// goalMet is a goal's verdict: "met", or "**not met**".
+func goalMet(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "**not met**"
+}
+
+// atMost is items cut to the first n, then "and N more" for the rest.
+func atMost(items []string, n int) []string {
+	if len(items) > n {
+		return append(items[:n], fmt.Sprintf("and %d more", len(items)-n))
+	}
+	return items
+}
+
+// appendListNote appends a note to notes: title, then items joined with
+// "; " and a full stop; no note when items is empty.
+func appendListNote(notes []string, title string, items []string) []string {
+	if len(items) == 0 {
+		return notes
+	}
+	return append(notes, title+strings.Join(items, "; ")+".")
 }
 
 // orDash is s, or "-" when empty.
@@ -1755,17 +1883,7 @@ func perProxy(n, k int) int { return (n - k + 2) / 3 }
 // runRollingOnce restarts every proxy of a fresh bed in turn, under load.
 func runRollingOnce(ctx context.Context, env Env, cfg SurvivalConfig, rep int) (*rollingRun, error) {
 	name := fmt.Sprintf("survival-rolling-%d", rep)
-	var (
-		b   *survivalBed
-		err error
-	)
-	for try := 0; ; try++ {
-		b, err = startWarrenBed(ctx, env, cfg, name)
-		if err == nil || try > 0 || ctx.Err() != nil {
-			break
-		}
-		env.progress("survival: setting up failed, once more on a fresh bed: %v", err)
-	}
+	b, err := setUpBed(ctx, env, func() (*survivalBed, error) { return startWarrenBed(ctx, env, cfg, name) })
 	if err != nil {
 		return nil, err
 	}
@@ -1783,77 +1901,24 @@ func runRollingOnce(ctx context.Context, env Env, cfg SurvivalConfig, rep int) (
 	env.progress("survival: rolling restart of %s, in that order; the agent's tunnels on %s (logs in %s)",
 		strings.Join(ids, ", "), strings.Join(agentHolders(c), " and "), b.dir)
 
-	stopSend := make(chan struct{})
-	var (
-		loadWG   sync.WaitGroup
-		nextXfer int
-	)
+	load := newSessionLoad(cfg.Tick)
+	nextXfer := 0
 	// openLong opens long sessions through p, a few at a time.
 	openLong := func(p *ProxyProc, interactive, transfers int) ([]*echoSession, []*transfer, error) {
 		open := func(context.Context) (*survStream, error) { return b.openVia(p) }
-		es, ts := make([]*echoSession, interactive), make([]*transfer, transfers)
-		var (
-			mu    sync.Mutex
-			errs  []error
-			wg    sync.WaitGroup
-			slots = make(chan struct{}, 4)
-		)
-		for i := range interactive + transfers {
-			index := nextXfer
-			if i >= interactive {
-				nextXfer++
-			}
-			wg.Add(1)
-			slots <- struct{}{}
-			go func() {
-				defer wg.Done()
-				defer func() { <-slots }()
-				var err error
-				if i < interactive {
-					var e *echoSession
-					if e, err = openEcho(ctx, open); err == nil {
-						e.entry = p.ID
-						es[i] = e
-					}
-				} else {
-					var t *transfer
-					if t, err = openTransfer(ctx, open, index, cfg); err == nil {
-						// Open-ended: it sends until the load stops.
-						t.entry, t.stop, t.size = p.ID, stopSend, math.MaxInt64
-						ts[i-interactive] = t
-					}
-				}
-				if err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-				}
-			}()
+		es, ts, err := openSessions(ctx, cfg, open, p.ID, interactive, transfers, nextXfer)
+		nextXfer += transfers
+		for _, t := range ts {
+			// Open-ended: it sends until the load stops.
+			t.stop, t.size = load.stopSend, math.MaxInt64
 		}
-		wg.Wait()
-		return slices.DeleteFunc(es, func(e *echoSession) bool { return e == nil }),
-			slices.DeleteFunc(ts, func(t *transfer) bool { return t == nil }), errors.Join(errs...)
+		return es, ts, err
 	}
 	start := func(es []*echoSession, ts []*transfer) {
-		for _, e := range es {
-			loadWG.Add(2)
-			go func() { defer loadWG.Done(); e.read() }()
-			go func() { defer loadWG.Done(); e.send(cfg.Tick, stopSend) }()
-		}
-		for _, t := range ts {
-			loadWG.Add(1)
-			go func() { defer loadWG.Done(); t.run() }()
-		}
+		load.start(es, ts)
 		run.sessions, run.transfers = append(run.sessions, es...), append(run.transfers, ts...)
 	}
-	defer func() {
-		for _, e := range run.sessions {
-			e.shut()
-		}
-		for _, t := range run.transfers {
-			t.shut()
-		}
-	}()
+	defer func() { shutAll(run.sessions, run.transfers) }()
 	type opened struct {
 		es []*echoSession
 		ts []*transfer
@@ -1866,18 +1931,11 @@ func runRollingOnce(ctx context.Context, env Env, cfg SurvivalConfig, rep int) (
 			for _, o := range first {
 				start(o.es, o.ts) // to be shut
 			}
-			close(stopSend)
+			load.stop()
 			return nil, fmt.Errorf("open the long sessions through %s: %w (logs in %s)", p.ID, err, b.dir)
 		}
 	}
-	stopped := false
-	stopLoad := func() {
-		if !stopped {
-			close(stopSend)
-			stopped = true
-		}
-	}
-	defer stopLoad()
+	defer load.stop()
 	run.loadStart = time.Now()
 	for _, o := range first {
 		start(o.es, o.ts)
@@ -1991,14 +2049,7 @@ func runRollingOnce(ctx context.Context, env Env, cfg SurvivalConfig, rep int) (
 		if k+1 < len(proxies) {
 			// Every long session has answered since the SIGTERM (or
 			// broke), then Gap.
-			_ = waitUntil(ctx, 10*time.Second, 20*time.Millisecond, "every session to answer after the restart", func() bool {
-				for _, e := range run.sessions {
-					if !e.echoedSince(r.at) {
-						return false
-					}
-				}
-				return true
-			})
+			waitAnswered(ctx, run.sessions, r.at, "every session to answer after the restart")
 			if !sleepCtx(ctx, cfg.Gap) {
 				return nil, ctx.Err()
 			}
@@ -2007,34 +2058,14 @@ func runRollingOnce(ctx context.Context, env Env, cfg SurvivalConfig, rep int) (
 	if !sleepCtx(ctx, cfg.Window) {
 		return nil, ctx.Err()
 	}
-	stopLoad()
+	load.stop()
 	endNew()
 	run.end = time.Now()
-	_ = waitUntil(ctx, cfg.Drain, 20*time.Millisecond, "the interactive sessions to drain", func() bool {
-		for _, e := range run.sessions {
-			if !e.drained() {
-				return false
-			}
-		}
-		return true
-	})
-	for _, e := range run.sessions {
-		e.shut()
+	// The transfers, open-ended, have Drain after the interactive
+	// sessions' drain.
+	if err := load.finish(ctx, run.sessions, run.transfers, cfg.Drain, time.Time{}); err != nil {
+		return nil, err
 	}
-	deadline := time.After(cfg.Drain)
-	for _, t := range run.transfers {
-		select {
-		case <-t.finished:
-		case <-deadline:
-			t.shut()
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	for _, t := range run.transfers {
-		t.shut()
-	}
-	loadWG.Wait()
 
 	// Resumes, by the time of each proxy's log line.
 	var logs []string
@@ -2052,16 +2083,7 @@ func runRollingOnce(ctx context.Context, env Env, cfg SurvivalConfig, rep int) (
 			}
 		}
 	}
-	for i, e := range run.sessions {
-		if at := e.brokeAt(); !at.IsZero() && run.restartIndex(at) < 0 {
-			run.early = append(run.early, fmt.Sprintf("interactive %d (through %s): %v", i, e.entry, e.err))
-		}
-	}
-	for _, t := range run.transfers {
-		if _, _, at, _, _, err := t.outcome(); !at.IsZero() && run.restartIndex(at) < 0 {
-			run.early = append(run.early, fmt.Sprintf("transfer %d (through %s): %v", t.index, t.entry, err))
-		}
-	}
+	run.early = brokenEarly(run.sessions, run.transfers, run.restartIndex, true)
 	return run, nil
 }
 
@@ -2096,37 +2118,36 @@ func logTimes(paths []string, msg string) ([]time.Time, error) {
 // restartIndex is the restart an outcome at t belongs to: the last one at
 // or before t (with attribSlack), or -1 before the first.
 func (r *rollingRun) restartIndex(t time.Time) int {
-	idx := -1
-	for i, k := range r.restarts {
-		if !t.Add(attribSlack).Before(k.at) {
-			idx = i
-		}
-	}
-	return idx
+	return eventIndex(t, len(r.restarts), func(i int) time.Time { return r.restarts[i].at })
 }
 
 // rollingRow is what one restart did to the sessions under way, or the
 // sum of several.
 type rollingRow struct {
-	interUnder, interOK int // long sessions entered elsewhere
-	xferUnder, xferOK   int
+	// The long sessions entered elsewhere.
+	survivedTally
 	ended, notEnded     int // long sessions entered through it: ended with it, or not
-	corrupt             int
-	stalls              Durations
 	newTotal, newFailed int
 	newTook             Durations
 	resumes             int
-	errs                []string
 }
 
 func (r *rollingRow) add(o rollingRow) {
-	r.interUnder, r.interOK = r.interUnder+o.interUnder, r.interOK+o.interOK
-	r.xferUnder, r.xferOK = r.xferUnder+o.xferUnder, r.xferOK+o.xferOK
-	r.ended, r.notEnded, r.corrupt = r.ended+o.ended, r.notEnded+o.notEnded, r.corrupt+o.corrupt
-	r.stalls = append(r.stalls, o.stalls...)
+	r.survivedTally.add(o.survivedTally)
+	r.ended, r.notEnded = r.ended+o.ended, r.notEnded+o.notEnded
 	r.newTotal, r.newFailed = r.newTotal+o.newTotal, r.newFailed+o.newFailed
 	r.newTook = append(r.newTook, o.newTook...)
 	r.resumes += o.resumes
+}
+
+// countEntered counts a long session under way that entered through the
+// restarted proxy: it ended with it (broke at this restart), or not.
+func (r *rollingRow) countEntered(ended bool) {
+	if ended {
+		r.ended++
+	} else {
+		r.notEnded++
+	}
 }
 
 // row tallies restart i: the long sessions under way at its SIGTERM (open
@@ -2153,27 +2174,10 @@ func (r *rollingRun) row(i int) rollingRow {
 			continue // broke before it
 		}
 		if e.entry == k.victim {
-			if !at.IsZero() && idx == i {
-				row.ended++
-			} else {
-				row.notEnded++
-			}
+			row.countEntered(!at.IsZero() && idx == i)
 			continue
 		}
-		row.interUnder++
-		if at.IsZero() || idx > i {
-			row.interOK++
-			row.stalls = append(row.stalls, e.stall(k.at, echoedBefore, sentBefore))
-			continue
-		}
-		e.mu.Lock()
-		if e.corrupt {
-			row.corrupt++
-		}
-		if e.err != nil && len(row.errs) < 3 {
-			row.errs = append(row.errs, fmt.Sprintf("interactive through %s, +%s: %v", e.entry, e.errAt.Sub(k.at).Round(time.Millisecond), e.err))
-		}
-		e.mu.Unlock()
+		row.countSession(e, at.IsZero() || idx > i, k.at, echoedBefore, sentBefore, "interactive through "+e.entry+", ")
 	}
 	for _, t := range r.transfers {
 		start, done, at, _, _, err := t.outcome()
@@ -2185,19 +2189,10 @@ func (r *rollingRun) row(i int) rollingRow {
 			continue
 		}
 		if t.entry == k.victim {
-			if !at.IsZero() && idx == i {
-				row.ended++
-			} else {
-				row.notEnded++
-			}
+			row.countEntered(!at.IsZero() && idx == i)
 			continue
 		}
-		row.xferUnder++
-		if at.IsZero() || idx > i {
-			row.xferOK++
-		} else if err != nil && len(row.errs) < 5 {
-			row.errs = append(row.errs, fmt.Sprintf("transfer through %s, +%s: %v", t.entry, at.Sub(k.at).Round(time.Millisecond), err))
-		}
+		row.countTransfer(at.IsZero() || idx > i, k.at, at, err, "transfer through "+t.entry+", ")
 	}
 	for _, n := range r.news {
 		if n.at.Before(k.at) || (!next.IsZero() && !n.at.Before(next)) {
@@ -2362,12 +2357,6 @@ func rollingTables(cfg SurvivalConfig, rolls []*rollingRun) (Table, Table, Durat
 		summary.Rows = append(summary.Rows, summaryRow("all", all, allT, restarted, attempted))
 	}
 	grace := rolls[0].grace
-	goal := func(ok bool) string {
-		if ok {
-			return "met"
-		}
-		return "**not met**"
-	}
 	broken := (all.interUnder - all.interOK) + (all.xferUnder - all.xferOK)
 	summary.Notes = []string{
 		fmt.Sprintf("Setup: the bed of cases 1 and 2 (3 proxies, gossip `%s`, shutdown.grace %s; one agent with `connection_count: 2` serving `svc`, a tcp resource on an echo server). "+
@@ -2389,20 +2378,13 @@ func rollingTables(cfg SurvivalConfig, rolls []*rollingRun) (Table, Table, Durat
 			"Resumes logged: \"session resumed\" lines of every proxy from the SIGTERM until the next (or the end). New sessions per restart: those begun from its SIGTERM until the next (or the end); the summary counts the whole run.",
 		fmt.Sprintf("Goal (issue), rolling restart of every proxy; measured and reported, never asserted: zero failed new sessions (%d of %d failed: %s); "+
 			"zero broken sessions that did not enter through the restarting proxy (%d broken: %s); every byte of those sessions exact (%d sessions or transfers with bytes wrong: %s).",
-			allT.newFailed, allT.newTotal, goal(allT.newFailed == 0), broken, goal(broken == 0), allT.corrupt, goal(allT.corrupt == 0)),
+			allT.newFailed, allT.newTotal, goalMet(allT.newFailed == 0), broken, goalMet(broken == 0), allT.corrupt, goalMet(allT.corrupt == 0)),
 	}
 	if notEnded > 0 {
 		summary.Notes = append(summary.Notes, fmt.Sprintf("**%d long sessions that entered through a restarted proxy did not end with it.**", notEnded))
 	}
-	if len(early) > 0 {
-		summary.Notes = append(summary.Notes, "**Long sessions that broke before the first restart** (not counted above): "+strings.Join(early, "; ")+".")
-	}
-	if len(failures) > 0 {
-		if len(failures) > 12 {
-			failures = append(failures[:12], fmt.Sprintf("and %d more", len(failures)-12))
-		}
-		summary.Notes = append(summary.Notes, "Failures, the first per restart and run (time after the SIGTERM): "+strings.Join(failures, "; ")+".")
-	}
+	summary.Notes = appendListNote(summary.Notes, "**Long sessions that broke before the first restart** (not counted above): ", early)
+	summary.Notes = appendListNote(summary.Notes, "Failures, the first per restart and run (time after the SIGTERM): ", atMost(failures, 12))
 	perRestart.Notes = []string{"Agent's tunnel on it: whether the restarted proxy held one of the agent's two tunnels at the SIGTERM (then the hand-off moves it). " +
 		"SIGTERM to the agent's 2 tunnels: until two proxies report a tunnel of the agent again, after the restarted proxy is ready. Back: whether it came back ready (on its own addresses unless said)."}
 	return summary, perRestart, all.stalls

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -391,4 +392,42 @@ func TestRollingRestart(t *testing.T) {
 	for _, f := range failures {
 		t.Errorf("a new session failed: %s", f)
 	}
+}
+
+// TestSecondSIGTERMEndsTheGrace: a proxy drains with a long shutdown
+// grace while a session that entered through it runs; a second SIGTERM
+// ends the session and the proxy at once.
+func TestSecondSIGTERMEndsTheGrace(t *testing.T) {
+	c := New(t, Options{
+		Proxies:       2,
+		Runner:        RunProcesses,
+		ShutdownGrace: time.Minute,
+		Agents:        map[string][]agent.ResourceConfig{"agent-1": {{Name: "node1", Kind: "ssh"}}},
+	})
+	c.WaitRoutable("node1")
+	p := c.Proxies[1]
+	sh := startShell(t, c, p.ID(), "node1")
+	sh.roundTrip(t, 1)
+	proc := p.H.Proc
+	if err := proc.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor("the drain under way", func() bool { return c.ProxyLogCount(proxy.DrainingMsg) == 1 })
+	if proc.Exited() {
+		t.Fatal("the proxy exited before its grace, with a session running")
+	}
+	second := time.Now()
+	if err := proc.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitFor("the proxy's exit after the second SIGTERM", proc.Exited)
+	t.Logf("exited %s after the second SIGTERM (grace %s)", time.Since(second).Round(time.Millisecond), time.Minute)
+	select {
+	case <-sh.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the session did not end with its proxy")
+	}
+	// The harness stops it at cleanup; it is gone already.
+	c.Proxies = c.Proxies[:1]
+	c.WaitMembers(1)
 }
