@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/warren-proxy/warren/actors/agent"
+	"github.com/warren-proxy/warren/internal/harness"
 )
 
 // newDevLike starts what `warren dev` starts: node1 (embedded SSH) and
@@ -287,9 +288,18 @@ func TestRefusals(t *testing.T) {
 		}
 	})
 	t.Run("foreign CA", func(t *testing.T) {
-		other := New(t, Options{})
+		// Another cluster's authority only: a second proxy in this
+		// process would race inside protoactor's remote.Start.
+		other, err := harness.New(t.TempDir(), "other")
+		if err != nil {
+			t.Fatal(err)
+		}
 		dir := t.TempDir()
-		key, _ := other.IssueUser("mallory", []string{c.Login}, nil, time.Hour, dir)
+		u, err := other.IssueUser("mallory", []string{c.Login}, nil, time.Hour, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key := u.Key
 		r := c.Run(nil, "ssh", "-o", "LogLevel=INFO", "-i", key, "-o", "CertificateFile="+key+"-cert.pub", "-o", "User=mallory", "proxy-1", "ls")
 		if r.Code == 0 || !strings.Contains(r.Stderr, "not signed by the cluster user CA") {
 			t.Fatalf("got code %d stderr %q, want a refusal naming the CA", r.Code, r.Stderr)
