@@ -287,9 +287,9 @@ func (p Peer) Dial(ctx context.Context, e router.Endpoint, req *clusterpb.DialRe
 type Server struct {
 	Rendezvous *Rendezvous
 	Logger     *slog.Logger
-	// Release, once closed, ends every stream served: a draining proxy
-	// sends the sessions it only forwards onto other paths (their entry
-	// proxies resume them).
+	// Release, once closed, ends every stream being served: a draining
+	// proxy sends the sessions it only forwards onto other paths (their
+	// entry proxies resume them).
 	Release <-chan struct{}
 }
 
@@ -305,14 +305,22 @@ func (s Server) ServeStream(ctx context.Context, peerID, token string, st peer.S
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { ch.Close(); st.Close() })
 	defer stop()
-	if s.Release != nil {
-		go func() {
-			select {
-			case <-s.Release:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
+	select {
+	case <-s.Release:
+		// Opened after the release (a peer's route through this proxy
+		// lingered): it runs until the proxy stops, then resumes
+		// elsewhere like the others; ending it now would only fail the
+		// session's dial.
+	default:
+		if s.Release != nil {
+			go func() {
+				select {
+				case <-s.Release:
+					cancel()
+				case <-ctx.Done():
+				}
+			}()
+		}
 	}
 	res := streams.Pipe(st, ch)
 	if s.Logger != nil {
