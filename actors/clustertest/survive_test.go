@@ -309,6 +309,7 @@ func TestRollingRestart(t *testing.T) {
 	// is not restarting.
 	var mu sync.Mutex
 	restarting := ""
+	inFlight := map[string]int{} // new sessions under way, by entry proxy
 	var failures []string
 	sessionsRun := 0
 	stop := make(chan struct{})
@@ -329,20 +330,24 @@ func TestRollingRestart(t *testing.T) {
 					entries = append(entries, id)
 				}
 			}
-			mu.Unlock()
 			entry := entries[n%len(entries)]
+			inFlight[entry]++
+			mu.Unlock()
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			out, err := exec.CommandContext(ctx, "ssh", "-F", cfg, "-W", "echo:7", entry).Output()
+			var stderr bytes.Buffer
+			cmd := exec.CommandContext(ctx, "ssh", "-F", cfg, "-W", "echo:7", entry)
+			cmd.Stderr = &stderr
+			err := cmd.Run()
 			cancel()
-			_ = out
 			mu.Lock()
 			sessionsRun++
+			inFlight[entry]--
 			mu.Unlock()
 			// ssh -W with no stdin: the session opens and ends at once; a
 			// refusal or a broken path is a non-zero exit.
 			if err != nil {
 				mu.Lock()
-				failures = append(failures, fmt.Sprintf("through %s: %v", entry, err))
+				failures = append(failures, fmt.Sprintf("through %s: %v: %s", entry, err, strings.TrimSpace(stderr.String())))
 				mu.Unlock()
 			}
 			time.Sleep(100 * time.Millisecond)
@@ -350,9 +355,17 @@ func TestRollingRestart(t *testing.T) {
 	}()
 
 	for i, id := range ids {
+		// Out of the new sessions' rotation, as a load balancer takes a
+		// proxy that turned not ready, before its SIGTERM: a session
+		// that reaches a draining proxy is refused ("connect again").
 		mu.Lock()
 		restarting = id
 		mu.Unlock()
+		c.WaitFor("no new session under way through "+id, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return inFlight[id] == 0
+		})
 		c.StopProxy(id)
 		// Its own shell ended, told why; every other one goes on.
 		select {
