@@ -580,6 +580,11 @@ func describeRefused(rs []revtunnel.Refused) string {
 // hop is this channel for now, and the session goes on over the next hop
 // when this one breaks.
 func (a *Agent) serveDial(ctx context.Context, tun *revtunnel.ClientConn, req revtunnel.DialRequest, nch ssh.NewChannel) {
+	if req.Resume != "" && (len(req.SessionID) > 64 || !model.ValidName(req.SessionID)) {
+		// Looked up and logged below: checked first, as every name.
+		_ = nch.Reject(ssh.ConnectionFailed, fmt.Sprintf("agent %s: invalid session id %s", a.id.AgentID, model.Quote(req.SessionID)))
+		return
+	}
 	switch req.Resume {
 	case "", revtunnel.ResumeStart:
 	case revtunnel.ResumeAgain:

@@ -104,8 +104,8 @@ func fileSize(path string) int64 {
 	return st.Size()
 }
 
-// middleOf is the proxy between entry and the agent in the newest session
-// path entry's log records for host ("entry>middle>agent"), or "".
+// middleOf lists, in log order, the proxy between entry and the agent of
+// every session path ("entry>middle>agent") the proxies logged with msg.
 func middleOf(c *Cluster, msg, entry string) []string {
 	var middles []string
 	for _, path := range c.ProxyLogValues(msg, "path") {
@@ -314,6 +314,9 @@ func TestRollingRestart(t *testing.T) {
 	sessionsRun := 0
 	stop := make(chan struct{})
 	loadDone := make(chan struct{})
+	var stopLoad sync.Once
+	endLoad := func() { stopLoad.Do(func() { close(stop) }); <-loadDone }
+	t.Cleanup(endLoad) // also when the test fails half way
 	go func() {
 		defer close(loadDone)
 		for n := 0; ; n++ {
@@ -394,8 +397,7 @@ func TestRollingRestart(t *testing.T) {
 		mu.Unlock()
 		t.Logf("%s restarted", id)
 	}
-	close(stop)
-	<-loadDone
+	endLoad()
 	mu.Lock()
 	defer mu.Unlock()
 	t.Logf("%d new sessions during the rolling restart", sessionsRun)
