@@ -70,6 +70,8 @@ type Agent struct {
 	closed bool
 	// connected counts live tunnels, for tests and status.
 	connected atomic.Int32
+	// metrics are served on debug_listen.
+	metrics *metrics
 	// renewTried is when a certificate renewal was last asked for (Unix ns).
 	renewTried atomic.Int64
 	// policy is the cluster's roles as the proxies last sent them: the SSH
@@ -84,7 +86,9 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent config: %w", err)
 	}
-	return &Agent{cfg: cfg, log: cfg.Logger}, nil
+	a := &Agent{cfg: cfg, log: cfg.Logger}
+	a.metrics = newMetrics(a)
+	return a, nil
 }
 
 // Start loads (or obtains, by joining) the agent's identity and starts its

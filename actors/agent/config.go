@@ -62,11 +62,15 @@ type Config struct {
 	// the labels of any watcher.
 	Watch []Watcher `yaml:"watch"`
 	// DebugListen, if set, serves Go's profiles (/debug/pprof/, for `go
-	// tool pprof`) on this address, to requests that carry the token in
+	// tool pprof`) and the agent's Prometheus metrics (/metrics) on this
+	// address, to requests that carry the token in
 	// DebugTokenFile (Authorization: Bearer …), which it requires. Off by
 	// default; keep it on loopback or a management network.
 	DebugListen    string `yaml:"debug_listen"`
 	DebugTokenFile string `yaml:"debug_token_file"`
+	// MetricsOpen serves /metrics on debug_listen without the token, for
+	// a Prometheus that cannot send one (the profiles still need it).
+	MetricsOpen bool `yaml:"metrics_open"`
 
 	// SFTPCommand serves the sftp subsystem as the login user (see
 	// nodessh.Config); empty serves it in-process.
@@ -128,6 +132,8 @@ func (c Config) CheckAndSetDefaults() (Config, error) {
 		}
 	} else if c.DebugTokenFile != "" {
 		errs.Addf("debug_token_file", "set without debug_listen, which it is for")
+	} else if c.MetricsOpen {
+		errs.Addf("metrics_open", "set without debug_listen, where the metrics are served: set debug_listen (and debug_token_file) too")
 	}
 	if c.JoinToken != "" && c.JoinTokenFile != "" {
 		errs.Addf("join_token_file", "set join_token or join_token_file, not both")

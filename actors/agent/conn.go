@@ -265,8 +265,10 @@ func (c *conn) run(ctx context.Context) {
 		a.dir.up(c.slot, a.cfg.Clock())
 		c.took(reply)
 		a.connected.Add(1)
+		a.metrics.up(tun, reply.ProxyID)
 		a.log.Info("tunnel up", "slot", c.slot, "proxy", reply.ProxyID, "addr", addr)
 		proxyID := c.serve(ctx, tun, reply.ProxyID, leave)
+		a.metrics.down(tun)
 		a.connected.Add(-1)
 		a.dir.release(c.slot)
 		a.log.Info("tunnel down", "slot", c.slot, "proxy", proxyID)
@@ -542,6 +544,7 @@ func (c *conn) heartbeat(ctx context.Context, tun *revtunnel.ClientConn) {
 			tun.Close()
 			return
 		}
+		c.a.metrics.beat(tun, c.a.cfg.Clock())
 		if refused := describeRefused(reply.Refused); refused != lastRefused {
 			lastRefused = refused
 			if refused != "" {

@@ -11,10 +11,12 @@ import (
 	"github.com/warren-proxy/warren/transport/pki"
 )
 
-// startDebug serves Go's profiles on debug_listen, if set, behind the
-// token in debug_token_file: how an operator (or `warren bench path
-// --profiles`) sees what an agent spends its CPU on, as a proxy's HTTP
-// port shows its own. The token is read once, at start.
+// startDebug serves Go's profiles and the agent's Prometheus metrics
+// (metrics.go) on debug_listen, if set, behind the token in
+// debug_token_file (the metrics without it if metrics_open): how an
+// operator (or `warren bench path --profiles`) sees what an agent does and
+// spends its CPU on, as a proxy's HTTP port shows its own. The token is
+// read once, at start.
 func (a *Agent) startDebug() error {
 	if a.cfg.DebugListen == "" {
 		return nil
@@ -34,8 +36,16 @@ func (a *Agent) startDebug() error {
 	// Bounded as the proxy's HTTP port is: headers in 10 s, a request in
 	// 30 s, idle connections closed after a minute (profiles stream for
 	// their own duration, so writes are not bounded).
+	const hint = "missing or wrong token: send Authorization: Bearer <contents of the agent's debug_token_file>"
+	mux := http.NewServeMux()
+	mux.Handle("GET /debug/pprof/", httpapi.Profiles(check, hint))
+	if a.cfg.MetricsOpen {
+		mux.Handle("GET /metrics", a.metrics.handler())
+	} else {
+		mux.Handle("GET /metrics", httpapi.RequireToken(check, hint, a.metrics.handler().ServeHTTP))
+	}
 	a.debugSrv = &http.Server{
-		Handler:           httpapi.Profiles(check, "missing or wrong token: send Authorization: Bearer <contents of the agent's debug_token_file>"),
+		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		IdleTimeout:       time.Minute,

@@ -104,6 +104,17 @@ func (p *Prober) Recent(m membership.Member) Probe {
 	return p.ProbeNow(m)
 }
 
+// Last returns every member's last probe, by proxy id, without probing.
+func (p *Prober) Last() map[string]Probe {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[string]Probe, len(p.last))
+	for id, pr := range p.last {
+		out[id] = pr
+	}
+	return out
+}
+
 // Forget drops what is known of a member that left.
 func (p *Prober) Forget(id string) {
 	p.mu.Lock()

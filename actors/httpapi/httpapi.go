@@ -1,8 +1,9 @@
 // Package httpapi serves a proxy's HTTP port: /healthz and /readyz, open
 // for load balancers and orchestrators; and, behind the cluster's API token
 // (Authorization: Bearer <auth_dir/api_token>), the JSON API that `warren
-// ls`, `warren status` and the benchmarks read, and Go's profiles under
-// /debug/pprof/.
+// ls`, `warren status` and the benchmarks read, the Prometheus metrics at
+// /metrics (open if the proxy's http.metrics_open says so), and Go's
+// profiles under /debug/pprof/.
 package httpapi
 
 import (
@@ -24,6 +25,10 @@ type Proxy interface {
 	Status() model.Statuses
 	// CheckAPIToken reports whether tok is the cluster's API token.
 	CheckAPIToken(tok string) bool
+	// Metrics serves the proxy's Prometheus metrics; MetricsOpen says
+	// whether they are served without the token.
+	Metrics() http.Handler
+	MetricsOpen() bool
 }
 
 // Handler returns the HTTP API of p.
@@ -39,7 +44,7 @@ func Handler(p Proxy) http.Handler {
 		}
 		w.Write([]byte("ready\n"))
 	})
-	auth := func(next http.HandlerFunc) http.Handler { return requireToken(p.CheckAPIToken, apiTokenHint, next) }
+	auth := func(next http.HandlerFunc) http.Handler { return RequireToken(p.CheckAPIToken, apiTokenHint, next) }
 	// Every resource, or with ?name=A&name=B only those: a client that
 	// watches a few names among thousands need not fetch them all.
 	mux.Handle("GET /api/v1/resources", auth(func(w http.ResponseWriter, r *http.Request) {
@@ -59,6 +64,14 @@ func Handler(p Proxy) http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(p.Status())
 	}))
+	// Prometheus' text format; the metrics name no user or session, but
+	// the cluster's shape (peers, regions, counts) is still the operator's
+	// business, so the token is required unless http.metrics_open.
+	if p.MetricsOpen() {
+		mux.Handle("GET /metrics", p.Metrics())
+	} else {
+		mux.Handle("GET /metrics", auth(p.Metrics().ServeHTTP))
+	}
 	// Profiles for operators (`go tool pprof -http=: URL` with the same
 	// bearer token): what a proxy spends its CPU and memory on.
 	mux.Handle("GET /debug/pprof/", Profiles(p.CheckAPIToken, apiTokenHint))
@@ -78,10 +91,12 @@ func Profiles(check func(tok string) bool, hint string) http.Handler {
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
-	return requireToken(check, hint, mux.ServeHTTP)
+	return RequireToken(check, hint, mux.ServeHTTP)
 }
 
-func requireToken(check func(string) bool, hint string, next http.HandlerFunc) http.Handler {
+// RequireToken serves next to requests whose bearer token check accepts,
+// and answers others 401 with hint, which says where the token is.
+func RequireToken(check func(string) bool, hint string, next http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || !check(tok) {

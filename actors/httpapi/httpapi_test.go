@@ -12,7 +12,10 @@ import (
 	"github.com/warren-proxy/warren/internal/model"
 )
 
-type fakeProxy struct{ notReady string }
+type fakeProxy struct {
+	notReady    string
+	metricsOpen bool
+}
 
 func (f *fakeProxy) ID() string       { return "p1" }
 func (f *fakeProxy) NotReady() string { return f.notReady }
@@ -23,6 +26,10 @@ func (f *fakeProxy) Snapshot() *router.Snapshot {
 }
 func (f *fakeProxy) Status() model.Statuses        { return model.Statuses{{ID: "p1", State: "alive"}} }
 func (f *fakeProxy) CheckAPIToken(tok string) bool { return tok == "s3cret" }
+func (f *fakeProxy) MetricsOpen() bool             { return f.metricsOpen }
+func (f *fakeProxy) Metrics() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("warren_ready 1\n")) })
+}
 
 func get(t *testing.T, h http.Handler, path, token string) (int, string) {
 	t.Helper()
@@ -53,7 +60,7 @@ func TestReadyzSaysWhy(t *testing.T) {
 
 func TestAPIAndProfilesNeedTheToken(t *testing.T) {
 	h := Handler(&fakeProxy{})
-	for _, path := range []string{"/api/v1/resources", "/api/v1/status", "/debug/pprof/"} {
+	for _, path := range []string{"/api/v1/resources", "/api/v1/status", "/debug/pprof/", "/metrics"} {
 		for _, tok := range []string{"", "wrong", "s3cret "} {
 			if code, body := get(t, h, path, tok); code != 401 || !strings.Contains(body, "api_token") {
 				t.Errorf("%s with token %q: %d %q", path, tok, code, body)
@@ -67,5 +74,17 @@ func TestAPIAndProfilesNeedTheToken(t *testing.T) {
 	}
 	if code != 200 || json.Unmarshal([]byte(body), &out) != nil || out.Proxy != "p1" || len(out.Resources) != 1 || out.Resources[0].Name != "db" {
 		t.Errorf("resources: %d %q", code, body)
+	}
+}
+
+func TestMetricsOpenOnlyWhenConfigured(t *testing.T) {
+	if code, body := get(t, Handler(&fakeProxy{}), "/metrics", "s3cret"); code != 200 || body != "warren_ready 1\n" {
+		t.Errorf("with the token: %d %q", code, body)
+	}
+	if code, body := get(t, Handler(&fakeProxy{metricsOpen: true}), "/metrics", ""); code != 200 || body != "warren_ready 1\n" {
+		t.Errorf("open, without a token: %d %q", code, body)
+	}
+	if code, _ := get(t, Handler(&fakeProxy{metricsOpen: true}), "/api/v1/status", ""); code != 401 {
+		t.Errorf("metrics_open opened the API too: %d", code)
 	}
 }

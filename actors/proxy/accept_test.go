@@ -101,6 +101,7 @@ func acceptProxy(t *testing.T, ln net.Listener, logs *syncBuffer) *Proxy {
 		tunnelGate:   &gate.Gate{Max: 4, MaxPerIP: 4},
 		refusedConns: logsample.New(log, "refused", logsample.Every),
 	}
+	p.metrics = newMetrics(p)
 	return p
 }
 

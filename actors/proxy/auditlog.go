@@ -14,17 +14,23 @@ import (
 // a load balancer should send users elsewhere), and probes the log until
 // it takes writes again.
 type auditor struct {
-	log    *audit.Log
-	failed atomic.Bool
-	kick   chan struct{} // a write failed: probe soon
+	log     *audit.Log
+	metrics *metrics
+	failed  atomic.Bool
+	kick    chan struct{} // a write failed: probe soon
 }
 
-func newAuditor(l *audit.Log) *auditor { return &auditor{log: l, kick: make(chan struct{}, 1)} }
+func newAuditor(l *audit.Log, m *metrics) *auditor {
+	return &auditor{log: l, metrics: m, kick: make(chan struct{}, 1)}
+}
 
 // Append writes ev durably and records the outcome.
 func (a *auditor) Append(ev audit.Event) (audit.Event, error) {
+	start := time.Now()
 	out, err := a.log.Append(ev)
+	a.metrics.auditWrite.Observe(time.Since(start).Seconds())
 	if err != nil {
+		a.metrics.auditFailures.Inc()
 		if !a.failed.Swap(true) {
 			select {
 			case a.kick <- struct{}{}:

@@ -289,6 +289,7 @@ func (p *Proxy) startMembership(ctx context.Context) error {
 func (p *Proxy) followMembers() {
 	for ev := range p.members.Events() {
 		m := ev.Member
+		p.metrics.memberEvent(ev)
 		if m.ProxyID == p.cfg.ID {
 			continue
 		}

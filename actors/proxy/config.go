@@ -83,6 +83,10 @@ type HTTPConfig struct {
 	// 60s); ReadHeaderTimeout bounds a request's headers (default 10s).
 	IdleTimeout       time.Duration `yaml:"idle_timeout"`
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	// MetricsOpen serves /metrics without the API token, for a Prometheus
+	// that cannot send one; the metrics name no user, session or secret
+	// (default false: the token is required).
+	MetricsOpen bool `yaml:"metrics_open"`
 }
 
 // GossipConfig places the proxy in the cluster's membership.

@@ -57,6 +57,8 @@ func (h userHandler) DirectTCPIP(ctx context.Context, c *usersh.Conn, t usersh.T
 		DialTimeout:    p.cfg.Session.DialTimeout,
 		AttemptTimeout: p.cfg.Session.AttemptTimeout,
 		Resume:         p.resumeTimeout(),
+		Observer:       p.metrics,
+		UserRTT:        c.RTT,
 		ListHint:       fmt.Sprintf("; list resources with `warren ls` or `ssh -p %s %s@<proxy> ls`", port, c.Identity.User),
 		Clock:          p.cfg.Clock,
 		Logger:         p.log,

@@ -1,6 +1,11 @@
 package proxy
 
 import (
+	"log/slog"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/warren-proxy/warren/actors/router"
 	"github.com/warren-proxy/warren/internal/model"
 )
@@ -13,3 +18,7 @@ func (v httpView) NotReady() string              { return v.p.NotReady() }
 func (v httpView) Snapshot() *router.Snapshot    { return v.p.table.Snapshot() }
 func (v httpView) Status() model.Statuses        { return v.p.Status() }
 func (v httpView) CheckAPIToken(tok string) bool { return v.p.auth.CheckAPIToken(tok) }
+func (v httpView) Metrics() http.Handler {
+	return promhttp.HandlerFor(v.p.metrics.reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(v.p.log.Handler(), slog.LevelError)})
+}
+func (v httpView) MetricsOpen() bool { return v.p.cfg.HTTP.MetricsOpen }

@@ -222,6 +222,8 @@ func (p *Proxy) issueAgentCert(id string, pub ssh.PublicKey, g access.Grant, req
 	for _, r := range cr.Refused {
 		refused = append(refused, revtunnel.Refused{Name: r.Name, Reason: r.Reason})
 	}
+	p.metrics.decisions.WithLabelValues("agent_name", "allowed").Add(float64(len(cr.Names)))
+	p.metrics.decisions.WithLabelValues("agent_name", "denied").Add(float64(len(refused)))
 	cert, err := p.auth.IssueAgentCert(pub, pki.AgentCertRequest{
 		ID: id, Names: cr.Names, Grant: g.Encode(), TTL: p.cfg.Tunnel.CertTTL, NotAfter: g.RenewUntil, Now: p.cfg.Clock(),
 	})
@@ -253,7 +255,8 @@ func agentGrant(cert *ssh.Certificate) (access.Grant, error) {
 
 // authorizeAgent admits an agent whose certificate is valid unless it, or
 // the token it joined with, is locked.
-func (p *Proxy) authorizeAgent(cert *ssh.Certificate) error {
+func (p *Proxy) authorizeAgent(cert *ssh.Certificate) (err error) {
+	defer func() { p.metrics.decision("agent", err == nil) }()
 	g, err := agentGrant(cert)
 	if err != nil {
 		return err

@@ -105,6 +105,7 @@ type Proxy struct {
 	closeOnce                         sync.Once
 	closeErr                          error
 	tunnels                           sync.WaitGroup // live tunnel actors
+	metrics                           *metrics
 
 	mu      sync.Mutex // guards the fields below
 	started bool
@@ -127,14 +128,16 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, fmt.Errorf("proxy config: %w", err)
 	}
 	log := cfg.Logger.With("proxy", cfg.ID)
-	return &Proxy{
+	p := &Proxy{
 		cfg: cfg, log: log, tunPIDs: map[*actor.PID]tunnelInfo{}, load: forward.NewLoad(),
 		rendezvous:   forward.NewRendezvous(forward.DefaultParkTTL),
 		refusedPeers: logsample.New(log, "peer call refused: not a live member of the cluster", logsample.Every),
 		tunnelGate:   &gate.Gate{Max: maxTunnelHandshakes, MaxPerIP: maxTunnelHandshakesPerIP},
 		refusedConns: logsample.New(log, "tunnel connection refused before its handshake", logsample.Every),
 		release:      make(chan struct{}), hurry: make(chan struct{}), drainAsked: make(chan struct{}),
-	}, nil
+	}
+	p.metrics = newMetrics(p)
+	return p, nil
 }
 
 // Start opens the proxy's state and starts serving. On error everything
@@ -167,7 +170,7 @@ func (p *Proxy) Start(ctx context.Context) (err error) {
 	if p.audit, err = audit.Open(filepath.Join(p.cfg.DataDir, "audit.db"), audit.Options{Logger: p.log}); err != nil {
 		return err
 	}
-	p.auditor = newAuditor(p.audit)
+	p.auditor = newAuditor(p.audit, p.metrics)
 	if r := p.audit.Replaced(); r != "" {
 		// Serving on is right (refusing would stop every session), but
 		// the gap is recorded where auditors look.
@@ -280,6 +283,7 @@ func (p *Proxy) startServers() (err error) {
 		Clock:       p.cfg.Clock,
 		Logger:      p.log,
 		Help:        p.help(),
+		OnRTT:       func(d time.Duration) { p.metrics.userConnRTT.Observe(d.Seconds()) },
 	})
 	if err != nil {
 		return err
@@ -433,10 +437,12 @@ func (p *Proxy) handshakeTunnel(ctx context.Context, nc net.Conn, leave func()) 
 			// connection and resetting it: not worth a line each.
 			p.log.Debug("tunnel connection closed before its handshake (an agent's probe)", "remote", nc.RemoteAddr().String())
 		default:
+			p.metrics.tunnelsAccepted.WithLabelValues("refused").Inc()
 			p.log.Info("tunnel refused", "remote", nc.RemoteAddr().String(), "err", err)
 		}
 		return
 	}
+	p.metrics.tunnelsAccepted.WithLabelValues("ok").Inc()
 	grant, err := agentGrant(conn.Cert)
 	if err != nil { // authorizeAgent checked it; be safe anyway
 		conn.Close()
@@ -664,7 +670,9 @@ func (p *Proxy) reservedName(name string) bool {
 // authorizeUser admits a user whose certificate is valid unless a lock,
 // missing roles or a too long-lived certificate refuse them.
 func (p *Proxy) authorizeUser(id usersh.Identity) error {
-	if reason := p.table.Snapshot().Policy.CheckIdentity(usercmd.AccessIdentity(id), p.cfg.Clock()); reason != "" {
+	reason := p.table.Snapshot().Policy.CheckIdentity(usercmd.AccessIdentity(id), p.cfg.Clock())
+	p.metrics.decision("login", reason == "")
+	if reason != "" {
 		return errors.New(reason)
 	}
 	return nil

@@ -138,6 +138,11 @@ type Config struct {
 	// ListHint is appended to "unknown resource" refusals: how the user
 	// lists resources.
 	ListHint string
+	// Observer, if set, is told what the session does (the proxy's
+	// metrics); UserRTT, if set, is the user connection's last measured
+	// round trip.
+	Observer Observer
+	UserRTT  func() time.Duration
 	// Clock, if set, stamps audit events (default time.Now).
 	Clock  func() time.Time
 	Logger *slog.Logger
@@ -188,6 +193,11 @@ type Session struct {
 	// noRoute is when a redial first found no tunnel of the agent on any
 	// proxy (zero while one is found); redial runs on one goroutine.
 	noRoute time.Time
+	// connectTook is how long connect took; legs the path's round trips
+	// then; resumed counts the hops replaced since. For the end's log line.
+	connectTook time.Duration
+	legs        Legs
+	resumed     atomic.Int32
 }
 
 // noRouteGiveUp is how long a session waits for its agent to have a
@@ -217,6 +227,9 @@ func New(cfg Config) (*Session, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
+	}
 	return &Session{cfg: cfg, reports: make(chan *clusterpb.LoginReport, 4)}, nil
 }
 
@@ -242,26 +255,32 @@ func (s *Session) Run(ctx context.Context) {
 	s.started = s.cfg.Clock()
 	snap := s.cfg.Table.Snapshot()
 
+	obs := s.cfg.Observer
 	endpoints := snap.Lookup(s.cfg.Resource)
 	if len(endpoints) == 0 {
+		obs.Started(StartUnavailable)
 		s.refuse(fmt.Sprintf("unknown resource %q%s", s.cfg.Resource, s.cfg.ListHint))
 		return
 	}
 
 	allowed, denial := authorize(snap.Policy, s.cfg.Identity, endpoints)
+	obs.Decided(len(allowed) > 0)
 	if len(allowed) == 0 {
+		obs.Started(StartDenied)
 		s.deny(denial)
 		return
 	}
 
 	candidates := s.candidates(allowed)
 	if len(candidates) == 0 {
+		obs.Started(StartUnavailable)
 		s.refuse(unusableReason(s.cfg.Resource, allowed, s.started))
 		return
 	}
 
 	agent, err := s.connect(ctx, candidates)
 	if err != nil {
+		obs.Started(StartUnavailable)
 		s.refuse(fmt.Sprintf("cannot connect to %q: %v", s.cfg.Resource, err))
 		return
 	}
@@ -280,6 +299,7 @@ func (s *Session) Run(ctx context.Context) {
 	// session runs that the audit log does not know of.
 	if _, err := s.cfg.Audit.Append(s.event("session.start", "started", "")); err != nil {
 		agent.Close()
+		obs.Started(StartError)
 		s.cfg.Logger.Error("audit log write failed; refusing session", "session", s.cfg.ID, "err", err)
 		s.reject("the proxy cannot write its audit log; try another proxy")
 		return
@@ -287,13 +307,15 @@ func (s *Session) Run(ctx context.Context) {
 	user, reqs, err := s.cfg.Channel.Accept()
 	if err != nil {
 		agent.Close()
+		obs.Started(StartError)
 		s.end(streams.Result{Err: fmt.Errorf("accept user channel: %w", err)})
 		return
 	}
+	obs.Started(StartOK)
 	go ssh.DiscardRequests(reqs)
 	s.cfg.Logger.Info("session started", "session", s.cfg.ID, "user", s.cfg.User, "resource", s.cfg.Resource, "agent", s.agentID, "path", s.pathString())
 
-	s.end(s.pipe(ctx, user, agent))
+	s.end(s.pipe(ctx, user, counted{agent, obs}))
 }
 
 // authorize keeps the endpoints the user's roles let them reach, and says
@@ -348,7 +370,11 @@ func (s *Session) connect(ctx context.Context, candidates []router.Endpoint) (st
 		if ctx.Err() != nil || !time.Now().Before(deadline) {
 			break
 		}
+		if last != nil {
+			s.cfg.Observer.FailedOver(pathOf(e))
+		}
 		st, err := s.attempt(ctx, e)
+		s.cfg.Observer.Dialed(pathOf(e), err)
 		if err == nil {
 			s.connected(e)
 			return st, nil
@@ -442,6 +468,8 @@ func (s *Session) resumeConfig(e router.Endpoint) resume.ClientConfig {
 			if p := s.resumedPath.Load(); p != nil {
 				path = *p
 			}
+			s.resumed.Add(1)
+			s.cfg.Observer.Resumed(stalled)
 			s.cfg.Logger.Info("session resumed", "session", s.cfg.ID, "resource", s.cfg.Resource, "agent", agentID, "path", path, "stalled", stalled.Round(time.Millisecond), "hops", hops)
 			ev := s.event("session.resumed", "ok", "")
 			ev.AgentID, ev.Path, ev.Duration = agentID, path, stalled
@@ -582,6 +610,8 @@ func (s *Session) connected(e router.Endpoint) {
 		s.cfg.Load.Add(e.AgentID, 1)
 		s.cfg.Load.Succeeded(e.AgentID)
 	}
+	s.connectTook, s.legs = s.cfg.Clock().Sub(s.started), s.measureLegs(e)
+	s.cfg.Observer.Connected(pathOf(e), s.connectTook, s.legs)
 }
 
 // pipe carries bytes both ways until either side ends, recording the
@@ -659,7 +689,20 @@ func (s *Session) end(res streams.Result) {
 	if _, err := s.cfg.Audit.Append(ev); err != nil {
 		s.cfg.Logger.Error("audit session end", "session", s.cfg.ID, "err", err)
 	}
-	s.cfg.Logger.Info("session ended", "session", s.cfg.ID, "resource", s.cfg.Resource, "agent", s.agentID, "in", res.AtoB, "out", res.BtoA, "err", errText)
+	s.cfg.Observer.Ended(outcome, ev.Duration)
+	// The one line an operator reads per session: who, where, how it
+	// ended, and where its time went (connect, and each leg's round trip
+	// when it connected: see Legs).
+	level := slog.LevelInfo
+	if outcome != EndOK {
+		level = slog.LevelWarn
+	}
+	s.cfg.Logger.Log(context.Background(), level, "session ended",
+		"session", s.cfg.ID, "user", s.cfg.User, "login", s.login, "resource", s.cfg.Resource,
+		"agent", s.agentID, "path", s.pathString(), "outcome", outcome, "err", errText,
+		"duration", ev.Duration.Round(time.Millisecond), "connect", s.connectTook.Round(time.Microsecond),
+		"user_rtt", s.legs.User.Round(time.Microsecond), "peer_rtt", s.legs.Peer.Round(time.Microsecond), "agent_rtt", s.legs.Agent.Round(time.Microsecond),
+		"resumes", s.resumed.Load(), "bytes_up", res.AtoB, "bytes_down", res.BtoA)
 }
 
 // deny rejects the user's channel for lack of access and records it.

@@ -344,6 +344,15 @@ func (a *Actor) onHello(ctx actor.Context, m helloMsg) {
 	}
 	a.up = true
 	ctx.Send(a.cfg.Router, &router.TunnelUp{Agent: a.agent, Tunnel: ctx.Self()})
+	// A keepalive now, after the route is up: its round trip (the agent
+	// leg of the sessions through this tunnel) reaches the router, and the
+	// routes, before most first sessions do. Only if the first one is
+	// still pending: one running arms the next itself.
+	a.kaMu.Lock()
+	if !a.kaStopped && a.kaTimer != nil && a.kaTimer.Stop() {
+		a.kaTimer.Reset(0)
+	}
+	a.kaMu.Unlock()
 }
 
 func (a *Actor) onHeartbeat(ctx actor.Context, m heartbeatMsg) {

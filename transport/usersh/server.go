@@ -160,7 +160,18 @@ type Config struct {
 	// user (the server quotes and truncates the name itself, and bounds
 	// the error's length). nil means CheckResourceName.
 	CheckTarget func(host string) error
+	// RTTInterval is how often the server measures each connection's
+	// round trip with a keepalive@openssh.com request (every client
+	// answers it, if only to say it does not know it): once right after
+	// the handshake, then every RTTInterval. 0 means DefaultRTTInterval,
+	// negative turns it off. OnRTT, if set, is told of each measurement.
+	RTTInterval time.Duration
+	OnRTT       func(time.Duration)
 }
+
+// DefaultRTTInterval is Config.RTTInterval's default: a request of a few
+// dozen bytes per connection per interval.
+const DefaultRTTInterval = 30 * time.Second
 
 // CheckResourceName is the default Config.CheckTarget: host must be a
 // Warren resource name (model.ValidName), since nothing else can be
@@ -227,6 +238,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	if cfg.RTTInterval == 0 {
+		cfg.RTTInterval = DefaultRTTInterval
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
@@ -464,6 +478,38 @@ type Conn struct {
 	sticky map[string]string // resource → agent id this connection uses
 
 	ending atomic.Pointer[string] // why the connection is being ended (CloseConns)
+	rtt    atomic.Int64           // last measured round trip, ns; 0 until measured
+}
+
+// RTT is the connection's last measured round trip (see
+// Config.RTTInterval), or 0 before the first measurement.
+func (c *Conn) RTT() time.Duration { return time.Duration(c.rtt.Load()) }
+
+// measureRTT sends keepalives until ctx ends and records their round
+// trips; a request stays unanswered at most until the connection ends.
+func (s *Server) measureRTT(ctx context.Context, c *Conn) {
+	if s.cfg.RTTInterval < 0 {
+		return
+	}
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		start := time.Now()
+		if _, _, err := c.ssh.SendRequest("keepalive@openssh.com", true, nil); err != nil {
+			return
+		}
+		d := time.Since(start)
+		c.rtt.Store(int64(d))
+		if s.cfg.OnRTT != nil {
+			s.cfg.OnRTT(d)
+		}
+		t.Reset(s.cfg.RTTInterval)
+	}
 }
 
 // StickyAgent returns the agent this connection's earlier channels to
@@ -533,6 +579,7 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 	stop := context.AfterFunc(connCtx, func() { sconn.Close() })
 	defer stop()
 	go ssh.DiscardRequests(reqs)
+	wg.Go(func() { s.measureRTT(connCtx, c) })
 	for nch := range chans {
 		if why := c.ending.Load(); why != nil {
 			_ = nch.Reject(ssh.Prohibited, "warren: "+*why)
