@@ -61,6 +61,9 @@ type Config struct {
 	// Watch serves the cluster's dynamic resources whose labels hold all
 	// the labels of any watcher.
 	Watch []Watcher `yaml:"watch"`
+	// Log is the log's format and level (`warren agent` builds Logger from
+	// it; its flags win).
+	Log conf.Log `yaml:"log"`
 	// DebugListen, if set, serves Go's profiles (/debug/pprof/, for `go
 	// tool pprof`) and the agent's Prometheus metrics (/metrics) on this
 	// address, to requests that carry the token in
@@ -135,6 +138,7 @@ func (c Config) CheckAndSetDefaults() (Config, error) {
 	} else if c.MetricsOpen {
 		errs.Addf("metrics_open", "set without debug_listen, where the metrics are served: set debug_listen (and debug_token_file) too")
 	}
+	c.Log.Check("log", &errs)
 	if c.JoinToken != "" && c.JoinTokenFile != "" {
 		errs.Addf("join_token_file", "set join_token or join_token_file, not both")
 	}

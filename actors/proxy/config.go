@@ -43,8 +43,11 @@ type Config struct {
 	HTTP       HTTPConfig     `yaml:"http"`
 	Session    SessionConfig  `yaml:"session"`
 	Shutdown   ShutdownConfig `yaml:"shutdown"`
-	Gossip     GossipConfig   `yaml:"gossip"`
-	Peer       PeerConfig     `yaml:"peer"`
+	// Log is the log's format and level (`warren proxy` builds Logger
+	// from it; its flags win).
+	Log    conf.Log     `yaml:"log"`
+	Gossip GossipConfig `yaml:"gossip"`
+	Peer   PeerConfig   `yaml:"peer"`
 
 	Logger *slog.Logger     `yaml:"-"`
 	Clock  func() time.Time `yaml:"-"`
@@ -285,6 +288,7 @@ func (c Config) CheckAndSetDefaults() (Config, error) {
 	if c.Region == "" {
 		c.Region = "default"
 	}
+	c.Log.Check("log", &errs)
 	if c.Listen.User == "" {
 		c.Listen.User = DefaultUserAddr
 	}

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -16,6 +17,8 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
+
+	"github.com/warren-proxy/warren/internal/conf"
 )
 
 // command is one subcommand.
@@ -273,25 +276,64 @@ func summary(name string) string {
 	return ""
 }
 
-// logFlags adds --debug and --log-format and returns a function that
-// builds the logger from them, refusing a format it does not know.
+// logFlags adds --debug, --log-format and --log-level and returns a
+// function that builds the logger from them and the config file's log
+// section (the flags win where given), refusing a format or level it
+// does not know.
 func logFlags(fs *flag.FlagSet) func() (*slog.Logger, error) {
-	debug := fs.Bool("debug", false, "log debug messages")
-	format := fs.String("log-format", "text", "log format: text or json")
+	lf := addLogFlags(fs)
 	return func() (*slog.Logger, error) {
-		level := slog.LevelInfo
-		if *debug {
-			level = slog.LevelDebug
-		}
-		opts := &slog.HandlerOptions{Level: level}
-		switch strings.ToLower(*format) {
-		case "text":
-			return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
-		case "json":
-			return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
-		}
-		return nil, usageError{fmt.Sprintf("unknown --log-format %q: use text or json", *format)}
+		l, _, err := lf.build(conf.Log{})
+		return l, err
 	}
+}
+
+// logOptions are the log flags of a command with a config file, whose log
+// section they override where given.
+type logOptions struct {
+	debug             *bool
+	format, levelName *string
+}
+
+func addLogFlags(fs *flag.FlagSet) *logOptions {
+	return &logOptions{
+		debug:     fs.Bool("debug", false, "log debug messages (as --log-level debug)"),
+		format:    fs.String("log-format", "", "log format: text (default) or json; overrides the config's log.format"),
+		levelName: fs.String("log-level", "", "log level: debug, info (default), warn or error; overrides the config's log.level"),
+	}
+}
+
+// build returns the logger for the config's log section, and its level,
+// which a reload may change (level).
+func (o *logOptions) build(file conf.Log) (*slog.Logger, *slog.LevelVar, error) {
+	f, err := conf.ParseLogFormat(cmp.Or(*o.format, file.Format))
+	if err != nil {
+		return nil, nil, usageError{"--log-format: " + err.Error()}
+	}
+	lv, _, err := o.level(file)
+	if err != nil {
+		return nil, nil, err
+	}
+	level := new(slog.LevelVar)
+	level.Set(lv)
+	return conf.NewLogger(os.Stderr, f, level), level, nil
+}
+
+// level is the log level for the config's log section; fixed is true when
+// a flag set it, so that the file's level does not apply.
+func (o *logOptions) level(file conf.Log) (lv slog.Level, fixed bool, err error) {
+	if *o.debug {
+		return slog.LevelDebug, true, nil
+	}
+	if *o.levelName != "" {
+		lv, err = conf.ParseLogLevel(*o.levelName)
+		if err != nil {
+			return 0, true, usageError{"--log-level: " + err.Error()}
+		}
+		return lv, true, nil
+	}
+	lv, err = conf.ParseLogLevel(file.Level)
+	return lv, false, err
 }
 
 // parse parses flags and turns flag errors into usage errors. Flags may

@@ -11,6 +11,7 @@ import (
 
 	"github.com/warren-proxy/warren/actors/agent"
 	"github.com/warren-proxy/warren/actors/proxy"
+	"github.com/warren-proxy/warren/internal/conf"
 	"github.com/warren-proxy/warren/transport/nodessh"
 	"github.com/warren-proxy/warren/transport/pki"
 )
@@ -167,19 +168,27 @@ func runProxy(ctx context.Context, args []string) error {
 	}
 	fs := newFlags("proxy", "--config proxy.yaml")
 	path := fs.String("config", "/etc/warren/proxy.yaml", "proxy config file")
-	logger := logFlags(fs)
+	lo := addLogFlags(fs)
 	if err := parse(fs, args); err != nil {
-		return err
-	}
-	log, err := logger()
-	if err != nil {
 		return err
 	}
 	cfg, err := proxy.LoadConfig(*path)
 	if err != nil {
 		return err
 	}
+	log, level, err := lo.build(cfg.Log)
+	if err != nil {
+		return err
+	}
 	cfg.Logger = log
+	stop := reloadOnHUP(log, func() (conf.Log, any, error) {
+		c, err := proxy.LoadConfig(*path)
+		if err == nil {
+			_, err = c.CheckAndSetDefaults()
+		}
+		return c.Log, c, err
+	}, cfg, lo, level)
+	defer stop()
 	return proxy.Run(ctx, cfg)
 }
 
@@ -200,19 +209,27 @@ func runProxyDrain(ctx context.Context, args []string) error {
 func runAgent(ctx context.Context, args []string) error {
 	fs := newFlags("agent", "--config agent.yaml")
 	path := fs.String("config", "/etc/warren/agent.yaml", "agent config file")
-	logger := logFlags(fs)
+	lo := addLogFlags(fs)
 	if err := parse(fs, args); err != nil {
-		return err
-	}
-	log, err := logger()
-	if err != nil {
 		return err
 	}
 	cfg, err := agent.LoadConfig(*path)
 	if err != nil {
 		return err
 	}
+	log, level, err := lo.build(cfg.Log)
+	if err != nil {
+		return err
+	}
 	cfg.Logger = log
+	stop := reloadOnHUP(log, func() (conf.Log, any, error) {
+		c, err := agent.LoadConfig(*path)
+		if err == nil {
+			_, err = c.CheckAndSetDefaults()
+		}
+		return c.Log, c, err
+	}, cfg, lo, level)
+	defer stop()
 	cfg.SFTPCommand = sftpCommand()
 	a, err := agent.New(cfg)
 	if err != nil {
