@@ -188,6 +188,8 @@ type Session struct {
 	// noRoute is when a redial first found no tunnel of the agent on any
 	// proxy (zero while one is found); redial runs on one goroutine.
 	noRoute time.Time
+	// shown is what the status page reads while the session runs.
+	shown shown
 }
 
 // noRouteGiveUp is how long a session waits for its agent to have a
@@ -342,6 +344,7 @@ func (s *Session) connect(ctx context.Context, candidates []router.Endpoint) (st
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	var last error
+	var lastFailed router.Endpoint
 	for _, e := range candidates {
 		// The deadline, not only ctx: an attempt cut short by it may
 		// return before ctx's own timer has fired.
@@ -351,13 +354,14 @@ func (s *Session) connect(ctx context.Context, candidates []router.Endpoint) (st
 		st, err := s.attempt(ctx, e)
 		if err == nil {
 			s.connected(e)
+			s.failedOver(lastFailed, e, last)
 			return st, nil
 		}
 		s.cfg.Logger.Info("dial failed; trying next agent", "session", s.cfg.ID, "resource", s.cfg.Resource, "agent", e.AgentID, "proxy", e.ProxyID, "err", err)
 		if s.cfg.Load != nil {
 			s.cfg.Load.Failed(e.AgentID)
 		}
-		last = err
+		last, lastFailed = err, e
 	}
 	if last == nil {
 		last = context.Cause(ctx)
@@ -435,6 +439,7 @@ func (s *Session) resumeConfig(e router.Endpoint) resume.ClientConfig {
 		Detach:    s.cfg.Resume,
 		Redial:    func(ctx context.Context) (streams.Stream, error) { return s.redial(ctx, agentID) },
 		Detached: func(err error) {
+			s.pathLost(err)
 			s.cfg.Logger.Warn("session lost its path to the agent; looking for another", "session", s.cfg.ID, "resource", s.cfg.Resource, "agent", agentID, "err", err, "wait", s.cfg.Resume.String())
 		},
 		Resumed: func(stalled time.Duration, hops int) {
@@ -442,6 +447,7 @@ func (s *Session) resumeConfig(e router.Endpoint) resume.ClientConfig {
 			if p := s.resumedPath.Load(); p != nil {
 				path = *p
 			}
+			s.resumedOver(e, path, stalled)
 			s.cfg.Logger.Info("session resumed", "session", s.cfg.ID, "resource", s.cfg.Resource, "agent", agentID, "path", path, "stalled", stalled.Round(time.Millisecond), "hops", hops)
 			ev := s.event("session.resumed", "ok", "")
 			ev.AgentID, ev.Path, ev.Duration = agentID, path, stalled
@@ -636,6 +642,7 @@ func (s *Session) onLogin(r *clusterpb.LoginReport) {
 	} else {
 		s.login, s.refused = r.Login, ""
 	}
+	s.showLogin(s.login)
 	if _, err := s.cfg.Audit.Append(ev); err != nil {
 		s.cfg.Logger.Error("audit login", "session", s.cfg.ID, "err", err)
 	}
