@@ -150,11 +150,14 @@ async function refresh() {
     if (!res.ok) throw new Error('HTTP ' + res.status + ': ' + (await res.text()).slice(0, 200));
     render(await res.json());
     lastOK = new Date();
-    document.getElementById('updated').textContent = 'updated ' + clock(lastOK) + ', every ' + every / 1000 + ' s';
+    const updated = document.getElementById('updated');
+    updated.textContent = 'updated ' + clock(lastOK) + ', every ' + every / 1000 + ' s';
+    updated.className = 'muted';
     document.body.dataset.state = 'ok';
     problem('');
   } catch (e) {
     document.body.dataset.state = 'error';
+    document.getElementById('updated').className = 'bad';
     const since = lastOK ? ' Last answer at ' + clock(lastOK) + '; the tables show it.' : '';
     problem('The proxy does not answer (' + e.message + ').' + since + ' Retrying every ' + every / 1000 + ' s.');
   }
