@@ -123,14 +123,7 @@ func TestStatusPageInChromium(t *testing.T) {
 	// first does, unless agent-2 came to hold a tunnel on proxy-1 too).
 	overview := func() (ov model.Overview) {
 		t.Helper()
-		req, _ := http.NewRequest("GET", base+"/api/v1/overview", nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		res, err := noRedirect.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		if err := json.NewDecoder(res.Body).Decode(&ov); err != nil {
+		if err := c.H.API(p1.H, "/api/v1/overview", &ov); err != nil {
 			t.Fatal(err)
 		}
 		return ov
