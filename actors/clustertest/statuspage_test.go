@@ -66,12 +66,13 @@ func (p pageTables) row(table, first string) []string {
 }
 
 // TestStatusPageInChromium signs in to a proxy's status page in headless
-// Chromium through its form, waits for the tables of a two-proxy cluster
-// with an agent and a running ssh session, checks what they show (the
-// peer link's RTT, the resources' health and replicas, the session's
-// path; an agent's labels as text, not HTML), takes a screenshot, signs
-// out, and finally stops the proxy to see the page say it does not
-// answer.
+// Chromium through its form (a wrong token first), waits for the tables of
+// a two-proxy cluster with two agents, a running ssh session and a session
+// that failed over, checks what they show (the peer link's RTT, the
+// agents, the resources' health and replicas, the session's login and
+// path, the failover's from, to and why; an agent's labels as text, not
+// HTML), takes a screenshot, signs out, and finally stops the proxy to see
+// the page say it does not answer.
 func TestStatusPageInChromium(t *testing.T) {
 	bin := chromium(t)
 	upstream := closingListener(t)
@@ -108,6 +109,7 @@ func TestStatusPageInChromium(t *testing.T) {
 	// Without the token the API answers 401, and the page sends to the
 	// sign-in form.
 	noRedirect := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	defer noRedirect.CloseIdleConnections()
 	for path, want := range map[string]int{"/api/v1/overview": http.StatusUnauthorized, "/status": http.StatusSeeOther} {
 		res, err := noRedirect.Get(base + path)
 		if err != nil {
