@@ -18,6 +18,7 @@ import (
 
 	"github.com/warren-proxy/warren/actors/agent"
 	"github.com/warren-proxy/warren/actors/proxy"
+	"github.com/warren-proxy/warren/internal/model"
 )
 
 // shell is a stock `ssh -tt` session whose output the test watches.
@@ -225,6 +226,24 @@ func TestSessionsSurviveProxyKills(t *testing.T) {
 	t.Logf("resumed paths: %v", resumed)
 	if len(resumed) < 2 {
 		t.Errorf("%d resumes logged, want at least one per session", len(resumed))
+	}
+	// The entry proxy's status page lists them as failovers, each from
+	// the path that broke.
+	var ov model.Overview
+	if i := slices.IndexFunc(c.Proxies, func(p *Proxy) bool { return p.ID() == entry }); i < 0 {
+		t.Errorf("no proxy %s", entry)
+	} else if err := c.H.API(c.Proxies[i].H, "/api/v1/overview", &ov); err != nil {
+		t.Error(err)
+	}
+	t.Logf("failovers on %s: %+v", entry, ov.Failovers)
+	moved := 0
+	for _, f := range ov.Failovers {
+		if f.Kind == model.FailoverResume && f.Resource == "node1" && f.From != f.To && strings.HasPrefix(f.From, entry+">") && strings.HasPrefix(f.To, entry+">") {
+			moved++
+		}
+	}
+	if moved < 2 {
+		t.Errorf("%s lists %d resumes of node1 among its failovers %+v, want at least one per session", entry, moved, ov.Failovers)
 	}
 }
 

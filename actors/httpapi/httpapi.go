@@ -3,7 +3,8 @@
 // (Authorization: Bearer <auth_dir/api_token>), the JSON API that `warren
 // ls`, `warren status` and the benchmarks read, the Prometheus metrics at
 // /metrics (open if the proxy's http.metrics_open says so), and Go's
-// profiles under /debug/pprof/.
+// profiles under /debug/pprof/; and the status page (status.go), which an
+// operator signs in to with the same token.
 package httpapi
 
 import (
@@ -11,6 +12,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strings"
+	"time"
 
 	"github.com/warren-proxy/warren/actors/router"
 	"github.com/warren-proxy/warren/internal/model"
@@ -19,16 +21,24 @@ import (
 // Proxy is what the HTTP API needs of its proxy.
 type Proxy interface {
 	ID() string
+	Region() string
 	// NotReady says why the proxy should not take users now, or "".
 	NotReady() string
 	Snapshot() *router.Snapshot
 	Status() model.Statuses
+	// Sessions are the sessions running through the proxy; Failovers the
+	// latest sessions that moved, newest first.
+	Sessions() []model.LiveSession
+	Failovers() []model.Failover
 	// CheckAPIToken reports whether tok is the cluster's API token.
 	CheckAPIToken(tok string) bool
 	// Metrics serves the proxy's Prometheus metrics; MetricsOpen says
 	// whether they are served without the token.
 	Metrics() http.Handler
 	MetricsOpen() bool
+	// APITokenMAC is an HMAC of msg keyed by the API token (pki's
+	// Authority.APITokenMAC): the status page's sign-in cookie.
+	APITokenMAC(msg []byte) ([]byte, error)
 }
 
 // Handler returns the HTTP API of p.
@@ -44,7 +54,10 @@ func Handler(p Proxy) http.Handler {
 		}
 		w.Write([]byte("ready\n"))
 	})
-	auth := func(next http.HandlerFunc) http.Handler { return RequireToken(p.CheckAPIToken, apiTokenHint, next) }
+	// The API takes the token in a header, or the status page's sign-in
+	// cookie (status.go); its answers are not cached.
+	g := guard{p: p, now: time.Now}
+	auth := func(next http.HandlerFunc) http.Handler { return secured(requireToken(g.ok, apiTokenHint, next)) }
 	// Every resource, or with ?name=A&name=B only those: a client that
 	// watches a few names among thousands need not fetch them all.
 	mux.Handle("GET /api/v1/resources", auth(func(w http.ResponseWriter, r *http.Request) {
@@ -74,7 +87,8 @@ func Handler(p Proxy) http.Handler {
 	}
 	// Profiles for operators (`go tool pprof -http=: URL` with the same
 	// bearer token): what a proxy spends its CPU and memory on.
-	mux.Handle("GET /debug/pprof/", Profiles(p.CheckAPIToken, apiTokenHint))
+	mux.Handle("GET /debug/pprof/", profiles(g.ok, apiTokenHint))
+	statusPage(mux, g, auth)
 	return mux
 }
 
@@ -87,19 +101,40 @@ const apiTokenHint = "missing or wrong API token: send Authorization: Bearer <co
 // the token is. A proxy serves them on its HTTP port, an agent on its
 // debug_listen.
 func Profiles(check func(tok string) bool, hint string) http.Handler {
+	return profiles(func(r *http.Request) bool {
+		tok, ok := bearer(r)
+		return ok && check(tok)
+	}, hint)
+}
+
+func profiles(ok func(*http.Request) bool, hint string) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
-	return RequireToken(check, hint, mux.ServeHTTP)
+	return requireToken(ok, hint, mux.ServeHTTP)
 }
 
 // RequireToken serves next to requests whose bearer token check accepts,
-// and answers others 401 with hint, which says where the token is.
-func RequireToken(check func(string) bool, hint string, next http.HandlerFunc) http.Handler {
+// and answers others 401 with hint, which says where the token is (the
+// agent's /metrics on its debug_listen).
+func RequireToken(check func(tok string) bool, hint string, next http.HandlerFunc) http.Handler {
+	return requireToken(func(r *http.Request) bool {
+		tok, ok := bearer(r)
+		return ok && check(tok)
+	}, hint, next)
+}
+
+// bearer is the request's bearer token, if it sends one.
+func bearer(r *http.Request) (string, bool) {
+	return strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+}
+
+// requireToken serves next the requests ok accepts; others get 401 with
+// hint.
+func requireToken(ok func(*http.Request) bool, hint string, next http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || !check(tok) {
+		if !ok(r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="warren"`)
 			http.Error(w, hint, http.StatusUnauthorized)
 			return

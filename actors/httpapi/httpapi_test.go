@@ -1,6 +1,8 @@
 package httpapi
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -14,19 +16,38 @@ import (
 
 type fakeProxy struct {
 	notReady    string
+	token       string // the API token; "s3cret" when empty
 	metricsOpen bool
 }
 
 func (f *fakeProxy) ID() string       { return "p1" }
+func (f *fakeProxy) Region() string   { return "eu" }
 func (f *fakeProxy) NotReady() string { return f.notReady }
 func (f *fakeProxy) Snapshot() *router.Snapshot {
 	return &router.Snapshot{Resources: map[string][]router.Endpoint{
 		"db": {{Resource: model.Resource{Name: "db", Kind: model.KindTCP, AgentID: "a1", Healthy: true}, Online: true}},
 	}}
 }
-func (f *fakeProxy) Status() model.Statuses        { return model.Statuses{{ID: "p1", State: "alive"}} }
-func (f *fakeProxy) CheckAPIToken(tok string) bool { return tok == "s3cret" }
-func (f *fakeProxy) MetricsOpen() bool             { return f.metricsOpen }
+func (f *fakeProxy) Status() model.Statuses { return model.Statuses{{ID: "p1", State: "alive"}} }
+func (f *fakeProxy) Sessions() []model.LiveSession {
+	return []model.LiveSession{{ID: "s1", User: "alice", Resource: "db", Agent: "a1", Path: "p1>a1"}}
+}
+func (f *fakeProxy) Failovers() []model.Failover {
+	return []model.Failover{{Kind: model.FailoverConnect, Session: "s1", Resource: "db", From: "p1>a0", To: "p1>a1"}}
+}
+func (f *fakeProxy) apiToken() string {
+	if f.token == "" {
+		return "s3cret"
+	}
+	return f.token
+}
+func (f *fakeProxy) CheckAPIToken(tok string) bool { return tok == f.apiToken() }
+func (f *fakeProxy) APITokenMAC(msg []byte) ([]byte, error) {
+	m := hmac.New(sha256.New, []byte(f.apiToken()))
+	m.Write(msg)
+	return m.Sum(nil), nil
+}
+func (f *fakeProxy) MetricsOpen() bool { return f.metricsOpen }
 func (f *fakeProxy) Metrics() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("warren_ready 1\n")) })
 }
@@ -60,7 +81,7 @@ func TestReadyzSaysWhy(t *testing.T) {
 
 func TestAPIAndProfilesNeedTheToken(t *testing.T) {
 	h := Handler(&fakeProxy{})
-	for _, path := range []string{"/api/v1/resources", "/api/v1/status", "/debug/pprof/", "/metrics"} {
+	for _, path := range []string{"/api/v1/resources", "/api/v1/status", "/api/v1/overview", "/debug/pprof/", "/metrics"} {
 		for _, tok := range []string{"", "wrong", "s3cret "} {
 			if code, body := get(t, h, path, tok); code != 401 || !strings.Contains(body, "api_token") {
 				t.Errorf("%s with token %q: %d %q", path, tok, code, body)

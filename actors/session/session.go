@@ -198,6 +198,8 @@ type Session struct {
 	connectTook time.Duration
 	legs        Legs
 	resumed     atomic.Int32
+	// shown is what the status page reads while the session runs.
+	shown shown
 }
 
 // noRouteGiveUp is how long a session waits for its agent to have a
@@ -364,6 +366,7 @@ func (s *Session) connect(ctx context.Context, candidates []router.Endpoint) (st
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	var last error
+	var lastFailed router.Endpoint
 	for _, e := range candidates {
 		// The deadline, not only ctx: an attempt cut short by it may
 		// return before ctx's own timer has fired.
@@ -377,13 +380,14 @@ func (s *Session) connect(ctx context.Context, candidates []router.Endpoint) (st
 		s.cfg.Observer.Dialed(pathOf(e), err)
 		if err == nil {
 			s.connected(e)
+			s.failedOver(lastFailed, e, last)
 			return st, nil
 		}
 		s.cfg.Logger.Info("dial failed; trying next agent", "session", s.cfg.ID, "resource", s.cfg.Resource, "agent", e.AgentID, "proxy", e.ProxyID, "err", err)
 		if s.cfg.Load != nil {
 			s.cfg.Load.Failed(e.AgentID)
 		}
-		last = err
+		last, lastFailed = err, e
 	}
 	if last == nil {
 		last = context.Cause(ctx)
@@ -461,6 +465,7 @@ func (s *Session) resumeConfig(e router.Endpoint) resume.ClientConfig {
 		Detach:    s.cfg.Resume,
 		Redial:    func(ctx context.Context) (streams.Stream, error) { return s.redial(ctx, agentID) },
 		Detached: func(err error) {
+			s.pathLost(err)
 			s.cfg.Logger.Warn("session lost its path to the agent; looking for another", "session", s.cfg.ID, "resource", s.cfg.Resource, "agent", agentID, "err", err, "wait", s.cfg.Resume.String())
 		},
 		Resumed: func(stalled time.Duration, hops int) {
@@ -470,6 +475,7 @@ func (s *Session) resumeConfig(e router.Endpoint) resume.ClientConfig {
 			}
 			s.resumed.Add(1)
 			s.cfg.Observer.Resumed(stalled)
+			s.resumedOver(e, path, stalled)
 			s.cfg.Logger.Info("session resumed", "session", s.cfg.ID, "resource", s.cfg.Resource, "agent", agentID, "path", path, "stalled", stalled.Round(time.Millisecond), "hops", hops)
 			ev := s.event("session.resumed", "ok", "")
 			ev.AgentID, ev.Path, ev.Duration = agentID, path, stalled
@@ -666,6 +672,7 @@ func (s *Session) onLogin(r *clusterpb.LoginReport) {
 	} else {
 		s.login, s.refused = r.Login, ""
 	}
+	s.showLogin(s.login)
 	if _, err := s.cfg.Audit.Append(ev); err != nil {
 		s.cfg.Logger.Error("audit login", "session", s.cfg.ID, "err", err)
 	}

@@ -85,6 +85,7 @@ func runDev(ctx context.Context, args []string) error {
   export WARREN_PROXY=%[3]s WARREN_IDENTITY=%[4]s
   %[5]s ls; %[5]s ssh node1; %[5]s audit --since 1h
   curl http://%[6]s/healthz      # HTTP; /api/v1/ needs the bearer token in %[7]s
+  http://%[6]s/status            # the status page in a browser: sign in with that token
 
 Press Ctrl-C to stop.
 `, d.dir, d.sshConfig, d.proxy.UserAddr(), d.identity, self, d.proxy.HTTPAddr(), filepath.Join(d.dir, "auth", "api_token"))

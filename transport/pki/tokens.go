@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -136,4 +137,19 @@ func DecodeGossipKey(text string) ([]byte, error) {
 		return key, nil
 	}
 	return nil, fmt.Errorf("gossip key has %d bytes; want 16, 24 or 32 (make one with `head -c32 /dev/urandom | base64`)", len(key))
+}
+
+// APITokenMAC is HMAC-SHA256 of msg keyed by the API token: what a proxy
+// puts in a value it hands out (its status page's sign-in cookie) so that
+// the value proves its holder had the token without holding it, is
+// accepted by every proxy of the cluster, and dies when the token is
+// replaced. It fails when the token file cannot be read.
+func (a *Authority) APITokenMAC(msg []byte) ([]byte, error) {
+	tok, err := a.APIToken()
+	if err != nil {
+		return nil, err
+	}
+	m := hmac.New(sha256.New, []byte("warren api token mac v1\x00"+tok))
+	m.Write(msg)
+	return m.Sum(nil), nil
 }
