@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -10,6 +11,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -289,6 +292,97 @@ func TestMetrics(t *testing.T) {
 	}
 	if age := as.value("warren_agent_heartbeat_age_seconds"); age < 0 || age > 60 {
 		t.Errorf("warren_agent_heartbeat_age_seconds = %v", age)
+	}
+	checkDashboard(t, "../../deploy/grafana/warren.json", failed, as)
+}
+
+// metricRef finds the metric names in a PromQL expression: ours and the
+// Go client's standard ones all start with these prefixes, and no label
+// or function does.
+var metricRef = regexp.MustCompile(`\b(?:warren|go|process)_[a-zA-Z0-9_]+`)
+
+// checkDashboard checks every query of the Grafana dashboard at path: it
+// parses as PromQL (promtool check rules, on the queries as recording
+// rules, Grafana's variables given values) and every metric it names is
+// one the scrapes hold (a histogram's _bucket, _sum and _count by its
+// family).
+func checkDashboard(t *testing.T, path string, scrapes ...scrape) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+		Templating struct {
+			List []struct {
+				Query any `json:"query"`
+			} `json:"list"`
+		} `json:"templating"`
+	}
+	if err := json.Unmarshal(data, &dash); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	exists := func(name string) bool {
+		for _, s := range scrapes {
+			if s.fams[name] != nil {
+				return true
+			}
+			for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+				if f := s.fams[strings.TrimSuffix(name, suffix)]; f != nil && strings.HasSuffix(name, suffix) && f.GetType() == dto.MetricType_HISTOGRAM {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	var rules strings.Builder
+	rules.WriteString("groups:\n  - name: dashboard\n    rules:\n")
+	queries := 0
+	check := func(where, expr string) {
+		refs := metricRef.FindAllString(expr, -1)
+		if len(refs) == 0 {
+			t.Errorf("%s: query %q names no metric", where, expr)
+		}
+		for _, name := range refs {
+			if !exists(name) {
+				t.Errorf("%s: query %q names %s, which no proxy or agent serves", where, expr, name)
+			}
+		}
+	}
+	vars := strings.NewReplacer("$__rate_interval", "5m", "$__interval", "1m", "$instance", ".*", "${datasource}", "")
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			queries++
+			check("panel "+strconv.Quote(p.Title), tg.Expr)
+			fmt.Fprintf(&rules, "      - record: dashboard:query_%d\n        expr: %s\n", queries, strconv.Quote(vars.Replace(tg.Expr)))
+		}
+	}
+	for _, v := range dash.Templating.List {
+		if q, ok := v.Query.(string); ok && strings.HasPrefix(q, "label_values(") {
+			check("variable", q)
+		}
+	}
+	if queries < 20 {
+		t.Errorf("%s has %d queries; the dashboard lost its panels", path, queries)
+	}
+	needClients(t, "prometheus", "promtool")
+	file := filepath.Join(t.TempDir(), "dashboard-rules.yml")
+	if err := os.WriteFile(file, []byte(rules.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, "promtool", "check", "rules", file).CombinedOutput(); err != nil {
+		t.Errorf("the dashboard's queries do not all parse as PromQL (promtool check rules): %v\n%s", err, out)
+	}
+	if !t.Failed() {
+		t.Logf("%s: %d queries, each parses and names metrics that exist", path, queries)
 	}
 }
 
