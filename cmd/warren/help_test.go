@@ -110,6 +110,11 @@ func TestCommandLineMistakes(t *testing.T) {
 			notWant: []string{"proxy.yaml"}, // refused before the config is read
 		},
 		{
+			args: []string{"agent", "--log-level", "loud", "--config", filepath.Join(empty, "agent.yaml")},
+			code: 2, want: []string{`--log-level: unknown log level "loud": use debug, info, warn or error`},
+			notWant: []string{"agent.yaml"}, // refused before the config is read
+		},
+		{
 			// An empty directory holds no identity: user add says where it
 			// looked and to pass --data-dir, never to init (a second CA).
 			args: []string{"user", "add", "bob", "--logins", "x", "--roles", "access", "--data-dir", empty, "--out", empty},

@@ -303,12 +303,29 @@ func addLogFlags(fs *flag.FlagSet) *logOptions {
 	}
 }
 
+// check refuses a --log-format or --log-level that does not exist, before
+// the config file is read.
+func (o *logOptions) check() error {
+	if *o.format != "" {
+		if _, err := conf.ParseLogFormat(*o.format); err != nil {
+			return usageError{fmt.Sprintf("unknown --log-format %q: use text or json", *o.format)}
+		}
+	}
+	if _, _, err := o.level(conf.Log{}); err != nil {
+		return err
+	}
+	return nil
+}
+
 // build returns the logger for the config's log section, and its level,
 // which a reload may change (level).
 func (o *logOptions) build(file conf.Log) (*slog.Logger, *slog.LevelVar, error) {
+	if err := o.check(); err != nil {
+		return nil, nil, err
+	}
 	f, err := conf.ParseLogFormat(cmp.Or(*o.format, file.Format))
 	if err != nil {
-		return nil, nil, usageError{"--log-format: " + err.Error()}
+		return nil, nil, err
 	}
 	lv, _, err := o.level(file)
 	if err != nil {

@@ -172,6 +172,9 @@ func runProxy(ctx context.Context, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	if err := lo.check(); err != nil {
+		return err
+	}
 	cfg, err := proxy.LoadConfig(*path)
 	if err != nil {
 		return err
@@ -211,6 +214,9 @@ func runAgent(ctx context.Context, args []string) error {
 	path := fs.String("config", "/etc/warren/agent.yaml", "agent config file")
 	lo := addLogFlags(fs)
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := lo.check(); err != nil {
 		return err
 	}
 	cfg, err := agent.LoadConfig(*path)
