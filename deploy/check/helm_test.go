@@ -55,6 +55,9 @@ var valuesCases = []valuesCase{
 		"proxy":   map[string]any{"replicas": 1, "persistence": map[string]any{"enabled": false}, "antiAffinity": "hard", "shutdownGraceSeconds": 120},
 		"service": map[string]any{"type": "ClusterIP"},
 	}},
+	{name: "agents dial the load balancer", release: "lb", set: map[string]any{
+		"proxy": map[string]any{"agentsDial": "public", "publicAddr": "ssh.example.com:3023"},
+	}},
 }
 
 func (c valuesCase) values(t *testing.T) map[string]any {
@@ -416,6 +419,15 @@ func checkProxyConfig(t *testing.T, c valuesCase, full string, sts *appsv1.State
 	if cfg.Gossip.Advertise != "10.1.2.3:3020" || cfg.Peer.Advertise != "10.1.2.3:3021" {
 		t.Errorf("gossip.advertise %q peer.advertise %q, want the pod IP's", cfg.Gossip.Advertise, cfg.Peer.Advertise)
 	}
+	// Agents dial the tunnel address a proxy advertises: listen.tunnel
+	// when it names a host, else public_addr's host.
+	wantTunnel := "10.1.2.3:3024"
+	if dig[string](vals, "proxy", "agentsDial") == "public" {
+		wantTunnel = "0.0.0.0:3024"
+	}
+	if cfg.Listen.Tunnel != wantTunnel {
+		t.Errorf("listen.tunnel %q, want %q", cfg.Listen.Tunnel, wantTunnel)
+	}
 	replicas := int(*sts.Spec.Replicas)
 	extra := dig[[]any](vals, "proxy", "gossip", "extraSeeds")
 	if len(cfg.Gossip.Seeds) != replicas+len(extra) {
@@ -507,6 +519,7 @@ func TestHelmTemplateRefuses(t *testing.T) {
 		{"agents without a pin", map[string]any{"agents": map[string]any{"enabled": true, "resources": []any{map[string]any{"name": "db", "kind": "tcp", "addr": "db:5432"}}}}, "agents.caPin"},
 		{"agents without resources", map[string]any{"agents": map[string]any{"enabled": true, "caPin": "SHA256:x"}}, "agents.resources"},
 		{"unknown anti-affinity", map[string]any{"proxy": map[string]any{"antiAffinity": "sometimes"}}, "proxy.antiAffinity"},
+		{"unknown agentsDial", map[string]any{"proxy": map[string]any{"agentsDial": "node"}}, "proxy.agentsDial"},
 		{"no auth Secret", map[string]any{"auth": map[string]any{"existingSecret": ""}}, "auth.existingSecret"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
