@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/warren-proxy/warren/actors/agent"
 	"github.com/warren-proxy/warren/actors/proxy"
+	"github.com/warren-proxy/warren/transport/pki"
 )
 
 const composeDir = "../compose"
@@ -198,5 +200,94 @@ func checkComposeAgent(t *testing.T, p *types.Project, s types.ServiceConfig) {
 	}
 	if !strings.HasPrefix(cfg.JoinTokenFile, "/warren/bootstrap/") {
 		t.Errorf("%s: join_token_file %s is not in the bootstrap volume init writes", s.Name, cfg.JoinTokenFile)
+	}
+}
+
+// buildWarren builds this repository's warren (in its own module, as
+// `make build` does) into a directory of its own and returns that
+// directory, for a PATH.
+func buildWarren(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, "warren"), "./cmd/warren")
+	cmd.Dir = "../.."
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build warren: %v\n%s", err, out)
+	}
+	return dir
+}
+
+// TestComposeInit runs the init step's script (compose/init.sh) with this
+// repository's warren, as the init container does, on directories in
+// place of its volumes; then again, as a second `docker compose up` does.
+// What it leaves must be what the others read: the pin of the identity
+// the proxies load, a join token of it, the user CA, an admin user.
+func TestComposeInit(t *testing.T) {
+	bin := buildWarren(t)
+	root := t.TempDir()
+	env := []string{"PATH=" + bin + string(os.PathListSeparator) + os.Getenv("PATH")}
+	dirs := map[string]string{}
+	for _, v := range []string{"AUTH", "BOOTSTRAP", "USERCA", "USERS"} {
+		dirs[v] = filepath.Join(root, strings.ToLower(v))
+		env = append(env, v+"="+dirs[v])
+		if v != "AUTH" && v != "USERS" { // warren init and user add make theirs
+			if err := os.Mkdir(dirs[v], 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	script, err := filepath.Abs(filepath.Join(composeDir, "init.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func() string {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "/bin/sh", script)
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("init.sh: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	first := run()
+	a, err := pki.Load(dirs["AUTH"])
+	if err != nil {
+		t.Fatalf("the proxies could not load what init.sh made: %v", err)
+	}
+	pin := pki.Fingerprint(a.HostCA.PublicKey())
+	read := func(path string) string {
+		t.Helper()
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	if got := read(filepath.Join(dirs["BOOTSTRAP"], "ca_pin")); got != pin {
+		t.Errorf("bootstrap/ca_pin %q, want the host CA's pin %q", got, pin)
+	}
+	tok := read(filepath.Join(dirs["BOOTSTRAP"], "join_token"))
+	if !a.CheckJoinToken(tok) {
+		t.Errorf("bootstrap/join_token %q is not a join token of the identity", tok)
+	}
+	if fi, err := os.Stat(filepath.Join(dirs["BOOTSTRAP"], "join_token")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("bootstrap/join_token: %v, mode %v; the agent wants 0600", err, fi.Mode())
+	}
+	if read(filepath.Join(dirs["USERCA"], "user_ca.pub")) != read(filepath.Join(dirs["AUTH"], pki.FileUserCAPub)) {
+		t.Error("userca/user_ca.pub is not the identity's user CA")
+	}
+	if _, err := os.Stat(filepath.Join(dirs["USERS"], "admin-cert.pub")); err != nil {
+		t.Errorf("no admin certificate: %v", err)
+	}
+	second := run()
+	if first != second || !strings.Contains(second, pin) {
+		t.Errorf("a second run printed %q after %q: it must keep the identity", second, first)
+	}
+	if b, err := pki.Load(dirs["AUTH"]); err != nil || pki.Fingerprint(b.HostCA.PublicKey()) != pin {
+		t.Errorf("a second run changed the identity: %v", err)
 	}
 }
