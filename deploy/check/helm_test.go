@@ -53,7 +53,7 @@ var valuesCases = []valuesCase{
 	{name: "small", release: "edge", set: map[string]any{
 		"region": "edge-1", "zone": "edge-1a",
 		"proxy":   map[string]any{"replicas": 1, "persistence": map[string]any{"enabled": false}, "antiAffinity": "hard", "shutdownGraceSeconds": 120},
-		"service": map[string]any{"type": "ClusterIP"},
+		"service": map[string]any{"type": "ClusterIP", "http": false},
 	}},
 	{name: "agents dial the load balancer", release: "lb", set: map[string]any{
 		"proxy": map[string]any{"agentsDial": "public", "publicAddr": "ssh.example.com:3023"},
@@ -198,7 +198,7 @@ func TestHelmTemplate(t *testing.T) {
 			}
 			sts := objs.get("StatefulSet", full+"-proxy").(*appsv1.StatefulSet)
 			checkProxyPod(t, c, full, sts, objs)
-			checkServices(t, full, sts, objs)
+			checkServices(t, c, full, sts, objs)
 			cm := objs.get("ConfigMap", full+"-proxy").(*corev1.ConfigMap)
 			checkProxyConfig(t, c, full, sts, cm)
 			if agents {
@@ -339,7 +339,7 @@ func matches(selector, labels map[string]string) bool {
 	return true
 }
 
-func checkServices(t *testing.T, full string, sts *appsv1.StatefulSet, objs objects) {
+func checkServices(t *testing.T, c valuesCase, full string, sts *appsv1.StatefulSet, objs objects) {
 	headless := objs.get("Service", full+"-proxy-headless").(*corev1.Service)
 	if headless.Spec.ClusterIP != corev1.ClusterIPNone || !headless.Spec.PublishNotReadyAddresses {
 		t.Errorf("headless Service: clusterIP %q publishNotReadyAddresses %v, want None and true (seeds resolve before the proxies are ready)",
@@ -350,7 +350,11 @@ func checkServices(t *testing.T, full string, sts *appsv1.StatefulSet, objs obje
 	for _, p := range users.Spec.Ports {
 		got[p.Port] = p.TargetPort.String()
 	}
-	if want := map[int32]string{3023: "user", 3024: "tunnel"}; !maps.Equal(got, want) {
+	want := map[int32]string{3023: "user", 3024: "tunnel", 3080: "http"}
+	if http, set := dig[map[string]any](c.values(t), "service")["http"].(bool); set && !http {
+		delete(want, 3080)
+	}
+	if !maps.Equal(got, want) {
 		t.Errorf("users' Service ports %v, want %v", got, want)
 	}
 	for _, svc := range []*corev1.Service{headless, users} {
