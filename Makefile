@@ -3,7 +3,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: build test race lint bench demo clean proto sshd client-servers bench-path bench-interactive bench-setup-rate bench-scale bench-failover bench-clients bench-wan bench-gossip bench-regions bench-wan-load bench-region-loss bench-survival bench-all
+.PHONY: build test test-deploy race lint bench demo clean proto sshd client-servers bench-path bench-interactive bench-setup-rate bench-scale bench-failover bench-clients bench-wan bench-gossip bench-regions bench-wan-load bench-region-loss bench-survival bench-all
 
 build:
 	$(GO) build -o bin/warren ./cmd/warren
@@ -12,10 +12,21 @@ build:
 # atexit_sleep_ms) so that late race reports reach stderr; the tests start
 # warren processes by the hundred (every --help, every client command), so
 # they run without that second. Races found are reported all the same.
-test:
+test: test-deploy
 	GORACE="$${GORACE:+$$GORACE }atexit_sleep_ms=0" $(GO) test -race -count=1 -timeout 12m -parallel 4 $(PKGS)
 
 race: test
+
+# The deployment blueprints (deploy/helm, deploy/compose, deploy/systemd),
+# checked offline with Helm's, compose-go's and systemd-analyze's own code
+# and Warren's config loaders. A Go module of its own, deploy/check, keeps
+# Helm's and Kubernetes' dependencies out of go.mod; ./... above does not
+# reach it. No -race: the checks run one goroutine, and a race build of
+# Kubernetes' packages would only lengthen a cold build.
+DEPLOY_CHECK := cd deploy/check &&
+
+test-deploy:
+	$(DEPLOY_CHECK) $(GO) test -count=1 -timeout 5m ./...
 
 # What CI checks before the tests (.ci/run): gofmt, go vet, staticcheck at a
 # pinned version (built once into the Go build cache by `go run`), and a
@@ -28,6 +39,9 @@ lint:
 	$(GO) vet $(PKGS)
 	$(STATICCHECK) $(PKGS)
 	@$(GO) mod tidy -diff || (echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1)
+	$(DEPLOY_CHECK) $(GO) vet ./...
+	$(DEPLOY_CHECK) $(STATICCHECK) ./...
+	@$(DEPLOY_CHECK) $(GO) mod tidy -diff || (echo "deploy/check/go.mod/go.sum are not tidy: run go mod tidy in deploy/check"; exit 1)
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime=1x $(PKGS)
