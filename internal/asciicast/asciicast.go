@@ -42,6 +42,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -96,6 +97,9 @@ type Writer struct {
 	buf       bytes.Buffer
 	err       error
 }
+
+// CapMarker begins the marker that says a recording reached its cap.
+const CapMarker = "recording stopped: it reached its cap of "
 
 // markerReserve is kept free under the cap for the marker that says it
 // was reached.
@@ -253,7 +257,7 @@ func (w *Writer) event(t time.Duration, code, data string) error {
 	if w.opts.MaxBytes > 0 && w.written+int64(w.buf.Len())+markerReserve > w.opts.MaxBytes {
 		w.truncated = true
 		w.buf.Reset()
-		encodeEvent(&w.buf, secs, Marker, fmt.Sprintf("recording stopped: it reached its cap of %d bytes", w.opts.MaxBytes))
+		encodeEvent(&w.buf, secs, Marker, fmt.Sprintf("%s%d bytes", CapMarker, w.opts.MaxBytes))
 	}
 	w.last = secs
 	n, err := w.w.Write(w.buf.Bytes())
@@ -407,7 +411,10 @@ type Summary struct {
 	Events   int
 	Duration float64 // seconds: the last event's time
 	Output   int64   // bytes of output data
+	Inputs   int     // input events
 	Markers  []string
+	// Truncated says the recording ends at its cap (CapMarker).
+	Truncated bool
 }
 
 // Validate reads a whole recording and checks every line.
@@ -430,10 +437,13 @@ func Validate(r io.Reader, limits Limits) (Summary, error) {
 		switch ev.Code {
 		case Output:
 			s.Output += int64(len(ev.Data))
+		case Input:
+			s.Inputs++
 		case Marker:
 			if len(s.Markers) < 16 {
 				s.Markers = append(s.Markers, ev.Data)
 			}
+			s.Truncated = s.Truncated || strings.HasPrefix(ev.Data, CapMarker)
 		}
 	}
 }
