@@ -300,3 +300,11 @@ func (s *Spool) Remove(id string) error {
 }
 
 var _ io.Writer = (*SpoolFile)(nil)
+
+// DefaultMaxBytes is the default cap of one recording at the node; the
+// proxies take up to DefaultMaxBytes+StoreSlack by default (a recovered
+// recording ends with a marker past its cap).
+const (
+	DefaultMaxBytes = 64 << 20
+	StoreSlack      = 1 << 20
+)
