@@ -67,6 +67,9 @@ type Config struct {
 	// default; keep it on loopback or a management network.
 	DebugListen    string `yaml:"debug_listen"`
 	DebugTokenFile string `yaml:"debug_token_file"`
+	// Recording is where and how PTY sessions' recordings are kept until
+	// the proxies have them (see recording.go).
+	Recording RecordingConfig `yaml:"recording"`
 
 	// SFTPCommand serves the sftp subsystem as the login user (see
 	// nodessh.Config); empty serves it in-process.
@@ -135,6 +138,7 @@ func (c Config) CheckAndSetDefaults() (Config, error) {
 	if c.Name == "" {
 		c.Name, _ = os.Hostname()
 	}
+	c.Recording.checkAndSetDefaults(c.DataDir, &errs)
 	switch c.TunnelStrategy {
 	case "":
 		c.TunnelStrategy = StrategyPeering

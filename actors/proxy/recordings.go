@@ -324,4 +324,19 @@ func (v commandView) ClusterRecordings(q *clusterpb.RecordingQuery) ([]recording
 	return v.p.clusterRecordings(q)
 }
 
+func (v commandView) LocalRecordings(q *clusterpb.RecordingQuery) ([]recordings.Meta, bool, error) {
+	r := v.p.localRecordings(q)
+	if r.Error != "" {
+		return nil, false, errors.New(r.Error)
+	}
+	var list []recordings.Meta
+	for _, b := range r.Recordings {
+		var m recordings.Meta
+		if json.Unmarshal(b, &m) == nil {
+			list = append(list, m)
+		}
+	}
+	return list, r.Truncated, nil
+}
+
 func (v commandView) ReadRecording(id string, w io.Writer) error { return v.p.readRecording(id, w) }

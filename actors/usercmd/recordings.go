@@ -22,6 +22,8 @@ type RecordingProxy interface {
 	// ClusterRecordings lists the recordings every live proxy holds,
 	// merged newest first, each once.
 	ClusterRecordings(q *clusterpb.RecordingQuery) (list []recordings.Meta, truncated bool, notes []string)
+	// LocalRecordings lists this proxy's recordings only.
+	LocalRecordings(q *clusterpb.RecordingQuery) (list []recordings.Meta, truncated bool, err error)
 	// ReadRecording writes a recording (asciicast v2) from this proxy or
 	// a live peer that holds it.
 	ReadRecording(id string, w io.Writer) error
@@ -68,6 +70,7 @@ func (c Commands) recordingsLs(rp RecordingProxy, args []string, stdout, stderr 
 	resource := fs.String("resource", "", "only recordings on this resource")
 	sessionID := fs.String("session", "", "only the recordings of this session (the audit log's session id)")
 	limit := fs.Int("limit", 100, "at most this many, the newest")
+	local := fs.Bool("local", false, "only this proxy's recordings")
 	asJSON := fs.Bool("json", false, "print JSON lines")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -91,7 +94,18 @@ func (c Commands) recordingsLs(rp RecordingProxy, args []string, stdout, stderr 
 		return 2
 	}
 	q := &clusterpb.RecordingQuery{SinceUnixNano: from.UnixNano(), User: *user, Resource: *resource, Session: *sessionID, Limit: int32(*limit)}
-	list, truncated, notes := rp.ClusterRecordings(q)
+	var list []recordings.Meta
+	var truncated bool
+	var notes []string
+	if *local {
+		list, truncated, err = rp.LocalRecordings(q)
+		if err != nil {
+			fmt.Fprintf(stderr, "warren: %v\n", err)
+			return 1
+		}
+	} else {
+		list, truncated, notes = rp.ClusterRecordings(q)
+	}
 	WriteRecordings(stdout, list, *asJSON)
 	if truncated {
 		fmt.Fprintf(stderr, "(showing the newest %d recordings; more match: narrow with --since, --user, --resource or raise --limit)\n", len(list))
