@@ -35,7 +35,8 @@ import (
 // The spool is written first, and uploaded after the session's end, on
 // a goroutine of its own (uploader): to every proxy the agent holds a
 // tunnel to, each with the ticket the dialing proxy signed, until
-// recording.replicas proxies hold it (or as many as the cluster has);
+// recording.replicas proxies hold it (or as many as the cluster had at
+// most since the agent started);
 // then it leaves the spool. A failed upload is retried with backoff
 // (recording.retry_min doubling to retry_max), at once when a tunnel
 // comes up, and after a restart: a proxy outage never touches a session,
@@ -255,6 +256,8 @@ type uploader struct {
 	spool    *recordings.Spool
 	kick     chan struct{}
 	failures atomic.Uint64
+	// mostProxies is the most proxies the agent has known at once.
+	mostProxies atomic.Int64
 
 	mu      sync.Mutex // guards the fields below
 	tunnels map[*revtunnel.ClientConn]struct{}
@@ -319,13 +322,19 @@ func (u *uploader) live() []*revtunnel.ClientConn {
 }
 
 // replicas is how many proxies must hold a recording: the configured
-// number, or every proxy of a smaller cluster.
+// number, or every proxy of a smaller cluster. The cluster's size is the
+// most proxies the agent has known since it started: a proxy that is
+// down drops out of the proxy set, and must not make the agent settle
+// for fewer copies while it is away.
 func (u *uploader) replicas() int {
-	n := len(u.a.dir.known())
-	if n < 1 {
-		n = 1
+	n := int64(len(u.a.dir.known()))
+	for {
+		seen := u.mostProxies.Load()
+		if n <= seen || u.mostProxies.CompareAndSwap(seen, n) {
+			break
+		}
 	}
-	return min(u.a.cfg.Recording.Replicas, n)
+	return int(min(int64(u.a.cfg.Recording.Replicas), max(u.mostProxies.Load(), 1)))
 }
 
 // run uploads until ctx ends: a pass at every wake, after a failure
