@@ -82,8 +82,10 @@ func (c *RecordingConfig) checkAndSetDefaults(dataDir string, errs *conf.Errors)
 	switch {
 	case c.SpoolMaxBytes == 0:
 		c.SpoolMaxBytes = 1 << 30
-	case c.SpoolMaxBytes < c.MaxBytes:
-		errs.Addf("recording.spool_max_bytes", "%d is less than recording.max_bytes (%d): not even one recording would fit", c.SpoolMaxBytes, c.MaxBytes)
+	case c.SpoolMaxBytes < 64<<10:
+		// Less than max_bytes is allowed (the spool then stops a
+		// recording first), not less than a few screens.
+		errs.Addf("recording.spool_max_bytes", "%d is less than 64 KiB", c.SpoolMaxBytes)
 	}
 	switch {
 	case c.Replicas == 0:

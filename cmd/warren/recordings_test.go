@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -13,10 +16,14 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/ssh"
+
 	"github.com/warren-proxy/warren/internal/asciicast"
 	"github.com/warren-proxy/warren/internal/harness"
 	"github.com/warren-proxy/warren/storage/audit"
 	"github.com/warren-proxy/warren/storage/recordings"
+	"github.com/warren-proxy/warren/transport/pki"
+	"github.com/warren-proxy/warren/transport/revtunnel"
 )
 
 // requireAsciinema returns the path of stock asciinema, or skips t; with
@@ -196,5 +203,194 @@ func TestRecordedSessionReplays(t *testing.T) {
 	again, _, code := m.ssh("proxy-2", "recordings", "get", rec.ID)
 	if code != 0 || again != cast {
 		t.Errorf("proxy-2 holds other bytes (code %d): %d bytes, want %d", code, len(again), len(cast))
+	}
+}
+
+// recordingAgent starts an agent serving node1 on c's proxy with extra
+// YAML (a recording section), and waits until node1 is reachable.
+func (c *trustCluster) recordingAgent(extra string) *proc {
+	c.t.Helper()
+	a := &harness.Agent{Name: "agent-1", Proxies: []string{c.tunnel}, Token: c.token, Extra: extra + "resources:\n  - {name: node1, kind: ssh}\n"}
+	if err := c.h.WriteAgentConfig(a); err != nil {
+		c.t.Fatal(err)
+	}
+	p := start(c.t, "agent", "--config", a.Config)
+	waitFor(c.t, "node1 reachable", func() bool { out, _, _ := sshRun(c.t, c.sshConfig, "node1", "echo up"); return out == "up\n" })
+	return p
+}
+
+// recording waits for the one recording of user on c's proxy and
+// returns it with its cast.
+func (c *trustCluster) recording(user string) (recordings.Meta, []byte) {
+	c.t.Helper()
+	var rec recordings.Meta
+	waitFor(c.t, user+"'s recording", func() bool {
+		out, _, code := sshRun(c.t, c.sshConfig, "proxy-1", "recordings", "ls", "--json", "--user", user)
+		if code != 0 {
+			return false
+		}
+		n := 0
+		for line := range strings.Lines(out) {
+			if json.Unmarshal([]byte(line), &rec) == nil {
+				n++
+			}
+		}
+		return n == 1
+	})
+	cast, errs, code := sshRun(c.t, c.sshConfig, "proxy-1", "recordings", "get", rec.ID)
+	if code != 0 {
+		c.t.Fatalf("recordings get %s: code %d stderr %q", rec.ID, code, errs)
+	}
+	return rec, []byte(cast)
+}
+
+// TestRecordingRoleOptions: input is recorded only for a role with
+// record_input; a role with require_recording ends the session when the
+// node's spool is full, while a session without it goes on unrecorded
+// past that point; only a role with allow.recordings lists recordings.
+func TestRecordingRoleOptions(t *testing.T) {
+	c := newTrustCluster(t)
+	// A spool of 64 KiB: the strict session's output fills it.
+	c.recordingAgent("recording: {spool_max_bytes: 65536}\n")
+	for name, opts := range map[string]string{"typed": "record_input: true\n", "strict": "require_recording: true\n", "plain": ""} {
+		role := filepath.Join(c.dir, name+".yaml")
+		os.WriteFile(role, []byte(fmt.Sprintf("name: %s\n%sallow:\n  logins: [%s]\n  names: [node1]\n", name, opts, c.me)), 0o644)
+		c.adminOK("role", "create", "-f", role)
+	}
+	bob := c.userConfig("bob", "typed", []string{c.me}, "node1")
+	carol := c.userConfig("carol", "strict", []string{c.me}, "node1")
+	dave := c.userConfig("dave", "plain", []string{c.me}, "node1")
+
+	// bob types a line: his role records it.
+	out, errs, code := runCmdInput(t, "hunter2\n", "ssh", "-F", bob, "-o", "BatchMode=yes", "-tt", "node1", `read x; echo "got $x"`)
+	if code != 0 || !strings.Contains(out, "got hunter2") {
+		t.Fatalf("bob's session: code %d out %q stderr %q", code, out, errs)
+	}
+	_, cast := c.recording("bob")
+	if _, inputs := castOutput(t, cast); inputs == 0 || !strings.Contains(string(cast), `"i","hunter2`) {
+		t.Errorf("bob's input was not recorded (record_input): %s", cast)
+	}
+	// dave's role asks for nothing: the same session keeps no input.
+	out, errs, code = runCmdInput(t, "hunter3\n", "ssh", "-F", dave, "-o", "BatchMode=yes", "-tt", "node1", `read x; echo "got $x"`)
+	if code != 0 || !strings.Contains(out, "got hunter3") {
+		t.Fatalf("dave's session: code %d out %q stderr %q", code, out, errs)
+	}
+	_, cast = c.recording("dave")
+	if _, inputs := castOutput(t, cast); inputs != 0 {
+		t.Errorf("dave's input was recorded without record_input: %s", cast)
+	}
+	// dave's roles do not allow listing recordings.
+	_, errs, code = sshRun(t, dave, "proxy-1", "recordings", "ls")
+	if code == 0 || !strings.Contains(errs, "recordings needs a role that allows it") {
+		t.Errorf("dave listed recordings: code %d stderr %q", code, errs)
+	}
+
+	// More output than the spool holds. dave's session runs to its end,
+	// its recording stops where the spool filled.
+	const flood = `i=0; while [ $i -lt 4000 ]; do echo "line $i of the flood"; i=$((i+1)); done; echo END-OF-FLOOD`
+	out, errs, code = sshRun(t, dave, "-tt", "node1", flood)
+	if code != 0 || !strings.Contains(out, "END-OF-FLOOD") {
+		t.Fatalf("dave's flood: code %d, stderr %q, tail %q; want it to run to its end", code, errs, tail(out))
+	}
+	var flooded recordings.Meta
+	waitFor(t, "dave's second recording, uploaded", func() bool {
+		out, _, _ := sshRun(t, c.sshConfig, "proxy-1", "recordings", "ls", "--json", "--user", "dave")
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		return len(lines) == 2 && json.Unmarshal([]byte(lines[0]), &flooded) == nil
+	})
+	fcast, _, _ := sshRun(t, c.sshConfig, "proxy-1", "recordings", "get", flooded.ID)
+	if got, _ := castOutput(t, []byte(fcast)); !strings.Contains(got, "line 1 of the flood") || strings.Contains(got, "END-OF-FLOOD") {
+		t.Errorf("dave's flood recording should stop where the spool filled: %d bytes of output, tail %q", len(got), tail(got))
+	}
+	// carol's role requires recording: the same flood ends her session.
+	out, errs, code = sshRun(t, carol, "-tt", "node1", flood)
+	if code == 0 || strings.Contains(out, "END-OF-FLOOD") {
+		t.Fatalf("carol's flood ran to its end (code %d) although her recording could not be written", code)
+	}
+	if !strings.Contains(out+errs, "role strict requires recording") || !strings.Contains(out+errs, "spool is full") {
+		t.Errorf("carol was not told why her session ended: stderr %q, tail %q", errs, tail(out))
+	}
+	for line := range strings.Lines(out + errs) {
+		if strings.Contains(line, "warren:") {
+			t.Logf("carol read: %s", strings.TrimSpace(line))
+		}
+	}
+}
+
+func tail(s string) string {
+	if len(s) > 300 {
+		return "…" + s[len(s)-300:]
+	}
+	return s
+}
+
+// upload offers cast as recording id with ticket over tun.
+func upload(t *testing.T, tun *revtunnel.ClientConn, id, ticket string, cast []byte) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+	defer cancel()
+	sum := sha256.Sum256(cast)
+	return tun.UploadRecording(ctx, revtunnel.RecordingOffer{ID: id, Ticket: ticket, Size: int64(len(cast)), SHA256: hex.EncodeToString(sum[:])}, bytes.NewReader(cast))
+}
+
+// TestAttackRecordingUpload: an agent (joined with the cluster's token,
+// so holding a valid certificate) cannot store a recording for a session
+// it did not serve: not with a ticket of its own making, not with another
+// agent's ticket, not under another session's id; a malformed cast is
+// refused with a clear error; the real recording stays as it was.
+func TestAttackRecordingUpload(t *testing.T) {
+	c := newTrustCluster(t)
+	c.recordingAgent("")
+	if out, errs, code := runCmdInput(t, "", "ssh", "-F", c.sshConfig, "-o", "BatchMode=yes", "-tt", "node1", "echo the real session"); code != 0 || !strings.Contains(out, "the real session") {
+		t.Fatalf("alice's session: code %d out %q stderr %q", code, out, errs)
+	}
+	real, realCast := c.recording("alice")
+
+	signer, _, resp := c.joinAs("evil", c.token, nil)
+	tun, _ := c.tunnelAs(resp.AgentID, signer, nil)
+	fake := []byte(`{"version":2,"width":80,"height":24}` + "\n" + `[0.1,"o","forged"]` + "\n")
+	auth, err := pki.Load(c.auth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sign := func(signer ssh.Signer, tk revtunnel.RecordingTicket) string {
+		s, err := revtunnel.SignTicket(signer, tk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	own, _, _ := pki.GenerateKey()
+	cases := []struct {
+		name, id, ticket string
+		cast             []byte
+		want             string
+	}{
+		{"its own ticket", real.ID, sign(own, revtunnel.RecordingTicket{Session: real.Session, Agent: resp.AgentID, User: "alice", Resource: "node1"}), fake,
+			"not signed by this cluster's proxies"},
+		{"another agent's ticket", real.ID, sign(auth.HostCA, revtunnel.RecordingTicket{Session: real.Session, Agent: real.Agent, User: "alice", Resource: "node1"}), fake,
+			"its ticket was issued to another agent"},
+		{"another session's id", real.ID, sign(auth.HostCA, revtunnel.RecordingTicket{Session: "0123456789abcdef", Agent: resp.AgentID, User: "alice", Resource: "node1"}), fake,
+			"is not of session 0123456789abcdef"},
+		{"no ticket", real.ID, "", fake, "recording ticket"},
+		{"a malformed cast", "0123456789abcdef", sign(auth.HostCA, revtunnel.RecordingTicket{Session: "0123456789abcdef", Agent: resp.AgentID, User: "alice", Resource: "node1"}), []byte("rm -rf /\n"),
+			"not a valid asciicast v2 file"},
+		{"an id with a path", "../../audit", "", fake, "invalid recording id"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := upload(t, tun, tc.id, tc.ticket, tc.cast)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v, want a refusal saying %q", err, tc.want)
+			}
+		})
+	}
+	again, cast := c.recording("alice")
+	if again.SHA256 != real.SHA256 || !bytes.Equal(cast, realCast) || again.Agent != real.Agent {
+		t.Errorf("the real recording changed: %+v", again)
+	}
+	out, _, _ := sshRun(t, c.sshConfig, "proxy-1", "recordings", "ls", "--json")
+	if strings.Count(out, "\n") != 1 {
+		t.Errorf("recordings after the attack:\n%s\nwant only alice's", out)
 	}
 }
