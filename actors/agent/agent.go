@@ -82,6 +82,7 @@ type Agent struct {
 	// could not start or broke.
 	spool       *recordings.Spool
 	uploads     *uploader
+	recording   liveRecordings
 	recFailures atomic.Uint64
 }
 

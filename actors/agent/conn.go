@@ -684,6 +684,7 @@ func (a *Agent) resumeHop(ctx context.Context, req revtunnel.DialRequest, nch ss
 		return
 	}
 	a.log.Info("session resumed on a new hop", "session", req.SessionID)
+	a.recording.mark(req.SessionID, resumeMarker)
 	waitHop(ctx, hopDone)
 }
 

@@ -30,7 +30,8 @@ import (
 // under the session's id (the audit log's), "<id>-N" for the N-th session
 // channel of one connection: output as the terminal showed it, resizes,
 // and what the user typed when a role asks (record_input). A recording
-// stops at recording.max_bytes with a marker saying so.
+// stops at recording.max_bytes with a marker saying so; a resumable
+// session whose path broke and came back gets a marker where it resumed.
 //
 // The spool is written first, and uploaded after the session's end, on
 // a goroutine of its own (uploader): to every proxy the agent holds a
@@ -110,6 +111,7 @@ func (c *RecordingConfig) checkAndSetDefaults(dataDir string, errs *conf.Errors)
 type recorder struct {
 	a        *Agent
 	id       string
+	session  string
 	log      *slog.Logger
 	start    time.Time
 	input    bool   // record what the user types
@@ -120,6 +122,7 @@ type recorder struct {
 	f      *recordings.SpoolFile
 	failed error // the recording broke; nothing more is written
 	capped bool  // the cap's end was told
+	closed bool  // Close was called
 }
 
 // record is the embedded SSH server's Record hook.
@@ -165,9 +168,52 @@ func (a *Agent) record(conn net.Conn, info nodessh.RecordInfo) (nodessh.Recorder
 		_ = f.Commit()
 		return refuse(err)
 	}
-	r := &recorder{a: a, id: id, log: a.log.With("recording", id), start: now, input: opts.Input, required: opts.RequiredBy, w: w, f: f}
+	r := &recorder{a: a, id: id, session: sc.sessionID, log: a.log.With("recording", id), start: now, input: opts.Input, required: opts.RequiredBy, w: w, f: f}
+	a.recording.add(r)
 	return r, nil
 }
+
+// liveRecordings are the recordings being written, by session, so that a
+// resumed session's recordings get a marker.
+type liveRecordings struct {
+	mu sync.Mutex // guards m
+	m  map[string][]*recorder
+}
+
+func (l *liveRecordings) add(r *recorder) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.m == nil {
+		l.m = map[string][]*recorder{}
+	}
+	l.m[r.session] = append(l.m[r.session], r)
+}
+
+func (l *liveRecordings) remove(r *recorder) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	rs := slices.DeleteFunc(l.m[r.session], func(x *recorder) bool { return x == r })
+	if len(rs) == 0 {
+		delete(l.m, r.session)
+	} else {
+		l.m[r.session] = rs
+	}
+}
+
+// mark writes a marker into every recording of session.
+func (l *liveRecordings) mark(session, note string) {
+	l.mu.Lock()
+	rs := slices.Clone(l.m[session])
+	l.mu.Unlock()
+	for _, r := range rs {
+		r.mark(note)
+	}
+}
+
+// resumeMarker marks where a session's path to its user broke and came
+// back: the output is all there (resumption replays it), but the user saw
+// it later than it was written.
+const resumeMarker = "the path to the user broke here and was resumed on a new hop; the user saw the output from here after the pause"
 
 func (r *recorder) elapsed() time.Duration { return r.a.cfg.Clock().Sub(r.start) }
 
@@ -225,12 +271,23 @@ func (r *recorder) Resize(cols, rows int) error {
 	return r.wrote(r.w.Resize(r.elapsed(), cols, rows))
 }
 
+// mark writes a marker, unless the recording stopped.
+func (r *recorder) mark(note string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.failed == nil && !r.closed {
+		_ = r.wrote(r.w.Mark(r.elapsed(), note))
+	}
+}
+
 // Close ends the recording: what it holds is fsync'd and handed to the
 // uploader, even when it broke part way (its events up to there are
 // whole: a write the spool refuses writes nothing).
 func (r *recorder) Close() error {
+	r.a.recording.remove(r)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.closed = true
 	if r.failed == nil {
 		_ = r.w.Flush(r.elapsed())
 	}

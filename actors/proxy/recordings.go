@@ -264,21 +264,52 @@ func (p *Proxy) readRecording(id string, w io.Writer) error {
 			return err
 		}
 	}
-	var problems []string
+	// Every live peer is asked at once which holds it (a peer that died
+	// a moment ago costs a timeout, not a turn); the first that does is
+	// read from.
+	type probe struct {
+		id, addr string
+		has      bool
+		err      error
+	}
+	var peers []probe
 	for _, m := range p.members.Members() {
-		if m.ProxyID == p.cfg.ID {
+		if m.ProxyID != p.cfg.ID {
+			peers = append(peers, probe{id: m.ProxyID, addr: m.PeerAddr})
+		}
+	}
+	answers := make(chan probe, len(peers))
+	for _, pr := range peers {
+		go func() {
+			res, err := p.system.Root.RequestFuture(actor.NewPID(pr.addr, RecordingsName),
+				&clusterpb.RecordingRead{Id: id}, 5*time.Second).Result()
+			piece, ok := res.(*clusterpb.RecordingPiece)
+			switch {
+			case err != nil:
+				pr.err = err
+			case !ok:
+				pr.err = fmt.Errorf("unexpected answer %T", res)
+			case piece.Error != "":
+				pr.err = errors.New(piece.Error)
+			default:
+				pr.has = !piece.NotFound
+			}
+			answers <- pr
+		}()
+	}
+	var problems []string
+	for range peers {
+		pr := <-answers
+		if pr.err != nil {
+			problems = append(problems, fmt.Sprintf("proxy %s: %v", pr.id, pr.err))
+		}
+		if !pr.has {
 			continue
 		}
-		found, err := p.readFromPeer(m.PeerAddr, id, w)
-		if found {
-			if err != nil {
-				return fmt.Errorf("read recording %s from proxy %s: %w", id, m.ProxyID, err)
-			}
-			return nil
+		if _, err := p.readFromPeer(pr.addr, id, w); err != nil {
+			return fmt.Errorf("read recording %s from proxy %s: %w", id, pr.id, err)
 		}
-		if err != nil {
-			problems = append(problems, fmt.Sprintf("proxy %s: %v", m.ProxyID, err))
-		}
+		return nil
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("no live proxy holds recording %s (%s)", id, strings.Join(problems, "; "))

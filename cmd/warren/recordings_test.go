@@ -87,20 +87,22 @@ func (m *multi) recordingsOn(proxy string, extra ...string) []recordings.Meta {
 }
 
 // TestRecordedSessionReplays is the recording acceptance test: a session
-// through stock `ssh -tt` is recorded at the node; a proxy the agent
-// uploads to is killed during the session; the recording reaches the
-// proxy that stayed at once and the killed one once it is back, whole
-// (every byte the user saw); stock asciinema replays it; the session's
-// audit record names it; `warren play` plays it.
+// through stock `ssh -tt` is recorded at the node. The two proxies the
+// agent uploads to besides the entry proxy are killed during the session;
+// the recording reaches the entry proxy at once and a second proxy once
+// they are back, whole (every byte the user saw); the third serves it
+// from a peer; it survives the entry proxy's loss; stock asciinema
+// replays it; the session's audit record names it; `warren play` plays
+// it.
 func TestRecordedSessionReplays(t *testing.T) {
 	asciinema := requireAsciinema(t)
-	m := newMulti(t, 2, "")
-	m.waitMembers(2, m.proxies)
-	agent := m.startAgent("agent-1", "node1", 0, "tunnel_strategy: agent_mesh\nrecording: {retry_min: 100ms, retry_max: 500ms}\n")
-	waitFor(t, "node1 reachable and the agent on both proxies", func() bool {
+	m := newMulti(t, 3, "")
+	m.waitMembers(3, m.proxies)
+	m.startAgent("agent-1", "node1", 0, "tunnel_strategy: agent_mesh\nrecording: {retry_min: 100ms, retry_max: 500ms}\n")
+	waitFor(t, "node1 reachable and the agent on every proxy", func() bool {
 		out, _, _ := m.ssh("node1", "echo up")
 		st := localAgents(m.status(m.proxies[0]))
-		return out == "up\n" && st["proxy-1"] == 1 && st["proxy-2"] == 1
+		return out == "up\n" && st["proxy-1"] == 1 && st["proxy-2"] == 1 && st["proxy-3"] == 1
 	})
 
 	// The session: UTF-8 on both sides of the kill, a line typed, a burst.
@@ -118,9 +120,11 @@ func TestRecordedSessionReplays(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the session's first line", func() bool { return strings.Contains(stdout.String(), "héllo") })
-	killed := m.proxies[1]
-	killed.Proc.Kill()
-	waitFor(t, "proxy-2 gone", killed.Proc.Exited)
+	killed := m.proxies[1:]
+	for _, p := range killed {
+		p.Proc.Kill()
+		waitFor(t, p.ID+" gone", p.Proc.Exited)
+	}
 	if _, err := io.WriteString(stdin, "typed-secret\n"); err != nil {
 		t.Fatal(err)
 	}
@@ -182,27 +186,53 @@ func TestRecordedSessionReplays(t *testing.T) {
 		t.Errorf("no session.end record names recording %s (session %s):\n%s", rec.ID, rec.Session, out)
 	}
 
-	// proxy-2 comes back (same ports) and receives the same bytes.
-	killed.FixedPorts = true
-	if err := m.h.StartProxy(t.Context(), killed, func(config string) harness.Command {
-		return harness.Command{Bin: warrenBin, Args: []string{"proxy", "--config", config}}
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		killed.Proc.Kill()
-		if t.Failed() {
-			log, _ := os.ReadFile(killed.Proc.Log)
-			t.Logf("restarted proxy-2's log:\n%s", log)
-			t.Logf("agent's output:\n%s", agent.stdout.String())
+	// proxy-2 and proxy-3 come back (same ports): the agent, which kept
+	// the recording for a second replica, gives it to one of them.
+	for _, p := range killed {
+		p.FixedPorts = true
+		if err := m.h.StartProxy(t.Context(), p, func(config string) harness.Command {
+			return harness.Command{Bin: warrenBin, Args: []string{"proxy", "--config", config}}
+		}); err != nil {
+			t.Fatal(err)
 		}
+		t.Cleanup(func() {
+			p.Proc.Kill()
+			if t.Failed() {
+				log, _ := os.ReadFile(p.Proc.Log)
+				t.Logf("restarted %s's log:\n%s", p.ID, log)
+			}
+		})
+	}
+	var holder, other *proxyProc
+	waitFor(t, "the recording on proxy-2 or proxy-3 after their restart", func() bool {
+		for i, p := range killed {
+			if len(m.recordingsOn(p.ID, "--local", "--resource", "node1")) == 1 {
+				holder, other = p, killed[1-i]
+				return true
+			}
+		}
+		return false
 	})
-	waitFor(t, "the recording on proxy-2 after its restart", func() bool {
-		return len(m.recordingsOn("proxy-2", "--local", "--resource", "node1")) == 1
-	})
-	again, _, code := m.ssh("proxy-2", "recordings", "get", rec.ID)
+	again, _, code := m.ssh(holder.ID, "recordings", "get", rec.ID)
 	if code != 0 || again != cast {
-		t.Errorf("proxy-2 holds other bytes (code %d): %d bytes, want %d", code, len(again), len(cast))
+		t.Errorf("%s holds other bytes (code %d): %d bytes, want %d", holder.ID, code, len(again), len(cast))
+	}
+	m.waitMembers(3, m.proxies)
+	// The proxy without it lists it (every proxy's recordings) and
+	// serves it from a peer.
+	if l := m.recordingsOn(other.ID, "--resource", "node1"); len(l) != 1 || l[0].ID != rec.ID {
+		t.Errorf("%s lists %+v, want recording %s", other.ID, l, rec.ID)
+	}
+	if again, errs, code := m.ssh(other.ID, "recordings", "get", rec.ID); code != 0 || again != cast {
+		t.Errorf("%s, which holds no copy, served %d bytes (code %d, stderr %q), want the %d stored", other.ID, len(again), code, errs, len(cast))
+	}
+
+	// The entry proxy is lost for good: the recording is still served.
+	m.proxies[0].Proc.Kill()
+	waitFor(t, "proxy-1 gone", m.proxies[0].Proc.Exited)
+	m.waitMembers(2, killed)
+	if again, errs, code := m.ssh(other.ID, "recordings", "get", rec.ID); code != 0 || again != cast {
+		t.Errorf("after proxy-1's loss %s served %d bytes (code %d, stderr %q), want the %d stored", other.ID, len(again), code, errs, len(cast))
 	}
 }
 

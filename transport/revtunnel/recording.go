@@ -216,14 +216,20 @@ func (c *ClientConn) UploadRecording(ctx context.Context, offer RecordingOffer, 
 	defer ch.Close()
 	stop := context.AfterFunc(ctx, func() { ch.Close() })
 	defer stop()
-	if _, err := io.Copy(ch, cast); err != nil {
-		return fmt.Errorf("upload recording %s: %w", offer.ID, err)
+	// A proxy that refuses the recording early (its ticket) says why and
+	// closes without reading the rest: the write then fails, and the
+	// verdict, which came first, is still there to read.
+	_, copyErr := io.Copy(ch, cast)
+	if copyErr == nil {
+		_ = ch.CloseWrite()
 	}
-	_ = ch.CloseWrite()
 	line, err := bufio.NewReader(io.LimitReader(ch, 4096)).ReadBytes('\n')
 	if err != nil {
-		if ctx.Err() != nil {
+		switch {
+		case ctx.Err() != nil:
 			return fmt.Errorf("upload recording %s: %w", offer.ID, ctx.Err())
+		case copyErr != nil:
+			return fmt.Errorf("upload recording %s: %w", offer.ID, copyErr)
 		}
 		return fmt.Errorf("upload recording %s: no verdict from the proxy: %w", offer.ID, err)
 	}
@@ -233,6 +239,9 @@ func (c *ClientConn) UploadRecording(ctx context.Context, offer RecordingOffer, 
 	}
 	if !res.OK {
 		return fmt.Errorf("upload recording %s: the proxy refused it: %s", offer.ID, res.Error)
+	}
+	if copyErr != nil {
+		return fmt.Errorf("upload recording %s: %w", offer.ID, copyErr)
 	}
 	return nil
 }

@@ -26,6 +26,9 @@ type castHandler struct {
 func (h *castHandler) MaxRecordingBytes() int64 { return h.max }
 
 func (h *castHandler) Recording(offer RecordingOffer, r io.Reader) error {
+	if offer.Login == "early" {
+		return errors.New("refused before reading: bad ticket")
+	}
 	b, err := io.ReadAll(r)
 	if err != nil {
 		return err
@@ -87,6 +90,24 @@ func TestUploadRecording(t *testing.T) {
 				t.Errorf("got %v, want an error saying %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestUploadRefusedEarly: a proxy that refuses without reading the cast
+// (more than a channel window of it) still gets its reason to the agent.
+func TestUploadRefusedEarly(t *testing.T) {
+	a := newAuthority(t)
+	p := startProxy(t, baseServerConfig(t, a))
+	h := &castHandler{recHandler: &recHandler{}, max: 16 << 20, stored: map[string][]byte{}}
+	c, _, _ := tunnel(t, p, agentSigner(t, a, "agent-1"), "agent-1", Trust{CA: a.HostCA.PublicKey()}, h, Hello{Version: "test"})
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	big := bytes.Repeat([]byte("x"), 6<<20)
+	offer := offerFor("0a1b2c", big)
+	offer.Login = "early"
+	err := c.UploadRecording(ctx, offer, bytes.NewReader(big))
+	if err == nil || !strings.Contains(err.Error(), "refused before reading: bad ticket") {
+		t.Errorf("got %v, want the proxy's reason", err)
 	}
 }
 
