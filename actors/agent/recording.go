@@ -61,8 +61,10 @@ type RecordingConfig struct {
 	// SpoolMaxBytes caps the spool (default 1 GiB): recordings that do
 	// not fit stop (or end their session, with require_recording).
 	SpoolMaxBytes int64 `yaml:"spool_max_bytes"`
-	// Replicas is how many proxies must hold a recording before it
-	// leaves the spool (default 2, or every proxy of a smaller cluster).
+	// Replicas is how many proxies the agent uploads a recording to
+	// before it leaves the spool (default 2; at most connection_count in
+	// peering mode, and the cluster's proxies). Each proxy that takes an
+	// upload also copies it to a peer.
 	Replicas int `yaml:"replicas"`
 	// RetryMin and RetryMax bound the backoff between upload attempts
 	// (default 1s and 1m).
@@ -380,11 +382,14 @@ func (u *uploader) live() []*revtunnel.ClientConn {
 	return out
 }
 
-// replicas is how many proxies must hold a recording: the configured
-// number, or every proxy of a smaller cluster. The cluster's size is the
-// most proxies the agent has known since it started: a proxy that is
-// down drops out of the proxy set, and must not make the agent settle
-// for fewer copies while it is away.
+// replicas is how many proxies the agent itself must give a recording
+// to: the configured number, but no more than the tunnels it keeps
+// (connection_count in peering mode: an agent with one tunnel gives one
+// copy, and the proxy that takes it copies it to a peer) nor than the
+// cluster's proxies. The cluster's size is the most proxies the agent has
+// known since it started: a proxy that is down drops out of the proxy
+// set, and must not make the agent settle for fewer copies while it is
+// away.
 func (u *uploader) replicas() int {
 	n := int64(len(u.a.dir.known()))
 	for {
@@ -393,7 +398,11 @@ func (u *uploader) replicas() int {
 			break
 		}
 	}
-	return int(min(int64(u.a.cfg.Recording.Replicas), max(u.mostProxies.Load(), 1)))
+	want := min(int64(u.a.cfg.Recording.Replicas), max(u.mostProxies.Load(), 1))
+	if u.a.cfg.TunnelStrategy == StrategyPeering {
+		want = min(want, int64(u.a.cfg.ConnectionCount))
+	}
+	return int(want)
 }
 
 // run uploads until ctx ends: a pass at every wake, after a failure

@@ -562,6 +562,7 @@ func (p *Proxy) close() error {
 	if p.cancel != nil {
 		p.cancel()
 	}
+	p.stopRecordingCopies()
 	for _, ln := range []net.Listener{p.tunnelLn, p.httpLn} {
 		if ln != nil {
 			ln.Close()

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/warren-proxy/warren/actors/usercmd"
 	"github.com/warren-proxy/warren/cluster/clusterpb"
+	"github.com/warren-proxy/warren/cluster/membership"
 	"github.com/warren-proxy/warren/internal/conf"
 	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/storage/recordings"
@@ -25,14 +27,16 @@ import (
 // Session recordings on a proxy.
 //
 // Agents upload each recording to the proxies they hold tunnels to (each
-// with the ticket the dialing proxy signed); every proxy that takes one
-// stores it in <data_dir>/recordings. Any proxy answers `recordings ls`
-// for the whole cluster (it asks every live member, as audit does) and
-// `recordings get` for any recording a live member holds: it reads it
-// from a peer that has it, in pieces, when it has none itself. A
-// recording survives the loss of a proxy as long as another holds it:
-// agents keep a recording in their spool until recording.replicas
-// proxies have it (2 by default).
+// with the ticket the dialing proxy signed), up to recording.replicas of
+// them (2 by default; one for an agent with one tunnel), and keep it in
+// their spool until then; every proxy that takes one stores it in
+// <data_dir>/recordings and asks one peer (the next live member by id,
+// of its region if it can) to copy it (RecordingCopy: the peer reads it
+// back in pieces and checks it as an upload). So a recording is held by
+// two proxies or more, and survives the loss of one. Any proxy answers
+// `recordings ls` for the whole cluster (it asks every live member, as
+// audit does) and `recordings get` for any recording a live member
+// holds, reading it from a peer when it has none itself.
 
 // RecordingsConfig is the recordings section of proxy.yaml.
 type RecordingsConfig struct {
@@ -58,11 +62,20 @@ const RecordingsName = "recordings"
 // recordingPiece is the most one RecordingRead returns.
 const recordingPiece = 1 << 20
 
-// recordingState is the proxy's recording store and its counters.
+// recordingState is the proxy's recording store, its counters and the
+// copies it is taking from peers.
 type recordingState struct {
 	store    *recordings.Store
 	failures atomic.Uint64 // uploads refused or failed
+
+	copyCtx  context.Context
+	copyStop context.CancelFunc
+	copies   sync.WaitGroup // goroutines copying a recording from a peer
+	copying  atomic.Int32   // how many; more than maxCopies at once are dropped
 }
+
+// maxCopies bounds the recordings a proxy copies from peers at once.
+const maxCopies = 4
 
 // openRecordings opens the store and starts the recordings server.
 func (p *Proxy) openRecordings() error {
@@ -73,13 +86,24 @@ func (p *Proxy) openRecordings() error {
 		return err
 	}
 	p.rec.store = st
+	p.rec.copyCtx, p.rec.copyStop = context.WithCancel(context.Background())
 	if _, err := p.system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &recordingsServer{p: p} }), RecordingsName); err != nil {
 		return fmt.Errorf("spawn the recordings server: %w", err)
 	}
 	return nil
 }
 
+// stopRecordingCopies ends the copies from peers under way and waits for
+// them (while the actor system still runs, so that their reads end).
+func (p *Proxy) stopRecordingCopies() {
+	if p.rec.copyStop != nil {
+		p.rec.copyStop()
+	}
+	p.rec.copies.Wait()
+}
+
 func (p *Proxy) closeRecordings() error {
+	p.stopRecordingCopies()
 	if p.rec.store == nil {
 		return nil
 	}
@@ -134,7 +158,73 @@ func (p *Proxy) storeRecording(agent string, offer revtunnel.RecordingOffer, r i
 		return err
 	}
 	p.log.Info("recording stored", "recording", m.ID, "user", m.User, "resource", m.Resource, "agent", agent, "bytes", m.Size)
+	p.replicate(m)
 	return nil
+}
+
+// replicate asks one peer to copy a recording an agent gave this proxy,
+// so that it outlives this proxy: the next live member after this one in
+// id order, of this region if there is one. The agent may give it to
+// other proxies too (recording.replicas); copies past the cluster's size
+// are not made.
+func (p *Proxy) replicate(m recordings.Meta) {
+	if p.members == nil {
+		return // an upload before the proxy joined: its peers are unknown yet
+	}
+	members := p.members.Members()
+	self := slices.IndexFunc(members, func(x membership.Member) bool { return x.ProxyID == p.cfg.ID })
+	var to *membership.Member
+	for i := 1; i < len(members); i++ {
+		c := &members[(max(self, 0)+i)%len(members)]
+		if c.ProxyID == p.cfg.ID {
+			continue
+		}
+		if to == nil || c.Region == p.cfg.Region && to.Region != p.cfg.Region {
+			to = c
+		}
+	}
+	if to == nil {
+		return
+	}
+	b, _ := json.Marshal(m)
+	p.system.Root.Send(actor.NewPID(to.PeerAddr, RecordingsName), &clusterpb.RecordingCopy{Meta: b, From: p.peerAddr})
+}
+
+// copyRecording takes a copy of a recording a peer holds, off the
+// recordings server's goroutine.
+func (p *Proxy) copyRecording(c *clusterpb.RecordingCopy) {
+	var m recordings.Meta
+	if p.rec.store == nil || json.Unmarshal(c.Meta, &m) != nil || !model.ValidName(m.ID) || len(m.ID) > 72 {
+		return
+	}
+	if _, err := p.rec.store.Meta(m.ID); err == nil {
+		return // held already (the agent gave it here too)
+	}
+	if p.rec.copying.Add(1) > maxCopies {
+		p.rec.copying.Add(-1)
+		p.log.Warn("recording not copied: too many copies under way", "recording", m.ID)
+		return
+	}
+	p.rec.copies.Add(1)
+	go func() {
+		defer p.rec.copies.Done()
+		defer p.rec.copying.Add(-1)
+		pr, pw := io.Pipe()
+		go func() {
+			_, err := p.readFromPeer(p.rec.copyCtx, c.From, m.ID, pw)
+			if err == nil {
+				err = io.EOF
+			}
+			pw.CloseWithError(err)
+		}()
+		stored, err := p.rec.store.Put(m, pr)
+		pr.CloseWithError(errors.New("copy ended")) // ends the reader if Put stopped early
+		if err != nil {
+			p.log.Warn("recording not copied from a peer", "recording", m.ID, "err", err)
+			return
+		}
+		p.log.Info("recording copied from a peer", "recording", stored.ID, "bytes", stored.Size)
+	}()
 }
 
 // recordingsServer answers peers' recording queries and reads.
@@ -146,6 +236,8 @@ func (s *recordingsServer) Receive(ctx actor.Context) {
 		ctx.Respond(s.p.localRecordings(m))
 	case *clusterpb.RecordingRead:
 		ctx.Respond(s.p.readPiece(m))
+	case *clusterpb.RecordingCopy:
+		s.p.copyRecording(m)
 	}
 }
 
@@ -306,7 +398,7 @@ func (p *Proxy) readRecording(id string, w io.Writer) error {
 		if !pr.has {
 			continue
 		}
-		if _, err := p.readFromPeer(pr.addr, id, w); err != nil {
+		if _, err := p.readFromPeer(context.Background(), pr.addr, id, w); err != nil {
 			return fmt.Errorf("read recording %s from proxy %s: %w", id, pr.id, err)
 		}
 		return nil
@@ -319,9 +411,12 @@ func (p *Proxy) readRecording(id string, w io.Writer) error {
 
 // readFromPeer copies a recording from the peer at addr; found is false
 // when the peer does not hold it (or did not answer before any byte).
-func (p *Proxy) readFromPeer(addr, id string, w io.Writer) (found bool, err error) {
+func (p *Proxy) readFromPeer(ctx context.Context, addr, id string, w io.Writer) (found bool, err error) {
 	var off, size int64 = 0, -1
 	for size < 0 || off < size {
+		if err := ctx.Err(); err != nil {
+			return off > 0, err
+		}
 		res, err := p.system.Root.RequestFuture(actor.NewPID(addr, RecordingsName),
 			&clusterpb.RecordingRead{Id: id, Offset: off, Length: recordingPiece}, 30*time.Second).Result()
 		if err != nil {

@@ -1639,6 +1639,63 @@ func (x *RecordingPiece) GetError() string {
 	return ""
 }
 
+// RecordingCopy asks a proxy to keep a copy of a recording that the proxy
+// whose peer address is from holds (it took it from an agent): the
+// receiver reads it piece by piece (RecordingRead) and stores it, so that
+// a recording outlives the proxy that took it.
+type RecordingCopy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// meta is the recording's metadata as JSON (storage/recordings.Meta).
+	Meta          []byte `protobuf:"bytes,1,opt,name=meta,proto3" json:"meta,omitempty"`
+	From          string `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordingCopy) Reset() {
+	*x = RecordingCopy{}
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordingCopy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordingCopy) ProtoMessage() {}
+
+func (x *RecordingCopy) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordingCopy.ProtoReflect.Descriptor instead.
+func (*RecordingCopy) Descriptor() ([]byte, []int) {
+	return file_cluster_clusterpb_cluster_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *RecordingCopy) GetMeta() []byte {
+	if x != nil {
+		return x.Meta
+	}
+	return nil
+}
+
+func (x *RecordingCopy) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
 var File_cluster_clusterpb_cluster_proto protoreflect.FileDescriptor
 
 const file_cluster_clusterpb_cluster_proto_rawDesc = "" +
@@ -1782,7 +1839,10 @@ const file_cluster_clusterpb_cluster_proto_rawDesc = "" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x1b\n" +
 	"\tnot_found\x18\x03 \x01(\bR\bnotFound\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05errorB2Z0github.com/warren-proxy/warren/cluster/clusterpbb\x06proto3"
+	"\x05error\x18\x04 \x01(\tR\x05error\"7\n" +
+	"\rRecordingCopy\x12\x12\n" +
+	"\x04meta\x18\x01 \x01(\fR\x04meta\x12\x12\n" +
+	"\x04from\x18\x02 \x01(\tR\x04fromB2Z0github.com/warren-proxy/warren/cluster/clusterpbb\x06proto3"
 
 var (
 	file_cluster_clusterpb_cluster_proto_rawDescOnce sync.Once
@@ -1796,7 +1856,7 @@ func file_cluster_clusterpb_cluster_proto_rawDescGZIP() []byte {
 	return file_cluster_clusterpb_cluster_proto_rawDescData
 }
 
-var file_cluster_clusterpb_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_cluster_clusterpb_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_cluster_clusterpb_cluster_proto_goTypes = []any{
 	(*Resource)(nil),          // 0: warren.cluster.v1.Resource
 	(*AgentRoute)(nil),        // 1: warren.cluster.v1.AgentRoute
@@ -1819,10 +1879,11 @@ var file_cluster_clusterpb_cluster_proto_goTypes = []any{
 	(*RecordingList)(nil),     // 18: warren.cluster.v1.RecordingList
 	(*RecordingRead)(nil),     // 19: warren.cluster.v1.RecordingRead
 	(*RecordingPiece)(nil),    // 20: warren.cluster.v1.RecordingPiece
-	nil,                       // 21: warren.cluster.v1.Resource.LabelsEntry
+	(*RecordingCopy)(nil),     // 21: warren.cluster.v1.RecordingCopy
+	nil,                       // 22: warren.cluster.v1.Resource.LabelsEntry
 }
 var file_cluster_clusterpb_cluster_proto_depIdxs = []int32{
-	21, // 0: warren.cluster.v1.Resource.labels:type_name -> warren.cluster.v1.Resource.LabelsEntry
+	22, // 0: warren.cluster.v1.Resource.labels:type_name -> warren.cluster.v1.Resource.LabelsEntry
 	0,  // 1: warren.cluster.v1.AgentRoute.resources:type_name -> warren.cluster.v1.Resource
 	1,  // 2: warren.cluster.v1.RouteDelta.upserts:type_name -> warren.cluster.v1.AgentRoute
 	1,  // 3: warren.cluster.v1.RouteState.agents:type_name -> warren.cluster.v1.AgentRoute
@@ -1845,7 +1906,7 @@ func file_cluster_clusterpb_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cluster_clusterpb_cluster_proto_rawDesc), len(file_cluster_clusterpb_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -424,3 +424,70 @@ func TestAttackRecordingUpload(t *testing.T) {
 		t.Errorf("recordings after the attack:\n%s\nwant only alice's", out)
 	}
 }
+
+// TestRecordingCopiedAndSpoolSurvivesRestart: an agent with one tunnel
+// (the default) uploads a recording once; the proxy that took it has a
+// peer copy it, so both hold the same bytes, and the agent's spool is
+// emptied. An agent killed (SIGKILL) during a session keeps what it had
+// recorded: restarted, it closes the recording with a marker and uploads
+// it.
+func TestRecordingCopiedAndSpoolSurvivesRestart(t *testing.T) {
+	m := newMultiWith(t, []string{"local", "local"}, "", "session: {resume_timeout: 2s}\n")
+	m.waitMembers(2, m.proxies)
+	const agentYAML = "recording: {retry_min: 100ms, retry_max: 500ms}\n"
+	agent := m.startAgent("agent-1", "node1", 0, agentYAML)
+	waitFor(t, "node1 reachable", func() bool { out, _, _ := m.ssh("node1", "echo up"); return out == "up\n" })
+	out, errs, code := m.ssh("-tt", "node1", "echo copied-to-a-peer")
+	if code != 0 || !strings.Contains(out, "copied-to-a-peer") {
+		t.Fatalf("session: code %d out %q stderr %q", code, out, errs)
+	}
+	var on [2][]recordings.Meta
+	waitFor(t, "the recording on both proxies", func() bool {
+		for i, p := range m.proxies {
+			on[i] = m.recordingsOn(p.ID, "--local")
+		}
+		return len(on[0]) == 1 && len(on[1]) == 1
+	})
+	if on[0][0].ID != on[1][0].ID || on[0][0].SHA256 != on[1][0].SHA256 || on[1][0].User != "alice" {
+		t.Errorf("the proxies hold %+v and %+v, want one recording, the same", on[0][0], on[1][0])
+	}
+	spool := filepath.Join(m.dir, "agent-1", "recordings")
+	waitFor(t, "the agent's spool emptied", func() bool {
+		entries, err := os.ReadDir(spool)
+		return err == nil && len(entries) == 0
+	})
+
+	// A session whose agent is killed: what was recorded is on disk.
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ssh", "-F", m.cfg, "-o", "BatchMode=yes", "-tt", "node1", `printf 'before the kill ✓\n'; sleep 60`)
+	stdout := newBuf()
+	cmd.Stdout, cmd.Stdin = stdout, strings.NewReader("")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = cmd.Wait() }()
+	waitFor(t, "the session's output", func() bool { return strings.Contains(stdout.String(), "before the kill ✓") })
+	agent.cmd.Process.Kill()
+	<-agent.done
+	agent.done <- nil
+	m.startAgent("agent-1", "node1", 0, agentYAML)
+	var rec recordings.Meta
+	waitFor(t, "the killed session's recording, uploaded after the restart", func() bool {
+		for _, r := range m.recordingsOn("proxy-1", "--local") {
+			if r.ID != on[0][0].ID {
+				rec = r
+				return true
+			}
+		}
+		return false
+	})
+	cast, errs, code := m.ssh("proxy-1", "recordings", "get", rec.ID)
+	if code != 0 {
+		t.Fatalf("recordings get: code %d stderr %q", code, errs)
+	}
+	got, _ := castOutput(t, []byte(cast))
+	if !strings.Contains(got, "before the kill ✓") || !strings.Contains(cast, "the agent stopped during this session") {
+		t.Errorf("the recovered recording lacks the output or the marker:\n%s", cast)
+	}
+}
