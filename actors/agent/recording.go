@@ -292,6 +292,11 @@ func (r *recorder) Close() error {
 	r.closed = true
 	if r.failed == nil {
 		_ = r.w.Flush(r.elapsed())
+	} else {
+		note := asciicast.StopMarker + "the node could not write it: " + r.failed.Error()
+		if err := r.f.Seal(asciicast.AppendEvent(nil, r.elapsed(), asciicast.Marker, note)); err != nil {
+			r.log.Warn("close a failed recording", "err", err)
+		}
 	}
 	err := r.f.Commit()
 	r.a.uploads.wake()

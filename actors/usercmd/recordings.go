@@ -150,7 +150,7 @@ func WriteRecordings(w io.Writer, list []recordings.Meta, asJSON bool) {
 			notes = append(notes, "input")
 		}
 		if m.Truncated {
-			notes = append(notes, "truncated at its cap")
+			notes = append(notes, "stopped before the session ended (cap or spool)")
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, dash(m.User), dash(m.Login), dash(m.Resource),
 			m.Start.UTC().Format(time.RFC3339), m.Duration.Round(time.Second), byteSize(m.Size), dash(strings.Join(notes, ", ")))

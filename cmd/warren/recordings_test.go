@@ -305,7 +305,7 @@ func TestRecordingRoleOptions(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "got hunter3") {
 		t.Fatalf("dave's session: code %d out %q stderr %q", code, out, errs)
 	}
-	_, cast = c.recording("dave")
+	daveFirst, cast := c.recording("dave")
 	if _, inputs := castOutput(t, cast); inputs != 0 {
 		t.Errorf("dave's input was recorded without record_input: %s", cast)
 	}
@@ -325,13 +325,25 @@ func TestRecordingRoleOptions(t *testing.T) {
 	var flooded recordings.Meta
 	waitFor(t, "dave's second recording, uploaded", func() bool {
 		out, _, _ := sshRun(t, c.sshConfig, "proxy-1", "recordings", "ls", "--json", "--user", "dave")
-		lines := strings.Split(strings.TrimSpace(out), "\n")
-		return len(lines) == 2 && json.Unmarshal([]byte(lines[0]), &flooded) == nil
+		for line := range strings.Lines(out) {
+			if json.Unmarshal([]byte(line), &flooded) == nil && flooded.ID != daveFirst.ID {
+				return true
+			}
+		}
+		return false
 	})
 	fcast, _, _ := sshRun(t, c.sshConfig, "proxy-1", "recordings", "get", flooded.ID)
 	if got, _ := castOutput(t, []byte(fcast)); !strings.Contains(got, "line 1 of the flood") || strings.Contains(got, "END-OF-FLOOD") {
 		t.Errorf("dave's flood recording should stop where the spool filled: %d bytes of output, tail %q", len(got), tail(got))
 	}
+	if !flooded.Truncated || !strings.Contains(fcast, "recording stopped: the node could not write it") {
+		t.Errorf("dave's flood recording does not say it stopped (truncated %v): tail %q", flooded.Truncated, tail(fcast))
+	}
+	spool := filepath.Join(c.dir, "agent-1", "recordings")
+	waitFor(t, "the agent's spool emptied", func() bool {
+		entries, err := os.ReadDir(spool)
+		return err == nil && len(entries) == 0
+	})
 	// carol's role requires recording: the same flood ends her session.
 	out, errs, code = sshRun(t, carol, "-tt", "node1", flood)
 	if code == 0 || strings.Contains(out, "END-OF-FLOOD") {

@@ -98,8 +98,20 @@ type Writer struct {
 	err       error
 }
 
-// CapMarker begins the marker that says a recording reached its cap.
-const CapMarker = "recording stopped: it reached its cap of "
+// StopMarker begins every marker that says a recording stopped before
+// its session ended; CapMarker is the one for the cap.
+const (
+	StopMarker = "recording stopped: "
+	CapMarker  = StopMarker + "it reached its cap of "
+)
+
+// AppendEvent appends one encoded event (a whole line) to b: for a writer
+// that must add a last line outside a Writer (after its output failed).
+func AppendEvent(b []byte, t time.Duration, code, data string) []byte {
+	var buf bytes.Buffer
+	encodeEvent(&buf, t.Seconds(), code, data)
+	return append(b, buf.Bytes()...)
+}
 
 // markerReserve is kept free under the cap for the marker that says it
 // was reached.
@@ -413,7 +425,8 @@ type Summary struct {
 	Output   int64   // bytes of output data
 	Inputs   int     // input events
 	Markers  []string
-	// Truncated says the recording ends at its cap (CapMarker).
+	// Truncated says the recording stopped before its session ended
+	// (a StopMarker: its cap, or the node could not write it).
 	Truncated bool
 }
 
@@ -443,7 +456,7 @@ func Validate(r io.Reader, limits Limits) (Summary, error) {
 			if len(s.Markers) < 16 {
 				s.Markers = append(s.Markers, ev.Data)
 			}
-			s.Truncated = s.Truncated || strings.HasPrefix(ev.Data, CapMarker)
+			s.Truncated = s.Truncated || strings.HasPrefix(ev.Data, StopMarker)
 		}
 	}
 }

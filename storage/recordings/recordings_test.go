@@ -95,6 +95,55 @@ func TestSpoolFull(t *testing.T) {
 	}
 }
 
+// TestSpoolSealAfterFull: a recording the spool refused is closed with a
+// marker past the cap, ends on whole lines and reads as truncated.
+func TestSpoolSealAfterFull(t *testing.T) {
+	s, err := OpenSpool(t.TempDir(), 64<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := s.Create(SpoolMeta{ID: "ab12"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := asciicast.NewWriter(f, asciicast.Header{}, asciicast.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var werr error
+	for i := 0; werr == nil && i < 10000; i++ {
+		werr = w.Output(time.Duration(i)*time.Millisecond, bytes.Repeat([]byte("y"), 1000))
+	}
+	if !errors.Is(werr, ErrSpoolFull) {
+		t.Fatalf("writes into a 64 KiB spool ended with %v, want ErrSpoolFull", werr)
+	}
+	if err := f.Seal(asciicast.AppendEvent(nil, 20*time.Second, asciicast.Marker, asciicast.StopMarker+"spool full")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := s.Open("ab12")
+	defer r.Close()
+	sum, err := asciicast.Validate(r, asciicast.Limits{})
+	if err != nil {
+		t.Fatalf("sealed recording is invalid: %v", err)
+	}
+	if !sum.Truncated || sum.Output == 0 {
+		t.Errorf("sealed recording %+v: want output and Truncated", sum)
+	}
+	if info, _ := r.Stat(); s.Used() < info.Size() {
+		t.Errorf("spool counts %d bytes, the file alone has %d", s.Used(), info.Size())
+	}
+	// Its upload is noted although the spool is full, and it leaves.
+	if m, err := s.MarkUploaded("ab12", "proxy-1"); err != nil || len(m.Uploaded) != 1 {
+		t.Fatalf("MarkUploaded in a full spool = %+v, %v", m, err)
+	}
+	if err := s.Remove("ab12"); err != nil || s.Used() != 0 {
+		t.Errorf("Remove: %v; spool counts %d bytes after", err, s.Used())
+	}
+}
+
 // TestSpoolRecoversAfterAStop: a .part left by a stopped agent becomes a
 // valid, pending recording that keeps every whole line.
 func TestSpoolRecoversAfterAStop(t *testing.T) {

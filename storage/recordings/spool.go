@@ -140,7 +140,7 @@ func (s *Spool) Create(m SpoolMeta) (*SpoolFile, error) {
 	if _, err := os.Stat(s.path(m.ID, ".cast")); err == nil {
 		return nil, fmt.Errorf("recording %s exists already", m.ID)
 	}
-	if err := s.writeMeta(m); err != nil {
+	if err := s.writeMeta(m, true); err != nil {
 		return nil, err
 	}
 	f, err := os.OpenFile(s.path(m.ID, ".cast.part"), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
@@ -151,14 +151,22 @@ func (s *Spool) Create(m SpoolMeta) (*SpoolFile, error) {
 	return &SpoolFile{s: s, f: f, id: m.ID}, nil
 }
 
-func (s *Spool) writeMeta(m SpoolMeta) error {
+// writeMeta writes a recording's metadata; capped, it must fit in the
+// spool (a new recording), else it is written whatever the spool holds
+// (a few hundred bytes more for a recording there already: its upload
+// must be noted, or a full spool would never empty).
+func (s *Spool) writeMeta(m SpoolMeta, capped bool) error {
 	b, _ := json.Marshal(m)
 	old := int64(0)
 	if info, err := os.Stat(s.path(m.ID, ".json")); err == nil {
 		old = info.Size()
 	}
-	if err := s.reserve(int64(len(b)) - old); err != nil {
-		return err
+	if capped {
+		if err := s.reserve(int64(len(b)) - old); err != nil {
+			return err
+		}
+	} else {
+		s.release(old - int64(len(b)))
 	}
 	if err := atomicfile.Write(s.path(m.ID, ".json"), b, 0o600); err != nil {
 		s.release(int64(len(b)) - old)
@@ -177,9 +185,10 @@ func (s *Spool) removeMeta(id string) {
 
 // SpoolFile is a recording being written.
 type SpoolFile struct {
-	s  *Spool
-	f  *os.File
-	id string
+	s    *Spool
+	f    *os.File
+	id   string
+	good int64 // bytes of the writes that were whole
 }
 
 // Write appends p, within the spool's cap: a write that does not fit
@@ -192,7 +201,36 @@ func (f *SpoolFile) Write(p []byte) (int, error) {
 	if n < len(p) {
 		f.s.release(int64(len(p) - n))
 	}
+	if err == nil {
+		f.good += int64(n)
+	}
 	return n, err
+}
+
+// Seal ends a recording whose writes failed: what a failed write left is
+// cut off, so the file ends on a whole line, and last (a closing marker
+// line, a few hundred bytes) is appended past the spool's cap, so that
+// the recording says it stopped. A failure here is returned; Commit
+// still keeps what there is.
+func (f *SpoolFile) Seal(last []byte) error {
+	if info, err := f.f.Stat(); err == nil && info.Size() > f.good {
+		f.s.release(info.Size() - f.good) // what a failed write left, cut below
+	}
+	if err := f.f.Truncate(f.good); err != nil {
+		return fmt.Errorf("seal recording %s: %w", f.id, err)
+	}
+	if _, err := f.f.Seek(f.good, io.SeekStart); err != nil {
+		return fmt.Errorf("seal recording %s: %w", f.id, err)
+	}
+	n, err := f.f.Write(last)
+	f.s.mu.Lock()
+	f.s.used += int64(n)
+	f.s.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("seal recording %s: %w", f.id, err)
+	}
+	f.good += int64(n)
+	return nil
 }
 
 // Commit fsyncs and closes the cast and makes it pending upload.
@@ -278,7 +316,7 @@ func (s *Spool) MarkUploaded(id, proxy string) (SpoolMeta, error) {
 	if !slices.Contains(m.Uploaded, proxy) {
 		m.Uploaded = append(m.Uploaded, proxy)
 	}
-	return m, s.writeMeta(m)
+	return m, s.writeMeta(m, false)
 }
 
 // Remove deletes a recording the proxies hold.

@@ -37,7 +37,8 @@ type Meta struct {
 	SHA256   string        `json:"sha256"`
 	// Input says the recording holds what the user typed.
 	Input bool `json:"input,omitempty"`
-	// Truncated says the recording stopped at its cap.
+	// Truncated says the recording stopped before its session ended (its
+	// cap, or the node could not write it).
 	Truncated bool      `json:"truncated,omitempty"`
 	Stored    time.Time `json:"stored"`
 }
