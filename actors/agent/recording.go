@@ -308,6 +308,15 @@ func (r *recorder) Close() error {
 // warren_recording_upload_failures_total).
 func (a *Agent) RecordingFailures() uint64 { return a.recFailures.Load() }
 
+// RecordingSpoolBytes is the size of the recording spool (recordings not
+// yet held by enough proxies), 0 without one.
+func (a *Agent) RecordingSpoolBytes() int64 {
+	if a.spool == nil {
+		return 0
+	}
+	return a.spool.Used()
+}
+
 // RecordingUploadFailures counts failed upload attempts.
 func (a *Agent) RecordingUploadFailures() uint64 {
 	if a.uploads == nil {

@@ -503,3 +503,29 @@ func TestRecordingCopiedAndSpoolSurvivesRestart(t *testing.T) {
 		t.Errorf("the recovered recording lacks the output or the marker:\n%s", cast)
 	}
 }
+
+// TestPlay: warren play writes every output event, in order, and nothing
+// else; --idle cuts pauses (a cast with an hour's pause plays at once).
+func TestPlay(t *testing.T) {
+	cast := `{"version":2,"width":80,"height":24}` + "\n" +
+		`[0.01,"o","one "]` + "\n" + `[0.02,"i","typed"]` + "\n" + `[0.03,"r","100x30"]` + "\n" +
+		`[3600.0,"o","two ✓"]` + "\n" + `[3600.0,"m","note"]` + "\n"
+	var out bytes.Buffer
+	if err := play(t.Context(), strings.NewReader(cast), &out, 1, 10*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != "one two ✓" {
+		t.Errorf("played %q, want %q", out.String(), "one two ✓")
+	}
+	err := play(t.Context(), strings.NewReader(`{"version":1}`), io.Discard, 1, 0)
+	if err == nil || !strings.Contains(err.Error(), "only asciicast version 2") {
+		t.Errorf("a version 1 cast: got %v", err)
+	}
+	// Bad flags get one clear sentence.
+	for _, args := range [][]string{{"play"}, {"play", "x", "--speed", "0"}, {"play", "../x"}} {
+		_, errs, code := runWarren(t, args...)
+		if code == 0 || !strings.Contains(errs, "warren") {
+			t.Errorf("warren %v: code %d stderr %q", args, code, errs)
+		}
+	}
+}

@@ -6,12 +6,15 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/warren-proxy/warren/internal/model"
 )
 
 // castHandler is a proxy that takes recordings: it keeps what it read.
@@ -166,3 +169,33 @@ func decodeTicketJSON(t *testing.T, s string) string {
 }
 
 func encodeTicketJSON(s string) string { return base64.RawStdEncoding.EncodeToString([]byte(s)) }
+
+// FuzzRecordingOffer feeds arbitrary offers and tickets to what a proxy
+// does with them before any byte of the cast: decode and Validate the
+// offer, verify the ticket. Nothing may panic; an offer Validate accepts
+// has a name for its id and a session it belongs to, a size within the
+// bound and a hex SHA-256; a ticket that verifies names valid parties.
+func FuzzRecordingOffer(f *testing.F) {
+	ca := newKey(f)
+	good, err := SignTicket(ca, RecordingTicket{Session: "0a1b2c", Agent: "agent-1", User: "alice", Resource: "node1", Issued: 1})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add([]byte(`{"id":"0a1b2c","ticket":"x","size":10,"sha256":"`+strings.Repeat("a", 64)+`"}`), good)
+	f.Add([]byte(`{"id":"0a1b2c-2","size":1,"sha256":"`+strings.Repeat("0", 64)+`","login":"root"}`), "")
+	f.Add([]byte(`{"id":"../x","size":-1}`), "e30")
+	f.Add([]byte(`null`), good[:len(good)/2])
+	f.Fuzz(func(t *testing.T, payload []byte, ticket string) {
+		var o RecordingOffer
+		if json.Unmarshal(payload, &o) == nil && o.Validate(1<<20) == nil {
+			if !model.ValidName(o.ID) || !validSession(SessionOf(o.ID)) || o.Size <= 0 || o.Size > 1<<20 || len(o.SHA256) != 64 {
+				t.Fatalf("Validate accepted %+v", o)
+			}
+		}
+		if tk, err := VerifyTicket(ca.PublicKey(), ticket); err == nil {
+			if !validSession(tk.Session) || !model.ValidName(tk.Agent) || !model.ValidName(tk.Resource) || tk.User == "" {
+				t.Fatalf("VerifyTicket accepted %+v", tk)
+			}
+		}
+	})
+}
