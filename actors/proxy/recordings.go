@@ -19,6 +19,7 @@ import (
 	"github.com/warren-proxy/warren/cluster/clusterpb"
 	"github.com/warren-proxy/warren/cluster/membership"
 	"github.com/warren-proxy/warren/internal/conf"
+	"github.com/warren-proxy/warren/internal/logsample"
 	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/storage/recordings"
 	"github.com/warren-proxy/warren/transport/revtunnel"
@@ -66,7 +67,8 @@ const recordingPiece = 1 << 20
 // copies it is taking from peers.
 type recordingState struct {
 	store    *recordings.Store
-	failures atomic.Uint64 // uploads refused or failed
+	failures atomic.Uint64      // uploads refused or failed
+	refused  *logsample.Sampler // their log lines: an agent may send many
 
 	copyCtx  context.Context
 	copyStop context.CancelFunc
@@ -86,6 +88,7 @@ func (p *Proxy) openRecordings() error {
 		return err
 	}
 	p.rec.store = st
+	p.rec.refused = logsample.New(p.log, "recording refused", logsample.Every)
 	p.rec.copyCtx, p.rec.copyStop = context.WithCancel(context.Background())
 	if _, err := p.system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &recordingsServer{p: p} }), RecordingsName); err != nil {
 		return fmt.Errorf("spawn the recordings server: %w", err)
@@ -107,6 +110,7 @@ func (p *Proxy) closeRecordings() error {
 	if p.rec.store == nil {
 		return nil
 	}
+	p.rec.refused.Stop()
 	return p.rec.store.Close()
 }
 
@@ -131,7 +135,7 @@ func (p *Proxy) StoreRecording(agent string, offer revtunnel.RecordingOffer, r i
 	if err != nil {
 		p.rec.failures.Add(1)
 		// Names were checked by offer.Validate before this point.
-		p.log.Warn("recording refused", "agent", agent, "recording", offer.ID, "err", err)
+		p.rec.refused.Event("agent", agent, "recording", offer.ID, "err", err)
 	}
 	return err
 }
