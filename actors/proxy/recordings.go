@@ -74,6 +74,9 @@ type recordingState struct {
 	copyStop context.CancelFunc
 	copies   sync.WaitGroup // goroutines copying a recording from a peer
 	copying  atomic.Int32   // how many; more than maxCopies at once are dropped
+
+	mu      sync.Mutex // guards stopped, and copies.Add against copies.Wait
+	stopped bool       // the proxy is closing: no more copies
 }
 
 // maxCopies bounds the recordings a proxy copies from peers at once.
@@ -99,6 +102,9 @@ func (p *Proxy) openRecordings() error {
 // stopRecordingCopies ends the copies from peers under way and waits for
 // them (while the actor system still runs, so that their reads end).
 func (p *Proxy) stopRecordingCopies() {
+	p.rec.mu.Lock()
+	p.rec.stopped = true
+	p.rec.mu.Unlock()
 	if p.rec.copyStop != nil {
 		p.rec.copyStop()
 	}
@@ -209,7 +215,14 @@ func (p *Proxy) copyRecording(c *clusterpb.RecordingCopy) {
 		p.log.Warn("recording not copied: too many copies under way", "recording", m.ID)
 		return
 	}
+	p.rec.mu.Lock()
+	if p.rec.stopped {
+		p.rec.mu.Unlock()
+		p.rec.copying.Add(-1)
+		return
+	}
 	p.rec.copies.Add(1)
+	p.rec.mu.Unlock()
 	go func() {
 		defer p.rec.copies.Done()
 		defer p.rec.copying.Add(-1)
