@@ -33,15 +33,15 @@ test-deploy:
 # go.mod/go.sum that `go mod tidy` would leave as they are. The house rules
 # (dependency table, package comments) are tests: internal/lint.
 STATICCHECK ?= $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# deploy/check (its own module) is vetted and tidy-checked, not
+# staticchecked: staticcheck's first run over Helm's and Kubernetes'
+# packages would cost a fresh CI minutes for one test file.
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "run gofmt -w"; exit 1)
 	$(GO) vet $(PKGS)
 	$(STATICCHECK) $(PKGS)
 	@$(GO) mod tidy -diff || (echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1)
-	# deploy/check (its own module): vet and tidy; not staticcheck, whose
-	# first run over Helm's and Kubernetes' packages costs CI minutes for
-	# one test file.
 	$(DEPLOY_CHECK) $(GO) vet ./...
 	@$(DEPLOY_CHECK) $(GO) mod tidy -diff || (echo "deploy/check/go.mod/go.sum are not tidy: run go mod tidy in deploy/check"; exit 1)
 

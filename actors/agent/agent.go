@@ -25,6 +25,7 @@ import (
 	"github.com/warren-proxy/warren/cluster/access"
 	"github.com/warren-proxy/warren/internal/model"
 	"github.com/warren-proxy/warren/storage/identity"
+	"github.com/warren-proxy/warren/storage/recordings"
 	"github.com/warren-proxy/warren/transport/nodessh"
 	"github.com/warren-proxy/warren/transport/resume"
 	"github.com/warren-proxy/warren/transport/revtunnel"
@@ -78,6 +79,13 @@ type Agent struct {
 	// server checks every login against them. Nil until the first tunnel's
 	// hello, which comes before any session can.
 	policy atomic.Pointer[access.Policy]
+	// spool and uploads keep and ship session recordings (recording.go);
+	// nil without ssh resources. recFailures counts recordings that
+	// could not start or broke.
+	spool       *recordings.Spool
+	uploads     *uploader
+	recording   liveRecordings
+	recFailures atomic.Uint64
 }
 
 // New checks cfg and returns an agent that is not started yet.
@@ -139,10 +147,15 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 			OnLoginRefused:  reportLoginRefused,
 			Authorize:       a.authorizeLogin,
 			AllowForwarding: a.allowForwarding,
+			Record:          a.record,
 		})
 		if err != nil {
 			return err
 		}
+		if a.spool, err = recordings.OpenSpool(a.cfg.Recording.SpoolDir, a.cfg.Recording.SpoolMaxBytes); err != nil {
+			return err
+		}
+		a.uploads = newUploader(a, a.spool)
 	}
 	ctx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	a.ctx = ctx
@@ -157,6 +170,13 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 			return slog.New(slog.DiscardHandler)
 		}))
 		a.ownSystem = true
+	}
+	if a.uploads != nil {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			a.uploads.run(ctx)
+		}()
 	}
 	a.pool = a.system.Root.Spawn(newPoolProps(a))
 	a.wg.Add(1)

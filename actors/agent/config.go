@@ -74,6 +74,9 @@ type Config struct {
 	// MetricsOpen serves /metrics on debug_listen without the token, for
 	// a Prometheus that cannot send one (the profiles still need it).
 	MetricsOpen bool `yaml:"metrics_open"`
+	// Recording is where and how PTY sessions' recordings are kept until
+	// the proxies have them (see recording.go).
+	Recording RecordingConfig `yaml:"recording"`
 
 	// SFTPCommand serves the sftp subsystem as the login user (see
 	// nodessh.Config); empty serves it in-process.
@@ -145,6 +148,7 @@ func (c Config) CheckAndSetDefaults() (Config, error) {
 	if c.Name == "" {
 		c.Name, _ = os.Hostname()
 	}
+	c.Recording.checkAndSetDefaults(c.DataDir, &errs)
 	switch c.TunnelStrategy {
 	case "":
 		c.TunnelStrategy = StrategyPeering

@@ -452,6 +452,7 @@ type serving struct {
 func (c *conn) startServing(ctx context.Context, tun *revtunnel.ClientConn) *serving {
 	bctx, stop := context.WithCancel(ctx)
 	s := &serving{tun: tun, stopBeat: stop, done: make(chan struct{})}
+	c.a.uploads.tunnelUp(tun)
 	s.beats.Add(1)
 	go func() {
 		defer s.beats.Done()
@@ -459,6 +460,7 @@ func (c *conn) startServing(ctx context.Context, tun *revtunnel.ClientConn) *ser
 	}()
 	go func() {
 		defer close(s.done)
+		defer c.a.uploads.tunnelDown(tun)
 		for {
 			req, nch, err := tun.Accept()
 			if err != nil {
@@ -661,7 +663,7 @@ func (a *Agent) serveSession(ctx context.Context, tun *revtunnel.ClientConn, req
 		// The node sees the user's address as the entry proxy saw it, and
 		// its own as port 22 here: SSH_CONNECTION and SSH_CLIENT say so.
 		conn := &sessionConn{Conn: &streams.Conn{Stream: s, Remote: tcpAddr(req.ClientAddr), Local: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 22}},
-			tun: tun, sessionID: req.SessionID, resource: res.Name}
+			tun: tun, sessionID: req.SessionID, resource: res.Name, ticket: req.Ticket}
 		if err := a.node.ServeConn(ctx, conn); err != nil {
 			a.log.Debug("ssh session ended", "session", req.SessionID, "err", err)
 		}
@@ -685,6 +687,7 @@ func (a *Agent) resumeHop(ctx context.Context, req revtunnel.DialRequest, nch ss
 		return
 	}
 	a.log.Info("session resumed on a new hop", "session", req.SessionID)
+	a.recording.mark(req.SessionID, resumeMarker)
 	waitHop(ctx, hopDone)
 }
 
@@ -713,6 +716,7 @@ type sessionConn struct {
 	tun       *revtunnel.ClientConn
 	sessionID string
 	resource  string
+	ticket    string // the dialing proxy's recording ticket (revtunnel.RecordingTicket)
 }
 
 // reportLogin is the SSH server's OnLogin hook.

@@ -39,6 +39,15 @@ func newMetrics(a *Agent) *metrics {
 		Help: "Always 1; the labels say which build runs."}, []string{"version", "goversion"})
 	info.WithLabelValues(buildVersion(), runtime.Version()).Set(1)
 	m.reg.MustRegister(info, agentCollector{m},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "warren_agent_recording_spool_bytes",
+			Help: "Bytes of session recordings in the spool, waiting for enough proxies to hold them."},
+			func() float64 { return float64(a.RecordingSpoolBytes()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "warren_agent_recording_upload_failures_total",
+			Help: "Recording uploads to a proxy that failed (each is retried)."},
+			func() float64 { return float64(a.RecordingUploadFailures()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "warren_agent_recording_failures_total",
+			Help: "Recordings the node could not write (spool full, disk error): they end with a marker, and sessions under require_recording end."},
+			func() float64 { return float64(a.RecordingFailures()) }),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -48,6 +48,9 @@ type Config struct {
 	Log    conf.Log     `yaml:"log"`
 	Gossip GossipConfig `yaml:"gossip"`
 	Peer   PeerConfig   `yaml:"peer"`
+	// Recordings bounds the session recordings agents upload (see
+	// recordings.go).
+	Recordings RecordingsConfig `yaml:"recordings"`
 
 	Logger *slog.Logger     `yaml:"-"`
 	Clock  func() time.Time `yaml:"-"`
@@ -285,6 +288,7 @@ func (c Config) CheckAndSetDefaults() (Config, error) {
 	if c.AuthDir == "" {
 		errs.Addf("auth_dir", "required: the directory `warren init --data-dir DIR` wrote")
 	}
+	c.Recordings.checkAndSetDefaults(&errs)
 	if c.Region == "" {
 		c.Region = "default"
 	}

@@ -109,7 +109,10 @@ func newMetrics(p *Proxy) *metrics {
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "warren_build_info",
 		Help: "Always 1; the labels say which build runs."}, []string{"version", "revision", "goversion"})
 	info.WithLabelValues(Version, revision(), runtime.Version()).Set(1)
-	m.reg.MustRegister(info, stateCollector{p, m},
+	uploadFailures := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "warren_recording_upload_failures_total",
+		Help: "Session recordings agents offered that this proxy refused or could not store (a bad ticket, a malformed cast, a full disk); the agent keeps them and retries."},
+		func() float64 { return float64(p.RecordingUploadFailures()) })
+	m.reg.MustRegister(info, uploadFailures, stateCollector{p, m},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

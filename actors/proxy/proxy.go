@@ -64,6 +64,7 @@ type Proxy struct {
 	catalog      *catalog.Store
 	audit        *audit.Log
 	auditor      *auditor           // audit, with its health for readiness
+	rec          recordingState     // session recordings agents upload (recordings.go)
 	refusedPeers *logsample.Sampler // peer calls from proxies that are not members
 	tunnelGate   *gate.Gate         // agents' connections before they authenticate
 	refusedConns *logsample.Sampler // tunnel connections over tunnelGate
@@ -216,6 +217,9 @@ func (p *Proxy) Start(ctx context.Context) (err error) {
 	}
 	if _, err := p.system.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return &auditServer{p: p} }), AuditName); err != nil {
 		return fmt.Errorf("spawn the audit server: %w", err)
+	}
+	if err := p.openRecordings(); err != nil {
+		return err
 	}
 	if err := p.startServers(); err != nil {
 		return err
@@ -469,6 +473,8 @@ func (p *Proxy) handshakeTunnel(ctx context.Context, nc net.Conn, leave func()) 
 		Rendezvous:        p.rendezvous,
 		PeerAddr:          p.peerAddr,
 		Audit:             p.auditor,
+		Recordings:        p,
+		Tickets:           p,
 		Clock:             p.cfg.Clock,
 		Logger:            p.log,
 		Done: func() {
@@ -562,6 +568,7 @@ func (p *Proxy) close() error {
 	if p.cancel != nil {
 		p.cancel()
 	}
+	p.stopRecordingCopies()
 	for _, ln := range []net.Listener{p.tunnelLn, p.httpLn} {
 		if ln != nil {
 			ln.Close()
@@ -609,6 +616,7 @@ func (p *Proxy) close() error {
 	if p.catalog != nil {
 		errs = append(errs, p.catalog.Close())
 	}
+	errs = append(errs, p.closeRecordings())
 	return errors.Join(errs...)
 }
 
@@ -714,7 +722,7 @@ func (p *Proxy) help() string {
 	return strings.Join([]string{
 		"This is Warren proxy " + p.cfg.ID + ". It is a jump host:",
 		"  ssh -J <you>@" + host + ":" + port + " <login>@<resource>",
-		"Commands: ssh -p " + port + " <you>@" + host + " ls | status | whoami | audit --since 1h",
+		"Commands: ssh -p " + port + " <you>@" + host + " ls | status | whoami | audit --since 1h | recordings ls",
 		"",
 	}, "\n")
 }

@@ -691,6 +691,11 @@ func (s *Session) end(res streams.Result) {
 	}
 	ev := s.event("session.end", outcome, errText)
 	ev.Login = s.login
+	if s.login != "" {
+		// The node's SSH server took the login: its PTY sessions are
+		// recorded under this session's id (see audit.Event.Recording).
+		ev.Recording = s.cfg.ID
+	}
 	ev.BytesIn, ev.BytesOut = res.AtoB, res.BtoA
 	ev.Duration = s.cfg.Clock().Sub(s.started)
 	if _, err := s.cfg.Audit.Append(ev); err != nil {

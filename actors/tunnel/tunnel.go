@@ -85,9 +85,14 @@ type Config struct {
 	PeerAddr   string
 	// Audit records the logins agents report for sessions no actor
 	// answers for any more.
-	Audit  Auditor
-	Clock  func() time.Time
-	Logger *slog.Logger
+	Audit Auditor
+	// Recordings, if set, stores the recordings the agent uploads;
+	// Tickets, if set, signs the recording ticket of every session the
+	// tunnel dials (see recording.go).
+	Recordings RecordingSink
+	Tickets    Tickets
+	Clock      func() time.Time
+	Logger     *slog.Logger
 	// Done, if set, is called once the actor has stopped and every
 	// goroutine it started has returned.
 	Done func()
@@ -449,6 +454,7 @@ func (a *Actor) onDial(ctx actor.Context, m *clusterpb.DialRequest) {
 		replyTo = actor.NewPID(m.ReplyToAddress, m.ReplyToId)
 	}
 	req := revtunnel.DialRequest{SessionID: m.SessionId, Resource: m.Resource, Port: m.Port, User: m.User, ClientAddr: m.ClientAddr, Resume: m.Resume}
+	req.Ticket = a.ticket(req)
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()

@@ -44,6 +44,12 @@ func (c Commands) Run(user usersh.Identity, args []string, stdin io.Reader, stdo
 			return 1
 		}
 		return c.audit(args[1:], stdout, stderr)
+	case "recordings":
+		if d := pol.Can(id, "recordings"); !d.Allowed {
+			fmt.Fprintln(stderr, "warren: "+d.Reason)
+			return 1
+		}
+		return c.recordingsCmd(args[1:], stdout, stderr)
 	case "token", "role", "lock":
 		if d := pol.Can(id, "admin"); !d.Allowed {
 			fmt.Fprintln(stderr, "warren: "+d.Reason)
@@ -84,7 +90,7 @@ func (c Commands) Run(user usersh.Identity, args []string, stdin io.Reader, stdo
 		fmt.Fprintf(stdout, "draining: the proxy hands its agents to other proxies, moves the sessions it forwards, gives the %d sessions that entered through it its shutdown grace (shutdown.grace), then stops; this connection ends with it\n", n)
 		return 0
 	default:
-		fmt.Fprintf(stderr, "warren: unknown proxy command %s; commands are ls, status, whoami, known-hosts, audit, resource, token, role, lock, drain, help\n", model.Quote(args[0]))
+		fmt.Fprintf(stderr, "warren: unknown proxy command %s; commands are ls, status, whoami, known-hosts, audit, recordings, resource, token, role, lock, drain, help\n", model.Quote(args[0]))
 		return 2
 	}
 }

@@ -1,12 +1,14 @@
 // Package usercmd holds the commands users run on a proxy over its SSH
 // port (`ssh -p 3023 alice@proxy ls`, and `warren ls`, `warren token add`
 // … which run them for the user): ls, status, whoami, known-hosts, audit,
-// resource, token, role, lock and help, with their text tables.
+// recordings, resource, token, role, lock and help, with their text
+// tables. recordings needs more of the proxy than [Proxy]: a proxy that
+// keeps recordings implements [RecordingProxy] too.
 //
 // A command sees the proxy only through [Proxy]: the router's snapshot,
 // configuration writes through the router, the cluster's status and audit
 // log. Every command checks the user's roles itself (admin for token, role,
-// lock and resource changes; audit for audit).
+// lock and resource changes; audit for audit; recordings for recordings).
 package usercmd
 
 import (

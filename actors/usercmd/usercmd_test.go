@@ -60,7 +60,7 @@ func (f *fakeProxy) Help() string { return "help text\n" }
 
 func (f *fakeProxy) Drain(string) int { f.drained++; return 2 }
 
-func run(f *fakeProxy, user usersh.Identity, stdin string, args ...string) (code int, stdout, stderr string) {
+func run(f Proxy, user usersh.Identity, stdin string, args ...string) (code int, stdout, stderr string) {
 	var out, errb bytes.Buffer
 	code = Commands{P: f}.Run(user, args, strings.NewReader(stdin), &out, &errb)
 	return code, out.String(), errb.String()

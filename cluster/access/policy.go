@@ -176,8 +176,8 @@ func (p *Policy) CheckIdentity(id Identity, now time.Time) string {
 	return ""
 }
 
-// Can reports whether the user may do a cluster-wide action: "admin" or
-// "audit".
+// Can reports whether the user may do a cluster-wide action: "admin",
+// "audit" or "recordings".
 func (p *Policy) Can(id Identity, action string) Decision {
 	roles, _ := p.rolesOf(id)
 	flag := func(rs Rules) bool {
@@ -186,6 +186,8 @@ func (p *Policy) Can(id Identity, action string) Decision {
 			return rs.Admin
 		case "audit":
 			return rs.Audit
+		case "recordings":
+			return rs.Recordings
 		}
 		return false
 	}
@@ -203,8 +205,11 @@ func (p *Policy) Can(id Identity, action string) Decision {
 }
 
 func presetFor(action string) string {
-	if action == "audit" {
+	switch action {
+	case "audit":
 		return "admin or auditor"
+	case "recordings":
+		return "admin, or a role with allow.recordings"
 	}
 	return "admin"
 }

@@ -43,6 +43,18 @@ type Role struct {
 	// issued for at most this long. Across a user's roles the shortest
 	// wins.
 	MaxCertTTL time.Duration `yaml:"max_cert_ttl" json:"max_cert_ttl,omitempty"`
+	// RecordInput records what users holding the role type in their PTY
+	// sessions, besides what the terminal shows (every PTY session on an
+	// agent's embedded SSH server is recorded). Off by default: what a
+	// user types may hold passwords the terminal never echoed. Across a
+	// user's roles, any role asking for it wins.
+	RecordInput bool `yaml:"record_input" json:"record_input,omitempty"`
+	// RequireRecording ends a PTY session of users holding the role when
+	// the node cannot write its recording (spool full, disk error), and
+	// refuses it when the recording cannot start; without it such a
+	// session goes on unrecorded. Across a user's roles, any role
+	// requiring it wins.
+	RequireRecording bool `yaml:"require_recording" json:"require_recording,omitempty"`
 	// Description is free text for `warren role ls`.
 	Description string `yaml:"description" json:"description,omitempty"`
 }
@@ -75,6 +87,9 @@ type Rules struct {
 	Admin bool `yaml:"admin" json:"admin,omitempty"`
 	// Audit is reading the audit log of every proxy.
 	Audit bool `yaml:"audit" json:"audit,omitempty"`
+	// Recordings is listing and playing session recordings (`warren
+	// recordings`, `warren play`): they hold what users' terminals showed.
+	Recordings bool `yaml:"recordings" json:"recordings,omitempty"`
 }
 
 // Selector matches resources by label: every key must be present with a
@@ -295,10 +310,10 @@ func parsePorts(s string) (lo, hi int, err error) {
 var presets = map[string]Role{
 	RoleAdmin: {
 		Name:        RoleAdmin,
-		Description: "everything: every resource with the certificate's logins, forwarding, cluster administration and the audit log",
+		Description: "everything: every resource with the certificate's logins, forwarding, cluster administration, the audit log and session recordings",
 		Allow: Rules{
 			Logins: []string{AnyLogin}, Resources: Selector{"*": {"*"}},
-			PortForwarding: true, AgentForwarding: true, Admin: true, Audit: true,
+			PortForwarding: true, AgentForwarding: true, Admin: true, Audit: true, Recordings: true,
 		},
 	},
 	RoleAccess: {

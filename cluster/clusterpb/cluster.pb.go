@@ -1358,6 +1358,344 @@ func (x *LoginReport) GetRefused() string {
 	return ""
 }
 
+// RecordingQuery asks a proxy's recordings server (actor "recordings")
+// which session recordings it stores.
+type RecordingQuery struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SinceUnixNano int64                  `protobuf:"varint,1,opt,name=since_unix_nano,json=sinceUnixNano,proto3" json:"since_unix_nano,omitempty"`
+	User          string                 `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
+	Resource      string                 `protobuf:"bytes,3,opt,name=resource,proto3" json:"resource,omitempty"`
+	Session       string                 `protobuf:"bytes,4,opt,name=session,proto3" json:"session,omitempty"`
+	Limit         int32                  `protobuf:"varint,5,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordingQuery) Reset() {
+	*x = RecordingQuery{}
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordingQuery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordingQuery) ProtoMessage() {}
+
+func (x *RecordingQuery) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordingQuery.ProtoReflect.Descriptor instead.
+func (*RecordingQuery) Descriptor() ([]byte, []int) {
+	return file_cluster_clusterpb_cluster_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *RecordingQuery) GetSinceUnixNano() int64 {
+	if x != nil {
+		return x.SinceUnixNano
+	}
+	return 0
+}
+
+func (x *RecordingQuery) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *RecordingQuery) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+func (x *RecordingQuery) GetSession() string {
+	if x != nil {
+		return x.Session
+	}
+	return ""
+}
+
+func (x *RecordingQuery) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// RecordingList answers RecordingQuery: recordings' metadata as JSON
+// objects, newest first.
+type RecordingList struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Proxy         string                 `protobuf:"bytes,1,opt,name=proxy,proto3" json:"proxy,omitempty"`
+	Recordings    [][]byte               `protobuf:"bytes,2,rep,name=recordings,proto3" json:"recordings,omitempty"`
+	Truncated     bool                   `protobuf:"varint,3,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	Error         string                 `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordingList) Reset() {
+	*x = RecordingList{}
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordingList) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordingList) ProtoMessage() {}
+
+func (x *RecordingList) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordingList.ProtoReflect.Descriptor instead.
+func (*RecordingList) Descriptor() ([]byte, []int) {
+	return file_cluster_clusterpb_cluster_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *RecordingList) GetProxy() string {
+	if x != nil {
+		return x.Proxy
+	}
+	return ""
+}
+
+func (x *RecordingList) GetRecordings() [][]byte {
+	if x != nil {
+		return x.Recordings
+	}
+	return nil
+}
+
+func (x *RecordingList) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
+func (x *RecordingList) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// RecordingRead asks a proxy for a piece of a recording it stores: a proxy
+// that lacks one fetches it from a peer that holds it, piece by piece
+// (well under gRPC's 4 MiB message limit).
+type RecordingRead struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Offset        int64                  `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	Length        int32                  `protobuf:"varint,3,opt,name=length,proto3" json:"length,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordingRead) Reset() {
+	*x = RecordingRead{}
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordingRead) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordingRead) ProtoMessage() {}
+
+func (x *RecordingRead) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordingRead.ProtoReflect.Descriptor instead.
+func (*RecordingRead) Descriptor() ([]byte, []int) {
+	return file_cluster_clusterpb_cluster_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *RecordingRead) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RecordingRead) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *RecordingRead) GetLength() int32 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+// RecordingPiece answers RecordingRead. size is the recording's whole size;
+// not_found says the proxy does not hold it.
+type RecordingPiece struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	Size          int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	NotFound      bool                   `protobuf:"varint,3,opt,name=not_found,json=notFound,proto3" json:"not_found,omitempty"`
+	Error         string                 `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordingPiece) Reset() {
+	*x = RecordingPiece{}
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordingPiece) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordingPiece) ProtoMessage() {}
+
+func (x *RecordingPiece) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordingPiece.ProtoReflect.Descriptor instead.
+func (*RecordingPiece) Descriptor() ([]byte, []int) {
+	return file_cluster_clusterpb_cluster_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *RecordingPiece) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *RecordingPiece) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *RecordingPiece) GetNotFound() bool {
+	if x != nil {
+		return x.NotFound
+	}
+	return false
+}
+
+func (x *RecordingPiece) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// RecordingCopy asks a proxy to keep a copy of a recording that the proxy
+// whose peer address is from holds (it took it from an agent): the
+// receiver reads it piece by piece (RecordingRead) and stores it, so that
+// a recording outlives the proxy that took it.
+type RecordingCopy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// meta is the recording's metadata as JSON (storage/recordings.Meta).
+	Meta          []byte `protobuf:"bytes,1,opt,name=meta,proto3" json:"meta,omitempty"`
+	From          string `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordingCopy) Reset() {
+	*x = RecordingCopy{}
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordingCopy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordingCopy) ProtoMessage() {}
+
+func (x *RecordingCopy) ProtoReflect() protoreflect.Message {
+	mi := &file_cluster_clusterpb_cluster_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordingCopy.ProtoReflect.Descriptor instead.
+func (*RecordingCopy) Descriptor() ([]byte, []int) {
+	return file_cluster_clusterpb_cluster_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *RecordingCopy) GetMeta() []byte {
+	if x != nil {
+		return x.Meta
+	}
+	return nil
+}
+
+func (x *RecordingCopy) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
 var File_cluster_clusterpb_cluster_proto protoreflect.FileDescriptor
 
 const file_cluster_clusterpb_cluster_proto_rawDesc = "" +
@@ -1479,7 +1817,32 @@ const file_cluster_clusterpb_cluster_proto_rawDesc = "" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x14\n" +
 	"\x05login\x18\x02 \x01(\tR\x05login\x12\x15\n" +
 	"\x06key_id\x18\x03 \x01(\tR\x05keyId\x12\x18\n" +
-	"\arefused\x18\x04 \x01(\tR\arefusedB2Z0github.com/warren-proxy/warren/cluster/clusterpbb\x06proto3"
+	"\arefused\x18\x04 \x01(\tR\arefused\"\x98\x01\n" +
+	"\x0eRecordingQuery\x12&\n" +
+	"\x0fsince_unix_nano\x18\x01 \x01(\x03R\rsinceUnixNano\x12\x12\n" +
+	"\x04user\x18\x02 \x01(\tR\x04user\x12\x1a\n" +
+	"\bresource\x18\x03 \x01(\tR\bresource\x12\x18\n" +
+	"\asession\x18\x04 \x01(\tR\asession\x12\x14\n" +
+	"\x05limit\x18\x05 \x01(\x05R\x05limit\"y\n" +
+	"\rRecordingList\x12\x14\n" +
+	"\x05proxy\x18\x01 \x01(\tR\x05proxy\x12\x1e\n" +
+	"\n" +
+	"recordings\x18\x02 \x03(\fR\n" +
+	"recordings\x12\x1c\n" +
+	"\ttruncated\x18\x03 \x01(\bR\ttruncated\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"O\n" +
+	"\rRecordingRead\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x16\n" +
+	"\x06length\x18\x03 \x01(\x05R\x06length\"k\n" +
+	"\x0eRecordingPiece\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x1b\n" +
+	"\tnot_found\x18\x03 \x01(\bR\bnotFound\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"7\n" +
+	"\rRecordingCopy\x12\x12\n" +
+	"\x04meta\x18\x01 \x01(\fR\x04meta\x12\x12\n" +
+	"\x04from\x18\x02 \x01(\tR\x04fromB2Z0github.com/warren-proxy/warren/cluster/clusterpbb\x06proto3"
 
 var (
 	file_cluster_clusterpb_cluster_proto_rawDescOnce sync.Once
@@ -1493,7 +1856,7 @@ func file_cluster_clusterpb_cluster_proto_rawDescGZIP() []byte {
 	return file_cluster_clusterpb_cluster_proto_rawDescData
 }
 
-var file_cluster_clusterpb_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_cluster_clusterpb_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_cluster_clusterpb_cluster_proto_goTypes = []any{
 	(*Resource)(nil),          // 0: warren.cluster.v1.Resource
 	(*AgentRoute)(nil),        // 1: warren.cluster.v1.AgentRoute
@@ -1512,10 +1875,15 @@ var file_cluster_clusterpb_cluster_proto_goTypes = []any{
 	(*AuditQuery)(nil),        // 14: warren.cluster.v1.AuditQuery
 	(*AuditResult)(nil),       // 15: warren.cluster.v1.AuditResult
 	(*LoginReport)(nil),       // 16: warren.cluster.v1.LoginReport
-	nil,                       // 17: warren.cluster.v1.Resource.LabelsEntry
+	(*RecordingQuery)(nil),    // 17: warren.cluster.v1.RecordingQuery
+	(*RecordingList)(nil),     // 18: warren.cluster.v1.RecordingList
+	(*RecordingRead)(nil),     // 19: warren.cluster.v1.RecordingRead
+	(*RecordingPiece)(nil),    // 20: warren.cluster.v1.RecordingPiece
+	(*RecordingCopy)(nil),     // 21: warren.cluster.v1.RecordingCopy
+	nil,                       // 22: warren.cluster.v1.Resource.LabelsEntry
 }
 var file_cluster_clusterpb_cluster_proto_depIdxs = []int32{
-	17, // 0: warren.cluster.v1.Resource.labels:type_name -> warren.cluster.v1.Resource.LabelsEntry
+	22, // 0: warren.cluster.v1.Resource.labels:type_name -> warren.cluster.v1.Resource.LabelsEntry
 	0,  // 1: warren.cluster.v1.AgentRoute.resources:type_name -> warren.cluster.v1.Resource
 	1,  // 2: warren.cluster.v1.RouteDelta.upserts:type_name -> warren.cluster.v1.AgentRoute
 	1,  // 3: warren.cluster.v1.RouteState.agents:type_name -> warren.cluster.v1.AgentRoute
@@ -1538,7 +1906,7 @@ func file_cluster_clusterpb_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cluster_clusterpb_cluster_proto_rawDesc), len(file_cluster_clusterpb_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

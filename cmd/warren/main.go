@@ -48,6 +48,8 @@ func init() {
 		{"ls", "list resources", runLs},
 		{"ssh", "open an SSH session to a resource: `warren ssh [login@]resource [command]`", runSSH},
 		{"audit", "show the audit log: `warren audit --since 1h`", runAudit},
+		{"recordings", "list session recordings, or write one out: `warren recordings ls --since 24h`, `get ID > s.cast`", runRecordings},
+		{"play", "play a session recording on the terminal: `warren play ID [--speed 2]`", runPlay},
 		{"resource", "manage dynamic resources: `warren resource create -f res.yaml`, `rm NAME`, `ls`", runResource},
 		{"token", "manage join tokens: `warren token add --ttl 30m --resources 'web-*'`, `ls`, `rm ID`", runToken},
 		{"role", "manage roles: `warren role create -f dev.yaml`, `ls`, `rm NAME`", runRole},
@@ -85,6 +87,10 @@ func init() {
 			{"token", "ID [--ttl 1h] [--message TEXT]", "refuse a join token and the agents that joined with it"},
 			{"ls", "[--json]", "list the locks"},
 			{"rm", "KIND NAME", "remove a lock"},
+		},
+		"recordings": {
+			{"ls", "[--user U] [--resource R] [--session ID] [--since 24h|2026-12-01] [--limit N] [--local] [--json]", "list the session recordings of every proxy, newest first"},
+			{"get", "ID", "write a recording (asciicast v2, for `asciinema play`) to stdout"},
 		},
 		"config": {
 			{"ssh", "[--write FILE] [--hosts 'node1 node2'] [--connect [--region R]]", "print an ssh_config block for stock OpenSSH (an entry per proxy region; with --connect, resources through the nearest ready proxy), or update it in a file"},

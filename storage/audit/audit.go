@@ -128,6 +128,12 @@ type Event struct {
 	Duration   time.Duration `json:"duration,omitempty"`
 	Outcome    string        `json:"outcome"` // "ok", "error", "refused", "started"
 	Error      string        `json:"error,omitempty"`
+	// Recording, on the end of a session to an agent's embedded SSH
+	// server, is the id its PTY sessions' recordings are listed under
+	// (`warren recordings ls --session ID`; the first is ID itself, more
+	// sessions on one connection ID-2, ID-3 ...). A session that ran no
+	// PTY has none.
+	Recording string `json:"recording,omitempty"`
 }
 
 // Options configures Open. The zero value is ready to use.

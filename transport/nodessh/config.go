@@ -68,6 +68,11 @@ type Config struct {
 	// error refuses it; its text reaches the user where the protocol has
 	// room for it (see doc.go). nil allows what the certificate permits.
 	AllowForwarding func(conn net.Conn, login string, cert *ssh.Certificate, kind string) error
+	// Record, if set, is asked for a Recorder when a job starts under a
+	// PTY (a shell, or ssh -t with a command), with the connection (as
+	// given to ServeConn): see Recorder. An error refuses the job, and
+	// its text is shown to the user. A nil Recorder records nothing.
+	Record func(conn net.Conn, info RecordInfo) (Recorder, error)
 }
 
 // Kinds of forwarding that Config.AllowForwarding is asked about.

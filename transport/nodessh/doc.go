@@ -97,6 +97,18 @@
 // and writes of 255 KiB) and users-groups-by-id@openssh.com (names in
 // ls -l). The library serves posix-rename, statvfs and hardlink itself.
 //
+// # Recording
+//
+// With Config.Record set, every job that runs under a PTY (a shell, or
+// ssh -t with a command) is offered to a Recorder before it starts: the
+// terminal's output, as read from the PTY and before the client gets it,
+// what the user typed, and every window-change. Jobs without a PTY (scp,
+// sftp, plain exec) are not recorded. The hook decides what it keeps and
+// whether a failure matters: an error it returns ends the session with
+// the error's text on the user's terminal (before the job, the exec or
+// shell request is accepted, told and ended with status 1, since OpenSSH
+// drops a failed request's stderr).
+//
 // # Lifetime
 //
 // Every goroutine has an owner that waits for it: a session waits for its

@@ -233,11 +233,24 @@ func (s *session) start(kind jobKind, command string) (bool, func()) {
 	var j *job
 	var err error
 	if withPTY {
-		j, err = startWithPTY(cmd, s.pty, s.log)
+		rec, refused := s.startRecording(command)
+		if refused != "" {
+			// Accepted, then told and ended: OpenSSH drops what the
+			// channel says before a failure reply.
+			return true, func() {
+				_, _ = s.ch.Stderr().Write([]byte("warren: " + refused + "\r\n"))
+				s.exitWith(1)
+			}
+		}
+		if j, err = startWithPTY(cmd, s.pty, s.log); err != nil && rec != nil {
+			_ = rec.Close()
+		}
+		s.rec = rec
 	} else {
 		j, err = startWithPipes(cmd)
 	}
 	if err != nil {
+		s.rec = nil
 		s.log.Warn("start session job", "kind", kind.String(), "err", err)
 		return false, nil
 	}
@@ -341,10 +354,14 @@ func (s *session) run(j *job) {
 		}()
 	}
 	if j.ptmx != nil {
-		s.copyIn(j.ptmx, false)
+		var in io.Reader = s.ch
+		if s.rec != nil {
+			in = recordingReader{r: s.ch, s: s, j: j}
+		}
+		s.copyIn(j.ptmx, in, false)
 		copyOut(func() error { return s.copyPTYOutput(j) })
 	} else {
-		s.copyIn(j.stdin, true)
+		s.copyIn(j.stdin, s.ch, true)
 		copyOut(func() error { return copyAndClose(s.ch, j.stdout) })
 		copyOut(func() error { return copyAndClose(stderrWriter{s}, j.stderr) })
 	}
@@ -363,6 +380,11 @@ func (s *session) run(j *job) {
 		outputs.Wait()
 		if j.ptmx != nil {
 			j.ptmx.Close()
+		}
+		if s.rec != nil {
+			if err := s.rec.Close(); err != nil {
+				s.log.Warn("close session recording", "err", err)
+			}
 		}
 		s.reportExit(state)
 		close(s.done)
@@ -386,6 +408,14 @@ func (s *session) copyPTYOutput(j *job) error {
 	for {
 		n, err := j.ptmx.Read(buf)
 		if n > 0 {
+			if s.rec != nil {
+				// Recorded before the client sees it: with a recording
+				// that must not fail, nothing unrecorded is shown.
+				if rerr := s.rec.Output(buf[:n]); rerr != nil {
+					s.recordFailed(j, rerr)
+					return nil
+				}
+			}
 			if _, err := s.ch.Write(buf[:n]); err != nil {
 				return err
 			}
@@ -406,14 +436,15 @@ func (s *session) copyPTYOutput(j *job) error {
 	}
 }
 
-// copyIn copies the client's data to the job. With closeOnEOF the end of
+// copyIn copies the client's data (src: the channel, or a reader that
+// records it on the way) to the job. With closeOnEOF the end of
 // the client's data is the end of the job's stdin; a PTY has no such thing
 // and stays open.
-func (s *session) copyIn(dst *os.File, closeOnEOF bool) {
+func (s *session) copyIn(dst *os.File, src io.Reader, closeOnEOF bool) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		_, err := io.Copy(dst, s.ch)
+		_, err := io.Copy(dst, src)
 		if closeOnEOF {
 			dst.Close()
 		}

@@ -67,6 +67,12 @@ type session struct {
 	c   *connection
 	ch  ssh.Channel
 	log *slog.Logger
+	id  int // the session channel's number on its connection, from 1
+
+	// rec records a PTY job (Config.Record); nil when it is not recorded.
+	// Set before the job starts, read by its goroutines.
+	rec     Recorder
+	recOnce sync.Once // the recording's failure is told and acted on once
 
 	// The request loop owns these; job goroutines never touch them.
 	env        []string // accepted client variables, "NAME=value"
@@ -96,6 +102,7 @@ func (c *connection) serveSession(nc ssh.NewChannel, id int) {
 	s := &session{
 		c:    c,
 		ch:   ch,
+		id:   id,
 		log:  c.log.With("session", id),
 		done: make(chan struct{}),
 	}
@@ -212,6 +219,11 @@ func (s *session) onWindowChange(payload []byte) bool {
 		return false
 	}
 	s.pty.size = winsize(m.Columns, m.Rows, m.Width, m.Height)
+	if s.rec != nil && s.job != nil {
+		if err := s.rec.Resize(int(s.pty.size.Cols), int(s.pty.size.Rows)); err != nil {
+			s.recordFailed(s.job, err)
+		}
+	}
 	if s.job != nil && s.job.ptmx != nil {
 		if err := setWinsize(s.job.ptmx, &s.pty.size); err != nil {
 			// The job may just have ended and closed its PTY.

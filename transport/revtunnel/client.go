@@ -151,7 +151,9 @@ type ClientConfig struct {
 
 // ClientConn is the agent's end of one tunnel.
 type ClientConn struct {
-	Addr      string
+	Addr string
+	// ProxyID is the proxy's id, as its certificate and hello say.
+	ProxyID   string
 	conn      *sshConn
 	onProxies func(ProxySet)
 	onDefs    func(Definitions)
@@ -265,6 +267,7 @@ func Dial(ctx context.Context, cfg ClientConfig, hello Hello) (*ClientConn, Hell
 		conn.Close()
 		return nil, HelloReply{}, fmt.Errorf("tunnel to %s: the proxy says it is %s but its certificate is for %s", cfg.Addr, model.Quote(reply.ProxyID), model.Quote(proxyCert.KeyId))
 	}
+	c.ProxyID = reply.ProxyID
 	return c, reply, nil
 }
 

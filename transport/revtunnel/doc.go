@@ -44,6 +44,10 @@
 //  8. Definitions. The proxy sends "definitions@warren.dev" (Definitions,
 //     no reply) whenever the cluster's dynamic resources change; the hello
 //     reply carries them too. Agents serve those their label watchers match.
+//  9. Recordings. The agent opens a "recording@warren.dev" channel per
+//     recording it uploads (RecordingOffer, with the RecordingTicket the
+//     dialing proxy put in the DialRequest), sends the cast and reads one
+//     UploadResult line; see recording.go.
 //
 // A proxy with too many connections still in their handshake turns a new
 // one away before the SSH version exchange: it writes one busy line,

@@ -181,6 +181,9 @@ type DialRequest struct {
 	// Resume is ResumeStart or ResumeAgain for a resumable session
 	// (transport/resume), empty for a plain stream.
 	Resume string `json:"resume,omitempty"`
+	// Ticket, if set, lets the agent upload the session's recordings to
+	// any proxy (see recording.go).
+	Ticket string `json:"ticket,omitempty"`
 }
 
 // DialRequest.Resume values: the first hop of a resumable session, whose

@@ -41,7 +41,7 @@ func newAuthority(t *testing.T) *pki.Authority {
 	return a
 }
 
-func newKey(t *testing.T) ssh.Signer {
+func newKey(t testing.TB) ssh.Signer {
 	t.Helper()
 	s, _, err := pki.GenerateKey()
 	if err != nil {

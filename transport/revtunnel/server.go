@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -241,6 +242,9 @@ type ServerConn struct {
 	dialed  map[string]bool // sessions dialed whose login is not reported yet
 	order   []string        // dialed, oldest first, to forget beyond maxPendingLogins
 	dropped int             // login reports dropped, for one log line per tunnel
+
+	uploads  atomic.Int32   // recording uploads running (recording.go)
+	uploadWG sync.WaitGroup // their goroutines, waited for by Serve
 }
 
 // expectLogin remembers that session was dialed on this tunnel.
@@ -284,9 +288,12 @@ func (c *ServerConn) Serve(h Handler) error {
 		var req *ssh.Request
 		select {
 		case nch, ok := <-chans:
-			if !ok {
+			switch rh, isRH := h.(RecordingHandler); {
+			case !ok:
 				chans = nil
-			} else {
+			case nch.ChannelType() == ChanRecording && isRH && helloed:
+				c.serveRecording(nch, rh)
+			default:
 				_ = nch.Reject(ssh.Prohibited, "agents may not open channels to the proxy")
 			}
 			continue
@@ -355,6 +362,7 @@ func (c *ServerConn) Serve(h Handler) error {
 			}
 		}
 	}
+	c.uploadWG.Wait()
 	if c.dropped > 0 {
 		c.logger.Warn("agent sent login reports for sessions it was not dialed for; dropped", "agent", c.AgentID, "count", c.dropped)
 	}
