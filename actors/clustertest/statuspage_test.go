@@ -239,12 +239,21 @@ func TestStatusPageInChromium(t *testing.T) {
 	if r := tables.row("proxies", "proxy-2"); len(r) < 5 || r[2] != "alive" || r[3] != "ok" || !regexp.MustCompile(`^\d+\.\d\d ms$`).MatchString(r[4]) {
 		t.Errorf("proxy-2 line %q, want alive, link ok, an RTT in ms", r)
 	}
-	// The agent, through each proxy that holds one of its tunnels.
-	if r := tables.row("agents", agent1); len(r) < 5 || r[3] != "online" || r[4] != "3" {
-		t.Errorf("%s line %q, want online, 3 resources", agent1, r)
+	// Each agent, online through some proxy (a loaded machine may see a
+	// tunnel move, which leaves an offline line for the old proxy).
+	onlineWith := func(agent, resources string) bool {
+		for _, r := range tables["agents"] {
+			if len(r) >= 5 && r[0] == agent && r[3] == "online" && r[4] == resources {
+				return true
+			}
+		}
+		return false
 	}
-	if r := tables.row("agents", agent2); len(r) < 5 || r[3] != "online" || r[4] != "1" {
-		t.Errorf("%s line %q, want online, 1 resource", agent2, r)
+	if !onlineWith(agent1, "3") {
+		t.Errorf("agents %q, want %s online with 3 resources", tables["agents"], agent1)
+	}
+	if !onlineWith(agent2, "1") {
+		t.Errorf("agents %q, want %s online with 1 resource", tables["agents"], agent2)
 	}
 	// Resources with health and replicas, labels as the agent sent them.
 	if r := tables.row("resources", "node1"); len(r) < 4 || r[1] != "ssh" || r[2] != "online" || r[3] != "1 / 1" {
@@ -264,13 +273,23 @@ func TestStatusPageInChromium(t *testing.T) {
 			shell = r
 		}
 	}
-	if len(shell) < 6 || shell[1] != c.User || shell[2] != c.Login || shell[4] != agent1 || shell[5] != "proxy-1>"+agent1 {
+	// Its path starts here and ends at the agent (through proxy-2 if the
+	// agent's tunnel moved, and the session resumed over it).
+	if len(shell) < 6 || shell[1] != c.User || shell[2] != c.Login || shell[4] != agent1 ||
+		!strings.HasPrefix(shell[5], "proxy-1>") || !strings.HasSuffix(shell[5], ">"+agent1) {
 		t.Errorf("sessions %q, want %s's session to node1 as %s on %s from proxy-1", tables["sessions"], c.User, c.Login, agent1)
 	}
-	// The failover: when, kind, session, resource, from, to, why.
-	if r := tables["failovers"]; len(r) == 0 || len(r[0]) < 7 || r[0][1] != "connect" || r[0][3] != "pool" ||
-		!strings.HasSuffix(r[0][4], ">"+agent1) || !strings.HasSuffix(r[0][5], ">"+agent2) || !strings.Contains(r[0][6], "upstream") {
-		t.Errorf("failovers %q, want pool's from %s to %s, saying the upstream failed", r, agent1, agent2)
+	// The failover: when, kind, session, resource, from, to, why (newest
+	// first; a resume may come after it).
+	found := false
+	for _, r := range tables["failovers"] {
+		if len(r) >= 7 && r[1] == "connect" && r[3] == "pool" &&
+			strings.HasSuffix(r[4], ">"+agent1) && strings.HasSuffix(r[5], ">"+agent2) && strings.Contains(r[6], "upstream") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("failovers %q, want pool's from %s to %s, saying the upstream failed", tables["failovers"], agent1, agent2)
 	}
 	// The labels did not become elements: nothing in the tables but rows
 	// and cells of text.
