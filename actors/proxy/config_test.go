@@ -50,6 +50,8 @@ func TestConfigBounds(t *testing.T) {
 		{"cert ttl too long", func(c *Config) { c.Tunnel.CertTTL = 10 * 365 * 24 * time.Hour }, "tunnel.cert_ttl"},
 		{"attempt longer than dial", func(c *Config) { c.Session.DialTimeout, c.Session.AttemptTimeout = time.Second, 2*time.Second }, "session.attempt_timeout: 2s is longer than session.dial_timeout"},
 		{"retention too long", func(c *Config) { c.Tunnel.OfflineRetention = 365 * 24 * time.Hour }, "tunnel.offline_retention"},
+		{"recordings kept seconds", func(c *Config) { c.Recordings.Retention = 10 * time.Second }, "recordings.retention: 10s is outside 1m to 100 years"},
+		{"log level unknown", func(c *Config) { c.Log.Level = "loud" }, `log.level: unknown log level "loud"`},
 	} {
 		c := base
 		tt.edit(&c)

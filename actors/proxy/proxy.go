@@ -232,10 +232,14 @@ func (p *Proxy) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("router did not take the membership: %w", err)
 	}
 	p.serve(ctx)
-	p.wg.Add(1)
+	p.wg.Add(2)
 	go func() {
 		defer p.wg.Done()
 		p.auditor.probe(ctx, 5*time.Second, p.cfg.ID)
+	}()
+	go func() {
+		defer p.wg.Done()
+		p.expireRecordings(ctx, time.Hour)
 	}()
 	p.mu.Lock()
 	p.ready = true

@@ -44,6 +44,10 @@ type RecordingsConfig struct {
 	// MaxBytes bounds one recording an agent uploads (default 65 MiB:
 	// the agents' default cap, 64 MiB, and room for a closing marker).
 	MaxBytes int64 `yaml:"max_bytes"`
+	// Retention, if set, deletes the recordings this proxy stored longer
+	// ago than this, checked at start and every hour (default 0: kept
+	// until deleted by hand; watch data_dir/recordings).
+	Retention time.Duration `yaml:"retention"`
 }
 
 func (c *RecordingsConfig) checkAndSetDefaults(errs *conf.Errors) {
@@ -52,6 +56,33 @@ func (c *RecordingsConfig) checkAndSetDefaults(errs *conf.Errors) {
 		c.MaxBytes = recordings.DefaultMaxBytes + recordings.StoreSlack
 	case c.MaxBytes < 64<<10 || c.MaxBytes > 16<<30:
 		errs.Addf("recordings.max_bytes", "%d is outside 64 KiB to 16 GiB", c.MaxBytes)
+	}
+	if c.Retention != 0 && (c.Retention < time.Minute || c.Retention > 100*365*24*time.Hour) {
+		errs.Addf("recordings.retention", "%s is outside 1m to 100 years (0 keeps recordings until deleted by hand)", c.Retention)
+	}
+}
+
+// expireRecordings deletes the recordings older than recordings.retention
+// now and every hour, until ctx ends.
+func (p *Proxy) expireRecordings(ctx context.Context, every time.Duration) {
+	if p.cfg.Recordings.Retention <= 0 || p.rec.store == nil {
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		n, bytes, err := p.rec.store.Expire(p.cfg.Clock().Add(-p.cfg.Recordings.Retention))
+		switch {
+		case err != nil:
+			p.log.Error("expire recordings", "err", err)
+		case n > 0:
+			p.log.Info("recordings expired", "count", n, "bytes", bytes, "retention", p.cfg.Recordings.Retention.String())
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
 	}
 }
 

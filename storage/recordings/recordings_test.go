@@ -263,3 +263,45 @@ func TestStore(t *testing.T) {
 		t.Errorf("after reopening: %d recordings, want 2", len(l))
 	}
 }
+
+// TestStoreExpire: Expire deletes what was stored before its cutoff, index
+// entry and file, keeps the rest, and a second run finds nothing.
+func TestStoreExpire(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	s, err := OpenStore(dir, StoreOptions{MaxBytes: 1 << 20, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	old, err := put(t, s, "old1", castBytes(t, "old"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(48 * time.Hour)
+	if _, err := put(t, s, "new1", castBytes(t, "new")); err != nil {
+		t.Fatal(err)
+	}
+	n, size, err := s.Expire(now.Add(-24 * time.Hour))
+	if err != nil || n != 1 || size != old.Size {
+		t.Fatalf("Expire: %d recordings, %d bytes, %v; want 1 of %d bytes", n, size, err, old.Size)
+	}
+	if _, err := s.Meta("old1"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("the expired recording is still indexed: %v", err)
+	}
+	if _, err := os.Stat(s.castPath("old1")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the expired recording's file is still there: %v", err)
+	}
+	list, _, err := s.List(Query{})
+	if err != nil || len(list) != 1 || list[0].ID != "new1" {
+		t.Errorf("after expiry the store lists %+v, %v; want new1 only", list, err)
+	}
+	if _, f, err := s.Open("new1"); err != nil {
+		t.Errorf("the kept recording: %v", err)
+	} else {
+		f.Close()
+	}
+	if n, _, err := s.Expire(now.Add(-24 * time.Hour)); n != 0 || err != nil {
+		t.Errorf("a second Expire: %d, %v", n, err)
+	}
+}
