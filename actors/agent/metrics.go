@@ -3,7 +3,6 @@ package agent
 import (
 	"net/http"
 	"runtime"
-	"runtime/debug"
 	"sync"
 	"time"
 
@@ -11,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/warren-proxy/warren/internal/buildinfo"
 	"github.com/warren-proxy/warren/transport/revtunnel"
 )
 
@@ -36,8 +36,8 @@ type tunnelState struct {
 func newMetrics(a *Agent) *metrics {
 	m := &metrics{a: a, reg: prometheus.NewRegistry(), tunnels: map[*revtunnel.ClientConn]*tunnelState{}}
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "warren_agent_build_info",
-		Help: "Always 1; the labels say which build runs."}, []string{"version", "goversion"})
-	info.WithLabelValues(buildVersion(), runtime.Version()).Set(1)
+		Help: "Always 1; the labels say which build runs."}, []string{"version", "revision", "goversion"})
+	info.WithLabelValues(Version, buildinfo.Revision(), runtime.Version()).Set(1)
 	m.reg.MustRegister(info, agentCollector{m},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "warren_agent_recording_spool_bytes",
 			Help: "Bytes of session recordings in the spool, waiting for enough proxies to hold them."},
@@ -50,20 +50,6 @@ func newMetrics(a *Agent) *metrics {
 			func() float64 { return float64(a.RecordingFailures()) }),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
-}
-
-// buildVersion is the module version or VCS revision of the binary.
-func buildVersion() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "vcs.revision" {
-			return s.Value
-		}
-	}
-	return bi.Main.Version
 }
 
 func (m *metrics) handler() http.Handler { return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}) }

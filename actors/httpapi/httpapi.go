@@ -101,10 +101,7 @@ const apiTokenHint = "missing or wrong API token: send Authorization: Bearer <co
 // the token is. A proxy serves them on its HTTP port, an agent on its
 // debug_listen.
 func Profiles(check func(tok string) bool, hint string) http.Handler {
-	return profiles(func(r *http.Request) bool {
-		tok, ok := bearer(r)
-		return ok && check(tok)
-	}, hint)
+	return profiles(bearerOK(check), hint)
 }
 
 func profiles(ok func(*http.Request) bool, hint string) http.Handler {
@@ -119,10 +116,15 @@ func profiles(ok func(*http.Request) bool, hint string) http.Handler {
 // and answers others 401 with hint, which says where the token is (the
 // agent's /metrics on its debug_listen).
 func RequireToken(check func(tok string) bool, hint string, next http.HandlerFunc) http.Handler {
-	return requireToken(func(r *http.Request) bool {
+	return requireToken(bearerOK(check), hint, next)
+}
+
+// bearerOK accepts the requests whose bearer token check accepts.
+func bearerOK(check func(tok string) bool) func(*http.Request) bool {
+	return func(r *http.Request) bool {
 		tok, ok := bearer(r)
 		return ok && check(tok)
-	}, hint, next)
+	}
 }
 
 // bearer is the request's bearer token, if it sends one.

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"runtime"
-	"runtime/debug"
 	"sync"
 	"time"
 
@@ -11,6 +10,7 @@ import (
 
 	"github.com/warren-proxy/warren/actors/session"
 	"github.com/warren-proxy/warren/cluster/membership"
+	"github.com/warren-proxy/warren/internal/buildinfo"
 	"github.com/warren-proxy/warren/internal/model"
 )
 
@@ -108,25 +108,13 @@ func newMetrics(p *Proxy) *metrics {
 
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "warren_build_info",
 		Help: "Always 1; the labels say which build runs."}, []string{"version", "revision", "goversion"})
-	info.WithLabelValues(Version, revision(), runtime.Version()).Set(1)
+	info.WithLabelValues(Version, buildinfo.Revision(), runtime.Version()).Set(1)
 	uploadFailures := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "warren_recording_upload_failures_total",
 		Help: "Session recordings agents offered that this proxy refused or could not store (a bad ticket, a malformed cast, a full disk); the agent keeps them and retries."},
 		func() float64 { return float64(p.RecordingUploadFailures()) })
 	m.reg.MustRegister(info, uploadFailures, stateCollector{p, m},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
-}
-
-// revision is the VCS revision the binary was built from, or "unknown".
-func revision() string {
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" {
-				return s.Value
-			}
-		}
-	}
-	return "unknown"
 }
 
 // factory registers metrics as it makes them.
@@ -257,10 +245,10 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descSessions, float64(p.live.Len()))
 	p.mu.Lock()
-	tunnels, ready := len(p.tunPIDs), p.ready
+	tunnels := len(p.tunPIDs)
 	p.mu.Unlock()
 	gauge(descTunnels, float64(tunnels))
-	gauge(descReady, b2f(ready && p.NotReady() == ""))
+	gauge(descReady, b2f(p.table != nil && p.NotReady() == ""))
 
 	if p.table != nil {
 		snap := p.table.Snapshot()
@@ -300,7 +288,8 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 				count[[2]string{st, region}] += 0
 			}
 		}
-		for _, mem := range p.members.Members() {
+		members := p.members.Members()
+		for _, mem := range members {
 			seen(mem.Region)
 			count[[2]string{"alive", mem.Region}]++
 		}
@@ -315,7 +304,7 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		if p.prober != nil {
 			last := p.prober.Last()
-			for _, mem := range p.members.Members() {
+			for _, mem := range members {
 				if mem.ProxyID == p.cfg.ID {
 					continue
 				}

@@ -22,7 +22,9 @@ type Observer interface {
 	// is given, after an attempt failed.
 	FailedOver(path string)
 	// Started is a request's outcome: StartOK, StartDenied,
-	// StartUnavailable or StartError. Only StartOK is followed by Ended.
+	// StartUnavailable or StartError. Ended follows StartOK, and the
+	// StartError of a session whose start the audit log has (the user's
+	// channel failed), as the log's session.end follows its session.start.
 	Started(result string)
 	// Connected is the path a started session runs on, how long it took
 	// from the request, and its legs' round trips.
@@ -68,8 +70,8 @@ type Legs struct {
 	User, Peer, Agent time.Duration
 }
 
-// pathOf names e's path for the Observer.
-func pathOf(e router.Endpoint) string {
+// pathKind names e's path for the Observer.
+func pathKind(e router.Endpoint) string {
 	if e.Local {
 		return PathLocal
 	}

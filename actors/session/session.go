@@ -193,11 +193,10 @@ type Session struct {
 	// noRoute is when a redial first found no tunnel of the agent on any
 	// proxy (zero while one is found); redial runs on one goroutine.
 	noRoute time.Time
-	// connectTook is how long connect took; legs the path's round trips
-	// then; resumed counts the hops replaced since. For the end's log line.
+	// connectTook is how long connect took, legs the path's round trips
+	// then: for the end's log line.
 	connectTook time.Duration
 	legs        Legs
-	resumed     atomic.Int32
 	// shown is what the status page reads while the session runs.
 	shown shown
 }
@@ -374,10 +373,10 @@ func (s *Session) connect(ctx context.Context, candidates []router.Endpoint) (st
 			break
 		}
 		if last != nil {
-			s.cfg.Observer.FailedOver(pathOf(e))
+			s.cfg.Observer.FailedOver(pathKind(e))
 		}
 		st, err := s.attempt(ctx, e)
-		s.cfg.Observer.Dialed(pathOf(e), err)
+		s.cfg.Observer.Dialed(pathKind(e), err)
 		if err == nil {
 			s.connected(e)
 			s.failedOver(lastFailed, e, last)
@@ -473,7 +472,6 @@ func (s *Session) resumeConfig(e router.Endpoint) resume.ClientConfig {
 			if p := s.resumedPath.Load(); p != nil {
 				path = *p
 			}
-			s.resumed.Add(1)
 			s.cfg.Observer.Resumed(stalled)
 			s.resumedOver(e, path, stalled)
 			s.cfg.Logger.Info("session resumed", "session", s.cfg.ID, "resource", s.cfg.Resource, "agent", agentID, "path", path, "stalled", stalled.Round(time.Millisecond), "hops", hops)
@@ -558,10 +556,7 @@ func (s *Session) race(ctx context.Context, agentID string, hops []router.Endpoi
 			switch {
 			case r.err == nil && won == nil:
 				won = r.st
-				path := s.cfg.ProxyID + ">" + agentID
-				if !r.e.Local {
-					path = s.cfg.ProxyID + ">" + r.e.ProxyID + ">" + agentID
-				}
+				path := s.pathOf(r.e)
 				s.resumedPath.Store(&path)
 			case r.err == nil:
 				r.st.Close() // a slower path: not needed
@@ -607,7 +602,7 @@ func (s *Session) race(ctx context.Context, agentID string, hops []router.Endpoi
 func (s *Session) connected(e router.Endpoint) {
 	s.agentID, s.kind = e.AgentID, e.Kind
 	if !e.Local {
-		s.path = s.cfg.ProxyID + ">" + e.ProxyID + ">" + e.AgentID
+		s.path = s.pathOf(e)
 	}
 	if s.cfg.Sticky != nil {
 		s.cfg.Sticky.SetStickyAgent(s.cfg.Resource, e.AgentID)
@@ -617,7 +612,7 @@ func (s *Session) connected(e router.Endpoint) {
 		s.cfg.Load.Succeeded(e.AgentID)
 	}
 	s.connectTook, s.legs = s.cfg.Clock().Sub(s.started), s.measureLegs(e)
-	s.cfg.Observer.Connected(pathOf(e), s.connectTook, s.legs)
+	s.cfg.Observer.Connected(pathKind(e), s.connectTook, s.legs)
 }
 
 // pipe carries bytes both ways until either side ends, recording the
@@ -714,7 +709,7 @@ func (s *Session) end(res streams.Result) {
 		"agent", s.agentID, "path", s.pathString(), "outcome", outcome, "err", errText,
 		"duration", ev.Duration.Round(time.Millisecond), "connect", s.connectTook.Round(time.Microsecond),
 		"user_rtt", s.legs.User.Round(time.Microsecond), "peer_rtt", s.legs.Peer.Round(time.Microsecond), "agent_rtt", s.legs.Agent.Round(time.Microsecond),
-		"resumes", s.resumed.Load(), "bytes_up", res.AtoB, "bytes_down", res.BtoA)
+		"resumes", s.shown.resumes.Load(), "bytes_up", res.AtoB, "bytes_down", res.BtoA)
 }
 
 // deny rejects the user's channel for lack of access and records it.
